@@ -1,0 +1,228 @@
+//! The `check` command: sends one Check to a running server and describes the answer as JSON.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use crate::pb::auth::authorization_client::AuthorizationClient;
+use crate::pb::auth::{
+    attribute_context, check_response, AttributeContext, CheckRequest, CheckResponse,
+};
+use crate::pb::core::HeaderValueOption;
+
+/// What the server answered, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Denied,
+    /// The server answered that it could not decide (an error answer).
+    Undecided,
+}
+
+/// Why the check could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("`{0}` is not a valid server address (expected e.g. http://127.0.0.1:9001)")]
+    BadAddress(String),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the Check call failed: {0}")]
+    Call(#[from] tonic::Status),
+    #[error("header `{0}` is not `name: value`")]
+    BadHeader(String),
+}
+
+/// One request to ask about.
+pub struct Ask<'a> {
+    pub addr: &'a str,
+    pub headers: &'a [String],
+    pub method: &'a str,
+    pub path: &'a str,
+    pub host: &'a str,
+}
+
+/// Builds the CheckRequest Envoy would send: lower-case header names, repeated headers joined with `,`.
+pub fn check_request(ask: &Ask<'_>) -> Result<CheckRequest, AskError> {
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for line in ask.headers {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| AskError::BadHeader(line.clone()))?;
+        let name = name.trim().to_ascii_lowercase();
+        if name.is_empty() {
+            return Err(AskError::BadHeader(line.clone()));
+        }
+        let value = value.trim().to_owned();
+        headers
+            .entry(name)
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    Ok(CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                time: None,
+                http: Some(attribute_context::HttpRequest {
+                    method: ask.method.to_ascii_uppercase(),
+                    path: ask.path.to_owned(),
+                    host: ask.host.to_owned(),
+                    scheme: "http".to_owned(),
+                    protocol: "HTTP/1.1".to_owned(),
+                    headers,
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+    })
+}
+
+pub async fn ask(ask: &Ask<'_>) -> Result<(Verdict, Value), AskError> {
+    let request = check_request(ask)?;
+    let endpoint = tonic::transport::Endpoint::from_shared(ask.addr.to_owned())
+        .map_err(|_| AskError::BadAddress(ask.addr.to_owned()))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(10));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|source| AskError::Connect {
+            addr: ask.addr.to_owned(),
+            source,
+        })?;
+    let response = AuthorizationClient::new(channel)
+        .check(request)
+        .await?
+        .into_inner();
+    Ok(describe(&response))
+}
+
+fn header_list(headers: &[HeaderValueOption]) -> Value {
+    headers
+        .iter()
+        .filter_map(|h| {
+            let header = h.header.as_ref()?;
+            Some(json!({
+                "name": header.key,
+                "value": header.value,
+                "append_action": h.append_action().as_str_name(),
+            }))
+        })
+        .collect()
+}
+
+/// The answer as JSON, and what it means.
+pub fn describe(response: &CheckResponse) -> (Verdict, Value) {
+    let status = response.status.clone().unwrap_or_default();
+    let metadata = response
+        .dynamic_metadata
+        .as_ref()
+        .map(|s| struct_json(s))
+        .unwrap_or(Value::Null);
+    match &response.http_response {
+        Some(check_response::HttpResponse::OkResponse(ok)) if status.code == 0 => (
+            Verdict::Allowed,
+            json!({
+                "decision": "allowed",
+                "grpc_status": status.code,
+                "headers_added": header_list(&ok.headers),
+                "headers_removed": ok.headers_to_remove,
+                "dynamic_metadata": metadata,
+            }),
+        ),
+        Some(check_response::HttpResponse::ErrorResponse(err)) => (
+            Verdict::Undecided,
+            json!({
+                "decision": "error",
+                "grpc_status": status.code,
+                "message": status.message,
+                "status": err.status.as_ref().map(|s| s.code),
+                "headers": header_list(&err.headers),
+                "body": err.body,
+            }),
+        ),
+        Some(check_response::HttpResponse::DeniedResponse(denied)) => (
+            Verdict::Denied,
+            json!({
+                "decision": "denied",
+                "grpc_status": status.code,
+                "message": status.message,
+                "status": denied.status.as_ref().map(|s| s.code).unwrap_or(403),
+                "headers": header_list(&denied.headers),
+                "body": denied.body,
+            }),
+        ),
+        _ if status.code == 0 => (
+            Verdict::Allowed,
+            json!({"decision": "allowed", "grpc_status": 0}),
+        ),
+        _ => (
+            Verdict::Denied,
+            json!({"decision": "denied", "grpc_status": status.code, "message": status.message, "status": 403}),
+        ),
+    }
+}
+
+fn struct_json(s: &prost_types::Struct) -> Value {
+    Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_json(v)))
+            .collect(),
+    )
+}
+
+fn value_json(v: &prost_types::Value) -> Value {
+    use prost_types::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => json!(b),
+        Some(Kind::NumberValue(n)) => json!(n),
+        Some(Kind::StringValue(s)) => json!(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(value_json).collect()),
+        Some(Kind::StructValue(s)) => struct_json(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_headers_are_joined_like_envoy_does() {
+        let headers = vec![
+            "X-A: 1".to_owned(),
+            "x-a: 2".to_owned(),
+            "Authorization: Bearer t".to_owned(),
+        ];
+        let req = check_request(&Ask {
+            addr: "",
+            headers: &headers,
+            method: "get",
+            path: "/p?q=1",
+            host: "h",
+        })
+        .unwrap();
+        let http = req.attributes.unwrap().request.unwrap().http.unwrap();
+        assert_eq!(http.headers["x-a"], "1,2");
+        assert_eq!(http.headers["authorization"], "Bearer t");
+        assert_eq!(http.method, "GET");
+        assert!(matches!(
+            check_request(&Ask {
+                addr: "",
+                headers: &["nocolon".to_owned()],
+                method: "GET",
+                path: "/",
+                host: "h"
+            }),
+            Err(AskError::BadHeader(_))
+        ));
+    }
+}

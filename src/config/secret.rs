@@ -1,0 +1,147 @@
+//! Secret references in the configuration: `{env: NAME}` or `{file: PATH}`, never the secret inline.
+//!
+//! A [`Secret`] never prints its value: `Debug` shows `Secret(<redacted>)`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SecretRef {
+    /// An environment variable of the portcullis process.
+    Env(String),
+    /// A file (e.g. a mounted Kubernetes Secret); one trailing newline is dropped.
+    File(PathBuf),
+}
+
+/// A resolved secret value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
+        Secret(bytes.into())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Why a secret reference could not be resolved. The message names the reference, never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable `{0}` is not set")]
+    EnvMissing(String),
+    #[error("cannot read secret file `{path}`: {source}")]
+    FileUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the secret from {0} is empty")]
+    Empty(String),
+}
+
+/// Looks secrets up. The process uses [`SecretSource::Process`]; tests pass values in with
+/// [`SecretSource::Map`] instead of touching the process environment.
+#[derive(Debug, Clone, Default)]
+pub enum SecretSource {
+    #[default]
+    Process,
+    Map(std::collections::HashMap<String, String>),
+}
+
+impl SecretSource {
+    fn env(&self, name: &str) -> Option<String> {
+        match self {
+            SecretSource::Process => std::env::var(name).ok(),
+            SecretSource::Map(map) => map.get(name).cloned(),
+        }
+    }
+}
+
+impl SecretRef {
+    pub fn resolve(&self, source: &SecretSource) -> Result<Secret, SecretError> {
+        let (bytes, origin) = match self {
+            SecretRef::Env(name) => (
+                source
+                    .env(name)
+                    .ok_or_else(|| SecretError::EnvMissing(name.clone()))?
+                    .into_bytes(),
+                format!("environment variable `{name}`"),
+            ),
+            SecretRef::File(path) => (read_file(path)?, format!("file `{}`", path.display())),
+        };
+        if bytes.is_empty() {
+            return Err(SecretError::Empty(origin));
+        }
+        Ok(Secret(bytes))
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, SecretError> {
+    let mut bytes = std::fs::read(path).map_err(|source| SecretError::FileUnreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_and_file_references_resolve() {
+        let source = SecretSource::Map([("K".to_owned(), "v1".to_owned())].into());
+        assert_eq!(
+            SecretRef::Env("K".into())
+                .resolve(&source)
+                .unwrap()
+                .expose(),
+            b"v1"
+        );
+        let err = SecretRef::Env("MISSING".into())
+            .resolve(&source)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "environment variable `MISSING` is not set");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, "hunter2\n").unwrap();
+        assert_eq!(
+            SecretRef::File(path).resolve(&source).unwrap().expose(),
+            b"hunter2"
+        );
+        let empty = dir.path().join("e");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(matches!(
+            SecretRef::File(empty).resolve(&source),
+            Err(SecretError::Empty(_))
+        ));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret(<redacted>)"
+        );
+    }
+}

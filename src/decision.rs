@@ -1,0 +1,213 @@
+//! What a check decides: allow with an [`Identity`], deny with a [`Denial`], or an error when it cannot
+//! decide. An expected denial is a value with a `Copy` reason, not an error.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+/// Why a request is denied. Each reason maps to a static metric label and a short description that is safe
+/// to show to the client (it never carries token content or internal error text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    /// No credential any provider could take.
+    MissingCredential,
+    EmptyCredential,
+    MultipleCredentials,
+    MalformedCredential,
+    TokenTooLarge,
+    /// Not a compact JWS with a JSON header and payload.
+    MalformedToken,
+    /// An opaque token, and no provider takes opaque tokens.
+    NotAJwt,
+    AlgorithmNone,
+    UnsupportedAlgorithm,
+    /// The header's `alg` is not one the provider and the key accept.
+    AlgorithmNotAllowed,
+    UnsupportedCritical,
+    WrongType,
+    MissingIssuer,
+    UntrustedIssuer,
+    UnknownKey,
+    /// No `kid`, and the key set has more than one key.
+    MissingKeyId,
+    BadSignature,
+    MissingExpiry,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    /// A time claim that is not a JSON number.
+    MalformedTimeClaim,
+    WrongAudience,
+}
+
+impl DenyReason {
+    /// Every reason, for metrics.
+    pub const ALL: [DenyReason; 23] = [
+        DenyReason::MissingCredential,
+        DenyReason::EmptyCredential,
+        DenyReason::MultipleCredentials,
+        DenyReason::MalformedCredential,
+        DenyReason::TokenTooLarge,
+        DenyReason::MalformedToken,
+        DenyReason::NotAJwt,
+        DenyReason::AlgorithmNone,
+        DenyReason::UnsupportedAlgorithm,
+        DenyReason::AlgorithmNotAllowed,
+        DenyReason::UnsupportedCritical,
+        DenyReason::WrongType,
+        DenyReason::MissingIssuer,
+        DenyReason::UntrustedIssuer,
+        DenyReason::UnknownKey,
+        DenyReason::MissingKeyId,
+        DenyReason::BadSignature,
+        DenyReason::MissingExpiry,
+        DenyReason::Expired,
+        DenyReason::NotYetValid,
+        DenyReason::IssuedInFuture,
+        DenyReason::MalformedTimeClaim,
+        DenyReason::WrongAudience,
+    ];
+
+    /// A stable label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::MissingCredential => "missing_credential",
+            DenyReason::EmptyCredential => "empty_credential",
+            DenyReason::MultipleCredentials => "multiple_credentials",
+            DenyReason::MalformedCredential => "malformed_credential",
+            DenyReason::TokenTooLarge => "token_too_large",
+            DenyReason::MalformedToken => "malformed_token",
+            DenyReason::NotAJwt => "not_a_jwt",
+            DenyReason::AlgorithmNone => "alg_none",
+            DenyReason::UnsupportedAlgorithm => "unsupported_alg",
+            DenyReason::AlgorithmNotAllowed => "alg_not_allowed",
+            DenyReason::UnsupportedCritical => "unsupported_crit",
+            DenyReason::WrongType => "wrong_typ",
+            DenyReason::MissingIssuer => "missing_iss",
+            DenyReason::UntrustedIssuer => "untrusted_iss",
+            DenyReason::UnknownKey => "unknown_kid",
+            DenyReason::MissingKeyId => "missing_kid",
+            DenyReason::BadSignature => "bad_signature",
+            DenyReason::MissingExpiry => "missing_exp",
+            DenyReason::Expired => "expired",
+            DenyReason::NotYetValid => "not_yet_valid",
+            DenyReason::IssuedInFuture => "iat_in_future",
+            DenyReason::MalformedTimeClaim => "malformed_time_claim",
+            DenyReason::WrongAudience => "wrong_aud",
+        }
+    }
+
+    /// The `error_description` shown to the client (RFC 6750 §3).
+    pub fn description(self) -> &'static str {
+        match self {
+            DenyReason::MissingCredential => "authentication required",
+            DenyReason::EmptyCredential => "the bearer token is empty",
+            DenyReason::MultipleCredentials => "more than one credential was sent",
+            DenyReason::MalformedCredential => "the bearer token has invalid characters",
+            DenyReason::TokenTooLarge => "the token is too large",
+            DenyReason::MalformedToken => "the token is malformed",
+            DenyReason::NotAJwt => "the token is not a JWT",
+            DenyReason::AlgorithmNone => "unsigned tokens are not accepted",
+            DenyReason::UnsupportedAlgorithm => "the token's algorithm is not supported",
+            DenyReason::AlgorithmNotAllowed => "the token's algorithm is not allowed",
+            DenyReason::UnsupportedCritical => "the token has an unsupported critical header",
+            DenyReason::WrongType => "the token has the wrong type",
+            DenyReason::MissingIssuer => "the token has no issuer",
+            DenyReason::UntrustedIssuer => "the token's issuer is not trusted",
+            DenyReason::UnknownKey => "the token was signed with an unknown key",
+            DenyReason::MissingKeyId => "the token has no key id",
+            DenyReason::BadSignature => "the token's signature is invalid",
+            DenyReason::MissingExpiry => "the token has no expiry",
+            DenyReason::Expired => "the token has expired",
+            DenyReason::NotYetValid => "the token is not valid yet",
+            DenyReason::IssuedInFuture => "the token is issued in the future",
+            DenyReason::MalformedTimeClaim => "the token has a malformed time claim",
+            DenyReason::WrongAudience => "the token is not meant for this audience",
+        }
+    }
+
+    /// The RFC 6750 §3.1 error code.
+    pub fn error_code(self) -> &'static str {
+        match self.status() {
+            DenyStatus::BadRequest => "invalid_request",
+            DenyStatus::Unauthorized => "invalid_token",
+        }
+    }
+
+    pub fn status(self) -> DenyStatus {
+        match self {
+            DenyReason::EmptyCredential
+            | DenyReason::MultipleCredentials
+            | DenyReason::MalformedCredential => DenyStatus::BadRequest,
+            _ => DenyStatus::Unauthorized,
+        }
+    }
+}
+
+/// The HTTP status of a denial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyStatus {
+    /// 400: a malformed request (`invalid_request`).
+    BadRequest,
+    /// 401: no credential, or one that failed (`invalid_token`).
+    Unauthorized,
+}
+
+/// Why a request could not be decided: an upstream the answer depends on is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The provider's key set has never been loaded.
+    KeysNotLoaded,
+}
+
+impl Unavailable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unavailable::KeysNotLoaded => "keys_not_loaded",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            Unavailable::KeysNotLoaded => "the identity provider's keys are not available",
+        }
+    }
+}
+
+/// A verified principal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The provider that authenticated it (`x-auth-provider`).
+    pub provider: Arc<str>,
+    /// `sub`, when the token has one (`x-auth-subject`).
+    pub subject: Option<String>,
+    /// `iss` (`x-auth-issuer`).
+    pub issuer: Arc<str>,
+    /// Space-separated scopes from `scope` or `scp` (`x-auth-scopes`).
+    pub scopes: String,
+    /// Mapped claim headers: name (under the identity prefix) and value.
+    pub headers: Vec<(Arc<str>, String)>,
+    /// Every claim of the token, for dynamic metadata and policy.
+    pub claims: Map<String, Value>,
+    /// `exp` as Unix seconds.
+    pub expires_at: i64,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Allow(Arc<Identity>),
+    Deny(DenyReason),
+    Error(Unavailable),
+}
+
+impl Decision {
+    /// The label for metrics and logs: `allow`, `error`, or the deny reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Allow(_) => "allow",
+            Decision::Deny(reason) => reason.as_str(),
+            Decision::Error(why) => why.as_str(),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The `portcullis` binary: parse the command line, load and validate config, start logging, bind, and hand
+//! over to the library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value};
+use tokio::net::TcpListener;
+
+use portcullis::authorizer::Authorizer;
+use portcullis::clock::Clock;
+use portcullis::config::{Config, ConfigErrors, ProviderConfig, SecretSource};
+use portcullis::dev::{self, DevIssuer};
+use portcullis::server::{self, translate::AnswerSettings, App};
+use portcullis::telemetry::{self, LogFormat};
+
+/// Exit code for a configuration that cannot be used (EX_USAGE, as linkerd does).
+const EXIT_CONFIG: u8 = 64;
+/// Exit code of `check` when the request was denied.
+const EXIT_DENIED: u8 = 3;
+/// Exit code of `check` when the server answered that it could not decide.
+const EXIT_UNDECIDED: u8 = 4;
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Envoy external authorization (ext_authz v3) service"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "PORTCULLIS_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve Check (gRPC) and the admin endpoints (HTTP).
+    Serve(ServeArgs),
+    /// Print a token the `serve --dev` server accepts.
+    Token(TokenArgs),
+    /// Send one Check to a running server and print the decision as JSON.
+    /// Exits 0 when allowed, 3 when denied, 4 when the server could not decide, 1 when it could not ask.
+    Check(CheckArgs),
+    /// Parse and validate a configuration file; print every problem with the path of its field.
+    /// Exits 0 when valid, 64 when not.
+    ValidateConfig(ValidateArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The configuration file (YAML).
+    #[arg(long, required_unless_present = "dev", conflicts_with = "dev")]
+    config: Option<PathBuf>,
+    /// Run on the embedded default: a built-in development issuer, no IdP account needed.
+    #[arg(long)]
+    dev: bool,
+    /// gRPC listen address; overrides `server.listen` (dev default 127.0.0.1:9001).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Admin HTTP listen address; overrides `server.admin_listen` (dev default 127.0.0.1:9002).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Where `--dev` keeps its signing key.
+    #[arg(long, default_value = ".portcullis-dev", env = "PORTCULLIS_DEV_STATE")]
+    state_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The subject (`sub`).
+    #[arg(long, default_value = "dev-user")]
+    sub: String,
+    /// Space-separated scopes (`scope`).
+    #[arg(long, default_value = "")]
+    scope: String,
+    /// Space-separated Auth0-style RBAC permissions (`permissions` array).
+    #[arg(long)]
+    permissions: Option<String>,
+    /// The audience (`aud`).
+    #[arg(long, default_value = dev::DEV_AUDIENCE)]
+    aud: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: i64,
+    /// An extra claim, `name=value`; the value is read as JSON when it parses, else as a string.
+    #[arg(long = "claim", value_name = "NAME=VALUE")]
+    claims: Vec<String>,
+    /// The dev server's state directory.
+    #[arg(long, default_value = ".portcullis-dev", env = "PORTCULLIS_DEV_STATE")]
+    state_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The portcullis gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:9001")]
+    addr: String,
+    /// A request header, `name: value`; repeat for more.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// The request path, with its query string.
+    #[arg(long, default_value = "/")]
+    path: String,
+    #[arg(long, default_value = "localhost")]
+    host: String,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    /// The configuration file (YAML).
+    file: PathBuf,
+    /// Do not check that `{env:}`/`{file:}` secret references resolve on this machine.
+    #[arg(long)]
+    skip_secrets: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::ValidateConfig(args) => validate_config(&args),
+        Command::Token(args) => report(token(&args)),
+        Command::Serve(args) => runtime().block_on(async { report(serve(args).await) }),
+        Command::Check(args) => runtime().block_on(check(args)),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+/// Prints an error chain and picks the exit code.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if let Some(errors) = err.downcast_ref::<ConfigErrors>() {
+                eprintln!("error: {err}");
+                for problem in &errors.0 {
+                    eprintln!("  {problem}");
+                }
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read configuration `{}`", path.display()))
+        .map_err(|e| {
+            anyhow::Error::new(ConfigErrors(vec![portcullis::config::Problem {
+                path: ".".to_owned(),
+                message: format!("{e:#}"),
+            }]))
+        })?;
+    Ok(Config::from_yaml_str(&text)?)
+}
+
+fn validate_config(args: &ValidateArgs) -> ExitCode {
+    let mut problems = match load_config(&args.file) {
+        Ok(config) if args.skip_secrets => return valid(&args.file, &config),
+        Ok(config) => match secret_problems(&config) {
+            problems if problems.is_empty() => return valid(&args.file, &config),
+            problems => problems,
+        },
+        Err(err) => match err.downcast::<ConfigErrors>() {
+            Ok(errors) => errors.0.iter().map(ToString::to_string).collect(),
+            Err(other) => vec![format!(". : {other:#}")],
+        },
+    };
+    println!("{}: invalid configuration", args.file.display());
+    problems.dedup();
+    for problem in problems {
+        println!("  {problem}");
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn valid(file: &Path, config: &Config) -> ExitCode {
+    println!(
+        "{}: valid ({} provider{})",
+        file.display(),
+        config.providers.len(),
+        if config.providers.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::SUCCESS
+}
+
+fn secret_problems(config: &Config) -> Vec<String> {
+    let source = SecretSource::Process;
+    config
+        .providers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, provider)| match provider {
+            ProviderConfig::Jwt(jwt) => jwt
+                .shared_secret
+                .as_ref()
+                .and_then(|s| s.resolve(&source).err())
+                .map(|e| format!("providers[{i}].shared_secret: {e}")),
+        })
+        .collect()
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (config, dev, grpc, admin) = if args.dev {
+        let listen = args
+            .listen
+            .unwrap_or_else(|| dev::DEV_LISTEN.parse().expect("valid"));
+        let admin_addr = args
+            .admin_listen
+            .unwrap_or_else(|| dev::DEV_ADMIN_LISTEN.parse().expect("valid"));
+        let admin = bind(admin_addr, "admin").await?;
+        let admin_addr = admin.local_addr()?;
+        let grpc = bind(listen, "gRPC").await?;
+        let mut issuer = DevIssuer::load_or_create(&args.state_dir, &dev::issuer_for(admin_addr))?;
+        issuer.set_issuer(dev::issuer_for(admin_addr))?;
+        let config = issuer.config(grpc.local_addr()?, admin_addr);
+        print_dev_banner(&config, &issuer, &args.state_dir);
+        (config, Some(Arc::new(issuer)), grpc, admin)
+    } else {
+        let path = args
+            .config
+            .as_deref()
+            .expect("clap requires --config without --dev");
+        let mut config = load_config(path)?;
+        if let Some(listen) = args.listen {
+            config.server.listen = listen;
+        }
+        if let Some(admin) = args.admin_listen {
+            config.server.admin_listen = admin;
+        }
+        let grpc = bind(config.server.listen, "gRPC").await?;
+        let admin = bind(config.server.admin_listen, "admin").await?;
+        (config, None, grpc, admin)
+    };
+
+    let authorizer = Authorizer::from_config(&config, &SecretSource::Process, Clock::system())
+        .map_err(|e| {
+            anyhow::Error::new(ConfigErrors(vec![portcullis::config::Problem {
+                path: ".".to_owned(),
+                message: e.to_string(),
+            }]))
+        })?;
+    tracing::info!(
+        grpc.listen = %grpc.local_addr()?,
+        admin.listen = %admin.local_addr()?,
+        providers = config.providers.len(),
+        "portcullis serving"
+    );
+    let app = Arc::new(App::new(
+        Arc::new(authorizer),
+        AnswerSettings::from_config(&config),
+        Duration::from_secs(config.server.drain_seconds),
+        dev,
+    ));
+    server::run(app, grpc, admin, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn print_dev_banner(config: &Config, issuer: &DevIssuer, state_dir: &Path) {
+    eprintln!(
+        "portcullis dev server (development only)\n  \
+         gRPC Check:  {grpc}\n  \
+         admin:       http://{admin}  (/healthz /readyz /metrics)\n  \
+         issuer:      {iss}  (keys in {state})\n  \
+         audience:    {aud}\n\n  \
+         mint a token:   portcullis token --sub alice --scope \"read:x write:x\"\n  \
+         ask a check:    portcullis check --addr http://{grpc} --header \"authorization: Bearer $TOKEN\"\n",
+        grpc = config.server.listen,
+        admin = config.server.admin_listen,
+        iss = issuer.issuer(),
+        state = state_dir.display(),
+        aud = dev::DEV_AUDIENCE,
+    );
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn token(args: &TokenArgs) -> anyhow::Result<()> {
+    let default_issuer = dev::issuer_for(dev::DEV_ADMIN_LISTEN.parse().expect("valid"));
+    let issuer = DevIssuer::load_or_create(&args.state_dir, &default_issuer)?;
+    let mut extra = Map::new();
+    if let Some(permissions) = &args.permissions {
+        extra.insert(
+            "permissions".into(),
+            permissions.split_whitespace().map(Value::from).collect(),
+        );
+    }
+    for claim in &args.claims {
+        let (name, value) = claim
+            .split_once('=')
+            .with_context(|| format!("--claim `{claim}` is not NAME=VALUE"))?;
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::from(value));
+        extra.insert(name.to_owned(), value);
+    }
+    anyhow::ensure!(args.ttl > 0, "--ttl must be positive");
+    let token = issuer.mint(
+        &args.sub,
+        &args.scope,
+        &args.aud,
+        args.ttl,
+        Clock::system().now(),
+        extra,
+    )?;
+    println!("{token}");
+    Ok(())
+}
+
+async fn check(args: CheckArgs) -> ExitCode {
+    let ask = portcullis::client::Ask {
+        addr: &args.addr,
+        headers: &args.headers,
+        method: &args.method,
+        path: &args.path,
+        host: &args.host,
+    };
+    match portcullis::client::ask(&ask).await {
+        Ok((verdict, json)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_default()
+            );
+            match verdict {
+                portcullis::client::Verdict::Allowed => ExitCode::SUCCESS,
+                portcullis::client::Verdict::Denied => ExitCode::from(EXIT_DENIED),
+                portcullis::client::Verdict::Undecided => ExitCode::from(EXIT_UNDECIDED),
+            }
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

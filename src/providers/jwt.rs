@@ -1,0 +1,507 @@
+//! JWT bearer tokens (RFC 7519), validated as RFC 8725 asks: the key decides the algorithm, `none` never
+//! passes, `jku`/`x5u`/`jwk`/`x5c` never supply keys, an unknown `crit` is refused, `iss` is exact, `aud`
+//! any-of, `exp` required, all time claims numeric and checked with a short leeway.
+//!
+//! Several issuers may be configured: the token's unverified `iss` picks the provider, and nothing it says
+//! is trusted until the signature of that provider's key has been checked. Verified tokens are cached by the
+//! SHA-256 of the token, never past their `exp`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::Algorithm;
+use moka::sync::Cache;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::jwks::{AlgSet, KeyStore, Lookup};
+use super::Outcome;
+use crate::clock::Clock;
+use crate::config::JwtProviderConfig;
+use crate::decision::{DenyReason, Identity, Unavailable};
+
+/// One issuer's validation settings and keys, built once at start.
+pub struct JwtProvider {
+    name: Arc<str>,
+    issuer: Arc<str>,
+    audiences: Box<[Box<str>]>,
+    allowed: AlgSet,
+    leeway: f64,
+    max_token_bytes: usize,
+    required_typ: Option<Box<str>>,
+    claim_headers: Box<[(Box<str>, Arc<str>)]>,
+    cache_ttl: Option<Duration>,
+    keys: Arc<KeyStore>,
+}
+
+impl JwtProvider {
+    pub fn new(config: &JwtProviderConfig, keys: Arc<KeyStore>) -> JwtProvider {
+        JwtProvider {
+            name: Arc::from(config.name.as_str()),
+            issuer: Arc::from(config.issuer.as_str()),
+            audiences: config
+                .audiences
+                .iter()
+                .map(|a| Box::from(a.as_str()))
+                .collect(),
+            allowed: AlgSet::from_config(&config.algorithms),
+            leeway: config.leeway_seconds as f64,
+            max_token_bytes: config.max_token_bytes,
+            required_typ: config.required_typ.as_deref().map(Box::from),
+            claim_headers: config
+                .claim_headers
+                .iter()
+                .map(|(claim, header)| (Box::from(claim.as_str()), Arc::from(header.as_str())))
+                .collect(),
+            cache_ttl: (config.cache.max_entries > 0)
+                .then(|| Duration::from_secs(config.cache.max_ttl_seconds)),
+            keys,
+        }
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub fn keys(&self) -> &Arc<KeyStore> {
+        &self.keys
+    }
+
+    /// Verifies a parsed token that names this provider's issuer.
+    async fn verify(&self, token: Parsed<'_>, now: i64) -> Result<Identity, Outcome> {
+        let reject = |r| Err(Outcome::Rejected(r));
+        if token.len > self.max_token_bytes {
+            return reject(DenyReason::TokenTooLarge);
+        }
+        if !self.allowed.contains(token.alg) {
+            return reject(DenyReason::AlgorithmNotAllowed);
+        }
+        if let Some(required) = &self.required_typ {
+            let typ = token.typ.as_deref().unwrap_or("");
+            let typ = strip_prefix_ignore_case(typ, "application/").unwrap_or(typ);
+            if !typ.eq_ignore_ascii_case(required) {
+                return reject(DenyReason::WrongType);
+            }
+        }
+
+        let Some(mut keys) = self.keys.current() else {
+            return Err(Outcome::Unavailable(Unavailable::KeysNotLoaded));
+        };
+        if let Lookup::UnknownKid = keys.find(token.kid.as_deref()) {
+            self.keys.refresh_for_unknown_kid(&keys).await;
+            keys = self.keys.current().unwrap_or(keys);
+        }
+        let key = match keys.find(token.kid.as_deref()) {
+            Lookup::Found(key) => key,
+            Lookup::UnknownKid => return reject(DenyReason::UnknownKey),
+            Lookup::MissingKid => return reject(DenyReason::MissingKeyId),
+        };
+        // RFC 8725 §3.1: the key's own algorithms decide; the header's `alg` is only checked against them.
+        if !key.algorithms.contains(token.alg) {
+            return reject(DenyReason::AlgorithmNotAllowed);
+        }
+        match jsonwebtoken::crypto::verify(
+            token.signature,
+            token.message.as_bytes(),
+            &key.decoding,
+            token.alg,
+        ) {
+            Ok(true) => {}
+            _ => return reject(DenyReason::BadSignature),
+        }
+
+        let expires_at = self
+            .check_claims(&token.claims, now)
+            .map_err(Outcome::Rejected)?;
+        Ok(self.identity(token.claims, expires_at))
+    }
+
+    /// RFC 7519 §4.1: `exp` required, `nbf` and `iat` when present, all numeric; `aud` any-of.
+    fn check_claims(&self, claims: &Map<String, Value>, now: i64) -> Result<i64, DenyReason> {
+        let now = now as f64;
+        let exp = time_claim(claims, "exp")?.ok_or(DenyReason::MissingExpiry)?;
+        if now >= exp + self.leeway {
+            return Err(DenyReason::Expired);
+        }
+        if let Some(nbf) = time_claim(claims, "nbf")? {
+            if now + self.leeway < nbf {
+                return Err(DenyReason::NotYetValid);
+            }
+        }
+        if let Some(iat) = time_claim(claims, "iat")? {
+            if iat > now + self.leeway {
+                return Err(DenyReason::IssuedInFuture);
+            }
+        }
+        let accepted = |aud: &str| self.audiences.iter().any(|a| &**a == aud);
+        let aud_ok = match claims.get("aud") {
+            Some(Value::String(aud)) => accepted(aud),
+            Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str().is_some_and(accepted)),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(DenyReason::WrongAudience);
+        }
+        Ok(exp.floor() as i64)
+    }
+
+    fn identity(&self, claims: Map<String, Value>, expires_at: i64) -> Identity {
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| header_safe(s))
+            .map(str::to_owned);
+        let scopes = scopes(&claims);
+        let headers = self
+            .claim_headers
+            .iter()
+            .filter_map(|(claim, header)| {
+                let value = claims.get(&**claim).and_then(claim_header_value)?;
+                Some((Arc::clone(header), value))
+            })
+            .collect();
+        Identity {
+            provider: Arc::clone(&self.name),
+            subject,
+            issuer: Arc::clone(&self.issuer),
+            scopes,
+            headers,
+            claims,
+            expires_at,
+        }
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, DenyReason> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(DenyReason::MalformedTimeClaim),
+        Some(_) => Err(DenyReason::MalformedTimeClaim),
+    }
+}
+
+/// Scopes from `scope` (space-separated string, RFC 8693 §4.2) or `scp` (array or string).
+fn scopes(claims: &Map<String, Value>) -> String {
+    let joined = match claims.get("scope").or_else(|| claims.get("scp")) {
+        Some(Value::String(s)) => s.split_ascii_whitespace().collect::<Vec<_>>().join(" "),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|s| !s.is_empty() && !s.contains(' '))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    if header_safe(&joined) {
+        joined
+    } else {
+        String::new()
+    }
+}
+
+/// A claim as a header value: strings, numbers and booleans as they are, arrays of those joined with `,`.
+fn claim_header_value(value: &Value) -> Option<String> {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let text = match value {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(scalar)
+            .collect::<Vec<_>>()
+            .join(","),
+        other => scalar(other)?,
+    };
+    (!text.is_empty() && header_safe(&text)).then_some(text)
+}
+
+/// A value Envoy will accept in a header: no control characters (RFC 9110 §5.5).
+pub(crate) fn header_safe(value: &str) -> bool {
+    !value.bytes().any(|b| b.is_ascii_control() && b != b'\t')
+}
+
+/// A token split and decoded, not yet verified.
+struct Parsed<'a> {
+    alg: Algorithm,
+    kid: Option<String>,
+    typ: Option<String>,
+    claims: Map<String, Value>,
+    /// `header.payload`, the signed bytes.
+    message: &'a str,
+    signature: &'a str,
+    len: usize,
+}
+
+impl<'a> Parsed<'a> {
+    fn parse(token: &'a str) -> Result<Parsed<'a>, DenyReason> {
+        #[derive(serde::Deserialize)]
+        struct Header {
+            alg: String,
+            #[serde(default)]
+            kid: Option<String>,
+            #[serde(default)]
+            typ: Option<String>,
+            #[serde(default)]
+            crit: Option<Value>,
+        }
+        let (message, signature) = token.rsplit_once('.').ok_or(DenyReason::MalformedToken)?;
+        let (header, payload) = message.split_once('.').ok_or(DenyReason::MalformedToken)?;
+        let header = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| DenyReason::MalformedToken)?;
+        let header: Header =
+            serde_json::from_slice(&header).map_err(|_| DenyReason::MalformedToken)?;
+        // RFC 7515 §4.1.11: we implement no extension, so any `crit` is one we do not understand.
+        if header.crit.is_some() {
+            return Err(DenyReason::UnsupportedCritical);
+        }
+        let alg = match header.alg.as_str() {
+            a if a.eq_ignore_ascii_case("none") => return Err(DenyReason::AlgorithmNone),
+            "RS256" => Algorithm::RS256,
+            "RS384" => Algorithm::RS384,
+            "RS512" => Algorithm::RS512,
+            "PS256" => Algorithm::PS256,
+            "PS384" => Algorithm::PS384,
+            "PS512" => Algorithm::PS512,
+            "ES256" => Algorithm::ES256,
+            "ES384" => Algorithm::ES384,
+            "EdDSA" => Algorithm::EdDSA,
+            "HS256" => Algorithm::HS256,
+            "HS384" => Algorithm::HS384,
+            "HS512" => Algorithm::HS512,
+            _ => return Err(DenyReason::UnsupportedAlgorithm),
+        };
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| DenyReason::MalformedToken)?;
+        let claims: Map<String, Value> =
+            serde_json::from_slice(&payload).map_err(|_| DenyReason::MalformedToken)?;
+        Ok(Parsed {
+            alg,
+            kid: header.kid,
+            typ: header.typ,
+            claims,
+            message,
+            signature,
+            len: token.len(),
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Cached {
+    identity: Arc<Identity>,
+    ttl: Duration,
+}
+
+struct ExpireAtTokenExpiry;
+
+impl moka::Expiry<[u8; 32], Cached> for ExpireAtTokenExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Cached,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Every `jwt` provider, indexed by issuer, with one shared cache of verified tokens.
+pub struct JwtProviders {
+    providers: Vec<JwtProvider>,
+    by_issuer: HashMap<Arc<str>, usize>,
+    cache: Option<Cache<[u8; 32], Cached>>,
+    max_token_bytes: usize,
+    clock: Clock,
+}
+
+impl JwtProviders {
+    pub fn new(providers: Vec<JwtProvider>, cache_entries: u64, clock: Clock) -> JwtProviders {
+        let by_issuer = providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (Arc::clone(&p.issuer), i))
+            .collect();
+        let cache = (cache_entries > 0).then(|| {
+            Cache::builder()
+                .max_capacity(cache_entries)
+                .expire_after(ExpireAtTokenExpiry)
+                .build()
+        });
+        let max_token_bytes = providers
+            .iter()
+            .map(|p| p.max_token_bytes)
+            .max()
+            .unwrap_or(0);
+        JwtProviders {
+            providers,
+            by_issuer,
+            cache,
+            max_token_bytes,
+            clock,
+        }
+    }
+
+    pub fn providers(&self) -> &[JwtProvider] {
+        &self.providers
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+
+    pub fn cached_tokens(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.entry_count())
+    }
+
+    /// Validates a JWS-shaped bearer token.
+    pub async fn authenticate(&self, token: &str) -> Outcome {
+        // Size first: nothing of an oversized token is decoded (RFC 8725 §3.7 spirit, and memory).
+        if token.len() > self.max_token_bytes {
+            return Outcome::Rejected(DenyReason::TokenTooLarge);
+        }
+        let now = self.clock.now();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(cache) = &self.cache {
+            if let Some(hit) = cache.get(&digest) {
+                if hit.identity.expires_at > now {
+                    return Outcome::Authenticated(hit.identity);
+                }
+                cache.invalidate(&digest);
+            }
+        }
+        let parsed = match Parsed::parse(token) {
+            Ok(parsed) => parsed,
+            Err(reason) => return Outcome::Rejected(reason),
+        };
+        let provider = match parsed.claims.get("iss") {
+            Some(Value::String(iss)) => match self.by_issuer.get(iss.as_str()) {
+                Some(&i) => &self.providers[i],
+                None => return Outcome::Rejected(DenyReason::UntrustedIssuer),
+            },
+            _ => return Outcome::Rejected(DenyReason::MissingIssuer),
+        };
+        match provider.verify(parsed, now).await {
+            Ok(identity) => {
+                let identity = Arc::new(identity);
+                if let (Some(cache), Some(max_ttl)) = (&self.cache, provider.cache_ttl) {
+                    let remaining = u64::try_from(identity.expires_at - now).unwrap_or(0);
+                    let ttl = Duration::from_secs(remaining).min(max_ttl);
+                    if !ttl.is_zero() {
+                        cache.insert(
+                            digest,
+                            Cached {
+                                identity: Arc::clone(&identity),
+                                ttl,
+                            },
+                        );
+                    }
+                }
+                Outcome::Authenticated(identity)
+            }
+            Err(outcome) => outcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(v: &str) -> String {
+        URL_SAFE_NO_PAD.encode(v)
+    }
+
+    #[test]
+    fn parse_refuses_none_crit_and_garbage() {
+        let payload = b64(r#"{"iss":"x"}"#);
+        let none = format!("{}.{payload}.", b64(r#"{"alg":"none"}"#));
+        assert_eq!(Parsed::parse(&none).err(), Some(DenyReason::AlgorithmNone));
+        let none_upper = format!("{}.{payload}.", b64(r#"{"alg":"NONE"}"#));
+        assert_eq!(
+            Parsed::parse(&none_upper).err(),
+            Some(DenyReason::AlgorithmNone)
+        );
+        let crit = format!(
+            "{}.{payload}.sig",
+            b64(r#"{"alg":"RS256","crit":["exp"],"exp":1}"#)
+        );
+        assert_eq!(
+            Parsed::parse(&crit).err(),
+            Some(DenyReason::UnsupportedCritical)
+        );
+        let odd = format!("{}.{payload}.sig", b64(r#"{"alg":"XS999"}"#));
+        assert_eq!(
+            Parsed::parse(&odd).err(),
+            Some(DenyReason::UnsupportedAlgorithm)
+        );
+        let numeric_kid = format!("{}.{payload}.sig", b64(r#"{"alg":"RS256","kid":7}"#));
+        assert_eq!(
+            Parsed::parse(&numeric_kid).err(),
+            Some(DenyReason::MalformedToken)
+        );
+        let array_payload = format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64("[1]"));
+        assert_eq!(
+            Parsed::parse(&array_payload).err(),
+            Some(DenyReason::MalformedToken)
+        );
+        assert_eq!(
+            Parsed::parse("a.b.c").err(),
+            Some(DenyReason::MalformedToken)
+        );
+    }
+
+    #[test]
+    fn scopes_come_from_scope_or_scp() {
+        let claims = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(scopes(&claims(serde_json::json!({"scope": "a  b"}))), "a b");
+        assert_eq!(
+            scopes(&claims(serde_json::json!({"scp": ["a", "b"]}))),
+            "a b"
+        );
+        assert_eq!(scopes(&claims(serde_json::json!({"scp": "a b"}))), "a b");
+        assert_eq!(scopes(&claims(serde_json::json!({}))), "");
+    }
+
+    #[test]
+    fn claim_values_become_header_values() {
+        use serde_json::json;
+        assert_eq!(
+            claim_header_value(&json!("a@b.c")).as_deref(),
+            Some("a@b.c")
+        );
+        assert_eq!(claim_header_value(&json!(42)).as_deref(), Some("42"));
+        assert_eq!(claim_header_value(&json!(true)).as_deref(), Some("true"));
+        assert_eq!(
+            claim_header_value(&json!(["a", 1, false])).as_deref(),
+            Some("a,1,false")
+        );
+        assert_eq!(claim_header_value(&json!({"a": 1})), None);
+        assert_eq!(
+            claim_header_value(&json!("evil\r\nx-auth-subject: root")),
+            None
+        );
+    }
+
+    #[test]
+    fn typ_prefix_is_optional() {
+        assert_eq!(
+            strip_prefix_ignore_case("application/at+jwt", "application/"),
+            Some("at+jwt")
+        );
+        assert_eq!(strip_prefix_ignore_case("at+jwt", "application/"), None);
+    }
+}

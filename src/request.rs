@@ -1,0 +1,119 @@
+//! Our own borrowed view of a check request: what providers and policy may read, with no protobuf type in
+//! sight. `server/translate.rs` builds it from Envoy's `CheckRequest`; tests and `explain` build it directly.
+
+use std::collections::HashMap;
+
+/// The request headers, as Envoy sent them.
+#[derive(Debug, Clone, Copy)]
+pub enum Headers<'a> {
+    /// Envoy's `headers` map: lower-case names, repeated headers already joined with `,`.
+    Map(&'a HashMap<String, String>),
+    /// Envoy's `header_map` (with `encode_raw_headers`): one entry per header line.
+    List(&'a [(String, String)]),
+    /// Pairs owned by the caller (the `check`/`explain` command line, tests).
+    Pairs(&'a [(&'a str, &'a str)]),
+}
+
+impl<'a> Headers<'a> {
+    /// The value of a header by its lower-case name. With [`Headers::List`], repeated headers are not joined:
+    /// see [`Headers::count`].
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        match *self {
+            Headers::Map(map) => map.get(name).map(String::as_str),
+            Headers::List(list) => list
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str()),
+            Headers::Pairs(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v),
+        }
+    }
+
+    /// How many header lines carry this name.
+    pub fn count(&self, name: &str) -> usize {
+        match *self {
+            Headers::Map(map) => usize::from(map.contains_key(name)),
+            Headers::List(list) => list
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .count(),
+            Headers::Pairs(pairs) => pairs
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .count(),
+        }
+    }
+
+    /// Every header name (lower-case for `Map`; as sent otherwise), with repeats for `List` and `Pairs`.
+    pub fn names(&self) -> Box<dyn Iterator<Item = &'a str> + 'a> {
+        match *self {
+            Headers::Map(map) => Box::new(map.keys().map(String::as_str)),
+            Headers::List(list) => Box::new(list.iter().map(|(k, _)| k.as_str())),
+            Headers::Pairs(pairs) => Box::new(pairs.iter().map(|(k, _)| *k)),
+        }
+    }
+}
+
+/// One request under check.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    /// The path without its query string.
+    pub path: &'a str,
+    /// The query string without `?` (empty when there is none).
+    pub query: &'a str,
+    pub host: &'a str,
+    pub headers: Headers<'a>,
+    /// Envoy's request id (`x-request-id`), for log correlation.
+    pub request_id: &'a str,
+}
+
+impl<'a> RequestView<'a> {
+    /// Splits Envoy's `path` (which carries the query string) into path and query.
+    pub fn new(
+        method: &'a str,
+        path_and_query: &'a str,
+        host: &'a str,
+        headers: Headers<'a>,
+        request_id: &'a str,
+    ) -> RequestView<'a> {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        RequestView {
+            method,
+            path,
+            query,
+            host,
+            headers,
+            request_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_is_not_part_of_the_path() {
+        let pairs = [("Authorization", "Bearer x")];
+        let view = RequestView::new("GET", "/a/b?token=x&y=1", "h", Headers::Pairs(&pairs), "");
+        assert_eq!(view.path, "/a/b");
+        assert_eq!(view.query, "token=x&y=1");
+        assert_eq!(view.headers.get("authorization"), Some("Bearer x"));
+    }
+
+    #[test]
+    fn raw_header_lists_keep_repeats() {
+        let list = vec![
+            ("x-auth-subject".to_owned(), "a".to_owned()),
+            ("X-Auth-Subject".to_owned(), "b".to_owned()),
+        ];
+        let headers = Headers::List(&list);
+        assert_eq!(headers.count("x-auth-subject"), 2);
+        assert_eq!(headers.names().count(), 2);
+    }
+}

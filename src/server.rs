@@ -1,0 +1,154 @@
+//! Serving: the gRPC Check service with health and reflection, and the admin HTTP endpoints.
+//!
+//! [`run`] takes bound listeners and a shutdown future, so the binary binds the configured ports and tests
+//! bind `127.0.0.1:0` and run many servers at once. On shutdown, health turns NOT_SERVING and `/readyz`
+//! 503 for the drain period while requests are still answered; then both servers stop accepting and finish
+//! what is in flight.
+
+pub mod admin;
+pub mod check;
+pub mod translate;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use self::translate::AnswerSettings;
+use crate::authorizer::Authorizer;
+use crate::dev::DevIssuer;
+use crate::pb::auth::authorization_server::AuthorizationServer;
+
+/// The gRPC service name health reports on, beside the overall `""`.
+pub const SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
+
+/// Everything a running server shares.
+pub struct App {
+    pub authorizer: Arc<Authorizer>,
+    pub answers: AnswerSettings,
+    pub drain: Duration,
+    /// The development issuer whose discovery and JWKS the admin port serves (`serve --dev`).
+    pub dev: Option<Arc<DevIssuer>>,
+    draining: AtomicBool,
+}
+
+impl App {
+    pub fn new(
+        authorizer: Arc<Authorizer>,
+        answers: AnswerSettings,
+        drain: Duration,
+        dev: Option<Arc<DevIssuer>>,
+    ) -> App {
+        App {
+            authorizer,
+            answers,
+            drain,
+            dev,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Ready: every provider can decide, and we are not draining.
+    pub fn ready(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed) && self.authorizer.ready()
+    }
+}
+
+/// Why serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("gRPC reflection could not be built: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("admin server failed: {0}")]
+    Admin(#[from] std::io::Error),
+}
+
+/// Serves until `shutdown` completes, then drains and returns.
+pub async fn run(
+    app: Arc<App>,
+    grpc: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let background = CancellationToken::new();
+    let stop_servers = CancellationToken::new();
+    app.authorizer.spawn_background(&background);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+        .await;
+
+    // SERVING once every provider's keys are loaded.
+    let readiness = {
+        let app = Arc::clone(&app);
+        let health = health.clone();
+        tokio::spawn(async move {
+            while !app.ready() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            health.set_service_status("", ServingStatus::Serving).await;
+            health
+                .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+                .await;
+            tracing::info!("every provider is ready: health is SERVING");
+        })
+    };
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let grpc_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(AuthorizationServer::new(check::CheckService::new(
+            Arc::clone(&app),
+        )))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc),
+            stop_servers.clone().cancelled_owned(),
+        );
+    let admin_server = axum::serve(admin, admin::router(Arc::clone(&app)))
+        .with_graceful_shutdown(stop_servers.clone().cancelled_owned());
+
+    let grpc_task = tokio::spawn(grpc_server);
+    let admin_task = tokio::spawn(async move { admin_server.await });
+
+    shutdown.await;
+    tracing::info!(
+        drain_seconds = app.drain.as_secs(),
+        "shutting down: draining"
+    );
+    app.draining.store(true, Ordering::Relaxed);
+    readiness.abort();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+        .await;
+    tokio::time::sleep(app.drain).await;
+
+    stop_servers.cancel();
+    background.cancel();
+    let grpc_result = grpc_task.await;
+    let admin_result = admin_task.await;
+    grpc_result.unwrap_or(Ok(()))?;
+    admin_result.unwrap_or(Ok(()))?;
+    tracing::info!("stopped");
+    Ok(())
+}
