@@ -258,14 +258,13 @@ impl Problems {
             Ok(v) => Some(v),
             Err(err) => {
                 let inner = err.inner().to_string();
-                let mut path = join_path(prefix, &err.path().to_string());
-                // serde names the unknown key in the message, not the path: move it to the path.
+                let path = join_path(prefix, &err.path().to_string());
+                // The path already ends with the unknown key; say so without repeating it.
                 let message = match inner.strip_prefix("unknown field `") {
-                    Some(rest) => {
-                        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
-                        path = join_path(&path, field);
-                        format!("unknown field{expected}")
-                    }
+                    Some(rest) => format!(
+                        "unknown field{}",
+                        rest.split_once('`').map_or("", |(_, expected)| expected)
+                    ),
                     None => inner,
                 };
                 self.add(path, message);
@@ -360,7 +359,10 @@ impl Config {
         if let Some(headers) = &headers {
             validate_headers(&mut problems, headers);
         }
-        let prefix = headers.as_ref().map(|h| h.prefix.as_str());
+        let prefix = headers
+            .as_ref()
+            .map(|h| h.prefix.as_str())
+            .filter(|p| p.len() >= 2 && is_header_name(p));
         let mut names = HashSet::new();
         let mut issuers = HashSet::new();
         for (i, provider) in providers.iter().enumerate() {
@@ -738,8 +740,6 @@ providers:
         let found = problems(
             "
 realm: 'say \"hi\"'
-headers:
-  prefix: X
 providers:
   - name: a
     type: jwt
@@ -759,7 +759,6 @@ providers:
         );
         let has = |needle: &str| found.iter().any(|p| p.starts_with(needle));
         assert!(has("realm: must be printable ASCII"), "{found:?}");
-        assert!(has("headers.prefix: must be a lower-case"), "{found:?}");
         assert!(
             has("providers[0].issuer: plain http is only allowed to loopback"),
             "{found:?}"
@@ -778,6 +777,16 @@ providers:
         );
         assert!(
             has("providers[1].algorithms[0]: unknown variant `none`"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn bad_prefix_is_refused() {
+        let found = problems("headers: {prefix: X}\nproviders: [{name: a, type: jwt, issuer: 'https://a/', audiences: [x]}]");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("headers.prefix: must be a lower-case"),
             "{found:?}"
         );
     }

@@ -7,14 +7,34 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Where a secret comes from.
+/// Where a secret comes from: `{env: NAME}` or `{file: PATH}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
+#[serde(try_from = "RawSecretRef")]
 pub enum SecretRef {
     /// An environment variable of the portcullis process.
     Env(String),
     /// A file (e.g. a mounted Kubernetes Secret); one trailing newline is dropped.
     File(PathBuf),
+}
+
+/// The YAML shape of a reference: a mapping with exactly one of `env` or `file`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecretRef {
+    env: Option<String>,
+    file: Option<PathBuf>,
+}
+
+impl TryFrom<RawSecretRef> for SecretRef {
+    type Error = &'static str;
+
+    fn try_from(raw: RawSecretRef) -> Result<Self, Self::Error> {
+        match (raw.env, raw.file) {
+            (Some(name), None) if !name.is_empty() => Ok(SecretRef::Env(name)),
+            (None, Some(path)) if !path.as_os_str().is_empty() => Ok(SecretRef::File(path)),
+            _ => Err("a secret reference is `{env: NAME}` or `{file: PATH}`, exactly one of them"),
+        }
+    }
 }
 
 /// A resolved secret value.
@@ -135,6 +155,19 @@ mod tests {
             SecretRef::File(empty).resolve(&source),
             Err(SecretError::Empty(_))
         ));
+    }
+
+    #[test]
+    fn references_parse_from_yaml() {
+        let parse = |y: &str| serde_yaml_ng::from_str::<SecretRef>(y);
+        assert_eq!(parse("{env: A}").unwrap(), SecretRef::Env("A".into()));
+        assert_eq!(
+            parse("{file: /run/s}").unwrap(),
+            SecretRef::File("/run/s".into())
+        );
+        assert!(parse("{env: A, file: /b}").is_err());
+        assert!(parse("{value: x}").is_err());
+        assert!(parse("inline-secret").is_err());
     }
 
     #[test]

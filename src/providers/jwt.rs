@@ -364,7 +364,10 @@ impl JwtProviders {
     }
 
     pub fn cached_tokens(&self) -> u64 {
-        self.cache.as_ref().map_or(0, |c| c.entry_count())
+        self.cache.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.entry_count()
+        })
     }
 
     /// Validates a JWS-shaped bearer token.
