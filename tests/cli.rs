@@ -1,0 +1,240 @@
+//! The `portcullis` binary as an operator uses it: `validate-config`, and the README's dev flow
+//! (`serve --dev`, `token`, `check` and their exit codes, SIGTERM).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_config_accepts_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.yaml");
+    std::fs::write(
+        &path,
+        "providers:\n  - {name: auth0, type: jwt, issuer: 'https://example.eu.auth0.com/', audiences: ['https://api.example.com/']}\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = run(&["validate-config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("valid (1 provider)"), "{stdout}");
+}
+
+#[test]
+fn validate_config_lists_every_problem_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "
+server:
+  listen: not-an-address
+providers:
+  - {name: a, type: jwt, issuer: 'https://a/', audiences: [x]}
+  - {name: b, type: jwt, issuer: 'https://b/', audiences: []}
+  - {name: c, type: jwt, issuer: 'https://c/', audiences: [x], colour: red}
+",
+    )
+    .unwrap();
+    let (code, stdout, _) = run(&["validate-config", path.to_str().unwrap()]);
+    assert_eq!(code, 64, "{stdout}");
+    assert!(stdout.contains("invalid configuration"), "{stdout}");
+    assert!(stdout.contains("  server.listen: "), "{stdout}");
+    assert!(
+        stdout.contains("  providers[1].audiences: must not be empty"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  providers[2].colour: unknown field"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_config_checks_secret_references_unless_told_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret.yaml");
+    std::fs::write(
+        &path,
+        "providers:\n  - {name: l, type: jwt, issuer: legacy, audiences: [x], algorithms: [HS256], shared_secret: {env: PORTCULLIS_TEST_UNSET_SECRET}}\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = run(&["validate-config", path.to_str().unwrap()]);
+    assert_eq!(code, 64, "{stdout}");
+    assert!(
+        stdout.contains("providers[0].shared_secret: environment variable `PORTCULLIS_TEST_UNSET_SECRET` is not set"),
+        "{stdout}"
+    );
+    let (code, _, _) = run(&["validate-config", "--skip-secrets", path.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let (code, stdout, _) = run(&["validate-config", "/nonexistent/portcullis.yaml"]);
+    assert_eq!(code, 64);
+    assert!(stdout.contains("cannot read configuration"), "{stdout}");
+}
+
+#[test]
+fn serve_refuses_a_bad_config_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "providers: []\n").unwrap();
+    let (code, _, stderr) = run(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("providers: must list at least one provider"),
+        "{stderr}"
+    );
+}
+
+/// Kills the child when the test ends, whatever happens.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn dev_server_token_and_check_work_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            state,
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut server = Server(child);
+
+    // The banner names the bound addresses.
+    let mut lines = BufReader::new(stderr).lines();
+    let (mut grpc, mut admin) = (String::new(), String::new());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while grpc.is_empty() || admin.is_empty() {
+        assert!(Instant::now() < deadline, "no banner");
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(rest) = line.trim().strip_prefix("gRPC Check:") {
+            grpc = rest.trim().to_owned();
+        }
+        if let Some(rest) = line.trim().strip_prefix("admin:") {
+            admin = rest.split_whitespace().next().unwrap().to_owned();
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let addr = format!("http://{grpc}");
+
+    // Ready once it has fetched its own key set from the admin port.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("{admin}/readyz"),
+            ])
+            .output();
+        if matches!(&out, Ok(o) if o.stdout == b"200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dev server never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (code, token, stderr) = run(&[
+        "token",
+        "--sub",
+        "alice",
+        "--scope",
+        "read:x write:x",
+        "--state-dir",
+        state,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3);
+
+    let auth = format!("authorization: Bearer {token}");
+    let (code, stdout, stderr) = run(&[
+        "check",
+        "--addr",
+        &addr,
+        "--header",
+        &auth,
+        "--header",
+        "x-auth-subject: mallory",
+        "--path",
+        "/x?y=1",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["decision"], "allowed");
+    let added = answer["headers_added"].as_array().unwrap();
+    assert!(added
+        .iter()
+        .any(|h| h["name"] == "x-auth-subject" && h["value"] == "alice"));
+    assert!(added
+        .iter()
+        .any(|h| h["name"] == "x-auth-scopes" && h["value"] == "read:x write:x"));
+
+    let (code, stdout, _) = run(&["check", "--addr", &addr]);
+    assert_eq!(code, 3, "denied: {stdout}");
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["status"], 401);
+
+    let wrong_aud = run(&["token", "--aud", "someone-else", "--state-dir", state]).1;
+    let (code, stdout, _) = run(&[
+        "check",
+        "--addr",
+        &addr,
+        "--header",
+        &format!("authorization: Bearer {}", wrong_aud.trim()),
+    ]);
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains("invalid_token"), "{stdout}");
+
+    // Could not ask: nothing listens there.
+    let (code, _, stderr) = run(&["check", "--addr", "http://127.0.0.1:1"]);
+    assert_eq!(code, 1, "{stderr}");
+
+    // SIGTERM: a clean exit.
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
