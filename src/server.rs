@@ -24,8 +24,12 @@ use crate::authorizer::Authorizer;
 use crate::dev::DevIssuer;
 use crate::pb::auth::authorization_server::AuthorizationServer;
 
-/// The gRPC service name health reports on, beside the overall `""`.
+/// The gRPC service name health reports on, beside the overall `""`: SERVING once every provider can
+/// decide, NOT_SERVING before that and while draining (readiness).
 pub const SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
+/// A health service that is SERVING for as long as the process serves, whatever the IdPs do: for
+/// liveness probes, so that an IdP outage does not restart pods.
+pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// Everything a running server shares.
 pub struct App {

@@ -464,6 +464,7 @@ async fn no_keys_ever_loaded_is_an_error_answer_never_an_allow() {
         .into_inner()
         .status;
     assert_eq!(status, 2, "NOT_SERVING");
+    wait_health(&mut health, "liveness", 1).await;
     let readyz = reqwest::get(format!("http://{}/readyz", server.admin))
         .await
         .unwrap();
