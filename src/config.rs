@@ -128,6 +128,10 @@ pub struct JwtProviderConfig {
     /// Where the keys are. When absent, OIDC discovery at `{issuer}/.well-known/openid-configuration` finds it.
     #[serde(default)]
     pub jwks_uri: Option<String>,
+    /// A local JWKS file read once at start instead of fetching one (air-gapped setups, pinned keys).
+    /// Excludes `jwks_uri` and `shared_secret`. Defaults to none.
+    #[serde(default)]
+    pub jwks_file: Option<std::path::PathBuf>,
     /// The algorithms accepted; each key's own `kty`/`crv`/`alg` narrows this further. Defaults to `[RS256]`.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<AlgorithmName>,
@@ -505,10 +509,10 @@ fn validate_jwt(
                     "with shared_secret, only HS256, HS384 and HS512 may be listed",
                 );
             }
-            if jwt.jwks_uri.is_some() {
+            if jwt.jwks_uri.is_some() || jwt.jwks_file.is_some() {
                 problems.add(
-                    format!("{path}.jwks_uri"),
-                    "a provider with shared_secret verifies with that secret only: remove jwks_uri",
+                    format!("{path}.shared_secret"),
+                    "a provider with shared_secret verifies with that secret only: remove jwks_uri/jwks_file",
                 );
             }
         }
@@ -519,9 +523,18 @@ fn validate_jwt(
                     "HS256/384/512 need an explicit shared_secret; they are never accepted against a JWKS",
                 );
             }
-            match &jwt.jwks_uri {
-                Some(uri) => check_fetch_url(problems, &format!("{path}.jwks_uri"), uri, jwt),
-                None => check_fetch_url(problems, &format!("{path}.issuer"), &jwt.issuer, jwt),
+            match (&jwt.jwks_uri, &jwt.jwks_file) {
+                (Some(_), Some(_)) => problems.add(
+                    format!("{path}.jwks_file"),
+                    "set either jwks_uri or jwks_file, not both",
+                ),
+                (None, Some(_)) => {}
+                (Some(uri), None) => {
+                    check_fetch_url(problems, &format!("{path}.jwks_uri"), uri, jwt)
+                }
+                (None, None) => {
+                    check_fetch_url(problems, &format!("{path}.issuer"), &jwt.issuer, jwt)
+                }
             }
         }
     }
@@ -814,7 +827,7 @@ providers:
         assert!(
             found
                 .iter()
-                .any(|p| p.starts_with("providers[0].jwks_uri: a provider with shared_secret")),
+                .any(|p| p.starts_with("providers[0].shared_secret: a provider with shared_secret")),
             "{found:?}"
         );
     }

@@ -220,6 +220,7 @@ impl DevIssuer {
                 issuer: self.issuer.clone(),
                 audiences: vec![DEV_AUDIENCE.to_owned()],
                 jwks_uri: Some(format!("http://{fetch_from}/dev/jwks.json")),
+                jwks_file: None,
                 algorithms: vec![AlgorithmName::ES256],
                 shared_secret: None,
                 leeway_seconds: 30,

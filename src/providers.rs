@@ -42,6 +42,13 @@ pub enum BuildError {
         #[source]
         source: crate::config::secret::SecretError,
     },
+    #[error("providers[{index}].jwks_file: cannot read `{path}`: {source}")]
+    JwksFile {
+        index: usize,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("providers[{index}]: {source}")]
     Keys {
         index: usize,
@@ -71,14 +78,25 @@ impl Providers {
                 ProviderConfig::Jwt(c) => {
                     let name: Arc<str> = Arc::from(c.name.as_str());
                     let allowed = AlgSet::from_config(&c.algorithms);
-                    let store = match &c.shared_secret {
-                        Some(secret) => {
+                    let store = match (&c.shared_secret, &c.jwks_file) {
+                        (Some(secret), _) => {
                             let secret = secret
                                 .resolve(secrets)
                                 .map_err(|source| BuildError::Secret { index, source })?;
                             KeyStore::fixed(name, KeySet::shared_secret(secret.expose(), allowed))
                         }
-                        None => KeyStore::remote(
+                        (None, Some(path)) => {
+                            let body =
+                                std::fs::read(path).map_err(|source| BuildError::JwksFile {
+                                    index,
+                                    path: path.clone(),
+                                    source,
+                                })?;
+                            let keys = KeySet::from_jwks(&body, allowed)
+                                .map_err(|source| BuildError::Keys { index, source })?;
+                            KeyStore::fixed(name, keys)
+                        }
+                        (None, None) => KeyStore::remote(
                             name,
                             http.clone(),
                             c.issuer.clone(),

@@ -777,3 +777,25 @@ async fn cached_tokens_never_outlive_their_exp() {
     clock.set(start + 100 + 31);
     assert_invalid_token(&server.check_bearer(&token).await, "expired");
 }
+
+#[tokio::test]
+async fn a_local_jwks_file_needs_no_fetch() {
+    let key = TestKey::ed("file-key");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, json!({"keys": [key.jwk()]}).to_string()).unwrap();
+    let yaml = format!(
+        "providers:\n  - {{name: pinned, type: jwt, issuer: offline-issuer, audiences: [api], algorithms: [EdDSA], jwks_file: '{}'}}",
+        path.display()
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    ok(&server
+        .check_bearer(&key.token(&claims("offline-issuer", "api")))
+        .await);
+    assert_invalid_token(
+        &server
+            .check_bearer(&TestKey::ed("other").token(&claims("offline-issuer", "api")))
+            .await,
+        "unknown key",
+    );
+}
