@@ -124,7 +124,7 @@ pub fn describe(response: &CheckResponse) -> (Verdict, Value) {
     let metadata = response
         .dynamic_metadata
         .as_ref()
-        .map(|s| struct_json(s))
+        .map(struct_json)
         .unwrap_or(Value::Null);
     match &response.http_response {
         Some(check_response::HttpResponse::OkResponse(ok)) if status.code == 0 => (
