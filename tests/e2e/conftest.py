@@ -341,7 +341,11 @@ def start_portcullis(logdir: Path, oidc: Oidc, tag: str) -> Portcullis:
         f"portcullis[{tag}]",
         [PORTCULLIS_BIN, "serve", "--config", config_path],
         logdir / f"portcullis-{tag}.log",
-        env={"RUST_LOG": os.environ.get("RUST_LOG", "info"), "PORTCULLIS_LOG_FORMAT": "text"},
+        env={
+            "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+            "PORTCULLIS_LOG_FORMAT": "text",
+            "NO_COLOR": "1",  # plain log files
+        },
     ).start()
     try:
         proc.wait_until(
