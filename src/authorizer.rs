@@ -7,9 +7,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{Config, SecretSource};
-use crate::decision::{Decision, DenyReason};
+use crate::decision::Decision;
 use crate::metrics::Metrics;
-use crate::providers::{BuildError, Outcome, Providers};
+use crate::providers::{BuildError, ChainOutcome, Providers};
 use crate::request::RequestView;
 
 pub struct Authorizer {
@@ -32,11 +32,10 @@ impl Authorizer {
 
     /// Decides one request.
     pub async fn decide(&self, request: &RequestView<'_>) -> Decision {
-        let decision = match self.providers.authenticate(request).await {
-            Outcome::Authenticated(identity) => Decision::Allow(identity),
-            Outcome::NoCredential => Decision::Deny(DenyReason::MissingCredential),
-            Outcome::Rejected(reason) => Decision::Deny(reason),
-            Outcome::Unavailable(why) => Decision::Error(why),
+        let decision = match self.providers.authenticate(request, None, None).await {
+            ChainOutcome::Authenticated(identity) => Decision::Allow(identity),
+            ChainOutcome::Denied(denial) => Decision::Deny(denial),
+            ChainOutcome::Unavailable(why) => Decision::Error(why),
         };
         self.metrics.record(&decision);
         decision
@@ -44,7 +43,7 @@ impl Authorizer {
 
     /// Loads key sets in the background and keeps them fresh until `cancel`.
     pub fn spawn_background(&self, cancel: &CancellationToken) {
-        self.providers.spawn_refreshers(cancel);
+        self.providers.spawn_background(cancel);
     }
 
     /// True once every provider can decide.

@@ -6,9 +6,10 @@
 //! result is then checked for meaning. [`Config::from_yaml_str`] never touches files or the environment;
 //! secret references are resolved later by [`secret::SecretRef::resolve`].
 
+pub mod providers;
 pub mod secret;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -16,6 +17,10 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
+pub use self::providers::{
+    AlgorithmName, ApiKeyConfig, ApiKeyEntry, CredentialLocation, JwksSettings, JwtProviderConfig,
+    ProviderConfig, ProviderKind, TokenCacheSettings,
+};
 pub use self::secret::{Secret, SecretRef, SecretSource};
 
 /// A fully parsed and validated configuration.
@@ -74,158 +79,6 @@ impl Default for HeadersConfig {
     }
 }
 
-/// One credential provider. `type` selects the kind.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProviderConfig {
-    Jwt(JwtProviderConfig),
-}
-
-impl ProviderConfig {
-    pub fn name(&self) -> &str {
-        match self {
-            ProviderConfig::Jwt(jwt) => &jwt.name,
-        }
-    }
-}
-
-/// A JWT signature algorithm a provider may accept (RFC 7518 §3.1, RFC 8037).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum AlgorithmName {
-    RS256,
-    RS384,
-    RS512,
-    PS256,
-    PS384,
-    PS512,
-    ES256,
-    ES384,
-    EdDSA,
-    HS256,
-    HS384,
-    HS512,
-}
-
-impl AlgorithmName {
-    pub fn is_hmac(self) -> bool {
-        matches!(
-            self,
-            AlgorithmName::HS256 | AlgorithmName::HS384 | AlgorithmName::HS512
-        )
-    }
-}
-
-/// A provider that validates bearer JWTs from one issuer (RFC 7519, RFC 8725, RFC 9068).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtProviderConfig {
-    /// Names the provider in headers (`x-auth-provider`), logs and metrics.
-    pub name: String,
-    /// Compared exactly with the token's `iss` (RFC 7519 §4.1.1); also picks this provider among several.
-    pub issuer: String,
-    /// The token's `aud` must contain at least one of these (RFC 7519 §4.1.3). Required: a token minted for
-    /// another API of the same issuer must not pass.
-    pub audiences: Vec<String>,
-    /// Where the keys are. When absent, OIDC discovery at `{issuer}/.well-known/openid-configuration` finds it.
-    #[serde(default)]
-    pub jwks_uri: Option<String>,
-    /// A local JWKS file read once at start instead of fetching one (air-gapped setups, pinned keys).
-    /// Excludes `jwks_uri` and `shared_secret`. Defaults to none.
-    #[serde(default)]
-    pub jwks_file: Option<std::path::PathBuf>,
-    /// The algorithms accepted; each key's own `kty`/`crv`/`alg` narrows this further. Defaults to `[RS256]`.
-    #[serde(default = "default_algorithms")]
-    pub algorithms: Vec<AlgorithmName>,
-    /// The HMAC key for HS256/384/512. Only with this set may an HS algorithm be listed; a JWKS is never
-    /// used for HMAC.
-    #[serde(default)]
-    pub shared_secret: Option<SecretRef>,
-    /// Clock skew tolerated on `exp`, `nbf` and `iat`. Defaults to 30; at most 300.
-    #[serde(default = "default_leeway")]
-    pub leeway_seconds: u64,
-    /// Tokens longer than this are refused before any parsing. Defaults to 8192.
-    #[serde(default = "default_max_token_bytes")]
-    pub max_token_bytes: usize,
-    /// When set, the token header's `typ` must equal it (case-insensitive, `application/` prefix allowed),
-    /// e.g. `at+jwt` for RFC 9068 access tokens, so an ID token cannot be replayed as an access token.
-    /// Defaults to no check.
-    #[serde(default)]
-    pub required_typ: Option<String>,
-    /// Claim name → header name, sent upstream on an allow. Strings, numbers and booleans are sent as they
-    /// are; arrays are joined with `,`. Header names must start with the identity header prefix.
-    #[serde(default)]
-    pub claim_headers: BTreeMap<String, String>,
-    /// Key set fetching.
-    #[serde(default)]
-    pub jwks: JwksSettings,
-    /// The verified-token cache.
-    #[serde(default)]
-    pub cache: TokenCacheSettings,
-    /// Allow `http://` URLs for the issuer's discovery document and key set on hosts other than loopback.
-    /// Keys fetched over plain HTTP can be replaced by anyone on the path. Defaults to false.
-    #[serde(default)]
-    pub dangerous_allow_plain_http: bool,
-}
-
-fn default_algorithms() -> Vec<AlgorithmName> {
-    vec![AlgorithmName::RS256]
-}
-fn default_leeway() -> u64 {
-    30
-}
-fn default_max_token_bytes() -> usize {
-    8192
-}
-
-/// How a provider's key set is fetched and refreshed.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JwksSettings {
-    /// Refresh interval when the response has no `Cache-Control: max-age`. Defaults to 300.
-    pub refresh_seconds: u64,
-    /// Lower bound on a `max-age` the IdP asks for. Defaults to 60.
-    pub min_refresh_seconds: u64,
-    /// Upper bound on a `max-age` the IdP asks for. Defaults to 3600.
-    pub max_refresh_seconds: u64,
-    /// A token with an unknown `kid` triggers at most one refresh per this many seconds. Defaults to 30.
-    pub unknown_kid_cooldown_seconds: u64,
-    /// Timeout of one discovery or key set request. Defaults to 5.
-    pub timeout_seconds: u64,
-    /// Larger responses are refused. Defaults to 1048576 (1 MiB).
-    pub max_response_bytes: usize,
-}
-
-impl Default for JwksSettings {
-    fn default() -> Self {
-        JwksSettings {
-            refresh_seconds: 300,
-            min_refresh_seconds: 60,
-            max_refresh_seconds: 3600,
-            unknown_kid_cooldown_seconds: 30,
-            timeout_seconds: 5,
-            max_response_bytes: 1 << 20,
-        }
-    }
-}
-
-/// The cache of tokens already verified, keyed by a SHA-256 digest of the token (never the token itself).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TokenCacheSettings {
-    /// Entries at most; 0 disables the cache. Defaults to 10000.
-    pub max_entries: u64,
-    /// An entry lives at most this long, and never past the token's `exp`. Defaults to 300.
-    pub max_ttl_seconds: u64,
-}
-
-impl Default for TokenCacheSettings {
-    fn default() -> Self {
-        TokenCacheSettings {
-            max_entries: 10_000,
-            max_ttl_seconds: 300,
-        }
-    }
-}
-
 /// One thing wrong with a configuration, at the path of its field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -246,10 +99,10 @@ pub struct ConfigErrors(pub Vec<Problem>);
 
 /// Collects problems while a configuration is checked.
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(crate) struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             path: path.into(),
             message: message.into(),
@@ -257,7 +110,7 @@ impl Problems {
     }
 
     /// Deserializes one section, recording its error with the full path instead of failing.
-    fn section<T: DeserializeOwned>(&mut self, prefix: &str, value: Value) -> Option<T> {
+    pub(crate) fn section<T: DeserializeOwned>(&mut self, prefix: &str, value: Value) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(err) => {
@@ -345,7 +198,7 @@ impl Config {
             Some(Value::Sequence(items)) => items
                 .into_iter()
                 .enumerate()
-                .map(|(i, item)| parse_provider(&mut problems, i, item))
+                .map(|(i, item)| providers::parse(&mut problems, i, item))
                 .collect::<Vec<_>>(),
             Some(_) => {
                 problems.add("providers", "must be a list");
@@ -372,23 +225,21 @@ impl Config {
         for (i, provider) in providers.iter().enumerate() {
             let Some(provider) = provider else { continue };
             let path = format!("providers[{i}]");
-            if !names.insert(provider.name().to_owned()) {
+            if !names.insert(provider.name.clone()) {
                 problems.add(
                     format!("{path}.name"),
-                    format!("duplicate provider name `{}`", provider.name()),
+                    format!("duplicate provider name `{}`", provider.name),
                 );
             }
-            match provider {
-                ProviderConfig::Jwt(jwt) => {
-                    if !issuers.insert(jwt.issuer.clone()) {
-                        problems.add(
-                            format!("{path}.issuer"),
-                            "another jwt provider has the same issuer: the token's `iss` must pick exactly one provider",
-                        );
-                    }
-                    validate_jwt(&mut problems, &path, jwt, prefix);
+            if let ProviderKind::Jwt(jwt) = &provider.kind {
+                if !issuers.insert(jwt.issuer.clone()) {
+                    problems.add(
+                        format!("{path}.issuer"),
+                        "another jwt provider has the same issuer: the token's `iss` must pick exactly one provider",
+                    );
                 }
             }
+            providers::validate(&mut problems, &path, provider, prefix);
         }
 
         if !problems.0.is_empty() {
@@ -400,37 +251,6 @@ impl Config {
             headers: headers.expect("no problems means the section parsed"),
             providers: providers.into_iter().flatten().collect(),
         })
-    }
-}
-
-fn parse_provider(problems: &mut Problems, index: usize, item: Value) -> Option<ProviderConfig> {
-    let path = format!("providers[{index}]");
-    let Value::Mapping(mut map) = item else {
-        problems.add(path, "must be a mapping");
-        return None;
-    };
-    let kind = match map.remove("type") {
-        Some(Value::String(kind)) => kind,
-        Some(_) => {
-            problems.add(format!("{path}.type"), "must be a string");
-            return None;
-        }
-        None => {
-            problems.add(format!("{path}.type"), "is required (one of: jwt)");
-            return None;
-        }
-    };
-    match kind.as_str() {
-        "jwt" => problems
-            .section::<JwtProviderConfig>(&path, Value::Mapping(map))
-            .map(ProviderConfig::Jwt),
-        other => {
-            problems.add(
-                format!("{path}.type"),
-                format!("unknown provider type `{other}` (known: jwt)"),
-            );
-            None
-        }
     }
 }
 
@@ -450,7 +270,7 @@ fn validate_realm(problems: &mut Problems, realm: &str) {
 }
 
 /// A lower-case HTTP header field name (RFC 9110 §5.1 token), as Envoy sends them.
-pub(crate) fn is_header_name(name: &str) -> bool {
+pub fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -467,189 +287,8 @@ fn validate_headers(problems: &mut Problems, headers: &HeadersConfig) {
 }
 
 /// Header names portcullis sets itself after the prefix.
-pub(crate) const BUILTIN_HEADER_SUFFIXES: &[&str] = &["subject", "issuer", "scopes", "provider"];
-
-fn validate_jwt(
-    problems: &mut Problems,
-    path: &str,
-    jwt: &JwtProviderConfig,
-    prefix: Option<&str>,
-) {
-    if jwt.name.is_empty()
-        || !jwt
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
-        problems.add(
-            format!("{path}.name"),
-            "must be non-empty and use only letters, digits, `-`, `_` and `.`",
-        );
-    }
-    if jwt.issuer.is_empty() {
-        problems.add(format!("{path}.issuer"), "must not be empty");
-    }
-    if jwt.audiences.is_empty() {
-        problems.add(format!("{path}.audiences"), "must not be empty");
-    }
-    for (i, aud) in jwt.audiences.iter().enumerate() {
-        if aud.is_empty() {
-            problems.add(format!("{path}.audiences[{i}]"), "must not be empty");
-        }
-    }
-    if jwt.algorithms.is_empty() {
-        problems.add(format!("{path}.algorithms"), "must not be empty");
-    }
-    let hmac = jwt.algorithms.iter().filter(|a| a.is_hmac()).count();
-    match &jwt.shared_secret {
-        Some(_) => {
-            if hmac != jwt.algorithms.len() {
-                problems.add(
-                    format!("{path}.algorithms"),
-                    "with shared_secret, only HS256, HS384 and HS512 may be listed",
-                );
-            }
-            if jwt.jwks_uri.is_some() || jwt.jwks_file.is_some() {
-                problems.add(
-                    format!("{path}.shared_secret"),
-                    "a provider with shared_secret verifies with that secret only: remove jwks_uri/jwks_file",
-                );
-            }
-        }
-        None => {
-            if hmac > 0 {
-                problems.add(
-                    format!("{path}.algorithms"),
-                    "HS256/384/512 need an explicit shared_secret; they are never accepted against a JWKS",
-                );
-            }
-            match (&jwt.jwks_uri, &jwt.jwks_file) {
-                (Some(_), Some(_)) => problems.add(
-                    format!("{path}.jwks_file"),
-                    "set either jwks_uri or jwks_file, not both",
-                ),
-                (None, Some(_)) => {}
-                (Some(uri), None) => {
-                    check_fetch_url(problems, &format!("{path}.jwks_uri"), uri, jwt)
-                }
-                (None, None) => {
-                    check_fetch_url(problems, &format!("{path}.issuer"), &jwt.issuer, jwt)
-                }
-            }
-        }
-    }
-    if jwt.leeway_seconds > 300 {
-        problems.add(
-            format!("{path}.leeway_seconds"),
-            "must be at most 300 (a long leeway keeps expired tokens alive)",
-        );
-    }
-    if !(512..=65536).contains(&jwt.max_token_bytes) {
-        problems.add(
-            format!("{path}.max_token_bytes"),
-            "must be between 512 and 65536",
-        );
-    }
-    if let Some(typ) = &jwt.required_typ {
-        if typ.trim().is_empty() {
-            problems.add(format!("{path}.required_typ"), "must not be empty when set");
-        }
-    }
-    for (claim, header) in &jwt.claim_headers {
-        let field = format!("{path}.claim_headers.{claim}");
-        if claim.is_empty() {
-            problems.add(&field, "claim name must not be empty");
-        }
-        if !is_header_name(header) {
-            problems.add(
-                &field,
-                format!("`{header}` is not a lower-case header name"),
-            );
-            continue;
-        }
-        if let Some(prefix) = prefix {
-            match header.strip_prefix(prefix) {
-                None => problems.add(
-                    &field,
-                    format!(
-                        "`{header}` must start with the identity header prefix `{prefix}`, so a client-sent copy is always stripped"
-                    ),
-                ),
-                Some(suffix) if BUILTIN_HEADER_SUFFIXES.contains(&suffix) => problems.add(
-                    &field,
-                    format!("`{header}` is set by portcullis itself"),
-                ),
-                Some(_) => {}
-            }
-        }
-    }
-    let j = &jwt.jwks;
-    if j.min_refresh_seconds == 0 {
-        problems.add(
-            format!("{path}.jwks.min_refresh_seconds"),
-            "must be at least 1",
-        );
-    }
-    if j.min_refresh_seconds > j.max_refresh_seconds {
-        problems.add(
-            format!("{path}.jwks.min_refresh_seconds"),
-            "must not exceed jwks.max_refresh_seconds",
-        );
-    }
-    if j.refresh_seconds < j.min_refresh_seconds || j.refresh_seconds > j.max_refresh_seconds {
-        problems.add(
-            format!("{path}.jwks.refresh_seconds"),
-            "must lie between jwks.min_refresh_seconds and jwks.max_refresh_seconds",
-        );
-    }
-    if j.timeout_seconds == 0 || j.timeout_seconds > 60 {
-        problems.add(
-            format!("{path}.jwks.timeout_seconds"),
-            "must be between 1 and 60",
-        );
-    }
-    if j.max_response_bytes < 1024 {
-        problems.add(
-            format!("{path}.jwks.max_response_bytes"),
-            "must be at least 1024",
-        );
-    }
-}
-
-/// An `http(s)` URL portcullis will fetch keys from; plain HTTP only to loopback unless the provider opts in.
-fn check_fetch_url(problems: &mut Problems, field: &str, url: &str, jwt: &JwtProviderConfig) {
-    let parsed = match reqwest::Url::parse(url) {
-        Ok(u) => u,
-        Err(e) => {
-            problems.add(field, format!("not a URL ({e})"));
-            return;
-        }
-    };
-    match parsed.scheme() {
-        "https" => {}
-        "http" => {
-            let loopback = match parsed.host() {
-                Some(url::Host::Domain(d)) => d == "localhost",
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                None => false,
-            };
-            if !loopback && !jwt.dangerous_allow_plain_http {
-                problems.add(
-                    field,
-                    "plain http is only allowed to loopback; use https (or set dangerous_allow_plain_http: true)",
-                );
-            }
-        }
-        other => problems.add(
-            field,
-            format!("scheme `{other}` is not supported; use https"),
-        ),
-    }
-    if parsed.host().is_none() {
-        problems.add(field, "has no host");
-    }
-}
+pub const BUILTIN_HEADER_SUFFIXES: &[&str] =
+    &["subject", "client-id", "issuer", "scopes", "provider"];
 
 #[cfg(test)]
 mod tests {
@@ -669,7 +308,9 @@ providers:
         assert_eq!(config.server, ServerConfig::default());
         assert_eq!(config.realm, "portcullis");
         assert_eq!(config.headers.prefix, "x-auth-");
-        let ProviderConfig::Jwt(jwt) = &config.providers[0];
+        let ProviderKind::Jwt(jwt) = &config.providers[0].kind else {
+            panic!("a jwt provider")
+        };
         assert_eq!(jwt.algorithms, vec![AlgorithmName::RS256]);
         assert_eq!(jwt.leeway_seconds, 30);
         assert_eq!(jwt.max_token_bytes, 8192);

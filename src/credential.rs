@@ -1,45 +1,76 @@
-//! Finding the credential in a request: `Authorization: Bearer <token>` (RFC 6750 §2.1).
+//! Finding a provider's credential in a request: a header with a scheme (`Authorization: Bearer <token>`,
+//! RFC 6750 §2.1), a raw header, a cookie, or a query parameter.
 
+use std::borrow::Cow;
+
+use crate::config::CredentialLocation;
 use crate::decision::DenyReason;
 use crate::request::RequestView;
 
-/// What the `Authorization` header holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credential<'a> {
-    /// No `Authorization` header, or one with another scheme (e.g. Basic): not ours.
+/// Credentials longer than this are refused before any provider sees them.
+pub const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
+
+/// What a request holds at one credential location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found<'a> {
+    /// Nothing there (or an `Authorization` header with another scheme): not this provider's.
     None,
-    /// A syntactically valid bearer token, borrowed from the request.
-    Bearer(&'a str),
-    /// A bearer credential that is malformed (empty, several, bad characters): `invalid_request`.
+    /// One credential, borrowed from the request when it needs no decoding.
+    One(Cow<'a, str>),
+    /// Something there that is not a usable credential: `invalid_request` (400), except a too-large one.
     Malformed(DenyReason),
 }
 
-/// Reads the bearer token. The scheme is case-insensitive (RFC 9110 §11.1); the token must match RFC 6750's
-/// `b64token` syntax, which also catches two `Authorization` headers that Envoy joined with `,`.
-pub fn bearer<'a>(request: &RequestView<'a>) -> Credential<'a> {
-    let Some(value) = request.headers.get("authorization") else {
-        return Credential::None;
+/// Reads the credential at `location`.
+pub fn extract<'a>(request: &RequestView<'a>, location: &CredentialLocation) -> Found<'a> {
+    let found = match location {
+        CredentialLocation::Header { name, scheme } => header(request, name, scheme.as_deref()),
+        CredentialLocation::Cookie(name) => cookie(request, name),
+        CredentialLocation::Query(name) => query(request, name),
     };
-    if request.headers.count("authorization") > 1 {
-        return Credential::Malformed(DenyReason::MultipleCredentials);
+    match found {
+        Found::One(value) if value.len() > MAX_CREDENTIAL_BYTES => {
+            Found::Malformed(DenyReason::TokenTooLarge)
+        }
+        Found::One(value) if value.chars().any(char::is_control) => {
+            Found::Malformed(DenyReason::MalformedCredential)
+        }
+        other => other,
     }
-    let value = value.trim_matches(|c| c == ' ' || c == '\t');
-    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Credential::None;
+}
+
+fn header<'a>(request: &RequestView<'a>, name: &str, scheme: Option<&str>) -> Found<'a> {
+    let Some(value) = request.headers.get(name) else {
+        return Found::None;
+    };
+    if request.headers.count(name) > 1 {
+        return Found::Malformed(DenyReason::MultipleCredentials);
+    }
+    let value = value.trim_matches([' ', '\t']);
+    let Some(scheme) = scheme else {
+        // A raw credential: Envoy joins repeated headers with ",".
+        return match value {
+            "" => Found::Malformed(DenyReason::EmptyCredential),
+            v if v.contains(',') => Found::Malformed(DenyReason::MultipleCredentials),
+            v => Found::One(Cow::Borrowed(v)),
+        };
+    };
+    let (given, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
+    if !given.eq_ignore_ascii_case(scheme) {
+        return Found::None;
     }
     let token = rest.trim_start_matches([' ', '\t']);
     if token.is_empty() {
-        return Credential::Malformed(DenyReason::EmptyCredential);
+        return Found::Malformed(DenyReason::EmptyCredential);
     }
     if !is_b64token(token) {
-        return Credential::Malformed(if token.contains(',') {
+        return Found::Malformed(if token.contains(',') {
             DenyReason::MultipleCredentials
         } else {
             DenyReason::MalformedCredential
         });
     }
-    Credential::Bearer(token)
+    Found::One(Cow::Borrowed(token))
 }
 
 /// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -49,6 +80,47 @@ fn is_b64token(token: &str) -> bool {
         && body
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+/// One value, or `MultipleCredentials` when the same name carries different values.
+fn single<'a>(mut values: impl Iterator<Item = Cow<'a, str>>) -> Found<'a> {
+    let Some(first) = values.next() else {
+        return Found::None;
+    };
+    for other in values {
+        if other != first {
+            return Found::Malformed(DenyReason::MultipleCredentials);
+        }
+    }
+    if first.is_empty() {
+        return Found::Malformed(DenyReason::EmptyCredential);
+    }
+    Found::One(first)
+}
+
+/// Cookies (RFC 6265 §5.4): Envoy joins several `cookie` headers with `; `.
+fn cookie<'a>(request: &RequestView<'a>, name: &str) -> Found<'a> {
+    let Some(header) = request.headers.get("cookie") else {
+        return Found::None;
+    };
+    single(
+        header
+            .split([';', ','])
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| Cow::Borrowed(v.trim().trim_matches('"'))),
+    )
+}
+
+fn query<'a>(request: &RequestView<'a>, name: &str) -> Found<'a> {
+    if request.query.is_empty() {
+        return Found::None;
+    }
+    single(
+        url::form_urlencoded::parse(request.query.as_bytes())
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v),
+    )
 }
 
 /// A compact JWS has exactly three dot-separated parts; anything else is an opaque token.
@@ -61,59 +133,133 @@ mod tests {
     use super::*;
     use crate::request::Headers;
 
-    fn read<'a>(pairs: &'a [(&'a str, &'a str)]) -> Credential<'a> {
-        bearer(&RequestView::new(
-            "GET",
-            "/",
-            "h",
-            Headers::Pairs(pairs),
-            "",
-        ))
+    fn bearer() -> CredentialLocation {
+        CredentialLocation::default()
+    }
+
+    fn read<'a>(
+        pairs: &'a [(&'a str, &'a str)],
+        path: &'a str,
+        at: &CredentialLocation,
+    ) -> Found<'a> {
+        extract(
+            &RequestView::new("GET", path, "h", Headers::Pairs(pairs), ""),
+            at,
+        )
+    }
+
+    fn one(s: &str) -> Found<'_> {
+        Found::One(Cow::Borrowed(s))
     }
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {
         assert_eq!(
-            read(&[("authorization", "Bearer abc.def.ghi")]),
-            Credential::Bearer("abc.def.ghi")
+            read(&[("authorization", "Bearer abc.def.ghi")], "/p", &bearer()),
+            one("abc.def.ghi")
         );
         assert_eq!(
-            read(&[("authorization", "bearer   abc")]),
-            Credential::Bearer("abc")
+            read(&[("authorization", "bearer   abc")], "/p", &bearer()),
+            one("abc")
         );
         assert_eq!(
-            read(&[("authorization", "BEARER abc==")]),
-            Credential::Bearer("abc==")
+            read(&[("authorization", "BEARER abc==")], "/p", &bearer()),
+            one("abc==")
         );
     }
 
     #[test]
     fn other_schemes_and_absence_are_not_ours() {
-        assert_eq!(read(&[]), Credential::None);
+        assert_eq!(read(&[], "/p", &bearer()), Found::None);
         assert_eq!(
-            read(&[("authorization", "Basic dXNlcjpwYXNz")]),
-            Credential::None
+            read(&[("authorization", "Basic dXNlcjpwYXNz")], "/p", &bearer()),
+            Found::None
+        );
+        let token_scheme = CredentialLocation::Header {
+            name: "authorization".into(),
+            scheme: Some("token".into()),
+        };
+        assert_eq!(
+            read(&[("authorization", "token ghp_abc")], "/p", &token_scheme),
+            one("ghp_abc")
+        );
+        assert_eq!(
+            read(&[("authorization", "Bearer ghp_abc")], "/p", &token_scheme),
+            Found::None
         );
     }
 
     #[test]
     fn malformed_bearer_credentials_are_invalid_requests() {
+        let m = |r| Found::Malformed(r);
         assert_eq!(
-            read(&[("authorization", "Bearer")]),
-            Credential::Malformed(DenyReason::EmptyCredential)
+            read(&[("authorization", "Bearer")], "/p", &bearer()),
+            m(DenyReason::EmptyCredential)
         );
         assert_eq!(
-            read(&[("authorization", "Bearer a b")]),
-            Credential::Malformed(DenyReason::MalformedCredential)
+            read(&[("authorization", "Bearer a b")], "/p", &bearer()),
+            m(DenyReason::MalformedCredential)
         );
         assert_eq!(
-            read(&[("authorization", "Bearer a.b.c,Bearer d.e.f")]),
-            Credential::Malformed(DenyReason::MultipleCredentials)
+            read(
+                &[("authorization", "Bearer a.b.c,Bearer d.e.f")],
+                "/p",
+                &bearer()
+            ),
+            m(DenyReason::MultipleCredentials)
         );
         assert_eq!(
-            read(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
-            Credential::Malformed(DenyReason::MultipleCredentials)
+            read(
+                &[("authorization", "Bearer a"), ("authorization", "Bearer b")],
+                "/p",
+                &bearer()
+            ),
+            m(DenyReason::MultipleCredentials)
         );
+        let huge = format!("Bearer {}", "a".repeat(MAX_CREDENTIAL_BYTES + 1));
+        assert_eq!(
+            read(&[("authorization", &huge)], "/p", &bearer()),
+            m(DenyReason::TokenTooLarge)
+        );
+    }
+
+    #[test]
+    fn raw_headers_cookies_and_query_parameters() {
+        let raw = CredentialLocation::Header {
+            name: "x-api-key".into(),
+            scheme: None,
+        };
+        assert_eq!(read(&[("x-api-key", " k1 ")], "/p", &raw), one("k1"));
+        assert_eq!(
+            read(&[("x-api-key", "k1,k2")], "/p", &raw),
+            Found::Malformed(DenyReason::MultipleCredentials)
+        );
+
+        let cookie = CredentialLocation::Cookie("session".into());
+        assert_eq!(
+            read(&[("cookie", "a=1; session=s3; b=2")], "/p", &cookie),
+            one("s3")
+        );
+        assert_eq!(
+            read(&[("cookie", "session=s3; session=s3")], "/p", &cookie),
+            one("s3")
+        );
+        assert_eq!(
+            read(&[("cookie", "session=s3; session=s4")], "/p", &cookie),
+            Found::Malformed(DenyReason::MultipleCredentials)
+        );
+        assert_eq!(read(&[("cookie", "other=1")], "/p", &cookie), Found::None);
+
+        let query = CredentialLocation::Query("access_token".into());
+        assert_eq!(
+            read(&[], "/p?x=1&access_token=a%2Bb", &query),
+            Found::One(Cow::Owned("a+b".into()))
+        );
+        assert_eq!(
+            read(&[], "/p?access_token=a&access_token=b", &query),
+            Found::Malformed(DenyReason::MultipleCredentials)
+        );
+        assert_eq!(read(&[], "/p?x=1", &query), Found::None);
     }
 
     #[test]

@@ -38,11 +38,20 @@ pub enum DenyReason {
     /// A time claim that is not a JSON number.
     MalformedTimeClaim,
     WrongAudience,
+    /// Introspection answered `active: false` (RFC 7662 §2.2).
+    InactiveToken,
+    /// A webhook or GitHub refused the credential.
+    CredentialRejected,
+    UnknownApiKey,
+    /// The GitHub user is in none of the allowed organisations.
+    OrganizationNotAllowed,
+    /// The client certificate identity is outside the trusted domains or patterns.
+    UntrustedPeer,
 }
 
 impl DenyReason {
     /// Every reason, for metrics.
-    pub const ALL: [DenyReason; 23] = [
+    pub const ALL: [DenyReason; 28] = [
         DenyReason::MissingCredential,
         DenyReason::EmptyCredential,
         DenyReason::MultipleCredentials,
@@ -66,6 +75,11 @@ impl DenyReason {
         DenyReason::IssuedInFuture,
         DenyReason::MalformedTimeClaim,
         DenyReason::WrongAudience,
+        DenyReason::InactiveToken,
+        DenyReason::CredentialRejected,
+        DenyReason::UnknownApiKey,
+        DenyReason::OrganizationNotAllowed,
+        DenyReason::UntrustedPeer,
     ];
 
     /// A stable label for metrics and logs.
@@ -94,6 +108,11 @@ impl DenyReason {
             DenyReason::IssuedInFuture => "iat_in_future",
             DenyReason::MalformedTimeClaim => "malformed_time_claim",
             DenyReason::WrongAudience => "wrong_aud",
+            DenyReason::InactiveToken => "inactive_token",
+            DenyReason::CredentialRejected => "credential_rejected",
+            DenyReason::UnknownApiKey => "unknown_api_key",
+            DenyReason::OrganizationNotAllowed => "org_not_allowed",
+            DenyReason::UntrustedPeer => "untrusted_peer",
         }
     }
 
@@ -123,6 +142,11 @@ impl DenyReason {
             DenyReason::IssuedInFuture => "the token is issued in the future",
             DenyReason::MalformedTimeClaim => "the token has a malformed time claim",
             DenyReason::WrongAudience => "the token is not meant for this audience",
+            DenyReason::InactiveToken => "the token is not active",
+            DenyReason::CredentialRejected => "the credential was rejected",
+            DenyReason::UnknownApiKey => "the API key is not valid",
+            DenyReason::OrganizationNotAllowed => "the user is not in an allowed organization",
+            DenyReason::UntrustedPeer => "the client certificate identity is not trusted",
         }
     }
 
@@ -158,18 +182,65 @@ pub enum DenyStatus {
 pub enum Unavailable {
     /// The provider's key set has never been loaded.
     KeysNotLoaded,
+    /// An upstream the provider asks (introspection, webhook, GitHub) timed out, failed or answered garbage.
+    Upstream,
 }
 
 impl Unavailable {
+    pub const ALL: [Unavailable; 2] = [Unavailable::KeysNotLoaded, Unavailable::Upstream];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Unavailable::KeysNotLoaded => "keys_not_loaded",
+            Unavailable::Upstream => "upstream_unavailable",
         }
     }
 
     pub fn description(self) -> &'static str {
         match self {
             Unavailable::KeysNotLoaded => "the identity provider's keys are not available",
+            Unavailable::Upstream => "the identity provider is not available",
+        }
+    }
+}
+
+/// A denial: the reason, and which provider gave it with its own message (`deny_message`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Denial {
+    pub reason: DenyReason,
+    /// The provider that rejected the credential (none when no credential was found).
+    pub provider: Option<Arc<str>>,
+    /// The provider's `deny_message`; with no credential, those of every provider that could have taken one.
+    pub message: Option<Arc<str>>,
+}
+
+impl Denial {
+    pub fn new(reason: DenyReason) -> Denial {
+        Denial {
+            reason,
+            provider: None,
+            message: None,
+        }
+    }
+}
+
+/// Who is behind a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A person, e.g. a token from an authorization-code or device flow.
+    Human,
+    /// A program acting for itself: an OAuth2 client-credentials token, an API key, a workload identity.
+    Machine,
+    /// Nobody: the identity of an `anonymous` provider, for requests that carry no credential.
+    Anonymous,
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::Human => "human",
+            PrincipalKind::Machine => "machine",
+            PrincipalKind::Anonymous => "anonymous",
         }
     }
 }
@@ -181,6 +252,12 @@ pub struct Identity {
     pub provider: Arc<str>,
     /// `sub`, when the token has one (`x-auth-subject`).
     pub subject: Option<String>,
+    /// Human or machine (`x-auth-principal-kind`).
+    pub kind: PrincipalKind,
+    /// The OAuth2 client (`client_id`, else `azp`) of a machine principal (`x-auth-client-id`).
+    pub client_id: Option<String>,
+    /// Named attributes for headers and policy (a provider's `claims_mapping`): each a list of values.
+    pub attributes: std::collections::BTreeMap<String, Vec<String>>,
     /// `iss` (`x-auth-issuer`).
     pub issuer: Arc<str>,
     /// Space-separated scopes from `scope` or `scp` (`x-auth-scopes`).
@@ -197,7 +274,7 @@ pub struct Identity {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Allow(Arc<Identity>),
-    Deny(DenyReason),
+    Deny(Denial),
     Error(Unavailable),
 }
 
@@ -206,7 +283,7 @@ impl Decision {
     pub fn label(&self) -> &'static str {
         match self {
             Decision::Allow(_) => "allow",
-            Decision::Deny(reason) => reason.as_str(),
+            Decision::Deny(denial) => denial.reason.as_str(),
             Decision::Error(why) => why.as_str(),
         }
     }

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{
     AlgorithmName, Config, HeadersConfig, JwksSettings, JwtProviderConfig, ProviderConfig,
-    ServerConfig, TokenCacheSettings,
+    ProviderKind, ServerConfig, TokenCacheSettings,
 };
 
 /// The audience of dev tokens.
@@ -215,30 +215,35 @@ impl DevIssuer {
             },
             realm: "portcullis-dev".to_owned(),
             headers: HeadersConfig::default(),
-            providers: vec![ProviderConfig::Jwt(JwtProviderConfig {
+            providers: vec![ProviderConfig {
                 name: "dev".to_owned(),
-                issuer: self.issuer.clone(),
-                audiences: vec![DEV_AUDIENCE.to_owned()],
-                jwks_uri: Some(format!("http://{fetch_from}/dev/jwks.json")),
-                jwks_file: None,
-                algorithms: vec![AlgorithmName::ES256],
-                shared_secret: None,
-                leeway_seconds: 30,
-                max_token_bytes: 8192,
-                required_typ: None,
-                claim_headers: [
-                    ("email".to_owned(), "x-auth-email".to_owned()),
-                    ("permissions".to_owned(), "x-auth-permissions".to_owned()),
-                ]
-                .into(),
-                jwks: JwksSettings {
-                    refresh_seconds: 3600,
-                    min_refresh_seconds: 1,
-                    ..JwksSettings::default()
-                },
-                cache: TokenCacheSettings::default(),
-                dangerous_allow_plain_http: true,
-            })],
+                credential: Default::default(),
+                claims_mapping: Default::default(),
+                deny_message: None,
+                kind: ProviderKind::Jwt(JwtProviderConfig {
+                    issuer: self.issuer.clone(),
+                    audiences: vec![DEV_AUDIENCE.to_owned()],
+                    jwks_uri: Some(format!("http://{fetch_from}/dev/jwks.json")),
+                    jwks_file: None,
+                    algorithms: vec![AlgorithmName::ES256],
+                    shared_secret: None,
+                    leeway_seconds: 30,
+                    max_token_bytes: 8192,
+                    required_typ: None,
+                    claim_headers: [
+                        ("email".to_owned(), "x-auth-email".to_owned()),
+                        ("permissions".to_owned(), "x-auth-permissions".to_owned()),
+                    ]
+                    .into(),
+                    jwks: JwksSettings {
+                        refresh_seconds: 3600,
+                        min_refresh_seconds: 1,
+                        ..JwksSettings::default()
+                    },
+                    cache: TokenCacheSettings::default(),
+                    dangerous_allow_plain_http: true,
+                }),
+            }],
         }
     }
 }

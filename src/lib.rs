@@ -8,6 +8,7 @@
 //! - [`providers`]: the provider contract and chain; [`providers::jwt`] validates JWTs,
 //!   [`providers::jwks`] fetches and refreshes key sets.
 //! - [`decision`]: what a check decides: allow with an identity, deny with a reason, or error.
+//!   permissions, claims, organization, principal kind, step-up), 401/403 answers, explanations.
 //! - [`authorizer`]: the decision pipeline the server and tools share.
 //! - [`server`]: gRPC Check, health and reflection; admin HTTP; translation to and from Envoy's types.
 //! - [`client`]: the `check` command's gRPC client.

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use portcullis::authorizer::Authorizer;
 use portcullis::clock::Clock;
-use portcullis::config::{Config, ConfigErrors, ProviderConfig, SecretSource};
+use portcullis::config::{Config, ConfigErrors, SecretSource};
 use portcullis::dev::{self, DevIssuer};
 use portcullis::server::{self, translate::AnswerSettings, App};
 use portcullis::telemetry::{self, LogFormat};
@@ -58,6 +58,15 @@ enum Command {
     /// Parse and validate a configuration file; print every problem with the path of its field.
     /// Exits 0 when valid, 64 when not.
     ValidateConfig(ValidateArgs),
+    /// Print the SHA-256 digest of an API key for an `api_key` provider's `sha256`. Reads the key from
+    /// standard input (one line) unless given, so it stays out of shell history.
+    HashKey(HashKeyArgs),
+}
+
+#[derive(Args)]
+struct HashKeyArgs {
+    /// The key; omit it to read one line from standard input.
+    key: Option<String>,
 }
 
 #[derive(Args)]
@@ -136,6 +145,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::ValidateConfig(args) => validate_config(&args),
         Command::Token(args) => report(token(&args)),
+        Command::HashKey(args) => report(hash_key(args)),
         Command::Serve(args) => runtime().block_on(async { report(serve(args).await) }),
         Command::Check(args) => runtime().block_on(check(args)),
     }
@@ -210,18 +220,15 @@ fn valid(file: &Path, config: &Config) -> ExitCode {
 
 fn secret_problems(config: &Config) -> Vec<String> {
     let source = SecretSource::Process;
-    config
-        .providers
-        .iter()
-        .enumerate()
-        .filter_map(|(i, provider)| match provider {
-            ProviderConfig::Jwt(jwt) => jwt
-                .shared_secret
-                .as_ref()
-                .and_then(|s| s.resolve(&source).err())
-                .map(|e| format!("providers[{i}].shared_secret: {e}")),
-        })
-        .collect()
+    let mut problems = Vec::new();
+    for (i, provider) in config.providers.iter().enumerate() {
+        for (field, secret) in provider.kind.secrets() {
+            if let Err(e) = secret.resolve(&source) {
+                problems.push(format!("providers[{i}].{field}: {e}"));
+            }
+        }
+    }
+    problems
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -349,6 +356,22 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
         extra,
     )?;
     println!("{token}");
+    Ok(())
+}
+
+fn hash_key(args: HashKeyArgs) -> anyhow::Result<()> {
+    let key = match args.key {
+        Some(key) => key,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the key from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    anyhow::ensure!(!key.is_empty(), "the key is empty");
+    println!("{}", portcullis::providers::api_key::hash_key(&key));
     Ok(())
 }
 

@@ -11,22 +11,26 @@ use crate::providers::Providers;
 pub struct Metrics {
     allowed: AtomicU64,
     denied: [AtomicU64; DenyReason::ALL.len()],
-    errors: AtomicU64,
+    errors: [AtomicU64; Unavailable::ALL.len()],
 }
 
 impl Metrics {
     pub fn record(&self, decision: &Decision) {
         match decision {
             Decision::Allow(_) => self.allowed.fetch_add(1, Ordering::Relaxed),
-            Decision::Deny(reason) => {
+            Decision::Deny(denial) => {
                 let i = DenyReason::ALL
                     .iter()
-                    .position(|r| r == reason)
+                    .position(|r| *r == denial.reason)
                     .expect("every reason is listed in ALL");
                 self.denied[i].fetch_add(1, Ordering::Relaxed)
             }
-            Decision::Error(Unavailable::KeysNotLoaded) => {
-                self.errors.fetch_add(1, Ordering::Relaxed)
+            Decision::Error(why) => {
+                let i = Unavailable::ALL
+                    .iter()
+                    .position(|u| u == why)
+                    .expect("every unavailability is listed in ALL");
+                self.errors[i].fetch_add(1, Ordering::Relaxed)
             }
         };
     }
@@ -64,12 +68,14 @@ impl Metrics {
                 count.load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(
-            out,
-            "portcullis_checks_total{{decision=\"error\",reason=\"{}\"}} {}",
-            Unavailable::KeysNotLoaded.as_str(),
-            self.errors.load(Ordering::Relaxed)
-        );
+        for (why, count) in Unavailable::ALL.iter().zip(&self.errors) {
+            let _ = writeln!(
+                out,
+                "portcullis_checks_total{{decision=\"error\",reason=\"{}\"}} {}",
+                why.as_str(),
+                count.load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP portcullis_jwks_fetches_total Key set fetches by provider and result."

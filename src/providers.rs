@@ -6,22 +6,36 @@
 //! - [`Outcome::Rejected`]: a credential of its kind that failed, with the reason;
 //! - [`Outcome::Unavailable`]: it cannot tell, because something it depends on (an IdP) is unavailable.
 //!
-//! Fail-closed behaviour rests on keeping the last two apart: a rejection is a 401, an unavailable upstream
-//! is an error answer that Envoy turns into its `status_on_error`, and neither is ever an allow.
+//! Providers are tried in their declared order. The first authenticated answer wins. Otherwise a rejected
+//! credential is a 401 (`invalid_token`; a malformed one a 400); an unavailable upstream with nothing
+//! rejected is an error answer, never an allow; and with no credential at all, an `anonymous` provider
+//! answers if there is one, else a 401 with the challenge of every provider that could have taken one.
+//! Fail-closed behaviour rests on keeping "rejected" and "unavailable" apart.
+//!
+//! A JWS-shaped token only goes to `jwt` providers, an opaque one only to the opaque-token providers
+//! (`introspection`, `webhook`, `github`, `api_key`).
 
+pub mod api_key;
+pub mod envoy_jwt;
+pub mod github;
+pub mod http;
+pub mod introspection;
 pub mod jwks;
 pub mod jwt;
+pub mod mtls;
+pub mod webhook;
 
 use std::sync::Arc;
 
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use self::jwks::{AlgSet, KeySet, KeyStore};
 use self::jwt::{JwtProvider, JwtProviders};
 use crate::clock::Clock;
-use crate::config::{Config, ProviderConfig, SecretSource};
-use crate::credential::{self, Credential};
-use crate::decision::{DenyReason, Identity, Unavailable};
+use crate::config::{Config, CredentialLocation, ProviderKind, SecretSource};
+use crate::credential::{self, Found};
+use crate::decision::{Denial, DenyReason, Identity, PrincipalKind, Unavailable};
 use crate::request::RequestView;
 
 /// What one provider (or the chain) makes of a request.
@@ -36,8 +50,9 @@ pub enum Outcome {
 /// Why the providers could not be built from a valid configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("providers[{index}].shared_secret: {source}")]
+    #[error("providers[{index}].{field}: {source}")]
     Secret {
+        field: &'static str,
         index: usize,
         #[source]
         source: crate::config::secret::SecretError,
@@ -55,71 +70,148 @@ pub enum BuildError {
         #[source]
         source: jwks::JwksError,
     },
+    #[error("providers[{index}].keys_file: {source}")]
+    KeysFile {
+        index: usize,
+        #[source]
+        source: api_key::KeysFileError,
+    },
+    #[error("providers[{index}]: invalid URL: {source}")]
+    Url {
+        index: usize,
+        #[source]
+        source: url::ParseError,
+    },
+}
+
+/// The closed set of provider kinds: static dispatch, no boxed future per provider per request.
+enum Kind {
+    /// One of [`Providers::jwt`]: the token's `iss` picks among the `jwt` providers.
+    Jwt,
+    Introspection(introspection::Introspection),
+    Webhook(webhook::Webhook),
+    Github(github::Github),
+    ApiKey(Arc<api_key::ApiKeys>),
+    Mtls(mtls::Mtls),
+    EnvoyJwt(envoy_jwt::EnvoyJwt),
+    Anonymous(Arc<Identity>),
+}
+
+/// One provider of the chain.
+struct Entry {
+    name: Arc<str>,
+    location: CredentialLocation,
+    deny_message: Option<Arc<str>>,
+    kind: Kind,
+}
+
+/// The chain's answer, with the provider that gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChainOutcome {
+    Authenticated(Arc<Identity>),
+    Denied(Denial),
+    Unavailable(Unavailable),
+}
+
+/// What each provider answered, for explanations.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Attempt {
+    pub provider: Arc<str>,
+    /// `no_credential`, `authenticated`, `skipped` or the deny / unavailability label.
+    pub outcome: &'static str,
 }
 
 /// Every configured provider, built once at start.
 pub struct Providers {
+    entries: Vec<Entry>,
     jwt: JwtProviders,
+    /// For each `jwt` provider, its entry index (for its location and name).
+    jwt_entries: Vec<usize>,
 }
 
 impl Providers {
     /// Builds the providers; resolves secrets from `secrets`. Nothing is fetched yet: see
-    /// [`Providers::spawn_refreshers`].
+    /// [`Providers::spawn_background`].
     pub fn from_config(
         config: &Config,
         secrets: &SecretSource,
         http: &reqwest::Client,
         clock: Clock,
     ) -> Result<Providers, BuildError> {
+        let mut entries = Vec::new();
         let mut jwt = Vec::new();
+        let mut jwt_entries = Vec::new();
         let mut cache_entries = 0;
         for (index, provider) in config.providers.iter().enumerate() {
-            match provider {
-                ProviderConfig::Jwt(c) => {
-                    let name: Arc<str> = Arc::from(c.name.as_str());
-                    let allowed = AlgSet::from_config(&c.algorithms);
-                    let store = match (&c.shared_secret, &c.jwks_file) {
-                        (Some(secret), _) => {
-                            let secret = secret
-                                .resolve(secrets)
-                                .map_err(|source| BuildError::Secret { index, source })?;
-                            KeyStore::fixed(name, KeySet::shared_secret(secret.expose(), allowed))
-                        }
-                        (None, Some(path)) => {
-                            let body =
-                                std::fs::read(path).map_err(|source| BuildError::JwksFile {
-                                    index,
-                                    path: path.clone(),
-                                    source,
-                                })?;
-                            let keys = KeySet::from_jwks(&body, allowed)
-                                .map_err(|source| BuildError::Keys { index, source })?;
-                            KeyStore::fixed(name, keys)
-                        }
-                        (None, None) => KeyStore::remote(
-                            name,
-                            http.clone(),
-                            c.issuer.clone(),
-                            c.jwks_uri.as_deref(),
-                            allowed,
-                            c.jwks.clone(),
-                        )
-                        .map_err(|source| BuildError::Keys { index, source })?,
-                    };
+            let name: Arc<str> = Arc::from(provider.name.as_str());
+            let url_err = |source| BuildError::Url { index, source };
+            let kind = match &provider.kind {
+                ProviderKind::Jwt(c) => {
+                    let store = jwt_key_store(index, &name, c, secrets, http)?;
                     cache_entries += c.cache.max_entries;
-                    jwt.push(JwtProvider::new(c, Arc::new(store)));
+                    jwt.push(JwtProvider::new(provider, c, Arc::new(store)));
+                    jwt_entries.push(index);
+                    Kind::Jwt
                 }
-            }
+                ProviderKind::Introspection(c) => {
+                    let secret =
+                        c.client_secret
+                            .resolve(secrets)
+                            .map_err(|source| BuildError::Secret {
+                                field: "client_secret",
+                                index,
+                                source,
+                            })?;
+                    Kind::Introspection(
+                        introspection::Introspection::new(
+                            provider,
+                            c,
+                            secret,
+                            http.clone(),
+                            clock.clone(),
+                        )
+                        .map_err(url_err)?,
+                    )
+                }
+                ProviderKind::Webhook(c) => Kind::Webhook(
+                    webhook::Webhook::new(provider, c, http.clone()).map_err(url_err)?,
+                ),
+                ProviderKind::Github(c) => {
+                    Kind::Github(github::Github::new(provider, c, http.clone()))
+                }
+                ProviderKind::ApiKey(c) => Kind::ApiKey(Arc::new(
+                    api_key::ApiKeys::new(Arc::clone(&name), c, &provider.claims_mapping)
+                        .map_err(|source| BuildError::KeysFile { index, source })?,
+                )),
+                ProviderKind::Mtls(c) => Kind::Mtls(mtls::Mtls::new(provider, c)),
+                ProviderKind::EnvoyJwt(c) => Kind::EnvoyJwt(envoy_jwt::EnvoyJwt::new(provider, c)),
+                ProviderKind::Anonymous(c) => {
+                    Kind::Anonymous(Arc::new(anonymous(&name, &c.principal)))
+                }
+            };
+            entries.push(Entry {
+                name,
+                location: provider.credential.clone(),
+                deny_message: provider.deny_message.as_deref().map(Arc::from),
+                kind,
+            });
         }
         Ok(Providers {
+            entries,
             jwt: JwtProviders::new(jwt, cache_entries, clock),
+            jwt_entries,
         })
     }
 
-    /// Starts one background task per remote key set: load now, then keep fresh until `cancel`.
-    pub fn spawn_refreshers(&self, cancel: &CancellationToken) {
+    /// Starts the background tasks (key set refreshers, API key file reloaders) until `cancel`.
+    pub fn spawn_background(&self, cancel: &CancellationToken) {
         for store in self.key_stores() {
             tokio::spawn(Arc::clone(store).run_refresher(cancel.child_token()));
+        }
+        for entry in &self.entries {
+            if let Kind::ApiKey(keys) = &entry.kind {
+                tokio::spawn(Arc::clone(keys).run_reloader(cancel.child_token()));
+            }
         }
     }
 
@@ -132,7 +224,12 @@ impl Providers {
         self.jwt.providers().iter().map(|p| (&**p.name(), p.keys()))
     }
 
-    /// True once every provider's keys are loaded.
+    /// The provider names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| &*e.name)
+    }
+
+    /// True once every provider can decide.
     pub fn ready(&self) -> bool {
         self.key_stores().all(|s| s.is_loaded())
     }
@@ -141,17 +238,219 @@ impl Providers {
         self.jwt.cached_tokens()
     }
 
-    /// Runs the chain for one request.
-    pub async fn authenticate(&self, request: &RequestView<'_>) -> Outcome {
-        match credential::bearer(request) {
-            Credential::None => Outcome::NoCredential,
-            Credential::Malformed(reason) => Outcome::Rejected(reason),
-            Credential::Bearer(token)
-                if credential::is_jws_shaped(token) && !self.jwt.is_empty() =>
-            {
-                self.jwt.authenticate(token).await
+    /// The `WWW-Authenticate` schemes of the providers in `allowed` (all when `None`) that read the
+    /// `Authorization` header, in order, without repeats; `Bearer` when none does.
+    pub fn challenge_schemes(&self, allowed: Option<&[usize]>) -> Vec<String> {
+        let mut schemes: Vec<String> = Vec::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            if allowed.is_some_and(|a| !a.contains(&i)) {
+                continue;
             }
-            Credential::Bearer(_) => Outcome::Rejected(DenyReason::NotAJwt),
+            if let Some(scheme) = entry.location.challenge_scheme() {
+                if !schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+                    schemes.push(scheme.to_owned());
+                }
+            }
         }
+        if schemes.is_empty() {
+            schemes.push("Bearer".to_owned());
+        }
+        schemes
+    }
+
+    /// Runs the chain over the providers in `allowed` (indices in declared order; all when `None`).
+    /// `attempts`, when given, receives what each provider answered.
+    pub async fn authenticate(
+        &self,
+        request: &RequestView<'_>,
+        allowed: Option<&[usize]>,
+        mut attempts: Option<&mut Vec<Attempt>>,
+    ) -> ChainOutcome {
+        let mut rejected: Option<(usize, DenyReason)> = None;
+        // An opaque token where only jwt providers look: reported only if nothing better comes.
+        let mut not_a_jwt: Option<usize> = None;
+        let mut unavailable: Option<Unavailable> = None;
+        let mut anonymous: Option<usize> = None;
+        let mut jwt_locations_done: Vec<&CredentialLocation> = Vec::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            if allowed.is_some_and(|a| !a.contains(&i)) {
+                continue;
+            }
+            let outcome = match &entry.kind {
+                Kind::Anonymous(_) => {
+                    anonymous.get_or_insert(i);
+                    continue;
+                }
+                Kind::Jwt if jwt_locations_done.contains(&&entry.location) => {
+                    // Every jwt provider reading this place was served when the first one was reached.
+                    record(&mut attempts, entry, "skipped");
+                    continue;
+                }
+                Kind::Jwt => {
+                    jwt_locations_done.push(&entry.location);
+                    match credential::extract(request, &entry.location) {
+                        Found::None => Outcome::NoCredential,
+                        Found::Malformed(reason) => Outcome::Rejected(reason),
+                        Found::One(token) if credential::is_jws_shaped(&token) => {
+                            let accept = |k: usize| {
+                                let e = self.jwt_entries[k];
+                                allowed.is_none_or(|a| a.contains(&e))
+                                    && self.entries[e].location == entry.location
+                            };
+                            self.jwt.authenticate(&token, accept).await
+                        }
+                        Found::One(_) => {
+                            not_a_jwt.get_or_insert(i);
+                            Outcome::NoCredential
+                        }
+                    }
+                }
+                Kind::Introspection(_) | Kind::Webhook(_) | Kind::Github(_) | Kind::ApiKey(_) => {
+                    match credential::extract(request, &entry.location) {
+                        Found::None => Outcome::NoCredential,
+                        Found::Malformed(reason) => Outcome::Rejected(reason),
+                        Found::One(token) if credential::is_jws_shaped(&token) => {
+                            Outcome::NoCredential
+                        }
+                        Found::One(token) => match &entry.kind {
+                            Kind::Introspection(p) => p.authenticate(&token).await,
+                            Kind::Webhook(p) => p.authenticate(&token, request).await,
+                            Kind::Github(p) => p.authenticate(&token).await,
+                            Kind::ApiKey(p) => p.authenticate(&token),
+                            _ => unreachable!("matched above"),
+                        },
+                    }
+                }
+                Kind::Mtls(p) => p.authenticate(request),
+                Kind::EnvoyJwt(p) => p.authenticate(request),
+            };
+            match outcome {
+                Outcome::Authenticated(identity) => {
+                    record(&mut attempts, entry, "authenticated");
+                    return ChainOutcome::Authenticated(identity);
+                }
+                Outcome::Rejected(reason) => {
+                    record(&mut attempts, entry, reason.as_str());
+                    rejected.get_or_insert((i, reason));
+                }
+                Outcome::Unavailable(why) => {
+                    record(&mut attempts, entry, why.as_str());
+                    unavailable.get_or_insert(why);
+                }
+                Outcome::NoCredential => record(&mut attempts, entry, "no_credential"),
+            }
+        }
+        if let Some((i, reason)) = rejected {
+            let entry = &self.entries[i];
+            return ChainOutcome::Denied(Denial {
+                reason,
+                provider: Some(Arc::clone(&entry.name)),
+                message: entry.deny_message.clone(),
+            });
+        }
+        if let Some(why) = unavailable {
+            return ChainOutcome::Unavailable(why);
+        }
+        if let Some(i) = not_a_jwt {
+            let entry = &self.entries[i];
+            return ChainOutcome::Denied(Denial {
+                reason: DenyReason::NotAJwt,
+                provider: Some(Arc::clone(&entry.name)),
+                message: entry.deny_message.clone(),
+            });
+        }
+        if let Some(i) = anonymous {
+            let entry = &self.entries[i];
+            record(&mut attempts, entry, "authenticated");
+            if let Kind::Anonymous(identity) = &entry.kind {
+                return ChainOutcome::Authenticated(Arc::clone(identity));
+            }
+        }
+        ChainOutcome::Denied(Denial {
+            reason: DenyReason::MissingCredential,
+            provider: None,
+            message: self.deny_messages(allowed),
+        })
+    }
+
+    /// The deny messages of the providers that could have taken a credential, joined.
+    fn deny_messages(&self, allowed: Option<&[usize]>) -> Option<Arc<str>> {
+        let messages: Vec<&str> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| allowed.is_none_or(|a| a.contains(i)))
+            .filter_map(|(_, e)| e.deny_message.as_deref())
+            .collect();
+        (!messages.is_empty()).then(|| Arc::from(messages.join("; ")))
+    }
+}
+
+fn record(attempts: &mut Option<&mut Vec<Attempt>>, entry: &Entry, outcome: &'static str) {
+    if let Some(attempts) = attempts {
+        attempts.push(Attempt {
+            provider: Arc::clone(&entry.name),
+            outcome,
+        });
+    }
+}
+
+fn jwt_key_store(
+    index: usize,
+    name: &Arc<str>,
+    c: &crate::config::JwtProviderConfig,
+    secrets: &SecretSource,
+    http: &reqwest::Client,
+) -> Result<KeyStore, BuildError> {
+    let allowed = AlgSet::from_config(&c.algorithms);
+    let name = Arc::clone(name);
+    Ok(match (&c.shared_secret, &c.jwks_file) {
+        (Some(secret), _) => {
+            let secret = secret
+                .resolve(secrets)
+                .map_err(|source| BuildError::Secret {
+                    field: "shared_secret",
+                    index,
+                    source,
+                })?;
+            KeyStore::fixed(name, KeySet::shared_secret(secret.expose(), allowed))
+        }
+        (None, Some(path)) => {
+            let body = std::fs::read(path).map_err(|source| BuildError::JwksFile {
+                index,
+                path: path.clone(),
+                source,
+            })?;
+            let keys = KeySet::from_jwks(&body, allowed)
+                .map_err(|source| BuildError::Keys { index, source })?;
+            KeyStore::fixed(name, keys)
+        }
+        (None, None) => KeyStore::remote(
+            name,
+            http.clone(),
+            c.issuer.clone(),
+            c.jwks_uri.as_deref(),
+            allowed,
+            c.jwks.clone(),
+        )
+        .map_err(|source| BuildError::Keys { index, source })?,
+    })
+}
+
+/// The identity of an `anonymous` provider.
+fn anonymous(provider: &Arc<str>, principal: &str) -> Identity {
+    let mut claims = Map::new();
+    claims.insert("sub".into(), Value::from(principal));
+    Identity {
+        provider: Arc::clone(provider),
+        subject: Some(principal.to_owned()),
+        kind: PrincipalKind::Anonymous,
+        client_id: None,
+        attributes: Default::default(),
+        issuer: Arc::from(""),
+        scopes: String::new(),
+        headers: Vec::new(),
+        claims,
+        expires_at: i64::MAX,
     }
 }

@@ -68,6 +68,14 @@ pub struct RequestView<'a> {
     pub headers: Headers<'a>,
     /// Envoy's request id (`x-request-id`), for log correlation.
     pub request_id: &'a str,
+    /// Envoy's per-route `check_settings.context_extensions` (empty when none).
+    pub context_extensions: Option<&'a HashMap<String, String>>,
+    /// The client identity Envoy verified on the TLS connection (`source.principal`, e.g. a SPIFFE ID).
+    pub peer_principal: &'a str,
+    /// The client certificate, URL-encoded PEM, when Envoy sends it (`include_peer_certificate`).
+    pub peer_certificate: &'a str,
+    /// Envoy's `metadata_context.filter_metadata`, by namespace, as JSON.
+    pub metadata: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl<'a> RequestView<'a> {
@@ -89,7 +97,22 @@ impl<'a> RequestView<'a> {
             host,
             headers,
             request_id,
+            context_extensions: None,
+            peer_principal: "",
+            peer_certificate: "",
+            metadata: None,
         }
+    }
+
+    /// The same request with Envoy's per-route context extensions.
+    pub fn with_context_extensions(mut self, extensions: &'a HashMap<String, String>) -> Self {
+        self.context_extensions = Some(extensions);
+        self
+    }
+
+    /// A context extension by key.
+    pub fn context_extension(&self, key: &str) -> Option<&'a str> {
+        self.context_extensions?.get(key).map(String::as_str)
     }
 }
 

@@ -16,6 +16,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
+use super::http::{read_bounded, UpstreamError};
 use crate::config::{AlgorithmName, JwksSettings};
 
 /// A set of algorithms, as bits.
@@ -466,7 +467,7 @@ impl KeyStore {
         url: &Url,
     ) -> Result<(Vec<u8>, Option<Duration>), JwksError> {
         let limit = self.settings.max_response_bytes;
-        let mut response = http
+        let response = http
             .get(url.clone())
             .header(http::header::ACCEPT, "application/json")
             .timeout(Duration::from_secs(self.settings.timeout_seconds))
@@ -476,21 +477,15 @@ impl KeyStore {
         if response.status() != reqwest::StatusCode::OK {
             return Err(JwksError::BadStatus(response.status().as_u16()));
         }
-        if response.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(JwksError::TooLarge(limit));
-        }
         let max_age = response
             .headers()
             .get(http::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .and_then(max_age);
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(JwksError::RequestFailed)? {
-            if body.len() + chunk.len() > limit {
-                return Err(JwksError::TooLarge(limit));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_bounded(response, limit).await.map_err(|e| match e {
+            UpstreamError::RequestFailed(e) => JwksError::RequestFailed(e),
+            _ => JwksError::TooLarge(limit),
+        })?;
         Ok((body, max_age))
     }
 

@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 use super::jwks::{AlgSet, KeyStore, Lookup};
 use super::Outcome;
 use crate::clock::Clock;
-use crate::config::JwtProviderConfig;
-use crate::decision::{DenyReason, Identity, Unavailable};
+use crate::config::{JwtProviderConfig, ProviderConfig};
+use crate::decision::{DenyReason, Identity, PrincipalKind, Unavailable};
 
 /// One issuer's validation settings and keys, built once at start.
 pub struct JwtProvider {
@@ -32,15 +32,19 @@ pub struct JwtProvider {
     leeway: f64,
     max_token_bytes: usize,
     required_typ: Option<Box<str>>,
-    claim_headers: Box<[(Box<str>, Arc<str>)]>,
+    claims: ClaimsSettings,
     cache_ttl: Option<Duration>,
     keys: Arc<KeyStore>,
 }
 
 impl JwtProvider {
-    pub fn new(config: &JwtProviderConfig, keys: Arc<KeyStore>) -> JwtProvider {
+    pub fn new(
+        common: &ProviderConfig,
+        config: &JwtProviderConfig,
+        keys: Arc<KeyStore>,
+    ) -> JwtProvider {
         JwtProvider {
-            name: Arc::from(config.name.as_str()),
+            name: Arc::from(common.name.as_str()),
             issuer: Arc::from(config.issuer.as_str()),
             audiences: config
                 .audiences
@@ -51,11 +55,7 @@ impl JwtProvider {
             leeway: config.leeway_seconds as f64,
             max_token_bytes: config.max_token_bytes,
             required_typ: config.required_typ.as_deref().map(Box::from),
-            claim_headers: config
-                .claim_headers
-                .iter()
-                .map(|(claim, header)| (Box::from(claim.as_str()), Arc::from(header.as_str())))
-                .collect(),
+            claims: ClaimsSettings::new(&config.claim_headers, &common.claims_mapping),
             cache_ttl: (config.cache.max_entries > 0)
                 .then(|| Duration::from_secs(config.cache.max_ttl_seconds)),
             keys,
@@ -149,29 +149,131 @@ impl JwtProvider {
     }
 
     fn identity(&self, claims: Map<String, Value>, expires_at: i64) -> Identity {
+        self.claims
+            .identity(&self.name, Arc::clone(&self.issuer), claims, expires_at)
+    }
+}
+
+/// How a verified set of claims becomes an [`Identity`]: claim headers and `claims_mapping`.
+#[derive(Debug, Default)]
+pub struct ClaimsSettings {
+    headers: Box<[(Box<str>, Arc<str>)]>,
+    mapping: Box<[(Box<str>, Box<str>)]>,
+}
+
+impl ClaimsSettings {
+    pub fn new(
+        claim_headers: &std::collections::BTreeMap<String, String>,
+        claims_mapping: &std::collections::BTreeMap<String, String>,
+    ) -> ClaimsSettings {
+        ClaimsSettings {
+            headers: claim_headers
+                .iter()
+                .map(|(claim, header)| (Box::from(claim.as_str()), Arc::from(header.as_str())))
+                .collect(),
+            mapping: claims_mapping
+                .iter()
+                .map(|(claim, attr)| (Box::from(claim.as_str()), Box::from(attr.as_str())))
+                .collect(),
+        }
+    }
+
+    /// Builds the identity of verified claims (a JWT payload, an introspection answer, …).
+    pub fn identity(
+        &self,
+        provider: &Arc<str>,
+        issuer: Arc<str>,
+        claims: Map<String, Value>,
+        expires_at: i64,
+    ) -> Identity {
         let subject = claims
             .get("sub")
+            .or_else(|| claims.get("username"))
             .and_then(Value::as_str)
             .filter(|s| header_safe(s))
             .map(str::to_owned);
         let scopes = scopes(&claims);
         let headers = self
-            .claim_headers
+            .headers
             .iter()
             .filter_map(|(claim, header)| {
                 let value = claims.get(&**claim).and_then(claim_header_value)?;
                 Some((Arc::clone(header), value))
             })
             .collect();
+        let (kind, client_id) = principal_kind(&claims, subject.as_deref());
+        // A client acting for itself is its own principal (RFC 7662 §2.2 `client_id`).
+        let subject = subject.or_else(|| client_id.clone());
         Identity {
-            provider: Arc::clone(&self.name),
+            provider: Arc::clone(provider),
             subject,
-            issuer: Arc::clone(&self.issuer),
+            kind,
+            client_id,
+            attributes: map_claims(&self.mapping, &claims),
+            issuer,
             scopes,
             headers,
             claims,
             expires_at,
         }
+    }
+}
+
+/// `claims_mapping`: a space-separated string becomes several values, an array stays a list.
+pub fn map_claims(
+    mapping: &[(Box<str>, Box<str>)],
+    claims: &Map<String, Value>,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut attributes = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (claim, attribute) in mapping {
+        let values: Vec<String> = match claims.get(&**claim) {
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    Value::Bool(b) => Some(b.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            Some(Value::Number(n)) => vec![n.to_string()],
+            Some(Value::Bool(b)) => vec![b.to_string()],
+            _ => continue,
+        };
+        let values = values
+            .into_iter()
+            .filter(|v| header_safe(v) && !v.contains(','));
+        attributes
+            .entry(attribute.to_string())
+            .or_default()
+            .extend(values);
+    }
+    attributes
+}
+
+/// Human or machine, and the client of a machine token. A machine token is a client-credentials grant:
+/// Auth0 marks it with `gty: client-credentials` and a `sub` ending in `@clients`; generically it has no
+/// `sub` of its own, or one equal to its `client_id`/`azp` (RFC 9068 §2.2).
+fn principal_kind(
+    claims: &Map<String, Value>,
+    subject: Option<&str>,
+) -> (PrincipalKind, Option<String>) {
+    let client = claims
+        .get("client_id")
+        .or_else(|| claims.get("azp"))
+        .and_then(Value::as_str)
+        .filter(|c| header_safe(c));
+    let machine = claims.get("gty").and_then(Value::as_str) == Some("client-credentials")
+        || match subject {
+            None => true,
+            Some(sub) => sub.ends_with("@clients") || Some(sub) == client,
+        };
+    if machine {
+        let client = client.or_else(|| subject.and_then(|s| s.strip_suffix("@clients")));
+        (PrincipalKind::Machine, client.map(str::to_owned))
+    } else {
+        (PrincipalKind::Human, None)
     }
 }
 
@@ -303,6 +405,7 @@ impl<'a> Parsed<'a> {
 #[derive(Clone)]
 struct Cached {
     identity: Arc<Identity>,
+    provider: usize,
     ttl: Duration,
 }
 
@@ -370,8 +473,9 @@ impl JwtProviders {
         })
     }
 
-    /// Validates a JWS-shaped bearer token.
-    pub async fn authenticate(&self, token: &str) -> Outcome {
+    /// Validates a JWS-shaped bearer token. The token's `iss` picks the provider; `accept` says whether
+    /// that provider may take it here (it is part of the route and reads the place the token was found).
+    pub async fn authenticate(&self, token: &str, accept: impl Fn(usize) -> bool) -> Outcome {
         // Size first: nothing of an oversized token is decoded (RFC 8725 §3.7 spirit, and memory).
         if token.len() > self.max_token_bytes {
             return Outcome::Rejected(DenyReason::TokenTooLarge);
@@ -380,6 +484,9 @@ impl JwtProviders {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(cache) = &self.cache {
             if let Some(hit) = cache.get(&digest) {
+                if !accept(hit.provider) {
+                    return Outcome::Rejected(DenyReason::UntrustedIssuer);
+                }
                 if hit.identity.expires_at > now {
                     return Outcome::Authenticated(hit.identity);
                 }
@@ -390,13 +497,14 @@ impl JwtProviders {
             Ok(parsed) => parsed,
             Err(reason) => return Outcome::Rejected(reason),
         };
-        let provider = match parsed.claims.get("iss") {
+        let index = match parsed.claims.get("iss") {
             Some(Value::String(iss)) => match self.by_issuer.get(iss.as_str()) {
-                Some(&i) => &self.providers[i],
-                None => return Outcome::Rejected(DenyReason::UntrustedIssuer),
+                Some(&i) if accept(i) => i,
+                _ => return Outcome::Rejected(DenyReason::UntrustedIssuer),
             },
             _ => return Outcome::Rejected(DenyReason::MissingIssuer),
         };
+        let provider = &self.providers[index];
         match provider.verify(parsed, now).await {
             Ok(identity) => {
                 let identity = Arc::new(identity);
@@ -408,6 +516,7 @@ impl JwtProviders {
                             digest,
                             Cached {
                                 identity: Arc::clone(&identity),
+                                provider: index,
                                 ttl,
                             },
                         );
@@ -497,6 +606,29 @@ mod tests {
             claim_header_value(&json!("evil\r\nx-auth-subject: root")),
             None
         );
+    }
+
+    #[test]
+    fn machine_tokens_are_recognised() {
+        use serde_json::json;
+        let kind = |v: Value| {
+            let claims = v.as_object().unwrap().clone();
+            let sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
+            principal_kind(&claims, sub.as_deref())
+        };
+        let human = (PrincipalKind::Human, None);
+        let machine = |c: &str| (PrincipalKind::Machine, Some(c.to_owned()));
+        assert_eq!(kind(json!({"sub": "auth0|123", "azp": "spa"})), human);
+        assert_eq!(
+            kind(json!({"sub": "abc@clients", "azp": "abc", "gty": "client-credentials"})),
+            machine("abc")
+        );
+        assert_eq!(kind(json!({"sub": "abc@clients"})), machine("abc"));
+        assert_eq!(
+            kind(json!({"sub": "svc", "client_id": "svc"})),
+            machine("svc")
+        );
+        assert_eq!(kind(json!({"client_id": "svc"})), machine("svc"));
     }
 
     #[test]

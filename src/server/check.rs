@@ -28,7 +28,8 @@ impl Authorization for CheckService {
     ) -> Result<Response<CheckResponse>, Status> {
         let request = request.into_inner();
         let raw = translate::raw_headers(&request);
-        let view = translate::request_view(&request, raw.as_deref());
+        let metadata = translate::metadata(&request);
+        let view = translate::request_view(&request, raw.as_deref(), metadata.as_ref());
         let decision = self.app.authorizer.decide(&view).await;
         log_decision(&decision, &view);
         Ok(Response::new(translate::check_response(
@@ -51,9 +52,10 @@ fn log_decision(decision: &Decision, view: &crate::request::RequestView<'_>) {
             http.path = view.path,
             request.id = view.request_id,
         ),
-        Decision::Deny(reason) => tracing::info!(
+        Decision::Deny(denial) => tracing::info!(
             authz.decision = "deny",
-            authz.reason = reason.as_str(),
+            authz.reason = denial.reason.as_str(),
+            provider.name = denial.provider.as_deref().unwrap_or(""),
             http.method = view.method,
             http.path = view.path,
             request.id = view.request_id,

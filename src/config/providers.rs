@@ -1,0 +1,950 @@
+//! Provider configuration: the keys every provider shares (`name`, `credential`, `claims_mapping`,
+//! `deny_message`) and each kind's own keys, with their validation.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_yaml_ng::{Mapping, Value};
+
+use super::{is_header_name, Problems, SecretRef, BUILTIN_HEADER_SUFFIXES};
+
+/// One credential provider. `type` selects the kind; the common keys apply to every kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderConfig {
+    /// Names the provider in headers (`x-auth-provider`), routes, logs and metrics.
+    pub name: String,
+    /// Where the credential is. Defaults to `Authorization: Bearer`.
+    pub credential: CredentialLocation,
+    /// Claim (or attribute) name → attribute name. A space-separated string becomes several values, an
+    /// array stays a list. Attributes are sent upstream as `<prefix><attribute>` headers and feed policy.
+    pub claims_mapping: BTreeMap<String, String>,
+    /// Shown in the 401 body when this provider could have taken a credential, e.g. "provide a GitHub
+    /// token in the Authorization header". Defaults to none.
+    pub deny_message: Option<String>,
+    pub kind: ProviderKind,
+}
+
+/// The kinds of provider (`type`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderKind {
+    Jwt(JwtProviderConfig),
+    Introspection(IntrospectionConfig),
+    Webhook(WebhookConfig),
+    Github(GithubConfig),
+    ApiKey(ApiKeyConfig),
+    Mtls(MtlsConfig),
+    EnvoyJwt(EnvoyJwtConfig),
+    Anonymous(AnonymousConfig),
+}
+
+pub const KINDS: &str = "jwt, introspection, webhook, github, api_key, mtls, envoy_jwt, anonymous";
+
+impl ProviderKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ProviderKind::Jwt(_) => "jwt",
+            ProviderKind::Introspection(_) => "introspection",
+            ProviderKind::Webhook(_) => "webhook",
+            ProviderKind::Github(_) => "github",
+            ProviderKind::ApiKey(_) => "api_key",
+            ProviderKind::Mtls(_) => "mtls",
+            ProviderKind::EnvoyJwt(_) => "envoy_jwt",
+            ProviderKind::Anonymous(_) => "anonymous",
+        }
+    }
+
+    /// The secret references of this provider, with the name of their field.
+    pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
+        match self {
+            ProviderKind::Jwt(c) => c
+                .shared_secret
+                .iter()
+                .map(|s| ("shared_secret", s))
+                .collect(),
+            ProviderKind::Introspection(c) => vec![("client_secret", &c.client_secret)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the kind reads a credential from the request (and so takes `credential`).
+    pub fn takes_credential(&self) -> bool {
+        !matches!(
+            self,
+            ProviderKind::Mtls(_) | ProviderKind::EnvoyJwt(_) | ProviderKind::Anonymous(_)
+        )
+    }
+}
+
+/// Where a provider finds its credential.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CredentialLocation {
+    /// A header; with a scheme (`Authorization: Bearer <token>`, case-insensitive) or the raw value.
+    Header {
+        name: String,
+        scheme: Option<String>,
+    },
+    /// A cookie.
+    Cookie(String),
+    /// A query parameter.
+    Query(String),
+}
+
+impl Default for CredentialLocation {
+    fn default() -> Self {
+        CredentialLocation::Header {
+            name: "authorization".to_owned(),
+            scheme: Some("Bearer".to_owned()),
+        }
+    }
+}
+
+impl CredentialLocation {
+    /// The `WWW-Authenticate` scheme a client should use, when the credential goes in `Authorization`.
+    pub fn challenge_scheme(&self) -> Option<&str> {
+        match self {
+            CredentialLocation::Header { name, scheme } if name == "authorization" => {
+                scheme.as_deref()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The YAML shape of `credential`: one of `header` (with an optional `scheme`), `cookie` or `query`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    header: Option<String>,
+    scheme: Option<String>,
+    cookie: Option<String>,
+    query: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommon {
+    name: String,
+    #[serde(default)]
+    credential: Option<RawCredential>,
+    #[serde(default)]
+    claims_mapping: BTreeMap<String, String>,
+    #[serde(default)]
+    deny_message: Option<String>,
+}
+
+const COMMON_KEYS: &[&str] = &["name", "credential", "claims_mapping", "deny_message"];
+
+/// Parses one entry of `providers`.
+pub(super) fn parse(problems: &mut Problems, index: usize, item: Value) -> Option<ProviderConfig> {
+    let path = format!("providers[{index}]");
+    let Value::Mapping(mut map) = item else {
+        problems.add(path, "must be a mapping");
+        return None;
+    };
+    let kind = match map.remove("type") {
+        Some(Value::String(kind)) => kind,
+        Some(_) => {
+            problems.add(format!("{path}.type"), "must be a string");
+            return None;
+        }
+        None => {
+            problems.add(
+                format!("{path}.type"),
+                format!("is required (one of: {KINDS})"),
+            );
+            return None;
+        }
+    };
+    let mut common = Mapping::new();
+    for key in COMMON_KEYS {
+        if let Some(v) = map.remove(*key) {
+            common.insert(Value::from(*key), v);
+        }
+    }
+    let common = problems.section::<RawCommon>(&path, Value::Mapping(common));
+    let rest = Value::Mapping(map);
+    let kind = match kind.as_str() {
+        "jwt" => problems.section(&path, rest).map(ProviderKind::Jwt),
+        "introspection" => problems
+            .section(&path, rest)
+            .map(ProviderKind::Introspection),
+        "webhook" => problems.section(&path, rest).map(ProviderKind::Webhook),
+        "github" => problems.section(&path, rest).map(ProviderKind::Github),
+        "api_key" => problems.section(&path, rest).map(ProviderKind::ApiKey),
+        "mtls" => problems.section(&path, rest).map(ProviderKind::Mtls),
+        "envoy_jwt" => problems.section(&path, rest).map(ProviderKind::EnvoyJwt),
+        "anonymous" => problems.section(&path, rest).map(ProviderKind::Anonymous),
+        other => {
+            problems.add(
+                format!("{path}.type"),
+                format!("unknown provider type `{other}` (known: {KINDS})"),
+            );
+            None
+        }
+    };
+    let (common, kind) = (common?, kind?);
+    let credential = match common.credential {
+        None => CredentialLocation::default(),
+        Some(raw) => {
+            if !kind.takes_credential() {
+                problems.add(
+                    format!("{path}.credential"),
+                    format!(
+                        "a `{}` provider reads no credential from the request",
+                        kind.type_name()
+                    ),
+                );
+            }
+            credential_location(problems, &format!("{path}.credential"), raw)?
+        }
+    };
+    Some(ProviderConfig {
+        name: common.name,
+        credential,
+        claims_mapping: common.claims_mapping,
+        deny_message: common.deny_message,
+        kind,
+    })
+}
+
+fn credential_location(
+    problems: &mut Problems,
+    path: &str,
+    raw: RawCredential,
+) -> Option<CredentialLocation> {
+    let given = [
+        raw.header.is_some(),
+        raw.cookie.is_some(),
+        raw.query.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        problems.add(path, "set exactly one of `header`, `cookie` or `query`");
+        return None;
+    }
+    if raw.scheme.is_some() && raw.header.is_none() {
+        problems.add(
+            format!("{path}.scheme"),
+            "only a `header` credential has a scheme",
+        );
+    }
+    if let Some(name) = raw.header {
+        let name = name.to_ascii_lowercase();
+        if !is_header_name(&name) {
+            problems.add(
+                format!("{path}.header"),
+                format!("`{name}` is not a header name"),
+            );
+        }
+        // `Authorization` defaults to Bearer; another header carries the raw credential unless told.
+        let scheme = match raw.scheme {
+            Some(s) if s.is_empty() => None,
+            Some(s) => Some(s),
+            None if name == "authorization" => Some("Bearer".to_owned()),
+            None => None,
+        };
+        if let Some(s) = &scheme {
+            if !s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                problems.add(
+                    format!("{path}.scheme"),
+                    "must be a single token, e.g. `Bearer`",
+                );
+            }
+        }
+        return Some(CredentialLocation::Header { name, scheme });
+    }
+    if let Some(cookie) = raw.cookie {
+        if cookie.is_empty() || cookie.bytes().any(|b| b <= b' ' || b"=;,\"".contains(&b)) {
+            problems.add(format!("{path}.cookie"), "is not a cookie name");
+        }
+        return Some(CredentialLocation::Cookie(cookie));
+    }
+    let query = raw.query.unwrap_or_default();
+    if query.is_empty() {
+        problems.add(format!("{path}.query"), "must not be empty");
+    }
+    Some(CredentialLocation::Query(query))
+}
+
+/// A JWT signature algorithm a provider may accept (RFC 7518 §3.1, RFC 8037).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum AlgorithmName {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+    HS256,
+    HS384,
+    HS512,
+}
+
+impl AlgorithmName {
+    pub fn is_hmac(self) -> bool {
+        matches!(
+            self,
+            AlgorithmName::HS256 | AlgorithmName::HS384 | AlgorithmName::HS512
+        )
+    }
+}
+
+/// `type: jwt`: bearer JWTs from one issuer (RFC 7519, RFC 8725, RFC 9068).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtProviderConfig {
+    /// Compared exactly with the token's `iss` (RFC 7519 §4.1.1); also picks this provider among several.
+    pub issuer: String,
+    /// The token's `aud` must contain at least one of these (RFC 7519 §4.1.3). Required: a token minted for
+    /// another API of the same issuer must not pass.
+    pub audiences: Vec<String>,
+    /// Where the keys are. When absent, OIDC discovery at `{issuer}/.well-known/openid-configuration` finds it.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// A local JWKS file read once at start instead of fetching one (air-gapped setups, pinned keys).
+    /// Excludes `jwks_uri` and `shared_secret`. Defaults to none.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// The algorithms accepted; each key's own `kty`/`crv`/`alg` narrows this further. Defaults to `[RS256]`.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<AlgorithmName>,
+    /// The HMAC key for HS256/384/512. Only with this set may an HS algorithm be listed; a JWKS is never
+    /// used for HMAC.
+    #[serde(default)]
+    pub shared_secret: Option<SecretRef>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`. Defaults to 30; at most 300.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Tokens longer than this are refused before any parsing. Defaults to 8192.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    /// When set, the token header's `typ` must equal it (case-insensitive, `application/` prefix allowed),
+    /// e.g. `at+jwt` for RFC 9068 access tokens, so an ID token cannot be replayed as an access token.
+    /// Defaults to no check.
+    #[serde(default)]
+    pub required_typ: Option<String>,
+    /// Claim name → header name, sent upstream on an allow. Strings, numbers and booleans are sent as they
+    /// are; arrays are joined with `,`. Header names must start with the identity header prefix.
+    #[serde(default)]
+    pub claim_headers: BTreeMap<String, String>,
+    /// Key set fetching.
+    #[serde(default)]
+    pub jwks: JwksSettings,
+    /// The verified-token cache.
+    #[serde(default)]
+    pub cache: TokenCacheSettings,
+    /// Allow `http://` URLs for the issuer's discovery document and key set on hosts other than loopback.
+    /// Keys fetched over plain HTTP can be replaced by anyone on the path. Defaults to false.
+    #[serde(default)]
+    pub dangerous_allow_plain_http: bool,
+}
+
+fn default_algorithms() -> Vec<AlgorithmName> {
+    vec![AlgorithmName::RS256]
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_max_token_bytes() -> usize {
+    8192
+}
+
+/// How a provider's key set is fetched and refreshed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwksSettings {
+    /// Refresh interval when the response has no `Cache-Control: max-age`. Defaults to 300.
+    pub refresh_seconds: u64,
+    /// Lower bound on a `max-age` the IdP asks for. Defaults to 60.
+    pub min_refresh_seconds: u64,
+    /// Upper bound on a `max-age` the IdP asks for. Defaults to 3600.
+    pub max_refresh_seconds: u64,
+    /// A token with an unknown `kid` triggers at most one refresh per this many seconds. Defaults to 30.
+    pub unknown_kid_cooldown_seconds: u64,
+    /// Timeout of one discovery or key set request. Defaults to 5.
+    pub timeout_seconds: u64,
+    /// Larger responses are refused. Defaults to 1048576 (1 MiB).
+    pub max_response_bytes: usize,
+}
+
+impl Default for JwksSettings {
+    fn default() -> Self {
+        JwksSettings {
+            refresh_seconds: 300,
+            min_refresh_seconds: 60,
+            max_refresh_seconds: 3600,
+            unknown_kid_cooldown_seconds: 30,
+            timeout_seconds: 5,
+            max_response_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The cache of tokens already verified, keyed by a SHA-256 digest of the token (never the token itself).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenCacheSettings {
+    /// Entries at most; 0 disables the cache. Defaults to 10000.
+    pub max_entries: u64,
+    /// An entry lives at most this long, and never past the token's `exp`. Defaults to 300.
+    pub max_ttl_seconds: u64,
+}
+
+impl Default for TokenCacheSettings {
+    fn default() -> Self {
+        TokenCacheSettings {
+            max_entries: 10_000,
+            max_ttl_seconds: 300,
+        }
+    }
+}
+
+/// How portcullis authenticates itself to an introspection endpoint (RFC 7662 §2.1, RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    /// HTTP Basic with the client id and secret. The default.
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+/// HTTP settings shared by the providers that call an upstream.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    /// Timeout of one upstream call; a timeout is "unavailable", never an allow. Defaults to 5.
+    pub timeout_seconds: u64,
+    /// Larger response bodies are refused (and count as unavailable). Defaults to 65536.
+    pub max_response_bytes: usize,
+    /// Cached results at most. Defaults to 10000.
+    pub cache_max_entries: u64,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            timeout_seconds: 5,
+            max_response_bytes: 64 * 1024,
+            cache_max_entries: 10_000,
+        }
+    }
+}
+
+/// `type: introspection`: opaque tokens checked with OAuth2 token introspection (RFC 7662).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// The introspection endpoint.
+    pub endpoint: String,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    /// Defaults to `client_secret_basic`.
+    #[serde(default)]
+    pub auth_method: ClientAuthMethod,
+    /// Sent as `token_type_hint` (RFC 7662 §2.1). Defaults to `access_token`; empty sends none.
+    #[serde(default = "default_hint")]
+    pub token_type_hint: String,
+    /// An active result is cached until min(`exp`, now + this). Defaults to 300.
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl_seconds: u64,
+    /// An inactive result is cached this long, so a replayed dead token does not hammer the endpoint.
+    /// Defaults to 10; 0 disables.
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl_seconds: u64,
+    /// When set, an active token must name one of these in `aud`. Defaults to no check.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub upstream: UpstreamSettings,
+    /// Allow a plain `http://` endpoint on a host other than loopback: the token and the client secret
+    /// cross the network in clear. Defaults to false.
+    #[serde(default)]
+    pub dangerous_allow_plain_http: bool,
+}
+
+fn default_hint() -> String {
+    "access_token".to_owned()
+}
+fn default_max_ttl() -> u64 {
+    300
+}
+fn default_negative_ttl() -> u64 {
+    10
+}
+
+/// `type: webhook`: a custom HTTP auth endpoint, in the format of llama-stack's custom auth provider.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Receives `POST {"api_key": …, "request": {"path", "headers", "params"}}`.
+    pub endpoint: String,
+    /// Cache authenticated results this long, keyed by a digest of the token. Defaults to 0 (no cache).
+    #[serde(default)]
+    pub cache_ttl_seconds: u64,
+    #[serde(default)]
+    pub upstream: UpstreamSettings,
+    /// Allow a plain `http://` endpoint on a host other than loopback. Defaults to false.
+    #[serde(default)]
+    pub dangerous_allow_plain_http: bool,
+}
+
+/// `type: github`: GitHub access tokens, checked with `GET {api_base}/user`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// The API base; set it for GitHub Enterprise (`https://github.example.com/api/v3`).
+    /// Defaults to `https://api.github.com`.
+    #[serde(default = "default_github_api")]
+    pub api_base: String,
+    /// Also read the user's organisations (`GET /user/orgs`, needs the `read:org` scope). Defaults to false.
+    #[serde(default)]
+    pub fetch_orgs: bool,
+    /// When set, the user must belong to one of these organisations (implies `fetch_orgs`).
+    #[serde(default)]
+    pub allowed_orgs: Vec<String>,
+    /// Results are cached this long, keyed by a digest of the token. Defaults to 300.
+    #[serde(default = "default_max_ttl")]
+    pub cache_ttl_seconds: u64,
+    #[serde(default)]
+    pub upstream: UpstreamSettings,
+    /// Allow a plain `http://` API base on a host other than loopback. Defaults to false.
+    #[serde(default)]
+    pub dangerous_allow_plain_http: bool,
+}
+
+fn default_github_api() -> String {
+    "https://api.github.com".to_owned()
+}
+
+/// Who an API key belongs to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    /// The SHA-256 of the key, as `portcullis hash-key` prints it (64 hex digits, `sha256:` prefix allowed).
+    pub sha256: String,
+    /// The principal the key authenticates (`x-auth-subject`).
+    pub principal: String,
+    /// Attributes, e.g. `scopes: [read:data]`. A string value is split on spaces.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, StringOrList>,
+    /// Defaults to `machine`.
+    #[serde(default = "default_machine")]
+    pub kind: KindName,
+}
+
+fn default_machine() -> KindName {
+    KindName::Machine
+}
+
+/// `human` or `machine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KindName {
+    Human,
+    Machine,
+}
+
+/// A string (split on spaces) or a list of strings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    pub fn values(&self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => s.split_whitespace().map(str::to_owned).collect(),
+            StringOrList::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `type: api_key`: static keys, stored only as SHA-256 digests.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Keys in the configuration.
+    #[serde(default)]
+    pub keys: Vec<ApiKeyEntry>,
+    /// A YAML or JSON file holding a list of keys in the same shape; re-read when it changes.
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+    /// How often `keys_file` is checked for changes. Defaults to 10.
+    #[serde(default = "default_reload")]
+    pub reload_seconds: u64,
+}
+
+fn default_reload() -> u64 {
+    10
+}
+
+/// `type: mtls`: the client certificate identity Envoy verified (`source.principal`, `source.certificate`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsConfig {
+    /// SPIFFE trust domains accepted (`spiffe://<domain>/…`). Defaults to any.
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+    /// When set, the principal (SPIFFE ID or SAN) must match one of these; `*` matches within one path
+    /// segment, e.g. `spiffe://cluster.local/ns/payments/sa/*`.
+    #[serde(default)]
+    pub san_patterns: Vec<String>,
+}
+
+/// `type: envoy_jwt`: a JWT payload Envoy's `jwt_authn` filter already verified, read from the request's
+/// metadata. No second signature check: only use behind a `jwt_authn` filter that requires the token.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvoyJwtConfig {
+    /// The filter metadata namespace. Defaults to `envoy.filters.http.jwt_authn`; Envoy's ext_authz must
+    /// list it in `metadata_context_namespaces`.
+    #[serde(default = "default_jwt_authn_namespace")]
+    pub metadata_namespace: String,
+    /// The key the payload is stored under (`payload_in_metadata` in jwt_authn). Defaults to `jwt_payload`.
+    #[serde(default = "default_payload_key")]
+    pub payload_key: String,
+    /// When set, the payload's `iss` must be one of these. Defaults to any.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+}
+
+fn default_jwt_authn_namespace() -> String {
+    "envoy.filters.http.jwt_authn".to_owned()
+}
+fn default_payload_key() -> String {
+    "jwt_payload".to_owned()
+}
+
+/// `type: anonymous`: an explicit identity for requests that carry no credential at all.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymousConfig {
+    /// The principal (`x-auth-subject`). Defaults to `anonymous`.
+    #[serde(default = "default_anonymous")]
+    pub principal: String,
+}
+
+fn default_anonymous() -> String {
+    "anonymous".to_owned()
+}
+
+/// Checks one provider's settings.
+pub(super) fn validate(
+    problems: &mut Problems,
+    path: &str,
+    provider: &ProviderConfig,
+    prefix: Option<&str>,
+) {
+    if provider.name.is_empty()
+        || !provider
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        problems.add(
+            format!("{path}.name"),
+            "must be non-empty and use only letters, digits, `-`, `_` and `.`",
+        );
+    }
+    for (claim, attribute) in &provider.claims_mapping {
+        let field = format!("{path}.claims_mapping.{claim}");
+        let header = format!("{}{attribute}", prefix.unwrap_or(""));
+        if attribute.is_empty() || !is_header_name(attribute) {
+            problems.add(
+                &field,
+                format!("`{attribute}` must be a lower-case name usable in a header"),
+            );
+        } else if BUILTIN_HEADER_SUFFIXES.contains(&attribute.as_str()) {
+            problems.add(&field, format!("`{header}` is set by portcullis itself"));
+        }
+    }
+    if let Some(message) = &provider.deny_message {
+        if message.is_empty() || message.chars().any(char::is_control) {
+            problems.add(format!("{path}.deny_message"), "must be one non-empty line");
+        }
+    }
+    match &provider.kind {
+        ProviderKind::Jwt(jwt) => validate_jwt(problems, path, jwt, prefix),
+        ProviderKind::Introspection(c) => {
+            check_url(
+                problems,
+                &format!("{path}.endpoint"),
+                &c.endpoint,
+                c.dangerous_allow_plain_http,
+            );
+            if c.client_id.is_empty() {
+                problems.add(format!("{path}.client_id"), "must not be empty");
+            }
+            if c.max_ttl_seconds == 0 {
+                problems.add(format!("{path}.max_ttl_seconds"), "must be at least 1");
+            }
+            validate_upstream(problems, path, &c.upstream);
+        }
+        ProviderKind::Webhook(c) => {
+            check_url(
+                problems,
+                &format!("{path}.endpoint"),
+                &c.endpoint,
+                c.dangerous_allow_plain_http,
+            );
+            validate_upstream(problems, path, &c.upstream);
+        }
+        ProviderKind::Github(c) => {
+            check_url(
+                problems,
+                &format!("{path}.api_base"),
+                &c.api_base,
+                c.dangerous_allow_plain_http,
+            );
+            validate_upstream(problems, path, &c.upstream);
+        }
+        ProviderKind::ApiKey(c) => {
+            if c.keys.is_empty() && c.keys_file.is_none() {
+                problems.add(path, "an api_key provider needs `keys` or `keys_file`");
+            }
+            for (i, key) in c.keys.iter().enumerate() {
+                validate_api_key(problems, &format!("{path}.keys[{i}]"), key);
+            }
+            if c.reload_seconds == 0 {
+                problems.add(format!("{path}.reload_seconds"), "must be at least 1");
+            }
+        }
+        ProviderKind::Mtls(c) => {
+            for (i, domain) in c.trust_domains.iter().enumerate() {
+                if domain.is_empty() || domain.contains('/') || domain.contains(':') {
+                    problems.add(
+                        format!("{path}.trust_domains[{i}]"),
+                        "must be a bare trust domain such as `cluster.local`",
+                    );
+                }
+            }
+            for (i, pattern) in c.san_patterns.iter().enumerate() {
+                if pattern.is_empty() {
+                    problems.add(format!("{path}.san_patterns[{i}]"), "must not be empty");
+                }
+            }
+        }
+        ProviderKind::EnvoyJwt(c) => {
+            if c.metadata_namespace.is_empty() {
+                problems.add(format!("{path}.metadata_namespace"), "must not be empty");
+            }
+            if c.payload_key.is_empty() {
+                problems.add(format!("{path}.payload_key"), "must not be empty");
+            }
+        }
+        ProviderKind::Anonymous(c) => {
+            if c.principal.is_empty() || c.principal.chars().any(char::is_control) {
+                problems.add(format!("{path}.principal"), "must be one non-empty line");
+            }
+        }
+    }
+}
+
+/// Checks one API key entry.
+fn validate_api_key(problems: &mut Problems, path: &str, key: &ApiKeyEntry) {
+    if crate::providers::api_key::parse_digest(&key.sha256).is_none() {
+        problems.add(
+            format!("{path}.sha256"),
+            "must be 64 hex digits (`portcullis hash-key` prints it); never the key itself",
+        );
+    }
+    if key.principal.is_empty() || key.principal.chars().any(char::is_control) {
+        problems.add(format!("{path}.principal"), "must be one non-empty line");
+    }
+}
+
+fn validate_upstream(problems: &mut Problems, path: &str, u: &UpstreamSettings) {
+    if u.timeout_seconds == 0 || u.timeout_seconds > 60 {
+        problems.add(
+            format!("{path}.upstream.timeout_seconds"),
+            "must be between 1 and 60",
+        );
+    }
+    if u.max_response_bytes < 1024 {
+        problems.add(
+            format!("{path}.upstream.max_response_bytes"),
+            "must be at least 1024",
+        );
+    }
+}
+
+fn validate_jwt(
+    problems: &mut Problems,
+    path: &str,
+    jwt: &JwtProviderConfig,
+    prefix: Option<&str>,
+) {
+    if jwt.issuer.is_empty() {
+        problems.add(format!("{path}.issuer"), "must not be empty");
+    }
+    if jwt.audiences.is_empty() {
+        problems.add(format!("{path}.audiences"), "must not be empty");
+    }
+    for (i, aud) in jwt.audiences.iter().enumerate() {
+        if aud.is_empty() {
+            problems.add(format!("{path}.audiences[{i}]"), "must not be empty");
+        }
+    }
+    if jwt.algorithms.is_empty() {
+        problems.add(format!("{path}.algorithms"), "must not be empty");
+    }
+    let hmac = jwt.algorithms.iter().filter(|a| a.is_hmac()).count();
+    match &jwt.shared_secret {
+        Some(_) => {
+            if hmac != jwt.algorithms.len() {
+                problems.add(
+                    format!("{path}.algorithms"),
+                    "with shared_secret, only HS256, HS384 and HS512 may be listed",
+                );
+            }
+            if jwt.jwks_uri.is_some() || jwt.jwks_file.is_some() {
+                problems.add(
+                    format!("{path}.shared_secret"),
+                    "a provider with shared_secret verifies with that secret only: remove jwks_uri/jwks_file",
+                );
+            }
+        }
+        None => {
+            if hmac > 0 {
+                problems.add(
+                    format!("{path}.algorithms"),
+                    "HS256/384/512 need an explicit shared_secret; they are never accepted against a JWKS",
+                );
+            }
+            let insecure = jwt.dangerous_allow_plain_http;
+            match (&jwt.jwks_uri, &jwt.jwks_file) {
+                (Some(_), Some(_)) => problems.add(
+                    format!("{path}.jwks_file"),
+                    "set either jwks_uri or jwks_file, not both",
+                ),
+                (None, Some(_)) => {}
+                (Some(uri), None) => {
+                    check_url(problems, &format!("{path}.jwks_uri"), uri, insecure)
+                }
+                (None, None) => {
+                    check_url(problems, &format!("{path}.issuer"), &jwt.issuer, insecure)
+                }
+            }
+        }
+    }
+    if jwt.leeway_seconds > 300 {
+        problems.add(
+            format!("{path}.leeway_seconds"),
+            "must be at most 300 (a long leeway keeps expired tokens alive)",
+        );
+    }
+    if !(512..=65536).contains(&jwt.max_token_bytes) {
+        problems.add(
+            format!("{path}.max_token_bytes"),
+            "must be between 512 and 65536",
+        );
+    }
+    if let Some(typ) = &jwt.required_typ {
+        if typ.trim().is_empty() {
+            problems.add(format!("{path}.required_typ"), "must not be empty when set");
+        }
+    }
+    for (claim, header) in &jwt.claim_headers {
+        let field = format!("{path}.claim_headers.{claim}");
+        if claim.is_empty() {
+            problems.add(&field, "claim name must not be empty");
+        }
+        if !is_header_name(header) {
+            problems.add(
+                &field,
+                format!("`{header}` is not a lower-case header name"),
+            );
+            continue;
+        }
+        if let Some(prefix) = prefix {
+            match header.strip_prefix(prefix) {
+                None => problems.add(
+                    &field,
+                    format!(
+                        "`{header}` must start with the identity header prefix `{prefix}`, so a client-sent copy is always stripped"
+                    ),
+                ),
+                Some(suffix) if BUILTIN_HEADER_SUFFIXES.contains(&suffix) => {
+                    problems.add(&field, format!("`{header}` is set by portcullis itself"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let j = &jwt.jwks;
+    if j.min_refresh_seconds == 0 {
+        problems.add(
+            format!("{path}.jwks.min_refresh_seconds"),
+            "must be at least 1",
+        );
+    }
+    if j.min_refresh_seconds > j.max_refresh_seconds {
+        problems.add(
+            format!("{path}.jwks.min_refresh_seconds"),
+            "must not exceed jwks.max_refresh_seconds",
+        );
+    }
+    if j.refresh_seconds < j.min_refresh_seconds || j.refresh_seconds > j.max_refresh_seconds {
+        problems.add(
+            format!("{path}.jwks.refresh_seconds"),
+            "must lie between jwks.min_refresh_seconds and jwks.max_refresh_seconds",
+        );
+    }
+    if j.timeout_seconds == 0 || j.timeout_seconds > 60 {
+        problems.add(
+            format!("{path}.jwks.timeout_seconds"),
+            "must be between 1 and 60",
+        );
+    }
+    if j.max_response_bytes < 1024 {
+        problems.add(
+            format!("{path}.jwks.max_response_bytes"),
+            "must be at least 1024",
+        );
+    }
+}
+
+/// An `http(s)` URL portcullis calls; plain HTTP only to loopback unless the provider opts in.
+fn check_url(problems: &mut Problems, field: &str, url: &str, allow_plain_http: bool) {
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => {
+            problems.add(field, format!("not a URL ({e})"));
+            return;
+        }
+    };
+    match parsed.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if !loopback && !allow_plain_http {
+                problems.add(
+                    field,
+                    "plain http is only allowed to loopback; use https (or set dangerous_allow_plain_http: true)",
+                );
+            }
+        }
+        other => problems.add(
+            field,
+            format!("scheme `{other}` is not supported; use https"),
+        ),
+    }
+    if parsed.host().is_none() {
+        problems.add(field, "has no host");
+    }
+}

@@ -1,0 +1,253 @@
+//! `api_key`: static keys, stored only as SHA-256 digests (in the config or in a file re-read when it
+//! changes), compared in constant time. `portcullis hash-key` prints the digest of a key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+use super::http::digest;
+use super::Outcome;
+use crate::config::providers::{ApiKeyConfig, ApiKeyEntry, KindName};
+use crate::decision::{DenyReason, Identity, PrincipalKind};
+
+/// Parses `sha256:<64 hex>` or `<64 hex>`.
+pub fn parse_digest(text: &str) -> Option<[u8; 32]> {
+    let hex = text.strip_prefix("sha256:").unwrap_or(text);
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+        let pair = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The digest of a key as the config wants it: `sha256:<hex>`.
+pub fn hash_key(key: &str) -> String {
+    let d = digest(key);
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+struct Key {
+    digest: [u8; 32],
+    identity: Arc<Identity>,
+}
+
+/// Why a keys file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysFileError {
+    #[error("cannot read `{path}`: {source}")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{path}` is not a list of keys: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+pub struct ApiKeys {
+    name: Arc<str>,
+    fixed: Vec<ApiKeyEntry>,
+    file: Option<PathBuf>,
+    reload: Duration,
+    mapping: Box<[(Box<str>, Box<str>)]>,
+    keys: ArcSwap<Vec<Key>>,
+}
+
+impl ApiKeys {
+    /// Builds the key list; reads `keys_file` now, so a broken file stops the start.
+    pub fn new(
+        name: Arc<str>,
+        config: &ApiKeyConfig,
+        claims_mapping: &BTreeMap<String, String>,
+    ) -> Result<ApiKeys, KeysFileError> {
+        let provider = ApiKeys {
+            name,
+            fixed: config.keys.clone(),
+            file: config.keys_file.clone(),
+            reload: Duration::from_secs(config.reload_seconds),
+            mapping: claims_mapping
+                .iter()
+                .map(|(c, a)| (Box::from(c.as_str()), Box::from(a.as_str())))
+                .collect(),
+            keys: ArcSwap::from_pointee(Vec::new()),
+        };
+        let from_file = match &provider.file {
+            Some(path) => read_keys_file(path)?,
+            None => Vec::new(),
+        };
+        provider.install(from_file);
+        Ok(provider)
+    }
+
+    fn install(&self, from_file: Vec<ApiKeyEntry>) {
+        let keys = self
+            .fixed
+            .iter()
+            .chain(&from_file)
+            .filter_map(|entry| {
+                Some(Key {
+                    digest: parse_digest(&entry.sha256)?,
+                    identity: Arc::new(self.identity(entry)),
+                })
+            })
+            .collect();
+        self.keys.store(Arc::new(keys));
+    }
+
+    fn identity(&self, entry: &ApiKeyEntry) -> Identity {
+        let mut claims = Map::new();
+        claims.insert("sub".into(), Value::from(entry.principal.as_str()));
+        for (name, values) in &entry.attributes {
+            claims.insert(name.clone(), Value::from(values.values()));
+        }
+        let mut attributes: BTreeMap<String, Vec<String>> = entry
+            .attributes
+            .iter()
+            .map(|(name, values)| (name.clone(), values.values()))
+            .collect();
+        for (name, values) in super::jwt::map_claims(&self.mapping, &claims) {
+            attributes.entry(name).or_default().extend(values);
+        }
+        let scopes = attributes
+            .get("scopes")
+            .map(|s| s.join(" "))
+            .unwrap_or_default();
+        Identity {
+            provider: Arc::clone(&self.name),
+            subject: Some(entry.principal.clone()),
+            kind: match entry.kind {
+                KindName::Human => PrincipalKind::Human,
+                KindName::Machine => PrincipalKind::Machine,
+            },
+            client_id: None,
+            attributes,
+            issuer: Arc::from(""),
+            scopes,
+            headers: Vec::new(),
+            claims,
+            expires_at: i64::MAX,
+        }
+    }
+
+    /// Looks the key up by digest, comparing against every key in constant time.
+    pub fn authenticate(&self, key: &str) -> Outcome {
+        let presented = digest(key);
+        let keys = self.keys.load();
+        let mut found: Option<&Arc<Identity>> = None;
+        for candidate in keys.iter() {
+            let equal: bool = candidate.digest.ct_eq(&presented).into();
+            if equal && found.is_none() {
+                found = Some(&candidate.identity);
+            }
+        }
+        match found {
+            Some(identity) => Outcome::Authenticated(Arc::clone(identity)),
+            None => Outcome::Rejected(DenyReason::UnknownApiKey),
+        }
+    }
+
+    /// Re-reads `keys_file` whenever its modification time changes, until `cancel`. A broken file keeps the
+    /// keys already loaded.
+    pub async fn run_reloader(self: Arc<Self>, cancel: CancellationToken) {
+        let Some(path) = self.file.clone() else {
+            return;
+        };
+        let mut seen = modified(&path);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.reload) => {}
+            }
+            let now = modified(&path);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match read_keys_file(&path) {
+                Ok(entries) => {
+                    let count = entries.len();
+                    self.install(entries);
+                    tracing::info!(provider.name = %self.name, api_keys.file_keys = count, "API keys file reloaded");
+                }
+                Err(error) => {
+                    tracing::warn!(provider.name = %self.name, %error, "API keys file not reloaded; keeping the keys loaded before")
+                }
+            }
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn read_keys_file(path: &Path) -> Result<Vec<ApiKeyEntry>, KeysFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeysFileError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    let entries: Vec<ApiKeyEntry> =
+        serde_yaml_ng::from_str(&text).map_err(|e| KeysFileError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    for (i, entry) in entries.iter().enumerate() {
+        if parse_digest(&entry.sha256).is_none() || entry.principal.is_empty() {
+            return Err(KeysFileError::Invalid {
+                path: path.to_owned(),
+                message: format!(
+                    "entry {i}: `sha256` must be 64 hex digits and `principal` non-empty"
+                ),
+            });
+        }
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_round_trip() {
+        let printed = hash_key("s3cr3t");
+        assert!(printed.starts_with("sha256:"));
+        assert_eq!(parse_digest(&printed), Some(digest("s3cr3t")));
+        assert_eq!(parse_digest(&printed[7..]), Some(digest("s3cr3t")));
+        assert_eq!(parse_digest("sha256:xyz"), None);
+        assert_eq!(parse_digest(&"g".repeat(64)), None);
+    }
+
+    #[test]
+    fn keys_authenticate_by_digest_only() {
+        let config: ApiKeyConfig = serde_yaml_ng::from_str(&format!(
+            "keys:\n  - {{sha256: '{}', principal: ci-bot, attributes: {{scopes: 'read:data write:data'}}}}",
+            hash_key("k-123")
+        ))
+        .unwrap();
+        let keys = ApiKeys::new(Arc::from("keys"), &config, &BTreeMap::new()).unwrap();
+        match keys.authenticate("k-123") {
+            Outcome::Authenticated(id) => {
+                assert_eq!(id.subject.as_deref(), Some("ci-bot"));
+                assert_eq!(id.scopes, "read:data write:data");
+                assert_eq!(id.kind, PrincipalKind::Machine);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            keys.authenticate("k-124"),
+            Outcome::Rejected(DenyReason::UnknownApiKey)
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! `github`: GitHub access tokens, checked with `GET {api_base}/user` (and `GET /user/orgs` when the
+//! organisations are wanted). The principal is the login; attributes carry `login`, `id` and `orgs`.
+//! Results are cached by token digest; concurrent checks of one token share one call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::http::{digest, read_bounded, result_cache, ResultCache, Timed, UpstreamError};
+use super::Outcome;
+use crate::config::providers::GithubConfig;
+use crate::config::ProviderConfig;
+use crate::decision::{DenyReason, Identity, PrincipalKind, Unavailable};
+
+#[derive(Clone)]
+enum Answer {
+    Accepted(Arc<Identity>),
+    Refused(DenyReason),
+}
+
+pub struct Github {
+    name: Arc<str>,
+    api_base: String,
+    fetch_orgs: bool,
+    allowed_orgs: Vec<String>,
+    ttl: Duration,
+    timeout: Duration,
+    max_body: usize,
+    mapping: Box<[(Box<str>, Box<str>)]>,
+    http: reqwest::Client,
+    cache: ResultCache<Answer>,
+}
+
+#[derive(serde::Deserialize)]
+struct User {
+    login: String,
+    id: u64,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Org {
+    login: String,
+}
+
+enum Fetched<T> {
+    Ok(T),
+    Refused,
+}
+
+impl Github {
+    pub fn new(common: &ProviderConfig, config: &GithubConfig, http: reqwest::Client) -> Github {
+        Github {
+            name: Arc::from(common.name.as_str()),
+            api_base: config.api_base.trim_end_matches('/').to_owned(),
+            fetch_orgs: config.fetch_orgs || !config.allowed_orgs.is_empty(),
+            allowed_orgs: config.allowed_orgs.clone(),
+            ttl: Duration::from_secs(config.cache_ttl_seconds),
+            timeout: Duration::from_secs(config.upstream.timeout_seconds),
+            max_body: config.upstream.max_response_bytes,
+            mapping: common
+                .claims_mapping
+                .iter()
+                .map(|(c, a)| (Box::from(c.as_str()), Box::from(a.as_str())))
+                .collect(),
+            http,
+            cache: result_cache(config.upstream.cache_max_entries),
+        }
+    }
+
+    pub async fn authenticate(&self, token: &str) -> Outcome {
+        match self
+            .cache
+            .try_get_with(digest(token), self.check(token))
+            .await
+        {
+            Ok(Timed {
+                value: Answer::Accepted(identity),
+                ..
+            }) => Outcome::Authenticated(identity),
+            Ok(Timed {
+                value: Answer::Refused(reason),
+                ..
+            }) => Outcome::Rejected(reason),
+            Err(error) => {
+                tracing::warn!(provider.name = %self.name, %error, "GitHub unavailable");
+                Outcome::Unavailable(Unavailable::Upstream)
+            }
+        }
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> Result<Fetched<T>, UpstreamError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.api_base))
+            .timeout(self.timeout)
+            .bearer_auth(token)
+            .header(http::header::ACCEPT, "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28")
+            .send()
+            .await
+            .map_err(UpstreamError::RequestFailed)?;
+        let status = response.status();
+        let rate_limited = response
+            .headers()
+            .get("x-ratelimit-remaining")
+            .is_some_and(|v| v.as_bytes() == b"0");
+        match status.as_u16() {
+            200 => {
+                let body = read_bounded(response, self.max_body).await?;
+                serde_json::from_slice(&body)
+                    .map(Fetched::Ok)
+                    .map_err(|_| UpstreamError::BadBody)
+            }
+            // Bad credentials (401) or a token without access (403), unless GitHub is rate limiting us.
+            401 | 403 if !rate_limited => Ok(Fetched::Refused),
+            code => Err(UpstreamError::BadStatus(code)),
+        }
+    }
+
+    async fn check(&self, token: &str) -> Result<Timed<Answer>, UpstreamError> {
+        // Refusals are kept briefly so a replayed bad token does not hammer GitHub.
+        let refused = |reason| Timed {
+            value: Answer::Refused(reason),
+            ttl: self.ttl.min(Duration::from_secs(10)),
+        };
+        let user: User = match self.get(token, "/user").await? {
+            Fetched::Ok(user) => user,
+            Fetched::Refused => return Ok(refused(DenyReason::CredentialRejected)),
+        };
+        let orgs: Vec<String> = if self.fetch_orgs {
+            match self.get::<Vec<Org>>(token, "/user/orgs").await? {
+                Fetched::Ok(orgs) => orgs.into_iter().map(|o| o.login).collect(),
+                Fetched::Refused => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
+        if !self.allowed_orgs.is_empty()
+            && !orgs
+                .iter()
+                .any(|o| self.allowed_orgs.iter().any(|a| a.eq_ignore_ascii_case(o)))
+        {
+            return Ok(refused(DenyReason::OrganizationNotAllowed));
+        }
+        if !super::jwt::header_safe(&user.login) {
+            return Err(UpstreamError::BadBody);
+        }
+        Ok(Timed {
+            value: Answer::Accepted(Arc::new(self.identity(user, orgs))),
+            ttl: self.ttl,
+        })
+    }
+
+    fn identity(&self, user: User, orgs: Vec<String>) -> Identity {
+        let mut claims = Map::new();
+        claims.insert("sub".into(), Value::from(user.login.as_str()));
+        claims.insert("login".into(), Value::from(user.login.as_str()));
+        claims.insert("id".into(), Value::from(user.id));
+        if let Some(name) = &user.name {
+            claims.insert("name".into(), Value::from(name.as_str()));
+        }
+        claims.insert("orgs".into(), Value::from(orgs.clone()));
+        let mut attributes = BTreeMap::from([
+            ("login".to_owned(), vec![user.login.clone()]),
+            ("id".to_owned(), vec![user.id.to_string()]),
+        ]);
+        if self.fetch_orgs {
+            attributes.insert("orgs".to_owned(), orgs);
+        }
+        for (name, values) in super::jwt::map_claims(&self.mapping, &claims) {
+            attributes.entry(name).or_default().extend(values);
+        }
+        Identity {
+            provider: Arc::clone(&self.name),
+            subject: Some(user.login),
+            kind: PrincipalKind::Human,
+            client_id: None,
+            attributes,
+            issuer: Arc::from(self.api_base.as_str()),
+            scopes: String::new(),
+            headers: Vec::new(),
+            claims,
+            expires_at: i64::MAX,
+        }
+    }
+}

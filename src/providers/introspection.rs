@@ -1,0 +1,179 @@
+//! `introspection`: opaque tokens checked against an OAuth2 introspection endpoint (RFC 7662).
+//!
+//! Active answers are cached until min(`exp`, `max_ttl`), inactive ones for `negative_ttl`; concurrent
+//! checks of one token share one upstream call. A timeout, a 5xx, an error status or a malformed answer is
+//! "unavailable" (an error answer, never an allow); `active: false` is a 401.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::http::{digest, read_bounded, result_cache, ResultCache, Timed, UpstreamError};
+use super::jwt::ClaimsSettings;
+use super::Outcome;
+use crate::clock::Clock;
+use crate::config::providers::{ClientAuthMethod, IntrospectionConfig};
+use crate::config::{ProviderConfig, Secret};
+use crate::decision::{DenyReason, Identity, Unavailable};
+
+#[derive(Clone)]
+enum Answer {
+    Active(Arc<Identity>),
+    Inactive(DenyReason),
+}
+
+pub struct Introspection {
+    name: Arc<str>,
+    endpoint: reqwest::Url,
+    client_id: String,
+    secret: Secret,
+    method: ClientAuthMethod,
+    hint: String,
+    max_ttl: Duration,
+    negative_ttl: Duration,
+    audiences: Vec<String>,
+    timeout: Duration,
+    max_body: usize,
+    claims: ClaimsSettings,
+    http: reqwest::Client,
+    cache: ResultCache<Answer>,
+    clock: Clock,
+}
+
+impl Introspection {
+    pub fn new(
+        common: &ProviderConfig,
+        config: &IntrospectionConfig,
+        secret: Secret,
+        http: reqwest::Client,
+        clock: Clock,
+    ) -> Result<Introspection, url::ParseError> {
+        Ok(Introspection {
+            name: Arc::from(common.name.as_str()),
+            endpoint: reqwest::Url::parse(&config.endpoint)?,
+            client_id: config.client_id.clone(),
+            secret,
+            method: config.auth_method,
+            hint: config.token_type_hint.clone(),
+            max_ttl: Duration::from_secs(config.max_ttl_seconds),
+            negative_ttl: Duration::from_secs(config.negative_ttl_seconds),
+            audiences: config.audiences.clone(),
+            timeout: Duration::from_secs(config.upstream.timeout_seconds),
+            max_body: config.upstream.max_response_bytes,
+            claims: ClaimsSettings::new(&Default::default(), &common.claims_mapping),
+            http,
+            cache: result_cache(config.upstream.cache_max_entries),
+            clock,
+        })
+    }
+
+    pub async fn authenticate(&self, token: &str) -> Outcome {
+        let answer = self
+            .cache
+            .try_get_with(digest(token), self.introspect(token))
+            .await;
+        match answer {
+            Ok(Timed {
+                value: Answer::Active(identity),
+                ..
+            }) => {
+                if identity.expires_at > self.clock.now() {
+                    Outcome::Authenticated(identity)
+                } else {
+                    Outcome::Rejected(DenyReason::Expired)
+                }
+            }
+            Ok(Timed {
+                value: Answer::Inactive(reason),
+                ..
+            }) => Outcome::Rejected(reason),
+            Err(error) => {
+                tracing::warn!(provider.name = %self.name, %error, "token introspection unavailable");
+                Outcome::Unavailable(Unavailable::Upstream)
+            }
+        }
+    }
+
+    async fn introspect(&self, token: &str) -> Result<Timed<Answer>, UpstreamError> {
+        let mut form: Vec<(&str, &str)> = vec![("token", token)];
+        if !self.hint.is_empty() {
+            form.push(("token_type_hint", &self.hint));
+        }
+        let secret = String::from_utf8_lossy(self.secret.expose());
+        let mut request = self.http.post(self.endpoint.clone()).timeout(self.timeout);
+        match self.method {
+            ClientAuthMethod::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: the id and secret are form-urlencoded before Basic encoding.
+                let id: String =
+                    url::form_urlencoded::byte_serialize(self.client_id.as_bytes()).collect();
+                let pw: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+                request = request.basic_auth(id, Some(pw));
+            }
+            ClientAuthMethod::ClientSecretPost => {
+                form.push(("client_id", &self.client_id));
+                form.push(("client_secret", &secret));
+            }
+        }
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let response = request
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(UpstreamError::RequestFailed)?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(UpstreamError::BadStatus(response.status().as_u16()));
+        }
+        let body = read_bounded(response, self.max_body).await?;
+        let claims: Map<String, Value> =
+            serde_json::from_slice(&body).map_err(|_| UpstreamError::BadBody)?;
+        Ok(self.judge(claims))
+    }
+
+    /// RFC 7662 §2.2: `active` is required; the rest is optional.
+    fn judge(&self, claims: Map<String, Value>) -> Timed<Answer> {
+        let inactive = |reason| Timed {
+            value: Answer::Inactive(reason),
+            ttl: self.negative_ttl,
+        };
+        if claims.get("active") != Some(&Value::Bool(true)) {
+            return inactive(DenyReason::InactiveToken);
+        }
+        let now = self.clock.now();
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .map(|e| e.floor() as i64);
+        if exp.is_some_and(|exp| exp <= now) {
+            return inactive(DenyReason::Expired);
+        }
+        if !self.audiences.is_empty() {
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => self.audiences.contains(a),
+                Some(Value::Array(items)) => items.iter().any(|a| {
+                    a.as_str()
+                        .is_some_and(|a| self.audiences.iter().any(|x| x == a))
+                }),
+                _ => false,
+            };
+            if !ok {
+                return inactive(DenyReason::WrongAudience);
+            }
+        }
+        let expires_at = exp.unwrap_or(now + self.max_ttl.as_secs() as i64);
+        let remaining = Duration::from_secs(u64::try_from(expires_at - now).unwrap_or(0));
+        let issuer: Arc<str> = Arc::from(claims.get("iss").and_then(Value::as_str).unwrap_or(""));
+        let identity = self.claims.identity(&self.name, issuer, claims, expires_at);
+        Timed {
+            value: Answer::Active(Arc::new(identity)),
+            ttl: remaining.min(self.max_ttl),
+        }
+    }
+}

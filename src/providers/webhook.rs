@@ -1,0 +1,199 @@
+//! `webhook`: a custom HTTP auth endpoint, in the format of llama-stack's custom auth provider, so existing
+//! endpoints work unchanged.
+//!
+//! Request: `POST {"api_key": <token>, "request": {"path", "headers", "params"}}` (headers without
+//! `authorization`, `cookie` and the credential's own header). A 200 answer
+//! `{"principal", "attributes", "message"}` authenticates; another 4xx rejects; a timeout, a 5xx or a
+//! malformed 200 is unavailable. With `cache_ttl_seconds`, results are cached by token digest (only
+//! right when the endpoint's answer does not depend on the request).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::http::{digest, read_bounded, result_cache, ResultCache, Timed, UpstreamError};
+use super::Outcome;
+use crate::config::providers::WebhookConfig;
+use crate::config::{CredentialLocation, ProviderConfig};
+use crate::decision::{DenyReason, Identity, PrincipalKind, Unavailable};
+use crate::request::RequestView;
+
+#[derive(Clone)]
+enum Answer {
+    Accepted(Arc<Identity>),
+    Refused,
+}
+
+pub struct Webhook {
+    name: Arc<str>,
+    endpoint: reqwest::Url,
+    skip_header: Option<String>,
+    cache_ttl: Duration,
+    timeout: Duration,
+    max_body: usize,
+    mapping: Box<[(Box<str>, Box<str>)]>,
+    http: reqwest::Client,
+    cache: Option<ResultCache<Answer>>,
+}
+
+#[derive(serde::Deserialize)]
+struct AuthResponse {
+    principal: String,
+    #[serde(default)]
+    attributes: Option<BTreeMap<String, Vec<String>>>,
+}
+
+impl Webhook {
+    pub fn new(
+        common: &ProviderConfig,
+        config: &WebhookConfig,
+        http: reqwest::Client,
+    ) -> Result<Webhook, url::ParseError> {
+        let cache_ttl = Duration::from_secs(config.cache_ttl_seconds);
+        Ok(Webhook {
+            name: Arc::from(common.name.as_str()),
+            endpoint: reqwest::Url::parse(&config.endpoint)?,
+            skip_header: match &common.credential {
+                CredentialLocation::Header { name, .. } => Some(name.clone()),
+                _ => None,
+            },
+            cache_ttl,
+            timeout: Duration::from_secs(config.upstream.timeout_seconds),
+            max_body: config.upstream.max_response_bytes,
+            mapping: common
+                .claims_mapping
+                .iter()
+                .map(|(c, a)| (Box::from(c.as_str()), Box::from(a.as_str())))
+                .collect(),
+            http,
+            cache: (!cache_ttl.is_zero()).then(|| result_cache(config.upstream.cache_max_entries)),
+        })
+    }
+
+    pub async fn authenticate(&self, token: &str, request: &RequestView<'_>) -> Outcome {
+        let answer = match &self.cache {
+            Some(cache) => cache
+                .try_get_with(digest(token), self.call(token, request))
+                .await
+                .map_err(|e| e.to_string()),
+            None => self.call(token, request).await.map_err(|e| e.to_string()),
+        };
+        match answer {
+            Ok(Timed {
+                value: Answer::Accepted(identity),
+                ..
+            }) => Outcome::Authenticated(identity),
+            Ok(Timed {
+                value: Answer::Refused,
+                ..
+            }) => Outcome::Rejected(DenyReason::CredentialRejected),
+            Err(error) => {
+                tracing::warn!(provider.name = %self.name, %error, "auth webhook unavailable");
+                Outcome::Unavailable(Unavailable::Upstream)
+            }
+        }
+    }
+
+    fn payload(&self, token: &str, request: &RequestView<'_>) -> Value {
+        let mut headers = Map::new();
+        for name in request.headers.names() {
+            let lower = name.to_ascii_lowercase();
+            if lower == "authorization"
+                || lower == "cookie"
+                || Some(&lower) == self.skip_header.as_ref()
+            {
+                continue;
+            }
+            if let Some(value) = request.headers.get(&lower) {
+                headers.insert(lower, Value::from(value));
+            }
+        }
+        let mut params: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in url::form_urlencoded::parse(request.query.as_bytes()) {
+            params
+                .entry(k.into_owned())
+                .or_default()
+                .push(v.into_owned());
+        }
+        json!({
+            "api_key": token,
+            "request": { "path": request.path, "headers": headers, "params": params },
+        })
+    }
+
+    async fn call(
+        &self,
+        token: &str,
+        request: &RequestView<'_>,
+    ) -> Result<Timed<Answer>, UpstreamError> {
+        let response = self
+            .http
+            .post(self.endpoint.clone())
+            .timeout(self.timeout)
+            .json(&self.payload(token, request))
+            .send()
+            .await
+            .map_err(UpstreamError::RequestFailed)?;
+        let status = response.status();
+        if status.is_server_error() {
+            return Err(UpstreamError::BadStatus(status.as_u16()));
+        }
+        if status != reqwest::StatusCode::OK {
+            return Ok(Timed {
+                value: Answer::Refused,
+                ttl: Duration::ZERO,
+            });
+        }
+        let body = read_bounded(response, self.max_body).await?;
+        let answer: AuthResponse =
+            serde_json::from_slice(&body).map_err(|_| UpstreamError::BadBody)?;
+        if answer.principal.is_empty() || !super::jwt::header_safe(&answer.principal) {
+            return Err(UpstreamError::BadBody);
+        }
+        Ok(Timed {
+            value: Answer::Accepted(Arc::new(self.identity(answer))),
+            ttl: self.cache_ttl,
+        })
+    }
+
+    fn identity(&self, answer: AuthResponse) -> Identity {
+        let attributes = answer.attributes.unwrap_or_default();
+        let mut claims = Map::new();
+        claims.insert("sub".into(), Value::from(answer.principal.as_str()));
+        for (name, values) in &attributes {
+            claims.insert(name.clone(), Value::from(values.clone()));
+        }
+        let mut attributes: BTreeMap<String, Vec<String>> = attributes
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.into_iter()
+                        .filter(|v| super::jwt::header_safe(v) && !v.contains(','))
+                        .collect(),
+                )
+            })
+            .collect();
+        for (name, values) in super::jwt::map_claims(&self.mapping, &claims) {
+            attributes.entry(name).or_default().extend(values);
+        }
+        let scopes = attributes
+            .get("scopes")
+            .map(|s| s.join(" "))
+            .unwrap_or_default();
+        Identity {
+            provider: Arc::clone(&self.name),
+            subject: Some(answer.principal),
+            kind: PrincipalKind::Human,
+            client_id: None,
+            attributes,
+            issuer: Arc::from(""),
+            scopes,
+            headers: Vec::new(),
+            claims,
+            expires_at: i64::MAX,
+        }
+    }
+}
