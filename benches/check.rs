@@ -18,7 +18,6 @@ use portcullis::config::{Config, SecretSource};
 use portcullis::pb::auth::authorization_server::Authorization;
 use portcullis::request::{Headers, RequestView};
 use portcullis::server::check::CheckService;
-use portcullis::server::translate::AnswerSettings;
 use portcullis::server::App;
 use serde_json::json;
 
@@ -101,19 +100,19 @@ fn bench_decide(c: &mut Criterion) {
             "",
         );
         group.bench_with_input(BenchmarkId::new("verify", key.alg()), &view, |b, view| {
-            b.to_async(&rt).iter(|| uncached.decide(view));
+            b.to_async(&rt).iter(|| uncached.decide(view, false));
         });
         group.bench_with_input(
             BenchmarkId::new("cache_hit", key.alg()),
             &view,
             |b, view| {
-                b.to_async(&rt).iter(|| cached.decide(view));
+                b.to_async(&rt).iter(|| cached.decide(view, false));
             },
         );
     }
     let view = RequestView::new("GET", "/", "h", Headers::Pairs(&[]), "");
     group.bench_function("deny_missing_token", |b| {
-        b.to_async(&rt).iter(|| cached.decide(&view))
+        b.to_async(&rt).iter(|| cached.decide(&view, false))
     });
     group.finish();
 }
@@ -127,12 +126,7 @@ fn bench_check(c: &mut Criterion) {
     let mut group = c.benchmark_group("check");
     for (name, yaml) in [("cache_hit", &f.yaml_cached), ("verify", &f.yaml_uncached)] {
         let config = Config::from_yaml_str(yaml).unwrap();
-        let app = Arc::new(App::new(
-            Arc::new(authorizer(yaml)),
-            AnswerSettings::from_config(&config),
-            Duration::ZERO,
-            None,
-        ));
+        let app = Arc::new(App::new(&config, authorizer(yaml), None));
         let service = CheckService::new(app);
         let auth = format!("Bearer {}", token(&f.keys[0]));
         let req = request(&[

@@ -1,20 +1,40 @@
-//! The decision pipeline: providers authenticate, the outcome becomes a [`Decision`], and it is counted.
-//! The gRPC service, `check --explain` and tests all decide through [`Authorizer::decide`].
+//! The decision pipeline: the route is chosen, the route's providers authenticate, the route's policy
+//! judges the identity, the mode decides whether a denial is enforced, and the verdict is counted. The
+//! gRPC service, `explain` and tests all decide through [`Authorizer::decide`].
 
 use std::sync::Arc;
 
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{Config, SecretSource};
-use crate::decision::Decision;
+use crate::decision::{
+    Decision, Denial, DenyCause, DenyReason, Explanation, Identity, PrincipalKind, Verdict,
+};
 use crate::metrics::Metrics;
+use crate::policy::{Mode, Policy};
 use crate::providers::{BuildError, ChainOutcome, Providers};
 use crate::request::RequestView;
 
+/// Why an authorizer could not be built from a valid configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizerError {
+    #[error(transparent)]
+    Providers(#[from] BuildError),
+    #[error("{0}: {1}")]
+    Policy(String, String),
+}
+
 pub struct Authorizer {
     providers: Providers,
+    policy: Policy,
+    /// For each route (policy order, default last): the provider indices it may use (`None`: all).
+    route_providers: Vec<Option<Box<[usize]>>>,
+    /// The identity of a request with no credential on a route that allows anonymous access.
+    anonymous: Arc<Identity>,
     metrics: Metrics,
+    clock: Clock,
 }
 
 impl Authorizer {
@@ -22,26 +42,130 @@ impl Authorizer {
         config: &Config,
         secrets: &SecretSource,
         clock: Clock,
-    ) -> Result<Authorizer, BuildError> {
-        let http = http_client();
+    ) -> Result<Authorizer, AuthorizerError> {
+        Authorizer::with_http(config, secrets, clock, http_client())
+    }
+
+    pub fn with_http(
+        config: &Config,
+        secrets: &SecretSource,
+        clock: Clock,
+        http: reqwest::Client,
+    ) -> Result<Authorizer, AuthorizerError> {
+        let providers = Providers::from_config(config, secrets, &http, clock.clone())?;
+        let names: Vec<&str> = providers.names().collect();
+        let policy = Policy::new(&config.policy, &names).map_err(|mut problems| {
+            let (path, message) = problems.remove(0);
+            AuthorizerError::Policy(path, message)
+        })?;
+        let route_providers = policy
+            .routes()
+            .map(|route| {
+                route.providers().map(|wanted| {
+                    names
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, n)| wanted.iter().any(|w| w == *n))
+                        .map(|(i, _)| i)
+                        .collect()
+                })
+            })
+            .collect();
         Ok(Authorizer {
-            providers: Providers::from_config(config, secrets, &http, clock)?,
+            providers,
+            policy,
+            route_providers,
+            anonymous: Arc::new(anonymous_identity()),
             metrics: Metrics::default(),
+            clock,
         })
     }
 
-    /// Decides one request.
-    pub async fn decide(&self, request: &RequestView<'_>) -> Decision {
-        let decision = match self.providers.authenticate(request, None, None).await {
-            ChainOutcome::Authenticated(identity) => Decision::Allow(identity),
-            ChainOutcome::Denied(denial) => Decision::Deny(denial),
-            ChainOutcome::Unavailable(why) => Decision::Error(why),
+    /// Decides one request; with `explain`, also says why.
+    pub async fn decide(&self, request: &RequestView<'_>, explain: bool) -> Verdict {
+        let route = self.policy.route(request);
+        let index = self
+            .policy
+            .routes()
+            .position(|r| std::ptr::eq(r, route))
+            .expect("the route comes from the policy");
+        let allowed = self.route_providers[index].as_deref();
+        let mut attempts = explain.then(Vec::new);
+        let chain = self
+            .providers
+            .authenticate(request, allowed, attempts.as_mut())
+            .await;
+
+        let now = self.clock.now();
+        let (identity, denial) = match chain {
+            ChainOutcome::Authenticated(identity) => {
+                match route.evaluate(&identity, request, now) {
+                    Ok(()) => (Some(identity), None),
+                    Err(unmet) => (Some(identity), Some(Denial::policy(unmet))),
+                }
+            }
+            ChainOutcome::Denied(denial)
+                if route.allow_anonymous()
+                    && denial.cause == DenyCause::Credential(DenyReason::MissingCredential) =>
+            {
+                (Some(Arc::clone(&self.anonymous)), None)
+            }
+            ChainOutcome::Denied(denial) => (None, Some(denial)),
+            ChainOutcome::Unavailable(why) => {
+                let verdict = self.verdict(Decision::Error(why), index, route.name());
+                return self.finish(verdict, request, route, None, attempts, now);
+            }
         };
-        self.metrics.record(&decision);
-        decision
+        let decision = match (identity.clone(), denial) {
+            (Some(identity), None) => Decision::Allow(identity),
+            (identity, Some(denial)) if route.mode() == Mode::Permissive => Decision::Permit {
+                identity,
+                would_deny: denial,
+            },
+            (_, Some(denial)) => Decision::Deny(denial),
+            (None, None) => unreachable!("no identity means a denial"),
+        };
+        let verdict = self.verdict(decision, index, route.name());
+        self.finish(verdict, request, route, identity.as_deref(), attempts, now)
     }
 
-    /// Loads key sets in the background and keeps them fresh until `cancel`.
+    fn verdict(&self, decision: Decision, route: usize, name: &str) -> Verdict {
+        Verdict {
+            decision,
+            decision_id: decision_id(),
+            route,
+            route_name: Arc::from(name),
+            explanation: None,
+        }
+    }
+
+    fn finish(
+        &self,
+        mut verdict: Verdict,
+        request: &RequestView<'_>,
+        route: &crate::policy::Route,
+        identity: Option<&Identity>,
+        attempts: Option<Vec<crate::providers::Attempt>>,
+        now: i64,
+    ) -> Verdict {
+        self.metrics.record(&verdict.decision);
+        if let Some(providers) = attempts {
+            verdict.explanation = Some(Explanation {
+                decision: verdict.decision.kind(),
+                reason: verdict.decision.reason(),
+                decision_id: verdict.decision_id.clone(),
+                route: self.policy.explain_route(request),
+                providers,
+                requirements: identity
+                    .map(|id| route.explain(id, request, now))
+                    .unwrap_or_default(),
+                principal: identity.and_then(|id| id.subject.clone()),
+            });
+        }
+        verdict
+    }
+
+    /// Starts the providers' background tasks until `cancel`.
     pub fn spawn_background(&self, cancel: &CancellationToken) {
         self.providers.spawn_background(cancel);
     }
@@ -55,21 +179,63 @@ impl Authorizer {
         &self.providers
     }
 
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The provider indices a route may use (`None`: all), by route index.
+    pub fn route_providers(&self, route: usize) -> Option<&[usize]> {
+        self.route_providers.get(route).and_then(|p| p.as_deref())
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 }
 
-/// The HTTP client for IdP requests: rustls with the platform's roots, no redirects to other schemes,
-/// bounded connect time. Per-request timeouts are set by each caller.
+/// 96 random bits, hex: unique per decision and not guessable.
+fn decision_id() -> String {
+    let mut bytes = [0u8; 12];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // The system RNG failing is not a reason to refuse a request: fall back to time.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes.copy_from_slice(&nanos.to_be_bytes()[4..]);
+    }
+    let mut out = String::with_capacity(24);
+    for b in bytes {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn anonymous_identity() -> Identity {
+    let mut claims = Map::new();
+    claims.insert("sub".into(), Value::from("anonymous"));
+    Identity {
+        provider: Arc::from("anonymous"),
+        subject: Some("anonymous".to_owned()),
+        kind: PrincipalKind::Anonymous,
+        client_id: None,
+        attributes: Default::default(),
+        issuer: Arc::from(""),
+        scopes: String::new(),
+        headers: Vec::new(),
+        claims,
+        expires_at: i64::MAX,
+    }
+}
+
+/// The HTTP client for IdP requests: rustls with the platform's roots, a bounded connect time and few
+/// redirects. Per-request timeouts are set by each caller.
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::limited(3))
-        .https_only(false)
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }
-
-pub type SharedAuthorizer = Arc<Authorizer>;

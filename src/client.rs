@@ -34,6 +34,8 @@ pub enum AskError {
     Call(#[from] tonic::Status),
     #[error("header `{0}` is not `name: value`")]
     BadHeader(String),
+    #[error("context extension `{0}` is not `key=value`")]
+    BadContextExtension(String),
 }
 
 /// One request to ask about.
@@ -43,6 +45,8 @@ pub struct Ask<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub host: &'a str,
+    /// `key=value` pairs, sent as Envoy's per-route `context_extensions`.
+    pub context_extensions: &'a [String],
 }
 
 /// Builds the CheckRequest Envoy would send: lower-case header names, repeated headers joined with `,`.
@@ -65,8 +69,16 @@ pub fn check_request(ask: &Ask<'_>) -> Result<CheckRequest, AskError> {
             })
             .or_insert(value);
     }
+    let mut context_extensions = HashMap::new();
+    for pair in ask.context_extensions {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| AskError::BadContextExtension(pair.clone()))?;
+        context_extensions.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
     Ok(CheckRequest {
         attributes: Some(AttributeContext {
+            context_extensions,
             request: Some(attribute_context::Request {
                 time: None,
                 http: Some(attribute_context::HttpRequest {
@@ -120,12 +132,28 @@ fn header_list(headers: &[HeaderValueOption]) -> Value {
 
 /// The answer as JSON, and what it means.
 pub fn describe(response: &CheckResponse) -> (Verdict, Value) {
+    let (verdict, mut json) = describe_answer(response);
+    if let Some(explanation) = explanation(response) {
+        json["explanation"] = explanation;
+    }
+    (verdict, json)
+}
+
+fn explanation(response: &CheckResponse) -> Option<Value> {
+    let metadata = response.dynamic_metadata.as_ref()?;
+    metadata.fields.get("explanation").map(value_json)
+}
+
+fn describe_answer(response: &CheckResponse) -> (Verdict, Value) {
     let status = response.status.clone().unwrap_or_default();
-    let metadata = response
+    let mut metadata = response
         .dynamic_metadata
         .as_ref()
         .map(struct_json)
         .unwrap_or(Value::Null);
+    if let Some(m) = metadata.as_object_mut() {
+        m.remove("explanation");
+    }
     match &response.http_response {
         Some(check_response::HttpResponse::OkResponse(ok)) if status.code == 0 => (
             Verdict::Allowed,
@@ -208,6 +236,7 @@ mod tests {
             method: "get",
             path: "/p?q=1",
             host: "h",
+            context_extensions: &[],
         })
         .unwrap();
         let http = req.attributes.unwrap().request.unwrap().http.unwrap();
@@ -220,7 +249,8 @@ mod tests {
                 headers: &["nocolon".to_owned()],
                 method: "GET",
                 path: "/",
-                host: "h"
+                host: "h",
+                context_extensions: &[]
             }),
             Err(AskError::BadHeader(_))
         ));

@@ -32,6 +32,9 @@ pub struct Config {
     pub headers: HeadersConfig,
     /// The providers, in the order they are declared.
     pub providers: Vec<ProviderConfig>,
+    /// Routes and their requirements, and the rollout mode (`mode`, `claims_namespace`,
+    /// `claims_namespace_aliases`, `default_route`, `routes` at the top level).
+    pub policy: crate::policy::PolicyConfig,
 }
 
 /// Listening addresses and shutdown behaviour.
@@ -46,6 +49,10 @@ pub struct ServerConfig {
     /// On SIGTERM, how long health reports NOT_SERVING while requests are still answered, so load balancers
     /// stop sending before the listener closes. Defaults to 5.
     pub drain_seconds: u64,
+    /// Answer a Check that carries `x-portcullis-explain: true` with the decision's explanation in the
+    /// dynamic metadata (`explanation`), for `portcullis check --explain`. It names routes and
+    /// requirements, so keep it off where clients could read Envoy's metadata. Defaults to false.
+    pub allow_explain: bool,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +61,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 9001)),
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9002)),
             drain_seconds: 5,
+            allow_explain: false,
         }
     }
 }
@@ -140,7 +148,17 @@ fn join_path(prefix: &str, rest: &str) -> String {
     }
 }
 
-const TOP_LEVEL_KEYS: &[&str] = &["server", "realm", "headers", "providers"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "server",
+    "realm",
+    "headers",
+    "providers",
+    "mode",
+    "claims_namespace",
+    "claims_namespace_aliases",
+    "default_route",
+    "routes",
+];
 
 impl Config {
     /// Parses and validates a YAML document. Secret references are checked for shape only.
@@ -242,10 +260,46 @@ impl Config {
             providers::validate(&mut problems, &path, provider, prefix);
         }
 
+        let mut policy_keys = serde_yaml_ng::Mapping::new();
+        for key in crate::policy::POLICY_KEYS {
+            if let Some(v) = map.remove(*key) {
+                policy_keys.insert(Value::from(*key), v);
+            }
+        }
+        let policy =
+            problems.section::<crate::policy::PolicyConfig>("", Value::Mapping(policy_keys));
+        if let Some(policy) = &policy {
+            let names: Vec<&str> = providers
+                .iter()
+                .flatten()
+                .map(|p| p.name.as_str())
+                .collect();
+            for (path, message) in crate::policy::validate(policy, &names) {
+                problems.add(path, message);
+            }
+            let anonymous_allowed = policy.default_route.allow_anonymous
+                || policy.routes.iter().any(|r| r.allow_anonymous);
+            for (i, provider) in providers.iter().enumerate() {
+                if let Some(ProviderConfig {
+                    kind: ProviderKind::Anonymous(_),
+                    ..
+                }) = provider
+                {
+                    if !anonymous_allowed {
+                        problems.add(
+                            format!("providers[{i}]"),
+                            "an anonymous provider is never used: no route (nor default_route) sets allow_anonymous: true",
+                        );
+                    }
+                }
+            }
+        }
+
         if !problems.0.is_empty() {
             return Err(ConfigErrors(problems.0));
         }
         Ok(Config {
+            policy: policy.expect("no problems means the section parsed"),
             server: server.expect("no problems means the section parsed"),
             realm: realm.expect("no problems means the section parsed"),
             headers: headers.expect("no problems means the section parsed"),

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::policy::{ExplainStep, RouteChoice, Unmet, UnmetReason};
+use crate::providers::Attempt;
+
 /// Why a request is denied. Each reason maps to a static metric label and a short description that is safe
 /// to show to the client (it never carries token content or internal error text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -204,10 +207,17 @@ impl Unavailable {
     }
 }
 
-/// A denial: the reason, and which provider gave it with its own message (`deny_message`).
+/// What a denial is about: the credential (401/400), or the route's policy (403, or 401 for step-up).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DenyCause {
+    Credential(DenyReason),
+    Policy(Unmet),
+}
+
+/// A denial: the cause, and which provider gave it with its own message (`deny_message`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Denial {
-    pub reason: DenyReason,
+    pub cause: DenyCause,
     /// The provider that rejected the credential (none when no credential was found).
     pub provider: Option<Arc<str>>,
     /// The provider's `deny_message`; with no credential, those of every provider that could have taken one.
@@ -217,9 +227,60 @@ pub struct Denial {
 impl Denial {
     pub fn new(reason: DenyReason) -> Denial {
         Denial {
-            reason,
+            cause: DenyCause::Credential(reason),
             provider: None,
             message: None,
+        }
+    }
+
+    pub fn policy(unmet: Unmet) -> Denial {
+        Denial {
+            cause: DenyCause::Policy(unmet),
+            provider: None,
+            message: None,
+        }
+    }
+
+    /// The stable label for metrics, logs and `x-auth-would-deny`.
+    pub fn label(&self) -> &'static str {
+        match &self.cause {
+            DenyCause::Credential(reason) => reason.as_str(),
+            DenyCause::Policy(unmet) => unmet.as_str(),
+        }
+    }
+
+    /// The HTTP status: 400, 401 or 403.
+    pub fn status(&self) -> u16 {
+        match &self.cause {
+            DenyCause::Credential(reason) => match reason.status() {
+                DenyStatus::BadRequest => 400,
+                DenyStatus::Unauthorized => 401,
+            },
+            DenyCause::Policy(unmet) => unmet.status(),
+        }
+    }
+
+    /// The RFC 6750 `error` code (`unauthorized` when no credential was sent).
+    pub fn error_code(&self) -> &'static str {
+        match &self.cause {
+            DenyCause::Credential(DenyReason::MissingCredential) => "unauthorized",
+            DenyCause::Credential(reason) => reason.error_code(),
+            DenyCause::Policy(unmet) => unmet.error_code(),
+        }
+    }
+
+    pub fn description(&self) -> &'static str {
+        match &self.cause {
+            DenyCause::Credential(reason) => reason.description(),
+            DenyCause::Policy(unmet) => unmet.description(),
+        }
+    }
+
+    /// True when the answer carries no `error` in its challenge: no credential was presented.
+    pub fn is_plain_challenge(&self) -> bool {
+        match &self.cause {
+            DenyCause::Credential(reason) => *reason == DenyReason::MissingCredential,
+            DenyCause::Policy(unmet) => unmet.reason() == UnmetReason::AnonymousNotAllowed,
         }
     }
 }
@@ -274,17 +335,62 @@ pub struct Identity {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Allow(Arc<Identity>),
+    /// Permissive mode let through a request that enforce mode would deny; it goes upstream marked with
+    /// `x-auth-would-deny`, with the identity when there is one.
+    Permit {
+        identity: Option<Arc<Identity>>,
+        would_deny: Denial,
+    },
     Deny(Denial),
     Error(Unavailable),
 }
 
 impl Decision {
-    /// The label for metrics and logs: `allow`, `error`, or the deny reason.
-    pub fn label(&self) -> &'static str {
+    /// The decision's kind: `allow`, `permit`, `deny` or `error`.
+    pub fn kind(&self) -> &'static str {
         match self {
             Decision::Allow(_) => "allow",
-            Decision::Deny(denial) => denial.reason.as_str(),
+            Decision::Permit { .. } => "permit",
+            Decision::Deny(_) => "deny",
+            Decision::Error(_) => "error",
+        }
+    }
+
+    /// The reason label: empty for an allow, else the (would-be) deny reason or the unavailability.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Decision::Allow(_) => "",
+            Decision::Permit { would_deny, .. } => would_deny.label(),
+            Decision::Deny(denial) => denial.label(),
             Decision::Error(why) => why.as_str(),
         }
     }
+}
+
+/// A decision with what identifies and explains it.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// Unique per decision: sent upstream (`x-auth-decision-id`), in the metadata, the deny body and the log.
+    pub decision_id: String,
+    /// The index of the route (in the policy's order, the default route last) and its name.
+    pub route: usize,
+    pub route_name: Arc<str>,
+    /// Filled when asked for (`explain`, `check --explain`).
+    pub explanation: Option<Explanation>,
+}
+
+/// Why a decision came out as it did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explanation {
+    pub decision: &'static str,
+    pub reason: &'static str,
+    pub decision_id: String,
+    /// Which route matched, condition by condition.
+    pub route: RouteChoice,
+    /// What each provider answered, in order.
+    pub providers: Vec<Attempt>,
+    /// Each requirement of the route and whether the identity met it (empty without an identity).
+    pub requirements: Vec<ExplainStep>,
+    pub principal: Option<String>,
 }

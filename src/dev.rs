@@ -212,8 +212,10 @@ impl DevIssuer {
                 listen,
                 admin_listen,
                 drain_seconds: 0,
+                allow_explain: true,
             },
             realm: "portcullis-dev".to_owned(),
+            policy: Default::default(),
             headers: HeadersConfig::default(),
             providers: vec![ProviderConfig {
                 name: "dev".to_owned(),

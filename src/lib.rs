@@ -8,6 +8,7 @@
 //! - [`providers`]: the provider contract and chain; [`providers::jwt`] validates JWTs,
 //!   [`providers::jwks`] fetches and refreshes key sets.
 //! - [`decision`]: what a check decides: allow with an identity, deny with a reason, or error.
+//! - [`policy`]: per-route rules: which route a request takes, what its identity must have (scopes, RBAC
 //!   permissions, claims, organization, principal kind, step-up), 401/403 answers, explanations.
 //! - [`authorizer`]: the decision pipeline the server and tools share.
 //! - [`server`]: gRPC Check, health and reflection; admin HTTP; translation to and from Envoy's types.
@@ -28,6 +29,7 @@ pub mod decision;
 pub mod dev;
 pub mod metrics;
 pub mod pb;
+pub mod policy;
 pub mod providers;
 pub mod request;
 pub mod server;

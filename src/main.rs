@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -16,7 +15,7 @@ use portcullis::authorizer::Authorizer;
 use portcullis::clock::Clock;
 use portcullis::config::{Config, ConfigErrors, SecretSource};
 use portcullis::dev::{self, DevIssuer};
-use portcullis::server::{self, translate::AnswerSettings, App};
+use portcullis::server::{self, App};
 use portcullis::telemetry::{self, LogFormat};
 
 /// Exit code for a configuration that cannot be used (EX_USAGE, as linkerd does).
@@ -58,6 +57,9 @@ enum Command {
     /// Parse and validate a configuration file; print every problem with the path of its field.
     /// Exits 0 when valid, 64 when not.
     ValidateConfig(ValidateArgs),
+    /// Evaluate a request offline, through the same code path as the server, and print the decision with
+    /// its explanation (route, providers tried, requirements). Exits like `check`.
+    Explain(ExplainArgs),
     /// Print the SHA-256 digest of an API key for an `api_key` provider's `sha256`. Reads the key from
     /// standard input (one line) unless given, so it stays out of shell history.
     HashKey(HashKeyArgs),
@@ -128,6 +130,35 @@ struct CheckArgs {
     path: String,
     #[arg(long, default_value = "localhost")]
     host: String,
+    /// An Envoy per-route context extension, `key=value` (selects routes that match on it); repeatable.
+    #[arg(long = "context-extension", value_name = "KEY=VALUE")]
+    context_extensions: Vec<String>,
+    /// Ask the server for the decision's explanation (needs `server.allow_explain` on the server).
+    #[arg(long)]
+    explain: bool,
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// The configuration file (YAML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Use this JWKS file for every `jwt` provider instead of fetching keys.
+    #[arg(long)]
+    jwks: Option<PathBuf>,
+    /// A request header, `name: value`; repeat for more.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// The request path, with its query string.
+    #[arg(long, default_value = "/")]
+    path: String,
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    /// An Envoy per-route context extension, `key=value`; repeatable.
+    #[arg(long = "context-extension", value_name = "KEY=VALUE")]
+    context_extensions: Vec<String>,
 }
 
 #[derive(Args)]
@@ -148,6 +179,7 @@ fn main() -> ExitCode {
         Command::HashKey(args) => report(hash_key(args)),
         Command::Serve(args) => runtime().block_on(async { report(serve(args).await) }),
         Command::Check(args) => runtime().block_on(check(args)),
+        Command::Explain(args) => runtime().block_on(explain(args)),
     }
 }
 
@@ -283,12 +315,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         providers = config.providers.len(),
         "portcullis serving"
     );
-    let app = Arc::new(App::new(
-        Arc::new(authorizer),
-        AnswerSettings::from_config(&config),
-        Duration::from_secs(config.server.drain_seconds),
-        dev,
-    ));
+    let app = Arc::new(App::new(&config, authorizer, dev));
     server::run(app, grpc, admin, shutdown_signal()).await?;
     Ok(())
 }
@@ -376,14 +403,28 @@ fn hash_key(args: HashKeyArgs) -> anyhow::Result<()> {
 }
 
 async fn check(args: CheckArgs) -> ExitCode {
+    let mut headers = args.headers.clone();
+    if args.explain {
+        headers.push(format!(
+            "{}: true",
+            portcullis::server::check::EXPLAIN_HEADER
+        ));
+    }
     let ask = portcullis::client::Ask {
         addr: &args.addr,
-        headers: &args.headers,
+        headers: &headers,
         method: &args.method,
         path: &args.path,
         host: &args.host,
+        context_extensions: &args.context_extensions,
     };
-    match portcullis::client::ask(&ask).await {
+    print_answer(portcullis::client::ask(&ask).await)
+}
+
+fn print_answer(
+    answer: Result<(portcullis::client::Verdict, serde_json::Value), portcullis::client::AskError>,
+) -> ExitCode {
+    match answer {
         Ok((verdict, json)) => {
             println!(
                 "{}",
@@ -400,4 +441,65 @@ async fn check(args: CheckArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `explain`: the server's own Check service, in process, with the explanation switched on.
+async fn explain(args: ExplainArgs) -> ExitCode {
+    match explain_answer(&args).await {
+        Ok(answer) => print_answer(Ok(answer)),
+        Err(err) => report(Err(err)),
+    }
+}
+
+async fn explain_answer(
+    args: &ExplainArgs,
+) -> anyhow::Result<(portcullis::client::Verdict, serde_json::Value)> {
+    use portcullis::pb::auth::authorization_server::Authorization as _;
+    let mut config = load_config(&args.config)?;
+    if let Some(jwks) = &args.jwks {
+        for provider in &mut config.providers {
+            if let portcullis::config::ProviderKind::Jwt(jwt) = &mut provider.kind {
+                if jwt.shared_secret.is_none() {
+                    jwt.jwks_uri = None;
+                    jwt.jwks_file = Some(jwks.clone());
+                }
+            }
+        }
+    }
+    config.server.allow_explain = true;
+    let authorizer = Authorizer::from_config(&config, &SecretSource::Process, Clock::system())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    authorizer.spawn_background(&cancel);
+    for _ in 0..100 {
+        if authorizer.ready() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    if !authorizer.ready() {
+        eprintln!("warning: some providers' keys could not be loaded within 10 s; their tokens cannot be decided");
+    }
+    let app = Arc::new(App::new(&config, authorizer, None));
+    let mut headers = args.headers.clone();
+    headers.push(format!(
+        "{}: true",
+        portcullis::server::check::EXPLAIN_HEADER
+    ));
+    let ask = portcullis::client::Ask {
+        addr: "",
+        headers: &headers,
+        method: &args.method,
+        path: &args.path,
+        host: &args.host,
+        context_extensions: &args.context_extensions,
+    };
+    let request = portcullis::client::check_request(&ask)?;
+    let response = portcullis::server::check::CheckService::new(app)
+        .check(tonic::Request::new(request))
+        .await
+        .map_err(|status| anyhow::anyhow!("check failed: {status}"))?
+        .into_inner();
+    cancel.cancel();
+    Ok(portcullis::client::describe(&response))
 }

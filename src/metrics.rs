@@ -1,78 +1,69 @@
-//! Counters exported at `/metrics` in the Prometheus text format. Labels are `&'static str`; recording is
-//! one relaxed atomic add.
+//! Counters exported at `/metrics` in the Prometheus text format. Every label is a `&'static str` known at
+//! start; recording is a lookup in a read-only table and one relaxed atomic add.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::decision::{Decision, DenyReason, Unavailable};
+use crate::policy::UnmetReason;
 use crate::providers::Providers;
 
-#[derive(Default)]
+/// Check decisions by `decision` (allow, permit, deny, error) and `reason`.
 pub struct Metrics {
-    allowed: AtomicU64,
-    denied: [AtomicU64; DenyReason::ALL.len()],
-    errors: [AtomicU64; Unavailable::ALL.len()],
+    labels: Vec<(&'static str, &'static str)>,
+    index: HashMap<(&'static str, &'static str), usize>,
+    counts: Vec<AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let reasons: Vec<&'static str> = DenyReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain(UnmetReason::ALL.iter().map(|r| r.as_str()))
+            .collect();
+        let mut labels = vec![("allow", "")];
+        labels.extend(reasons.iter().map(|r| ("deny", *r)));
+        labels.extend(reasons.iter().map(|r| ("permit", *r)));
+        labels.extend(Unavailable::ALL.iter().map(|u| ("error", u.as_str())));
+        let index = labels.iter().enumerate().map(|(i, l)| (*l, i)).collect();
+        let counts = labels.iter().map(|_| AtomicU64::new(0)).collect();
+        Metrics {
+            labels,
+            index,
+            counts,
+        }
+    }
 }
 
 impl Metrics {
     pub fn record(&self, decision: &Decision) {
-        match decision {
-            Decision::Allow(_) => self.allowed.fetch_add(1, Ordering::Relaxed),
-            Decision::Deny(denial) => {
-                let i = DenyReason::ALL
-                    .iter()
-                    .position(|r| *r == denial.reason)
-                    .expect("every reason is listed in ALL");
-                self.denied[i].fetch_add(1, Ordering::Relaxed)
-            }
-            Decision::Error(why) => {
-                let i = Unavailable::ALL
-                    .iter()
-                    .position(|u| u == why)
-                    .expect("every unavailability is listed in ALL");
-                self.errors[i].fetch_add(1, Ordering::Relaxed)
-            }
-        };
+        if let Some(&i) = self.index.get(&(decision.kind(), decision.reason())) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    pub fn allowed(&self) -> u64 {
-        self.allowed.load(Ordering::Relaxed)
-    }
-
-    pub fn denied(&self, reason: DenyReason) -> u64 {
-        let i = DenyReason::ALL
+    /// The count of one (decision, reason) pair.
+    pub fn count(&self, decision: &str, reason: &str) -> u64 {
+        self.labels
             .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.denied[i].load(Ordering::Relaxed)
+            .position(|(d, r)| *d == decision && *r == reason)
+            .map_or(0, |i| self.counts[i].load(Ordering::Relaxed))
     }
 
     /// Renders every metric, with the providers' key set state.
     pub fn render(&self, providers: &Providers, ready: bool) -> String {
-        let mut out = String::with_capacity(4096);
+        let mut out = String::with_capacity(8192);
         let _ = writeln!(
             out,
-            "# HELP portcullis_checks_total Check decisions by outcome and reason."
+            "# HELP portcullis_checks_total Check decisions by decision (allow, permit = allowed in permissive mode but would be denied, deny, error) and reason."
         );
         let _ = writeln!(out, "# TYPE portcullis_checks_total counter");
-        let _ = writeln!(
-            out,
-            "portcullis_checks_total{{decision=\"allow\",reason=\"\"}} {}",
-            self.allowed()
-        );
-        for (reason, count) in DenyReason::ALL.iter().zip(&self.denied) {
+        for ((decision, reason), count) in self.labels.iter().zip(&self.counts) {
             let _ = writeln!(
                 out,
-                "portcullis_checks_total{{decision=\"deny\",reason=\"{}\"}} {}",
-                reason.as_str(),
-                count.load(Ordering::Relaxed)
-            );
-        }
-        for (why, count) in Unavailable::ALL.iter().zip(&self.errors) {
-            let _ = writeln!(
-                out,
-                "portcullis_checks_total{{decision=\"error\",reason=\"{}\"}} {}",
-                why.as_str(),
+                "portcullis_checks_total{{decision=\"{decision}\",reason=\"{reason}\"}} {}",
                 count.load(Ordering::Relaxed)
             );
         }
@@ -101,7 +92,7 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP portcullis_token_cache_entries Verified tokens cached."
+            "# HELP portcullis_token_cache_entries Verified JWTs cached."
         );
         let _ = writeln!(out, "# TYPE portcullis_token_cache_entries gauge");
         let _ = writeln!(

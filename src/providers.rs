@@ -35,7 +35,7 @@ use self::jwt::{JwtProvider, JwtProviders};
 use crate::clock::Clock;
 use crate::config::{Config, CredentialLocation, ProviderKind, SecretSource};
 use crate::credential::{self, Found};
-use crate::decision::{Denial, DenyReason, Identity, PrincipalKind, Unavailable};
+use crate::decision::{Denial, DenyCause, DenyReason, Identity, PrincipalKind, Unavailable};
 use crate::request::RequestView;
 
 /// What one provider (or the chain) makes of a request.
@@ -343,7 +343,7 @@ impl Providers {
         if let Some((i, reason)) = rejected {
             let entry = &self.entries[i];
             return ChainOutcome::Denied(Denial {
-                reason,
+                cause: DenyCause::Credential(reason),
                 provider: Some(Arc::clone(&entry.name)),
                 message: entry.deny_message.clone(),
             });
@@ -354,7 +354,7 @@ impl Providers {
         if let Some(i) = not_a_jwt {
             let entry = &self.entries[i];
             return ChainOutcome::Denied(Denial {
-                reason: DenyReason::NotAJwt,
+                cause: DenyCause::Credential(DenyReason::NotAJwt),
                 provider: Some(Arc::clone(&entry.name)),
                 message: entry.deny_message.clone(),
             });
@@ -367,7 +367,7 @@ impl Providers {
             }
         }
         ChainOutcome::Denied(Denial {
-            reason: DenyReason::MissingCredential,
+            cause: DenyCause::Credential(DenyReason::MissingCredential),
             provider: None,
             message: self.deny_messages(allowed),
         })

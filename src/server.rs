@@ -21,6 +21,7 @@ use tonic_health::ServingStatus;
 
 use self::translate::AnswerSettings;
 use crate::authorizer::Authorizer;
+use crate::config::Config;
 use crate::dev::DevIssuer;
 use crate::pb::auth::authorization_server::AuthorizationServer;
 
@@ -36,22 +37,21 @@ pub struct App {
     pub authorizer: Arc<Authorizer>,
     pub answers: AnswerSettings,
     pub drain: Duration,
+    /// Whether a Check may ask for its explanation (`server.allow_explain`).
+    pub allow_explain: bool,
     /// The development issuer whose discovery and JWKS the admin port serves (`serve --dev`).
     pub dev: Option<Arc<DevIssuer>>,
     draining: AtomicBool,
 }
 
 impl App {
-    pub fn new(
-        authorizer: Arc<Authorizer>,
-        answers: AnswerSettings,
-        drain: Duration,
-        dev: Option<Arc<DevIssuer>>,
-    ) -> App {
+    /// Everything a server needs, from its configuration and authorizer.
+    pub fn new(config: &Config, authorizer: Authorizer, dev: Option<Arc<DevIssuer>>) -> App {
         App {
-            authorizer,
-            answers,
-            drain,
+            answers: AnswerSettings::new(config, &authorizer),
+            authorizer: Arc::new(authorizer),
+            drain: Duration::from_secs(config.server.drain_seconds),
+            allow_explain: config.server.allow_explain,
             dev,
             draining: AtomicBool::new(false),
         }

@@ -527,7 +527,8 @@ providers:
     endpoint: '{}'
     client_id: c
     client_secret: {{env: S}}
-  - {{name: guest, type: anonymous}}",
+  - {{name: guest, type: anonymous}}
+default_route: {{allow_anonymous: true}}",
         idp.issuer,
         up.url("/introspect")
     );

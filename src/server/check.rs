@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::translate;
 use super::App;
-use crate::decision::Decision;
+use crate::decision::{Decision, Verdict};
 use crate::pb::auth::authorization_server::Authorization;
 use crate::pb::auth::{CheckRequest, CheckResponse};
 
@@ -30,31 +30,63 @@ impl Authorization for CheckService {
         let raw = translate::raw_headers(&request);
         let metadata = translate::metadata(&request);
         let view = translate::request_view(&request, raw.as_deref(), metadata.as_ref());
-        let decision = self.app.authorizer.decide(&view).await;
-        log_decision(&decision, &view);
+        let explain = self.app.allow_explain
+            && view
+                .headers
+                .get(EXPLAIN_HEADER)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let verdict = self.app.authorizer.decide(&view, explain).await;
+        log_verdict(&verdict, &view);
         Ok(Response::new(translate::check_response(
-            &decision,
+            &verdict,
             &view,
             &self.app.answers,
+            self.app.authorizer.policy(),
         )))
     }
 }
 
-/// One line per decision: allows at debug, denials at info, errors at warn. The path is logged without
-/// its query string (which may carry credentials); tokens never are.
-fn log_decision(decision: &Decision, view: &crate::request::RequestView<'_>) {
-    match decision {
+/// The request header that asks for the explanation (with `server.allow_explain`).
+pub const EXPLAIN_HEADER: &str = "x-portcullis-explain";
+
+/// One line per decision: allows at debug, permits (would-be denials) and denials at info, errors at warn.
+/// The path is logged without its query string (which may carry credentials); credentials never are.
+fn log_verdict(verdict: &Verdict, view: &crate::request::RequestView<'_>) {
+    let id = verdict.decision_id.as_str();
+    let route = &*verdict.route_name;
+    match &verdict.decision {
         Decision::Allow(identity) => tracing::debug!(
             authz.decision = "allow",
+            authz.decision_id = id,
+            authz.route = route,
             provider.name = %identity.provider,
             principal = identity.subject.as_deref().unwrap_or(""),
             http.method = view.method,
             http.path = view.path,
             request.id = view.request_id,
         ),
+        Decision::Permit {
+            identity,
+            would_deny,
+        } => tracing::info!(
+            authz.decision = "permit",
+            authz.would_deny = would_deny.label(),
+            authz.decision_id = id,
+            authz.route = route,
+            principal = identity
+                .as_ref()
+                .and_then(|i| i.subject.as_deref())
+                .unwrap_or(""),
+            http.method = view.method,
+            http.path = view.path,
+            request.id = view.request_id,
+            "permissive mode: allowed a request that enforce mode would deny"
+        ),
         Decision::Deny(denial) => tracing::info!(
             authz.decision = "deny",
-            authz.reason = denial.reason.as_str(),
+            authz.reason = denial.label(),
+            authz.decision_id = id,
+            authz.route = route,
             provider.name = denial.provider.as_deref().unwrap_or(""),
             http.method = view.method,
             http.path = view.path,
@@ -63,6 +95,8 @@ fn log_decision(decision: &Decision, view: &crate::request::RequestView<'_>) {
         Decision::Error(why) => tracing::warn!(
             authz.decision = "error",
             authz.reason = why.as_str(),
+            authz.decision_id = id,
+            authz.route = route,
             http.method = view.method,
             http.path = view.path,
             request.id = view.request_id,

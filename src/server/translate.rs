@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use prost_types::value::Kind;
 use serde_json::Value;
 
+use std::fmt::Write as _;
+
+use crate::authorizer::Authorizer;
 use crate::config::Config;
-use crate::decision::{Decision, Denial, DenyReason, DenyStatus, Identity, Unavailable};
+use crate::decision::{Decision, Denial, DenyCause, Identity, Unavailable, Verdict};
 use crate::pb::auth::{
     attribute_context, check_response, CheckRequest, CheckResponse, DeniedHttpResponse,
     OkHttpResponse,
@@ -15,17 +18,19 @@ use crate::pb::auth::{
 use crate::pb::core::{header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption};
 use crate::pb::http_type::{HttpStatus, StatusCode};
 use crate::pb::rpc::Status;
+use crate::policy::{DenyVars, Policy, Route};
 use crate::request::{Headers, RequestView};
 
 /// gRPC codes (google.rpc.Code) carried in `CheckResponse.status`.
 mod code {
     pub const OK: i32 = 0;
     pub const INVALID_ARGUMENT: i32 = 3;
+    pub const PERMISSION_DENIED: i32 = 7;
     pub const UNAVAILABLE: i32 = 14;
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
-/// Everything about answers that is fixed at start: header names, the plain challenge.
+/// Everything about answers that is fixed at start: header names, challenges per route.
 #[derive(Debug, Clone)]
 pub struct AnswerSettings {
     prefix: Box<str>,
@@ -34,30 +39,31 @@ pub struct AnswerSettings {
     issuer: Box<str>,
     scopes: Box<str>,
     provider: Box<str>,
+    decision_id: Box<str>,
+    would_deny: Box<str>,
     remove_authorization: bool,
     realm: Box<str>,
-    /// The scheme of `invalid_token` challenges: the first provider's (usually `Bearer`).
-    scheme: Box<str>,
-    /// The challenge when no credential was sent: one per scheme the providers read.
-    plain_challenge: Box<str>,
+    /// For each route: the scheme of its error challenges (the first its providers read, usually `Bearer`),
+    /// and its challenge when no credential was sent: one per scheme its providers read.
+    routes: Vec<(Box<str>, Box<str>)>,
 }
 
 impl AnswerSettings {
-    pub fn from_config(config: &Config) -> AnswerSettings {
+    pub fn new(config: &Config, authorizer: &Authorizer) -> AnswerSettings {
         let prefix = config.headers.prefix.as_str();
-        let mut schemes: Vec<String> = Vec::new();
-        for provider in &config.providers {
-            if let Some(scheme) = provider.credential.challenge_scheme() {
-                if provider.kind.takes_credential()
-                    && !schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme))
-                {
-                    schemes.push(scheme.to_owned());
-                }
-            }
-        }
-        if schemes.is_empty() {
-            schemes.push("Bearer".to_owned());
-        }
+        let routes = (0..authorizer.policy().routes().count())
+            .map(|route| {
+                let schemes = authorizer
+                    .providers()
+                    .challenge_schemes(authorizer.route_providers(route));
+                let plain = schemes
+                    .iter()
+                    .map(|scheme| format!("{scheme} realm=\"{}\"", config.realm))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (schemes[0].as_str().into(), plain.into())
+            })
+            .collect();
         AnswerSettings {
             prefix: prefix.into(),
             subject: format!("{prefix}subject").into(),
@@ -65,15 +71,11 @@ impl AnswerSettings {
             issuer: format!("{prefix}issuer").into(),
             scopes: format!("{prefix}scopes").into(),
             provider: format!("{prefix}provider").into(),
+            decision_id: format!("{prefix}decision-id").into(),
+            would_deny: format!("{prefix}would-deny").into(),
             remove_authorization: config.headers.remove_authorization,
             realm: config.realm.as_str().into(),
-            scheme: schemes[0].as_str().into(),
-            plain_challenge: schemes
-                .iter()
-                .map(|scheme| format!("{scheme} realm=\"{}\"", config.realm))
-                .collect::<Vec<_>>()
-                .join(", ")
-                .into(),
+            routes,
         }
     }
 }
@@ -188,15 +190,43 @@ pub fn request_view<'a>(
 
 /// Builds the answer Envoy acts on.
 pub fn check_response(
-    decision: &Decision,
+    verdict: &Verdict,
     request: &RequestView<'_>,
     settings: &AnswerSettings,
+    policy: &Policy,
 ) -> CheckResponse {
-    match decision {
-        Decision::Allow(identity) => allow(identity, request, settings),
-        Decision::Deny(denial) => deny(denial, settings),
-        Decision::Error(why) => error(*why),
+    let mut response = match &verdict.decision {
+        Decision::Allow(identity) => allow(Some(identity), None, verdict, request, settings),
+        Decision::Permit {
+            identity,
+            would_deny,
+        } => allow(
+            identity.as_deref(),
+            Some(would_deny),
+            verdict,
+            request,
+            settings,
+        ),
+        Decision::Deny(denial) => {
+            let route = policy.routes().nth(verdict.route);
+            deny(denial, verdict, settings, route)
+        }
+        Decision::Error(why) => error(*why, verdict),
+    };
+    if let Some(explanation) = &verdict.explanation {
+        if let Ok(Value::Object(map)) = serde_json::to_value(explanation) {
+            let metadata = response
+                .dynamic_metadata
+                .get_or_insert_with(Default::default);
+            metadata.fields.insert(
+                "explanation".to_owned(),
+                prost_types::Value {
+                    kind: Some(Kind::StructValue(json_struct(&map))),
+                },
+            );
+        }
     }
+    response
 }
 
 fn header(key: &str, value: impl Into<String>) -> HeaderValueOption {
@@ -206,47 +236,27 @@ fn header(key: &str, value: impl Into<String>) -> HeaderValueOption {
             value: value.into(),
             raw_value: Vec::new(),
         }),
-        // Explicit: Envoy 1.37 honours the enum default (append), which would keep a client-sent value
-        // beside ours.
+        // Explicit: an unset append_action (0) means append, and the deprecated `append` is left unset.
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         ..Default::default()
     }
 }
 
-fn allow(identity: &Identity, request: &RequestView<'_>, s: &AnswerSettings) -> CheckResponse {
-    let mut headers = Vec::with_capacity(4 + identity.headers.len());
-    if let Some(subject) = &identity.subject {
-        headers.push(header(&s.subject, subject.as_str()));
+/// An allow, or a permissive-mode permit (`would_deny`), with the identity when there is one.
+fn allow(
+    identity: Option<&Identity>,
+    would_deny: Option<&Denial>,
+    verdict: &Verdict,
+    request: &RequestView<'_>,
+    s: &AnswerSettings,
+) -> CheckResponse {
+    let mut headers = Vec::with_capacity(8);
+    if let Some(identity) = identity {
+        identity_headers(identity, s, &mut headers);
     }
-    if let Some(client_id) = &identity.client_id {
-        headers.push(header(&s.client_id, client_id.as_str()));
-    }
-    if !identity.issuer.is_empty() {
-        headers.push(header(&s.issuer, &*identity.issuer));
-    }
-    if !identity.scopes.is_empty() {
-        headers.push(header(&s.scopes, identity.scopes.as_str()));
-    }
-    headers.push(header(&s.provider, &*identity.provider));
-    for (name, value) in &identity.headers {
-        headers.push(header(name, value.as_str()));
-    }
-    // Attributes (claims_mapping, webhook and API key attributes): `<prefix><name>`, values joined by `,`.
-    for (name, values) in &identity.attributes {
-        if values.is_empty() || !crate::config::is_header_name(name) {
-            continue;
-        }
-        if crate::config::BUILTIN_HEADER_SUFFIXES.contains(&name.as_str()) {
-            continue;
-        }
-        let key = format!("{}{name}", s.prefix);
-        if headers
-            .iter()
-            .any(|h| h.header.as_ref().is_some_and(|h| h.key == key))
-        {
-            continue;
-        }
-        headers.push(header(&key, values.join(",")));
+    headers.push(header(&s.decision_id, verdict.decision_id.as_str()));
+    if let Some(denial) = would_deny {
+        headers.push(header(&s.would_deny, denial.label()));
     }
 
     // Every client header under the prefix goes, except those we overwrite: removing one we also set
@@ -272,6 +282,21 @@ fn allow(identity: &Identity, request: &RequestView<'_>, s: &AnswerSettings) -> 
         headers_to_remove.push("authorization".to_owned());
     }
 
+    let mut metadata = identity.map(identity_metadata).unwrap_or_default();
+    let string = |s: &str| prost_types::Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    };
+    metadata
+        .fields
+        .insert("decision_id".to_owned(), string(&verdict.decision_id));
+    metadata
+        .fields
+        .insert("route".to_owned(), string(&verdict.route_name));
+    if let Some(denial) = would_deny {
+        metadata
+            .fields
+            .insert("would_deny".to_owned(), string(denial.label()));
+    }
     CheckResponse {
         status: Some(Status {
             code: code::OK,
@@ -282,7 +307,43 @@ fn allow(identity: &Identity, request: &RequestView<'_>, s: &AnswerSettings) -> 
             headers_to_remove,
             ..Default::default()
         })),
-        dynamic_metadata: Some(identity_metadata(identity)),
+        dynamic_metadata: Some(metadata),
+    }
+}
+
+fn identity_headers(identity: &Identity, s: &AnswerSettings, headers: &mut Vec<HeaderValueOption>) {
+    if let Some(subject) = &identity.subject {
+        headers.push(header(&s.subject, subject.as_str()));
+    }
+    if let Some(client_id) = &identity.client_id {
+        headers.push(header(&s.client_id, client_id.as_str()));
+    }
+    if !identity.issuer.is_empty() {
+        headers.push(header(&s.issuer, &*identity.issuer));
+    }
+    if !identity.scopes.is_empty() {
+        headers.push(header(&s.scopes, identity.scopes.as_str()));
+    }
+    headers.push(header(&s.provider, &*identity.provider));
+    for (name, value) in &identity.headers {
+        headers.push(header(name, value.as_str()));
+    }
+    // Attributes (claims_mapping, webhook and API key attributes): `<prefix><name>`, values joined by `,`.
+    for (name, values) in &identity.attributes {
+        if values.is_empty()
+            || !crate::config::is_header_name(name)
+            || crate::config::BUILTIN_HEADER_SUFFIXES.contains(&name.as_str())
+        {
+            continue;
+        }
+        let key = format!("{}{name}", s.prefix);
+        if headers
+            .iter()
+            .any(|h| h.header.as_ref().is_some_and(|h| h.key == key))
+        {
+            continue;
+        }
+        headers.push(header(&key, values.join(",")));
     }
 }
 
@@ -359,54 +420,103 @@ fn json_value(value: &Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
-fn json_body(error: &str, description: &str, message: Option<&str>) -> String {
-    let mut body = serde_json::json!({ "error": error, "error_description": description });
+fn json_body(
+    denial_error: &str,
+    description: &str,
+    decision_id: &str,
+    message: Option<&str>,
+) -> String {
+    let mut body = serde_json::json!({
+        "error": denial_error,
+        "error_description": description,
+        "decision_id": decision_id,
+    });
     if let Some(message) = message {
         body["message"] = Value::from(message);
     }
     body.to_string()
 }
 
-fn deny(denial: &Denial, s: &AnswerSettings) -> CheckResponse {
-    let reason = denial.reason;
-    let (http, grpc) = match reason.status() {
-        DenyStatus::BadRequest => (StatusCode::BadRequest, code::INVALID_ARGUMENT),
-        DenyStatus::Unauthorized => (StatusCode::Unauthorized, code::UNAUTHENTICATED),
-    };
+fn grpc_code(status: u16) -> i32 {
+    match status {
+        400 => code::INVALID_ARGUMENT,
+        401 => code::UNAUTHENTICATED,
+        _ => code::PERMISSION_DENIED,
+    }
+}
+
+/// The `WWW-Authenticate` challenge: plain when no credential was sent (RFC 6750 §3), else with `error`,
+/// `error_description` and the policy's parameters (`scope`, RFC 6750 §3.1; `acr_values`, `max_age`,
+/// RFC 9470 §3).
+fn challenge(denial: &Denial, s: &AnswerSettings, route: usize) -> String {
+    let (scheme, plain) = &s.routes[route.min(s.routes.len() - 1)];
+    if denial.is_plain_challenge() {
+        return plain.to_string();
+    }
+    let mut out = format!(
+        "{scheme} realm=\"{}\", error=\"{}\", error_description=\"{}\"",
+        s.realm,
+        denial.error_code(),
+        denial.description()
+    );
+    if let DenyCause::Policy(unmet) = &denial.cause {
+        for (name, value) in unmet.challenge_params() {
+            let _ = write!(out, ", {name}=\"{value}\"");
+        }
+    }
+    out
+}
+
+fn deny(
+    denial: &Denial,
+    verdict: &Verdict,
+    s: &AnswerSettings,
+    route: Option<&Route>,
+) -> CheckResponse {
+    let custom = route.map(Route::deny);
+    let status = custom.and_then(|d| d.status()).unwrap_or(denial.status());
     let message = denial.message.as_deref();
-    // RFC 6750 §3: no `error` when the request carried no credential at all; then one challenge per
-    // scheme a provider could have taken.
-    let (challenge, body) = if reason == DenyReason::MissingCredential {
-        (
-            s.plain_challenge.to_string(),
-            json_body("unauthorized", reason.description(), message),
-        )
-    } else {
-        (
-            format!(
-                "{} realm=\"{}\", error=\"{}\", error_description=\"{}\"",
-                s.scheme,
-                s.realm,
-                reason.error_code(),
-                reason.description()
-            ),
-            json_body(reason.error_code(), reason.description(), message),
-        )
+    let mut headers = vec![
+        header("www-authenticate", challenge(denial, s, verdict.route)),
+        header("content-type", "application/json"),
+        header("cache-control", "no-store"),
+    ];
+    let body = match custom.and_then(|d| d.body()) {
+        Some(template) => template.render(&DenyVars {
+            error: denial.error_code(),
+            error_description: denial.description(),
+            decision_id: &verdict.decision_id,
+            route: &verdict.route_name,
+        }),
+        None => json_body(
+            denial.error_code(),
+            denial.description(),
+            &verdict.decision_id,
+            message,
+        ),
     };
+    if let Some(custom) = custom {
+        for (name, value) in custom.headers() {
+            headers.retain(|h| {
+                h.header
+                    .as_ref()
+                    .is_none_or(|h| !h.key.eq_ignore_ascii_case(name))
+            });
+            headers.push(header(name, value));
+        }
+    }
     CheckResponse {
         status: Some(Status {
-            code: grpc,
-            message: reason.as_str().to_owned(),
+            code: grpc_code(denial.status()),
+            message: denial.label().to_owned(),
             ..Default::default()
         }),
         http_response: Some(check_response::HttpResponse::DeniedResponse(
             DeniedHttpResponse {
-                status: Some(HttpStatus { code: http as i32 }),
-                headers: vec![
-                    header("www-authenticate", challenge),
-                    header("content-type", "application/json"),
-                    header("cache-control", "no-store"),
-                ],
+                status: Some(HttpStatus {
+                    code: i32::from(status),
+                }),
+                headers,
                 body,
             },
         )),
@@ -416,7 +526,7 @@ fn deny(denial: &Denial, s: &AnswerSettings) -> CheckResponse {
 
 /// Cannot decide: an error answer (Envoy 1.37+ applies failure_mode_allow / status_on_error) with a
 /// non-OK status (older Envoys deny on that alone). Never an allow.
-fn error(why: Unavailable) -> CheckResponse {
+fn error(why: Unavailable, verdict: &Verdict) -> CheckResponse {
     CheckResponse {
         status: Some(Status {
             code: code::UNAVAILABLE,
@@ -429,7 +539,12 @@ fn error(why: Unavailable) -> CheckResponse {
                     code: StatusCode::ServiceUnavailable as i32,
                 }),
                 headers: vec![header("content-type", "application/json")],
-                body: json_body("temporarily_unavailable", why.description(), None),
+                body: json_body(
+                    "temporarily_unavailable",
+                    why.description(),
+                    &verdict.decision_id,
+                    None,
+                ),
             },
         )),
         dynamic_metadata: None,

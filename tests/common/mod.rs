@@ -34,7 +34,7 @@ use portcullis::pb::auth::{
     attribute_context, check_response, AttributeContext, CheckRequest, CheckResponse,
     DeniedHttpResponse, OkHttpResponse,
 };
-use portcullis::server::{self, translate::AnswerSettings, App};
+use portcullis::server::{self, App};
 
 pub fn now() -> i64 {
     SystemTime::now()
@@ -309,12 +309,7 @@ impl TestServer {
         let config =
             Config::from_yaml_str(yaml).unwrap_or_else(|e| panic!("test config: {:?}", e.0));
         let authorizer = Authorizer::from_config(&config, &secrets, clock).unwrap();
-        let app = Arc::new(App::new(
-            Arc::new(authorizer),
-            AnswerSettings::from_config(&config),
-            Duration::from_secs(config.server.drain_seconds),
-            None,
-        ));
+        let app = Arc::new(App::new(&config, authorizer, None));
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());

@@ -1,0 +1,622 @@
+//! Per-route authorization policy: which route a request takes (the first whose `match` fits, else the
+//! default route), which providers and principals the route accepts, and what an authenticated identity
+//! must have there: scopes, Auth0 RBAC permissions, claims, organization, step-up authentication.
+//!
+//! [`Policy::new`] compiles a [`PolicyConfig`] once, reporting every problem with the path of its field;
+//! matching and evaluation then only compare borrowed strings and allocate nothing on an allow. A
+//! requirement not met is a value, [`Unmet`], that carries its answer: 403 `insufficient_scope` (RFC 6750
+//! §3.1) or 401 `insufficient_user_authentication` (RFC 9470 §3), and the challenge parameters.
+//!
+//! # Parts
+//! - [`config`]: the YAML keys (`mode`, `claims_namespace`, `routes`, …) as serde types.
+//! - `matcher`: host, path, method, header and `context_extensions` conditions.
+//! - `claims`: claim lookup by name, path, and namespace with aliases.
+//! - `requirement`: principal, scopes, permissions, claims, organization, step-up.
+//! - `unmet`: [`Unmet`] and [`UnmetReason`], the 401/403 answers.
+//! - `deny`: a route's own deny status, headers and body template.
+//! - `explain`: the serializable explanation of a decision.
+
+mod claims;
+pub mod config;
+mod deny;
+mod explain;
+mod matcher;
+mod requirement;
+mod unmet;
+
+#[cfg(test)]
+mod examples;
+#[cfg(test)]
+mod testing;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::config::{PolicyConfig, POLICY_KEYS};
+pub use self::deny::{BodyTemplate, DenySettings, DenyVars};
+pub use self::explain::{ExplainStep, RouteChoice, RouteTrace};
+pub use self::unmet::{Unmet, UnmetReason};
+
+use self::claims::Namespaces;
+use self::config::{DenyConfig, RequireConfig};
+use self::matcher::Matcher;
+use self::requirement::Requirements;
+use crate::decision::{Identity, PrincipalKind};
+use crate::request::RequestView;
+
+/// The name of the route that applies when no other matches.
+pub const DEFAULT_ROUTE: &str = "default";
+
+/// Whether a policy denial is enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A request that fails the policy is denied.
+    #[default]
+    Enforce,
+    /// A request that fails the policy is allowed and marked as a would-be denial, so a team can turn
+    /// authorization on route by route and see what would break first.
+    Permissive,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Permissive => "permissive",
+        }
+    }
+}
+
+/// The compiled policy: routes in order and the default route.
+#[derive(Debug)]
+pub struct Policy {
+    routes: Box<[Route]>,
+    default: Route,
+}
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    name: Arc<str>,
+    matcher: Matcher,
+    providers: Option<Box<[String]>>,
+    allow_anonymous: bool,
+    mode: Mode,
+    requirements: Requirements,
+    deny: DenySettings,
+}
+
+/// Checks a policy: every problem, each with the path of its field (`routes[2].match.path_glob`), in
+/// document order. Empty means [`Policy::new`] succeeds.
+pub fn validate(config: &PolicyConfig, provider_names: &[&str]) -> Vec<(String, String)> {
+    Policy::new(config, provider_names)
+        .err()
+        .unwrap_or_default()
+}
+
+impl Policy {
+    /// Compiles a policy. `provider_names` are the configured providers a route may name.
+    pub fn new(
+        config: &PolicyConfig,
+        provider_names: &[&str],
+    ) -> Result<Policy, Vec<(String, String)>> {
+        let mut problems = Problems::default();
+        let namespaces = Namespaces::compile(&mut problems, config);
+        let mut names = HashSet::new();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, route) in config.routes.iter().enumerate() {
+            let path = format!("routes[{i}]");
+            check_route_name(&mut problems, &path, &route.name, &mut names);
+            let matcher = Matcher::compile(&mut problems, &format!("{path}.match"), &route.matches);
+            let parts = RouteParts {
+                providers: route.providers.as_deref(),
+                allow_anonymous: route.allow_anonymous,
+                mode: route.mode.unwrap_or(config.mode),
+                require: &route.require,
+                deny: &route.deny,
+            };
+            let compiled = parts.compile(&mut problems, &path, provider_names, &namespaces);
+            routes.push(Route {
+                name: route.name.as_str().into(),
+                matcher,
+                ..compiled
+            });
+        }
+        let d = &config.default_route;
+        let default = RouteParts {
+            providers: d.providers.as_deref(),
+            allow_anonymous: d.allow_anonymous,
+            mode: d.mode.unwrap_or(config.mode),
+            require: &d.require,
+            deny: &d.deny,
+        }
+        .compile(&mut problems, "default_route", provider_names, &namespaces);
+        if !problems.0.is_empty() {
+            return Err(problems.0);
+        }
+        Ok(Policy {
+            routes: routes.into(),
+            default,
+        })
+    }
+
+    /// The route for a request: the first whose `match` fits, else the default route.
+    pub fn route(&self, request: &RequestView<'_>) -> &Route {
+        self.routes
+            .iter()
+            .find(|r| r.matcher.matches(request))
+            .unwrap_or(&self.default)
+    }
+
+    /// Every route in order, the default route last.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter().chain(std::iter::once(&self.default))
+    }
+
+    /// How [`Policy::route`] chooses for this request, condition by condition.
+    pub fn explain_route(&self, request: &RequestView<'_>) -> RouteChoice {
+        let mut tried = Vec::new();
+        for route in &*self.routes {
+            let conditions = route.matcher.explain(request);
+            let matched = conditions.iter().all(|c| c.passed);
+            tried.push(RouteTrace {
+                route: route.name.to_string(),
+                matched,
+                conditions,
+            });
+            if matched {
+                break;
+            }
+        }
+        let route = self.route(request);
+        RouteChoice {
+            route: route.name.to_string(),
+            mode: route.mode,
+            providers: route.providers().map(<[String]>::to_vec),
+            allow_anonymous: route.allow_anonymous,
+            tried,
+        }
+    }
+}
+
+impl Route {
+    /// The route's name (`default` for the default route), for logs, metrics and the deny body.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The providers that may authenticate requests here; `None` means all.
+    pub fn providers(&self) -> Option<&[String]> {
+        self.providers.as_deref()
+    }
+
+    /// Whether a request without any credential is allowed here.
+    pub fn allow_anonymous(&self) -> bool {
+        self.allow_anonymous
+    }
+
+    /// The route's mode, or the global one.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// How a policy denial here is answered beyond the standard status and challenge.
+    pub fn deny(&self) -> &DenySettings {
+        &self.deny
+    }
+
+    /// Whether this route takes identities from the named provider.
+    pub fn accepts_provider(&self, provider: &str) -> bool {
+        self.providers
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == provider))
+    }
+
+    /// Checks an identity against every requirement, in order: provider, anonymity, principal, scopes,
+    /// permissions, claims, organization, step-up. `now` is Unix seconds (from [`crate::clock::Clock`]),
+    /// used for `auth_time`. Returns the first requirement not met. An anonymous identity passes only with
+    /// `allow_anonymous` (which excludes requirements).
+    pub fn evaluate(
+        &self,
+        identity: &Identity,
+        request: &RequestView<'_>,
+        now: i64,
+    ) -> Result<(), Unmet> {
+        if !self.accepts_provider(&identity.provider) {
+            return Err(Unmet::new(UnmetReason::ProviderNotAllowed));
+        }
+        if identity.kind == PrincipalKind::Anonymous {
+            return match self.allow_anonymous {
+                true => Ok(()),
+                false => Err(Unmet::new(UnmetReason::AnonymousNotAllowed)),
+            };
+        }
+        self.requirements.check(identity, request, now)
+    }
+
+    /// Every requirement of the route and whether `identity` meets it, the provider first.
+    pub fn explain(
+        &self,
+        identity: &Identity,
+        request: &RequestView<'_>,
+        now: i64,
+    ) -> Vec<ExplainStep> {
+        let mut steps = Vec::new();
+        if let Some(names) = &self.providers {
+            let ok = self.accepts_provider(&identity.provider);
+            steps.push(ExplainStep::new(
+                format!("provider one of [{}]", names.join(", ")),
+                ok,
+                (!ok).then_some(UnmetReason::ProviderNotAllowed.as_str()),
+            ));
+        }
+        if identity.kind == PrincipalKind::Anonymous {
+            let ok = self.allow_anonymous;
+            steps.push(ExplainStep::new(
+                "allow_anonymous".to_owned(),
+                ok,
+                (!ok).then_some(UnmetReason::AnonymousNotAllowed.as_str()),
+            ));
+            return steps;
+        }
+        steps.extend(self.requirements.explain(identity, request, now));
+        steps
+    }
+}
+
+/// The parts a route and the default route share.
+struct RouteParts<'c> {
+    providers: Option<&'c [String]>,
+    allow_anonymous: bool,
+    mode: Mode,
+    require: &'c RequireConfig,
+    deny: &'c DenyConfig,
+}
+
+impl RouteParts<'_> {
+    fn compile(
+        self,
+        problems: &mut Problems,
+        path: &str,
+        provider_names: &[&str],
+        namespaces: &Namespaces,
+    ) -> Route {
+        if let Some(providers) = self.providers {
+            if providers.is_empty() {
+                problems.add(
+                    format!("{path}.providers"),
+                    "must not be empty: omit it to accept every provider",
+                );
+            }
+            for (i, name) in providers.iter().enumerate() {
+                if !provider_names.contains(&name.as_str()) {
+                    problems.add(
+                        format!("{path}.providers[{i}]"),
+                        format!(
+                            "unknown provider `{name}` (configured: {})",
+                            provider_names.join(", ")
+                        ),
+                    );
+                } else if providers[..i].contains(name) {
+                    problems.add(format!("{path}.providers[{i}]"), "is listed twice");
+                }
+            }
+        }
+        let requirements = Requirements::compile(
+            problems,
+            &format!("{path}.require"),
+            self.require,
+            namespaces,
+        );
+        if self.allow_anonymous && !requirements.is_empty() {
+            problems.add(
+                format!("{path}.allow_anonymous"),
+                "cannot be combined with require: an anonymous request has nothing to check",
+            );
+        }
+        Route {
+            name: DEFAULT_ROUTE.into(),
+            matcher: Matcher::default(),
+            providers: self.providers.map(Into::into),
+            allow_anonymous: self.allow_anonymous,
+            mode: self.mode,
+            requirements,
+            deny: DenySettings::compile(problems, &format!("{path}.deny"), self.deny),
+        }
+    }
+}
+
+fn check_route_name(problems: &mut Problems, path: &str, name: &str, seen: &mut HashSet<String>) {
+    let path = format!("{path}.name");
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+    if !valid {
+        problems.add(path, "must be letters, digits, `.`, `_`, `-` or `:`");
+    } else if name == DEFAULT_ROUTE {
+        problems.add(path, "`default` is the name of default_route");
+    } else if !seen.insert(name.to_owned()) {
+        problems.add(path, format!("another route is also named `{name}`"));
+    }
+}
+
+/// Collects problems while a policy is compiled.
+#[derive(Debug, Default)]
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push((path.into(), message.into()));
+    }
+}
+
+/// A lower-case HTTP header field name (RFC 9110 §5.1 token), as Envoy sends them.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde_json::json;
+
+    use super::testing::{identity, policy};
+    use super::*;
+    use crate::request::Headers;
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn view<'a>(method: &'a str, path: &'a str, host: &'a str) -> RequestView<'a> {
+        RequestView::new(method, path, host, Headers::Pairs(&[]), "")
+    }
+
+    const ROUTES: &str = r#"
+routes:
+  - name: kill-switch
+    match: {path: /kill, methods: [POST]}
+    require: {permissions: {all_of: [kill_switch:execute]}}
+  - name: api
+    match: {path_prefix: /api/}
+    providers: [auth0]
+    mode: permissive
+  - name: billing
+    match: {context_extensions: {service: billing}}
+    require: {scopes: {all_of: [billing]}}
+  - name: public
+    match: {path_prefix: /}
+    allow_anonymous: true
+default_route:
+  require: {principal: human}
+"#;
+
+    #[test]
+    fn first_match_wins_else_default() {
+        let p = policy(ROUTES);
+        assert_eq!(p.route(&view("POST", "/kill", "h")).name(), "kill-switch");
+        assert_eq!(p.route(&view("GET", "/kill", "h")).name(), "public");
+        assert_eq!(p.route(&view("POST", "/api/kill", "h")).name(), "api");
+        assert_eq!(p.route(&view("GET", "relative", "h")).name(), "default");
+
+        let billing = HashMap::from([("service".to_owned(), "billing".to_owned())]);
+        let routed = view("GET", "/api/x", "h").with_context_extensions(&billing);
+        assert_eq!(p.route(&routed).name(), "api");
+        let routed = view("GET", "/invoices", "h").with_context_extensions(&billing);
+        assert_eq!(p.route(&routed).name(), "billing");
+    }
+
+    #[test]
+    fn route_settings_and_mode_override() {
+        let p = policy(ROUTES);
+        let api = p.route(&view("GET", "/api/x", "h"));
+        assert_eq!(api.providers(), Some(&["auth0".to_owned()][..]));
+        assert_eq!(api.mode(), Mode::Permissive);
+        assert!(!api.allow_anonymous());
+        let public = p.route(&view("GET", "/x", "h"));
+        assert_eq!(public.providers(), None);
+        assert_eq!(public.mode(), Mode::Enforce);
+        assert!(public.allow_anonymous());
+
+        let global =
+            policy("{mode: permissive, routes: [{name: a, match: {path: /a}, mode: enforce}]}");
+        assert_eq!(global.route(&view("GET", "/a", "h")).mode(), Mode::Enforce);
+        assert_eq!(
+            global.route(&view("GET", "/b", "h")).mode(),
+            Mode::Permissive
+        );
+    }
+
+    #[test]
+    fn empty_policy_is_any_provider_and_no_requirement() {
+        let p = policy("{}");
+        let route = p.route(&view("DELETE", "/anything", "h"));
+        assert_eq!(route.name(), DEFAULT_ROUTE);
+        assert_eq!(route.providers(), None);
+        assert!(!route.allow_anonymous());
+        assert_eq!(
+            route.evaluate(&identity("", json!({})), &view("GET", "/", "h"), NOW),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn evaluate_checks_the_provider_first() {
+        let p = policy(ROUTES);
+        let api = p.route(&view("GET", "/api/x", "h"));
+        let mut github = identity("", json!({}));
+        github.provider = "github".into();
+        let unmet = api
+            .evaluate(&github, &view("GET", "/api/x", "h"), NOW)
+            .unwrap_err();
+        assert_eq!(
+            (unmet.as_str(), unmet.status(), unmet.error_code()),
+            ("provider_not_allowed", 401, "invalid_token")
+        );
+        assert_eq!(
+            api.evaluate(&identity("", json!({})), &view("GET", "/api/x", "h"), NOW),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn anonymous_identities_pass_only_where_allowed() {
+        let p = policy(ROUTES);
+        let nobody = Identity {
+            kind: PrincipalKind::Anonymous,
+            subject: None,
+            ..identity("", json!({}))
+        };
+        let public = view("GET", "/x", "h");
+        assert_eq!(p.route(&public).evaluate(&nobody, &public, NOW), Ok(()));
+        let kill = view("POST", "/kill", "h");
+        let unmet = p.route(&kill).evaluate(&nobody, &kill, NOW).unwrap_err();
+        assert_eq!(
+            (unmet.as_str(), unmet.status()),
+            ("anonymous_not_allowed", 401)
+        );
+        assert_eq!(
+            p.route(&kill).explain(&nobody, &kill, NOW),
+            [ExplainStep::new(
+                "allow_anonymous".into(),
+                false,
+                Some("anonymous_not_allowed")
+            )]
+        );
+    }
+
+    #[test]
+    fn evaluate_answers_403_with_the_missing_permission() {
+        let p = policy(ROUTES);
+        let request = view("POST", "/kill", "h");
+        let unmet = p
+            .route(&request)
+            .evaluate(
+                &identity("", json!({"permissions": ["read:portfolio"]})),
+                &request,
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!(unmet.status(), 403);
+        assert_eq!(unmet.error_code(), "insufficient_scope");
+        assert_eq!(unmet.description(), "the token lacks a required permission");
+        assert_eq!(
+            unmet.challenge_params().collect::<Vec<_>>(),
+            [("scope", "kill_switch:execute")]
+        );
+    }
+
+    #[test]
+    fn explain_shows_tried_routes_and_requirements() {
+        let p = policy(ROUTES);
+        let request = view("GET", "/kill", "h");
+        let choice = p.explain_route(&request);
+        assert_eq!(choice.route, "public");
+        let tried: Vec<(&str, bool)> = choice
+            .tried
+            .iter()
+            .map(|t| (t.route.as_str(), t.matched))
+            .collect();
+        assert_eq!(
+            tried,
+            [
+                ("kill-switch", false),
+                ("api", false),
+                ("billing", false),
+                ("public", true)
+            ]
+        );
+        assert_eq!(
+            choice.tried[0].conditions,
+            [
+                ExplainStep::new("path /kill".into(), true, None),
+                ExplainStep::new("methods POST".into(), false, None),
+            ]
+        );
+        let json = serde_json::to_value(&choice).unwrap();
+        assert_eq!(json["mode"], "enforce");
+        assert_eq!(
+            json["tried"][3]["conditions"][0],
+            json!({"check": "path_prefix /", "passed": true})
+        );
+
+        let api = p.route(&view("GET", "/api/x", "h"));
+        let mut github = identity("", json!({}));
+        github.provider = "github".into();
+        assert_eq!(
+            api.explain(&github, &request, NOW),
+            [ExplainStep::new(
+                "provider one of [auth0]".into(),
+                false,
+                Some("provider_not_allowed")
+            )]
+        );
+    }
+
+    #[test]
+    fn validation_reports_every_problem_with_its_path() {
+        let config: PolicyConfig = serde_yaml_ng::from_str(
+            r#"
+claims_namespace: https://example.com
+routes:
+  - name: a
+    match: {path: /a}
+    providers: [auth0, okta, auth0]
+  - name: a
+    match: {path: /b, path_prefix: /b/}
+    allow_anonymous: true
+    require: {scopes: {all_of: [x]}}
+  - name: default
+    match: {path_glob: '/t/x*/admin'}
+    require: {step_up: {max_age: 0}}
+    deny: {status: 500}
+  - name: "bad name"
+    match: {}
+default_route:
+  providers: []
+"#,
+        )
+        .unwrap();
+        let found = validate(&config, &["auth0", "github"]);
+        let expected = [
+            ("claims_namespace", "must be a URL or URN ending with `/` or `:`, e.g. `https://example.com/` (claim names are appended to it)"),
+            ("routes[0].providers[1]", "unknown provider `okta` (configured: auth0, github)"),
+            ("routes[0].providers[2]", "is listed twice"),
+            ("routes[1].name", "another route is also named `a`"),
+            ("routes[1].match", "give at most one of path, path_prefix, path_glob"),
+            ("routes[1].allow_anonymous", "cannot be combined with require: an anonymous request has nothing to check"),
+            ("routes[2].name", "`default` is the name of default_route"),
+            ("routes[2].match.path_glob", "`*` must be a whole segment, not part of `x*`"),
+            ("routes[2].require.step_up.max_age", "must be at least 1 second"),
+            ("routes[2].deny.status", "must be a 4xx status"),
+            ("routes[3].name", "must be letters, digits, `.`, `_`, `-` or `:`"),
+            ("routes[3].match", "must give at least one of host, path, path_prefix, path_glob, methods, headers, context_extensions (default_route takes every other request)"),
+            ("default_route.providers", "must not be empty: omit it to accept every provider"),
+        ];
+        let found: Vec<(&str, &str)> = found
+            .iter()
+            .map(|(p, m)| (p.as_str(), m.as_str()))
+            .collect();
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = serde_yaml_ng::from_str::<PolicyConfig>(
+            "routes: [{name: a, match: {path: /a}, requires: {}}]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `requires`"), "{err}");
+        let err = serde_yaml_ng::from_str::<PolicyConfig>("{mode: strict}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `strict`"), "{err}");
+    }
+}
