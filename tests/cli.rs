@@ -1,6 +1,8 @@
 //! The `portcullis` binary as an operator uses it: `validate-config`, and the README's dev flow
 //! (`serve --dev`, `token`, `check` and their exit codes, SIGTERM).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -237,4 +239,75 @@ fn dev_server_token_and_check_work_together() {
         assert!(Instant::now() < deadline, "did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn every_example_is_a_valid_config() {
+    for name in [
+        "auth0-trading.yaml",
+        "research-platform.yaml",
+        "service-to-service.yaml",
+    ] {
+        let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        let (code, stdout, _) = run(&["validate-config", &path]);
+        assert_eq!(code, 0, "{name}: {stdout}");
+    }
+}
+
+#[test]
+fn explain_evaluates_offline_with_a_local_key_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::TestKey::rsa("k1");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [key.jwk()]}).to_string()).unwrap();
+    let mut claims = common::claims("https://example.eu.auth0.com/", "https://api.example.com/");
+    claims["sub"] = serde_json::json!("auth0|alice");
+    claims["permissions"] = serde_json::json!(["read:portfolio"]);
+    let token = key.token(&claims);
+    let config = format!("{}/examples/auth0-trading.yaml", env!("CARGO_MANIFEST_DIR"));
+    let auth = format!("authorization: Bearer {token}");
+    let explain = |method: &str, path: &str| {
+        run(&[
+            "explain",
+            "--config",
+            &config,
+            "--jwks",
+            jwks.to_str().unwrap(),
+            "--header",
+            &auth,
+            "--method",
+            method,
+            "--path",
+            path,
+        ])
+    };
+
+    let (code, stdout, stderr) = explain("POST", "/v1/kill-switch");
+    assert_eq!(code, 3, "denied: {stdout}{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["status"], 403);
+    let explanation = &answer["explanation"];
+    assert_eq!(explanation["route"]["route"], "kill-switch");
+    assert_eq!(explanation["reason"], "missing_permission");
+    assert_eq!(explanation["principal"], "auth0|alice");
+    assert_eq!(explanation["providers"][0]["provider"], "auth0");
+    assert!(
+        explanation["requirements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["passed"] == false),
+        "{explanation}"
+    );
+    let tried = explanation["route"]["tried"].as_array().unwrap();
+    assert_eq!(tried.last().unwrap()["route"], "kill-switch");
+    assert!(
+        tried.len() >= 2,
+        "the routes before it were tried and did not match: {tried:?}"
+    );
+
+    let (code, stdout, _) = explain("GET", "/v1/portfolio/positions");
+    assert_eq!(code, 0, "{stdout}");
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["explanation"]["route"]["route"], "read-portfolio");
 }
