@@ -193,23 +193,27 @@ impl Authorizer {
     }
 }
 
-/// 96 random bits, hex: unique per decision and not guessable.
+/// 24 hex digits, unique per decision: a 32-bit nonce drawn once per process, then a 64-bit counter that
+/// starts at a random value. No system call per request; not a secret (it is a correlation id).
 fn decision_id() -> String {
-    let mut bytes = [0u8; 12];
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        // The system RNG failing is not a reason to refuse a request: fall back to time.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        bytes.copy_from_slice(&nanos.to_be_bytes()[4..]);
-    }
-    let mut out = String::with_capacity(24);
-    for b in bytes {
-        use std::fmt::Write as _;
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static STATE: OnceLock<(u32, AtomicU64)> = OnceLock::new();
+    let (nonce, counter) = STATE.get_or_init(|| {
+        let mut seed = [0u8; 12];
+        if aws_lc_rs::rand::fill(&mut seed).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            seed.copy_from_slice(&nanos.to_be_bytes()[4..]);
+        }
+        let nonce = u32::from_be_bytes(seed[..4].try_into().expect("4 bytes"));
+        let start = u64::from_be_bytes(seed[4..].try_into().expect("8 bytes"));
+        (nonce, AtomicU64::new(start))
+    });
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    format!("{nonce:08x}{n:016x}")
 }
 
 fn anonymous_identity() -> Identity {

@@ -218,8 +218,11 @@ pub enum DenyCause {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Denial {
     pub cause: DenyCause,
-    /// The provider that rejected the credential (none when no credential was found).
+    /// The provider that rejected the credential, or that authenticated the principal a policy refused
+    /// (none when no credential was found).
     pub provider: Option<Arc<str>>,
+    /// The principal a policy refused, for the log (none for credential denials).
+    pub principal: Option<Arc<str>>,
     /// The provider's `deny_message`; with no credential, those of every provider that could have taken one.
     pub message: Option<Arc<str>>,
 }
@@ -229,6 +232,7 @@ impl Denial {
         Denial {
             cause: DenyCause::Credential(reason),
             provider: None,
+            principal: None,
             message: None,
         }
     }
@@ -237,6 +241,7 @@ impl Denial {
         Denial {
             cause: DenyCause::Policy(unmet),
             provider: None,
+            principal: None,
             message: None,
         }
     }

@@ -345,6 +345,7 @@ impl Providers {
             return ChainOutcome::Denied(Denial {
                 cause: DenyCause::Credential(reason),
                 provider: Some(Arc::clone(&entry.name)),
+                principal: None,
                 message: entry.deny_message.clone(),
             });
         }
@@ -356,6 +357,7 @@ impl Providers {
             return ChainOutcome::Denied(Denial {
                 cause: DenyCause::Credential(DenyReason::NotAJwt),
                 provider: Some(Arc::clone(&entry.name)),
+                principal: None,
                 message: entry.deny_message.clone(),
             });
         }
@@ -369,6 +371,7 @@ impl Providers {
         ChainOutcome::Denied(Denial {
             cause: DenyCause::Credential(DenyReason::MissingCredential),
             provider: None,
+            principal: None,
             message: self.deny_messages(allowed),
         })
     }

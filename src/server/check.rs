@@ -88,6 +88,7 @@ fn log_verdict(verdict: &Verdict, view: &crate::request::RequestView<'_>) {
             authz.decision_id = id,
             authz.route = route,
             provider.name = denial.provider.as_deref().unwrap_or(""),
+            principal = denial.principal.as_deref().unwrap_or(""),
             http.method = view.method,
             http.path = view.path,
             request.id = view.request_id,

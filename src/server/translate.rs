@@ -172,7 +172,11 @@ pub fn request_view<'a>(
         field(|h| h.path.as_str()),
         field(|h| h.host.as_str()),
         headers,
-        field(|h| h.id.as_str()),
+        // Envoy's `x-request-id` (the id in its access log), else its stream id.
+        match headers.get("x-request-id") {
+            Some(id) => id,
+            None => field(|h| h.id.as_str()),
+        },
     );
     let mut view = match request.attributes.as_ref() {
         Some(a) if !a.context_extensions.is_empty() => {
