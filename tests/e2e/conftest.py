@@ -41,13 +41,44 @@ PORTCULLIS_BIN = Path(os.environ.get("PORTCULLIS_BIN", REPO / "target" / "debug"
 NODE = os.environ.get("NODE", "node")
 
 # Test fixtures of tests/e2e/oidc/server.mjs.
-RESOURCE = "https://api.portcullis.test/"
+RESOURCE = "https://api.portcullis.test/"  # JWT access tokens
+OPAQUE_RESOURCE = "https://opaque.portcullis.test/"  # opaque access tokens (introspection)
 CLIENTS = {
     "e2e-client": ("e2e-client-secret", "basic"),
     "e2e-client-post": ("e2e-client-post-secret", "post"),
 }
-PROVIDER_NAME = "oidc-e2e"
+# The resource server portcullis introspects as (client_secret_basic at oidc-provider).
+INTROSPECTOR = ("e2e-introspector", "e2e-introspector-secret")
+INTROSPECTOR_SECRET_ENV = "E2E_INTROSPECTOR_SECRET"  # how portcullis gets the secret ({env: ...})
+PROVIDER_NAME = "oidc-e2e"  # type: jwt
+INTROSPECTION_PROVIDER_NAME = "oidc-e2e-introspection"  # type: introspection
 REALM = "portcullis"
+
+# The per-route policy of the generated portcullis config (top-level keys). The default route (every
+# other path) has no requirement beyond authentication.
+POLICY = {
+    "routes": [
+        # Envoy's `/admin` route sends check_settings.context_extensions {route: admin}
+        # (deploy/envoy/envoy.yaml); this route matches on that ONLY, never on the path.
+        {
+            "name": "admin",
+            "match": {"context_extensions": {"route": "admin"}},
+            "require": {"scopes": {"all_of": ["admin:data"]}},
+        },
+        {
+            "name": "write",
+            "match": {"path_prefix": "/write"},
+            "require": {"scopes": {"all_of": ["write:data"]}},
+        },
+        # Permissive: what fails goes upstream anyway, marked with x-auth-would-deny.
+        {
+            "name": "preview",
+            "match": {"path_prefix": "/preview"},
+            "mode": "permissive",
+            "require": {"scopes": {"all_of": ["nobody:has-this"]}},
+        },
+    ],
+}
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
@@ -291,6 +322,12 @@ class Echo:
     proc: Proc
     port: int
 
+    def saw(self, marker: str) -> bool:
+        """Whether a request line containing `marker` reached the upstream. The echo server logs each
+        request (line-buffered stderr) before its response goes out, so once the client has an answer
+        that came through the upstream, its line is already in the log."""
+        return marker in self.proc.log_path.read_text(errors="replace")
+
 
 @pytest.fixture(scope="session")
 def echo(logdir) -> Echo:
@@ -311,6 +348,20 @@ class Portcullis:
     grpc_port: int
     admin_port: int
     config_path: Path
+    config: dict
+
+    def explain(self, *args: str) -> dict:
+        """`portcullis explain --config <this config> ARGS…` (offline, same code path): the JSON."""
+        out = subprocess.run(
+            [str(PORTCULLIS_BIN), "explain", "--config", str(self.config_path), *args],
+            capture_output=True, text=True, timeout=30, env={**os.environ, **PORTCULLIS_ENV},
+        )
+        assert out.returncode in (0, 3), f"explain exited {out.returncode}: {out.stderr}"
+        return json.loads(out.stdout)
+
+
+# Environment of every portcullis process (secrets are `{env: NAME}` references in its config).
+PORTCULLIS_ENV = {INTROSPECTOR_SECRET_ENV: INTROSPECTOR[1]}
 
 
 def start_portcullis(logdir: Path, oidc: Oidc, tag: str) -> Portcullis:
@@ -332,8 +383,19 @@ def start_portcullis(logdir: Path, oidc: Oidc, tag: str) -> Portcullis:
                 "audiences": [RESOURCE],
                 "algorithms": ["RS256"],
                 # no jwks_uri: OIDC discovery at <issuer>/.well-known/openid-configuration
-            }
+            },
+            # After the jwt provider: JWS-shaped tokens go to `jwt`, opaque ones here (RFC 7662).
+            {
+                "name": INTROSPECTION_PROVIDER_NAME,
+                "type": "introspection",
+                "endpoint": f"{oidc.issuer}/token/introspection",
+                "client_id": INTROSPECTOR[0],
+                "client_secret": {"env": INTROSPECTOR_SECRET_ENV},
+                "auth_method": "client_secret_basic",
+                "audiences": [OPAQUE_RESOURCE],
+            },
         ],
+        **POLICY,
     }
     config_path = logdir / f"portcullis-{tag}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -345,6 +407,7 @@ def start_portcullis(logdir: Path, oidc: Oidc, tag: str) -> Portcullis:
             "RUST_LOG": os.environ.get("RUST_LOG", "info"),
             "PORTCULLIS_LOG_FORMAT": "text",
             "NO_COLOR": "1",  # plain log files
+            **PORTCULLIS_ENV,
         },
     ).start()
     try:
@@ -354,7 +417,7 @@ def start_portcullis(logdir: Path, oidc: Oidc, tag: str) -> Portcullis:
     except BaseException:
         proc.stop()
         raise
-    return Portcullis(proc, grpc_port, admin_port, config_path)
+    return Portcullis(proc, grpc_port, admin_port, config_path, config)
 
 
 @pytest.fixture(scope="session")

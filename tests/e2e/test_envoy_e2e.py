@@ -3,17 +3,28 @@
 Every test runs once per Envoy version (E2E_ENVOY_VERSIONS, default 1.40.0 and 1.36.4): header
 append semantics changed in Envoy 1.37, so identity-header overwrite is checked on both sides.
 Tokens come from a real OpenID provider (oidc-provider, tests/e2e/oidc/server.mjs); portcullis
-finds its keys by OIDC discovery. Run through scripts/test-e2e.sh.
+finds its keys by OIDC discovery; opaque tokens go to its introspection endpoint. The per-route
+policy under test is conftest.POLICY. Run through scripts/test-e2e.sh.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
+import uuid
 
 import pytest
 
-from conftest import PROVIDER_NAME, REALM, Envoy, start_envoy, start_portcullis
+from conftest import (
+    INTROSPECTION_PROVIDER_NAME,
+    OPAQUE_RESOURCE,
+    PROVIDER_NAME,
+    REALM,
+    Envoy,
+    start_envoy,
+    start_portcullis,
+)
 
 # HTTP codes of envoy.type.v3.StatusCode names used for ext_authz status_on_error.
 STATUS_CODES = {"Forbidden": 403, "InternalServerError": 500, "BadGateway": 502,
@@ -38,6 +49,27 @@ def upstream_headers(resp) -> dict[str, list[str]]:
     body = resp.json()
     assert "headers" in body, f"not the echo upstream: {body!r}"
     return body["headers"]
+
+
+def denial(resp, status: int) -> dict:
+    """The JSON body of a portcullis denial (never the echo upstream's body)."""
+    assert resp.status == status, f"expected {status}, got {resp.status}: {resp.body!r}"
+    body = resp.json()
+    assert "headers" not in body, f"the upstream answered: {body!r}"
+    return body
+
+
+DECISION_ID = re.compile(r"[0-9a-f]{24}")
+
+
+def assert_decision_id(value) -> str:
+    assert isinstance(value, str) and DECISION_ID.fullmatch(value), f"bad decision id {value!r}"
+    return value
+
+
+def marker() -> str:
+    """A unique query value: tells whether this very request reached the upstream (echo log)."""
+    return f"probe={uuid.uuid4().hex}"
 
 
 def ext_authz_config(envoy: Envoy) -> dict:
@@ -113,6 +145,8 @@ def test_other_client_headers_under_prefix_are_removed(envoy, oidc):
                 ("x-auth-role", "admin"),
                 ("x-auth-role", "root"),
                 ("X-Auth-Email", "mallory@example.com"),
+                ("x-auth-would-deny", "spoofed"),
+                ("x-auth-decision-id", "0123456789abcdef01234567"),
                 ("x-not-auth", "kept"),
                 bearer(token),
             ],
@@ -120,10 +154,14 @@ def test_other_client_headers_under_prefix_are_removed(envoy, oidc):
     )
     assert "x-auth-role" not in seen
     assert "x-auth-email" not in seen
+    assert "x-auth-would-deny" not in seen  # an enforced allow carries no would-deny mark
     assert seen.get("x-not-auth") == ["kept"]  # only the prefix is stripped
     assert sorted(h for h in seen if h.startswith("x-auth-")) == [
-        "x-auth-issuer", "x-auth-provider", "x-auth-scopes", "x-auth-subject",
+        "x-auth-client-id", "x-auth-decision-id", "x-auth-issuer", "x-auth-provider",
+        "x-auth-scopes", "x-auth-subject",
     ]
+    (decision_id,) = seen["x-auth-decision-id"]
+    assert assert_decision_id(decision_id) != "0123456789abcdef01234567"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,11 +239,187 @@ def test_portcullis_down_fails_closed(logdir, oidc, echo, envoy_version):
 
 
 # ---------------------------------------------------------------------------------------------
-# TODO(later issue): tests to add here, NOT written yet on purpose (no skipped placeholders):
-#   * 403 insufficient_scope when a route requires a scope the token lacks
-#     (token via oidc.token(scope="read:data"); WWW-Authenticate error="insufficient_scope").
-#   * permissive mode (requests without a token pass through without identity headers).
-#   * context_extensions routing: /admin carries check_settings.context_extensions {route: admin}
-#     in deploy/envoy/envoy.yaml; check that portcullis applies the per-route policy.
-#   * opaque tokens via introspection: oidc-provider issues opaque tokens for resource
-#     https://opaque.portcullis.test/ (client e2e-introspector may call /token/introspection).
+# per-route policy: scopes, Envoy context_extensions (conftest.POLICY)
+
+
+def test_admin_route_without_admin_scope_is_403_insufficient_scope(envoy, echo, oidc):
+    token = oidc.token(scope="read:data")  # no admin:data
+    probe = marker()
+    body = denial(envoy.request(f"/admin/reports?{probe}", headers=[bearer(token)]), 403)
+    assert body.get("error") == "insufficient_scope", body
+    assert not echo.saw(probe), "a denied request reached the upstream"
+
+    resp = envoy.request(f"/admin/reports?{marker()}", headers=[bearer(token)])
+    challenge = resp.header("www-authenticate")
+    assert challenge is not None, resp.headers
+    assert challenge.startswith(f'Bearer realm="{REALM}"'), challenge
+    assert 'error="insufficient_scope"' in challenge, challenge
+    assert 'scope="admin:data"' in challenge, challenge
+
+    # The same token is fine where no route requires admin:data (default route, no requirement).
+    probe = marker()
+    seen = upstream_headers(envoy.request(f"/reports?{probe}", headers=[bearer(token)]))
+    assert seen.get("x-auth-subject") == ["e2e-client"]
+    assert echo.saw(probe), "echo log does not show requests: the not-reached check above is void"
+
+
+def test_admin_route_with_admin_scope_reaches_upstream(envoy, oidc):
+    token = oidc.token(scope="read:data admin:data")
+    resp = envoy.request("/admin/reports", headers=[bearer(token)])
+    seen = upstream_headers(resp)
+    assert resp.json()["path"] == "/admin/reports"
+    assert seen.get("x-auth-subject") == ["e2e-client"]
+    assert "admin:data" in seen["x-auth-scopes"][0].split()
+
+
+def test_context_extensions_select_the_route_policy(envoy, portcullis, oidc):
+    """The `admin` route matches ONLY on Envoy's context_extensions: the same path without them (offline
+    `explain`, or through Envoy on a path its `/admin` route does not take) is the default route."""
+    (admin,) = [r for r in portcullis.config["routes"] if r["name"] == "admin"]
+    assert set(admin["match"]) == {"context_extensions"}, "the admin route must not match on the path"
+    token = oidc.token(scope="read:data")
+
+    # Through Envoy: /admin carries {route: admin} -> the admin route's requirement applies.
+    resp = envoy.request("/admin/x", headers=[bearer(token)])
+    denial(resp, 403)
+    assert 'scope="admin:data"' in resp.header("www-authenticate")
+
+    # Same path, same token, no context extension: portcullis itself takes the default route.
+    offline = portcullis.explain("--path", "/admin/x", "--header", f"authorization: Bearer {token}")
+    assert offline["decision"] == "allowed", offline
+    assert offline["explanation"]["route"]["route"] == "default", offline["explanation"]["route"]
+    with_ext = portcullis.explain(
+        "--path", "/admin/x", "--header", f"authorization: Bearer {token}",
+        "--context-extension", "route=admin",
+    )
+    assert with_ext["status"] == 403 and with_ext["explanation"]["route"]["route"] == "admin"
+
+    # Through Envoy, paths its /admin prefix route does not take get no context extension.
+    for path in ("/x/admin", "/Admin/x"):
+        seen = upstream_headers(envoy.request(path, headers=[bearer(token)]))
+        assert seen.get("x-auth-subject") == ["e2e-client"], path
+
+
+def test_path_route_requires_its_scope(envoy, oidc):
+    read_only = oidc.token(scope="read:data")
+    resp = envoy.request("/write/things", method="POST", headers=[bearer(read_only)], body=b"{}")
+    assert denial(resp, 403).get("error") == "insufficient_scope"
+    assert 'scope="write:data"' in resp.header("www-authenticate")
+
+    writer = oidc.token(scope="read:data write:data")
+    seen = upstream_headers(
+        envoy.request("/write/things", method="POST", headers=[bearer(writer)], body=b"{}")
+    )
+    assert seen.get("x-auth-subject") == ["e2e-client"]
+
+
+# ---------------------------------------------------------------------------------------------
+# permissive mode (route `preview`: requires a scope nobody has)
+
+
+@pytest.mark.parametrize(
+    "spoofed",
+    [[], [("x-auth-would-deny", "none")], [("X-Auth-Would-Deny", "none"), ("x-auth-would-deny", "")]],
+    ids=["no-spoof", "spoofed-once", "spoofed-twice"],
+)
+def test_permissive_route_lets_missing_scope_through_marked(envoy, oidc, spoofed):
+    token = oidc.token(scope="read:data")
+    seen = upstream_headers(envoy.request("/preview/page", headers=[*spoofed, bearer(token)]))
+    assert seen.get("x-auth-would-deny") == ["missing_scope"]  # ours only, never the client's
+    (decision_id,) = seen.get("x-auth-decision-id", [None])
+    assert_decision_id(decision_id)
+    assert seen.get("x-auth-subject") == ["e2e-client"]  # the identity still goes upstream
+
+
+def test_permissive_route_without_token_reaches_upstream_marked(envoy):
+    seen = upstream_headers(
+        envoy.request(
+            "/preview/page",
+            headers=[("x-auth-subject", "mallory"), ("x-auth-would-deny", "none")],
+        )
+    )
+    assert seen.get("x-auth-would-deny") == ["missing_credential"]
+    assert "x-auth-subject" not in seen
+    assert sorted(h for h in seen if h.startswith("x-auth-")) == [
+        "x-auth-decision-id", "x-auth-would-deny",
+    ]
+
+
+def test_enforced_route_is_not_permissive(envoy):
+    """Control for the two tests above: the same request outside /preview is denied."""
+    denial(envoy.request("/page", headers=[("x-auth-would-deny", "none")]), 401)
+
+
+# ---------------------------------------------------------------------------------------------
+# decision ids
+
+
+def test_denials_carry_a_decision_id(envoy, oidc):
+    read_only = oidc.token(scope="read:data")
+    ids = []
+    for path, headers, status in [
+        ("/things", [], 401),  # no credential
+        ("/things", [bearer("a.b.c")], 401),  # invalid JWT
+        ("/write/x", [bearer(read_only)], 403),  # insufficient scope
+    ]:
+        body = denial(envoy.request(path, headers=headers), status)
+        ids.append(assert_decision_id(body.get("decision_id")))
+    assert len(set(ids)) == len(ids), f"decision ids repeat: {ids}"
+
+
+def test_allowed_request_carries_a_decision_id_upstream(envoy, oidc):
+    token = oidc.token()
+    ids = []
+    for _ in range(2):
+        seen = upstream_headers(envoy.request("/things", headers=[bearer(token)]))
+        (decision_id,) = seen.get("x-auth-decision-id", [None])
+        ids.append(assert_decision_id(decision_id))
+    assert ids[0] != ids[1], "one decision id per decision"
+
+
+# ---------------------------------------------------------------------------------------------
+# opaque tokens: the introspection provider (RFC 7662) after the jwt provider
+
+
+@pytest.mark.parametrize("client_id", ["e2e-client", "e2e-client-post"])
+def test_opaque_token_is_accepted_via_introspection(envoy, oidc, client_id):
+    token = oidc.token(client_id, scope="read:data", resource=OPAQUE_RESOURCE)
+    assert token.count(".") != 2, f"expected an opaque token, got a JWS: {token[:20]}…"
+    seen = upstream_headers(envoy.request("/things", headers=[bearer(token)]))
+    assert seen.get("x-auth-provider") == [INTROSPECTION_PROVIDER_NAME]
+    assert seen.get("x-auth-subject") == [client_id]
+    assert seen.get("x-auth-scopes") == ["read:data"]
+    assert seen.get("x-auth-issuer") == [oidc.issuer]
+
+
+def test_opaque_token_meets_route_policy(envoy, oidc):
+    read_only = oidc.token(scope="read:data", resource=OPAQUE_RESOURCE)
+    resp = envoy.request("/write/x", headers=[bearer(read_only)])
+    assert denial(resp, 403).get("error") == "insufficient_scope"
+    writer = oidc.token(scope="write:data", resource=OPAQUE_RESOURCE)
+    seen = upstream_headers(envoy.request("/write/x", headers=[bearer(writer)]))
+    assert seen.get("x-auth-provider") == [INTROSPECTION_PROVIDER_NAME]
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        lambda oidc: "Zm9vYmFyYmF6cXV4cXV1eHF1dXpxdXV4cXV1eHF1dXpx",  # unknown to the provider
+        lambda oidc: oidc.token(scope="read:data", resource=None),  # active, no audience
+    ],
+    ids=["unknown", "no-audience"],
+)
+def test_bad_opaque_token_is_401_invalid_token(envoy, oidc, make_token):
+    token = make_token(oidc)
+    assert token.count(".") != 2
+    resp = envoy.request("/things", headers=[bearer(token)])
+    assert denial(resp, 401).get("error") == "invalid_token"
+    challenge = resp.header("www-authenticate")
+    assert challenge is not None and 'error="invalid_token"' in challenge, resp.headers
+
+
+def test_jwt_is_still_validated_by_the_jwt_provider(envoy, oidc):
+    token = oidc.token(scope="read:data")  # resource https://api.portcullis.test/: a JWT
+    assert token.count(".") == 2
+    seen = upstream_headers(envoy.request("/things", headers=[bearer(token)]))
+    assert seen.get("x-auth-provider") == [PROVIDER_NAME]
