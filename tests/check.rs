@@ -799,3 +799,72 @@ async fn a_local_jwks_file_needs_no_fetch() {
         "unknown key",
     );
 }
+
+#[tokio::test]
+async fn grpc_reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let s = setup().await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", s.server.grpc)).unwrap();
+    let mut client = ServerReflectionClient::new(channel.connect().await.unwrap());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("expected a service list: {answer:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"envoy.service.auth.v3.Authorization".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn cache_control_max_age_sets_the_refresh_within_bounds() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    // The IdP asks for a refresh after 1 s, but the minimum bound is 2 s: about 3 fetches in 5 s, not 5.
+    idp.set_cache_control(Some("public, max-age=1"));
+    let server = TestServer::start(&config(
+        &idp,
+        "    jwks: {refresh_seconds: 60, min_refresh_seconds: 2, max_refresh_seconds: 60}",
+    ))
+    .await
+    .ready()
+    .await;
+    let start = idp.jwks_hits();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let fetched = idp.jwks_hits() - start;
+    assert!(
+        (1..=3).contains(&fetched),
+        "fetched {fetched} times in 4.5 s with a 2 s floor"
+    );
+
+    // Without max-age the configured refresh (60 s) applies: no fetch in the next 2.5 s.
+    idp.set_cache_control(None);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let settled = idp.jwks_hits();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        idp.jwks_hits(),
+        settled,
+        "refresh_seconds applies when the IdP gives no max-age"
+    );
+    drop(server);
+}

@@ -123,6 +123,7 @@ fn dev_server_token_and_check_work_together() {
             "--state-dir",
             state,
         ])
+        .env("RUST_LOG", "debug")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -144,7 +145,16 @@ fn dev_server_token_and_check_work_together() {
             admin = rest.split_whitespace().next().unwrap().to_owned();
         }
     }
-    std::thread::spawn(move || for _ in lines {});
+    // Keep every later log line, to prove no credential is ever logged.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
     let addr = format!("http://{grpc}");
 
     // Ready once it has fetched its own key set from the admin port.
@@ -218,6 +228,22 @@ fn dev_server_token_and_check_work_together() {
     ]);
     assert_eq!(code, 3, "{stdout}");
     assert!(stdout.contains("invalid_token"), "{stdout}");
+
+    // Every decision was logged (debug level here), and no token or part of one ever was.
+    std::thread::sleep(Duration::from_millis(200));
+    let logged = log.lock().unwrap().clone();
+    assert!(
+        logged.contains("authz.decision"),
+        "decisions are logged: {logged}"
+    );
+    for secret in [token, wrong_aud.trim()] {
+        let signature = secret.rsplit('.').next().unwrap();
+        assert!(!logged.contains(signature), "a token signature was logged");
+        assert!(
+            !logged.contains(secret.split('.').nth(1).unwrap()),
+            "a token payload was logged"
+        );
+    }
 
     // Could not ask: nothing listens there.
     let (code, _, stderr) = run(&["check", "--addr", "http://127.0.0.1:1"]);

@@ -948,3 +948,100 @@ fn check_url(problems: &mut Problems, field: &str, url: &str, allow_plain_http: 
         problems.add(field, "has no host");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn problems(providers: &str) -> Vec<String> {
+        Config::from_yaml_str(&format!("providers:\n{providers}"))
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn each_kind_checks_its_settings() {
+        let found = problems(
+            "  - {name: i, type: introspection, endpoint: 'http://idp.example/introspect', client_id: '', client_secret: {env: X}}
+  - {name: w, type: webhook, endpoint: 'ftp://x/', upstream: {timeout_seconds: 0}}
+  - {name: k, type: api_key, keys: [{sha256: 'not-hex', principal: ci}]}
+  - {name: e, type: api_key}
+  - {name: m, type: mtls, trust_domains: ['spiffe://cluster.local']}
+  - {name: c, type: api_key, credential: {header: x-key, cookie: k}, keys_file: /k}
+  - {name: t, type: mtls, credential: {header: x-key}}
+  - {name: g, type: github, api_base: 'https://api.github.com', claims_mapping: {login: subject}}",
+        );
+        let has = |needle: &str| found.iter().any(|p| p.starts_with(needle));
+        assert!(
+            has("providers[0].endpoint: plain http is only allowed to loopback"),
+            "{found:?}"
+        );
+        assert!(
+            has("providers[0].client_id: must not be empty"),
+            "{found:?}"
+        );
+        assert!(
+            has("providers[1].endpoint: scheme `ftp` is not supported"),
+            "{found:?}"
+        );
+        assert!(
+            has("providers[1].upstream.timeout_seconds: must be between 1 and 60"),
+            "{found:?}"
+        );
+        assert!(
+            has("providers[2].keys[0].sha256: must be 64 hex digits"),
+            "{found:?}"
+        );
+        assert!(
+            has("providers[3]: an api_key provider needs `keys` or `keys_file`"),
+            "{found:?}"
+        );
+        assert!(
+            has("providers[4].trust_domains[0]: must be a bare trust domain"),
+            "{found:?}"
+        );
+        assert!(
+            has("providers[5].credential: set exactly one of"),
+            "{found:?}"
+        );
+        assert!(
+            has("providers[6].credential: a `mtls` provider reads no credential"),
+            "{found:?}"
+        );
+        assert!(
+            has("providers[7].claims_mapping.login: `x-auth-subject` is set by portcullis itself"),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 10, "{found:?}");
+    }
+
+    #[test]
+    fn credential_locations_parse() {
+        use super::CredentialLocation;
+        let config = Config::from_yaml_str(
+            "providers:
+  - {name: a, type: api_key, keys_file: /k, credential: {header: X-Api-Key}}
+  - {name: b, type: api_key, keys_file: /k, credential: {header: authorization, scheme: token}}
+  - {name: c, type: api_key, keys_file: /k, credential: {query: api_key}}",
+        )
+        .unwrap();
+        assert_eq!(
+            config.providers[0].credential,
+            CredentialLocation::Header {
+                name: "x-api-key".into(),
+                scheme: None
+            }
+        );
+        assert_eq!(
+            config.providers[1].credential.challenge_scheme(),
+            Some("token")
+        );
+        assert_eq!(
+            config.providers[2].credential,
+            CredentialLocation::Query("api_key".into())
+        );
+    }
+}
