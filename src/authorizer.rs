@@ -4,14 +4,11 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{Config, SecretSource};
-use crate::decision::{
-    Decision, Denial, DenyCause, DenyReason, Explanation, Identity, PrincipalKind, Verdict,
-};
+use crate::decision::{Decision, Denial, DenyCause, DenyReason, Explanation, Identity, Verdict};
 use crate::metrics::Metrics;
 use crate::policy::{Mode, Policy};
 use crate::providers::{BuildError, ChainOutcome, Providers};
@@ -75,7 +72,10 @@ impl Authorizer {
             providers,
             policy,
             route_providers,
-            anonymous: Arc::new(anonymous_identity()),
+            anonymous: Arc::new(crate::providers::anonymous(
+                &Arc::from("anonymous"),
+                "anonymous",
+            )),
             metrics: Metrics::default(),
             clock,
         })
@@ -214,23 +214,6 @@ fn decision_id() -> String {
     });
     let n = counter.fetch_add(1, Ordering::Relaxed);
     format!("{nonce:08x}{n:016x}")
-}
-
-fn anonymous_identity() -> Identity {
-    let mut claims = Map::new();
-    claims.insert("sub".into(), Value::from("anonymous"));
-    Identity {
-        provider: Arc::from("anonymous"),
-        subject: Some("anonymous".to_owned()),
-        kind: PrincipalKind::Anonymous,
-        client_id: None,
-        attributes: Default::default(),
-        issuer: Arc::from(""),
-        scopes: String::new(),
-        headers: Vec::new(),
-        claims,
-        expires_at: i64::MAX,
-    }
 }
 
 /// The HTTP client for IdP requests: rustls with the platform's roots, a bounded connect time and few

@@ -115,11 +115,9 @@ struct TokenArgs {
     state_dir: PathBuf,
 }
 
+/// The request to decide, as Envoy would describe it.
 #[derive(Args)]
-struct CheckArgs {
-    /// The portcullis gRPC address.
-    #[arg(long, default_value = "http://127.0.0.1:9001")]
-    addr: String,
+struct RequestArgs {
     /// A request header, `name: value`; repeat for more.
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     headers: Vec<String>,
@@ -133,6 +131,41 @@ struct CheckArgs {
     /// An Envoy per-route context extension, `key=value` (selects routes that match on it); repeatable.
     #[arg(long = "context-extension", value_name = "KEY=VALUE")]
     context_extensions: Vec<String>,
+}
+
+impl RequestArgs {
+    /// The request, asking for its explanation when `explain`.
+    fn ask<'a>(
+        &'a self,
+        addr: &'a str,
+        headers: &'a mut Vec<String>,
+        explain: bool,
+    ) -> portcullis::client::Ask<'a> {
+        headers.extend(self.headers.iter().cloned());
+        if explain {
+            headers.push(format!(
+                "{}: true",
+                portcullis::server::check::EXPLAIN_HEADER
+            ));
+        }
+        portcullis::client::Ask {
+            addr,
+            headers,
+            method: &self.method,
+            path: &self.path,
+            host: &self.host,
+            context_extensions: &self.context_extensions,
+        }
+    }
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The portcullis gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:9001")]
+    addr: String,
+    #[command(flatten)]
+    request: RequestArgs,
     /// Ask the server for the decision's explanation (needs `server.allow_explain` on the server).
     #[arg(long)]
     explain: bool,
@@ -146,19 +179,8 @@ struct ExplainArgs {
     /// Use this JWKS file for every `jwt` provider instead of fetching keys.
     #[arg(long)]
     jwks: Option<PathBuf>,
-    /// A request header, `name: value`; repeat for more.
-    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
-    headers: Vec<String>,
-    #[arg(long, default_value = "GET")]
-    method: String,
-    /// The request path, with its query string.
-    #[arg(long, default_value = "/")]
-    path: String,
-    #[arg(long, default_value = "localhost")]
-    host: String,
-    /// An Envoy per-route context extension, `key=value`; repeatable.
-    #[arg(long = "context-extension", value_name = "KEY=VALUE")]
-    context_extensions: Vec<String>,
+    #[command(flatten)]
+    request: RequestArgs,
 }
 
 #[derive(Args)]
@@ -403,21 +425,8 @@ fn hash_key(args: HashKeyArgs) -> anyhow::Result<()> {
 }
 
 async fn check(args: CheckArgs) -> ExitCode {
-    let mut headers = args.headers.clone();
-    if args.explain {
-        headers.push(format!(
-            "{}: true",
-            portcullis::server::check::EXPLAIN_HEADER
-        ));
-    }
-    let ask = portcullis::client::Ask {
-        addr: &args.addr,
-        headers: &headers,
-        method: &args.method,
-        path: &args.path,
-        host: &args.host,
-        context_extensions: &args.context_extensions,
-    };
+    let mut headers = Vec::new();
+    let ask = args.request.ask(&args.addr, &mut headers, args.explain);
     print_answer(portcullis::client::ask(&ask).await)
 }
 
@@ -481,19 +490,8 @@ async fn explain_answer(
         eprintln!("warning: some providers' keys could not be loaded within 10 s; their tokens cannot be decided");
     }
     let app = Arc::new(App::new(&config, authorizer, None));
-    let mut headers = args.headers.clone();
-    headers.push(format!(
-        "{}: true",
-        portcullis::server::check::EXPLAIN_HEADER
-    ));
-    let ask = portcullis::client::Ask {
-        addr: "",
-        headers: &headers,
-        method: &args.method,
-        path: &args.path,
-        host: &args.host,
-        context_extensions: &args.context_extensions,
-    };
+    let mut headers = Vec::new();
+    let ask = args.request.ask("", &mut headers, true);
     let request = portcullis::client::check_request(&ask)?;
     let response = portcullis::server::check::CheckService::new(app)
         .check(tonic::Request::new(request))

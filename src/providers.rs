@@ -27,7 +27,6 @@ pub mod webhook;
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use self::jwks::{AlgSet, KeySet, KeyStore};
@@ -440,20 +439,11 @@ fn jwt_key_store(
     })
 }
 
-/// The identity of an `anonymous` provider.
-fn anonymous(provider: &Arc<str>, principal: &str) -> Identity {
-    let mut claims = Map::new();
-    claims.insert("sub".into(), Value::from(principal));
-    Identity {
-        provider: Arc::clone(provider),
-        subject: Some(principal.to_owned()),
-        kind: PrincipalKind::Anonymous,
-        client_id: None,
-        attributes: Default::default(),
-        issuer: Arc::from(""),
-        scopes: String::new(),
-        headers: Vec::new(),
-        claims,
-        expires_at: i64::MAX,
-    }
+/// The identity of a request with no credential: an `anonymous` provider's, or on a route that allows
+/// anonymous access, the built-in one.
+pub fn anonymous(provider: &Arc<str>, principal: &str) -> Identity {
+    jwt::ClaimsSettings::default().principal_identity(
+        provider,
+        jwt::Principal::new(principal, PrincipalKind::Anonymous),
+    )
 }

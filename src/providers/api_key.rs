@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use super::http::digest;
+use super::jwt::{ClaimsSettings, Principal};
 use super::Outcome;
 use crate::config::providers::{ApiKeyConfig, ApiKeyEntry, KindName};
 use crate::decision::{DenyReason, Identity, PrincipalKind};
@@ -60,7 +60,7 @@ pub struct ApiKeys {
     fixed: Vec<ApiKeyEntry>,
     file: Option<PathBuf>,
     reload: Duration,
-    mapping: Box<[(Box<str>, Box<str>)]>,
+    claims: ClaimsSettings,
     keys: ArcSwap<Vec<Key>>,
 }
 
@@ -76,10 +76,7 @@ impl ApiKeys {
             fixed: config.keys.clone(),
             file: config.keys_file.clone(),
             reload: Duration::from_secs(config.reload_seconds),
-            mapping: claims_mapping
-                .iter()
-                .map(|(c, a)| (Box::from(c.as_str()), Box::from(a.as_str())))
-                .collect(),
+            claims: ClaimsSettings::mapping_only(claims_mapping),
             keys: ArcSwap::from_pointee(Vec::new()),
         };
         let from_file = match &provider.file {
@@ -106,38 +103,17 @@ impl ApiKeys {
     }
 
     fn identity(&self, entry: &ApiKeyEntry) -> Identity {
-        let mut claims = Map::new();
-        claims.insert("sub".into(), Value::from(entry.principal.as_str()));
-        for (name, values) in &entry.attributes {
-            claims.insert(name.clone(), Value::from(values.values()));
-        }
-        let mut attributes: BTreeMap<String, Vec<String>> = entry
+        let kind = match entry.kind {
+            KindName::Human => PrincipalKind::Human,
+            KindName::Machine => PrincipalKind::Machine,
+        };
+        let mut principal = Principal::new(entry.principal.as_str(), kind);
+        principal.attributes = entry
             .attributes
             .iter()
             .map(|(name, values)| (name.clone(), values.values()))
             .collect();
-        for (name, values) in super::jwt::map_claims(&self.mapping, &claims) {
-            attributes.entry(name).or_default().extend(values);
-        }
-        let scopes = attributes
-            .get("scopes")
-            .map(|s| s.join(" "))
-            .unwrap_or_default();
-        Identity {
-            provider: Arc::clone(&self.name),
-            subject: Some(entry.principal.clone()),
-            kind: match entry.kind {
-                KindName::Human => PrincipalKind::Human,
-                KindName::Machine => PrincipalKind::Machine,
-            },
-            client_id: None,
-            attributes,
-            issuer: Arc::from(""),
-            scopes,
-            headers: Vec::new(),
-            claims,
-            expires_at: i64::MAX,
-        }
+        self.claims.principal_identity(&self.name, principal)
     }
 
     /// Looks the key up by digest, comparing against every key in constant time.

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::http::{digest, read_bounded, result_cache, ResultCache, Timed, UpstreamError};
+use super::jwt::{ClaimsSettings, Principal};
 use super::Outcome;
 use crate::config::providers::GithubConfig;
 use crate::config::ProviderConfig;
@@ -28,7 +29,7 @@ pub struct Github {
     ttl: Duration,
     timeout: Duration,
     max_body: usize,
-    mapping: Box<[(Box<str>, Box<str>)]>,
+    claims: ClaimsSettings,
     http: reqwest::Client,
     cache: ResultCache<Answer>,
 }
@@ -61,11 +62,7 @@ impl Github {
             ttl: Duration::from_secs(config.cache_ttl_seconds),
             timeout: Duration::from_secs(config.upstream.timeout_seconds),
             max_body: config.upstream.max_response_bytes,
-            mapping: common
-                .claims_mapping
-                .iter()
-                .map(|(c, a)| (Box::from(c.as_str()), Box::from(a.as_str())))
-                .collect(),
+            claims: ClaimsSettings::mapping_only(&common.claims_mapping),
             http,
             cache: result_cache(config.upstream.cache_max_entries),
         }
@@ -160,35 +157,20 @@ impl Github {
     }
 
     fn identity(&self, user: User, orgs: Vec<String>) -> Identity {
-        let mut claims = Map::new();
-        claims.insert("sub".into(), Value::from(user.login.as_str()));
-        claims.insert("login".into(), Value::from(user.login.as_str()));
-        claims.insert("id".into(), Value::from(user.id));
-        if let Some(name) = &user.name {
-            claims.insert("name".into(), Value::from(name.as_str()));
-        }
-        claims.insert("orgs".into(), Value::from(orgs.clone()));
-        let mut attributes = BTreeMap::from([
+        let mut principal = Principal::new(user.login.as_str(), PrincipalKind::Human);
+        principal.issuer = Arc::from(self.api_base.as_str());
+        principal.attributes = BTreeMap::from([
             ("login".to_owned(), vec![user.login.clone()]),
             ("id".to_owned(), vec![user.id.to_string()]),
         ]);
         if self.fetch_orgs {
-            attributes.insert("orgs".to_owned(), orgs);
+            principal.attributes.insert("orgs".to_owned(), orgs.clone());
         }
-        for (name, values) in super::jwt::map_claims(&self.mapping, &claims) {
-            attributes.entry(name).or_default().extend(values);
+        principal.claims.insert("id".into(), Value::from(user.id));
+        principal.claims.insert("orgs".into(), Value::from(orgs));
+        if let Some(name) = user.name {
+            principal.claims.insert("name".into(), Value::from(name));
         }
-        Identity {
-            provider: Arc::clone(&self.name),
-            subject: Some(user.login),
-            kind: PrincipalKind::Human,
-            client_id: None,
-            attributes,
-            issuer: Arc::from(self.api_base.as_str()),
-            scopes: String::new(),
-            headers: Vec::new(),
-            claims,
-            expires_at: i64::MAX,
-        }
+        self.claims.principal_identity(&self.name, principal)
     }
 }

@@ -178,6 +178,62 @@ impl ClaimsSettings {
         }
     }
 
+    /// Settings with a `claims_mapping` only (the providers that set no claim headers).
+    pub fn mapping_only(
+        claims_mapping: &std::collections::BTreeMap<String, String>,
+    ) -> ClaimsSettings {
+        ClaimsSettings::new(&Default::default(), claims_mapping)
+    }
+
+    /// The identity of a provider that names its principal itself (API keys, webhooks, GitHub, mTLS,
+    /// anonymous): the principal is `sub`, the provider's attributes are also claims (as arrays), the
+    /// `claims_mapping` adds to them, and `scopes` is the `scopes` attribute.
+    pub fn principal_identity(&self, provider: &Arc<str>, principal: Principal) -> Identity {
+        let Principal {
+            name,
+            kind,
+            issuer,
+            attributes,
+            mut claims,
+        } = principal;
+        claims.insert("sub".into(), Value::from(name.as_str()));
+        let mut attributes: std::collections::BTreeMap<String, Vec<String>> = attributes
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.into_iter()
+                        .filter(|v| header_safe(v) && !v.contains(','))
+                        .collect(),
+                )
+            })
+            .collect();
+        for (k, v) in &attributes {
+            claims
+                .entry(k.clone())
+                .or_insert_with(|| Value::from(v.clone()));
+        }
+        for (k, v) in map_claims(&self.mapping, &claims) {
+            attributes.entry(k).or_default().extend(v);
+        }
+        let scopes = attributes
+            .get("scopes")
+            .map(|s| s.join(" "))
+            .unwrap_or_default();
+        Identity {
+            provider: Arc::clone(provider),
+            subject: Some(name),
+            kind,
+            client_id: None,
+            attributes,
+            issuer,
+            scopes,
+            headers: Vec::new(),
+            claims,
+            expires_at: i64::MAX,
+        }
+    }
+
     /// Builds the identity of verified claims (a JWT payload, an introspection answer, …).
     pub fn identity(
         &self,
@@ -215,6 +271,30 @@ impl ClaimsSettings {
             headers,
             claims,
             expires_at,
+        }
+    }
+}
+
+/// What a provider that names its principal itself knows of it.
+pub struct Principal {
+    pub name: String,
+    pub kind: PrincipalKind,
+    /// Empty when the provider has no issuer (API keys, mTLS).
+    pub issuer: Arc<str>,
+    /// The provider's own attributes (sent as `<prefix><name>` headers, also claims).
+    pub attributes: std::collections::BTreeMap<String, Vec<String>>,
+    /// Further claims for policy and metadata (e.g. GitHub's numeric `id`).
+    pub claims: Map<String, Value>,
+}
+
+impl Principal {
+    pub fn new(name: impl Into<String>, kind: PrincipalKind) -> Principal {
+        Principal {
+            name: name.into(),
+            kind,
+            issuer: Arc::from(""),
+            attributes: Default::default(),
+            claims: Map::new(),
         }
     }
 }

@@ -3,12 +3,12 @@
 //! certificate as URL-encoded PEM in `source.certificate`. portcullis does no TLS itself: it trusts what
 //! Envoy verified, and narrows it to the configured trust domains and SAN patterns.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use x509_parser::extensions::GeneralName;
 
+use super::jwt::{ClaimsSettings, Principal};
 use super::Outcome;
 use crate::config::providers::MtlsConfig;
 use crate::config::ProviderConfig;
@@ -19,7 +19,7 @@ pub struct Mtls {
     name: Arc<str>,
     trust_domains: Vec<String>,
     san_patterns: Vec<Vec<String>>,
-    mapping: Box<[(Box<str>, Box<str>)]>,
+    claims: ClaimsSettings,
 }
 
 impl Mtls {
@@ -32,11 +32,7 @@ impl Mtls {
                 .iter()
                 .map(|p| p.split('/').map(str::to_owned).collect())
                 .collect(),
-            mapping: common
-                .claims_mapping
-                .iter()
-                .map(|(c, a)| (Box::from(c.as_str()), Box::from(a.as_str())))
-                .collect(),
+            claims: ClaimsSettings::mapping_only(&common.claims_mapping),
         }
     }
 
@@ -78,32 +74,20 @@ impl Mtls {
         domain_ok && pattern_ok
     }
 
-    fn identity(&self, principal: String, sans: Vec<String>) -> Identity {
-        let mut claims = Map::new();
-        claims.insert("sub".into(), Value::from(principal.as_str()));
-        let mut attributes = BTreeMap::new();
-        if let Some(domain) = spiffe_trust_domain(&principal) {
-            claims.insert("spiffe_trust_domain".into(), Value::from(domain));
-            attributes.insert("spiffe-trust-domain".to_owned(), vec![domain.to_owned()]);
+    fn identity(&self, name: String, sans: Vec<String>) -> Identity {
+        let mut principal = Principal::new(name.as_str(), PrincipalKind::Machine);
+        if let Some(domain) = spiffe_trust_domain(&name) {
+            principal
+                .attributes
+                .insert("spiffe-trust-domain".to_owned(), vec![domain.to_owned()]);
+            principal
+                .claims
+                .insert("spiffe_trust_domain".into(), Value::from(domain));
         }
         if !sans.is_empty() {
-            claims.insert("sans".into(), Value::from(sans.clone()));
+            principal.claims.insert("sans".into(), Value::from(sans));
         }
-        for (name, values) in super::jwt::map_claims(&self.mapping, &claims) {
-            attributes.entry(name).or_default().extend(values);
-        }
-        Identity {
-            provider: Arc::clone(&self.name),
-            subject: Some(principal),
-            kind: PrincipalKind::Machine,
-            client_id: None,
-            attributes,
-            issuer: Arc::from(""),
-            scopes: String::new(),
-            headers: Vec::new(),
-            claims,
-            expires_at: i64::MAX,
-        }
+        self.claims.principal_identity(&self.name, principal)
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::http::{digest, read_bounded, result_cache, ResultCache, Timed, UpstreamError};
+use super::jwt::{ClaimsSettings, Principal};
 use super::Outcome;
 use crate::config::providers::WebhookConfig;
 use crate::config::{CredentialLocation, ProviderConfig};
@@ -33,7 +34,7 @@ pub struct Webhook {
     cache_ttl: Duration,
     timeout: Duration,
     max_body: usize,
-    mapping: Box<[(Box<str>, Box<str>)]>,
+    claims: ClaimsSettings,
     http: reqwest::Client,
     cache: Option<ResultCache<Answer>>,
 }
@@ -62,11 +63,7 @@ impl Webhook {
             cache_ttl,
             timeout: Duration::from_secs(config.upstream.timeout_seconds),
             max_body: config.upstream.max_response_bytes,
-            mapping: common
-                .claims_mapping
-                .iter()
-                .map(|(c, a)| (Box::from(c.as_str()), Box::from(a.as_str())))
-                .collect(),
+            claims: ClaimsSettings::mapping_only(&common.claims_mapping),
             http,
             cache: (!cache_ttl.is_zero()).then(|| result_cache(config.upstream.cache_max_entries)),
         })
@@ -159,41 +156,8 @@ impl Webhook {
     }
 
     fn identity(&self, answer: AuthResponse) -> Identity {
-        let attributes = answer.attributes.unwrap_or_default();
-        let mut claims = Map::new();
-        claims.insert("sub".into(), Value::from(answer.principal.as_str()));
-        for (name, values) in &attributes {
-            claims.insert(name.clone(), Value::from(values.clone()));
-        }
-        let mut attributes: BTreeMap<String, Vec<String>> = attributes
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k,
-                    v.into_iter()
-                        .filter(|v| super::jwt::header_safe(v) && !v.contains(','))
-                        .collect(),
-                )
-            })
-            .collect();
-        for (name, values) in super::jwt::map_claims(&self.mapping, &claims) {
-            attributes.entry(name).or_default().extend(values);
-        }
-        let scopes = attributes
-            .get("scopes")
-            .map(|s| s.join(" "))
-            .unwrap_or_default();
-        Identity {
-            provider: Arc::clone(&self.name),
-            subject: Some(answer.principal),
-            kind: PrincipalKind::Human,
-            client_id: None,
-            attributes,
-            issuer: Arc::from(""),
-            scopes,
-            headers: Vec::new(),
-            claims,
-            expires_at: i64::MAX,
-        }
+        let mut principal = Principal::new(answer.principal, PrincipalKind::Human);
+        principal.attributes = answer.attributes.unwrap_or_default();
+        self.claims.principal_identity(&self.name, principal)
     }
 }
