@@ -86,12 +86,7 @@ pub async fn run(
     app.authorizer.spawn_background(&background);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health
-        .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-        .await;
+    set_readiness(&health, ServingStatus::NotServing).await;
     health
         .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
         .await;
@@ -104,10 +99,7 @@ pub async fn run(
             while !app.ready() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            health.set_service_status("", ServingStatus::Serving).await;
-            health
-                .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-                .await;
+            set_readiness(&health, ServingStatus::Serving).await;
             tracing::info!("every provider is ready: health is SERVING");
         })
     };
@@ -143,12 +135,7 @@ pub async fn run(
     );
     app.draining.store(true, Ordering::Relaxed);
     readiness.abort();
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health
-        .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-        .await;
+    set_readiness(&health, ServingStatus::NotServing).await;
     tokio::time::sleep(app.drain).await;
 
     stop_servers.cancel();
@@ -159,4 +146,10 @@ pub async fn run(
     admin_result.unwrap_or(Ok(()))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Readiness is reported twice: for the whole server (`""`, what probes and Envoy ask) and by name.
+async fn set_readiness(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(SERVICE_NAME, status).await;
 }
