@@ -219,16 +219,7 @@ async fn webhook_in_llama_stack_format() {
         ("cookie", "session=secret"),
         ("x-trace", "abc"),
     ]);
-    req.attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
-        .unwrap()
-        .path = "/v1/models?limit=5&tag=a&tag=b".into();
+    http_of(&mut req).path = "/v1/models?limit=5&tag=a&tag=b".into();
     let response = server
         .client()
         .await
@@ -611,16 +602,7 @@ async fn credential_locations_cookie_query_and_conflicts() {
     );
 
     let mut req = request(&[]);
-    req.attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
-        .unwrap()
-        .path = "/x?api_key=q-1".into();
+    http_of(&mut req).path = "/x?api_key=q-1".into();
     let query = server
         .client()
         .await
@@ -640,16 +622,7 @@ async fn credential_locations_cookie_query_and_conflicts() {
     );
 
     // Two different credentials for one provider: invalid_request, 400.
-    req.attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
-        .unwrap()
-        .path = "/x?api_key=q-1&api_key=q-2".into();
+    http_of(&mut req).path = "/x?api_key=q-1&api_key=q-2".into();
     let twice = server.client().await.check(req).await.unwrap().into_inner();
     assert_eq!(denied(&twice).status.as_ref().unwrap().code, 400);
     assert_eq!(body(&twice)["error"], "invalid_request");

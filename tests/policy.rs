@@ -58,19 +58,7 @@ fn merge(mut base: Value, extra: Value) -> Value {
 async fn call(server: &TestServer, method: &str, path: &str, token: Option<&str>) -> CheckResponse {
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
-    let mut req = request(&headers);
-    let http = req
-        .attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
-        .unwrap();
-    http.method = method.into();
-    http.path = path.into();
+    let req = request_to(method, path, &headers);
     server.client().await.check(req).await.unwrap().into_inner()
 }
 
@@ -85,6 +73,18 @@ fn challenge(response: &CheckResponse) -> String {
     header(&denied(response).headers, "www-authenticate")
         .unwrap()
         .to_owned()
+}
+
+/// Asserts the response's status and that its challenge contains every part.
+fn assert_denied(response: &CheckResponse, status_code: u16, parts: &[&str]) {
+    assert_eq!(status(response), status_code, "{response:?}");
+    let challenge = challenge(response);
+    for part in parts {
+        assert!(
+            challenge.contains(part),
+            "{challenge} should contain {part}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -111,18 +111,15 @@ async fn auth0_trading_permissions_step_up_and_organizations() {
 
     let no_permission = key.token(&human(&idp, &["read:portfolio"], fresh_mfa));
     let r = call(&server, "POST", "/v1/kill-switch", Some(&no_permission)).await;
-    assert_eq!(status(&r), 403);
+    assert_denied(
+        &r,
+        403,
+        &[
+            "error=\"insufficient_scope\"",
+            "scope=\"kill_switch:execute\"",
+        ],
+    );
     assert_eq!(r.status.as_ref().unwrap().code, 7, "PERMISSION_DENIED");
-    assert!(
-        challenge(&r).contains("error=\"insufficient_scope\""),
-        "{}",
-        challenge(&r)
-    );
-    assert!(
-        challenge(&r).contains("scope=\"kill_switch:execute\""),
-        "{}",
-        challenge(&r)
-    );
 
     let stale = key.token(&human(
         &idp,
@@ -130,16 +127,13 @@ async fn auth0_trading_permissions_step_up_and_organizations() {
         json!({"amr": ["mfa"], "auth_time": now - 600}),
     ));
     let r = call(&server, "POST", "/v1/kill-switch", Some(&stale)).await;
-    assert_eq!(status(&r), 401);
-    assert!(
-        challenge(&r).contains("error=\"insufficient_user_authentication\""),
-        "{}",
-        challenge(&r)
-    );
-    assert!(
-        challenge(&r).contains("max_age=\"180\""),
-        "{}",
-        challenge(&r)
+    assert_denied(
+        &r,
+        401,
+        &[
+            "error=\"insufficient_user_authentication\"",
+            "max_age=\"180\"",
+        ],
     );
     let no_mfa = key.token(&human(
         &idp,
@@ -211,11 +205,7 @@ async fn auth0_trading_permissions_step_up_and_organizations() {
     );
     let writer = key.token(&human(&idp, &["write:strategy"], json!({})));
     let r = call(&server, "POST", "/v1/strategies/s1/deploy", Some(&writer)).await;
-    assert!(
-        challenge(&r).contains("scope=\"deploy:strategy\""),
-        "{}",
-        challenge(&r)
-    );
+    assert_denied(&r, 403, &["scope=\"deploy:strategy\""]);
     assert_eq!(
         status(&call(&server, "PUT", "/v1/strategies/s1", Some(&writer)).await),
         200
@@ -235,11 +225,7 @@ async fn auth0_trading_permissions_step_up_and_organizations() {
     );
     // An unlisted route falls to the default route, which wants admin:cluster.
     let r = call(&server, "GET", "/v1/unlisted", Some(&reader)).await;
-    assert!(
-        challenge(&r).contains("scope=\"admin:cluster\""),
-        "{}",
-        challenge(&r)
-    );
+    assert_denied(&r, 403, &["scope=\"admin:cluster\""]);
 }
 
 #[tokio::test]
@@ -273,11 +259,7 @@ async fn research_platform_labelers_researchers_and_machines() {
     );
     let plain = key.token(&human(&idp, &[], json!({})));
     let r = call(&server, "POST", "/api/queryRuns", Some(&plain)).await;
-    assert!(
-        challenge(&r).contains("scope=\"researcher-database-access\""),
-        "{}",
-        challenge(&r)
-    );
+    assert_denied(&r, 403, &["scope=\"researcher-database-access\""]);
 
     // Machine users (client credentials, or the `machine` permission) start runs; agent routes refuse them.
     let ci = key.token(&machine(&idp, &[], ""));
@@ -320,12 +302,7 @@ async fn service_to_service_scopes_on_get_and_post() {
         "remove_authorization"
     );
     let r = call(&server, "POST", "/data/items", Some(&reader)).await;
-    assert_eq!(status(&r), 403);
-    assert!(
-        challenge(&r).contains("scope=\"write:data\""),
-        "{}",
-        challenge(&r)
-    );
+    assert_denied(&r, 403, &["scope=\"write:data\""]);
     let writer = key.token(&machine(&idp, &[], "read:data write:data"));
     assert_eq!(
         status(&call(&server, "POST", "/data/items", Some(&writer)).await),
@@ -379,23 +356,9 @@ async fn first_match_wins_and_context_extensions_route() {
     let mut req = request(&[("authorization", &auth)]);
     req.attributes.as_mut().unwrap().context_extensions =
         [("service".to_owned(), "billing".to_owned())].into();
-    req.attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
-        .unwrap()
-        .path = "/admin/users".into();
+    http_of(&mut req).path = "/admin/users".into();
     let r = server.client().await.check(req).await.unwrap().into_inner();
-    assert_eq!(status(&r), 403);
-    assert!(
-        challenge(&r).contains("scope=\"billing:admin\""),
-        "{}",
-        challenge(&r)
-    );
+    assert_denied(&r, 403, &["scope=\"billing:admin\""]);
     // Anything else: the default route, no requirement.
     assert_eq!(status(&call(&server, "GET", "/", Some(&admin)).await), 200);
 }
@@ -506,16 +469,7 @@ async fn explanations_only_when_the_server_allows_them() {
     let auth = format!("Bearer {token}");
     let ask = |server: &TestServer| {
         let mut req = request(&[("authorization", &auth), ("x-portcullis-explain", "true")]);
-        req.attributes
-            .as_mut()
-            .unwrap()
-            .request
-            .as_mut()
-            .unwrap()
-            .http
-            .as_mut()
-            .unwrap()
-            .path = "/admin/x".into();
+        http_of(&mut req).path = "/admin/x".into();
         let addr = server.grpc;
         async move {
             portcullis::pb::auth::authorization_client::AuthorizationClient::connect(format!(

@@ -374,6 +374,24 @@ impl Drop for TestServer {
     }
 }
 
+/// A CheckRequest for `method` and `path` (with its query string).
+pub fn request_to(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let mut req = request(headers);
+    let http = http_of(&mut req);
+    http.method = method.into();
+    http.path = path.into();
+    req
+}
+
+/// The HTTP part of a CheckRequest built by [`request`].
+pub fn http_of(req: &mut CheckRequest) -> &mut attribute_context::HttpRequest {
+    req.attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .expect("built by request()")
+}
+
 /// A CheckRequest as Envoy sends it (lower-case header names, joined repeats).
 pub fn request(headers: &[(&str, &str)]) -> CheckRequest {
     let mut map = std::collections::HashMap::new();
