@@ -263,6 +263,26 @@ def test_admin_route_without_admin_scope_is_403_insufficient_scope(envoy, echo, 
     assert echo.saw(probe), "echo log does not show requests: the not-reached check above is void"
 
 
+@pytest.mark.parametrize("path", ["//admin/reports", "/x/../admin/reports", "/./admin/reports"])
+def test_path_tricks_cannot_bypass_the_admin_policy(envoy, echo, oidc, path):
+    """deploy/envoy/envoy.yaml normalises paths before routing and ext_authz: without normalize_path /
+    merge_slashes these paths would take Envoy's catch-all route and skip the admin requirement."""
+    token = oidc.token(scope="read:data")  # no admin:data
+    probe = marker()
+    resp = envoy.request(f"{path}?{probe}", headers=[bearer(token)])
+    denial(resp, 403)
+    assert 'scope="admin:data"' in resp.header("www-authenticate")
+    assert not echo.saw(probe), f"{path} reached the upstream"
+
+
+def test_escaped_slashes_are_refused(envoy, echo, oidc):
+    token = oidc.token(scope="read:data")
+    probe = marker()
+    resp = envoy.request(f"/admin%2Freports?{probe}", headers=[bearer(token)])
+    assert resp.status == 400, resp.status
+    assert not echo.saw(probe)
+
+
 def test_admin_route_with_admin_scope_reaches_upstream(envoy, oidc):
     token = oidc.token(scope="read:data admin:data")
     resp = envoy.request("/admin/reports", headers=[bearer(token)])
