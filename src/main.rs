@@ -194,7 +194,7 @@ struct ValidateArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let _telemetry = telemetry::init(cli.log_format);
     match cli.command {
         Command::ValidateConfig(args) => validate_config(&args),
         Command::Token(args) => report(token(&args)),

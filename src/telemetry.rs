@@ -1,9 +1,17 @@
-//! Logging: `tracing` to stderr, as text for people or JSON for collectors. The level comes from
-//! `RUST_LOG` (default `info`).
+//! Logs and traces. Logs: `tracing` to stderr, as text for people or JSON for collectors, level from
+//! `RUST_LOG` (default `info`). Traces: when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, every Check is an `authz.check` span exported over
+//! OTLP/HTTP, its parent the W3C trace context Envoy sent, so it appears inside the request's trace.
+//! `OTEL_SERVICE_NAME` names the service (default `portcullis`).
 
 use std::io::IsTerminal as _;
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -11,16 +19,160 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Call once, from `main`.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Whether spans are exported: without an exporter, Checks create no span at all (no cost per request).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps the trace exporter alive; dropping it flushes the spans still buffered.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber (and the trace exporter when configured). Call once, from `main`.
+pub fn init(format: LogFormat) -> Telemetry {
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(ansi)
         .with_target(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    };
+    let (provider, otel, problem) = match tracer_provider() {
+        Ok(Some(provider)) => {
+            let tracer = provider.tracer("portcullis");
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(EnvFilter::new("info"));
+            (Some(provider), Some(layer), None)
+        }
+        Ok(None) => (None, None, None),
+        Err(e) => (None, None, Some(e)),
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter()))
+        .with(otel)
+        .init();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    EXPORTING.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
+    if let Some(problem) = problem {
+        tracing::warn!(error = %problem, "OTLP trace export not started; continuing without traces");
+    } else if provider.is_some() {
+        tracing::info!("exporting traces over OTLP/HTTP");
+    }
+    Telemetry { provider }
+}
+
+fn tracer_provider() -> Result<Option<SdkTracerProvider>, String> {
+    let wanted = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    if !wanted {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "portcullis".to_owned());
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .build();
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    ))
+}
+
+/// The span of one Check, a child of the trace context `lookup` finds (Envoy's gRPC metadata, else the
+/// request's own headers). Fields `authz.decision`, `authz.reason`, `authz.route` and `authz.decision_id`
+/// are recorded when the decision is known.
+pub fn check_span<'a>(lookup: impl Fn(&str) -> Option<&'a str>) -> tracing::Span {
+    if !EXPORTING.load(std::sync::atomic::Ordering::Relaxed) {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "authz.check",
+        otel.name = "ext_authz Check",
+        otel.kind = "server",
+        authz.decision = tracing::field::Empty,
+        authz.reason = tracing::field::Empty,
+        authz.route = tracing::field::Empty,
+        authz.decision_id = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        let carrier: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
+            .into_iter()
+            .filter_map(|k| lookup(k).map(|v| (k.to_owned(), v.to_owned())))
+            .collect();
+        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TraceContextExt as _;
+    use opentelemetry_sdk::trace::InMemorySpanExporter;
+
+    #[test]
+    fn a_check_span_joins_envoys_trace_and_carries_the_decision() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let headers = [(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )];
+            let span = check_span(|k| headers.iter().find(|(n, _)| *n == k).map(|(_, v)| *v));
+            span.record("authz.decision", "deny");
+            span.record("authz.route", "admin");
+            let trace_id = span.context().span().span_context().trace_id();
+            assert_eq!(trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+            drop(span);
+        });
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(spans.len(), 1);
+        let span = &spans[0];
+        assert_eq!(span.name, "ext_authz Check");
+        assert_eq!(
+            span.span_context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(span.parent_span_id.to_string(), "00f067aa0ba902b7");
+        let attr = |key: &str| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == key)
+                .map(|kv| kv.value.to_string())
+        };
+        assert_eq!(attr("authz.decision").as_deref(), Some("deny"));
+        assert_eq!(attr("authz.route").as_deref(), Some("admin"));
     }
 }

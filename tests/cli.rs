@@ -337,3 +337,117 @@ fn explain_evaluates_offline_with_a_local_key_set() {
     let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(answer["explanation"]["route"]["route"], "read-portfolio");
 }
+
+#[test]
+fn traces_are_exported_over_otlp_inside_envoys_trace() {
+    use std::sync::{Arc, Mutex};
+    // A fake OTLP/HTTP collector on loopback that keeps what it receives.
+    /// Each export: its content type and body.
+    type Exports = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let received: Exports = Arc::default();
+    let sink = Arc::clone(&received);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let collector = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let sink = Arc::clone(&sink);
+                    async move {
+                        let kind = headers
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        sink.lock().unwrap().push((kind, body.to_vec()));
+                        ""
+                    }
+                },
+            ),
+        );
+        axum::serve(listener, app).await.unwrap();
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            state,
+        ])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
+        .env("OTEL_SERVICE_NAME", "portcullis-test")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut server = Server(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let mut grpc = String::new();
+    while grpc.is_empty() {
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(rest) = line.trim().strip_prefix("gRPC Check:") {
+            grpc = rest.trim().to_owned();
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+
+    let traceparent = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Denied (no token) is fine: every Check is a span. Retry until the server answers.
+        let (code, _, _) = run(&[
+            "check",
+            "--addr",
+            &format!("http://{grpc}"),
+            "--header",
+            traceparent,
+        ]);
+        if code == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dev server never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGTERM flushes the spans still buffered.
+    assert!(Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let received = received.lock().unwrap();
+    assert!(!received.is_empty(), "no OTLP export reached the collector");
+    let trace_id: Vec<u8> = (0..16)
+        .map(|i| {
+            u8::from_str_radix(&"4bf92f3577b34da6a3ce929d0e0e4736"[2 * i..2 * i + 2], 16).unwrap()
+        })
+        .collect();
+    let found = received.iter().any(|(kind, body)| {
+        kind == "application/x-protobuf"
+            && body.windows(15).any(|w| w == b"ext_authz Check")
+            && body.windows(16).any(|w| w == trace_id.as_slice())
+            && body.windows(15).any(|w| w == b"portcullis-test")
+    });
+    assert!(
+        found,
+        "no exported span named `ext_authz Check` in Envoy's trace from service portcullis-test"
+    );
+}

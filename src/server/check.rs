@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use super::translate;
 use super::App;
@@ -26,16 +27,32 @@ impl Authorization for CheckService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let raw = translate::raw_headers(&request);
-        let metadata = translate::metadata(&request);
-        let view = translate::request_view(&request, raw.as_deref(), metadata.as_ref());
+        let filter_metadata = translate::metadata(&request);
+        let view = translate::request_view(&request, raw.as_deref(), filter_metadata.as_ref());
+        // Envoy's own trace context is in the gRPC metadata; else the request's headers carry one.
+        let span = crate::telemetry::check_span(|key| {
+            metadata
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| view.headers.get(key))
+        });
         let explain = self.app.allow_explain
             && view
                 .headers
                 .get(EXPLAIN_HEADER)
                 .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let verdict = self.app.authorizer.decide(&view, explain).await;
+        let verdict = self
+            .app
+            .authorizer
+            .decide(&view, explain)
+            .instrument(span.clone())
+            .await;
+        span.record("authz.decision", verdict.decision.kind());
+        span.record("authz.reason", verdict.decision.reason());
+        span.record("authz.route", &*verdict.route_name);
+        span.record("authz.decision_id", verdict.decision_id.as_str());
         log_verdict(&verdict, &view);
         Ok(Response::new(translate::check_response(
             &verdict,
