@@ -10,7 +10,7 @@ use crate::clock::Clock;
 use crate::config::{Config, SecretSource};
 use crate::decision::{Decision, Denial, DenyCause, DenyReason, Explanation, Identity, Verdict};
 use crate::metrics::Metrics;
-use crate::policy::{Mode, Policy};
+use crate::policy::{Mode, Policy, Route};
 use crate::providers::{BuildError, ChainOutcome, Providers};
 use crate::request::RequestView;
 
@@ -40,15 +40,7 @@ impl Authorizer {
         secrets: &SecretSource,
         clock: Clock,
     ) -> Result<Authorizer, AuthorizerError> {
-        Authorizer::with_http(config, secrets, clock, http_client())
-    }
-
-    pub fn with_http(
-        config: &Config,
-        secrets: &SecretSource,
-        clock: Clock,
-        http: reqwest::Client,
-    ) -> Result<Authorizer, AuthorizerError> {
+        let http = http_client();
         let providers = Providers::from_config(config, secrets, &http, clock.clone())?;
         let names: Vec<&str> = providers.names().collect();
         let policy = Policy::new(&config.policy, &names).map_err(|mut problems| {
@@ -84,12 +76,7 @@ impl Authorizer {
     /// Decides one request; with `explain`, also says why.
     pub async fn decide(&self, request: &RequestView<'_>, explain: bool) -> Verdict {
         let route = self.policy.route(request);
-        let index = self
-            .policy
-            .routes()
-            .position(|r| std::ptr::eq(r, route))
-            .expect("the route comes from the policy");
-        let allowed = self.route_providers[index].as_deref();
+        let allowed = self.route_providers[route.index()].as_deref();
         let mut attempts = explain.then(Vec::new);
         let chain = self
             .providers
@@ -112,7 +99,7 @@ impl Authorizer {
             }
             ChainOutcome::Denied(denial) => (None, Some(denial)),
             ChainOutcome::Unavailable(why) => {
-                let verdict = self.verdict(Decision::Error(why), index, route.name());
+                let verdict = self.verdict(Decision::Error(why), route);
                 return self.finish(verdict, request, route, None, attempts, now);
             }
         };
@@ -125,16 +112,16 @@ impl Authorizer {
             (_, Some(denial)) => Decision::Deny(denial),
             (None, None) => unreachable!("no identity means a denial"),
         };
-        let verdict = self.verdict(decision, index, route.name());
+        let verdict = self.verdict(decision, route);
         self.finish(verdict, request, route, identity.as_deref(), attempts, now)
     }
 
-    fn verdict(&self, decision: Decision, route: usize, name: &str) -> Verdict {
+    fn verdict(&self, decision: Decision, route: &Route) -> Verdict {
         Verdict {
             decision,
             decision_id: decision_id(),
-            route,
-            route_name: Arc::from(name),
+            route: route.index(),
+            route_name: Arc::clone(route.shared_name()),
             explanation: None,
         }
     }
@@ -143,7 +130,7 @@ impl Authorizer {
         &self,
         mut verdict: Verdict,
         request: &RequestView<'_>,
-        route: &crate::policy::Route,
+        route: &Route,
         identity: Option<&Identity>,
         attempts: Option<Vec<crate::providers::Attempt>>,
         now: i64,

@@ -228,15 +228,6 @@ pub struct Denial {
 }
 
 impl Denial {
-    pub fn new(reason: DenyReason) -> Denial {
-        Denial {
-            cause: DenyCause::Credential(reason),
-            provider: None,
-            principal: None,
-            message: None,
-        }
-    }
-
     pub fn policy(unmet: Unmet) -> Denial {
         Denial {
             cause: DenyCause::Policy(unmet),

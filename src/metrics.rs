@@ -44,14 +44,6 @@ impl Metrics {
         }
     }
 
-    /// The count of one (decision, reason) pair.
-    pub fn count(&self, decision: &str, reason: &str) -> u64 {
-        self.labels
-            .iter()
-            .position(|(d, r)| *d == decision && *r == reason)
-            .map_or(0, |i| self.counts[i].load(Ordering::Relaxed))
-    }
-
     /// Renders every metric, with the providers' key set state.
     pub fn render(&self, providers: &Providers, ready: bool) -> String {
         let mut out = String::with_capacity(8192);

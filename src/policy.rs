@@ -81,6 +81,8 @@ pub struct Policy {
 #[derive(Debug)]
 pub struct Route {
     name: Arc<str>,
+    /// The route's position in [`Policy::routes`] (the default route last).
+    index: usize,
     matcher: Matcher,
     providers: Option<Box<[String]>>,
     allow_anonymous: bool,
@@ -121,6 +123,7 @@ impl Policy {
             let compiled = parts.compile(&mut problems, &path, provider_names, &namespaces);
             routes.push(Route {
                 name: route.name.as_str().into(),
+                index: i,
                 matcher,
                 ..compiled
             });
@@ -138,8 +141,11 @@ impl Policy {
             return Err(problems.0);
         }
         Ok(Policy {
+            default: Route {
+                index: routes.len(),
+                ..default
+            },
             routes: routes.into(),
-            default,
         })
     }
 
@@ -186,6 +192,16 @@ impl Route {
     /// The route's name (`default` for the default route), for logs, metrics and the deny body.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The name, shared (no copy per request).
+    pub fn shared_name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The route's position in [`Policy::routes`], the default route last.
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     /// The providers that may authenticate requests here; `None` means all.
@@ -319,6 +335,7 @@ impl RouteParts<'_> {
         }
         Route {
             name: DEFAULT_ROUTE.into(),
+            index: 0,
             matcher: Matcher::default(),
             providers: self.providers.map(Into::into),
             allow_anonymous: self.allow_anonymous,

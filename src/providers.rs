@@ -87,13 +87,30 @@ pub enum BuildError {
 enum Kind {
     /// One of [`Providers::jwt`]: the token's `iss` picks among the `jwt` providers.
     Jwt,
+    /// Boxed: the opaque-token providers are large beside the others.
+    Opaque(Box<Opaque>),
+    Mtls(mtls::Mtls),
+    EnvoyJwt(envoy_jwt::EnvoyJwt),
+    Anonymous(Arc<Identity>),
+}
+
+/// The providers of opaque tokens (a JWS-shaped token never reaches them).
+enum Opaque {
     Introspection(introspection::Introspection),
     Webhook(webhook::Webhook),
     Github(github::Github),
     ApiKey(Arc<api_key::ApiKeys>),
-    Mtls(mtls::Mtls),
-    EnvoyJwt(envoy_jwt::EnvoyJwt),
-    Anonymous(Arc<Identity>),
+}
+
+impl Opaque {
+    async fn authenticate(&self, token: &str, request: &RequestView<'_>) -> Outcome {
+        match self {
+            Opaque::Introspection(p) => p.authenticate(token).await,
+            Opaque::Webhook(p) => p.authenticate(token, request).await,
+            Opaque::Github(p) => p.authenticate(token).await,
+            Opaque::ApiKey(p) => p.authenticate(token),
+        }
+    }
 }
 
 /// One provider of the chain.
@@ -161,27 +178,31 @@ impl Providers {
                                 index,
                                 source,
                             })?;
-                    Kind::Introspection(
-                        introspection::Introspection::new(
-                            provider,
-                            c,
-                            secret,
-                            http.clone(),
-                            clock.clone(),
-                        )
-                        .map_err(url_err)?,
+                    let provider = introspection::Introspection::new(
+                        provider,
+                        c,
+                        secret,
+                        http.clone(),
+                        clock.clone(),
                     )
+                    .map_err(url_err)?;
+                    Kind::Opaque(Box::new(Opaque::Introspection(provider)))
                 }
-                ProviderKind::Webhook(c) => Kind::Webhook(
-                    webhook::Webhook::new(provider, c, http.clone()).map_err(url_err)?,
-                ),
+                ProviderKind::Webhook(c) => {
+                    let provider =
+                        webhook::Webhook::new(provider, c, http.clone()).map_err(url_err)?;
+                    Kind::Opaque(Box::new(Opaque::Webhook(provider)))
+                }
                 ProviderKind::Github(c) => {
-                    Kind::Github(github::Github::new(provider, c, http.clone()))
+                    let provider = github::Github::new(provider, c, http.clone());
+                    Kind::Opaque(Box::new(Opaque::Github(provider)))
                 }
-                ProviderKind::ApiKey(c) => Kind::ApiKey(Arc::new(
-                    api_key::ApiKeys::new(Arc::clone(&name), c, &provider.claims_mapping)
-                        .map_err(|source| BuildError::KeysFile { index, source })?,
-                )),
+                ProviderKind::ApiKey(c) => {
+                    let keys =
+                        api_key::ApiKeys::new(Arc::clone(&name), c, &provider.claims_mapping)
+                            .map_err(|source| BuildError::KeysFile { index, source })?;
+                    Kind::Opaque(Box::new(Opaque::ApiKey(Arc::new(keys))))
+                }
                 ProviderKind::Mtls(c) => Kind::Mtls(mtls::Mtls::new(provider, c)),
                 ProviderKind::EnvoyJwt(c) => Kind::EnvoyJwt(envoy_jwt::EnvoyJwt::new(provider, c)),
                 ProviderKind::Anonymous(c) => {
@@ -208,8 +229,10 @@ impl Providers {
             tokio::spawn(Arc::clone(store).run_refresher(cancel.child_token()));
         }
         for entry in &self.entries {
-            if let Kind::ApiKey(keys) = &entry.kind {
-                tokio::spawn(Arc::clone(keys).run_reloader(cancel.child_token()));
+            if let Kind::Opaque(opaque) = &entry.kind {
+                if let Opaque::ApiKey(keys) = &**opaque {
+                    tokio::spawn(Arc::clone(keys).run_reloader(cancel.child_token()));
+                }
             }
         }
     }
@@ -304,22 +327,12 @@ impl Providers {
                         }
                     }
                 }
-                Kind::Introspection(_) | Kind::Webhook(_) | Kind::Github(_) | Kind::ApiKey(_) => {
-                    match credential::extract(request, &entry.location) {
-                        Found::None => Outcome::NoCredential,
-                        Found::Malformed(reason) => Outcome::Rejected(reason),
-                        Found::One(token) if credential::is_jws_shaped(&token) => {
-                            Outcome::NoCredential
-                        }
-                        Found::One(token) => match &entry.kind {
-                            Kind::Introspection(p) => p.authenticate(&token).await,
-                            Kind::Webhook(p) => p.authenticate(&token, request).await,
-                            Kind::Github(p) => p.authenticate(&token).await,
-                            Kind::ApiKey(p) => p.authenticate(&token),
-                            _ => unreachable!("matched above"),
-                        },
-                    }
-                }
+                Kind::Opaque(provider) => match credential::extract(request, &entry.location) {
+                    Found::None => Outcome::NoCredential,
+                    Found::Malformed(reason) => Outcome::Rejected(reason),
+                    Found::One(token) if credential::is_jws_shaped(&token) => Outcome::NoCredential,
+                    Found::One(token) => provider.authenticate(&token, request).await,
+                },
                 Kind::Mtls(p) => p.authenticate(request),
                 Kind::EnvoyJwt(p) => p.authenticate(request),
             };

@@ -15,7 +15,6 @@ use base64::Engine as _;
 use jsonwebtoken::Algorithm;
 use moka::sync::Cache;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::jwks::{AlgSet, KeyStore, Lookup};
 use super::Outcome;
@@ -561,7 +560,7 @@ impl JwtProviders {
             return Outcome::Rejected(DenyReason::TokenTooLarge);
         }
         let now = self.clock.now();
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest = super::http::digest(token);
         if let Some(cache) = &self.cache {
             if let Some(hit) = cache.get(&digest) {
                 if !accept(hit.provider) {
