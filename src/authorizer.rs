@@ -88,7 +88,13 @@ impl Authorizer {
             ChainOutcome::Authenticated(identity) => {
                 match route.evaluate(&identity, request, now) {
                     Ok(()) => (Some(identity), None),
-                    Err(unmet) => (Some(identity), Some(Denial::policy(unmet))),
+                    Err(unmet) => {
+                        // The log names who was refused and by which provider they came in.
+                        let mut denial = Denial::policy(unmet);
+                        denial.provider = Some(Arc::clone(&identity.provider));
+                        denial.principal = identity.subject.as_deref().map(Arc::from);
+                        (Some(identity), Some(denial))
+                    }
                 }
             }
             ChainOutcome::Denied(denial)

@@ -509,3 +509,27 @@ async fn explanations_only_when_the_server_allows_them() {
     let (_, described) = portcullis::client::describe(&ask(&closed).await);
     assert!(described.get("explanation").is_none(), "{described}");
 }
+
+#[tokio::test]
+async fn policy_denials_name_the_provider_and_principal() {
+    use portcullis::decision::Decision;
+    use portcullis::request::{Headers, RequestView};
+    let idp = FakeIdp::start().await;
+    let key = TestKey::rsa("k");
+    idp.set_keys(&[&key]);
+    let policy = "default_route: {require: {scopes: {all_of: [admin]}}}";
+    let server = TestServer::start(&inline_config(&idp, policy))
+        .await
+        .ready()
+        .await;
+    let auth = format!("Bearer {}", key.token(&claims(&idp.issuer, AUD)));
+    let pairs = [("authorization", auth.as_str())];
+    let view = RequestView::new("GET", "/", "h", Headers::Pairs(&pairs), "");
+    let verdict = server.app.authorizer.decide(&view, false).await;
+    let Decision::Deny(denial) = verdict.decision else {
+        panic!("expected a denial: {:?}", verdict.decision)
+    };
+    assert_eq!(denial.label(), "missing_scope");
+    assert_eq!(denial.provider.as_deref(), Some("idp"));
+    assert_eq!(denial.principal.as_deref(), Some("user-1"));
+}
