@@ -220,13 +220,7 @@ async fn webhook_in_llama_stack_format() {
         ("x-trace", "abc"),
     ]);
     http_of(&mut req).path = "/v1/models?limit=5&tag=a&tag=b".into();
-    let response = server
-        .client()
-        .await
-        .check(req.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let response = server.send(req.clone()).await;
     let allowed = ok(&response);
     assert_eq!(header(&allowed.headers, "x-auth-subject"), Some("team-a"));
     assert_eq!(header(&allowed.headers, "x-auth-roles"), Some("admin,dev"));
@@ -603,13 +597,7 @@ async fn credential_locations_cookie_query_and_conflicts() {
 
     let mut req = request(&[]);
     http_of(&mut req).path = "/x?api_key=q-1".into();
-    let query = server
-        .client()
-        .await
-        .check(req.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let query = server.send(req.clone()).await;
     assert_eq!(
         header(&ok(&query).headers, "x-auth-subject"),
         Some("query-user")
@@ -623,7 +611,7 @@ async fn credential_locations_cookie_query_and_conflicts() {
 
     // Two different credentials for one provider: invalid_request, 400.
     http_of(&mut req).path = "/x?api_key=q-1&api_key=q-2".into();
-    let twice = server.client().await.check(req).await.unwrap().into_inner();
+    let twice = server.send(req).await;
     assert_eq!(denied(&twice).status.as_ref().unwrap().code, 400);
     assert_eq!(body(&twice)["error"], "invalid_request");
 

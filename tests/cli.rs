@@ -97,64 +97,110 @@ fn serve_refuses_a_bad_config_before_binding() {
     );
 }
 
-/// Kills the child when the test ends, whatever happens.
-struct Server(Child);
+/// A `serve --dev` process on ports 0 with its own state directory, killed when the test ends whatever
+/// happens. Its log lines (stderr, after the banner) are kept in `log`.
+struct DevServer {
+    child: Child,
+    grpc: String,
+    admin: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    dir: tempfile::TempDir,
+}
 
-impl Drop for Server {
+impl DevServer {
+    fn start(env: &[(&str, &str)]) -> DevServer {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--state-dir")
+            .arg(&state)
+            .envs(env.iter().copied())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        // The banner names the bound addresses.
+        let mut lines = BufReader::new(stderr).lines();
+        let (mut grpc, mut admin) = (String::new(), String::new());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while grpc.is_empty() || admin.is_empty() {
+            assert!(Instant::now() < deadline, "no banner");
+            let line = lines.next().expect("server exited").unwrap();
+            if let Some(rest) = line.trim().strip_prefix("gRPC Check:") {
+                grpc = rest.trim().to_owned();
+            }
+            if let Some(rest) = line.trim().strip_prefix("admin:") {
+                admin = rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        DevServer {
+            child,
+            grpc,
+            admin,
+            log,
+            dir,
+        }
+    }
+
+    /// The state directory, for `token --state-dir`.
+    fn state(&self) -> String {
+        self.dir.path().join("state").to_str().unwrap().to_owned()
+    }
+
+    /// Sends SIGTERM and waits (at most 10 s) for the exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for DevServer {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 #[test]
 fn dev_server_token_and_check_work_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let state = state.to_str().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            state,
-        ])
-        .env("RUST_LOG", "debug")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut server = Server(child);
-
-    // The banner names the bound addresses.
-    let mut lines = BufReader::new(stderr).lines();
-    let (mut grpc, mut admin) = (String::new(), String::new());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while grpc.is_empty() || admin.is_empty() {
-        assert!(Instant::now() < deadline, "no banner");
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(rest) = line.trim().strip_prefix("gRPC Check:") {
-            grpc = rest.trim().to_owned();
-        }
-        if let Some(rest) = line.trim().strip_prefix("admin:") {
-            admin = rest.split_whitespace().next().unwrap().to_owned();
-        }
-    }
-    // Keep every later log line, to prove no credential is ever logged.
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = std::sync::Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
+    let mut dev = DevServer::start(&[("RUST_LOG", "debug")]);
+    let (grpc, admin, log) = (
+        dev.grpc.clone(),
+        dev.admin.clone(),
+        std::sync::Arc::clone(&dev.log),
+    );
+    let state = dev.state();
+    let state = state.as_str();
     let addr = format!("http://{grpc}");
 
     // Ready once it has fetched its own key set from the admin port.
@@ -250,21 +296,8 @@ fn dev_server_token_and_check_work_together() {
     assert_eq!(code, 1, "{stderr}");
 
     // SIGTERM: a clean exit.
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = dev.terminate();
+    assert!(status.success(), "exit status {status:?}");
 }
 
 #[test]
@@ -372,37 +405,12 @@ fn traces_are_exported_over_otlp_inside_envoys_trace() {
         axum::serve(listener, app).await.unwrap();
     });
 
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let state = state.to_str().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            state,
-        ])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
-        .env("OTEL_SERVICE_NAME", "portcullis-test")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut server = Server(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let mut grpc = String::new();
-    while grpc.is_empty() {
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(rest) = line.trim().strip_prefix("gRPC Check:") {
-            grpc = rest.trim().to_owned();
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    let endpoint = format!("http://{collector}");
+    let mut dev = DevServer::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_SERVICE_NAME", "portcullis-test"),
+    ]);
+    let grpc = dev.grpc.clone();
 
     let traceparent = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -422,16 +430,7 @@ fn traces_are_exported_over_otlp_inside_envoys_trace() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // SIGTERM flushes the spans still buffered.
-    assert!(Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    dev.terminate();
 
     let received = received.lock().unwrap();
     assert!(!received.is_empty(), "no OTLP export reached the collector");

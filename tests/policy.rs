@@ -59,7 +59,7 @@ async fn call(server: &TestServer, method: &str, path: &str, token: Option<&str>
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
     let req = request_to(method, path, &headers);
-    server.client().await.check(req).await.unwrap().into_inner()
+    server.send(req).await
 }
 
 fn status(response: &CheckResponse) -> u16 {
@@ -357,7 +357,7 @@ async fn first_match_wins_and_context_extensions_route() {
     req.attributes.as_mut().unwrap().context_extensions =
         [("service".to_owned(), "billing".to_owned())].into();
     http_of(&mut req).path = "/admin/users".into();
-    let r = server.client().await.check(req).await.unwrap().into_inner();
+    let r = server.send(req).await;
     assert_denied(&r, 403, &["scope=\"billing:admin\""]);
     // Anything else: the default route, no requirement.
     assert_eq!(status(&call(&server, "GET", "/", Some(&admin)).await), 200);
@@ -414,12 +414,7 @@ default_route: {require: {scopes: {all_of: [x]}}}",
         403
     );
 
-    let metrics = reqwest::get(format!("http://{}/metrics", server.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("portcullis_checks_total{decision=\"permit\",reason=\"missing_scope\"} 1"),
         "{metrics}"

@@ -343,6 +343,26 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Sends one CheckRequest on a new connection.
+    pub async fn send(&self, request: CheckRequest) -> CheckResponse {
+        self.client()
+            .await
+            .check(request)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// The admin port's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn check(&self, headers: &[(&str, &str)]) -> CheckResponse {
         self.client()
             .await
