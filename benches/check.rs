@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 
 use common::{claims, request, TestKey, TestServer};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use portcullis::authorizer::Authorizer;
-use portcullis::clock::Clock;
-use portcullis::config::{Config, SecretSource};
 use portcullis::pb::auth::authorization_server::Authorization;
-use portcullis::request::{Headers, RequestView};
-use portcullis::server::check::CheckService;
 use portcullis::server::App;
+use portcullis::server::CheckService;
+use portcullis::Clock;
+use portcullis::{Config, Runtime, SecretSource};
+use portcullis::{Headers, RequestView};
 use serde_json::json;
 
 const ISS: &str = "https://bench.example/";
@@ -70,9 +69,9 @@ fn token(key: &TestKey) -> String {
     key.token(&c)
 }
 
-fn authorizer(yaml: &str) -> Authorizer {
+fn runtime(yaml: &str) -> Runtime {
     let config = Config::from_yaml_str(yaml).unwrap();
-    Authorizer::from_config(
+    Runtime::build(
         &config,
         &SecretSource::Map(Default::default()),
         Clock::system(),
@@ -87,8 +86,8 @@ fn bench_decide(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("decide");
-    let cached = authorizer(&f.yaml_cached);
-    let uncached = authorizer(&f.yaml_uncached);
+    let cached = runtime(&f.yaml_cached);
+    let uncached = runtime(&f.yaml_uncached);
     for key in &f.keys {
         let auth = format!("Bearer {}", token(key));
         let pairs = [("authorization", auth.as_str())];
@@ -126,7 +125,7 @@ fn bench_check(c: &mut Criterion) {
     let mut group = c.benchmark_group("check");
     for (name, yaml) in [("cache_hit", &f.yaml_cached), ("verify", &f.yaml_uncached)] {
         let config = Config::from_yaml_str(yaml).unwrap();
-        let app = Arc::new(App::new(&config, authorizer(yaml), None));
+        let app = Arc::new(App::new(&config, runtime(yaml), None));
         let service = CheckService::new(app);
         let auth = format!("Bearer {}", token(&f.keys[0]));
         let req = request(&[

@@ -1,86 +1,76 @@
 //! The decision pipeline: the route is chosen, the route's providers authenticate, the route's policy
-//! judges the identity, the mode decides whether a denial is enforced, and the verdict is counted. The
-//! gRPC service, `explain` and tests all decide through [`Authorizer::decide`].
+//! judges the identity, and the mode decides whether a denial is enforced. The gRPC service, `explain` and
+//! tests all decide through [`Authorizer::decide`]; what the answer looks like is [`crate::answer`]'s.
 
 use std::sync::Arc;
 
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::{Config, SecretSource};
-use crate::decision::{Decision, Denial, DenyCause, DenyReason, Explanation, Identity, Verdict};
-use crate::metrics::Metrics;
-use crate::policy::{Mode, Policy, Route};
-use crate::providers::{BuildError, ChainOutcome, Providers};
+use crate::config::Mode;
+use crate::decision::{Decision, Denial, DenyCause, DenyReason};
+use crate::identity::{Identity, IdentityBuilder};
+use crate::policy::{ExplainStep, Policy, Route, RouteChoice};
+use crate::providers::{Attempt, ChainOutcome, Providers};
 use crate::request::RequestView;
 
-/// Why an authorizer could not be built from a valid configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthorizerError {
-    #[error(transparent)]
-    Providers(#[from] BuildError),
-    #[error("{0}: {1}")]
-    Policy(String, String),
-}
-
+/// The providers and the compiled policy, decided over together.
 pub struct Authorizer {
     providers: Providers,
     policy: Policy,
-    /// For each route (policy order, default last): the provider indices it may use (`None`: all).
-    route_providers: Vec<Option<Box<[usize]>>>,
     /// The identity of a request with no credential on a route that allows anonymous access.
     anonymous: Arc<Identity>,
-    metrics: Metrics,
     clock: Clock,
 }
 
+/// A decision with what identifies and explains it. It borrows the route from the authorizer that made it.
+#[derive(Debug, Clone)]
+pub struct Verdict<'a> {
+    pub decision: Decision,
+    /// Unique per decision: sent upstream (`x-auth-decision-id`), in the metadata, the deny body and the log.
+    pub decision_id: String,
+    /// The route the request took.
+    pub route: &'a Route,
+    /// Filled when asked for (`explain`, `check --explain`).
+    pub explanation: Option<Explanation>,
+}
+
+/// Why a decision came out as it did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub decision: &'static str,
+    pub reason: &'static str,
+    pub decision_id: String,
+    /// Which route matched, condition by condition.
+    pub route: RouteChoice,
+    /// What each provider answered, in order.
+    pub providers: Vec<Attempt>,
+    /// Each requirement of the route and whether the identity met it (empty without an identity).
+    pub requirements: Vec<ExplainStep>,
+    pub principal: Option<String>,
+}
+
 impl Authorizer {
-    pub fn from_config(
-        config: &Config,
-        secrets: &SecretSource,
-        clock: Clock,
-    ) -> Result<Authorizer, AuthorizerError> {
-        let http = http_client();
-        let providers = Providers::from_config(config, secrets, &http, clock.clone())?;
-        let names: Vec<&str> = providers.names().collect();
-        let policy = Policy::new(&config.policy, &names).map_err(|mut problems| {
-            let (path, message) = problems.remove(0);
-            AuthorizerError::Policy(path, message)
-        })?;
-        let route_providers = policy
-            .routes()
-            .map(|route| {
-                route.providers().map(|wanted| {
-                    names
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, n)| wanted.iter().any(|w| w == *n))
-                        .map(|(i, _)| i)
-                        .collect()
-                })
-            })
-            .collect();
-        Ok(Authorizer {
+    pub fn new(providers: Providers, policy: Policy, clock: Clock) -> Authorizer {
+        Authorizer {
             providers,
             policy,
-            route_providers,
-            anonymous: Arc::new(crate::providers::anonymous(
+            anonymous: Arc::new(IdentityBuilder::anonymous(
                 &Arc::from("anonymous"),
                 "anonymous",
             )),
-            metrics: Metrics::default(),
             clock,
-        })
+        }
     }
 
     /// Decides one request; with `explain`, also says why.
-    pub async fn decide(&self, request: &RequestView<'_>, explain: bool) -> Verdict {
+    pub async fn decide(&self, request: &RequestView<'_>, explain: bool) -> Verdict<'_> {
         let route = self.policy.route(request);
-        let allowed = self.route_providers[route.index()].as_deref();
         let mut attempts = explain.then(Vec::new);
         let chain = self
             .providers
-            .authenticate(request, allowed, attempts.as_mut())
+            .authenticate(request, route.provider_indices(), attempts.as_mut())
             .await;
 
         let now = self.clock.now();
@@ -105,8 +95,7 @@ impl Authorizer {
             }
             ChainOutcome::Denied(denial) => (None, Some(denial)),
             ChainOutcome::Unavailable(why) => {
-                let verdict = self.verdict(Decision::Error(why), route);
-                return self.finish(verdict, request, route, None, attempts, now);
+                return self.verdict(Decision::Error(why), request, route, None, attempts, now);
             }
         };
         let decision = match (identity.clone(), denial) {
@@ -118,44 +107,36 @@ impl Authorizer {
             (_, Some(denial)) => Decision::Deny(denial),
             (None, None) => unreachable!("no identity means a denial"),
         };
-        let verdict = self.verdict(decision, route);
-        self.finish(verdict, request, route, identity.as_deref(), attempts, now)
+        self.verdict(decision, request, route, identity.as_deref(), attempts, now)
     }
 
-    fn verdict(&self, decision: Decision, route: &Route) -> Verdict {
+    fn verdict<'a>(
+        &self,
+        decision: Decision,
+        request: &RequestView<'_>,
+        route: &'a Route,
+        identity: Option<&Identity>,
+        attempts: Option<Vec<Attempt>>,
+        now: i64,
+    ) -> Verdict<'a> {
+        let decision_id = decision_id();
+        let explanation = attempts.map(|providers| Explanation {
+            decision: decision.kind(),
+            reason: decision.reason(),
+            decision_id: decision_id.clone(),
+            route: self.policy.explain_route(request),
+            providers,
+            requirements: identity
+                .map(|id| route.explain(id, request, now))
+                .unwrap_or_default(),
+            principal: identity.and_then(|id| id.subject.clone()),
+        });
         Verdict {
             decision,
-            decision_id: decision_id(),
-            route: route.index(),
-            route_name: Arc::clone(route.shared_name()),
-            explanation: None,
+            decision_id,
+            route,
+            explanation,
         }
-    }
-
-    fn finish(
-        &self,
-        mut verdict: Verdict,
-        request: &RequestView<'_>,
-        route: &Route,
-        identity: Option<&Identity>,
-        attempts: Option<Vec<crate::providers::Attempt>>,
-        now: i64,
-    ) -> Verdict {
-        self.metrics.record(&verdict.decision);
-        if let Some(providers) = attempts {
-            verdict.explanation = Some(Explanation {
-                decision: verdict.decision.kind(),
-                reason: verdict.decision.reason(),
-                decision_id: verdict.decision_id.clone(),
-                route: self.policy.explain_route(request),
-                providers,
-                requirements: identity
-                    .map(|id| route.explain(id, request, now))
-                    .unwrap_or_default(),
-                principal: identity.and_then(|id| id.subject.clone()),
-            });
-        }
-        verdict
     }
 
     /// Starts the providers' background tasks until `cancel`.
@@ -174,15 +155,6 @@ impl Authorizer {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
-    }
-
-    /// The provider indices a route may use (`None`: all), by route index.
-    pub fn route_providers(&self, route: usize) -> Option<&[usize]> {
-        self.route_providers.get(route).and_then(|p| p.as_deref())
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 }
 
@@ -207,15 +179,4 @@ fn decision_id() -> String {
     });
     let n = counter.fetch_add(1, Ordering::Relaxed);
     format!("{nonce:08x}{n:016x}")
-}
-
-/// The HTTP client for IdP requests: rustls with the platform's roots, a bounded connect time and few
-/// redirects. Per-request timeouts are set by each caller.
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
 }

@@ -4,8 +4,11 @@
 //! Parsing is two-staged so that one typo does not hide the next: the document is read into a YAML value,
 //! each section (and each provider) is deserialized on its own with `deny_unknown_fields`, and the typed
 //! result is then checked for meaning. [`Config::from_yaml_str`] never touches files or the environment;
-//! secret references are resolved later by [`secret::SecretRef::resolve`].
+//! secret references are resolved later by [`secret::SecretRef::resolve`]. What needs the policy engine
+//! (route matchers, requirements, the providers a route names) is checked once, when the policy is
+//! compiled: by `Runtime::build` for `serve`, and by `validate-config`.
 
+pub mod policy;
 pub mod providers;
 pub mod secret;
 
@@ -17,13 +20,15 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
+pub use self::policy::{Mode, PolicyConfig, POLICY_KEYS};
 pub use self::providers::{
-    AlgorithmName, ApiKeyConfig, ApiKeyEntry, CredentialLocation, JwksSettings, JwtProviderConfig,
-    ProviderConfig, ProviderKind, TokenCacheSettings,
+    AlgorithmName, CredentialLocation, JwksSettings, JwtProviderConfig, ProviderConfig,
+    ProviderKind, TokenCacheSettings,
 };
 pub use self::secret::{Secret, SecretRef, SecretSource};
+use crate::request::is_header_name;
 
-/// A fully parsed and validated configuration.
+/// A parsed and checked configuration (the policy is compiled from it by `Runtime::build`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
@@ -34,7 +39,7 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// Routes and their requirements, and the rollout mode (`mode`, `claims_namespace`,
     /// `claims_namespace_aliases`, `default_route`, `routes` at the top level).
-    pub policy: crate::policy::PolicyConfig,
+    pub policy: PolicyConfig,
 }
 
 /// Listening addresses and shutdown behaviour.
@@ -105,9 +110,9 @@ impl fmt::Display for Problem {
 #[error("invalid configuration ({} problem{})", .0.len(), if .0.len() == 1 { "" } else { "s" })]
 pub struct ConfigErrors(pub Vec<Problem>);
 
-/// Collects problems while a configuration is checked.
-#[derive(Default)]
-pub(crate) struct Problems(Vec<Problem>);
+/// Collects problems while a configuration is parsed, checked, or compiled (the policy, the providers).
+#[derive(Debug, Default)]
+pub(crate) struct Problems(pub(crate) Vec<Problem>);
 
 impl Problems {
     pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -115,6 +120,15 @@ impl Problems {
             path: path.into(),
             message: message.into(),
         });
+    }
+
+    /// `Ok(value)` when nothing was recorded, else every problem.
+    pub(crate) fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigErrors(self.0))
+        }
     }
 
     /// Deserializes one section, recording its error with the full path instead of failing.
@@ -160,7 +174,29 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "routes",
 ];
 
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read configuration `{}`: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] ConfigErrors),
+}
+
 impl Config {
+    /// Reads and parses a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Config::from_yaml_str(&text)?)
+    }
+
     /// Parses and validates a YAML document. Secret references are checked for shape only.
     pub fn from_yaml_str(text: &str) -> Result<Config, ConfigErrors> {
         let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
@@ -261,22 +297,13 @@ impl Config {
         }
 
         let mut policy_keys = serde_yaml_ng::Mapping::new();
-        for key in crate::policy::POLICY_KEYS {
+        for key in POLICY_KEYS {
             if let Some(v) = map.remove(*key) {
                 policy_keys.insert(Value::from(*key), v);
             }
         }
-        let policy =
-            problems.section::<crate::policy::PolicyConfig>("", Value::Mapping(policy_keys));
+        let policy = problems.section::<PolicyConfig>("", Value::Mapping(policy_keys));
         if let Some(policy) = &policy {
-            let names: Vec<&str> = providers
-                .iter()
-                .flatten()
-                .map(|p| p.name.as_str())
-                .collect();
-            for (path, message) in crate::policy::validate(policy, &names) {
-                problems.add(path, message);
-            }
             let anonymous_allowed = policy.default_route.allow_anonymous
                 || policy.routes.iter().any(|r| r.allow_anonymous);
             for (i, provider) in providers.iter().enumerate() {
@@ -321,14 +348,6 @@ fn validate_realm(problems: &mut Problems, realm: &str) {
             "must be printable ASCII without `\"` or `\\` (it is quoted in WWW-Authenticate)",
         );
     }
-}
-
-/// A lower-case HTTP header field name (RFC 9110 §5.1 token), as Envoy sends them.
-pub fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
 }
 
 fn validate_headers(problems: &mut Problems, headers: &HeadersConfig) {

@@ -1,12 +1,13 @@
 //! What a check decides: allow with an [`Identity`], deny with a [`Denial`], or an error when it cannot
-//! decide. An expected denial is a value with a `Copy` reason, not an error.
+//! decide. An expected denial is a value with a `Copy` reason, not an error: [`DenyReason`] for a
+//! credential that failed, [`Unmet`] for a route requirement an identity does not meet.
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+mod unmet;
 
-use crate::policy::{ExplainStep, RouteChoice, Unmet, UnmetReason};
-use crate::providers::Attempt;
+pub use self::unmet::{Unmet, UnmetReason};
+use crate::identity::Identity;
 
 /// Why a request is denied. Each reason maps to a static metric label and a short description that is safe
 /// to show to the client (it never carries token content or internal error text).
@@ -281,52 +282,6 @@ impl Denial {
     }
 }
 
-/// Who is behind a credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrincipalKind {
-    /// A person, e.g. a token from an authorization-code or device flow.
-    Human,
-    /// A program acting for itself: an OAuth2 client-credentials token, an API key, a workload identity.
-    Machine,
-    /// Nobody: the identity of an `anonymous` provider, for requests that carry no credential.
-    Anonymous,
-}
-
-impl PrincipalKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PrincipalKind::Human => "human",
-            PrincipalKind::Machine => "machine",
-            PrincipalKind::Anonymous => "anonymous",
-        }
-    }
-}
-
-/// A verified principal.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
-    /// The provider that authenticated it (`x-auth-provider`).
-    pub provider: Arc<str>,
-    /// `sub`, when the token has one (`x-auth-subject`).
-    pub subject: Option<String>,
-    /// Human or machine (`x-auth-principal-kind`).
-    pub kind: PrincipalKind,
-    /// The OAuth2 client (`client_id`, else `azp`) of a machine principal (`x-auth-client-id`).
-    pub client_id: Option<String>,
-    /// Named attributes for headers and policy (a provider's `claims_mapping`): each a list of values.
-    pub attributes: std::collections::BTreeMap<String, Vec<String>>,
-    /// `iss` (`x-auth-issuer`).
-    pub issuer: Arc<str>,
-    /// Space-separated scopes from `scope` or `scp` (`x-auth-scopes`).
-    pub scopes: String,
-    /// Mapped claim headers: name (under the identity prefix) and value.
-    pub headers: Vec<(Arc<str>, String)>,
-    /// Every claim of the token, for dynamic metadata and policy.
-    pub claims: Map<String, Value>,
-    /// `exp` as Unix seconds.
-    pub expires_at: i64,
-}
-
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -361,32 +316,4 @@ impl Decision {
             Decision::Error(why) => why.as_str(),
         }
     }
-}
-
-/// A decision with what identifies and explains it.
-#[derive(Debug, Clone)]
-pub struct Verdict {
-    pub decision: Decision,
-    /// Unique per decision: sent upstream (`x-auth-decision-id`), in the metadata, the deny body and the log.
-    pub decision_id: String,
-    /// The index of the route (in the policy's order, the default route last) and its name.
-    pub route: usize,
-    pub route_name: Arc<str>,
-    /// Filled when asked for (`explain`, `check --explain`).
-    pub explanation: Option<Explanation>,
-}
-
-/// Why a decision came out as it did.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Explanation {
-    pub decision: &'static str,
-    pub reason: &'static str,
-    pub decision_id: String,
-    /// Which route matched, condition by condition.
-    pub route: RouteChoice,
-    /// What each provider answered, in order.
-    pub providers: Vec<Attempt>,
-    /// Each requirement of the route and whether the identity met it (empty without an identity).
-    pub requirements: Vec<ExplainStep>,
-    pub principal: Option<String>,
 }

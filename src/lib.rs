@@ -1,36 +1,61 @@
 //! portcullis: an Envoy external authorization (ext_authz v3) service.
 //!
 //! # Layout
-//! - [`pb`]: generated protobuf (Envoy ext_authz v3, google.rpc), used only at the edge.
-//! - [`config`]: the YAML configuration, its validation with field paths, and secret references.
-//! - [`request`]: our borrowed view of a check request (method, path, host, headers).
-//! - [`credential`]: finding the bearer token in a request.
-//! - [`providers`]: the provider contract and chain; [`providers::jwt`] validates JWTs,
-//!   [`providers::jwks`] fetches and refreshes key sets.
-//! - [`decision`]: what a check decides: allow with an identity, deny with a reason, or error.
-//! - [`policy`]: per-route rules: which route a request takes, what its identity must have (scopes, RBAC
-//!   permissions, claims, organization, principal kind, step-up), 401/403 answers, explanations.
-//! - [`authorizer`]: the decision pipeline the server and tools share.
-//! - [`server`]: gRPC Check, health and reflection; admin HTTP; translation to and from Envoy's types.
-//! - [`client`]: the `check` command's gRPC client.
-//! - [`dev`]: the embedded development issuer (`serve --dev`, `token`).
-//! - [`metrics`]: counters for `/metrics`.
-//! - [`clock`]: injectable wall-clock time.
-//! - [`telemetry`]: log output.
+//! The modules form layers: each imports only from the layers below it, never from one above.
+//!
+//! 1. Foundations, importing nothing of ours:
+//!    - [`pb`]: generated protobuf (Envoy ext_authz v3, google.rpc) and the one `Struct` ⇄ JSON pair; used
+//!      only at the edge (`server`, `client`).
+//!    - `request`: our borrowed view of a check request (method, path, host, headers); header names.
+//!    - `clock`: injectable wall-clock time.
+//!    - [`telemetry`]: log output and trace spans.
+//! 2. What a check is about:
+//!    - `identity`: [`Identity`], [`PrincipalKind`] and the one builder every provider uses.
+//!    - `decision`: what a check decides ([`Decision`]) and why a request is denied: credential reasons,
+//!      unmet route requirements, unavailability.
+//! 3. `config`: the YAML configuration (server, headers, providers, policy keys), validation with field
+//!    paths, secret references. `dev`: the embedded development issuer and its config.
+//! 4. `credential`: finding the credential in a request.
+//! 5. Deciding, side by side:
+//!    - `providers`: the provider contract and chain; `providers/jwt` validates JWTs, `providers/jwks`
+//!      fetches and refreshes key sets, `providers/http` calls and caches upstreams.
+//!    - `policy`: compiled routes (matcher, provider indices, requirements, challenges, deny settings).
+//! 6. `authorizer`: the decision pipeline (route → providers → policy → mode) and the [`Verdict`].
+//! 7. `answer`: a verdict as a proto-free answer: status, headers to set and remove, challenge, body,
+//!    metadata.
+//! 8. `runtime`: the swappable [`Runtime`] built from one `Config`: providers, policy, answer settings.
+//!    `metrics`: counters for `/metrics`, which outlive a runtime.
+//! 9. [`server`]: gRPC Check, health and reflection; the admin HTTP port; translation between Envoy's
+//!    protobuf and our request view and answer.
+//! 10. [`client`] (the `check` command's gRPC client) and [`cli`] (every command's logic; `main.rs` only
+//!     parses and dispatches).
 
 #![forbid(unsafe_code)]
 
-pub mod authorizer;
+mod answer;
+mod authorizer;
+pub mod cli;
 pub mod client;
-pub mod clock;
-pub mod config;
-pub mod credential;
-pub mod decision;
-pub mod dev;
-pub mod metrics;
+mod clock;
+mod config;
+mod credential;
+mod decision;
+mod dev;
+mod identity;
+mod metrics;
 pub mod pb;
-pub mod policy;
-pub mod providers;
-pub mod request;
+mod policy;
+mod providers;
+mod request;
+mod runtime;
 pub mod server;
 pub mod telemetry;
+
+pub use crate::authorizer::{Explanation, Verdict};
+pub use crate::clock::Clock;
+pub use crate::config::{Config, ConfigErrors, LoadError, Problem, SecretSource};
+pub use crate::decision::{Decision, DenyReason};
+pub use crate::identity::{Identity, PrincipalKind};
+pub use crate::providers::api_key::hash_key;
+pub use crate::request::{Headers, RequestView};
+pub use crate::runtime::Runtime;

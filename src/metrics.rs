@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::decision::{Decision, DenyReason, Unavailable};
-use crate::policy::UnmetReason;
+use crate::decision::{Decision, DenyReason, Unavailable, UnmetReason};
 use crate::providers::Providers;
 
 /// Check decisions by `decision` (allow, permit, deny, error) and `reason`.

@@ -1,4 +1,5 @@
-//! Generated protobuf code, kept at the edge: only `server/` and the `check` client use these types.
+//! Generated protobuf code, kept at the edge: only `server/` and the `check` client use these types, and
+//! [`json`] is the one conversion between `google.protobuf.Struct` and JSON.
 
 #![allow(clippy::all, missing_docs, rustdoc::all)]
 
@@ -38,3 +39,75 @@ pub use envoy::config::core::v3 as core;
 pub use envoy::r#type::v3 as http_type;
 pub use envoy::service::auth::v3 as auth;
 pub use google::rpc;
+
+/// `google.protobuf.Struct` ⇄ JSON, the one pair every caller uses (Envoy's filter metadata in, our
+/// dynamic metadata and explanations out, the `check` client's report).
+pub mod json {
+    use prost_types::value::Kind;
+    use serde_json::{Map, Value};
+
+    /// A `Struct` as a JSON object. Integral numbers (`exp`, `iat`) come back as JSON integers.
+    pub fn from_struct(s: &prost_types::Struct) -> Map<String, Value> {
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), from_value(v)))
+            .collect()
+    }
+
+    pub fn from_value(v: &prost_types::Value) -> Value {
+        match &v.kind {
+            None | Some(Kind::NullValue(_)) => Value::Null,
+            Some(Kind::BoolValue(b)) => Value::Bool(*b),
+            Some(Kind::NumberValue(n)) => match serde_json::Number::from_f64(*n) {
+                None => Value::Null,
+                Some(_) if n.fract() == 0.0 && n.abs() < 9.0e15 => Value::from(*n as i64),
+                Some(number) => Value::Number(number),
+            },
+            Some(Kind::StringValue(s)) => Value::String(s.clone()),
+            Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(from_value).collect()),
+            Some(Kind::StructValue(s)) => Value::Object(from_struct(s)),
+        }
+    }
+
+    /// A JSON object as a `Struct`.
+    pub fn to_struct(map: &Map<String, Value>) -> prost_types::Struct {
+        prost_types::Struct {
+            fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+        }
+    }
+
+    pub fn to_value(value: &Value) -> prost_types::Value {
+        let kind = match value {
+            Value::Null => Kind::NullValue(0),
+            Value::Bool(b) => Kind::BoolValue(*b),
+            Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+            Value::String(s) => Kind::StringValue(s.clone()),
+            Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+                values: items.iter().map(to_value).collect(),
+            }),
+            Value::Object(map) => Kind::StructValue(to_struct(map)),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+
+    /// A string value.
+    pub fn string(s: &str) -> prost_types::Value {
+        prost_types::Value {
+            kind: Some(Kind::StringValue(s.to_owned())),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use serde_json::json;
+
+        #[test]
+        fn json_round_trips_through_struct() {
+            let original =
+                json!({"exp": 1764681234, "ratio": 0.5, "a": [true, null, "x"], "o": {"n": -3}});
+            let map = original.as_object().unwrap();
+            let back = super::from_struct(&super::to_struct(map));
+            assert_eq!(serde_json::Value::Object(back), original);
+        }
+    }
+}

@@ -2,27 +2,25 @@
 //! default route), which providers and principals the route accepts, and what an authenticated identity
 //! must have there: scopes, Auth0 RBAC permissions, claims, organization, step-up authentication.
 //!
-//! [`Policy::new`] compiles a [`PolicyConfig`] once, reporting every problem with the path of its field;
-//! matching and evaluation then only compare borrowed strings and allocate nothing on an allow. A
-//! requirement not met is a value, [`Unmet`], that carries its answer: 403 `insufficient_scope` (RFC 6750
-//! §3.1) or 401 `insufficient_user_authentication` (RFC 9470 §3), and the challenge parameters.
+//! [`Policy::compile`] compiles a [`PolicyConfig`] once, reporting every problem with the path of its
+//! field. Each compiled [`Route`] owns everything about itself: its matcher, the indices of the providers
+//! it may use, its requirements, its challenges and its deny settings. Matching and evaluation then only
+//! compare borrowed strings and allocate nothing on an allow. A requirement not met is a value, [`Unmet`],
+//! that carries its answer: 403 `insufficient_scope` (RFC 6750 §3.1) or 401
+//! `insufficient_user_authentication` (RFC 9470 §3), and the challenge parameters.
 //!
 //! # Parts
-//! - [`config`]: the YAML keys (`mode`, `claims_namespace`, `routes`, …) as serde types.
 //! - `matcher`: host, path, method, header and `context_extensions` conditions.
 //! - `claims`: claim lookup by name, path, and namespace with aliases.
 //! - `requirement`: principal, scopes, permissions, claims, organization, step-up.
-//! - `unmet`: [`Unmet`] and [`UnmetReason`], the 401/403 answers.
 //! - `deny`: a route's own deny status, headers and body template.
 //! - `explain`: the serializable explanation of a decision.
 
 mod claims;
-pub mod config;
 mod deny;
 mod explain;
 mod matcher;
 mod requirement;
-mod unmet;
 
 #[cfg(test)]
 mod examples;
@@ -32,42 +30,27 @@ mod testing;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-pub use self::config::{PolicyConfig, POLICY_KEYS};
-pub use self::deny::{BodyTemplate, DenySettings, DenyVars};
+pub use self::deny::{DenySettings, DenyVars};
 pub use self::explain::{ExplainStep, RouteChoice, RouteTrace};
-pub use self::unmet::{Unmet, UnmetReason};
 
 use self::claims::Namespaces;
-use self::config::{DenyConfig, RequireConfig};
 use self::matcher::Matcher;
 use self::requirement::Requirements;
-use crate::decision::{Identity, PrincipalKind};
+use crate::config::policy::{DenyConfig, RequireConfig};
+use crate::config::{ConfigErrors, Mode, PolicyConfig, Problems};
+use crate::decision::{Unmet, UnmetReason};
+use crate::identity::{Identity, PrincipalKind};
 use crate::request::RequestView;
 
 /// The name of the route that applies when no other matches.
 pub const DEFAULT_ROUTE: &str = "default";
 
-/// Whether a policy denial is enforced.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// A request that fails the policy is denied.
-    #[default]
-    Enforce,
-    /// A request that fails the policy is allowed and marked as a would-be denial, so a team can turn
-    /// authorization on route by route and see what would break first.
-    Permissive,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Permissive => "permissive",
-        }
-    }
+/// What the policy compiler needs to know of each configured provider, in declared order.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderInfo<'a> {
+    pub name: &'a str,
+    /// The `WWW-Authenticate` scheme of the provider, when it reads the `Authorization` header.
+    pub challenge_scheme: Option<&'a str>,
 }
 
 /// The compiled policy: routes in order and the default route.
@@ -77,34 +60,70 @@ pub struct Policy {
     default: Route,
 }
 
-/// One compiled route.
+/// One compiled route: everything about it, owned.
 #[derive(Debug)]
 pub struct Route {
     name: Arc<str>,
     /// The route's position in [`Policy::routes`] (the default route last).
     index: usize,
     matcher: Matcher,
+    /// The names the route lists (`None`: every provider) and their indices in declared order.
     providers: Option<Box<[String]>>,
+    provider_indices: Option<Box<[usize]>>,
     allow_anonymous: bool,
     mode: Mode,
     requirements: Requirements,
+    challenge: Challenge,
     deny: DenySettings,
 }
 
-/// Checks a policy: every problem, each with the path of its field (`routes[2].match.path_glob`), in
-/// document order. Empty means [`Policy::new`] succeeds.
-pub fn validate(config: &PolicyConfig, provider_names: &[&str]) -> Vec<(String, String)> {
-    Policy::new(config, provider_names)
-        .err()
-        .unwrap_or_default()
+/// A route's `WWW-Authenticate` challenges (RFC 6750 §3), fixed at compile time.
+#[derive(Debug, Default)]
+pub struct Challenge {
+    /// The scheme of an error challenge: the first its providers read from `Authorization`, else `Bearer`.
+    pub scheme: Box<str>,
+    /// The challenge when no credential was sent: one `<scheme> realm="…"` per scheme its providers read.
+    pub plain: Box<str>,
+    pub realm: Box<str>,
+}
+
+impl Challenge {
+    fn new(providers: &[ProviderInfo<'_>], allowed: Option<&[usize]>, realm: &str) -> Challenge {
+        let mut schemes: Vec<&str> = Vec::new();
+        for (i, provider) in providers.iter().enumerate() {
+            if allowed.is_some_and(|a| !a.contains(&i)) {
+                continue;
+            }
+            if let Some(scheme) = provider.challenge_scheme {
+                if !schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+                    schemes.push(scheme);
+                }
+            }
+        }
+        if schemes.is_empty() {
+            schemes.push("Bearer");
+        }
+        let plain = schemes
+            .iter()
+            .map(|scheme| format!("{scheme} realm=\"{realm}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Challenge {
+            scheme: schemes[0].into(),
+            plain: plain.into(),
+            realm: realm.into(),
+        }
+    }
 }
 
 impl Policy {
-    /// Compiles a policy. `provider_names` are the configured providers a route may name.
-    pub fn new(
+    /// Compiles a policy against the configured providers; `realm` goes into every challenge. Reports every
+    /// problem, each with the path of its field (`routes[2].match.path_glob`), in document order.
+    pub fn compile(
         config: &PolicyConfig,
-        provider_names: &[&str],
-    ) -> Result<Policy, Vec<(String, String)>> {
+        providers: &[ProviderInfo<'_>],
+        realm: &str,
+    ) -> Result<Policy, ConfigErrors> {
         let mut problems = Problems::default();
         let namespaces = Namespaces::compile(&mut problems, config);
         let mut names = HashSet::new();
@@ -120,7 +139,7 @@ impl Policy {
                 require: &route.require,
                 deny: &route.deny,
             };
-            let compiled = parts.compile(&mut problems, &path, provider_names, &namespaces);
+            let compiled = parts.compile(&mut problems, &path, providers, realm, &namespaces);
             routes.push(Route {
                 name: route.name.as_str().into(),
                 index: i,
@@ -136,11 +155,14 @@ impl Policy {
             require: &d.require,
             deny: &d.deny,
         }
-        .compile(&mut problems, "default_route", provider_names, &namespaces);
-        if !problems.0.is_empty() {
-            return Err(problems.0);
-        }
-        Ok(Policy {
+        .compile(
+            &mut problems,
+            "default_route",
+            providers,
+            realm,
+            &namespaces,
+        );
+        problems.into_result(Policy {
             default: Route {
                 index: routes.len(),
                 ..default
@@ -207,6 +229,16 @@ impl Route {
     /// The providers that may authenticate requests here; `None` means all.
     pub fn providers(&self) -> Option<&[String]> {
         self.providers.as_deref()
+    }
+
+    /// The same providers as indices in declared order; `None` means all.
+    pub fn provider_indices(&self) -> Option<&[usize]> {
+        self.provider_indices.as_deref()
+    }
+
+    /// The route's `WWW-Authenticate` challenges.
+    pub fn challenge(&self) -> &Challenge {
+        &self.challenge
     }
 
     /// Whether a request without any credential is allowed here.
@@ -297,9 +329,11 @@ impl RouteParts<'_> {
         self,
         problems: &mut Problems,
         path: &str,
-        provider_names: &[&str],
+        known: &[ProviderInfo<'_>],
+        realm: &str,
         namespaces: &Namespaces,
     ) -> Route {
+        let provider_names: Vec<&str> = known.iter().map(|p| p.name).collect();
         if let Some(providers) = self.providers {
             if providers.is_empty() {
                 problems.add(
@@ -333,11 +367,18 @@ impl RouteParts<'_> {
                 "cannot be combined with require: an anonymous request has nothing to check",
             );
         }
+        let provider_indices: Option<Box<[usize]>> = self.providers.map(|wanted| {
+            (0..known.len())
+                .filter(|&i| wanted.iter().any(|w| w == known[i].name))
+                .collect()
+        });
         Route {
             name: DEFAULT_ROUTE.into(),
             index: 0,
             matcher: Matcher::default(),
             providers: self.providers.map(Into::into),
+            challenge: Challenge::new(known, provider_indices.as_deref(), realm),
+            provider_indices,
             allow_anonymous: self.allow_anonymous,
             mode: self.mode,
             requirements,
@@ -359,24 +400,6 @@ fn check_route_name(problems: &mut Problems, path: &str, name: &str, seen: &mut 
     } else if !seen.insert(name.to_owned()) {
         problems.add(path, format!("another route is also named `{name}`"));
     }
-}
-
-/// Collects problems while a policy is compiled.
-#[derive(Debug, Default)]
-struct Problems(Vec<(String, String)>);
-
-impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push((path.into(), message.into()));
-    }
-}
-
-/// A lower-case HTTP header field name (RFC 9110 §5.1 token), as Envoy sends them.
-fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
 }
 
 #[cfg(test)]
@@ -600,7 +623,14 @@ default_route:
 "#,
         )
         .unwrap();
-        let found = validate(&config, &["auth0", "github"]);
+        let providers = ["auth0", "github"].map(|name| ProviderInfo {
+            name,
+            challenge_scheme: Some("Bearer"),
+        });
+        let found = Policy::compile(&config, &providers, "portcullis")
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
         let expected = [
             ("claims_namespace", "must be a URL or URN ending with `/` or `:`, e.g. `https://example.com/` (claim names are appended to it)"),
             ("routes[0].providers[1]", "unknown provider `okta` (configured: auth0, github)"),
@@ -618,7 +648,7 @@ default_route:
         ];
         let found: Vec<(&str, &str)> = found
             .iter()
-            .map(|(p, m)| (p.as_str(), m.as_str()))
+            .map(|p| (p.path.as_str(), p.message.as_str()))
             .collect();
         assert_eq!(found, expected);
     }

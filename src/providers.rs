@@ -32,9 +32,10 @@ use tokio_util::sync::CancellationToken;
 use self::jwks::{AlgSet, KeySet, KeyStore};
 use self::jwt::{JwtProvider, JwtProviders};
 use crate::clock::Clock;
-use crate::config::{Config, CredentialLocation, ProviderKind, SecretSource};
+use crate::config::{Config, CredentialLocation, Problem, ProviderKind, SecretSource};
 use crate::credential::{self, Found};
-use crate::decision::{Denial, DenyCause, DenyReason, Identity, PrincipalKind, Unavailable};
+use crate::decision::{Denial, DenyCause, DenyReason, Unavailable};
+use crate::identity::{Identity, IdentityBuilder};
 use crate::request::RequestView;
 
 /// What one provider (or the chain) makes of a request.
@@ -81,6 +82,38 @@ pub enum BuildError {
         #[source]
         source: url::ParseError,
     },
+}
+
+impl BuildError {
+    /// The problem, at the path of the field it is about (`providers[2].keys_file`).
+    pub fn into_problem(self) -> Problem {
+        let (path, message) = match &self {
+            BuildError::Secret {
+                field,
+                index,
+                source,
+            } => (format!("providers[{index}].{field}"), source.to_string()),
+            BuildError::JwksFile {
+                index,
+                path,
+                source,
+            } => (
+                format!("providers[{index}].jwks_file"),
+                format!("cannot read `{}`: {source}", path.display()),
+            ),
+            BuildError::Keys { index, source } => {
+                (format!("providers[{index}]"), source.to_string())
+            }
+            BuildError::KeysFile { index, source } => {
+                (format!("providers[{index}].keys_file"), source.to_string())
+            }
+            BuildError::Url { index, source } => (
+                format!("providers[{index}]"),
+                format!("invalid URL: {source}"),
+            ),
+        };
+        Problem { path, message }
+    }
 }
 
 /// The closed set of provider kinds: static dispatch, no boxed future per provider per request.
@@ -151,9 +184,9 @@ impl Providers {
     pub fn from_config(
         config: &Config,
         secrets: &SecretSource,
-        http: &reqwest::Client,
         clock: Clock,
     ) -> Result<Providers, BuildError> {
+        let http = &http::client();
         let mut entries = Vec::new();
         let mut jwt = Vec::new();
         let mut jwt_entries = Vec::new();
@@ -206,7 +239,7 @@ impl Providers {
                 ProviderKind::Mtls(c) => Kind::Mtls(mtls::Mtls::new(provider, c)),
                 ProviderKind::EnvoyJwt(c) => Kind::EnvoyJwt(envoy_jwt::EnvoyJwt::new(provider, c)),
                 ProviderKind::Anonymous(c) => {
-                    Kind::Anonymous(Arc::new(anonymous(&name, &c.principal)))
+                    Kind::Anonymous(Arc::new(IdentityBuilder::anonymous(&name, &c.principal)))
                 }
             };
             entries.push(Entry {
@@ -258,26 +291,6 @@ impl Providers {
 
     pub fn cached_tokens(&self) -> u64 {
         self.jwt.cached_tokens()
-    }
-
-    /// The `WWW-Authenticate` schemes of the providers in `allowed` (all when `None`) that read the
-    /// `Authorization` header, in order, without repeats; `Bearer` when none does.
-    pub fn challenge_schemes(&self, allowed: Option<&[usize]>) -> Vec<String> {
-        let mut schemes: Vec<String> = Vec::new();
-        for (i, entry) in self.entries.iter().enumerate() {
-            if allowed.is_some_and(|a| !a.contains(&i)) {
-                continue;
-            }
-            if let Some(scheme) = entry.location.challenge_scheme() {
-                if !schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
-                    schemes.push(scheme.to_owned());
-                }
-            }
-        }
-        if schemes.is_empty() {
-            schemes.push("Bearer".to_owned());
-        }
-        schemes
     }
 
     /// Runs the chain over the providers in `allowed` (indices in declared order; all when `None`).
@@ -450,13 +463,4 @@ fn jwt_key_store(
         )
         .map_err(|source| BuildError::Keys { index, source })?,
     })
-}
-
-/// The identity of a request with no credential: an `anonymous` provider's, or on a route that allows
-/// anonymous access, the built-in one.
-pub fn anonymous(provider: &Arc<str>, principal: &str) -> Identity {
-    jwt::ClaimsSettings::default().principal_identity(
-        provider,
-        jwt::Principal::new(principal, PrincipalKind::Anonymous),
-    )
 }

@@ -116,6 +116,14 @@ impl<'a> RequestView<'a> {
     }
 }
 
+/// A lower-case HTTP header field name (RFC 9110 §5.1 token), as Envoy sends them.
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,11 @@
 //! 503 for the drain period while requests are still answered; then both servers stop accepting and finish
 //! what is in flight.
 
-pub mod admin;
-pub mod check;
-pub mod translate;
+mod admin;
+mod check;
+mod translate;
+
+pub use self::check::{CheckService, EXPLAIN_HEADER};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,11 +21,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
-use self::translate::AnswerSettings;
-use crate::authorizer::Authorizer;
+use arc_swap::ArcSwap;
+
 use crate::config::Config;
 use crate::dev::DevIssuer;
+use crate::metrics::Metrics;
 use crate::pb::auth::authorization_server::AuthorizationServer;
+use crate::runtime::Runtime;
 
 /// The gRPC service name health reports on, beside the overall `""`: SERVING once every provider can
 /// decide, NOT_SERVING before that and while draining (readiness).
@@ -32,34 +36,41 @@ pub const SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
 /// liveness probes, so that an IdP outage does not restart pods.
 pub const LIVENESS_SERVICE: &str = "liveness";
 
-/// Everything a running server shares.
+/// Everything a running server shares: the current runtime (swappable), and what outlives a runtime
+/// (metrics, the drain state, the listen-time settings).
 pub struct App {
-    pub authorizer: Arc<Authorizer>,
-    pub answers: AnswerSettings,
-    pub drain: Duration,
-    /// Whether a Check may ask for its explanation (`server.allow_explain`).
-    pub allow_explain: bool,
+    runtime: ArcSwap<Runtime>,
+    metrics: Metrics,
+    drain: Duration,
     /// The development issuer whose discovery and JWKS the admin port serves (`serve --dev`).
-    pub dev: Option<Arc<DevIssuer>>,
+    dev: Option<Arc<DevIssuer>>,
     draining: AtomicBool,
 }
 
 impl App {
-    /// Everything a server needs, from its configuration and authorizer.
-    pub fn new(config: &Config, authorizer: Authorizer, dev: Option<Arc<DevIssuer>>) -> App {
+    /// Everything a server needs, from its configuration and the runtime built from it.
+    pub fn new(config: &Config, runtime: Runtime, dev: Option<Arc<DevIssuer>>) -> App {
         App {
-            answers: AnswerSettings::new(config, &authorizer),
-            authorizer: Arc::new(authorizer),
+            runtime: ArcSwap::from_pointee(runtime),
+            metrics: Metrics::default(),
             drain: Duration::from_secs(config.server.drain_seconds),
-            allow_explain: config.server.allow_explain,
             dev,
             draining: AtomicBool::new(false),
         }
     }
 
+    /// The current runtime; a check holds it until it has answered.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Ready: every provider can decide, and we are not draining.
     pub fn ready(&self) -> bool {
-        !self.draining.load(Ordering::Relaxed) && self.authorizer.ready()
+        !self.draining.load(Ordering::Relaxed) && self.runtime.load().ready()
     }
 }
 
@@ -83,7 +94,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let background = CancellationToken::new();
     let stop_servers = CancellationToken::new();
-    app.authorizer.spawn_background(&background);
+    app.runtime.load().spawn_background(&background);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_readiness(&health, ServingStatus::NotServing).await;

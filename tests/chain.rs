@@ -50,13 +50,13 @@ providers:
 }
 
 async fn introspection_server(up: &FakeUpstream, extra: &str) -> TestServer {
-    let secrets = portcullis::config::SecretSource::Map(
+    let secrets = portcullis::SecretSource::Map(
         [("INTROSPECTION_SECRET".to_owned(), "s3cret:&x".to_owned())].into(),
     );
     TestServer::start_with(
         &introspection_yaml(up, extra),
         secrets,
-        portcullis::clock::Clock::system(),
+        portcullis::Clock::system(),
     )
     .await
     .ready()
@@ -297,7 +297,7 @@ async fn github_tokens_with_organisations() {
 async fn api_keys_by_digest_from_config_and_a_reloaded_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("keys.yaml");
-    let hash = portcullis::providers::api_key::hash_key;
+    let hash = portcullis::hash_key;
     std::fs::write(
         &file,
         format!(
@@ -517,8 +517,8 @@ default_route: {{allow_anonymous: true}}",
         idp.issuer,
         up.url("/introspect")
     );
-    let secrets = portcullis::config::SecretSource::Map([("S".to_owned(), "x".to_owned())].into());
-    let server = TestServer::start_with(&yaml, secrets, portcullis::clock::Clock::system())
+    let secrets = portcullis::SecretSource::Map([("S".to_owned(), "x".to_owned())].into());
+    let server = TestServer::start_with(&yaml, secrets, portcullis::Clock::system())
         .await
         .ready()
         .await;
@@ -569,7 +569,7 @@ default_route: {{allow_anonymous: true}}",
 
 #[tokio::test]
 async fn credential_locations_cookie_query_and_conflicts() {
-    let hash = portcullis::providers::api_key::hash_key;
+    let hash = portcullis::hash_key;
     let yaml = format!(
         "providers:
   - name: session
@@ -631,10 +631,7 @@ async fn hash_key_prints_the_digest_the_config_wants() {
         .unwrap();
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        printed.trim(),
-        portcullis::providers::api_key::hash_key("my-key")
-    );
+    assert_eq!(printed.trim(), portcullis::hash_key("my-key"));
     // SHA-256 of "my-key", computed independently (sha256sum).
     assert_eq!(
         printed.trim(),

@@ -507,8 +507,8 @@ async fn explanations_only_when_the_server_allows_them() {
 
 #[tokio::test]
 async fn policy_denials_name_the_provider_and_principal() {
-    use portcullis::decision::Decision;
-    use portcullis::request::{Headers, RequestView};
+    use portcullis::Decision;
+    use portcullis::{Headers, RequestView};
     let idp = FakeIdp::start().await;
     let key = TestKey::rsa("k");
     idp.set_keys(&[&key]);
@@ -520,7 +520,8 @@ async fn policy_denials_name_the_provider_and_principal() {
     let auth = format!("Bearer {}", key.token(&claims(&idp.issuer, AUD)));
     let pairs = [("authorization", auth.as_str())];
     let view = RequestView::new("GET", "/", "h", Headers::Pairs(&pairs), "");
-    let verdict = server.app.authorizer.decide(&view, false).await;
+    let runtime = server.app.runtime();
+    let verdict = runtime.decide(&view, false).await;
     let Decision::Deny(denial) = verdict.decision else {
         panic!("expected a denial: {:?}", verdict.decision)
     };

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
-use super::{is_header_name, Problems, SecretRef, BUILTIN_HEADER_SUFFIXES};
+use super::{Problems, SecretRef, BUILTIN_HEADER_SUFFIXES};
+use crate::request::is_header_name;
 
 /// One credential provider. `type` selects the kind; the common keys apply to every kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -752,7 +753,7 @@ pub(super) fn validate(
 
 /// Checks one API key entry.
 fn validate_api_key(problems: &mut Problems, path: &str, key: &ApiKeyEntry) {
-    if crate::providers::api_key::parse_digest(&key.sha256).is_none() {
+    if parse_digest(&key.sha256).is_none() {
         problems.add(
             format!("{path}.sha256"),
             "must be 64 hex digits (`portcullis hash-key` prints it); never the key itself",
@@ -947,6 +948,20 @@ fn check_url(problems: &mut Problems, field: &str, url: &str, allow_plain_http: 
     if parsed.host().is_none() {
         problems.add(field, "has no host");
     }
+}
+
+/// Parses `sha256:<64 hex>` or `<64 hex>`.
+pub fn parse_digest(text: &str) -> Option<[u8; 32]> {
+    let hex = text.strip_prefix("sha256:").unwrap_or(text);
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+        let pair = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value as Json};
 
-use super::config::{ClaimConfig, ClaimName, PolicyConfig};
-use super::Problems;
+use crate::config::policy::{ClaimConfig, ClaimName, PolicyConfig};
+use crate::config::Problems;
 
 /// `claims_namespace` followed by its aliases, in the order they are read.
 #[derive(Debug, Default)]
@@ -284,7 +284,11 @@ mod tests {
         let config: ClaimConfig = serde_yaml_ng::from_str(yaml).unwrap();
         let mut problems = Problems::default();
         ClaimRule::compile(&mut problems, "claims[0]", &config, &Namespaces::default());
-        problems.0
+        problems
+            .0
+            .into_iter()
+            .map(|p| (p.path, p.message))
+            .collect()
     }
 
     #[test]
@@ -490,7 +494,7 @@ mod tests {
         .unwrap();
         let mut problems = Problems::default();
         Namespaces::compile(&mut problems, &config);
-        let paths: Vec<&str> = problems.0.iter().map(|(p, _)| p.as_str()).collect();
+        let paths: Vec<&str> = problems.0.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
             [
@@ -504,6 +508,6 @@ mod tests {
             serde_yaml_ng::from_str("{claims_namespace_aliases: ['https://old/']}").unwrap();
         let mut problems = Problems::default();
         Namespaces::compile(&mut problems, &config);
-        assert_eq!(problems.0[0].0, "claims_namespace_aliases");
+        assert_eq!(problems.0[0].path, "claims_namespace_aliases");
     }
 }

@@ -1,8 +1,9 @@
 //! A route's own answer to a policy denial: a replacement status, extra headers, and a body template with
 //! `{{error}}`, `{{error_description}}`, `{{decision_id}}` and `{{route}}` placeholders, parsed once.
 
-use super::config::DenyConfig;
-use super::{is_header_name, Problems};
+use crate::config::policy::DenyConfig;
+use crate::config::Problems;
+use crate::request::is_header_name;
 
 /// How a policy denial on a route is answered, beyond the standard status and challenge.
 #[derive(Debug, Default)]
@@ -228,7 +229,7 @@ mod tests {
         .unwrap();
         let mut problems = Problems::default();
         DenySettings::compile(&mut problems, "routes[1].deny", &config);
-        let paths: Vec<&str> = problems.0.iter().map(|(p, _)| p.as_str()).collect();
+        let paths: Vec<&str> = problems.0.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
             [

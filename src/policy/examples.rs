@@ -5,8 +5,9 @@ use serde_json::json;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::testing::{identity, machine};
-use super::{Policy, PolicyConfig, POLICY_KEYS};
-use crate::decision::Identity;
+use super::{Policy, ProviderInfo};
+use crate::config::{PolicyConfig, POLICY_KEYS};
+use crate::identity::Identity;
 use crate::request::{Headers, RequestView};
 
 const NOW: i64 = 1_700_000_000;
@@ -34,7 +35,15 @@ fn load(text: &str) -> Policy {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let config: PolicyConfig = serde_yaml_ng::from_value(Value::Mapping(policy)).unwrap();
-    Policy::new(&config, &providers).unwrap_or_else(|problems| panic!("{problems:#?}"))
+    let providers: Vec<ProviderInfo<'_>> = providers
+        .into_iter()
+        .map(|name| ProviderInfo {
+            name,
+            challenge_scheme: Some("Bearer"),
+        })
+        .collect();
+    Policy::compile(&config, &providers, "portcullis")
+        .unwrap_or_else(|problems| panic!("{problems:#?}"))
 }
 
 /// `200`, or the status and label of the denial, after the route's own `deny.status`.

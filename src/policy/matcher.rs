@@ -1,9 +1,10 @@
 //! Which requests a route takes: host, path (exact, prefix or glob), method, headers and Envoy's
 //! `context_extensions`, compiled once so that matching only compares borrowed strings.
 
-use super::config::{MatchConfig, ValueMatch};
 use super::explain::ExplainStep;
-use super::{is_header_name, Problems};
+use crate::config::policy::{MatchConfig, ValueMatch};
+use crate::config::Problems;
+use crate::request::is_header_name;
 use crate::request::RequestView;
 
 /// A conjunction of conditions; an empty one matches every request (the default route).
@@ -329,7 +330,11 @@ mod tests {
         let config: MatchConfig = serde_yaml_ng::from_str(yaml).unwrap();
         let mut problems = Problems::default();
         Matcher::compile(&mut problems, "routes[2].match", &config);
-        problems.0
+        problems
+            .0
+            .into_iter()
+            .map(|p| (p.path, p.message))
+            .collect()
     }
 
     fn get(m: &Matcher, method: &str, path_and_query: &str, host: &str) -> bool {

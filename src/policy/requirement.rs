@@ -9,11 +9,14 @@ use std::sync::Arc;
 use serde_json::Value as Json;
 
 use super::claims::{ClaimPath, ClaimRule, Namespaces};
-use super::config::{GrantsConfig, OrganizationConfig, Principal, RequireConfig, StepUpConfig};
 use super::explain::ExplainStep;
-use super::unmet::{Unmet, UnmetReason};
-use super::{is_header_name, Problems};
-use crate::decision::{Identity, PrincipalKind};
+use crate::config::policy::{
+    GrantsConfig, OrganizationConfig, Principal, RequireConfig, StepUpConfig,
+};
+use crate::config::Problems;
+use crate::decision::{Unmet, UnmetReason};
+use crate::identity::{Identity, PrincipalKind};
+use crate::request::is_header_name;
 use crate::request::RequestView;
 
 /// How far in the future an `auth_time` may be (clock skew) before a token is treated as not fresh.
@@ -533,7 +536,11 @@ mod tests {
             &config,
             &Namespaces::default(),
         );
-        problems.0
+        problems
+            .0
+            .into_iter()
+            .map(|p| (p.path, p.message))
+            .collect()
     }
 
     fn run(r: &Requirements, id: &Identity, path: &str, headers: &[(&str, &str)]) -> Answer {

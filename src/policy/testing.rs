@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
-use super::{Policy, PolicyConfig};
-use crate::decision::{Identity, PrincipalKind};
+use super::{Policy, ProviderInfo};
+use crate::config::PolicyConfig;
+use crate::identity::{Identity, PrincipalKind};
 
 /// A person authenticated by `auth0`, with these scopes and claims.
 pub(super) fn identity(scopes: &str, claims: Json) -> Identity {
@@ -36,5 +37,9 @@ pub(super) fn machine(client: &str, scopes: &str, claims: Json) -> Identity {
 /// A policy from YAML, with providers `auth0` and `github`; panics on any problem.
 pub(super) fn policy(yaml: &str) -> Policy {
     let config: PolicyConfig = serde_yaml_ng::from_str(yaml).expect("policy YAML parses");
-    Policy::new(&config, &["auth0", "github"]).expect("policy is valid")
+    let providers = ["auth0", "github"].map(|name| ProviderInfo {
+        name,
+        challenge_scheme: Some("Bearer"),
+    });
+    Policy::compile(&config, &providers, "portcullis").expect("policy is valid")
 }

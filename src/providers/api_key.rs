@@ -11,24 +11,11 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use super::http::digest;
-use super::jwt::{ClaimsSettings, Principal};
 use super::Outcome;
-use crate::config::providers::{ApiKeyConfig, ApiKeyEntry, KindName};
-use crate::decision::{DenyReason, Identity, PrincipalKind};
-
-/// Parses `sha256:<64 hex>` or `<64 hex>`.
-pub fn parse_digest(text: &str) -> Option<[u8; 32]> {
-    let hex = text.strip_prefix("sha256:").unwrap_or(text);
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        let pair = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(pair, 16).ok()?;
-    }
-    Some(out)
-}
+use crate::config::providers::{parse_digest, ApiKeyConfig, ApiKeyEntry, KindName};
+use crate::decision::DenyReason;
+use crate::identity::{Identity, PrincipalKind};
+use crate::identity::{IdentityBuilder, Principal};
 
 /// The digest of a key as the config wants it: `sha256:<hex>`.
 pub fn hash_key(key: &str) -> String {
@@ -60,7 +47,7 @@ pub struct ApiKeys {
     fixed: Vec<ApiKeyEntry>,
     file: Option<PathBuf>,
     reload: Duration,
-    claims: ClaimsSettings,
+    claims: IdentityBuilder,
     keys: ArcSwap<Vec<Key>>,
 }
 
@@ -76,7 +63,7 @@ impl ApiKeys {
             fixed: config.keys.clone(),
             file: config.keys_file.clone(),
             reload: Duration::from_secs(config.reload_seconds),
-            claims: ClaimsSettings::mapping_only(claims_mapping),
+            claims: IdentityBuilder::mapping_only(claims_mapping),
             keys: ArcSwap::from_pointee(Vec::new()),
         };
         let from_file = match &provider.file {
@@ -113,7 +100,7 @@ impl ApiKeys {
             .iter()
             .map(|(name, values)| (name.clone(), values.values()))
             .collect();
-        self.claims.principal_identity(&self.name, principal)
+        self.claims.for_principal(&self.name, principal)
     }
 
     /// Looks the key up by digest, comparing against every key in constant time.

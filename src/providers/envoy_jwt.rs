@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::jwt::ClaimsSettings;
 use super::Outcome;
 use crate::config::providers::EnvoyJwtConfig;
 use crate::config::ProviderConfig;
 use crate::decision::DenyReason;
+use crate::identity::IdentityBuilder;
 use crate::request::RequestView;
 
 pub struct EnvoyJwt {
@@ -18,7 +18,7 @@ pub struct EnvoyJwt {
     namespace: String,
     payload_key: String,
     issuers: Vec<String>,
-    claims: ClaimsSettings,
+    claims: IdentityBuilder,
 }
 
 impl EnvoyJwt {
@@ -28,7 +28,7 @@ impl EnvoyJwt {
             namespace: config.metadata_namespace.clone(),
             payload_key: config.payload_key.clone(),
             issuers: config.issuers.clone(),
-            claims: ClaimsSettings::new(&Default::default(), &common.claims_mapping),
+            claims: IdentityBuilder::mapping_only(&common.claims_mapping),
         }
     }
 
@@ -51,7 +51,7 @@ impl EnvoyJwt {
             .map_or(i64::MAX, |e| e.floor() as i64);
         let identity =
             self.claims
-                .identity(&self.name, Arc::from(issuer), payload.clone(), expires_at);
+                .claims_identity(&self.name, Arc::from(issuer), payload.clone(), expires_at);
         Outcome::Authenticated(Arc::new(identity))
     }
 }

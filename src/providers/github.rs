@@ -8,18 +8,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::{digest, read_bounded, result_cache, ResultCache, Timed, UpstreamError};
-use super::jwt::{ClaimsSettings, Principal};
+use super::http::{read_bounded, Answer, CachedUpstream, Timed, UpstreamError};
 use super::Outcome;
 use crate::config::providers::GithubConfig;
 use crate::config::ProviderConfig;
-use crate::decision::{DenyReason, Identity, PrincipalKind, Unavailable};
-
-#[derive(Clone)]
-enum Answer {
-    Accepted(Arc<Identity>),
-    Refused(DenyReason),
-}
+use crate::decision::DenyReason;
+use crate::identity::{header_safe, Identity, IdentityBuilder, Principal, PrincipalKind};
 
 pub struct Github {
     name: Arc<str>,
@@ -29,9 +23,9 @@ pub struct Github {
     ttl: Duration,
     timeout: Duration,
     max_body: usize,
-    claims: ClaimsSettings,
+    claims: IdentityBuilder,
     http: reqwest::Client,
-    cache: ResultCache<Answer>,
+    upstream: CachedUpstream,
 }
 
 #[derive(serde::Deserialize)]
@@ -54,39 +48,30 @@ enum Fetched<T> {
 
 impl Github {
     pub fn new(common: &ProviderConfig, config: &GithubConfig, http: reqwest::Client) -> Github {
+        let name: Arc<str> = Arc::from(common.name.as_str());
         Github {
-            name: Arc::from(common.name.as_str()),
+            upstream: CachedUpstream::new(
+                Arc::clone(&name),
+                "GitHub",
+                Some(config.upstream.cache_max_entries),
+            ),
+            name,
             api_base: config.api_base.trim_end_matches('/').to_owned(),
             fetch_orgs: config.fetch_orgs || !config.allowed_orgs.is_empty(),
             allowed_orgs: config.allowed_orgs.clone(),
             ttl: Duration::from_secs(config.cache_ttl_seconds),
             timeout: Duration::from_secs(config.upstream.timeout_seconds),
             max_body: config.upstream.max_response_bytes,
-            claims: ClaimsSettings::mapping_only(&common.claims_mapping),
+            claims: IdentityBuilder::mapping_only(&common.claims_mapping),
             http,
-            cache: result_cache(config.upstream.cache_max_entries),
         }
     }
 
     pub async fn authenticate(&self, token: &str) -> Outcome {
-        match self
-            .cache
-            .try_get_with(digest(token), self.check(token))
+        // GitHub tokens carry no expiry of their own: only the cache TTL bounds an answer.
+        self.upstream
+            .authenticate(token, i64::MIN, self.check(token))
             .await
-        {
-            Ok(Timed {
-                value: Answer::Accepted(identity),
-                ..
-            }) => Outcome::Authenticated(identity),
-            Ok(Timed {
-                value: Answer::Refused(reason),
-                ..
-            }) => Outcome::Rejected(reason),
-            Err(error) => {
-                tracing::warn!(provider.name = %self.name, %error, "GitHub unavailable");
-                Outcome::Unavailable(Unavailable::Upstream)
-            }
-        }
     }
 
     async fn get<T: serde::de::DeserializeOwned>(
@@ -147,7 +132,7 @@ impl Github {
         {
             return Ok(refused(DenyReason::OrganizationNotAllowed));
         }
-        if !super::jwt::header_safe(&user.login) {
+        if !header_safe(&user.login) {
             return Err(UpstreamError::BadBody);
         }
         Ok(Timed {
@@ -171,6 +156,6 @@ impl Github {
         if let Some(name) = user.name {
             principal.claims.insert("name".into(), Value::from(name));
         }
-        self.claims.principal_identity(&self.name, principal)
+        self.claims.for_principal(&self.name, principal)
     }
 }

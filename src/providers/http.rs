@@ -1,5 +1,13 @@
-//! Calling upstreams (IdPs, introspection, webhooks, GitHub): bounded bodies and one error type that keeps
-//! the detail for the log and never reaches a client.
+//! Calling upstreams (IdPs, introspection, webhooks, GitHub): bounded bodies, one error type that keeps
+//! the detail for the log and never reaches a client, and [`CachedUpstream`], the one way an upstream's
+//! answer about a credential is cached and turned into an [`Outcome`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::Outcome;
+use crate::decision::{DenyReason, Unavailable};
+use crate::identity::Identity;
 
 /// Why an upstream call failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,4 +79,78 @@ pub fn result_cache<V: Clone + Send + Sync + 'static>(max_entries: u64) -> Resul
         .max_capacity(max_entries.max(1))
         .expire_after(TimedExpiry)
         .build()
+}
+
+/// What an upstream said of a credential: the value that is cached.
+#[derive(Clone)]
+pub enum Answer {
+    Accepted(Arc<Identity>),
+    Refused(DenyReason),
+}
+
+/// An opaque-credential upstream (introspection, webhook, GitHub) with its answer cache: concurrent
+/// misses for one credential share one call, answers live as long as the [`Timed`] TTL the call gave,
+/// errors are never cached, and an accepted identity past its `exp` is refused.
+pub struct CachedUpstream {
+    name: Arc<str>,
+    /// What the upstream is, for the log (`token introspection`, `auth webhook`, `GitHub`).
+    what: &'static str,
+    cache: Option<ResultCache<Answer>>,
+}
+
+impl CachedUpstream {
+    /// `cache_max_entries` of `None` calls the upstream every time.
+    pub fn new(
+        name: Arc<str>,
+        what: &'static str,
+        cache_max_entries: Option<u64>,
+    ) -> CachedUpstream {
+        CachedUpstream {
+            name,
+            what,
+            cache: cache_max_entries.map(result_cache),
+        }
+    }
+
+    /// The cached answer for `credential`, else `call`'s.
+    pub async fn authenticate(
+        &self,
+        credential: &str,
+        now: i64,
+        call: impl Future<Output = Result<Timed<Answer>, UpstreamError>>,
+    ) -> Outcome {
+        let answer = match &self.cache {
+            Some(cache) => cache.try_get_with(digest(credential), call).await,
+            None => call.await.map_err(Arc::new),
+        };
+        match answer {
+            Ok(Timed {
+                value: Answer::Accepted(identity),
+                ..
+            }) if identity.expires_at > now => Outcome::Authenticated(identity),
+            Ok(Timed {
+                value: Answer::Accepted(_),
+                ..
+            }) => Outcome::Rejected(DenyReason::Expired),
+            Ok(Timed {
+                value: Answer::Refused(reason),
+                ..
+            }) => Outcome::Rejected(reason),
+            Err(error) => {
+                tracing::warn!(provider.name = %self.name, upstream = self.what, %error, "upstream unavailable");
+                Outcome::Unavailable(Unavailable::Upstream)
+            }
+        }
+    }
+}
+
+/// The HTTP client for IdP requests: rustls with the platform's roots, a bounded connect time and few
+/// redirects. Per-request timeouts are set by each caller.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
 }

@@ -9,19 +9,13 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::http::{digest, read_bounded, result_cache, ResultCache, Timed, UpstreamError};
-use super::jwt::ClaimsSettings;
+use super::http::{read_bounded, Answer, CachedUpstream, Timed, UpstreamError};
 use super::Outcome;
 use crate::clock::Clock;
 use crate::config::providers::{ClientAuthMethod, IntrospectionConfig};
 use crate::config::{ProviderConfig, Secret};
-use crate::decision::{DenyReason, Identity, Unavailable};
-
-#[derive(Clone)]
-enum Answer {
-    Active(Arc<Identity>),
-    Inactive(DenyReason),
-}
+use crate::decision::DenyReason;
+use crate::identity::IdentityBuilder;
 
 pub struct Introspection {
     name: Arc<str>,
@@ -35,9 +29,9 @@ pub struct Introspection {
     audiences: Vec<String>,
     timeout: Duration,
     max_body: usize,
-    claims: ClaimsSettings,
+    claims: IdentityBuilder,
     http: reqwest::Client,
-    cache: ResultCache<Answer>,
+    upstream: CachedUpstream,
     clock: Clock,
 }
 
@@ -49,8 +43,14 @@ impl Introspection {
         http: reqwest::Client,
         clock: Clock,
     ) -> Result<Introspection, url::ParseError> {
+        let name: Arc<str> = Arc::from(common.name.as_str());
         Ok(Introspection {
-            name: Arc::from(common.name.as_str()),
+            upstream: CachedUpstream::new(
+                Arc::clone(&name),
+                "token introspection",
+                Some(config.upstream.cache_max_entries),
+            ),
+            name,
             endpoint: reqwest::Url::parse(&config.endpoint)?,
             client_id: config.client_id.clone(),
             secret,
@@ -61,38 +61,16 @@ impl Introspection {
             audiences: config.audiences.clone(),
             timeout: Duration::from_secs(config.upstream.timeout_seconds),
             max_body: config.upstream.max_response_bytes,
-            claims: ClaimsSettings::new(&Default::default(), &common.claims_mapping),
+            claims: IdentityBuilder::mapping_only(&common.claims_mapping),
             http,
-            cache: result_cache(config.upstream.cache_max_entries),
             clock,
         })
     }
 
     pub async fn authenticate(&self, token: &str) -> Outcome {
-        let answer = self
-            .cache
-            .try_get_with(digest(token), self.introspect(token))
-            .await;
-        match answer {
-            Ok(Timed {
-                value: Answer::Active(identity),
-                ..
-            }) => {
-                if identity.expires_at > self.clock.now() {
-                    Outcome::Authenticated(identity)
-                } else {
-                    Outcome::Rejected(DenyReason::Expired)
-                }
-            }
-            Ok(Timed {
-                value: Answer::Inactive(reason),
-                ..
-            }) => Outcome::Rejected(reason),
-            Err(error) => {
-                tracing::warn!(provider.name = %self.name, %error, "token introspection unavailable");
-                Outcome::Unavailable(Unavailable::Upstream)
-            }
-        }
+        self.upstream
+            .authenticate(token, self.clock.now(), self.introspect(token))
+            .await
     }
 
     async fn introspect(&self, token: &str) -> Result<Timed<Answer>, UpstreamError> {
@@ -140,7 +118,7 @@ impl Introspection {
     /// RFC 7662 §2.2: `active` is required; the rest is optional.
     fn judge(&self, claims: Map<String, Value>) -> Timed<Answer> {
         let inactive = |reason| Timed {
-            value: Answer::Inactive(reason),
+            value: Answer::Refused(reason),
             ttl: self.negative_ttl,
         };
         if claims.get("active") != Some(&Value::Bool(true)) {
@@ -170,9 +148,11 @@ impl Introspection {
         let expires_at = exp.unwrap_or(now + self.max_ttl.as_secs() as i64);
         let remaining = Duration::from_secs(u64::try_from(expires_at - now).unwrap_or(0));
         let issuer: Arc<str> = Arc::from(claims.get("iss").and_then(Value::as_str).unwrap_or(""));
-        let identity = self.claims.identity(&self.name, issuer, claims, expires_at);
+        let identity = self
+            .claims
+            .claims_identity(&self.name, issuer, claims, expires_at);
         Timed {
-            value: Answer::Active(Arc::new(identity)),
+            value: Answer::Accepted(Arc::new(identity)),
             ttl: remaining.min(self.max_ttl),
         }
     }

@@ -20,7 +20,8 @@ use super::jwks::{AlgSet, KeyStore, Lookup};
 use super::Outcome;
 use crate::clock::Clock;
 use crate::config::{JwtProviderConfig, ProviderConfig};
-use crate::decision::{DenyReason, Identity, PrincipalKind, Unavailable};
+use crate::decision::{DenyReason, Unavailable};
+use crate::identity::{Identity, IdentityBuilder};
 
 /// One issuer's validation settings and keys, built once at start.
 pub struct JwtProvider {
@@ -31,7 +32,7 @@ pub struct JwtProvider {
     leeway: f64,
     max_token_bytes: usize,
     required_typ: Option<Box<str>>,
-    claims: ClaimsSettings,
+    claims: IdentityBuilder,
     cache_ttl: Option<Duration>,
     keys: Arc<KeyStore>,
 }
@@ -54,7 +55,7 @@ impl JwtProvider {
             leeway: config.leeway_seconds as f64,
             max_token_bytes: config.max_token_bytes,
             required_typ: config.required_typ.as_deref().map(Box::from),
-            claims: ClaimsSettings::new(&config.claim_headers, &common.claims_mapping),
+            claims: IdentityBuilder::new(&config.claim_headers, &common.claims_mapping),
             cache_ttl: (config.cache.max_entries > 0)
                 .then(|| Duration::from_secs(config.cache.max_ttl_seconds)),
             keys,
@@ -149,210 +150,7 @@ impl JwtProvider {
 
     fn identity(&self, claims: Map<String, Value>, expires_at: i64) -> Identity {
         self.claims
-            .identity(&self.name, Arc::clone(&self.issuer), claims, expires_at)
-    }
-}
-
-/// How a verified set of claims becomes an [`Identity`]: claim headers and `claims_mapping`.
-#[derive(Debug, Default)]
-pub struct ClaimsSettings {
-    headers: Box<[(Box<str>, Arc<str>)]>,
-    mapping: Box<[(Box<str>, Box<str>)]>,
-}
-
-impl ClaimsSettings {
-    pub fn new(
-        claim_headers: &std::collections::BTreeMap<String, String>,
-        claims_mapping: &std::collections::BTreeMap<String, String>,
-    ) -> ClaimsSettings {
-        ClaimsSettings {
-            headers: claim_headers
-                .iter()
-                .map(|(claim, header)| (Box::from(claim.as_str()), Arc::from(header.as_str())))
-                .collect(),
-            mapping: claims_mapping
-                .iter()
-                .map(|(claim, attr)| (Box::from(claim.as_str()), Box::from(attr.as_str())))
-                .collect(),
-        }
-    }
-
-    /// Settings with a `claims_mapping` only (the providers that set no claim headers).
-    pub fn mapping_only(
-        claims_mapping: &std::collections::BTreeMap<String, String>,
-    ) -> ClaimsSettings {
-        ClaimsSettings::new(&Default::default(), claims_mapping)
-    }
-
-    /// The identity of a provider that names its principal itself (API keys, webhooks, GitHub, mTLS,
-    /// anonymous): the principal is `sub`, the provider's attributes are also claims (as arrays), the
-    /// `claims_mapping` adds to them, and `scopes` is the `scopes` attribute.
-    pub fn principal_identity(&self, provider: &Arc<str>, principal: Principal) -> Identity {
-        let Principal {
-            name,
-            kind,
-            issuer,
-            attributes,
-            mut claims,
-        } = principal;
-        claims.insert("sub".into(), Value::from(name.as_str()));
-        let mut attributes: std::collections::BTreeMap<String, Vec<String>> = attributes
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k,
-                    v.into_iter()
-                        .filter(|v| header_safe(v) && !v.contains(','))
-                        .collect(),
-                )
-            })
-            .collect();
-        for (k, v) in &attributes {
-            claims
-                .entry(k.clone())
-                .or_insert_with(|| Value::from(v.clone()));
-        }
-        for (k, v) in map_claims(&self.mapping, &claims) {
-            attributes.entry(k).or_default().extend(v);
-        }
-        let scopes = attributes
-            .get("scopes")
-            .map(|s| s.join(" "))
-            .unwrap_or_default();
-        Identity {
-            provider: Arc::clone(provider),
-            subject: Some(name),
-            kind,
-            client_id: None,
-            attributes,
-            issuer,
-            scopes,
-            headers: Vec::new(),
-            claims,
-            expires_at: i64::MAX,
-        }
-    }
-
-    /// Builds the identity of verified claims (a JWT payload, an introspection answer, …).
-    pub fn identity(
-        &self,
-        provider: &Arc<str>,
-        issuer: Arc<str>,
-        claims: Map<String, Value>,
-        expires_at: i64,
-    ) -> Identity {
-        let subject = claims
-            .get("sub")
-            .or_else(|| claims.get("username"))
-            .and_then(Value::as_str)
-            .filter(|s| header_safe(s))
-            .map(str::to_owned);
-        let scopes = scopes(&claims);
-        let headers = self
-            .headers
-            .iter()
-            .filter_map(|(claim, header)| {
-                let value = claims.get(&**claim).and_then(claim_header_value)?;
-                Some((Arc::clone(header), value))
-            })
-            .collect();
-        let (kind, client_id) = principal_kind(&claims, subject.as_deref());
-        // A client acting for itself is its own principal (RFC 7662 §2.2 `client_id`).
-        let subject = subject.or_else(|| client_id.clone());
-        Identity {
-            provider: Arc::clone(provider),
-            subject,
-            kind,
-            client_id,
-            attributes: map_claims(&self.mapping, &claims),
-            issuer,
-            scopes,
-            headers,
-            claims,
-            expires_at,
-        }
-    }
-}
-
-/// What a provider that names its principal itself knows of it.
-pub struct Principal {
-    pub name: String,
-    pub kind: PrincipalKind,
-    /// Empty when the provider has no issuer (API keys, mTLS).
-    pub issuer: Arc<str>,
-    /// The provider's own attributes (sent as `<prefix><name>` headers, also claims).
-    pub attributes: std::collections::BTreeMap<String, Vec<String>>,
-    /// Further claims for policy and metadata (e.g. GitHub's numeric `id`).
-    pub claims: Map<String, Value>,
-}
-
-impl Principal {
-    pub fn new(name: impl Into<String>, kind: PrincipalKind) -> Principal {
-        Principal {
-            name: name.into(),
-            kind,
-            issuer: Arc::from(""),
-            attributes: Default::default(),
-            claims: Map::new(),
-        }
-    }
-}
-
-/// `claims_mapping`: a space-separated string becomes several values, an array stays a list.
-pub fn map_claims(
-    mapping: &[(Box<str>, Box<str>)],
-    claims: &Map<String, Value>,
-) -> std::collections::BTreeMap<String, Vec<String>> {
-    let mut attributes = std::collections::BTreeMap::<String, Vec<String>>::new();
-    for (claim, attribute) in mapping {
-        let values: Vec<String> = match claims.get(&**claim) {
-            Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(|v| match v {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    Value::Bool(b) => Some(b.to_string()),
-                    _ => None,
-                })
-                .collect(),
-            Some(Value::Number(n)) => vec![n.to_string()],
-            Some(Value::Bool(b)) => vec![b.to_string()],
-            _ => continue,
-        };
-        let values = values
-            .into_iter()
-            .filter(|v| header_safe(v) && !v.contains(','));
-        attributes
-            .entry(attribute.to_string())
-            .or_default()
-            .extend(values);
-    }
-    attributes
-}
-
-/// Human or machine, and the client of a machine token. A machine token is a client-credentials grant:
-/// Auth0 marks it with `gty: client-credentials` and a `sub` ending in `@clients`; generically it has no
-/// `sub` of its own, or one equal to its `client_id`/`azp` (RFC 9068 §2.2).
-fn principal_kind(
-    claims: &Map<String, Value>,
-    subject: Option<&str>,
-) -> (PrincipalKind, Option<String>) {
-    let client = claims
-        .get("client_id")
-        .or_else(|| claims.get("azp"))
-        .and_then(Value::as_str)
-        .filter(|c| header_safe(c));
-    let machine = claims.get("gty").and_then(Value::as_str) == Some("client-credentials")
-        || match subject {
-            None => true,
-            Some(sub) => sub.ends_with("@clients") || Some(sub) == client,
-        };
-    if machine {
-        let client = client.or_else(|| subject.and_then(|s| s.strip_suffix("@clients")));
-        (PrincipalKind::Machine, client.map(str::to_owned))
-    } else {
-        (PrincipalKind::Human, None)
+            .claims_identity(&self.name, Arc::clone(&self.issuer), claims, expires_at)
     }
 }
 
@@ -368,49 +166,6 @@ fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, De
         Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(DenyReason::MalformedTimeClaim),
         Some(_) => Err(DenyReason::MalformedTimeClaim),
     }
-}
-
-/// Scopes from `scope` (space-separated string, RFC 8693 §4.2) or `scp` (array or string).
-fn scopes(claims: &Map<String, Value>) -> String {
-    let joined = match claims.get("scope").or_else(|| claims.get("scp")) {
-        Some(Value::String(s)) => s.split_ascii_whitespace().collect::<Vec<_>>().join(" "),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|s| !s.is_empty() && !s.contains(' '))
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => String::new(),
-    };
-    if header_safe(&joined) {
-        joined
-    } else {
-        String::new()
-    }
-}
-
-/// A claim as a header value: strings, numbers and booleans as they are, arrays of those joined with `,`.
-fn claim_header_value(value: &Value) -> Option<String> {
-    let scalar = |v: &Value| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    };
-    let text = match value {
-        Value::Array(items) => items
-            .iter()
-            .filter_map(scalar)
-            .collect::<Vec<_>>()
-            .join(","),
-        other => scalar(other)?,
-    };
-    (!text.is_empty() && header_safe(&text)).then_some(text)
-}
-
-/// A value Envoy will accept in a header: no control characters (RFC 9110 §5.5).
-pub(crate) fn header_safe(value: &str) -> bool {
-    !value.bytes().any(|b| b.is_ascii_control() && b != b'\t')
 }
 
 /// A token split and decoded, not yet verified.
@@ -541,10 +296,6 @@ impl JwtProviders {
         &self.providers
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.providers.is_empty()
-    }
-
     pub fn cached_tokens(&self) -> u64 {
         self.cache.as_ref().map_or(0, |c| {
             c.run_pending_tasks();
@@ -653,61 +404,6 @@ mod tests {
             Parsed::parse("a.b.c").err(),
             Some(DenyReason::MalformedToken)
         );
-    }
-
-    #[test]
-    fn scopes_come_from_scope_or_scp() {
-        let claims = |v: Value| v.as_object().unwrap().clone();
-        assert_eq!(scopes(&claims(serde_json::json!({"scope": "a  b"}))), "a b");
-        assert_eq!(
-            scopes(&claims(serde_json::json!({"scp": ["a", "b"]}))),
-            "a b"
-        );
-        assert_eq!(scopes(&claims(serde_json::json!({"scp": "a b"}))), "a b");
-        assert_eq!(scopes(&claims(serde_json::json!({}))), "");
-    }
-
-    #[test]
-    fn claim_values_become_header_values() {
-        use serde_json::json;
-        assert_eq!(
-            claim_header_value(&json!("a@b.c")).as_deref(),
-            Some("a@b.c")
-        );
-        assert_eq!(claim_header_value(&json!(42)).as_deref(), Some("42"));
-        assert_eq!(claim_header_value(&json!(true)).as_deref(), Some("true"));
-        assert_eq!(
-            claim_header_value(&json!(["a", 1, false])).as_deref(),
-            Some("a,1,false")
-        );
-        assert_eq!(claim_header_value(&json!({"a": 1})), None);
-        assert_eq!(
-            claim_header_value(&json!("evil\r\nx-auth-subject: root")),
-            None
-        );
-    }
-
-    #[test]
-    fn machine_tokens_are_recognised() {
-        use serde_json::json;
-        let kind = |v: Value| {
-            let claims = v.as_object().unwrap().clone();
-            let sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-            principal_kind(&claims, sub.as_deref())
-        };
-        let human = (PrincipalKind::Human, None);
-        let machine = |c: &str| (PrincipalKind::Machine, Some(c.to_owned()));
-        assert_eq!(kind(json!({"sub": "auth0|123", "azp": "spa"})), human);
-        assert_eq!(
-            kind(json!({"sub": "abc@clients", "azp": "abc", "gty": "client-credentials"})),
-            machine("abc")
-        );
-        assert_eq!(kind(json!({"sub": "abc@clients"})), machine("abc"));
-        assert_eq!(
-            kind(json!({"sub": "svc", "client_id": "svc"})),
-            machine("svc")
-        );
-        assert_eq!(kind(json!({"client_id": "svc"})), machine("svc"));
     }
 
     #[test]

@@ -8,18 +8,19 @@ use std::sync::Arc;
 use serde_json::Value;
 use x509_parser::extensions::GeneralName;
 
-use super::jwt::{ClaimsSettings, Principal};
 use super::Outcome;
 use crate::config::providers::MtlsConfig;
 use crate::config::ProviderConfig;
-use crate::decision::{DenyReason, Identity, PrincipalKind};
+use crate::decision::DenyReason;
+use crate::identity::{Identity, PrincipalKind};
+use crate::identity::{IdentityBuilder, Principal};
 use crate::request::RequestView;
 
 pub struct Mtls {
     name: Arc<str>,
     trust_domains: Vec<String>,
     san_patterns: Vec<Vec<String>>,
-    claims: ClaimsSettings,
+    claims: IdentityBuilder,
 }
 
 impl Mtls {
@@ -32,7 +33,7 @@ impl Mtls {
                 .iter()
                 .map(|p| p.split('/').map(str::to_owned).collect())
                 .collect(),
-            claims: ClaimsSettings::mapping_only(&common.claims_mapping),
+            claims: IdentityBuilder::mapping_only(&common.claims_mapping),
         }
     }
 
@@ -56,7 +57,7 @@ impl Mtls {
             },
             p => p.to_owned(),
         };
-        if !super::jwt::header_safe(&principal) || !self.trusted(&principal) {
+        if !crate::identity::header_safe(&principal) || !self.trusted(&principal) {
             return Outcome::Rejected(DenyReason::UntrustedPeer);
         }
         Outcome::Authenticated(Arc::new(self.identity(principal, sans)))
@@ -87,7 +88,7 @@ impl Mtls {
         if !sans.is_empty() {
             principal.claims.insert("sans".into(), Value::from(sans));
         }
-        self.claims.principal_identity(&self.name, principal)
+        self.claims.for_principal(&self.name, principal)
     }
 }
 

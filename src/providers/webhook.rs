@@ -13,19 +13,13 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::http::{digest, read_bounded, result_cache, ResultCache, Timed, UpstreamError};
-use super::jwt::{ClaimsSettings, Principal};
+use super::http::{read_bounded, Answer, CachedUpstream, Timed, UpstreamError};
 use super::Outcome;
 use crate::config::providers::WebhookConfig;
 use crate::config::{CredentialLocation, ProviderConfig};
-use crate::decision::{DenyReason, Identity, PrincipalKind, Unavailable};
+use crate::decision::DenyReason;
+use crate::identity::{header_safe, Identity, IdentityBuilder, Principal, PrincipalKind};
 use crate::request::RequestView;
-
-#[derive(Clone)]
-enum Answer {
-    Accepted(Arc<Identity>),
-    Refused,
-}
 
 pub struct Webhook {
     name: Arc<str>,
@@ -34,9 +28,9 @@ pub struct Webhook {
     cache_ttl: Duration,
     timeout: Duration,
     max_body: usize,
-    claims: ClaimsSettings,
+    claims: IdentityBuilder,
     http: reqwest::Client,
-    cache: Option<ResultCache<Answer>>,
+    upstream: CachedUpstream,
 }
 
 #[derive(serde::Deserialize)]
@@ -53,8 +47,14 @@ impl Webhook {
         http: reqwest::Client,
     ) -> Result<Webhook, url::ParseError> {
         let cache_ttl = Duration::from_secs(config.cache_ttl_seconds);
+        let name: Arc<str> = Arc::from(common.name.as_str());
         Ok(Webhook {
-            name: Arc::from(common.name.as_str()),
+            upstream: CachedUpstream::new(
+                Arc::clone(&name),
+                "auth webhook",
+                (!cache_ttl.is_zero()).then_some(config.upstream.cache_max_entries),
+            ),
+            name,
             endpoint: reqwest::Url::parse(&config.endpoint)?,
             skip_header: match &common.credential {
                 CredentialLocation::Header { name, .. } => Some(name.clone()),
@@ -63,34 +63,16 @@ impl Webhook {
             cache_ttl,
             timeout: Duration::from_secs(config.upstream.timeout_seconds),
             max_body: config.upstream.max_response_bytes,
-            claims: ClaimsSettings::mapping_only(&common.claims_mapping),
+            claims: IdentityBuilder::mapping_only(&common.claims_mapping),
             http,
-            cache: (!cache_ttl.is_zero()).then(|| result_cache(config.upstream.cache_max_entries)),
         })
     }
 
     pub async fn authenticate(&self, token: &str, request: &RequestView<'_>) -> Outcome {
-        let answer = match &self.cache {
-            Some(cache) => cache
-                .try_get_with(digest(token), self.call(token, request))
-                .await
-                .map_err(|e| e.to_string()),
-            None => self.call(token, request).await.map_err(|e| e.to_string()),
-        };
-        match answer {
-            Ok(Timed {
-                value: Answer::Accepted(identity),
-                ..
-            }) => Outcome::Authenticated(identity),
-            Ok(Timed {
-                value: Answer::Refused,
-                ..
-            }) => Outcome::Rejected(DenyReason::CredentialRejected),
-            Err(error) => {
-                tracing::warn!(provider.name = %self.name, %error, "auth webhook unavailable");
-                Outcome::Unavailable(Unavailable::Upstream)
-            }
-        }
+        // Webhook answers carry no expiry: only the cache TTL bounds an answer.
+        self.upstream
+            .authenticate(token, i64::MIN, self.call(token, request))
+            .await
     }
 
     fn payload(&self, token: &str, request: &RequestView<'_>) -> Value {
@@ -139,14 +121,14 @@ impl Webhook {
         }
         if status != reqwest::StatusCode::OK {
             return Ok(Timed {
-                value: Answer::Refused,
+                value: Answer::Refused(DenyReason::CredentialRejected),
                 ttl: Duration::ZERO,
             });
         }
         let body = read_bounded(response, self.max_body).await?;
         let answer: AuthResponse =
             serde_json::from_slice(&body).map_err(|_| UpstreamError::BadBody)?;
-        if answer.principal.is_empty() || !super::jwt::header_safe(&answer.principal) {
+        if answer.principal.is_empty() || !header_safe(&answer.principal) {
             return Err(UpstreamError::BadBody);
         }
         Ok(Timed {
@@ -158,6 +140,6 @@ impl Webhook {
     fn identity(&self, answer: AuthResponse) -> Identity {
         let mut principal = Principal::new(answer.principal, PrincipalKind::Human);
         principal.attributes = answer.attributes.unwrap_or_default();
-        self.claims.principal_identity(&self.name, principal)
+        self.claims.for_principal(&self.name, principal)
     }
 }

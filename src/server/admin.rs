@@ -31,9 +31,8 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let body = app
-        .authorizer
         .metrics()
-        .render(app.authorizer.providers(), app.ready());
+        .render(app.runtime().authorizer().providers(), app.ready());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

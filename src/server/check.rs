@@ -7,7 +7,8 @@ use tracing::Instrument as _;
 
 use super::translate;
 use super::App;
-use crate::decision::{Decision, Verdict};
+use crate::authorizer::Verdict;
+use crate::decision::Decision;
 use crate::pb::auth::authorization_server::Authorization;
 use crate::pb::auth::{CheckRequest, CheckResponse};
 
@@ -38,28 +39,25 @@ impl Authorization for CheckService {
                 .and_then(|v| v.to_str().ok())
                 .or_else(|| view.headers.get(key))
         });
-        let explain = self.app.allow_explain
+        let runtime = self.app.runtime();
+        let explain = runtime.allow_explain()
             && view
                 .headers
                 .get(EXPLAIN_HEADER)
                 .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let verdict = self
-            .app
-            .authorizer
+        let verdict = runtime
+            .authorizer()
             .decide(&view, explain)
             .instrument(span.clone())
             .await;
+        self.app.metrics().record(&verdict.decision);
         span.record("authz.decision", verdict.decision.kind());
         span.record("authz.reason", verdict.decision.reason());
-        span.record("authz.route", &*verdict.route_name);
+        span.record("authz.route", verdict.route.name());
         span.record("authz.decision_id", verdict.decision_id.as_str());
         log_verdict(&verdict, &view);
-        Ok(Response::new(translate::check_response(
-            &verdict,
-            &view,
-            &self.app.answers,
-            self.app.authorizer.policy(),
-        )))
+        let answer = crate::answer::answer(&verdict, &view, runtime.answers());
+        Ok(Response::new(translate::check_response(&answer)))
     }
 }
 
@@ -68,9 +66,9 @@ pub const EXPLAIN_HEADER: &str = "x-portcullis-explain";
 
 /// One line per decision: allows at debug, permits (would-be denials) and denials at info, errors at warn.
 /// The path is logged without its query string (which may carry credentials); credentials never are.
-fn log_verdict(verdict: &Verdict, view: &crate::request::RequestView<'_>) {
+fn log_verdict(verdict: &Verdict<'_>, view: &crate::request::RequestView<'_>) {
     let id = verdict.decision_id.as_str();
-    let route = &*verdict.route_name;
+    let route = verdict.route.name();
     match &verdict.decision {
         Decision::Allow(identity) => tracing::debug!(
             authz.decision = "allow",

@@ -26,15 +26,14 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use portcullis::authorizer::Authorizer;
-use portcullis::clock::Clock;
-use portcullis::config::{Config, SecretSource};
 use portcullis::pb::auth::authorization_client::AuthorizationClient;
 use portcullis::pb::auth::{
     attribute_context, check_response, AttributeContext, CheckRequest, CheckResponse,
     DeniedHttpResponse, OkHttpResponse,
 };
 use portcullis::server::{self, App};
+use portcullis::Clock;
+use portcullis::{Config, Runtime, SecretSource};
 
 pub fn now() -> i64 {
     SystemTime::now()
@@ -308,8 +307,9 @@ impl TestServer {
     pub async fn start_with(yaml: &str, secrets: SecretSource, clock: Clock) -> TestServer {
         let config =
             Config::from_yaml_str(yaml).unwrap_or_else(|e| panic!("test config: {:?}", e.0));
-        let authorizer = Authorizer::from_config(&config, &secrets, clock).unwrap();
-        let app = Arc::new(App::new(&config, authorizer, None));
+        let runtime = Runtime::build(&config, &secrets, clock)
+            .unwrap_or_else(|e| panic!("test runtime: {:?}", e.0));
+        let app = Arc::new(App::new(&config, runtime, None));
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());

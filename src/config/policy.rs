@@ -1,5 +1,5 @@
 //! The policy part of the configuration document: typed serde structs only. What they mean is checked
-//! when [`Policy::new`](super::Policy::new) compiles them, which reports every problem with its path.
+//! when the policy is compiled (`policy::Policy::compile`), which reports every problem with its path.
 //!
 //! The policy's keys sit at the top level of the document, beside `server` and `providers`; they are
 //! listed in [`POLICY_KEYS`].
@@ -9,7 +9,28 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::Mode;
+use serde::Serialize;
+
+/// Whether a policy denial is enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A request that fails the policy is denied.
+    #[default]
+    Enforce,
+    /// A request that fails the policy is allowed and marked as a would-be denial, so a team can turn
+    /// authorization on route by route and see what would break first.
+    Permissive,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Permissive => "permissive",
+        }
+    }
+}
 
 /// The top-level keys of the configuration document that belong to [`PolicyConfig`].
 pub const POLICY_KEYS: &[&str] = &[

@@ -135,14 +135,14 @@ impl UnmetReason {
 /// `acr_values` and `max_age` to re-authenticate with (RFC 9470 §3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unmet {
-    pub(super) reason: UnmetReason,
-    pub(super) scope: Option<Arc<str>>,
-    pub(super) acr_values: Option<Arc<str>>,
-    pub(super) max_age: Option<Arc<str>>,
+    pub(crate) reason: UnmetReason,
+    pub(crate) scope: Option<Arc<str>>,
+    pub(crate) acr_values: Option<Arc<str>>,
+    pub(crate) max_age: Option<Arc<str>>,
 }
 
 impl Unmet {
-    pub(super) fn new(reason: UnmetReason) -> Unmet {
+    pub(crate) fn new(reason: UnmetReason) -> Unmet {
         Unmet {
             reason,
             scope: None,
@@ -156,7 +156,7 @@ impl Unmet {
     }
 
     /// 401 or 403 (a route's `deny.status` may replace it: see
-    /// [`DenySettings::status`](super::DenySettings::status)).
+    /// the route's `deny.status`).
     pub fn status(&self) -> u16 {
         self.reason.status()
     }

@@ -1,0 +1,306 @@
+//! What the client and the upstream are told: a [`Verdict`] becomes an [`Answer`] of plain Rust values
+//! (status, headers to set and to remove, the challenge, the body, the metadata). Every rule about answers
+//! lives here: which client headers are stripped, how a challenge is composed (RFC 6750 §3, RFC 9470 §3),
+//! a route's own deny status, headers and body. `server/translate.rs` only writes the answer as Envoy's
+//! protobuf.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::authorizer::{Explanation, Verdict};
+use crate::config::{Config, BUILTIN_HEADER_SUFFIXES};
+use crate::decision::{Decision, Denial, DenyCause, Unavailable};
+use crate::identity::Identity;
+use crate::policy::DenyVars;
+use crate::request::{is_header_name, RequestView};
+
+/// Everything about answers that is fixed at start: header names and what to strip.
+#[derive(Debug, Clone)]
+pub struct AnswerSettings {
+    prefix: Box<str>,
+    subject: Box<str>,
+    client_id: Box<str>,
+    issuer: Box<str>,
+    scopes: Box<str>,
+    provider: Box<str>,
+    decision_id: Box<str>,
+    would_deny: Box<str>,
+    remove_authorization: bool,
+}
+
+impl AnswerSettings {
+    pub fn new(config: &Config) -> AnswerSettings {
+        let prefix = config.headers.prefix.as_str();
+        AnswerSettings {
+            prefix: prefix.into(),
+            subject: format!("{prefix}subject").into(),
+            client_id: format!("{prefix}client-id").into(),
+            issuer: format!("{prefix}issuer").into(),
+            scopes: format!("{prefix}scopes").into(),
+            provider: format!("{prefix}provider").into(),
+            decision_id: format!("{prefix}decision-id").into(),
+            would_deny: format!("{prefix}would-deny").into(),
+            remove_authorization: config.headers.remove_authorization,
+        }
+    }
+}
+
+/// What kind of answer this is; with [`Answer::status`], all a transport needs to pick its own codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The request goes upstream (an allow, or a permissive-mode permit).
+    Allow,
+    /// Denied; `standard_status` is the denial's own 400/401/403, before a route's `deny.status`.
+    Deny { standard_status: u16 },
+    /// Could not decide: never an allow.
+    Unavailable,
+}
+
+/// A header to set, overwriting any the request already has.
+pub type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// The answer to one check, as plain values.
+#[derive(Debug, Clone)]
+pub struct Answer<'a> {
+    pub outcome: Outcome,
+    /// The HTTP status: 200 for an allow.
+    pub status: u16,
+    /// Headers to set: on the upstream request for an allow, on the client's response otherwise.
+    pub headers: Vec<Header<'a>>,
+    /// Client headers to remove before the request goes upstream (allows only).
+    pub remove: Vec<String>,
+    /// The response body (empty for an allow).
+    pub body: String,
+    /// The stable label of the denial or unavailability (empty for an allow).
+    pub reason: &'static str,
+    /// What other filters and access logs learn of an allow.
+    pub metadata: Option<Metadata<'a>>,
+    pub explanation: Option<&'a Explanation>,
+}
+
+/// The dynamic metadata of an allow.
+#[derive(Debug, Clone, Copy)]
+pub struct Metadata<'a> {
+    pub identity: Option<&'a Identity>,
+    pub decision_id: &'a str,
+    pub route: &'a str,
+    pub would_deny: Option<&'static str>,
+}
+
+/// Builds the answer to a verdict.
+pub fn answer<'a>(
+    verdict: &'a Verdict<'_>,
+    request: &RequestView<'_>,
+    settings: &'a AnswerSettings,
+) -> Answer<'a> {
+    let mut answer = match &verdict.decision {
+        Decision::Allow(identity) => allow(Some(identity), None, verdict, request, settings),
+        Decision::Permit {
+            identity,
+            would_deny,
+        } => allow(
+            identity.as_deref(),
+            Some(would_deny),
+            verdict,
+            request,
+            settings,
+        ),
+        Decision::Deny(denial) => deny(denial, verdict),
+        Decision::Error(why) => unavailable(*why, verdict),
+    };
+    answer.explanation = verdict.explanation.as_ref();
+    answer
+}
+
+/// An allow, or a permissive-mode permit (`would_deny`), with the identity when there is one.
+fn allow<'a>(
+    identity: Option<&'a Identity>,
+    would_deny: Option<&'a Denial>,
+    verdict: &'a Verdict<'_>,
+    request: &RequestView<'_>,
+    s: &'a AnswerSettings,
+) -> Answer<'a> {
+    let mut headers: Vec<Header<'a>> = Vec::with_capacity(8);
+    if let Some(identity) = identity {
+        identity_headers(identity, s, &mut headers);
+    }
+    headers.push((
+        Cow::Borrowed(&s.decision_id),
+        Cow::Borrowed(&verdict.decision_id),
+    ));
+    if let Some(denial) = would_deny {
+        headers.push((Cow::Borrowed(&s.would_deny), Cow::Borrowed(denial.label())));
+    }
+
+    // Every client header under the prefix goes, except those we overwrite: removing one we also set
+    // would remove ours too, whichever order Envoy applies the two lists in.
+    let mut remove: Vec<String> = Vec::new();
+    for name in request.headers.names() {
+        let is_ours = name.len() >= s.prefix.len()
+            && name.as_bytes()[..s.prefix.len()].eq_ignore_ascii_case(s.prefix.as_bytes());
+        if !is_ours {
+            continue;
+        }
+        let set_by_us = headers
+            .iter()
+            .any(|(key, _)| key.eq_ignore_ascii_case(name));
+        let name = name.to_ascii_lowercase();
+        if !set_by_us && !remove.contains(&name) {
+            remove.push(name);
+        }
+    }
+    if s.remove_authorization && request.headers.get("authorization").is_some() {
+        remove.push("authorization".to_owned());
+    }
+
+    Answer {
+        outcome: Outcome::Allow,
+        status: 200,
+        headers,
+        remove,
+        body: String::new(),
+        reason: "",
+        metadata: Some(Metadata {
+            identity,
+            decision_id: &verdict.decision_id,
+            route: verdict.route.name(),
+            would_deny: would_deny.map(Denial::label),
+        }),
+        explanation: None,
+    }
+}
+
+fn identity_headers<'a>(
+    identity: &'a Identity,
+    s: &'a AnswerSettings,
+    headers: &mut Vec<Header<'a>>,
+) {
+    let mut set = |name: &'a str, value: &'a str| headers.push((name.into(), value.into()));
+    if let Some(subject) = &identity.subject {
+        set(&s.subject, subject);
+    }
+    if let Some(client_id) = &identity.client_id {
+        set(&s.client_id, client_id);
+    }
+    if !identity.issuer.is_empty() {
+        set(&s.issuer, &identity.issuer);
+    }
+    if !identity.scopes.is_empty() {
+        set(&s.scopes, &identity.scopes);
+    }
+    set(&s.provider, &identity.provider);
+    for (name, value) in &identity.headers {
+        set(name, value);
+    }
+    // Attributes (claims_mapping, webhook and API key attributes): `<prefix><name>`, values joined by `,`.
+    for (name, values) in &identity.attributes {
+        if values.is_empty()
+            || !is_header_name(name)
+            || BUILTIN_HEADER_SUFFIXES.contains(&name.as_str())
+        {
+            continue;
+        }
+        let key = format!("{}{name}", s.prefix);
+        if headers.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        headers.push((key.into(), values.join(",").into()));
+    }
+}
+
+/// The JSON body of a denial or an error answer.
+fn json_body(error: &str, description: &str, decision_id: &str, message: Option<&str>) -> String {
+    let mut body = serde_json::json!({
+        "error": error,
+        "error_description": description,
+        "decision_id": decision_id,
+    });
+    if let Some(message) = message {
+        body["message"] = Value::from(message);
+    }
+    body.to_string()
+}
+
+/// The `WWW-Authenticate` challenge: plain when no credential was sent (RFC 6750 §3), else with `error`,
+/// `error_description` and the policy's parameters (`scope`, RFC 6750 §3.1; `acr_values`, `max_age`,
+/// RFC 9470 §3).
+fn challenge(denial: &Denial, verdict: &Verdict<'_>) -> String {
+    let challenge = verdict.route.challenge();
+    if denial.is_plain_challenge() {
+        return challenge.plain.to_string();
+    }
+    let mut out = format!(
+        "{} realm=\"{}\", error=\"{}\", error_description=\"{}\"",
+        challenge.scheme,
+        challenge.realm,
+        denial.error_code(),
+        denial.description()
+    );
+    if let DenyCause::Policy(unmet) = &denial.cause {
+        for (name, value) in unmet.challenge_params() {
+            let _ = write!(out, ", {name}=\"{value}\"");
+        }
+    }
+    out
+}
+
+fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>) -> Answer<'a> {
+    let custom = verdict.route.deny();
+    let status = custom.status().unwrap_or(denial.status());
+    let mut headers: Vec<Header<'a>> = vec![
+        ("www-authenticate".into(), challenge(denial, verdict).into()),
+        ("content-type".into(), "application/json".into()),
+        ("cache-control".into(), "no-store".into()),
+    ];
+    let body = match custom.body() {
+        Some(template) => template.render(&DenyVars {
+            error: denial.error_code(),
+            error_description: denial.description(),
+            decision_id: &verdict.decision_id,
+            route: verdict.route.name(),
+        }),
+        None => json_body(
+            denial.error_code(),
+            denial.description(),
+            &verdict.decision_id,
+            denial.message.as_deref(),
+        ),
+    };
+    for (name, value) in custom.headers() {
+        headers.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
+        headers.push((Cow::Borrowed(name), Cow::Borrowed(value)));
+    }
+    Answer {
+        outcome: Outcome::Deny {
+            standard_status: denial.status(),
+        },
+        status,
+        headers,
+        remove: Vec::new(),
+        body,
+        reason: denial.label(),
+        metadata: None,
+        explanation: None,
+    }
+}
+
+/// Cannot decide: a 503 error answer. Never an allow.
+fn unavailable<'a>(why: Unavailable, verdict: &Verdict<'_>) -> Answer<'a> {
+    Answer {
+        outcome: Outcome::Unavailable,
+        status: 503,
+        headers: vec![("content-type".into(), "application/json".into())],
+        remove: Vec::new(),
+        body: json_body(
+            "temporarily_unavailable",
+            why.description(),
+            &verdict.decision_id,
+            None,
+        ),
+        reason: why.as_str(),
+        metadata: None,
+        explanation: None,
+    }
+}

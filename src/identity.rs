@@ -1,0 +1,374 @@
+//! Who is behind a credential: the [`Identity`] every provider produces, and the one
+//! [`IdentityBuilder`] that makes it from verified claims (a JWT payload, an introspection answer) or from
+//! a principal a provider names itself (an API key, a webhook answer, a GitHub user, a certificate).
+//!
+//! Every value that can reach an upstream header is checked here once: control characters are refused
+//! (RFC 9110 §5.5) and list elements containing `,` are dropped, since lists are joined with `,`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+/// Who is behind a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A person, e.g. a token from an authorization-code or device flow.
+    Human,
+    /// A program acting for itself: an OAuth2 client-credentials token, an API key, a workload identity.
+    Machine,
+    /// Nobody: the identity of an `anonymous` provider, for requests that carry no credential.
+    Anonymous,
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::Human => "human",
+            PrincipalKind::Machine => "machine",
+            PrincipalKind::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// A verified principal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The provider that authenticated it (`x-auth-provider`).
+    pub provider: Arc<str>,
+    /// `sub`, when the token has one (`x-auth-subject`).
+    pub subject: Option<String>,
+    /// Human or machine (`x-auth-principal-kind`).
+    pub kind: PrincipalKind,
+    /// The OAuth2 client (`client_id`, else `azp`) of a machine principal (`x-auth-client-id`).
+    pub client_id: Option<String>,
+    /// Named attributes for headers and policy (a provider's `claims_mapping`): each a list of values.
+    pub attributes: BTreeMap<String, Vec<String>>,
+    /// `iss` (`x-auth-issuer`).
+    pub issuer: Arc<str>,
+    /// Space-separated scopes from `scope` or `scp` (`x-auth-scopes`).
+    pub scopes: String,
+    /// Mapped claim headers: name (under the identity prefix) and value.
+    pub headers: Vec<(Arc<str>, String)>,
+    /// Every claim of the token, for dynamic metadata and policy.
+    pub claims: Map<String, Value>,
+    /// `exp` as Unix seconds.
+    pub expires_at: i64,
+}
+
+// === impl IdentityBuilder ===
+
+/// How a verified set of claims becomes an [`Identity`]: claim headers and `claims_mapping`.
+#[derive(Debug, Default)]
+pub struct IdentityBuilder {
+    headers: Box<[(Box<str>, Arc<str>)]>,
+    mapping: Box<[(Box<str>, Box<str>)]>,
+}
+
+impl IdentityBuilder {
+    pub fn new(
+        claim_headers: &BTreeMap<String, String>,
+        claims_mapping: &BTreeMap<String, String>,
+    ) -> IdentityBuilder {
+        IdentityBuilder {
+            headers: claim_headers
+                .iter()
+                .map(|(claim, header)| (Box::from(claim.as_str()), Arc::from(header.as_str())))
+                .collect(),
+            mapping: claims_mapping
+                .iter()
+                .map(|(claim, attr)| (Box::from(claim.as_str()), Box::from(attr.as_str())))
+                .collect(),
+        }
+    }
+
+    /// Settings with a `claims_mapping` only (the providers that set no claim headers).
+    pub fn mapping_only(claims_mapping: &BTreeMap<String, String>) -> IdentityBuilder {
+        IdentityBuilder::new(&Default::default(), claims_mapping)
+    }
+
+    /// The identity of a provider that names its principal itself (API keys, webhooks, GitHub, mTLS,
+    /// anonymous): the principal is `sub`, the provider's attributes are also claims (as arrays), the
+    /// `claims_mapping` adds to them, and `scopes` is the `scopes` attribute.
+    pub fn for_principal(&self, provider: &Arc<str>, principal: Principal) -> Identity {
+        let Principal {
+            name,
+            kind,
+            issuer,
+            attributes,
+            mut claims,
+        } = principal;
+        claims.insert("sub".into(), Value::from(name.as_str()));
+        let mut attributes: BTreeMap<String, Vec<String>> = attributes
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.into_iter()
+                        .filter(|v| header_safe(v) && !v.contains(','))
+                        .collect(),
+                )
+            })
+            .collect();
+        for (k, v) in &attributes {
+            claims
+                .entry(k.clone())
+                .or_insert_with(|| Value::from(v.clone()));
+        }
+        for (k, v) in map_claims(&self.mapping, &claims) {
+            attributes.entry(k).or_default().extend(v);
+        }
+        let scopes = attributes
+            .get("scopes")
+            .map(|s| s.join(" "))
+            .unwrap_or_default();
+        Identity {
+            provider: Arc::clone(provider),
+            subject: Some(name),
+            kind,
+            client_id: None,
+            attributes,
+            issuer,
+            scopes,
+            headers: Vec::new(),
+            claims,
+            expires_at: i64::MAX,
+        }
+    }
+
+    /// Builds the identity of verified claims (a JWT payload, an introspection answer, …).
+    pub fn claims_identity(
+        &self,
+        provider: &Arc<str>,
+        issuer: Arc<str>,
+        claims: Map<String, Value>,
+        expires_at: i64,
+    ) -> Identity {
+        let subject = claims
+            .get("sub")
+            .or_else(|| claims.get("username"))
+            .and_then(Value::as_str)
+            .filter(|s| header_safe(s))
+            .map(str::to_owned);
+        let scopes = scopes(&claims);
+        let headers = self
+            .headers
+            .iter()
+            .filter_map(|(claim, header)| {
+                let value = claims.get(&**claim).and_then(claim_header_value)?;
+                Some((Arc::clone(header), value))
+            })
+            .collect();
+        let (kind, client_id) = principal_kind(&claims, subject.as_deref());
+        // A client acting for itself is its own principal (RFC 7662 §2.2 `client_id`).
+        let subject = subject.or_else(|| client_id.clone());
+        Identity {
+            provider: Arc::clone(provider),
+            subject,
+            kind,
+            client_id,
+            attributes: map_claims(&self.mapping, &claims),
+            issuer,
+            scopes,
+            headers,
+            claims,
+            expires_at,
+        }
+    }
+}
+
+/// What a provider that names its principal itself knows of it.
+pub struct Principal {
+    pub name: String,
+    pub kind: PrincipalKind,
+    /// Empty when the provider has no issuer (API keys, mTLS).
+    pub issuer: Arc<str>,
+    /// The provider's own attributes (sent as `<prefix><name>` headers, also claims).
+    pub attributes: BTreeMap<String, Vec<String>>,
+    /// Further claims for policy and metadata (e.g. GitHub's numeric `id`).
+    pub claims: Map<String, Value>,
+}
+
+impl Principal {
+    pub fn new(name: impl Into<String>, kind: PrincipalKind) -> Principal {
+        Principal {
+            name: name.into(),
+            kind,
+            issuer: Arc::from(""),
+            attributes: Default::default(),
+            claims: Map::new(),
+        }
+    }
+}
+
+/// `claims_mapping`: a space-separated string becomes several values, an array stays a list.
+pub fn map_claims(
+    mapping: &[(Box<str>, Box<str>)],
+    claims: &Map<String, Value>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut attributes = BTreeMap::<String, Vec<String>>::new();
+    for (claim, attribute) in mapping {
+        let values: Vec<String> = match claims.get(&**claim) {
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    Value::Bool(b) => Some(b.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            Some(Value::Number(n)) => vec![n.to_string()],
+            Some(Value::Bool(b)) => vec![b.to_string()],
+            _ => continue,
+        };
+        let values = values
+            .into_iter()
+            .filter(|v| header_safe(v) && !v.contains(','));
+        attributes
+            .entry(attribute.to_string())
+            .or_default()
+            .extend(values);
+    }
+    attributes
+}
+
+/// Human or machine, and the client of a machine token. A machine token is a client-credentials grant:
+/// Auth0 marks it with `gty: client-credentials` and a `sub` ending in `@clients`; generically it has no
+/// `sub` of its own, or one equal to its `client_id`/`azp` (RFC 9068 §2.2).
+fn principal_kind(
+    claims: &Map<String, Value>,
+    subject: Option<&str>,
+) -> (PrincipalKind, Option<String>) {
+    let client = claims
+        .get("client_id")
+        .or_else(|| claims.get("azp"))
+        .and_then(Value::as_str)
+        .filter(|c| header_safe(c));
+    let machine = claims.get("gty").and_then(Value::as_str) == Some("client-credentials")
+        || match subject {
+            None => true,
+            Some(sub) => sub.ends_with("@clients") || Some(sub) == client,
+        };
+    if machine {
+        let client = client.or_else(|| subject.and_then(|s| s.strip_suffix("@clients")));
+        (PrincipalKind::Machine, client.map(str::to_owned))
+    } else {
+        (PrincipalKind::Human, None)
+    }
+}
+
+/// Scopes from `scope` (space-separated string, RFC 8693 §4.2) or `scp` (array or string).
+fn scopes(claims: &Map<String, Value>) -> String {
+    let joined = match claims.get("scope").or_else(|| claims.get("scp")) {
+        Some(Value::String(s)) => s.split_ascii_whitespace().collect::<Vec<_>>().join(" "),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|s| !s.is_empty() && !s.contains(' '))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    if header_safe(&joined) {
+        joined
+    } else {
+        String::new()
+    }
+}
+
+/// A claim as a header value: strings, numbers and booleans as they are, arrays of those joined with `,`.
+fn claim_header_value(value: &Value) -> Option<String> {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let text = match value {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(scalar)
+            .collect::<Vec<_>>()
+            .join(","),
+        other => scalar(other)?,
+    };
+    (!text.is_empty() && header_safe(&text)).then_some(text)
+}
+
+/// A value Envoy will accept in a header: no control characters (RFC 9110 §5.5).
+pub fn header_safe(value: &str) -> bool {
+    !value.bytes().any(|b| b.is_ascii_control() && b != b'\t')
+}
+
+impl IdentityBuilder {
+    /// The identity of a request with no credential: an `anonymous` provider's, or on a route that allows
+    /// anonymous access, the built-in one.
+    pub fn anonymous(provider: &Arc<str>, principal: &str) -> Identity {
+        IdentityBuilder::default().for_principal(
+            provider,
+            Principal::new(principal, PrincipalKind::Anonymous),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_come_from_scope_or_scp() {
+        let claims = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(scopes(&claims(serde_json::json!({"scope": "a  b"}))), "a b");
+        assert_eq!(
+            scopes(&claims(serde_json::json!({"scp": ["a", "b"]}))),
+            "a b"
+        );
+        assert_eq!(scopes(&claims(serde_json::json!({"scp": "a b"}))), "a b");
+        assert_eq!(scopes(&claims(serde_json::json!({}))), "");
+    }
+
+    #[test]
+    fn claim_values_become_header_values() {
+        use serde_json::json;
+        assert_eq!(
+            claim_header_value(&json!("a@b.c")).as_deref(),
+            Some("a@b.c")
+        );
+        assert_eq!(claim_header_value(&json!(42)).as_deref(), Some("42"));
+        assert_eq!(claim_header_value(&json!(true)).as_deref(), Some("true"));
+        assert_eq!(
+            claim_header_value(&json!(["a", 1, false])).as_deref(),
+            Some("a,1,false")
+        );
+        assert_eq!(claim_header_value(&json!({"a": 1})), None);
+        assert_eq!(
+            claim_header_value(&json!("evil\r\nx-auth-subject: root")),
+            None
+        );
+    }
+
+    #[test]
+    fn machine_tokens_are_recognised() {
+        use serde_json::json;
+        let kind = |v: Value| {
+            let claims = v.as_object().unwrap().clone();
+            let sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
+            principal_kind(&claims, sub.as_deref())
+        };
+        let human = (PrincipalKind::Human, None);
+        let machine = |c: &str| (PrincipalKind::Machine, Some(c.to_owned()));
+        assert_eq!(kind(json!({"sub": "auth0|123", "azp": "spa"})), human);
+        assert_eq!(
+            kind(json!({"sub": "abc@clients", "azp": "abc", "gty": "client-credentials"})),
+            machine("abc")
+        );
+        assert_eq!(kind(json!({"sub": "abc@clients"})), machine("abc"));
+        assert_eq!(
+            kind(json!({"sub": "svc", "client_id": "svc"})),
+            machine("svc")
+        );
+        assert_eq!(kind(json!({"client_id": "svc"})), machine("svc"));
+    }
+}

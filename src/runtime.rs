@@ -1,0 +1,111 @@
+//! The runtime: everything a check reads, built from one validated [`Config`] — the providers with their
+//! caches and key sets, the compiled policy, the answer settings. The server holds it behind an
+//! `ArcSwap` and reads it once per check, so a new runtime can be swapped in while checks in flight finish
+//! on the one they started with. `serve`, `explain` and the tests all build it with [`Runtime::build`].
+
+use tokio_util::sync::CancellationToken;
+
+use crate::answer::AnswerSettings;
+use crate::authorizer::{Authorizer, Verdict};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigErrors, Problem, SecretSource};
+use crate::policy::{Policy, ProviderInfo};
+use crate::providers::Providers;
+use crate::request::RequestView;
+
+/// One configuration, ready to decide.
+pub struct Runtime {
+    authorizer: Authorizer,
+    answers: AnswerSettings,
+    /// Whether a Check may ask for its explanation (`server.allow_explain`).
+    allow_explain: bool,
+}
+
+impl Runtime {
+    /// Builds the runtime: resolves secrets from `secrets`, reads local key and key files, compiles the
+    /// policy. Every problem comes back with the path of its field. Nothing is fetched yet: see
+    /// [`Runtime::spawn_background`].
+    pub fn build(
+        config: &Config,
+        secrets: &SecretSource,
+        clock: Clock,
+    ) -> Result<Runtime, ConfigErrors> {
+        let policy = compile_policy(config);
+        let providers = Providers::from_config(config, secrets, clock.clone())
+            .map_err(|e| ConfigErrors(vec![e.into_problem()]));
+        let (policy, providers) = match (policy, providers) {
+            (Ok(policy), Ok(providers)) => (policy, providers),
+            (policy, providers) => {
+                let mut problems = providers.err().map(|e| e.0).unwrap_or_default();
+                problems.extend(policy.err().map(|e| e.0).unwrap_or_default());
+                return Err(ConfigErrors(problems));
+            }
+        };
+        Ok(Runtime {
+            authorizer: Authorizer::new(providers, policy, clock),
+            answers: AnswerSettings::new(config),
+            allow_explain: config.server.allow_explain,
+        })
+    }
+
+    /// Decides one request; with `explain`, also says why.
+    pub async fn decide(&self, request: &RequestView<'_>, explain: bool) -> Verdict<'_> {
+        self.authorizer.decide(request, explain).await
+    }
+
+    /// Starts the background tasks (key set refreshers, key file reloaders) until `cancel`.
+    pub fn spawn_background(&self, cancel: &CancellationToken) {
+        self.authorizer.spawn_background(cancel);
+    }
+
+    /// True once every provider can decide.
+    pub fn ready(&self) -> bool {
+        self.authorizer.ready()
+    }
+
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
+    }
+
+    pub fn answers(&self) -> &AnswerSettings {
+        &self.answers
+    }
+
+    pub fn allow_explain(&self) -> bool {
+        self.allow_explain
+    }
+}
+
+/// What `validate-config` adds to parsing: the policy compiled (once, then dropped) and, with `secrets`,
+/// every `{env:}`/`{file:}` reference resolved. Empty means `serve` would start.
+pub fn check(config: &Config, secrets: Option<&SecretSource>) -> Vec<Problem> {
+    let mut problems = compile_policy(config)
+        .err()
+        .map(|e| e.0)
+        .unwrap_or_default();
+    if let Some(source) = secrets {
+        for (i, provider) in config.providers.iter().enumerate() {
+            for (field, secret) in provider.kind.secrets() {
+                if let Err(e) = secret.resolve(source) {
+                    problems.push(Problem {
+                        path: format!("providers[{i}].{field}"),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn compile_policy(config: &Config) -> Result<Policy, ConfigErrors> {
+    let providers: Vec<ProviderInfo<'_>> = config
+        .providers
+        .iter()
+        .map(|p| ProviderInfo {
+            name: &p.name,
+            challenge_scheme: p.credential.challenge_scheme(),
+        })
+        .collect();
+    Policy::compile(&config.policy, &providers, &config.realm)
+}
