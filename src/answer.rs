@@ -30,6 +30,8 @@ pub struct AnswerSettings {
     remove_authorization: bool,
 }
 
+// === impl AnswerSettings ===
+
 impl AnswerSettings {
     pub fn new(config: &Config) -> AnswerSettings {
         let prefix = config.headers.prefix.as_str();

@@ -51,6 +51,8 @@ pub struct Explanation {
     pub principal: Option<String>,
 }
 
+// === impl Authorizer ===
+
 impl Authorizer {
     pub fn new(providers: Providers, policy: Policy, clock: Clock) -> Authorizer {
         Authorizer {

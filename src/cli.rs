@@ -121,6 +121,8 @@ pub struct RequestArgs {
     context_extensions: Vec<String>,
 }
 
+// === impl RequestArgs ===
+
 impl RequestArgs {
     /// The request, asking for its explanation when `explain`.
     pub fn ask<'a>(

@@ -99,6 +99,8 @@ pub struct Problem {
     pub message: String,
 }
 
+// === impl Problem ===
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
@@ -113,6 +115,8 @@ pub struct ConfigErrors(pub Vec<Problem>);
 /// Collects problems while a configuration is parsed, checked, or compiled (the policy, the providers).
 #[derive(Debug, Default)]
 pub(crate) struct Problems(pub(crate) Vec<Problem>);
+
+// === impl Problems ===
 
 impl Problems {
     pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -186,6 +190,8 @@ pub enum LoadError {
     #[error(transparent)]
     Invalid(#[from] ConfigErrors),
 }
+
+// === impl Config ===
 
 impl Config {
     /// Reads and parses a configuration file.

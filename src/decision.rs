@@ -53,6 +53,8 @@ pub enum DenyReason {
     UntrustedPeer,
 }
 
+// === impl DenyReason ===
+
 impl DenyReason {
     /// Every reason, for metrics.
     pub const ALL: [DenyReason; 28] = [
@@ -190,6 +192,8 @@ pub enum Unavailable {
     Upstream,
 }
 
+// === impl Unavailable ===
+
 impl Unavailable {
     pub const ALL: [Unavailable; 2] = [Unavailable::KeysNotLoaded, Unavailable::Upstream];
 
@@ -227,6 +231,8 @@ pub struct Denial {
     /// The provider's `deny_message`; with no credential, those of every provider that could have taken one.
     pub message: Option<Arc<str>>,
 }
+
+// === impl Denial ===
 
 impl Denial {
     pub fn policy(unmet: Unmet) -> Denial {
@@ -295,6 +301,8 @@ pub enum Decision {
     Deny(Denial),
     Error(Unavailable),
 }
+
+// === impl Decision ===
 
 impl Decision {
     /// The decision's kind: `allow`, `permit`, `deny` or `error`.

@@ -77,6 +77,8 @@ pub fn issuer_for(admin: SocketAddr) -> String {
     format!("http://{host}:{}/dev", admin.port())
 }
 
+// === impl DevIssuer ===
+
 impl DevIssuer {
     /// Opens the state directory, making the key (and the directory) on first use. `default_issuer` is used
     /// when no state file exists yet.

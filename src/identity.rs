@@ -21,6 +21,8 @@ pub enum PrincipalKind {
     Anonymous,
 }
 
+// === impl PrincipalKind ===
+
 impl PrincipalKind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -64,6 +66,8 @@ pub struct IdentityBuilder {
     headers: Box<[(Box<str>, Arc<str>)]>,
     mapping: Box<[(Box<str>, Box<str>)]>,
 }
+
+// === impl IdentityBuilder ===
 
 impl IdentityBuilder {
     pub fn new(
@@ -189,6 +193,8 @@ pub struct Principal {
     pub claims: Map<String, Value>,
 }
 
+// === impl Principal ===
+
 impl Principal {
     pub fn new(name: impl Into<String>, kind: PrincipalKind) -> Principal {
         Principal {
@@ -301,6 +307,8 @@ fn claim_header_value(value: &Value) -> Option<String> {
 pub fn header_safe(value: &str) -> bool {
     !value.bytes().any(|b| b.is_ascii_control() && b != b'\t')
 }
+
+// === impl IdentityBuilder ===
 
 impl IdentityBuilder {
     /// The identity of a request with no credential: an `anonymous` provider's, or on a route that allows

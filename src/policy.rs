@@ -87,6 +87,8 @@ pub struct Challenge {
     pub realm: Box<str>,
 }
 
+// === impl Challenge ===
+
 impl Challenge {
     fn new(providers: &[ProviderInfo<'_>], allowed: Option<&[usize]>, realm: &str) -> Challenge {
         let mut schemes: Vec<&str> = Vec::new();
@@ -115,6 +117,8 @@ impl Challenge {
         }
     }
 }
+
+// === impl Policy ===
 
 impl Policy {
     /// Compiles a policy against the configured providers; `realm` goes into every challenge. Reports every
@@ -209,6 +213,8 @@ impl Policy {
         }
     }
 }
+
+// === impl Route ===
 
 impl Route {
     /// The route's name (`default` for the default route), for logs, metrics and the deny body.
@@ -323,6 +329,8 @@ struct RouteParts<'c> {
     require: &'c RequireConfig,
     deny: &'c DenyConfig,
 }
+
+// === impl RouteParts ===
 
 impl RouteParts<'_> {
     fn compile(

@@ -84,6 +84,8 @@ pub enum BuildError {
     },
 }
 
+// === impl BuildError ===
+
 impl BuildError {
     /// The problem, at the path of the field it is about (`providers[2].keys_file`).
     pub fn into_problem(self) -> Problem {
@@ -135,6 +137,8 @@ enum Opaque {
     ApiKey(Arc<api_key::ApiKeys>),
 }
 
+// === impl Opaque ===
+
 impl Opaque {
     async fn authenticate(&self, token: &str, request: &RequestView<'_>) -> Outcome {
         match self {
@@ -177,6 +181,8 @@ pub struct Providers {
     /// For each `jwt` provider, its entry index (for its location and name).
     jwt_entries: Vec<usize>,
 }
+
+// === impl Providers ===
 
 impl Providers {
     /// Builds the providers; resolves secrets from `secrets`. Nothing is fetched yet: see

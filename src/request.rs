@@ -14,6 +14,8 @@ pub enum Headers<'a> {
     Pairs(&'a [(&'a str, &'a str)]),
 }
 
+// === impl Headers ===
+
 impl<'a> Headers<'a> {
     /// The value of a header by its lower-case name. With [`Headers::List`], repeated headers are not joined:
     /// see [`Headers::count`].
@@ -77,6 +79,8 @@ pub struct RequestView<'a> {
     /// Envoy's `metadata_context.filter_metadata`, by namespace, as JSON.
     pub metadata: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
+
+// === impl RequestView ===
 
 impl<'a> RequestView<'a> {
     /// Splits Envoy's `path` (which carries the query string) into path and query.

@@ -47,6 +47,8 @@ pub struct App {
     draining: AtomicBool,
 }
 
+// === impl App ===
+
 impl App {
     /// Everything a server needs, from its configuration and the runtime built from it.
     pub fn new(config: &Config, runtime: Runtime, dev: Option<Arc<DevIssuer>>) -> App {

@@ -27,6 +27,8 @@ pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
 
+// === impl Telemetry ===
+
 impl Drop for Telemetry {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take() {

@@ -23,6 +23,8 @@ pub enum Mode {
     Permissive,
 }
 
+// === impl Mode ===
+
 impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {

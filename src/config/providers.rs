@@ -41,6 +41,8 @@ pub enum ProviderKind {
 
 pub const KINDS: &str = "jwt, introspection, webhook, github, api_key, mtls, envoy_jwt, anonymous";
 
+// === impl ProviderKind ===
+
 impl ProviderKind {
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -99,6 +101,8 @@ impl Default for CredentialLocation {
         }
     }
 }
+
+// === impl CredentialLocation ===
 
 impl CredentialLocation {
     /// The `WWW-Authenticate` scheme a client should use, when the credential goes in `Authorization`.
@@ -286,6 +290,8 @@ pub enum AlgorithmName {
     HS384,
     HS512,
 }
+
+// === impl AlgorithmName ===
 
 impl AlgorithmName {
     pub fn is_hmac(self) -> bool {
@@ -560,6 +566,8 @@ pub enum StringOrList {
     One(String),
     Many(Vec<String>),
 }
+
+// === impl StringOrList ===
 
 impl StringOrList {
     pub fn values(&self) -> Vec<String> {

@@ -25,6 +25,8 @@ struct RawSecretRef {
     file: Option<PathBuf>,
 }
 
+// === impl SecretRef ===
+
 impl TryFrom<RawSecretRef> for SecretRef {
     type Error = &'static str;
 
@@ -40,6 +42,8 @@ impl TryFrom<RawSecretRef> for SecretRef {
 /// A resolved secret value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
+
+// === impl Secret ===
 
 impl Secret {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
@@ -81,6 +85,8 @@ pub enum SecretSource {
     Map(std::collections::HashMap<String, String>),
 }
 
+// === impl SecretSource ===
+
 impl SecretSource {
     fn env(&self, name: &str) -> Option<String> {
         match self {
@@ -89,6 +95,8 @@ impl SecretSource {
         }
     }
 }
+
+// === impl SecretRef ===
 
 impl SecretRef {
     pub fn resolve(&self, source: &SecretSource) -> Result<Secret, SecretError> {

@@ -43,6 +43,8 @@ pub enum UnmetReason {
     AuthTooOld,
 }
 
+// === impl UnmetReason ===
+
 impl UnmetReason {
     /// Every reason, for metrics.
     pub const ALL: [UnmetReason; 13] = [
@@ -140,6 +142,8 @@ pub struct Unmet {
     pub(crate) acr_values: Option<Arc<str>>,
     pub(crate) max_age: Option<Arc<str>>,
 }
+
+// === impl Unmet ===
 
 impl Unmet {
     pub(crate) fn new(reason: UnmetReason) -> Unmet {

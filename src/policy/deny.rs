@@ -13,6 +13,8 @@ pub struct DenySettings {
     body: Option<BodyTemplate>,
 }
 
+// === impl DenySettings ===
+
 impl DenySettings {
     pub(super) fn compile(
         problems: &mut Problems,
@@ -103,6 +105,8 @@ enum Part {
 /// allowed). An unknown name or an unclosed `{{` is a configuration error.
 #[derive(Debug, PartialEq)]
 pub struct BodyTemplate(Box<[Part]>);
+
+// === impl BodyTemplate ===
 
 impl BodyTemplate {
     pub fn parse(text: &str) -> Result<BodyTemplate, String> {

@@ -17,6 +17,8 @@ pub struct ExplainStep {
     pub unmet: Option<&'static str>,
 }
 
+// === impl ExplainStep ===
+
 impl ExplainStep {
     pub(super) fn new(check: String, passed: bool, unmet: Option<&'static str>) -> ExplainStep {
         ExplainStep {

@@ -55,6 +55,8 @@ enum Segment {
     Rest,
 }
 
+// === impl Matcher ===
+
 impl Matcher {
     pub(super) fn compile(problems: &mut Problems, path: &str, config: &MatchConfig) -> Matcher {
         let mut conditions = Vec::new();
@@ -163,6 +165,8 @@ impl Matcher {
     }
 }
 
+// === impl Condition ===
+
 impl Condition {
     fn matches(&self, request: &RequestView<'_>) -> bool {
         match self {
@@ -192,6 +196,8 @@ impl Condition {
         }
     }
 }
+
+// === impl HostPattern ===
 
 impl HostPattern {
     fn parse(text: &str) -> Result<HostPattern, &'static str> {
@@ -247,6 +253,8 @@ fn without_port(host: &str) -> &str {
     }
 }
 
+// === impl PathPattern ===
+
 impl PathPattern {
     fn matches(&self, path: &str) -> bool {
         match self {
@@ -256,6 +264,8 @@ impl PathPattern {
         }
     }
 }
+
+// === impl Glob ===
 
 impl Glob {
     fn parse(text: &str) -> Result<Glob, String> {
@@ -301,6 +311,8 @@ impl Glob {
         parts.next().is_none()
     }
 }
+
+// === impl ValueTest ===
 
 impl ValueTest {
     fn matches(&self, value: Option<&str>) -> bool {

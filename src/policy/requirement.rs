@@ -86,6 +86,8 @@ struct StepUp {
     max_age_text: Option<Arc<str>>,
 }
 
+// === impl Requirements ===
+
 impl Requirements {
     pub(super) fn compile(
         problems: &mut Problems,
@@ -173,6 +175,8 @@ impl Requirements {
             .collect()
     }
 }
+
+// === impl Requirement ===
 
 impl Requirement {
     fn check(&self, identity: &Identity, request: &RequestView<'_>, now: i64) -> Result<(), Unmet> {
@@ -269,6 +273,8 @@ fn names(problems: &mut Problems, path: &str, list: &[String]) -> Box<[Box<str>]
     list.iter().map(|n| n.as_str().into()).collect()
 }
 
+// === impl Grants ===
+
 impl Grants {
     fn compile(
         problems: &mut Problems,
@@ -341,6 +347,8 @@ impl Grants {
         })
     }
 }
+
+// === impl Organization ===
 
 impl Organization {
     fn compile(
@@ -423,6 +431,8 @@ fn path_segment(path: &str, index: usize) -> Option<&str> {
     }
     rest.split('/').nth(index).filter(|s| !s.is_empty())
 }
+
+// === impl StepUp ===
 
 impl StepUp {
     fn compile(problems: &mut Problems, path: &str, config: &StepUpConfig) -> Option<StepUp> {

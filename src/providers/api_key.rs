@@ -51,6 +51,8 @@ pub struct ApiKeys {
     keys: ArcSwap<Vec<Key>>,
 }
 
+// === impl ApiKeys ===
+
 impl ApiKeys {
     /// Builds the key list; reads `keys_file` now, so a broken file stops the start.
     pub fn new(

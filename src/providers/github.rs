@@ -46,6 +46,8 @@ enum Fetched<T> {
     Refused,
 }
 
+// === impl Github ===
+
 impl Github {
     pub fn new(common: &ProviderConfig, config: &GithubConfig, http: reqwest::Client) -> Github {
         let name: Arc<str> = Arc::from(common.name.as_str());

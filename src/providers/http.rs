@@ -59,6 +59,8 @@ pub struct Timed<V> {
 
 struct TimedExpiry;
 
+// === impl Expiry ===
+
 impl<V> moka::Expiry<[u8; 32], Timed<V>> for TimedExpiry {
     fn expire_after_create(
         &self,
@@ -97,6 +99,8 @@ pub struct CachedUpstream {
     what: &'static str,
     cache: Option<ResultCache<Answer>>,
 }
+
+// === impl CachedUpstream ===
 
 impl CachedUpstream {
     /// `cache_max_entries` of `None` calls the upstream every time.

@@ -46,6 +46,8 @@ fn bit(alg: Algorithm) -> u16 {
     1 << index
 }
 
+// === impl AlgSet ===
+
 impl AlgSet {
     pub const RSA: AlgSet = AlgSet(0b11_1111);
     pub const HMAC: AlgSet = AlgSet(0b1110_0000_0000);
@@ -111,6 +113,8 @@ pub enum Lookup<'a> {
     UnknownKid,
     MissingKid,
 }
+
+// === impl KeySet ===
 
 impl KeySet {
     /// A key set of one shared HMAC secret.
@@ -302,6 +306,8 @@ pub struct KeyStore {
     refresh: tokio::sync::Mutex<RefreshState>,
     pub stats: FetchStats,
 }
+
+// === impl KeyStore ===
 
 impl KeyStore {
     /// A store whose keys are fixed at start.

@@ -37,6 +37,8 @@ pub struct JwtProvider {
     keys: Arc<KeyStore>,
 }
 
+// === impl JwtProvider ===
+
 impl JwtProvider {
     pub fn new(
         common: &ProviderConfig,
@@ -180,6 +182,8 @@ struct Parsed<'a> {
     len: usize,
 }
 
+// === impl Parsed ===
+
 impl<'a> Parsed<'a> {
     fn parse(token: &'a str) -> Result<Parsed<'a>, DenyReason> {
         #[derive(serde::Deserialize)]
@@ -245,6 +249,8 @@ struct Cached {
 
 struct ExpireAtTokenExpiry;
 
+// === impl Expiry ===
+
 impl moka::Expiry<[u8; 32], Cached> for ExpireAtTokenExpiry {
     fn expire_after_create(
         &self,
@@ -264,6 +270,8 @@ pub struct JwtProviders {
     max_token_bytes: usize,
     clock: Clock,
 }
+
+// === impl JwtProviders ===
 
 impl JwtProviders {
     pub fn new(providers: Vec<JwtProvider>, cache_entries: u64, clock: Clock) -> JwtProviders {

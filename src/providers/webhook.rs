@@ -40,6 +40,8 @@ struct AuthResponse {
     attributes: Option<BTreeMap<String, Vec<String>>>,
 }
 
+// === impl Webhook ===
+
 impl Webhook {
     pub fn new(
         common: &ProviderConfig,
