@@ -9,6 +9,7 @@ use crate::pb::auth::{
     attribute_context, check_response, AttributeContext, CheckRequest, CheckResponse,
 };
 use crate::pb::core::HeaderValueOption;
+use crate::pb::json;
 
 /// What the server answered, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +142,7 @@ pub fn describe(response: &CheckResponse) -> (Verdict, Value) {
 
 fn explanation(response: &CheckResponse) -> Option<Value> {
     let metadata = response.dynamic_metadata.as_ref()?;
-    metadata.fields.get("explanation").map(value_json)
+    metadata.fields.get("explanation").map(json::from_value)
 }
 
 fn describe_answer(response: &CheckResponse) -> (Verdict, Value) {
@@ -149,7 +150,7 @@ fn describe_answer(response: &CheckResponse) -> (Verdict, Value) {
     let mut metadata = response
         .dynamic_metadata
         .as_ref()
-        .map(struct_json)
+        .map(|s| Value::Object(json::from_struct(s)))
         .unwrap_or(Value::Null);
     if let Some(m) = metadata.as_object_mut() {
         m.remove("explanation");
@@ -195,27 +196,6 @@ fn describe_answer(response: &CheckResponse) -> (Verdict, Value) {
             Verdict::Denied,
             json!({"decision": "denied", "grpc_status": status.code, "message": status.message, "status": 403}),
         ),
-    }
-}
-
-fn struct_json(s: &prost_types::Struct) -> Value {
-    Value::Object(
-        s.fields
-            .iter()
-            .map(|(k, v)| (k.clone(), value_json(v)))
-            .collect(),
-    )
-}
-
-fn value_json(v: &prost_types::Value) -> Value {
-    use prost_types::value::Kind;
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => json!(b),
-        Some(Kind::NumberValue(n)) => json!(n),
-        Some(Kind::StringValue(s)) => json!(s),
-        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(value_json).collect()),
-        Some(Kind::StructValue(s)) => struct_json(s),
     }
 }
 
