@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 
@@ -24,6 +24,8 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_DENIED: u8 = 3;
 /// Exit code of `check` when the server answered that it could not decide.
 const EXIT_UNDECIDED: u8 = 4;
+/// Exit code of `check --expect` when the answer was not the expected one.
+const EXIT_UNEXPECTED: u8 = 5;
 
 #[derive(Parser)]
 #[command(
@@ -52,7 +54,8 @@ enum Command {
     /// Print a token the `serve --dev` server accepts.
     Token(TokenArgs),
     /// Send one Check to a running server and print the decision as JSON.
-    /// Exits 0 when allowed, 3 when denied, 4 when the server could not decide, 1 when it could not ask.
+    /// Exits 0 when allowed, 3 when denied, 4 when the server could not decide, 1 when it could not ask;
+    /// with `--expect`, 0 when the answer is the expected one and 5 when it is another.
     Check(CheckArgs),
     /// Parse and validate a configuration file; print every problem with the path of its field.
     /// Exits 0 when valid, 64 when not.
@@ -169,6 +172,19 @@ struct CheckArgs {
     /// Ask the server for the decision's explanation (needs `server.allow_explain` on the server).
     #[arg(long)]
     explain: bool,
+    /// Exit 0 only when the answer is this one (5 when it is another, 1 when the server could not be
+    /// asked): for smoke tests such as `helm test`, where an unauthenticated request must be denied.
+    #[arg(long, value_enum)]
+    expect: Option<Expect>,
+}
+
+/// The answer `check --expect` wants.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Expect {
+    Allowed,
+    Denied,
+    /// Allowed or denied: the server decided (not "could not decide").
+    Decided,
 }
 
 #[derive(Args)]
@@ -427,7 +443,20 @@ fn hash_key(args: HashKeyArgs) -> anyhow::Result<()> {
 async fn check(args: CheckArgs) -> ExitCode {
     let mut headers = Vec::new();
     let ask = args.request.ask(&args.addr, &mut headers, args.explain);
-    print_answer(portcullis::client::ask(&ask).await)
+    let answer = portcullis::client::ask(&ask).await;
+    let Some(expect) = args.expect else {
+        return print_answer(answer);
+    };
+    let verdict = answer.as_ref().ok().map(|(verdict, _)| *verdict);
+    let code = print_answer(answer);
+    use portcullis::client::Verdict;
+    match (expect, verdict) {
+        (_, None) => code,
+        (Expect::Allowed, Some(Verdict::Allowed))
+        | (Expect::Denied, Some(Verdict::Denied))
+        | (Expect::Decided, Some(Verdict::Allowed | Verdict::Denied)) => ExitCode::SUCCESS,
+        (_, Some(_)) => ExitCode::from(EXIT_UNEXPECTED),
+    }
 }
 
 fn print_answer(
