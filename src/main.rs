@@ -35,7 +35,8 @@ enum Command {
     /// Print a token the `serve --dev` server accepts.
     Token(cli::TokenArgs),
     /// Send one Check to a running server and print the decision as JSON.
-    /// Exits 0 when allowed, 3 when denied, 4 when the server could not decide, 1 when it could not ask.
+    /// Exits 0 when allowed, 3 when denied, 4 when the server could not decide, 1 when it could not ask;
+    /// with `--expect`, 0 when the answer is the expected one and 5 when it is another.
     Check(cli::CheckArgs),
     /// Parse and validate a configuration file; print every problem with the path of its field.
     /// Exits 0 when valid, 64 when not.

@@ -264,6 +264,18 @@ fn dev_server_token_and_check_work_together() {
     let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(answer["status"], 401);
 
+    // --expect (what the chart's `helm test` runs): 0 for the expected answer, 5 for another, and the
+    // answer is still printed.
+    for (expect, want) in [("denied", 0), ("decided", 0), ("allowed", 5)] {
+        let (code, stdout, stderr) = run(&["check", "--addr", &addr, "--expect", expect]);
+        assert_eq!(code, want, "--expect {expect}: {stdout}{stderr}");
+        assert!(stdout.contains("\"status\": 401"), "{stdout}");
+    }
+    let (code, stdout, stderr) = run(&[
+        "check", "--addr", &addr, "--header", &auth, "--expect", "denied",
+    ]);
+    assert_eq!(code, 5, "allowed is not denied: {stdout}{stderr}");
+
     let wrong_aud = run(&["token", "--aud", "someone-else", "--state-dir", state]).1;
     let (code, stdout, _) = run(&[
         "check",
@@ -294,6 +306,14 @@ fn dev_server_token_and_check_work_together() {
     // Could not ask: nothing listens there.
     let (code, _, stderr) = run(&["check", "--addr", "http://127.0.0.1:1"]);
     assert_eq!(code, 1, "{stderr}");
+    let (code, _, stderr) = run(&[
+        "check",
+        "--addr",
+        "http://127.0.0.1:1",
+        "--expect",
+        "decided",
+    ]);
+    assert_eq!(code, 1, "no answer is never the expected one: {stderr}");
 
     // SIGTERM: a clean exit.
     let status = dev.terminate();

@@ -232,6 +232,9 @@ def test_portcullis_down_fails_closed(logdir, oidc, echo, envoy_version):
                 assert resp.status != 200, f"fail OPEN: {resp.body!r}"
                 assert resp.status == expected, f"{resp.status}: {resp.body!r}"
                 assert b"x-auth-subject" not in resp.body  # not the echo upstream
+            # /healthz does not depend on portcullis (ext_authz is off on that route)
+            health = env.request("/healthz")
+            assert (health.status, health.body) == (200, b"ok\n"), health
         finally:
             env.proc.stop()
     finally:
@@ -281,6 +284,35 @@ def test_escaped_slashes_are_refused(envoy, echo, oidc):
     resp = envoy.request(f"/admin%2Freports?{probe}", headers=[bearer(token)])
     assert resp.status == 400, resp.status
     assert not echo.saw(probe)
+
+
+@pytest.mark.parametrize("name", ["x_auth_subject", "X_Auth_Scopes", "some_header"])
+def test_headers_with_underscores_are_refused(envoy, echo, oidc, name):
+    """headers_with_underscores_action: REJECT_REQUEST. portcullis strips client `x-auth-*` headers,
+    but upstreams that fold `_` into `-` (CGI/WSGI, nginx underscores_in_headers) would read
+    `x_auth_subject` as the identity header: Envoy refuses such requests outright."""
+    token = oidc.token()
+    probe = marker()
+    resp = envoy.request(f"/?{probe}", headers=[bearer(token), (name, "mallory")])
+    assert resp.status == 400, f"{resp.status}: {resp.body!r}"
+    assert not echo.saw(probe), f"a request with {name} reached the upstream"
+    # ... while the dash form of the same header is accepted (and replaced by portcullis' value)
+    seen = upstream_headers(envoy.request("/", headers=[bearer(token), ("x-auth-subject", "mallory")]))
+    assert seen.get("x-auth-subject") == ["e2e-client"]
+
+
+def test_healthz_is_answered_by_envoy_without_a_check(envoy, echo):
+    """/healthz: ext_authz is disabled on that route only, and Envoy answers it itself, so it needs no
+    token and never forwards client headers to the upstream unchecked."""
+    probe = marker()
+    resp = envoy.request(f"/healthz?{probe}", headers=[("x-auth-subject", "mallory")])
+    assert resp.status == 200, f"{resp.status}: {resp.body!r}"
+    assert resp.body == b"ok\n"
+    assert resp.header("www-authenticate") is None
+    assert not echo.saw(probe), "/healthz reached the upstream"
+    # only that exact path: everything next to it is still checked
+    for path in ("/healthz/x", "/healthzz", "/HEALTHZ"):
+        denial(envoy.request(path), 401)
 
 
 def test_admin_route_with_admin_scope_reaches_upstream(envoy, oidc):

@@ -79,6 +79,20 @@ Cluster-local DNS name of the Service.
 {{- end }}
 
 {{/*
+Where the config file is mounted (see rollOnConfigChange).
+*/}}
+{{- define "portcullis.configPath" -}}
+{{- if .Values.rollOnConfigChange }}/etc/portcullis/config.yaml{{ else }}/etc/portcullis/config/config.yaml{{ end }}
+{{- end }}
+
+{{/*
+Pods there will be at least (the HPA's minimum when autoscaling).
+*/}}
+{{- define "portcullis.minPods" -}}
+{{- if .Values.autoscaling.enabled }}{{ int .Values.autoscaling.minReplicas }}{{ else }}{{ int .Values.replicas }}{{ end }}
+{{- end }}
+
+{{/*
 Render-time checks on values that the JSON schema cannot express.
 Included by the Deployment; renders nothing, or fails the render.
 */}}
@@ -104,4 +118,50 @@ Included by the Deployment; renders nothing, or fails the render.
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
+{{- if .Values.devMode }}
+{{- if or .Values.autoscaling.enabled (gt (int .Values.replicas) 1) }}
+{{- fail "devMode needs replicas: 1 and autoscaling.enabled: false: each dev pod makes its own signing key, so a token from one pod fails on the others" }}
+{{- end }}
+{{- else if empty .Values.config.providers }}
+{{- fail "config.providers is empty: set your issuer (e.g. a `type: jwt` provider with `issuer:` and `audiences:`, see values.yaml), or choose devMode: true for a development-only issuer. The chart ships no placeholder issuer." }}
+{{- end }}
+{{- $drain := 5 }}
+{{- if hasKey $server "drain_seconds" }}{{ $drain = int $server.drain_seconds }}{{ end }}
+{{- if and (not .Values.devMode) (le (int .Values.terminationGracePeriodSeconds) $drain) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed config.server.drain_seconds (%d): the kubelet would kill portcullis while it drains" (int .Values.terminationGracePeriodSeconds) $drain) }}
+{{- end }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if $pdb.enabled }}
+{{- $pods := int (include "portcullis.minPods" .) }}
+{{- if not (kindIs "invalid" $pdb.maxUnavailable) }}
+{{- if or (eq (toString $pdb.maxUnavailable) "0") (eq (toString $pdb.maxUnavailable) "0%") }}
+{{- fail "podDisruptionBudget.maxUnavailable 0 blocks every voluntary eviction (node drains hang): use 1" }}
+{{- end }}
+{{- else if kindIs "string" $pdb.minAvailable }}
+{{- if eq $pdb.minAvailable "100%" }}
+{{- fail "podDisruptionBudget.minAvailable 100% blocks every voluntary eviction (node drains hang): use maxUnavailable: 1" }}
+{{- end }}
+{{- else if ge (int $pdb.minAvailable) $pods }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below the number of pods (%d, replicas or autoscaling.minReplicas): otherwise no pod can ever be evicted and node drains hang; use maxUnavailable: 1" (int $pdb.minAvailable) $pods) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.caBundle.configMap .Values.caBundle.secret }}
+{{- fail "caBundle: give configMap or secret, not both" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of the `helm test` pod: never the workload's selector labels, so the
+Service, the PDB and the Deployment do not count it.
+*/}}
+{{- define "portcullis.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "portcullis.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Label matchers selecting this release's series in Prometheus.
+*/}}
+{{- define "portcullis.metricSelector" -}}
+{{- default (printf "namespace=%q,service=%q" .Release.Namespace (include "portcullis.fullname" .)) .Values.prometheusRule.selector }}
 {{- end }}
