@@ -685,11 +685,12 @@ pub(super) fn validate(
     match &provider.kind {
         ProviderKind::Jwt(jwt) => validate_jwt(problems, path, jwt, prefix),
         ProviderKind::Introspection(c) => {
-            check_url(
+            validate_http_upstream(
                 problems,
-                &format!("{path}.endpoint"),
-                &c.endpoint,
+                path,
+                ("endpoint", &c.endpoint),
                 c.dangerous_allow_plain_http,
+                &c.upstream,
             );
             if c.client_id.is_empty() {
                 problems.add(format!("{path}.client_id"), "must not be empty");
@@ -697,25 +698,22 @@ pub(super) fn validate(
             if c.max_ttl_seconds == 0 {
                 problems.add(format!("{path}.max_ttl_seconds"), "must be at least 1");
             }
-            validate_upstream(problems, path, &c.upstream);
         }
-        ProviderKind::Webhook(c) => {
-            check_url(
-                problems,
-                &format!("{path}.endpoint"),
-                &c.endpoint,
-                c.dangerous_allow_plain_http,
-            );
-            validate_upstream(problems, path, &c.upstream);
-        }
+        ProviderKind::Webhook(c) => validate_http_upstream(
+            problems,
+            path,
+            ("endpoint", &c.endpoint),
+            c.dangerous_allow_plain_http,
+            &c.upstream,
+        ),
         ProviderKind::Github(c) => {
-            check_url(
+            validate_http_upstream(
                 problems,
-                &format!("{path}.api_base"),
-                &c.api_base,
+                path,
+                ("api_base", &c.api_base),
                 c.dangerous_allow_plain_http,
+                &c.upstream,
             );
-            validate_upstream(problems, path, &c.upstream);
         }
         ProviderKind::ApiKey(c) => {
             if c.keys.is_empty() && c.keys_file.is_none() {
@@ -921,6 +919,18 @@ fn validate_jwt(
             "must be at least 1024",
         );
     }
+}
+
+/// An opaque-token upstream: its URL (`field`, value) and its call settings.
+fn validate_http_upstream(
+    problems: &mut Problems,
+    path: &str,
+    (field, url): (&str, &str),
+    allow_plain_http: bool,
+    upstream: &UpstreamSettings,
+) {
+    check_url(problems, &format!("{path}.{field}"), url, allow_plain_http);
+    validate_upstream(problems, path, upstream);
 }
 
 /// An `http(s)` URL portcullis calls; plain HTTP only to loopback unless the provider opts in.
