@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authorizer;
+pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -60,6 +60,8 @@ enum Command {
     /// Evaluate a request offline, through the same code path as the server, and print the decision with
     /// its explanation (route, providers tried, requirements). Exits like `check`.
     Explain(ExplainArgs),
+    /// Load-test an ext_authz server beside a no-op one; exits 2 when it saw errors or wrong decisions.
+    Bench(portcullis::bench::BenchArgs),
     /// Print the SHA-256 digest of an API key for an `api_key` provider's `sha256`. Reads the key from
     /// standard input (one line) unless given, so it stays out of shell history.
     HashKey(HashKeyArgs),
@@ -202,6 +204,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime().block_on(async { report(serve(args).await) }),
         Command::Check(args) => runtime().block_on(check(args)),
         Command::Explain(args) => runtime().block_on(explain(args)),
+        Command::Bench(args) => portcullis::bench::main(args),
     }
 }
 
