@@ -27,13 +27,15 @@
 //!    `metrics`: counters for `/metrics`, which outlive a runtime.
 //! 9. [`server`]: gRPC Check, health and reflection; the admin HTTP port; translation between Envoy's
 //!    protobuf and our request view and answer.
-//! 10. [`client`] (the `check` command's gRPC client) and [`cli`] (every command's logic; `main.rs` only
-//!     parses and dispatches).
+//! 10. [`client`] (the `check` command's gRPC client), [`cli`] (every command's logic; `main.rs` only
+//!     parses and dispatches) and [`bench`] (the `bench` load generator and its no-op server; it talks to
+//!     portcullis as a separate process, over [`pb`] only).
 
 #![forbid(unsafe_code)]
 
 mod answer;
 mod authorizer;
+pub mod bench;
 pub mod cli;
 pub mod client;
 mod clock;
