@@ -872,17 +872,12 @@ check "values.schema.json (draft-07, closed objects) has a default for every key
 
 # The helm test pod's exact arguments against a real portcullis (the dev
 # server, on free loopback ports): it must exit 0, and a wrong expectation 5.
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-helm_test_for_real() {
-  local grpc admin pid rc=0 args=()
-  grpc=$(free_port); admin=$(free_port)
-  mapfile -t args <"$WORK/test-args.txt"
-  "$PORTCULLIS_BIN" serve --dev --listen "127.0.0.1:$grpc" --admin-listen "127.0.0.1:$admin" \
-    --state-dir "$WORK/dev-state" >"$WORK/dev-server.log" 2>&1 &
-  pid=$!
-  "$PY" - "$admin" <<'WAIT' || { echo "dev server not ready"; cat "$WORK/dev-server.log"; kill "$pid"; return 1; }
+# ADMIN_PORT SECONDS -> 0 once /readyz is 200
+wait_ready() {
+  "$PY" - "$1" "$2" <<'WAIT'
 import sys, time, urllib.request
-for _ in range(150):
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
     try:
         if urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1).status == 200:
             sys.exit(0)
@@ -891,6 +886,16 @@ for _ in range(150):
     time.sleep(0.1)
 sys.exit(1)
 WAIT
+}
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+helm_test_for_real() {
+  local grpc admin pid rc=0 args=()
+  grpc=$(free_port); admin=$(free_port)
+  mapfile -t args <"$WORK/test-args.txt"
+  "$PORTCULLIS_BIN" serve --dev --listen "127.0.0.1:$grpc" --admin-listen "127.0.0.1:$admin" \
+    --state-dir "$WORK/dev-state" >"$WORK/dev-server.log" 2>&1 &
+  pid=$!
+  wait_ready "$admin" 15 || { echo "dev server not ready"; cat "$WORK/dev-server.log"; kill "$pid"; return 1; }
   "$PORTCULLIS_BIN" check --addr "http://127.0.0.1:$grpc" "${args[@]}" || rc=$?
   echo "check ${args[*]}: exit $rc (want 0)"
   local wrong=0
@@ -905,20 +910,6 @@ check "helm test pod's command against a real portcullis: answered with a deny (
 # certificate is signed by a CA made here. With the environment the chart sets
 # for caBundle (SSL_CERT_FILE = the bundle, SSL_CERT_DIR = system roots) it
 # becomes ready; without it the fetch fails and it stays not ready.
-wait_ready() { # ADMIN_PORT SECONDS -> 0 once /readyz is 200
-  "$PY" - "$1" "$2" <<'WAIT'
-import sys, time, urllib.request
-deadline = time.monotonic() + float(sys.argv[2])
-while time.monotonic() < deadline:
-    try:
-        if urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1).status == 200:
-            sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.1)
-sys.exit(1)
-WAIT
-}
 ca_bundle_for_real() {
   local d=$WORK/ca-real grpc admin pid https srv rc=0 with=1 without=0
   mkdir -p "$d"

@@ -228,12 +228,12 @@ impl Providers {
                     Kind::Opaque(Box::new(Opaque::Introspection(provider)))
                 }
                 ProviderKind::Webhook(c) => {
-                    let provider =
-                        webhook::Webhook::new(provider, c, http.clone()).map_err(url_err)?;
+                    let provider = webhook::Webhook::new(provider, c, http.clone(), clock.clone())
+                        .map_err(url_err)?;
                     Kind::Opaque(Box::new(Opaque::Webhook(provider)))
                 }
                 ProviderKind::Github(c) => {
-                    let provider = github::Github::new(provider, c, http.clone());
+                    let provider = github::Github::new(provider, c, http.clone(), clock.clone());
                     Kind::Opaque(Box::new(Opaque::Github(provider)))
                 }
                 ProviderKind::ApiKey(c) => {

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::http::{read_bounded, Answer, CachedUpstream, Timed, UpstreamError};
 use super::Outcome;
+use crate::clock::Clock;
 use crate::config::providers::GithubConfig;
 use crate::config::ProviderConfig;
 use crate::decision::DenyReason;
@@ -49,13 +50,19 @@ enum Fetched<T> {
 // === impl Github ===
 
 impl Github {
-    pub fn new(common: &ProviderConfig, config: &GithubConfig, http: reqwest::Client) -> Github {
+    pub fn new(
+        common: &ProviderConfig,
+        config: &GithubConfig,
+        http: reqwest::Client,
+        clock: Clock,
+    ) -> Github {
         let name: Arc<str> = Arc::from(common.name.as_str());
         Github {
             upstream: CachedUpstream::new(
                 Arc::clone(&name),
                 "GitHub",
                 Some(config.upstream.cache_max_entries),
+                clock,
             ),
             name,
             api_base: config.api_base.trim_end_matches('/').to_owned(),
@@ -70,10 +77,7 @@ impl Github {
     }
 
     pub async fn authenticate(&self, token: &str) -> Outcome {
-        // GitHub tokens carry no expiry of their own: only the cache TTL bounds an answer.
-        self.upstream
-            .authenticate(token, i64::MIN, self.check(token))
-            .await
+        self.upstream.authenticate(token, self.check(token)).await
     }
 
     async fn get<T: serde::de::DeserializeOwned>(

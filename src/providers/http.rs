@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::Outcome;
+use crate::clock::Clock;
 use crate::decision::{DenyReason, Unavailable};
 use crate::identity::Identity;
 
@@ -98,6 +99,7 @@ pub struct CachedUpstream {
     /// What the upstream is, for the log (`token introspection`, `auth webhook`, `GitHub`).
     what: &'static str,
     cache: Option<ResultCache<Answer>>,
+    clock: Clock,
 }
 
 // === impl CachedUpstream ===
@@ -108,11 +110,13 @@ impl CachedUpstream {
         name: Arc<str>,
         what: &'static str,
         cache_max_entries: Option<u64>,
+        clock: Clock,
     ) -> CachedUpstream {
         CachedUpstream {
             name,
             what,
             cache: cache_max_entries.map(result_cache),
+            clock,
         }
     }
 
@@ -120,9 +124,9 @@ impl CachedUpstream {
     pub async fn authenticate(
         &self,
         credential: &str,
-        now: i64,
         call: impl Future<Output = Result<Timed<Answer>, UpstreamError>>,
     ) -> Outcome {
+        let now = self.clock.now();
         let answer = match &self.cache {
             Some(cache) => cache.try_get_with(digest(credential), call).await,
             None => call.await.map_err(Arc::new),

@@ -49,6 +49,7 @@ impl Introspection {
                 Arc::clone(&name),
                 "token introspection",
                 Some(config.upstream.cache_max_entries),
+                clock.clone(),
             ),
             name,
             endpoint: reqwest::Url::parse(&config.endpoint)?,
@@ -69,7 +70,7 @@ impl Introspection {
 
     pub async fn authenticate(&self, token: &str) -> Outcome {
         self.upstream
-            .authenticate(token, self.clock.now(), self.introspect(token))
+            .authenticate(token, self.introspect(token))
             .await
     }
 

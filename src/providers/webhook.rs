@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::http::{read_bounded, Answer, CachedUpstream, Timed, UpstreamError};
 use super::Outcome;
+use crate::clock::Clock;
 use crate::config::providers::WebhookConfig;
 use crate::config::{CredentialLocation, ProviderConfig};
 use crate::decision::DenyReason;
@@ -47,6 +48,7 @@ impl Webhook {
         common: &ProviderConfig,
         config: &WebhookConfig,
         http: reqwest::Client,
+        clock: Clock,
     ) -> Result<Webhook, url::ParseError> {
         let cache_ttl = Duration::from_secs(config.cache_ttl_seconds);
         let name: Arc<str> = Arc::from(common.name.as_str());
@@ -55,6 +57,7 @@ impl Webhook {
                 Arc::clone(&name),
                 "auth webhook",
                 (!cache_ttl.is_zero()).then_some(config.upstream.cache_max_entries),
+                clock,
             ),
             name,
             endpoint: reqwest::Url::parse(&config.endpoint)?,
@@ -71,9 +74,8 @@ impl Webhook {
     }
 
     pub async fn authenticate(&self, token: &str, request: &RequestView<'_>) -> Outcome {
-        // Webhook answers carry no expiry: only the cache TTL bounds an answer.
         self.upstream
-            .authenticate(token, i64::MIN, self.call(token, request))
+            .authenticate(token, self.call(token, request))
             .await
     }
 

@@ -57,7 +57,7 @@ impl Authorization for CheckService {
         span.record("authz.decision_id", verdict.decision_id.as_str());
         log_verdict(&verdict, &view);
         let answer = crate::answer::answer(&verdict, &view, runtime.answers());
-        Ok(Response::new(translate::check_response(&answer)))
+        Ok(Response::new(translate::check_response(answer)))
     }
 }
 

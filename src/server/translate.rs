@@ -115,12 +115,13 @@ pub fn request_view<'a>(
 }
 
 /// Writes the answer as the response Envoy acts on.
-pub fn check_response(answer: &Answer<'_>) -> CheckResponse {
+pub fn check_response(answer: Answer<'_>) -> CheckResponse {
     let headers = answer
         .headers
         .iter()
         .map(|(key, value)| header(key, value))
         .collect();
+    let body = answer.body;
     let status = |code, message: &str| {
         Some(Status {
             code,
@@ -133,14 +134,14 @@ pub fn check_response(answer: &Answer<'_>) -> CheckResponse {
             code: i32::from(answer.status),
         }),
         headers,
-        body: answer.body.clone(),
+        body,
     };
     let mut response = match answer.outcome {
         Outcome::Allow => CheckResponse {
             status: status(code::OK, ""),
             http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
                 headers,
-                headers_to_remove: answer.remove.clone(),
+                headers_to_remove: answer.remove,
                 ..Default::default()
             })),
             dynamic_metadata: answer.metadata.as_ref().map(metadata_struct),
