@@ -14,6 +14,7 @@ use crate::identity::{Identity, IdentityBuilder};
 use crate::policy::{ExplainStep, Policy, Route, RouteChoice};
 use crate::providers::{Attempt, ChainOutcome, Providers};
 use crate::request::RequestView;
+use crate::revocation::Denylist;
 
 /// The providers and the compiled policy, decided over together.
 pub struct Authorizer {
@@ -21,6 +22,8 @@ pub struct Authorizer {
     policy: Policy,
     /// The identity of a request with no credential on a route that allows anonymous access.
     anonymous: Arc<Identity>,
+    /// Checked after authentication, whichever cache the identity came from.
+    denylist: Arc<Denylist>,
     clock: Clock,
 }
 
@@ -62,8 +65,14 @@ impl Authorizer {
                 &Arc::from("anonymous"),
                 "anonymous",
             )),
+            denylist: Arc::default(),
             clock,
         }
+    }
+
+    /// Reads revocations from `denylist` (the shared state's local copy) instead of an empty list.
+    pub fn use_denylist(&mut self, denylist: Arc<Denylist>) {
+        self.denylist = denylist;
     }
 
     /// Decides one request; with `explain`, also says why.
@@ -77,6 +86,16 @@ impl Authorizer {
 
         let now = self.clock.now();
         let (identity, denial) = match chain {
+            // Revocation applies to every authenticated identity, fresh or from a cache.
+            ChainOutcome::Authenticated(identity) if self.denylist.revoked(&identity, now) => {
+                let denial = Denial {
+                    cause: DenyCause::Credential(DenyReason::Revoked),
+                    provider: Some(Arc::clone(&identity.provider)),
+                    principal: identity.subject.as_deref().map(Arc::from),
+                    message: None,
+                };
+                (None, Some(denial))
+            }
             ChainOutcome::Authenticated(identity) => {
                 match route.evaluate(&identity, request, now) {
                     Ok(()) => (Some(identity), None),

@@ -21,6 +21,7 @@ use crate::config::{Config, ConfigErrors, LoadError, ProviderKind, SecretSource}
 use crate::dev::{self, DevIssuer};
 use crate::runtime::{self, Runtime};
 use crate::server::{self, App, CheckService};
+use crate::state::SharedState;
 
 /// Exit code for a configuration that cannot be used (EX_USAGE, as linkerd does).
 const EXIT_CONFIG: u8 = 64;
@@ -304,13 +305,15 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let runtime = Runtime::build(&config, &SecretSource::Process, Clock::system())?;
+    let state = SharedState::from_config(&config, &SecretSource::Process, Clock::system())?;
     tracing::info!(
         grpc.listen = %grpc.local_addr()?,
         admin.listen = %admin.local_addr()?,
         providers = config.providers.len(),
+        state.backend = state.backend_name(),
         "portcullis serving"
     );
-    let app = Arc::new(App::new(&config, runtime, dev));
+    let app = Arc::new(App::with_state(&config, runtime, dev, Arc::new(state)));
     server::run(app, grpc, admin, shutdown_signal()).await?;
     Ok(())
 }

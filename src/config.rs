@@ -11,6 +11,7 @@
 pub mod policy;
 pub mod providers;
 pub mod secret;
+pub mod shared;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -26,6 +27,7 @@ pub use self::providers::{
     ProviderKind, TokenCacheSettings,
 };
 pub use self::secret::{Secret, SecretRef, SecretSource};
+pub use self::shared::{Backend, RevocationConfig, StateConfig, MAX_TTL_SECONDS};
 use crate::request::is_header_name;
 
 /// A parsed and checked configuration (the policy is compiled from it by `Runtime::build`).
@@ -40,6 +42,10 @@ pub struct Config {
     /// Routes and their requirements, and the rollout mode (`mode`, `claims_namespace`,
     /// `claims_namespace_aliases`, `default_route`, `routes` at the top level).
     pub policy: PolicyConfig,
+    /// The denylist, its admin API and the Auth0 log stream (`revocation`).
+    pub revocation: RevocationConfig,
+    /// Where state shared across replicas lives (`state`). Defaults to memory.
+    pub state: StateConfig,
 }
 
 /// Listening addresses and shutdown behaviour.
@@ -176,6 +182,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "claims_namespace_aliases",
     "default_route",
     "routes",
+    "revocation",
+    "state",
 ];
 
 /// Why a configuration file could not be used.
@@ -250,6 +258,20 @@ impl Config {
             Some(v) => problems.section::<HeadersConfig>("headers", v),
             None => Some(HeadersConfig::default()),
         };
+        let revocation = match map.remove("revocation") {
+            Some(v) => problems.section::<RevocationConfig>("revocation", v),
+            None => Some(RevocationConfig::default()),
+        };
+        let state = match map.remove("state") {
+            Some(v) => problems.section::<StateConfig>("state", v),
+            None => Some(StateConfig::default()),
+        };
+        if let Some(revocation) = &revocation {
+            shared::validate_revocation(&mut problems, revocation);
+        }
+        if let Some(state) = &state {
+            shared::validate_state(&mut problems, state);
+        }
         let providers = match map.remove("providers") {
             Some(Value::Sequence(items)) if items.is_empty() => {
                 problems.add("providers", "must list at least one provider");
@@ -337,6 +359,8 @@ impl Config {
             realm: realm.expect("no problems means the section parsed"),
             headers: headers.expect("no problems means the section parsed"),
             providers: providers.into_iter().flatten().collect(),
+            revocation: revocation.expect("no problems means the section parsed"),
+            state: state.expect("no problems means the section parsed"),
         })
     }
 }

@@ -51,13 +51,15 @@ pub enum DenyReason {
     OrganizationNotAllowed,
     /// The client certificate identity is outside the trusted domains or patterns.
     UntrustedPeer,
+    /// A valid credential whose subject, token, session or client is on the denylist.
+    Revoked,
 }
 
 // === impl DenyReason ===
 
 impl DenyReason {
     /// Every reason, for metrics.
-    pub const ALL: [DenyReason; 28] = [
+    pub const ALL: [DenyReason; 29] = [
         DenyReason::MissingCredential,
         DenyReason::EmptyCredential,
         DenyReason::MultipleCredentials,
@@ -86,6 +88,7 @@ impl DenyReason {
         DenyReason::UnknownApiKey,
         DenyReason::OrganizationNotAllowed,
         DenyReason::UntrustedPeer,
+        DenyReason::Revoked,
     ];
 
     /// A stable label for metrics and logs.
@@ -119,6 +122,7 @@ impl DenyReason {
             DenyReason::UnknownApiKey => "unknown_api_key",
             DenyReason::OrganizationNotAllowed => "org_not_allowed",
             DenyReason::UntrustedPeer => "untrusted_peer",
+            DenyReason::Revoked => "revoked",
         }
     }
 
@@ -153,6 +157,7 @@ impl DenyReason {
             DenyReason::UnknownApiKey => "the API key is not valid",
             DenyReason::OrganizationNotAllowed => "the user is not in an allowed organization",
             DenyReason::UntrustedPeer => "the client certificate identity is not trusted",
+            DenyReason::Revoked => "the token has been revoked",
         }
     }
 

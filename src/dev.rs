@@ -248,6 +248,8 @@ impl DevIssuer {
                     dangerous_allow_plain_http: true,
                 }),
             }],
+            revocation: Default::default(),
+            state: Default::default(),
         }
     }
 }

@@ -13,20 +13,26 @@
 //!    - `identity`: [`Identity`], [`PrincipalKind`] and the one builder every provider uses.
 //!    - `decision`: what a check decides ([`Decision`]) and why a request is denied: credential reasons,
 //!      unmet route requirements, unavailability.
-//! 3. `config`: the YAML configuration (server, headers, providers, policy keys), validation with field
-//!    paths, secret references. `dev`: the embedded development issuer and its config.
+//! 3. `config`: the YAML configuration (server, headers, providers, policy keys, revocation, state),
+//!    validation with field paths, secret references. `dev`: the embedded development issuer and its config.
 //! 4. `credential`: finding the credential in a request.
 //! 5. Deciding, side by side:
 //!    - `providers`: the provider contract and chain; `providers/jwt` validates JWTs, `providers/jwks`
 //!      fetches and refreshes key sets, `providers/http` calls and caches upstreams.
 //!    - `policy`: compiled routes (matcher, provider indices, requirements, challenges, deny settings).
-//! 6. `authorizer`: the decision pipeline (route → providers → policy → mode) and the [`Verdict`].
+//!    - `revocation`: the denylist (`sub`, `jti`, `sid`, `client_id` entries) every check reads as a
+//!      local copy, and `revocation/auth0` mapping Auth0 log events to entries.
+//! 6. `authorizer`: the decision pipeline (route → providers → denylist → policy → mode) and the
+//!    [`Verdict`].
 //! 7. `answer`: a verdict as a proto-free answer: status, headers to set and remove, challenge, body,
 //!    metadata.
 //! 8. `runtime`: the swappable [`Runtime`] built from one `Config`: providers, policy, answer settings.
 //!    `metrics`: counters for `/metrics`, which outlive a runtime.
-//! 9. [`server`]: gRPC Check, health and reflection; the admin HTTP port; translation between Envoy's
-//!    protobuf and our request view and answer.
+//!    `state`: what replicas share and outlives a runtime: the denylist's feed and "seen once" records
+//!    (DPoP replay, Auth0 redelivery), in memory or in Redis (`state/redis`: pub/sub plus resync).
+//! 9. [`server`]: gRPC Check, health and reflection; the admin HTTP port (with the revocation admin API
+//!    and the Auth0 log stream receiver); translation between Envoy's protobuf and our request view and
+//!    answer.
 //! 10. [`client`] (the `check` command's gRPC client), [`cli`] (every command's logic; `main.rs` only
 //!     parses and dispatches) and [`bench`] (the `bench` load generator and its no-op server; it talks to
 //!     portcullis as a separate process, over [`pb`] only).
@@ -49,8 +55,10 @@ pub mod pb;
 mod policy;
 mod providers;
 mod request;
+mod revocation;
 mod runtime;
 pub mod server;
+mod state;
 pub mod telemetry;
 
 pub use crate::authorizer::{Explanation, Verdict};
@@ -61,3 +69,4 @@ pub use crate::identity::{Identity, PrincipalKind};
 pub use crate::providers::api_key::hash_key;
 pub use crate::request::{Headers, RequestView};
 pub use crate::runtime::Runtime;
+pub use crate::state::{SharedState, StateError};

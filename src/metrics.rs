@@ -100,3 +100,29 @@ impl Metrics {
         out
     }
 }
+
+/// The shared state's gauges and counters: whether its backend is reachable, faults seen, denylist size.
+pub fn render_state(out: &mut String, backend: &str, healthy: bool, errors: u64, entries: usize) {
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_state_up 1 while the shared state backend (memory, redis) is reachable."
+    );
+    let _ = writeln!(out, "# TYPE portcullis_state_up gauge");
+    let _ = writeln!(
+        out,
+        "portcullis_state_up{{backend=\"{backend}\"}} {}",
+        u8::from(healthy)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_state_errors_total Failed calls to the shared state backend."
+    );
+    let _ = writeln!(out, "# TYPE portcullis_state_errors_total counter");
+    let _ = writeln!(out, "portcullis_state_errors_total {errors}");
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_revocations Entries in this replica's copy of the denylist."
+    );
+    let _ = writeln!(out, "# TYPE portcullis_revocations gauge");
+    let _ = writeln!(out, "portcullis_revocations {entries}");
+}

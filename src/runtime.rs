@@ -63,6 +63,11 @@ impl Runtime {
         self.authorizer.ready()
     }
 
+    /// Reads revocations from the shared state's denylist (see `server::App`).
+    pub fn use_denylist(&mut self, denylist: std::sync::Arc<crate::revocation::Denylist>) {
+        self.authorizer.use_denylist(denylist);
+    }
+
     pub fn authorizer(&self) -> &Authorizer {
         &self.authorizer
     }
@@ -92,6 +97,22 @@ pub fn check(config: &Config, secrets: Option<&SecretSource>) -> Vec<Problem> {
                         message: e.to_string(),
                     });
                 }
+            }
+        }
+        let shared = [
+            ("revocation.admin_secret", &config.revocation.admin_secret),
+            (
+                "revocation.auth0_log_stream_secret",
+                &config.revocation.auth0_log_stream_secret,
+            ),
+            ("state.password", &config.state.password),
+        ];
+        for (path, secret) in shared {
+            if let Some(Err(e)) = secret.as_ref().map(|s| s.resolve(source)) {
+                problems.push(Problem {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                });
             }
         }
     }

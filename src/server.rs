@@ -7,6 +7,7 @@
 
 mod admin;
 mod check;
+mod revocations;
 mod translate;
 
 pub use self::check::{CheckService, EXPLAIN_HEADER};
@@ -28,6 +29,7 @@ use crate::dev::DevIssuer;
 use crate::metrics::Metrics;
 use crate::pb::auth::authorization_server::AuthorizationServer;
 use crate::runtime::Runtime;
+use crate::state::SharedState;
 
 /// The gRPC service name health reports on, beside the overall `""`: SERVING once every provider can
 /// decide, NOT_SERVING before that and while draining (readiness).
@@ -45,20 +47,42 @@ pub struct App {
     /// The development issuer whose discovery and JWKS the admin port serves (`serve --dev`).
     dev: Option<Arc<DevIssuer>>,
     draining: AtomicBool,
+    /// The denylist and replay records shared across replicas; every runtime reads its denylist.
+    state: Arc<SharedState>,
 }
 
 // === impl App ===
 
 impl App {
     /// Everything a server needs, from its configuration and the runtime built from it.
+    /// With state in memory and the revocation endpoints off; see [`App::with_state`].
     pub fn new(config: &Config, runtime: Runtime, dev: Option<Arc<DevIssuer>>) -> App {
+        let state = SharedState::memory(crate::clock::Clock::system());
+        App::with_state(config, runtime, dev, Arc::new(state))
+    }
+
+    /// Everything a server needs, with its shared state (built by [`SharedState::from_config`]). The
+    /// runtime reads the state's denylist; a runtime swapped in later must be given it too.
+    pub fn with_state(
+        config: &Config,
+        mut runtime: Runtime,
+        dev: Option<Arc<DevIssuer>>,
+        state: Arc<SharedState>,
+    ) -> App {
+        runtime.use_denylist(Arc::clone(state.denylist()));
         App {
             runtime: ArcSwap::from_pointee(runtime),
             metrics: Metrics::default(),
             drain: Duration::from_secs(config.server.drain_seconds),
             dev,
             draining: AtomicBool::new(false),
+            state,
         }
+    }
+
+    /// The shared state (denylist, replay records): the DPoP replay check asks its `first_use`.
+    pub fn state(&self) -> &Arc<SharedState> {
+        &self.state
     }
 
     /// The current runtime; a check holds it until it has answered.
@@ -97,6 +121,7 @@ pub async fn run(
     let background = CancellationToken::new();
     let stop_servers = CancellationToken::new();
     app.runtime.load().spawn_background(&background);
+    app.state.spawn_background(&background);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_readiness(&health, ServingStatus::NotServing).await;

@@ -18,21 +18,40 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/dev/.well-known/openid-configuration", get(dev_discovery))
         .route("/dev/jwks.json", get(dev_jwks))
+        .merge(super::revocations::router())
         .with_state(app)
 }
 
+/// Readiness; a shared-state fault is shown in the body without failing it (checks go on with the last
+/// known denylist).
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.ready() {
-        (StatusCode::OK, "ready\n").into_response()
+    let (status, mut body) = if app.ready() {
+        (StatusCode::OK, String::from("ready\n"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, String::from("not ready\n"))
+    };
+    if let Some(fault) = app.state().fault() {
+        body.push_str("degraded: shared state (");
+        body.push_str(app.state().backend_name());
+        body.push_str(") unavailable, the last known denylist applies: ");
+        body.push_str(&fault);
+        body.push('\n');
     }
+    (status, body).into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let body = app
+    let mut body = app
         .metrics()
         .render(app.runtime().authorizer().providers(), app.ready());
+    let state = app.state();
+    crate::metrics::render_state(
+        &mut body,
+        state.backend_name(),
+        state.fault().is_none(),
+        state.errors(),
+        state.denylist().len(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

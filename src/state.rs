@@ -1,0 +1,337 @@
+//! State shared across replicas: the denylist (fed to every replica's local copy) and the "seen once"
+//! records behind DPoP replay protection and Auth0 redelivery. [`SharedState`] is built once from the
+//! configuration and outlives runtimes; its backend is this process (`memory`, one replica) or Redis
+//! ([`redis`], several replicas).
+//!
+//! Checks never wait on Redis for the denylist: they read the local copy, which Redis pub/sub keeps
+//! current and a periodic full resync repairs. When Redis is unreachable the last known denylist stays in
+//! force, the fault is logged, counted and shown on `/readyz`, and calls that need an answer from Redis
+//! ([`SharedState::first_use`]) fail, so their callers fail closed. Recovery is automatic.
+
+mod redis;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::{Backend, Config, ConfigErrors, Problems, Secret, SecretRef, SecretSource};
+use crate::revocation::{Change, Denylist, Entry, Kind};
+
+/// Why shared state could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Redis could not be reached or did not answer in time.
+    #[error("shared state unavailable: {0}")]
+    Unavailable(String),
+    /// The in-process record of seen values is full of live entries.
+    #[error("the replay cache is full")]
+    Full,
+}
+
+/// The revocation settings the admin port needs.
+pub struct RevocationSettings {
+    pub admin_secret: Option<Secret>,
+    pub auth0_secret: Option<Secret>,
+    pub default_ttl_seconds: u64,
+    pub auth0_issuer: Option<String>,
+    pub auth0_max_body_bytes: usize,
+}
+
+/// The largest number of live "seen once" records kept in memory.
+const MEMORY_SEEN_LIMIT: usize = 1 << 20;
+
+enum StateBackend {
+    Memory(Mutex<HashMap<(&'static str, [u8; 32]), i64>>),
+    Redis(Box<redis::RedisState>),
+}
+
+/// The shared state of one process.
+pub struct SharedState {
+    denylist: Arc<Denylist>,
+    settings: RevocationSettings,
+    backend: StateBackend,
+    health: Arc<Health>,
+    clock: Clock,
+}
+
+// === impl SharedState ===
+
+impl SharedState {
+    /// Builds the state from the configuration: resolves its secrets; no connection is made yet (see
+    /// [`SharedState::spawn_background`]).
+    pub fn from_config(
+        config: &Config,
+        secrets: &SecretSource,
+        clock: Clock,
+    ) -> Result<SharedState, ConfigErrors> {
+        let mut problems = Problems::default();
+        let mut resolve = |path: &str, secret: &Option<SecretRef>| {
+            secret.as_ref().and_then(|s| {
+                s.resolve(secrets)
+                    .map_err(|e| problems.add(path, e.to_string()))
+                    .ok()
+            })
+        };
+        let revocation = &config.revocation;
+        let settings = RevocationSettings {
+            admin_secret: resolve("revocation.admin_secret", &revocation.admin_secret),
+            auth0_secret: resolve(
+                "revocation.auth0_log_stream_secret",
+                &revocation.auth0_log_stream_secret,
+            ),
+            default_ttl_seconds: revocation.default_ttl_seconds,
+            auth0_issuer: revocation.auth0_issuer.clone(),
+            auth0_max_body_bytes: revocation.auth0_max_body_bytes,
+        };
+        let password = resolve("state.password", &config.state.password);
+        let health = Arc::new(Health::default());
+        let backend = match config.state.backend {
+            Backend::Memory => StateBackend::Memory(Mutex::default()),
+            Backend::Redis => {
+                match redis::RedisState::new(&config.state, password.as_ref(), Arc::clone(&health))
+                {
+                    Ok(redis) => StateBackend::Redis(Box::new(redis)),
+                    Err(e) => {
+                        problems.add("state.url", e.to_string());
+                        StateBackend::Memory(Mutex::default())
+                    }
+                }
+            }
+        };
+        problems.into_result(SharedState {
+            denylist: Arc::default(),
+            settings,
+            backend,
+            health,
+            clock,
+        })
+    }
+
+    /// One replica's state in memory, with the admin API and the Auth0 receiver off.
+    pub fn memory(clock: Clock) -> SharedState {
+        SharedState {
+            denylist: Arc::default(),
+            settings: RevocationSettings {
+                admin_secret: None,
+                auth0_secret: None,
+                default_ttl_seconds: 86_400,
+                auth0_issuer: None,
+                auth0_max_body_bytes: 1 << 20,
+            },
+            backend: StateBackend::Memory(Mutex::default()),
+            health: Arc::default(),
+            clock,
+        }
+    }
+
+    /// Starts the Redis feed (pub/sub and resync) until `cancel`; nothing to do in memory.
+    pub fn spawn_background(&self, cancel: &CancellationToken) {
+        if let StateBackend::Redis(redis) = &self.backend {
+            redis.spawn(Arc::clone(&self.denylist), self.clock.clone(), cancel);
+        }
+    }
+
+    /// The local copy every check reads.
+    pub fn denylist(&self) -> &Arc<Denylist> {
+        &self.denylist
+    }
+
+    pub fn settings(&self) -> &RevocationSettings {
+        &self.settings
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// `memory` or `redis`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            StateBackend::Memory(_) => "memory",
+            StateBackend::Redis(_) => "redis",
+        }
+    }
+
+    /// The current fault of the shared backend, if any (for `/readyz` and `/metrics`).
+    pub fn fault(&self) -> Option<String> {
+        self.health.fault()
+    }
+
+    /// Faults seen since start.
+    pub fn errors(&self) -> u64 {
+        self.health.errors.load(Ordering::Relaxed)
+    }
+
+    /// Adds or replaces an entry. It applies on this replica at once; with Redis, the error says it could
+    /// not be shared (it still applies here).
+    pub async fn revoke(&self, entry: Entry) -> Result<(), StateError> {
+        let change = Change::Put { entry };
+        self.denylist.apply(&change, self.now());
+        match &self.backend {
+            StateBackend::Memory(_) => Ok(()),
+            StateBackend::Redis(redis) => redis.publish(&change).await,
+        }
+    }
+
+    /// Removes every entry of this kind and value; returns how many this replica held.
+    pub async fn unrevoke(&self, kind: Kind, value: &str) -> Result<usize, StateError> {
+        let held = self.denylist.find(kind, value).len();
+        let change = Change::Remove {
+            kind,
+            value: value.to_owned(),
+        };
+        self.denylist.apply(&change, self.now());
+        match &self.backend {
+            StateBackend::Memory(_) => Ok(held),
+            StateBackend::Redis(redis) => redis
+                .remove(kind, value, &change)
+                .await
+                .map(|n| n.max(held)),
+        }
+    }
+
+    /// True the first time `digest` is offered before `expires_at` (Unix seconds), false for every later
+    /// offer on any replica sharing this state: a DPoP proof's `jti` replay check. An error means the
+    /// answer is unknown; the caller fails closed.
+    pub async fn first_use(&self, digest: [u8; 32], expires_at: i64) -> Result<bool, StateError> {
+        self.first_seen("dpop", digest, expires_at).await
+    }
+
+    /// Whether this Auth0 `log_id` was already applied (a redelivered event).
+    pub async fn first_log_id_seen(&self, log_id: &str) -> Result<bool, StateError> {
+        let digest = log_id_digest(log_id);
+        match &self.backend {
+            StateBackend::Memory(seen) => {
+                let seen = seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                Ok(seen
+                    .get(&("auth0", digest))
+                    .is_some_and(|&until| until > self.now()))
+            }
+            StateBackend::Redis(redis) => redis.exists("auth0", &digest).await,
+        }
+    }
+
+    /// Records an applied Auth0 `log_id` for the entry lifetime, so a redelivery is skipped.
+    pub async fn mark_log_id(&self, log_id: &str) -> Result<(), StateError> {
+        let expires_at = self.now() + self.settings.default_ttl_seconds as i64;
+        self.first_seen("auth0", log_id_digest(log_id), expires_at)
+            .await
+            .map(drop)
+    }
+
+    async fn first_seen(
+        &self,
+        namespace: &'static str,
+        digest: [u8; 32],
+        expires_at: i64,
+    ) -> Result<bool, StateError> {
+        let now = self.now();
+        match &self.backend {
+            StateBackend::Memory(seen) => {
+                let mut seen = seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(&until) = seen.get(&(namespace, digest)) {
+                    if until > now {
+                        return Ok(false);
+                    }
+                }
+                if seen.len() >= MEMORY_SEEN_LIMIT {
+                    seen.retain(|_, until| *until > now);
+                    if seen.len() >= MEMORY_SEEN_LIMIT {
+                        return Err(StateError::Full);
+                    }
+                }
+                seen.insert((namespace, digest), expires_at);
+                Ok(true)
+            }
+            StateBackend::Redis(redis) => {
+                let ttl_ms = (expires_at - now).max(1).saturating_mul(1000);
+                redis.first_seen(namespace, &digest, ttl_ms as u64).await
+            }
+        }
+    }
+}
+
+fn log_id_digest(log_id: &str) -> [u8; 32] {
+    Sha256::digest(log_id.as_bytes()).into()
+}
+
+/// The health of the shared backend: the current fault and a count of faults.
+#[derive(Default)]
+pub(crate) struct Health {
+    fault: Mutex<Option<String>>,
+    errors: AtomicU64,
+}
+
+// === impl Health ===
+
+impl Health {
+    /// Records a fault (once per change of message in the log).
+    pub(crate) fn failed(&self, what: &str, error: &dyn std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let message = format!("{what}: {error}");
+        let mut fault = self
+            .fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if fault.as_deref() != Some(&message) {
+            tracing::warn!(state.fault = %message, "shared state unavailable: the last known denylist stays in force");
+        }
+        *fault = Some(message);
+    }
+
+    pub(crate) fn recovered(&self) {
+        let mut fault = self
+            .fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if fault.take().is_some() {
+            tracing::info!("shared state reachable again");
+        }
+    }
+
+    fn fault(&self) -> Option<String> {
+        self.fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_first_use_catches_the_second_use_until_expiry() {
+        let clock = Clock::manual(1000);
+        let state = SharedState::memory(clock.clone());
+        assert!(state.first_use([1; 32], 1010).await.unwrap());
+        assert!(!state.first_use([1; 32], 1010).await.unwrap());
+        assert!(state.first_use([2; 32], 1010).await.unwrap());
+        // Namespaces are apart: a log id never collides with a proof.
+        assert!(!state.first_log_id_seen("90020").await.unwrap());
+        state.mark_log_id("90020").await.unwrap();
+        assert!(state.first_log_id_seen("90020").await.unwrap());
+        clock.set(1011);
+        assert!(state.first_use([1; 32], 1020).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn memory_revocations_apply_locally() {
+        let state = SharedState::memory(Clock::manual(100));
+        let entry = crate::revocation::new_entry(Kind::Sub, "alice".into(), None, 60, 100).unwrap();
+        state.revoke(entry.clone()).await.unwrap();
+        assert_eq!(state.denylist().list(100), vec![entry]);
+        assert_eq!(state.unrevoke(Kind::Sub, "alice").await.unwrap(), 1);
+        assert!(state.denylist().is_empty());
+        assert_eq!(state.fault(), None);
+    }
+}
