@@ -166,14 +166,14 @@ impl SharedState {
         self.health.errors.load(Ordering::Relaxed)
     }
 
-    /// Adds or replaces an entry. It applies on this replica at once; with Redis, the error says it could
-    /// not be shared (it still applies here).
+    /// Adds or replaces an entry. It applies on this replica at once; with Redis, an error says it could
+    /// not be shared yet: it still applies here and is written when Redis is back.
     pub async fn revoke(&self, entry: Entry) -> Result<(), StateError> {
         let change = Change::Put { entry };
         self.denylist.apply(&change, self.now());
         match &self.backend {
             StateBackend::Memory(_) => Ok(()),
-            StateBackend::Redis(redis) => redis.publish(&change).await,
+            StateBackend::Redis(redis) => redis.write(&change).await.map(drop),
         }
     }
 
@@ -187,10 +187,7 @@ impl SharedState {
         self.denylist.apply(&change, self.now());
         match &self.backend {
             StateBackend::Memory(_) => Ok(held),
-            StateBackend::Redis(redis) => redis
-                .remove(kind, value, &change)
-                .await
-                .map(|n| n.max(held)),
+            StateBackend::Redis(redis) => redis.write(&change).await.map(|n| n.max(held)),
         }
     }
 

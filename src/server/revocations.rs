@@ -209,10 +209,10 @@ fn problem(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// 503: applied on this replica, not shared with the others.
+/// 503: applied on this replica, shared with the others once the backend is back.
 fn unshared(error: &crate::state::StateError) -> Response {
     problem(
         StatusCode::SERVICE_UNAVAILABLE,
-        &format!("{error}: applied on this replica only; retry"),
+        &format!("{error}: applied on this replica, shared once the backend is reachable again"),
     )
 }

@@ -8,7 +8,7 @@
 //! so a restart does not silently lift revocations.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Health, StateError};
 use crate::clock::Clock;
 use crate::config::{Secret, StateConfig};
-use crate::revocation::{Change, Denylist, Entry, Kind};
+use crate::revocation::{Change, Denylist, Entry};
 
 pub(super) struct RedisState {
     client: redis::Client,
@@ -34,6 +34,8 @@ pub(super) struct RedisState {
     health: Arc<Health>,
     /// Wakes the resync task at once (after a (re)subscription).
     resync_now: Arc<Notify>,
+    /// Changes made here while Redis was unreachable, written at the next successful resync.
+    pending: Arc<Mutex<Vec<Change>>>,
 }
 
 // === impl RedisState ===
@@ -72,6 +74,7 @@ impl RedisState {
             timeout,
             health,
             resync_now: Arc::new(Notify::new()),
+            pending: Arc::default(),
         })
     }
 
@@ -87,6 +90,7 @@ impl RedisState {
             health: Arc::clone(&self.health),
             denylist,
             clock,
+            pending: Arc::clone(&self.pending),
         };
         let feed = Arc::new(feed);
         let (subscriber, resync) = (Arc::clone(&feed), feed);
@@ -98,51 +102,26 @@ impl RedisState {
         tokio::spawn(async move { resync.resync_loop(now, period, cancel).await });
     }
 
-    /// Stores and publishes a change made on this replica.
-    pub(super) async fn publish(&self, change: &Change) -> Result<(), StateError> {
-        let Change::Put { entry } = change else {
-            unreachable!("removals go through remove()")
-        };
-        let message = serde_json::to_string(change).expect("a change serializes");
-        let stored = serde_json::to_string(entry).expect("an entry serializes");
-        let mut pipe = redis::pipe();
-        pipe.hset(&self.hash, entry.key(), stored)
-            .ignore()
-            .publish(&self.channel, message)
-            .ignore();
-        self.run(pipe).await
-    }
-
-    /// Removes every stored entry of this kind and value and publishes the removal; returns how many.
-    pub(super) async fn remove(
-        &self,
-        kind: Kind,
-        value: &str,
-        change: &Change,
-    ) -> Result<usize, StateError> {
+    /// Stores and publishes a change made on this replica; returns how many stored entries it removed.
+    /// When Redis cannot be reached the change is kept and written at the next successful resync.
+    pub(super) async fn write(&self, change: &Change) -> Result<usize, StateError> {
         let mut conn = self.manager.clone();
-        let stored: Vec<(String, String)> = self.answer(conn.hgetall(&self.hash)).await?;
-        let fields: Vec<String> = stored
-            .into_iter()
-            .filter_map(|(field, json)| {
-                serde_json::from_str::<Entry>(&json)
-                    .ok()
-                    .map(|e| (field, e))
-            })
-            .filter(|(_, e)| e.kind == kind && e.value == value)
-            .map(|(field, _)| field)
-            .collect();
-        let mut pipe = redis::pipe();
-        if !fields.is_empty() {
-            pipe.hdel(&self.hash, &fields).ignore();
-        }
-        pipe.publish(
+        let written = write_change(
+            &self.health,
+            self.timeout,
+            &mut conn,
+            &self.hash,
             &self.channel,
-            serde_json::to_string(change).expect("a change serializes"),
+            change,
         )
-        .ignore();
-        self.run(pipe).await?;
-        Ok(fields.len())
+        .await;
+        if written.is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(change.clone());
+        }
+        written
     }
 
     fn seen_key(&self, namespace: &str, digest: &[u8; 32]) -> String {
@@ -190,11 +169,6 @@ impl RedisState {
         Ok(set.is_some())
     }
 
-    async fn run(&self, pipe: redis::Pipeline) -> Result<(), StateError> {
-        let mut conn = self.manager.clone();
-        self.answer(pipe.query_async::<()>(&mut conn)).await
-    }
-
     /// Awaits a command within the timeout; a failure is recorded as the backend's fault.
     async fn answer<T>(
         &self,
@@ -222,6 +196,44 @@ async fn answer<T>(
     }
 }
 
+/// Writes one change: a new entry is stored under its key, a removal deletes every stored entry of that
+/// kind and value; either way the change is published for the other replicas.
+async fn write_change(
+    health: &Health,
+    timeout: Duration,
+    conn: &mut ConnectionManager,
+    hash: &str,
+    channel: &str,
+    change: &Change,
+) -> Result<usize, StateError> {
+    let message = serde_json::to_string(change).expect("a change serializes");
+    let mut pipe = redis::pipe();
+    let removed = match change {
+        Change::Put { entry } => {
+            let stored = serde_json::to_string(entry).expect("an entry serializes");
+            pipe.hset(hash, entry.key(), stored).ignore();
+            0
+        }
+        Change::Remove { kind, value } => {
+            let stored: Vec<(String, String)> = answer(health, timeout, conn.hgetall(hash)).await?;
+            let fields: Vec<String> = stored
+                .into_iter()
+                .filter_map(|(field, json)| {
+                    let entry = serde_json::from_str::<Entry>(&json).ok()?;
+                    (entry.kind == *kind && entry.value == *value).then_some(field)
+                })
+                .collect();
+            if !fields.is_empty() {
+                pipe.hdel(hash, &fields).ignore();
+            }
+            fields.len()
+        }
+    };
+    pipe.publish(channel, message).ignore();
+    answer(health, timeout, pipe.query_async::<()>(conn)).await?;
+    Ok(removed)
+}
+
 /// What the background tasks share.
 struct Feed {
     client: redis::Client,
@@ -233,6 +245,7 @@ struct Feed {
     health: Arc<Health>,
     denylist: Arc<Denylist>,
     clock: Clock,
+    pending: Arc<Mutex<Vec<Change>>>,
 }
 
 // === impl Feed ===
@@ -336,6 +349,33 @@ impl Feed {
                     pipe.query_async::<()>(&mut conn),
                 )
                 .await?;
+            }
+        }
+        let pending = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for (i, change) in pending.iter().enumerate() {
+            let written = write_change(
+                &self.health,
+                self.timeout,
+                &mut conn,
+                &self.hash,
+                &self.channel,
+                change,
+            )
+            .await;
+            if let Err(e) = written {
+                let mut queue = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut rest = pending[i..].to_vec();
+                rest.append(&mut queue);
+                *queue = rest;
+                return Err(e);
             }
         }
         let stored: Vec<(String, String)> =

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ use portcullis::pb::auth::{
 };
 use portcullis::server::{self, App};
 use portcullis::Clock;
-use portcullis::{Config, Runtime, SecretSource};
+use portcullis::{Config, Runtime, SecretSource, SharedState};
 
 pub fn now() -> i64 {
     SystemTime::now()
@@ -307,9 +308,11 @@ impl TestServer {
     pub async fn start_with(yaml: &str, secrets: SecretSource, clock: Clock) -> TestServer {
         let config =
             Config::from_yaml_str(yaml).unwrap_or_else(|e| panic!("test config: {:?}", e.0));
-        let runtime = Runtime::build(&config, &secrets, clock)
+        let runtime = Runtime::build(&config, &secrets, clock.clone())
             .unwrap_or_else(|e| panic!("test runtime: {:?}", e.0));
-        let app = Arc::new(App::new(&config, runtime, None));
+        let state = SharedState::from_config(&config, &secrets, clock)
+            .unwrap_or_else(|e| panic!("test state: {:?}", e.0));
+        let app = Arc::new(App::with_state(&config, runtime, None, Arc::new(state)));
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
