@@ -52,6 +52,11 @@ pub fn check(args: CheckArgs) -> ExitCode {
     runtime().block_on(ask_server(args))
 }
 
+/// `revoke`: add (or with `--undo`, remove) a denylist entry through a server's admin API.
+pub fn revoke(args: RevokeArgs) -> ExitCode {
+    runtime().block_on(async { report(ask_admin(args).await) })
+}
+
 /// `explain`: decide a request offline, through the same Check service as the server.
 pub fn explain(args: ExplainArgs) -> ExitCode {
     runtime().block_on(explain_offline(args))
@@ -173,6 +178,43 @@ pub enum Expect {
     Denied,
     /// Allowed or denied: the server decided (not "could not decide").
     Decided,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["sub", "jti", "sid", "client_id"])))]
+pub struct RevokeArgs {
+    /// The admin port's base URL, e.g. `http://127.0.0.1:9002`.
+    #[arg(long)]
+    admin: String,
+    /// The admin API secret (`revocation.admin_secret` of the server).
+    #[arg(
+        long,
+        env = "PORTCULLIS_ADMIN_SECRET",
+        hide_env_values = true,
+        hide = true
+    )]
+    secret: String,
+    /// Revoke every token of this subject issued until now.
+    #[arg(long)]
+    sub: Option<String>,
+    /// Revoke the token with this `jti`.
+    #[arg(long)]
+    jti: Option<String>,
+    /// Revoke every token of this session (`sid`).
+    #[arg(long)]
+    sid: Option<String>,
+    /// Revoke every token of this OAuth2 client (`client_id` / `azp`).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Only tokens of this issuer (`iss`).
+    #[arg(long)]
+    issuer: Option<String>,
+    /// How long the entry lives, in seconds (default: the server's `revocation.default_ttl_seconds`).
+    #[arg(long)]
+    ttl: Option<u64>,
+    /// Remove the entries of this kind and value instead.
+    #[arg(long)]
+    undo: bool,
 }
 
 #[derive(Args)]
@@ -439,6 +481,49 @@ fn print_answer(
             ExitCode::FAILURE
         }
     }
+}
+
+async fn ask_admin(args: RevokeArgs) -> anyhow::Result<()> {
+    let (kind, value) = [
+        ("sub", &args.sub),
+        ("jti", &args.jti),
+        ("sid", &args.sid),
+        ("client_id", &args.client_id),
+    ]
+    .into_iter()
+    .find_map(|(kind, value)| Some((kind, value.clone()?)))
+    .context("name what to revoke: --sub, --jti, --sid or --client-id")?;
+    let base = args.admin.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let request = if args.undo {
+        let mut url = url::Url::parse(&format!("{base}/admin/revocations"))
+            .with_context(|| format!("--admin `{}` is not a URL", args.admin))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("--admin `{}` cannot take a path", args.admin))?
+            .push(kind)
+            .push(&value);
+        client.delete(url)
+    } else {
+        let mut body = serde_json::json!({ "kind": kind, "value": value });
+        if let Some(issuer) = &args.issuer {
+            body["issuer"] = Value::from(issuer.as_str());
+        }
+        if let Some(ttl) = args.ttl {
+            body["ttl_seconds"] = Value::from(ttl);
+        }
+        client.post(format!("{base}/admin/revocations")).json(&body)
+    };
+    let response = request
+        .bearer_auth(&args.secret)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the admin API at {base}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    println!("{text}");
+    anyhow::ensure!(status.is_success(), "the admin API answered {status}");
+    Ok(())
 }
 
 /// `explain`: the server's own Check service, in process, with the explanation switched on.

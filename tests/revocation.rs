@@ -540,3 +540,61 @@ async fn redis_stopped_mid_run_keeps_the_denylist_and_sharing_resumes() {
     );
     denied_within(&a, &grace, Duration::from_secs(1)).await;
 }
+
+/// Runs `portcullis revoke …` with `secret` in PORTCULLIS_ADMIN_SECRET; returns the exit code and stdout.
+async fn revoke_cli(args: Vec<String>, secret: Option<&str>) -> (i32, String) {
+    let secret = secret.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .arg("revoke")
+            .args(&args)
+            .env_remove("PORTCULLIS_ADMIN_SECRET");
+        if let Some(secret) = secret {
+            command.env("PORTCULLIS_ADMIN_SECRET", secret);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_revoke_command_uses_the_admin_api() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::rsa("k1");
+    idp.set_keys(&[&key]);
+    let server = server(&idp, "", Clock::system()).await;
+    let alice = token(&key, &idp, "auth0|alice", now() - 60, json!({}));
+    assert!(allowed(&server.check_bearer(&alice).await));
+    let admin_url = format!("http://{}", server.admin);
+    let args = |extra: &[&str]| {
+        let mut args = vec!["--admin".to_owned(), admin_url.clone()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+
+    let (code, _) = revoke_cli(args(&["--sub", "auth0|alice"]), None).await;
+    assert_ne!(code, 0, "no secret");
+    let (code, _) = revoke_cli(args(&["--sub", "auth0|alice"]), Some("wrong")).await;
+    assert_eq!(code, 1, "a wrong secret");
+    assert!(allowed(&server.check_bearer(&alice).await));
+
+    let (code, out) =
+        revoke_cli(args(&["--sub", "auth0|alice", "--ttl", "120"]), Some(ADMIN)).await;
+    assert_eq!(code, 0, "{out}");
+    let entry: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (entry["kind"].as_str(), entry["value"].as_str()),
+        (Some("sub"), Some("auth0|alice"))
+    );
+    assert_revoked(&server.check_bearer(&alice).await);
+
+    let (code, out) = revoke_cli(args(&["--sub", "auth0|alice", "--undo"]), Some(ADMIN)).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(allowed(&server.check_bearer(&alice).await));
+}
