@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::upstream::FakeUpstream;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -597,4 +599,41 @@ async fn the_revoke_command_uses_the_admin_api() {
     let (code, out) = revoke_cli(args(&["--sub", "auth0|alice", "--undo"]), Some(ADMIN)).await;
     assert_eq!(code, 0, "{out}");
     assert!(allowed(&server.check_bearer(&alice).await));
+}
+
+#[tokio::test]
+async fn a_revocation_applies_to_an_answer_from_the_introspection_cache() {
+    let up = FakeUpstream::start().await;
+    up.answer(
+        "introspect:opaque-1",
+        200,
+        json!({"active": true, "sub": "alice", "jti": "op-1", "iat": now() - 60, "exp": now() + 600}),
+    );
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - name: idp
+    type: introspection
+    endpoint: {}
+    client_id: portcullis
+    client_secret: {{env: ADMIN_SECRET}}
+revocation:
+  admin_secret: {{env: ADMIN_SECRET}}
+",
+        up.url("/introspect")
+    );
+    let server = TestServer::start_with(&yaml, secrets(), Clock::system())
+        .await
+        .ready()
+        .await;
+    assert!(allowed(&server.check_bearer("opaque-1").await));
+    assert_eq!(up.hits(), 1);
+    assert_eq!(
+        revoke(&server, json!({"kind": "jti", "value": "op-1"}))
+            .await
+            .0,
+        201
+    );
+    assert_revoked(&server.check_bearer("opaque-1").await);
+    assert_eq!(up.hits(), 1, "the denial came from the cached answer");
 }
