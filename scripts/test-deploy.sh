@@ -384,6 +384,29 @@ def extract_configs(path, outdir):
             yaml.safe_load(d["data"]["config.yaml"])  # must at least be YAML
     assert n == 1, f"expected one ConfigMap with config.yaml, found {n}"
 
+def redis_state(path, want_secret):
+    """redis.url set: the config's state points at it; the password comes from the Secret as an env var."""
+    ds = docs(path)
+    cfg = yaml.safe_load(main_configmap(ds)["data"]["config.yaml"])
+    state = cfg.get("state")
+    want = {"backend": "redis", "url": "redis://redis.cache:6379/0", "key_prefix": "portcullis:"}
+    if want_secret == "yes":
+        want["password"] = {"env": "PORTCULLIS_REDIS_PASSWORD"}
+    assert state == want, f"state {state} != {want}"
+    env = {e["name"]: e for e in container(ds).get("env", [])}
+    if want_secret == "yes":
+        ref = env.get("PORTCULLIS_REDIS_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef")
+        assert ref == {"name": "redis-auth", "key": "password"}, f"secretKeyRef {ref}"
+    else:
+        assert "PORTCULLIS_REDIS_PASSWORD" not in env, "password env var without a Secret"
+
+def no_redis(path):
+    ds = docs(path)
+    cfg = yaml.safe_load(main_configmap(ds)["data"]["config.yaml"])
+    assert "state" not in cfg, f"state rendered without redis.url: {cfg.get('state')}"
+    env = {e["name"] for e in container(ds).get("env", [])}
+    assert "PORTCULLIS_REDIS_PASSWORD" not in env, "password env var without redis.url"
+
 def typo_config(src, dst):
     cfg = yaml.safe_load(open(src))
     cfg["server"]["listne"] = cfg["server"].pop("listen")
@@ -788,6 +811,11 @@ check "helm template existingSecret with secrets.checksum=a" helm_template "$WOR
 check "helm template existingSecret with secrets.checksum=b" helm_template "$WORK/sec-b.yaml" "${MIN[@]}" \
   --set secrets.existingSecret=s --set secrets.mountAsFiles=true --set secrets.checksum=b
 
+check "helm template redis.url with redis.existingSecret (shared state)" helm_template "$WORK/redis.yaml" "${MIN[@]}" \
+  --set redis.url=redis://redis.cache:6379/0 --set redis.existingSecret=redis-auth --set redis.passwordKey=password
+check "helm template redis.url without a password" helm_template "$WORK/redis-nopw.yaml" "${MIN[@]}" \
+  --set redis.url=redis://redis.cache:6379/0
+
 # ---------------------------------------------- kubernetes-validate ---
 # Strict schemas. Every built-in document must be reported "passed" for each
 # version; the only schema-less kinds allowed are the Prometheus Operator's
@@ -808,7 +836,7 @@ kubernetes_validate() { # FILE VERSION...
   got=$(grep -c '^INFO .* passed for resource ' "$out" || true)
   [[ $got -eq $want ]] || { echo "expected $want 'passed' lines, got $got"; return 1; }
 }
-for f in default all-on dev reload ca-secret np-istio obs one sec-a; do
+for f in default all-on dev reload ca-secret np-istio obs one sec-a redis; do
   check "kubernetes-validate --strict k8s $KUBE_MIN+$KUBE_LATEST ($f)" kubernetes_validate "$WORK/$f.yaml" "$KUBE_MIN" "$KUBE_LATEST"
 done
 for f in default-latest all-on-latest; do
@@ -824,6 +852,10 @@ check "minimal renders ConfigMap, Service, Deployment, PDB and the helm test Pod
 check "all-on renders every optional resource" fact kinds "$ALL" ConfigMap ConfigMap Service Service Deployment Pod \
   ServiceAccount HorizontalPodAutoscaler PodDisruptionBudget ServiceMonitor PrometheusRule NetworkPolicy
 check "checksum/config = sha256 of the rendered ConfigMap (minimal)" fact config_checksum "$DEF"
+check "redis.url + existingSecret: state backend redis, password from the Secret" fact redis_state "$WORK/redis.yaml" yes
+check "redis.url alone: state backend redis, no password" fact redis_state "$WORK/redis-nopw.yaml" no
+check "no redis.url: no state section, no password env var (memory)" fact no_redis "$DEF"
+check "checksum/config = sha256 of the rendered ConfigMap (redis)" fact config_checksum "$WORK/redis.yaml"
 check "checksum/config = sha256 of the rendered ConfigMap (all-on)" fact config_checksum "$ALL"
 check "helm template --set config.realm=other" helm_template "$WORK/realm.yaml" "${MIN[@]}" --set config.realm=other
 check "a config change changes checksum/config" fact checksum_differs "$DEF" "$WORK/realm.yaml"
@@ -986,6 +1018,14 @@ check_fails "schema rejects a bad prometheusRule.for" 'prometheusRule.for: Does 
   helm_template "$WORK/x.yaml" "${MIN[@]}" --set prometheusRule.for=soon
 check_fails "ports.grpc must match config.server.listen" 'config.server.listen .* must use ports.grpc' \
   helm_template "$WORK/x.yaml" "${MIN[@]}" --set ports.grpc=9100
+check_fails "schema rejects a Redis URL that is not redis:// or rediss://" 'redis.url: Does not match pattern' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set redis.url=http://redis:6379
+check_fails "schema rejects a password inside redis.url" 'redis.url: Does not match pattern' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set redis.url=redis://user:pw@redis:6379/0
+check_fails "redis.url and config.state are exclusive" 'set either redis.url or config.state' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set redis.url=redis://r:6379/0 --set config.state.backend=memory
+check_fails "redis.existingSecret needs redis.url" 'redis.existingSecret is set but redis.url is empty' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set redis.existingSecret=s
 check_fails "secrets.env needs secrets.existingSecret" 'need secrets.existingSecret' \
   helm_template "$WORK/x.yaml" "${MIN[@]}" --set 'secrets.env[0].name=X' --set 'secrets.env[0].key=k'
 check_fails "PDB minAvailable >= replicas is refused (would block every eviction)" 'minAvailable \(2\) must be below the number of pods \(2' \
@@ -1066,6 +1106,13 @@ for f in "$WORK"/cfg-all/*.yaml; do
   check "portcullis validate-config: all-on config with its secrets present" \
     env INTERNAL_HS_SECRET="$HS_ENV" "$PORTCULLIS_BIN" validate-config "$f.resolved"
 done
+mkdir -p "$WORK/cfg-redis"
+check "extract config.yaml from the ConfigMap (redis)" fact extract_configs "$WORK/redis.yaml" "$WORK/cfg-redis"
+check "portcullis validate-config: redis config with its password present" \
+  env PORTCULLIS_REDIS_PASSWORD=pw "$PORTCULLIS_BIN" validate-config "$WORK/cfg-redis/config-1.yaml"
+check_fails "portcullis validate-config: redis config without its password names state.password" \
+  'state.password: environment variable .PORTCULLIS_REDIS_PASSWORD. is not set' \
+  env -u PORTCULLIS_REDIS_PASSWORD "$PORTCULLIS_BIN" validate-config "$WORK/cfg-redis/config-1.yaml"
 # ... and validate-config is not a no-op: a typo'd key exits 64.
 check "write a config with a typo'd key (server.listne)" fact typo_config "$WORK/cfg-default/config-1.yaml" "$WORK/typo.yaml"
 rejects_typo() { # exit status 64 and the bad key's path in the output

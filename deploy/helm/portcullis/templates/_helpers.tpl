@@ -165,3 +165,24 @@ Label matchers selecting this release's series in Prometheus.
 {{- define "portcullis.metricSelector" -}}
 {{- default (printf "namespace=%q,service=%q" .Release.Namespace (include "portcullis.fullname" .)) .Values.prometheusRule.selector }}
 {{- end }}
+
+{{/*
+The portcullis configuration: .Values.config, with `state` pointing at the
+external Redis when redis.url is set.
+*/}}
+{{- define "portcullis.config" -}}
+{{- $config := deepCopy .Values.config -}}
+{{- if .Values.redis.url -}}
+{{- if hasKey $config "state" -}}
+{{- fail "set either redis.url or config.state, not both" -}}
+{{- end -}}
+{{- $state := dict "backend" "redis" "url" .Values.redis.url "key_prefix" .Values.redis.keyPrefix -}}
+{{- if .Values.redis.existingSecret -}}
+{{- $_ := set $state "password" (dict "env" "PORTCULLIS_REDIS_PASSWORD") -}}
+{{- end -}}
+{{- $_ := set $config "state" $state -}}
+{{- else if .Values.redis.existingSecret -}}
+{{- fail "redis.existingSecret is set but redis.url is empty" -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
