@@ -115,10 +115,10 @@ pub fn render_state(out: &mut String, backend: &str, healthy: bool, errors: u64,
     );
     let _ = writeln!(
         out,
-        "# HELP portcullis_state_errors_total Failed calls to the shared state backend."
+        "# HELP portcullis_redis_errors_total Failed calls to Redis (the shared state backend)."
     );
-    let _ = writeln!(out, "# TYPE portcullis_state_errors_total counter");
-    let _ = writeln!(out, "portcullis_state_errors_total {errors}");
+    let _ = writeln!(out, "# TYPE portcullis_redis_errors_total counter");
+    let _ = writeln!(out, "portcullis_redis_errors_total {errors}");
     let _ = writeln!(
         out,
         "# HELP portcullis_revocations Entries in this replica's copy of the denylist."

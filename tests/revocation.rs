@@ -507,10 +507,15 @@ async fn redis_stopped_mid_run_keeps_the_denylist_and_sharing_resumes() {
             body.contains("degraded: shared state (redis) unavailable"),
             "{body}"
         );
-        assert!(server
-            .metrics()
-            .await
-            .contains("portcullis_state_up{backend=\"redis\"} 0"));
+        let metrics = server.metrics().await;
+        assert!(
+            metrics.contains("portcullis_state_up{backend=\"redis\"} 0"),
+            "{metrics}"
+        );
+        assert!(
+            !metrics.contains("portcullis_redis_errors_total 0\n"),
+            "{metrics}"
+        );
     }
     // The last known denylist still applies; a revocation made now applies here and says it is not shared yet.
     assert_revoked(&a.check_bearer(&erin).await);
