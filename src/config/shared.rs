@@ -144,3 +144,85 @@ pub(crate) fn validate_state(problems: &mut Problems, config: &StateConfig) {
         problems.add("state.timeout_ms", "must be between 10 and 60000");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Backend, Config};
+
+    const PROVIDERS: &str =
+        "providers: [{name: a, type: jwt, issuer: 'https://a.example/', audiences: [x]}]\n";
+
+    fn problems(yaml: &str) -> Vec<String> {
+        Config::from_yaml_str(&format!("{PROVIDERS}{yaml}"))
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_memory_and_a_day() {
+        let config = Config::from_yaml_str(PROVIDERS).unwrap();
+        assert_eq!(config.state.backend, Backend::Memory);
+        assert_eq!(config.revocation.default_ttl_seconds, 86_400);
+        assert_eq!(config.revocation.admin_secret, None);
+        let config = Config::from_yaml_str(&format!(
+            "{PROVIDERS}state: {{backend: redis, url: 'rediss://cache.example:6380/1', password: {{env: P}}}}"
+        ))
+        .unwrap();
+        assert_eq!(config.state.backend, Backend::Redis);
+        assert_eq!(config.state.key_prefix, "portcullis:");
+    }
+
+    #[test]
+    fn problems_name_their_field() {
+        let found = problems(
+            "state: {backend: redis}\nrevocation: {default_ttl_seconds: 0, auth0_max_body_bytes: 10, colour: x}",
+        );
+        let has = |p: &str| found.iter().any(|f| f.starts_with(p));
+        assert!(
+            has("state.url: is required with backend: redis"),
+            "{found:?}"
+        );
+        assert!(has("revocation.colour: unknown field"), "{found:?}");
+        let found = problems("revocation: {default_ttl_seconds: 0, auth0_max_body_bytes: 10}");
+        let has = |p: &str| found.iter().any(|f| f.starts_with(p));
+        assert!(
+            has("revocation.default_ttl_seconds: must be between"),
+            "{found:?}"
+        );
+        assert!(
+            has("revocation.auth0_max_body_bytes: must be between"),
+            "{found:?}"
+        );
+        for (yaml, want) in [
+            (
+                "state: {backend: redis, url: 'redis://:pw@h:6379/0'}",
+                "state.url: must not carry a password",
+            ),
+            (
+                "state: {backend: redis, url: 'http://h:6379'}",
+                "state.url: must be a redis://",
+            ),
+            (
+                "state: {url: 'redis://h:6379'}",
+                "state.url: is only used with backend: redis",
+            ),
+            (
+                "state: {backend: etcd}",
+                "state.backend: unknown variant `etcd`",
+            ),
+            (
+                "state: {backend: redis, url: 'redis://h', resync_seconds: 0}",
+                "state.resync_seconds: must be between",
+            ),
+        ] {
+            let found = problems(yaml);
+            assert!(
+                found.iter().any(|f| f.starts_with(want)),
+                "{yaml}: {found:?}"
+            );
+        }
+    }
+}
