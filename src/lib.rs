@@ -22,14 +22,15 @@
 //!    - `policy`: compiled routes (matcher, provider indices, requirements, challenges, deny settings).
 //!    - `revocation`: the denylist (`sub`, `jti`, `sid`, `client_id` entries) every check reads as a
 //!      local copy, and `revocation/auth0` mapping Auth0 log events to entries.
+//!    - `state`, on top of `revocation`: what replicas share and outlives a runtime: the denylist's feed
+//!      and "seen once" records (DPoP replay, Auth0 redelivery), in memory or in Redis (`state/redis`:
+//!      pub/sub plus resync). The decision pipeline and everything above may use it.
 //! 6. `authorizer`: the decision pipeline (route → providers → denylist → policy → mode) and the
 //!    [`Verdict`].
 //! 7. `answer`: a verdict as a proto-free answer: status, headers to set and remove, challenge, body,
 //!    metadata.
 //! 8. `runtime`: the swappable [`Runtime`] built from one `Config`: providers, policy, answer settings.
 //!    `metrics`: counters for `/metrics`, which outlive a runtime.
-//!    `state`: what replicas share and outlives a runtime: the denylist's feed and "seen once" records
-//!    (DPoP replay, Auth0 redelivery), in memory or in Redis (`state/redis`: pub/sub plus resync).
 //! 9. [`server`]: gRPC Check, health and reflection; the admin HTTP port (with the revocation admin API
 //!    and the Auth0 log stream receiver); translation between Envoy's protobuf and our request view and
 //!    answer.
