@@ -102,10 +102,17 @@ impl Authorizer {
         };
         let decision = match (identity.clone(), denial) {
             (Some(identity), None) => Decision::Allow(identity),
-            (identity, Some(denial)) if route.mode() == Mode::Permissive => Decision::Permit {
-                identity,
-                would_deny: denial,
-            },
+            // Permissive mode lets through what the rollout needs (no credential yet, or unmet route
+            // requirements), marked; a presented credential that failed is a denial in every mode, so a
+            // forged or expired token never goes upstream.
+            (identity, Some(denial))
+                if route.mode() == Mode::Permissive && denial.permissive_may_pass() =>
+            {
+                Decision::Permit {
+                    identity,
+                    would_deny: denial,
+                }
+            }
             (_, Some(denial)) => Decision::Deny(denial),
             (None, None) => unreachable!("no identity means a denial"),
         };

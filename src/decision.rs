@@ -23,6 +23,8 @@ pub enum DenyReason {
     MalformedToken,
     /// An opaque token, and no provider takes opaque tokens.
     NotAJwt,
+    /// A JWS-shaped token where only opaque-token providers look: present, and understood by none.
+    UnsupportedCredential,
     AlgorithmNone,
     UnsupportedAlgorithm,
     /// The header's `alg` is not one the provider and the key accept.
@@ -57,7 +59,7 @@ pub enum DenyReason {
 
 impl DenyReason {
     /// Every reason, for metrics.
-    pub const ALL: [DenyReason; 28] = [
+    pub const ALL: [DenyReason; 29] = [
         DenyReason::MissingCredential,
         DenyReason::EmptyCredential,
         DenyReason::MultipleCredentials,
@@ -65,6 +67,7 @@ impl DenyReason {
         DenyReason::TokenTooLarge,
         DenyReason::MalformedToken,
         DenyReason::NotAJwt,
+        DenyReason::UnsupportedCredential,
         DenyReason::AlgorithmNone,
         DenyReason::UnsupportedAlgorithm,
         DenyReason::AlgorithmNotAllowed,
@@ -98,6 +101,7 @@ impl DenyReason {
             DenyReason::TokenTooLarge => "token_too_large",
             DenyReason::MalformedToken => "malformed_token",
             DenyReason::NotAJwt => "not_a_jwt",
+            DenyReason::UnsupportedCredential => "unsupported_credential",
             DenyReason::AlgorithmNone => "alg_none",
             DenyReason::UnsupportedAlgorithm => "unsupported_alg",
             DenyReason::AlgorithmNotAllowed => "alg_not_allowed",
@@ -132,6 +136,9 @@ impl DenyReason {
             DenyReason::TokenTooLarge => "the token is too large",
             DenyReason::MalformedToken => "the token is malformed",
             DenyReason::NotAJwt => "the token is not a JWT",
+            DenyReason::UnsupportedCredential => {
+                "the credential is not of a kind this route accepts"
+            }
             DenyReason::AlgorithmNone => "unsigned tokens are not accepted",
             DenyReason::UnsupportedAlgorithm => "the token's algorithm is not supported",
             DenyReason::AlgorithmNotAllowed => "the token's algorithm is not allowed",
@@ -235,6 +242,15 @@ pub struct Denial {
 // === impl Denial ===
 
 impl Denial {
+    /// Whether permissive mode may let this denial through, marked: only a missing credential or an
+    /// unmet route requirement. A presented credential that failed is refused in every mode.
+    pub fn permissive_may_pass(&self) -> bool {
+        matches!(
+            self.cause,
+            DenyCause::Policy(_) | DenyCause::Credential(DenyReason::MissingCredential)
+        )
+    }
+
     pub fn policy(unmet: Unmet) -> Denial {
         Denial {
             cause: DenyCause::Policy(unmet),

@@ -23,6 +23,12 @@ pub struct ProviderConfig {
     /// Shown in the 401 body when this provider could have taken a credential, e.g. "provide a GitHub
     /// token in the Authorization header". Defaults to none.
     pub deny_message: Option<String>,
+    /// Several opaque-token providers (`introspection`, `webhook`, `github`, `api_key`) may read one
+    /// credential place only when each of them says `shared_location_order: true`: the credential then goes
+    /// to them in their declared order, on to the next only when the previous one rejected it. Without it
+    /// such a config is refused, so a mistyped API key is never sent to GitHub or a webhook by accident.
+    /// Defaults to false.
+    pub shared_location_order: bool,
     pub kind: ProviderKind,
 }
 
@@ -136,9 +142,17 @@ struct RawCommon {
     claims_mapping: BTreeMap<String, String>,
     #[serde(default)]
     deny_message: Option<String>,
+    #[serde(default)]
+    shared_location_order: bool,
 }
 
-const COMMON_KEYS: &[&str] = &["name", "credential", "claims_mapping", "deny_message"];
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "credential",
+    "claims_mapping",
+    "deny_message",
+    "shared_location_order",
+];
 
 /// Parses one entry of `providers`.
 pub(super) fn parse(problems: &mut Problems, index: usize, item: Value) -> Option<ProviderConfig> {
@@ -209,6 +223,7 @@ pub(super) fn parse(problems: &mut Problems, index: usize, item: Value) -> Optio
         credential,
         claims_mapping: common.claims_mapping,
         deny_message: common.deny_message,
+        shared_location_order: common.shared_location_order,
         kind,
     })
 }

