@@ -216,3 +216,108 @@ mode: permissive",
     assert_eq!(status(&r), 503, "{r:?}");
     assert_eq!(r.status.as_ref().unwrap().code, 14, "UNAVAILABLE");
 }
+
+fn portcullis(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn validate(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let (code, stdout, _) =
+        portcullis(&["validate-config", "--skip-secrets", path.to_str().unwrap()]);
+    (code, stdout)
+}
+
+#[test]
+fn validate_config_warns_about_weak_configs() {
+    let (code, stdout) = validate(
+        "providers:
+  - {name: mesh, type: mtls}
+  - {name: gw, type: envoy_jwt}
+  - {name: corp, type: jwt, issuer: 'https://a.example/', audiences: [x]}
+  - {name: gh, type: github}
+mode: permissive
+routes:
+  - {name: admin, match: {path: /admin, methods: [POST]}, mode: enforce, require: {scopes: {all_of: [admin]}}}
+",
+    );
+    assert_eq!(code, 0, "{stdout}");
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    for needle in [
+        "warning: providers[0]: an mtls provider",
+        "warning: providers[1].issuers: an envoy_jwt provider",
+        "warning: providers[3].credential: 2 providers read the Authorization header",
+        "warning: mode: permissive mode is global",
+        "warning: routes[0].match.path: the default route is laxer",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.starts_with(needle)),
+            "{needle} in {stdout}"
+        );
+    }
+    assert_eq!(warnings.len(), 5, "{stdout}");
+}
+
+#[test]
+fn several_opaque_providers_on_one_place_need_an_explicit_order() {
+    let yaml = |flag: &str| {
+        format!(
+            "providers:
+  - {{name: keys, type: api_key, keys: [{{sha256: '{}', principal: ci}}]{flag}}}
+  - {{name: gh, type: github{flag}}}
+",
+            portcullis::hash_key("k")
+        )
+    };
+    let (code, stdout) = validate(&yaml(""));
+    assert_eq!(code, 64, "{stdout}");
+    assert!(
+        stdout.contains("providers[1].credential: `keys` and `gh` both read opaque credentials"),
+        "{stdout}"
+    );
+    let (code, stdout) = validate(&yaml(", shared_location_order: true"));
+    assert_eq!(code, 0, "{stdout}");
+}
+
+#[test]
+fn serve_dev_refuses_non_loopback_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (code, _, stderr) = portcullis(&[
+        "serve",
+        "--dev",
+        "--listen",
+        "0.0.0.0:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("only listens on loopback"), "{stderr}");
+    let (code, _, stderr) = portcullis(&[
+        "serve",
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "[::]:0",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("--admin-listen"), "{stderr}");
+}

@@ -1013,14 +1013,14 @@ mod tests {
     #[test]
     fn each_kind_checks_its_settings() {
         let found = problems(
-            "  - {name: i, type: introspection, endpoint: 'http://idp.example/introspect', client_id: '', client_secret: {env: X}}
-  - {name: w, type: webhook, endpoint: 'ftp://x/', upstream: {timeout_seconds: 0}}
-  - {name: k, type: api_key, keys: [{sha256: 'not-hex', principal: ci}]}
-  - {name: e, type: api_key}
+            "  - {name: i, type: introspection, endpoint: 'http://idp.example/introspect', client_id: '', client_secret: {env: X}, shared_location_order: true}
+  - {name: w, type: webhook, endpoint: 'ftp://x/', upstream: {timeout_seconds: 0}, shared_location_order: true}
+  - {name: k, type: api_key, keys: [{sha256: 'not-hex', principal: ci}], shared_location_order: true}
+  - {name: e, type: api_key, shared_location_order: true}
   - {name: m, type: mtls, trust_domains: ['spiffe://cluster.local']}
   - {name: c, type: api_key, credential: {header: x-key, cookie: k}, keys_file: /k}
   - {name: t, type: mtls, credential: {header: x-key}}
-  - {name: g, type: github, api_base: 'https://api.github.com', claims_mapping: {login: subject}}",
+  - {name: g, type: github, api_base: 'https://api.github.com', claims_mapping: {login: subject}, shared_location_order: true}",
         );
         let has = |needle: &str| found.iter().any(|p| p.starts_with(needle));
         assert!(
