@@ -249,8 +249,15 @@ impl Providers {
                     Kind::Opaque(Box::new(Opaque::Introspection(provider)))
                 }
                 ProviderKind::Webhook(c) => {
-                    let provider = webhook::Webhook::new(provider, c, http.clone(), clock.clone())
-                        .map_err(url_err)?;
+                    let places: Vec<&CredentialLocation> = config
+                        .providers
+                        .iter()
+                        .filter(|p| p.kind.takes_credential())
+                        .map(|p| &p.credential)
+                        .collect();
+                    let provider =
+                        webhook::Webhook::new(provider, c, &places, http.clone(), clock.clone())
+                            .map_err(url_err)?;
                     Kind::Opaque(Box::new(Opaque::Webhook(provider)))
                 }
                 ProviderKind::Github(c) => {
@@ -405,7 +412,12 @@ impl Providers {
                         && reason != DenyReason::MultipleCredentials
                         && self.later_shared_owner(i, allowed);
                     if !passes_on {
-                        return self.denied(i, reason);
+                        // The place's first rejection, when an earlier provider of it passed it on.
+                        let first = pending
+                            .iter()
+                            .find(|(p, _, r)| *p == place && !is_not_mine(*r))
+                            .map_or((i, reason), |&(_, k, r)| (k, r));
+                        return self.denied(first.0, first.1);
                     }
                     // The earliest rejection of this place stands; a "not mine" before it does not.
                     if !pending

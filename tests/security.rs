@@ -321,3 +321,79 @@ fn serve_dev_refuses_non_loopback_addresses() {
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains("--admin-listen"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_webhook_never_receives_other_credentials() {
+    let up = FakeUpstream::start().await;
+    up.answer("webhook:wh-1", 200, json!({"principal": "team-a"}));
+    let yaml = format!(
+        "providers:
+  - {{name: hook, type: webhook, endpoint: '{}'}}
+  - name: keys
+    type: api_key
+    credential: {{header: x-api-key}}
+    keys: [{{sha256: '{}', principal: ci}}]
+  - name: link
+    type: api_key
+    credential: {{query: token}}
+    keys: [{{sha256: '{}', principal: link}}]
+  - name: session
+    type: api_key
+    credential: {{cookie: sid}}
+    keys: [{{sha256: '{}', principal: web}}]",
+        up.url("/webhook"),
+        portcullis::hash_key("valid-key"),
+        portcullis::hash_key("valid-link"),
+        portcullis::hash_key("valid-sid"),
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    let mut req = request(&[
+        ("authorization", "Bearer wh-1"),
+        ("x-api-key", "valid-key"),
+        ("proxy-authorization", "Basic dXNlcjpwYXNz"),
+        ("cookie", "sid=valid-sid"),
+        ("x-trace", "abc"),
+    ]);
+    http_of(&mut req).path = "/v1/models?token=valid-link&limit=5".into();
+    let r = server.send(req).await;
+    assert_eq!(header(&ok(&r).headers, "x-auth-subject"), Some("team-a"));
+    let sent: Value = serde_json::from_str(&up.captured()[0].body).unwrap();
+    let headers = sent["request"]["headers"].as_object().unwrap();
+    assert_eq!(headers["x-trace"], "abc");
+    for name in [
+        "authorization",
+        "x-api-key",
+        "proxy-authorization",
+        "cookie",
+    ] {
+        assert!(!headers.contains_key(name), "{name} was sent: {sent}");
+    }
+    assert_eq!(sent["request"]["params"]["limit"], json!(["5"]));
+    assert!(
+        sent["request"]["params"].get("token").is_none(),
+        "the query credential was sent: {sent}"
+    );
+}
+
+#[tokio::test]
+async fn an_opaque_credential_goes_only_to_its_owner() {
+    let up = FakeUpstream::start().await;
+    up.answer("webhook:hook-token", 200, json!({"principal": "team-a"}));
+    let yaml = format!(
+        "providers:
+  - {{name: keys, type: api_key, shared_location_order: true, keys: [{{sha256: '{}', principal: ci}}]}}
+  - {{name: hook, type: webhook, shared_location_order: true, endpoint: '{}'}}",
+        portcullis::hash_key("valid-key"),
+        up.url("/webhook"),
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    // The first provider owns the key: the webhook never sees it.
+    let r = server.check_bearer("valid-key").await;
+    assert_eq!(header(&ok(&r).headers, "x-auth-subject"), Some("ci"));
+    assert_eq!(up.hits(), 0);
+    // In the declared order, a credential the first rejects goes to the next.
+    let r = server.check_bearer("hook-token").await;
+    assert_eq!(header(&ok(&r).headers, "x-auth-subject"), Some("team-a"));
+    // Rejected by both: the first rejection is the answer.
+    assert_invalid_token(&server.check_bearer("nobody").await, "API key");
+}
