@@ -70,6 +70,17 @@ impl Authorizer {
     pub async fn decide(&self, request: &RequestView<'_>, explain: bool) -> Verdict<'_> {
         let route = self.policy.route(request);
         let mut attempts = explain.then(Vec::new);
+        if self.policy.repeated_header(request).is_some() {
+            // A header the policy reads, sent twice: which line counts is the client's choice.
+            let denial = Denial {
+                cause: DenyCause::Credential(DenyReason::RepeatedHeader),
+                provider: None,
+                principal: None,
+                message: None,
+            };
+            let now = self.clock.now();
+            return self.verdict(Decision::Deny(denial), request, route, None, attempts, now);
+        }
         let chain = self
             .providers
             .authenticate(request, route.provider_indices(), attempts.as_mut())

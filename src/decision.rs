@@ -25,6 +25,8 @@ pub enum DenyReason {
     NotAJwt,
     /// A JWS-shaped token where only opaque-token providers look: present, and understood by none.
     UnsupportedCredential,
+    /// A header the policy reads (a route `match`, `organization.from_header`) arrived more than once.
+    RepeatedHeader,
     AlgorithmNone,
     UnsupportedAlgorithm,
     /// The header's `alg` is not one the provider and the key accept.
@@ -59,7 +61,7 @@ pub enum DenyReason {
 
 impl DenyReason {
     /// Every reason, for metrics.
-    pub const ALL: [DenyReason; 29] = [
+    pub const ALL: [DenyReason; 30] = [
         DenyReason::MissingCredential,
         DenyReason::EmptyCredential,
         DenyReason::MultipleCredentials,
@@ -68,6 +70,7 @@ impl DenyReason {
         DenyReason::MalformedToken,
         DenyReason::NotAJwt,
         DenyReason::UnsupportedCredential,
+        DenyReason::RepeatedHeader,
         DenyReason::AlgorithmNone,
         DenyReason::UnsupportedAlgorithm,
         DenyReason::AlgorithmNotAllowed,
@@ -102,6 +105,7 @@ impl DenyReason {
             DenyReason::MalformedToken => "malformed_token",
             DenyReason::NotAJwt => "not_a_jwt",
             DenyReason::UnsupportedCredential => "unsupported_credential",
+            DenyReason::RepeatedHeader => "repeated_header",
             DenyReason::AlgorithmNone => "alg_none",
             DenyReason::UnsupportedAlgorithm => "unsupported_alg",
             DenyReason::AlgorithmNotAllowed => "alg_not_allowed",
@@ -139,6 +143,7 @@ impl DenyReason {
             DenyReason::UnsupportedCredential => {
                 "the credential is not of a kind this route accepts"
             }
+            DenyReason::RepeatedHeader => "a header the policy reads was sent more than once",
             DenyReason::AlgorithmNone => "unsigned tokens are not accepted",
             DenyReason::UnsupportedAlgorithm => "the token's algorithm is not supported",
             DenyReason::AlgorithmNotAllowed => "the token's algorithm is not allowed",
@@ -174,6 +179,7 @@ impl DenyReason {
     pub fn status(self) -> DenyStatus {
         match self {
             DenyReason::EmptyCredential
+            | DenyReason::RepeatedHeader
             | DenyReason::MultipleCredentials
             | DenyReason::MalformedCredential => DenyStatus::BadRequest,
             _ => DenyStatus::Unauthorized,

@@ -397,3 +397,76 @@ async fn an_opaque_credential_goes_only_to_its_owner() {
     // Rejected by both: the first rejection is the answer.
     assert_invalid_token(&server.check_bearer("nobody").await, "API key");
 }
+
+/// A request whose headers arrive as Envoy's raw list (`encode_raw_headers`), one entry per line.
+fn raw_request(path: &str, lines: &[(&str, &str)]) -> portcullis::pb::auth::CheckRequest {
+    use portcullis::pb::core::{HeaderMap, HeaderValue};
+    let mut req = request(&[]);
+    let http = http_of(&mut req);
+    http.path = path.into();
+    http.header_map = Some(HeaderMap {
+        headers: lines
+            .iter()
+            .map(|(k, v)| HeaderValue {
+                key: (*k).into(),
+                value: String::new(),
+                raw_value: v.as_bytes().to_vec(),
+            })
+            .collect(),
+    });
+    req
+}
+
+#[tokio::test]
+async fn a_policy_header_sent_twice_is_a_denial() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - {{name: corp, type: jwt, issuer: '{}', audiences: [api], algorithms: [ES256]}}
+routes:
+  - {{name: beta, match: {{headers: {{x-beta: 'on'}}}}, require: {{scopes: {{all_of: [beta]}}}}}}
+default_route: {{require: {{organization: {{from_header: x-org-id}}}}}}",
+        idp.issuer
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    let mut acme = claims(&idp.issuer, "api");
+    acme["org_id"] = json!("acme");
+    let auth = format!("Bearer {}", key.token(&acme));
+
+    let once = server
+        .send(raw_request(
+            "/x",
+            &[("authorization", &auth), ("x-org-id", "acme")],
+        ))
+        .await;
+    ok(&once);
+    let twice = server
+        .send(raw_request(
+            "/x",
+            &[
+                ("authorization", &auth),
+                ("x-org-id", "acme"),
+                ("x-org-id", "evil"),
+            ],
+        ))
+        .await;
+    assert_eq!(status(&twice), 400, "{twice:?}");
+    assert_eq!(twice.status.as_ref().unwrap().message, "repeated_header");
+
+    // Sibling: a route-matching header sent twice cannot pick the laxer route by its first line.
+    let twice = server
+        .send(raw_request(
+            "/x",
+            &[
+                ("authorization", &auth),
+                ("x-org-id", "acme"),
+                ("X-Beta", "off"),
+                ("x-beta", "on"),
+            ],
+        ))
+        .await;
+    assert_eq!(status(&twice), 400, "{twice:?}");
+}
