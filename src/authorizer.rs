@@ -70,10 +70,18 @@ impl Authorizer {
     pub async fn decide(&self, request: &RequestView<'_>, explain: bool) -> Verdict<'_> {
         let route = self.policy.route(request);
         let mut attempts = explain.then(Vec::new);
-        if self.policy.repeated_header(request).is_some() {
+        let refused = if self.policy.repeated_header(request).is_some() {
             // A header the policy reads, sent twice: which line counts is the client's choice.
+            Some(DenyReason::RepeatedHeader)
+        } else if self.policy.ambiguous_path(request, route) {
+            // A near-variant of a path another route takes.
+            Some(DenyReason::AmbiguousPath)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
             let denial = Denial {
-                cause: DenyCause::Credential(DenyReason::RepeatedHeader),
+                cause: DenyCause::Credential(reason),
                 provider: None,
                 principal: None,
                 message: None,

@@ -27,6 +27,9 @@ pub enum DenyReason {
     UnsupportedCredential,
     /// A header the policy reads (a route `match`, `organization.from_header`) arrived more than once.
     RepeatedHeader,
+    /// The path, read as an upstream may read it (case, `;` parameters, percent-encoding, trailing dots),
+    /// would take another route than as sent.
+    AmbiguousPath,
     AlgorithmNone,
     UnsupportedAlgorithm,
     /// The header's `alg` is not one the provider and the key accept.
@@ -61,7 +64,7 @@ pub enum DenyReason {
 
 impl DenyReason {
     /// Every reason, for metrics.
-    pub const ALL: [DenyReason; 30] = [
+    pub const ALL: [DenyReason; 31] = [
         DenyReason::MissingCredential,
         DenyReason::EmptyCredential,
         DenyReason::MultipleCredentials,
@@ -71,6 +74,7 @@ impl DenyReason {
         DenyReason::NotAJwt,
         DenyReason::UnsupportedCredential,
         DenyReason::RepeatedHeader,
+        DenyReason::AmbiguousPath,
         DenyReason::AlgorithmNone,
         DenyReason::UnsupportedAlgorithm,
         DenyReason::AlgorithmNotAllowed,
@@ -106,6 +110,7 @@ impl DenyReason {
             DenyReason::NotAJwt => "not_a_jwt",
             DenyReason::UnsupportedCredential => "unsupported_credential",
             DenyReason::RepeatedHeader => "repeated_header",
+            DenyReason::AmbiguousPath => "ambiguous_path",
             DenyReason::AlgorithmNone => "alg_none",
             DenyReason::UnsupportedAlgorithm => "unsupported_alg",
             DenyReason::AlgorithmNotAllowed => "alg_not_allowed",
@@ -144,6 +149,7 @@ impl DenyReason {
                 "the credential is not of a kind this route accepts"
             }
             DenyReason::RepeatedHeader => "a header the policy reads was sent more than once",
+            DenyReason::AmbiguousPath => "the path is a variant of a path another route takes",
             DenyReason::AlgorithmNone => "unsigned tokens are not accepted",
             DenyReason::UnsupportedAlgorithm => "the token's algorithm is not supported",
             DenyReason::AlgorithmNotAllowed => "the token's algorithm is not allowed",
@@ -180,6 +186,7 @@ impl DenyReason {
         match self {
             DenyReason::EmptyCredential
             | DenyReason::RepeatedHeader
+            | DenyReason::AmbiguousPath
             | DenyReason::MultipleCredentials
             | DenyReason::MalformedCredential => DenyStatus::BadRequest,
             _ => DenyStatus::Unauthorized,

@@ -205,6 +205,24 @@ impl Policy {
             .unwrap_or(&self.default)
     }
 
+    /// Whether the request's path, read the way an upstream may read it ([`matcher::canonical_path`]:
+    /// `/Admin`, `/admin;x`, `/admin%3Bx`, `/admin.`), would take another route than the path as sent. Such
+    /// a request is refused, so a near-variant never slips past a stricter exact-path route.
+    pub fn ambiguous_path(&self, request: &RequestView<'_>, route: &Route) -> bool {
+        // Already canonical (the usual case): no allocation, but the canonical patterns still apply.
+        let canonical = matcher::canonical_path(request.path);
+        let folded = RequestView {
+            path: canonical.as_deref().unwrap_or(request.path),
+            ..*request
+        };
+        let other = self
+            .routes
+            .iter()
+            .find(|r| r.matcher.matches_canonical(&folded))
+            .unwrap_or(&self.default);
+        !std::ptr::eq(other, route)
+    }
+
     /// The first header the policy reads that the request carries on more than one line, if any.
     pub fn repeated_header(&self, request: &RequestView<'_>) -> Option<&str> {
         self.read_headers

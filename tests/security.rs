@@ -470,3 +470,79 @@ default_route: {{require: {{organization: {{from_header: x-org-id}}}}}}",
         .await;
     assert_eq!(status(&twice), 400, "{twice:?}");
 }
+
+#[tokio::test]
+async fn near_variants_of_an_exact_path_never_take_the_laxer_route() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - {{name: corp, type: jwt, issuer: '{}', audiences: [api], algorithms: [ES256]}}
+routes:
+  - {{name: admin, match: {{path: /admin, methods: [POST]}}, require: {{scopes: {{all_of: [admin]}}}}}}
+  - {{name: runs, match: {{path: /api/getRunForLabeling}}, require: {{scopes: {{all_of: [label]}}}}}}",
+        idp.issuer
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    let reader = format!("Bearer {}", key.token(&claims(&idp.issuer, "api")));
+    let mut admin_claims = claims(&idp.issuer, "api");
+    admin_claims["scope"] = json!("admin label");
+    let admin = format!("Bearer {}", key.token(&admin_claims));
+    let call =
+        |method: &str, path: &str, auth: &str| request_to(method, path, &[("authorization", auth)]);
+
+    assert_eq!(
+        status(&server.send(call("POST", "/admin", &reader)).await),
+        403
+    );
+    for variant in [
+        "/admin/",
+        "/Admin",
+        "/ADMIN",
+        "/admin;x",
+        "/admin%3Bx",
+        "/admin%3bx",
+        "/admin.",
+        "/admin%20",
+        "/admin%2E",
+        "//admin",
+        "/x/../admin",
+        "/%61dmin",
+    ] {
+        let r = server.send(call("POST", variant, &reader)).await;
+        let code = status(&r);
+        assert!(code == 403 || code == 400, "POST {variant}: {code} {r:?}");
+    }
+    // The trailing slash is the same route, for the admin too.
+    assert_eq!(
+        status(&server.send(call("POST", "/admin/", &admin)).await),
+        200
+    );
+    assert_eq!(
+        status(&server.send(call("POST", "/admin?x=1", &admin)).await),
+        200
+    );
+    // Other methods and other paths are the default route's, variants or not.
+    assert_eq!(
+        status(&server.send(call("GET", "/Admin", &reader)).await),
+        200
+    );
+    assert_eq!(
+        status(&server.send(call("POST", "/admins", &reader)).await),
+        200
+    );
+    assert_eq!(
+        status(&server.send(call("POST", "/admin/x", &reader)).await),
+        200
+    );
+    // A pattern with capitals matches itself and its variants.
+    let runs = "/api/getRunForLabeling";
+    assert_eq!(status(&server.send(call("GET", runs, &admin)).await), 200);
+    assert_eq!(status(&server.send(call("GET", runs, &reader)).await), 403);
+    let r = server
+        .send(call("GET", "/api/getrunforlabeling", &reader))
+        .await;
+    assert!(matches!(status(&r), 400 | 403), "{r:?}");
+}
