@@ -407,8 +407,16 @@ fn validate_headers(problems: &mut Problems, headers: &HeadersConfig) {
 }
 
 /// Header names portcullis sets itself after the prefix.
-pub const BUILTIN_HEADER_SUFFIXES: &[&str] =
-    &["subject", "client-id", "issuer", "scopes", "provider"];
+/// Every one of them is reserved: no claim header or attribute may emit it.
+pub const BUILTIN_HEADER_SUFFIXES: &[&str] = &[
+    "subject",
+    "client-id",
+    "issuer",
+    "scopes",
+    "provider",
+    "decision-id",
+    "would-deny",
+];
 
 #[cfg(test)]
 mod tests {

@@ -285,6 +285,7 @@ fn scopes(claims: &Map<String, Value>) -> String {
 }
 
 /// A claim as a header value: strings, numbers and booleans as they are, arrays of those joined with `,`.
+/// An array element that itself contains `,` is dropped: it would read as several values upstream.
 fn claim_header_value(value: &Value) -> Option<String> {
     let scalar = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
@@ -296,6 +297,7 @@ fn claim_header_value(value: &Value) -> Option<String> {
         Value::Array(items) => items
             .iter()
             .filter_map(scalar)
+            .filter(|v| !v.contains(','))
             .collect::<Vec<_>>()
             .join(","),
         other => scalar(other)?,

@@ -546,3 +546,129 @@ routes:
         .await;
     assert!(matches!(status(&r), 400 | 403), "{r:?}");
 }
+
+#[tokio::test]
+async fn headers_portcullis_sets_are_reserved() {
+    // claim_headers may not name them.
+    for reserved in ["x-auth-would-deny", "x-auth-decision-id"] {
+        let yaml = format!(
+            "providers:
+  - {{name: corp, type: jwt, issuer: 'https://a.example/', audiences: [api], claim_headers: {{role: {reserved}}}}}"
+        );
+        let errors = portcullis::Config::from_yaml_str(&yaml).unwrap_err();
+        assert!(
+            errors
+                .0
+                .iter()
+                .any(|p| p.path == "providers[0].claim_headers.role"
+                    && p.message.contains("set by portcullis itself")),
+            "{reserved}: {:?}",
+            errors.0
+        );
+    }
+    // A webhook's attributes cannot emit them either.
+    let up = FakeUpstream::start().await;
+    up.answer(
+        "webhook:wh-1",
+        200,
+        json!({"principal": "team-a", "attributes": {
+            "would-deny": ["nothing"], "decision-id": ["forged"], "roles": ["dev"]}}),
+    );
+    let yaml = format!(
+        "providers:\n  - {{name: hook, type: webhook, endpoint: '{}'}}",
+        up.url("/webhook")
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    let r = server.check_bearer("wh-1").await;
+    let allowed = ok(&r);
+    let named = |name: &str| {
+        allowed
+            .headers
+            .iter()
+            .filter(|h| h.header.as_ref().unwrap().key == name)
+            .count()
+    };
+    assert_eq!(named("x-auth-would-deny"), 0, "{allowed:?}");
+    assert_eq!(named("x-auth-decision-id"), 1, "{allowed:?}");
+    assert_ne!(
+        header(&allowed.headers, "x-auth-decision-id"),
+        Some("forged")
+    );
+    assert_eq!(header(&allowed.headers, "x-auth-roles"), Some("dev"));
+}
+
+#[tokio::test]
+async fn claim_header_arrays_never_smuggle_extra_values() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - {{name: corp, type: jwt, issuer: '{}', audiences: [api], algorithms: [ES256], claim_headers: {{perms: x-auth-perms}}}}",
+        idp.issuer
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    let mut c = claims(&idp.issuer, "api");
+    c["perms"] = json!(["read,admin:all", "x"]);
+    let r = server.check_bearer(&key.token(&c)).await;
+    assert_eq!(header(&ok(&r).headers, "x-auth-perms"), Some("x"));
+}
+
+#[tokio::test]
+async fn underscore_spellings_of_identity_headers_are_stripped() {
+    let server = TestServer::start(&format!(
+        "providers:
+  - {{name: keys, type: api_key, credential: {{header: x-api-key}}, keys: [{{sha256: '{}', principal: ci}}]}}",
+        portcullis::hash_key("valid-key")
+    ))
+    .await
+    .ready()
+    .await;
+    let r = server
+        .check(&[
+            ("x-api-key", "valid-key"),
+            ("x_auth_subject", "mallory"),
+            ("X_Auth-Tenant", "evil"),
+            ("x-auth-roles", "admin"),
+            ("x_authority", "kept"),
+        ])
+        .await;
+    let mut removed = ok(&r).headers_to_remove.clone();
+    removed.sort();
+    assert_eq!(
+        removed,
+        vec!["x-auth-roles", "x_auth-tenant", "x_auth_subject"]
+    );
+}
+
+#[tokio::test]
+async fn remove_authorization_removes_the_matched_credential_wherever_it_was() {
+    let yaml = format!(
+        "headers: {{remove_authorization: true}}
+providers:
+  - {{name: keys, type: api_key, credential: {{header: x-api-key}}, keys: [{{sha256: '{k}', principal: a}}]}}
+  - {{name: session, type: api_key, credential: {{cookie: sid}}, keys: [{{sha256: '{k}', principal: b}}]}}
+  - {{name: link, type: api_key, credential: {{query: token}}, keys: [{{sha256: '{k}', principal: c}}]}}",
+        k = portcullis::hash_key("valid-key")
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    let r = server.check(&[("x-api-key", "valid-key")]).await;
+    assert_eq!(ok(&r).headers_to_remove, vec!["x-api-key"]);
+
+    let r = server
+        .check(&[("cookie", "theme=dark; sid=valid-key; lang=en")])
+        .await;
+    let allowed = ok(&r);
+    assert_eq!(
+        header(&allowed.headers, "cookie"),
+        Some("theme=dark; lang=en")
+    );
+    let r = server.check(&[("cookie", "sid=valid-key")]).await;
+    assert_eq!(ok(&r).headers_to_remove, vec!["cookie"]);
+
+    let r = server
+        .send(request_to("GET", "/x?token=valid-key&page=2", &[]))
+        .await;
+    assert_eq!(ok(&r).query_parameters_to_remove, vec!["token"]);
+}
