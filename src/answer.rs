@@ -181,10 +181,10 @@ fn allow<'a>(
         // The credential that authenticated, wherever it was found.
         let place = identity.and_then(|id| s.places.get(&*id.provider));
         match place {
-            Some(CredentialLocation::Header { name, .. }) => {
-                if request.headers.get(name).is_some() && !remove.contains(name) {
-                    remove.push(name.clone());
-                }
+            Some(CredentialLocation::Header { name, .. })
+                if request.headers.get(name).is_some() && !remove.contains(name) =>
+            {
+                remove.push(name.clone());
             }
             Some(CredentialLocation::Cookie(cookie)) => {
                 if let Some(header) = request.headers.get("cookie") {
@@ -204,7 +204,7 @@ fn allow<'a>(
                 }
             }
             Some(CredentialLocation::Query(param)) => remove_query.push(param.clone()),
-            None => {}
+            _ => {}
         }
     }
 
