@@ -30,6 +30,8 @@ pub enum DenyReason {
     /// The path, read as an upstream may read it (case, `;` parameters, percent-encoding, trailing dots),
     /// would take another route than as sent.
     AmbiguousPath,
+    /// A `sub` that is present but not a usable string (a number, control characters).
+    InvalidSubject,
     AlgorithmNone,
     UnsupportedAlgorithm,
     /// The header's `alg` is not one the provider and the key accept.
@@ -64,7 +66,7 @@ pub enum DenyReason {
 
 impl DenyReason {
     /// Every reason, for metrics.
-    pub const ALL: [DenyReason; 31] = [
+    pub const ALL: [DenyReason; 32] = [
         DenyReason::MissingCredential,
         DenyReason::EmptyCredential,
         DenyReason::MultipleCredentials,
@@ -75,6 +77,7 @@ impl DenyReason {
         DenyReason::UnsupportedCredential,
         DenyReason::RepeatedHeader,
         DenyReason::AmbiguousPath,
+        DenyReason::InvalidSubject,
         DenyReason::AlgorithmNone,
         DenyReason::UnsupportedAlgorithm,
         DenyReason::AlgorithmNotAllowed,
@@ -111,6 +114,7 @@ impl DenyReason {
             DenyReason::UnsupportedCredential => "unsupported_credential",
             DenyReason::RepeatedHeader => "repeated_header",
             DenyReason::AmbiguousPath => "ambiguous_path",
+            DenyReason::InvalidSubject => "invalid_sub",
             DenyReason::AlgorithmNone => "alg_none",
             DenyReason::UnsupportedAlgorithm => "unsupported_alg",
             DenyReason::AlgorithmNotAllowed => "alg_not_allowed",
@@ -150,6 +154,7 @@ impl DenyReason {
             }
             DenyReason::RepeatedHeader => "a header the policy reads was sent more than once",
             DenyReason::AmbiguousPath => "the path is a variant of a path another route takes",
+            DenyReason::InvalidSubject => "the token's subject is not usable",
             DenyReason::AlgorithmNone => "unsigned tokens are not accepted",
             DenyReason::UnsupportedAlgorithm => "the token's algorithm is not supported",
             DenyReason::AlgorithmNotAllowed => "the token's algorithm is not allowed",

@@ -305,6 +305,17 @@ fn claim_header_value(value: &Value) -> Option<String> {
     (!text.is_empty() && header_safe(&text)).then_some(text)
 }
 
+/// RFC 7519 §4.1.2 / RFC 7662 §2.2: `sub`, when present, is a non-empty string a header can carry. A `sub`
+/// that is present but unusable (a number, control characters) rejects the credential rather than
+/// falling back to `client_id`/`azp`, which would make the principal a machine.
+pub fn unusable_subject(claims: &Map<String, Value>) -> bool {
+    match claims.get("sub") {
+        None => false,
+        Some(Value::String(s)) => s.is_empty() || !header_safe(s),
+        Some(_) => true,
+    }
+}
+
 /// A value Envoy will accept in a header: no control characters (RFC 9110 §5.5).
 pub fn header_safe(value: &str) -> bool {
     !value.bytes().any(|b| b.is_ascii_control() && b != b'\t')

@@ -214,6 +214,7 @@ impl Providers {
         clock: Clock,
     ) -> Result<Providers, BuildError> {
         let http = &http::client();
+        let key_http = &http::key_client();
         let mut entries = Vec::new();
         let mut jwt = Vec::new();
         let mut jwt_entries = Vec::new();
@@ -223,7 +224,7 @@ impl Providers {
             let url_err = |source| BuildError::Url { index, source };
             let kind = match &provider.kind {
                 ProviderKind::Jwt(c) => {
-                    let store = jwt_key_store(index, &name, c, secrets, http)?;
+                    let store = jwt_key_store(index, &name, c, secrets, key_http)?;
                     cache_entries += c.cache.max_entries;
                     jwt.push(JwtProvider::new(provider, c, Arc::new(store)));
                     jwt_entries.push(index);
@@ -551,6 +552,7 @@ fn jwt_key_store(
             c.jwks_uri.as_deref(),
             allowed,
             c.jwks.clone(),
+            c.dangerous_allow_plain_http,
         )
         .map_err(|source| BuildError::Keys { index, source })?,
     })

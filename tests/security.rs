@@ -672,3 +672,135 @@ providers:
         .await;
     assert_eq!(ok(&r).query_parameters_to_remove, vec!["token"]);
 }
+
+async fn introspection_server(up: &FakeUpstream) -> TestServer {
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - name: idp
+    type: introspection
+    endpoint: '{}'
+    client_id: c
+    client_secret: {{env: S}}
+    upstream: {{timeout_seconds: 1}}",
+        up.url("/introspect")
+    );
+    let secrets = portcullis::SecretSource::Map([("S".to_owned(), "x".to_owned())].into());
+    TestServer::start_with(&yaml, secrets, portcullis::Clock::system())
+        .await
+        .ready()
+        .await
+}
+
+#[tokio::test]
+async fn introspection_time_claims_active_and_sub_are_typed() {
+    let up = FakeUpstream::start().await;
+    let server = introspection_server(&up).await;
+    let cases = [
+        (
+            "string-exp",
+            json!({"active": true, "sub": "a", "exp": "1"}),
+        ),
+        (
+            "future-nbf",
+            json!({"active": true, "sub": "a", "nbf": now() + 600}),
+        ),
+        (
+            "string-nbf",
+            json!({"active": true, "sub": "a", "nbf": "0"}),
+        ),
+        ("string-active", json!({"active": "true", "sub": "a"})),
+        (
+            "numeric-sub",
+            json!({"active": true, "sub": 42, "client_id": "svc"}),
+        ),
+        (
+            "control-sub",
+            json!({"active": true, "sub": "a\u{1}b", "client_id": "svc"}),
+        ),
+    ];
+    for (token, answer) in &cases {
+        up.answer(&format!("introspect:{token}"), 200, answer.clone());
+    }
+    up.answer(
+        "introspect:good",
+        200,
+        json!({"active": true, "sub": "a", "exp": now() + 600, "nbf": now() - 5}),
+    );
+    ok(&server.check_bearer("good").await);
+    for (token, _) in &cases {
+        let r = server.check_bearer(token).await;
+        assert_eq!(status(&r), 401, "{token}: {r:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unusable_sub_is_a_rejection_not_a_machine() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - {{name: corp, type: jwt, issuer: '{}', audiences: [api], algorithms: [ES256]}}",
+        idp.issuer
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    for sub in [json!(42), json!("a\u{7f}b"), json!(""), json!(["a"])] {
+        let mut c = claims(&idp.issuer, "api");
+        c["sub"] = sub.clone();
+        c["azp"] = json!("svc");
+        let r = server.check_bearer(&key.token(&c)).await;
+        assert_eq!(status(&r), 401, "sub {sub}: {r:?}");
+    }
+}
+
+/// A loopback server that answers every request with a 307 to `location`.
+async fn redirector(location: String) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move || {
+        let location = location.clone();
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, location)],
+            )
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn upstream_calls_never_follow_redirects() {
+    let up = FakeUpstream::start().await;
+    up.answer("introspect:t", 200, json!({"active": true, "sub": "a"}));
+    up.answer("webhook:t", 200, json!({"principal": "a"}));
+    let hop = redirector(up.url("/introspect")).await;
+    let hook_hop = redirector(up.url("/webhook")).await;
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - name: idp
+    type: introspection
+    endpoint: 'http://{hop}/introspect'
+    client_id: c
+    client_secret: {{env: S}}
+    upstream: {{timeout_seconds: 1}}
+  - {{name: hook, type: webhook, endpoint: 'http://{hook_hop}/hook', credential: {{header: x-hook}}}}"
+    );
+    let secrets = portcullis::SecretSource::Map([("S".to_owned(), "secret".to_owned())].into());
+    let server = TestServer::start_with(&yaml, secrets, portcullis::Clock::system())
+        .await
+        .ready()
+        .await;
+    let r = server.check_bearer("t").await;
+    assert_eq!(status(&r), 503, "{r:?}");
+    // The webhook reads a 3xx as a refusal: never an allow either way.
+    let r = server.check(&[("x-hook", "t")]).await;
+    assert!(matches!(status(&r), 401 | 503), "{r:?}");
+    assert_eq!(up.hits(), 0, "the token and client secret were re-POSTed");
+}
