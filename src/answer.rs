@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::authorizer::{Explanation, Verdict};
-use crate::config::{Config, BUILTIN_HEADER_SUFFIXES};
+use crate::config::{Config, CredentialLocation, BUILTIN_HEADER_SUFFIXES};
 use crate::decision::{Decision, Denial, DenyCause, Unavailable};
 use crate::identity::Identity;
 use crate::policy::DenyVars;
@@ -28,6 +28,8 @@ pub struct AnswerSettings {
     decision_id: Box<str>,
     would_deny: Box<str>,
     remove_authorization: bool,
+    /// Where each provider reads its credential, by provider name (for `remove_authorization`).
+    places: std::collections::HashMap<Box<str>, CredentialLocation>,
 }
 
 // === impl AnswerSettings ===
@@ -45,6 +47,12 @@ impl AnswerSettings {
             decision_id: format!("{prefix}decision-id").into(),
             would_deny: format!("{prefix}would-deny").into(),
             remove_authorization: config.headers.remove_authorization,
+            places: config
+                .providers
+                .iter()
+                .filter(|p| p.kind.takes_credential())
+                .map(|p| (p.name.as_str().into(), p.credential.clone()))
+                .collect(),
         }
     }
 }
@@ -73,6 +81,8 @@ pub struct Answer<'a> {
     pub headers: Vec<Header<'a>>,
     /// Client headers to remove before the request goes upstream (allows only).
     pub remove: Vec<String>,
+    /// Query parameters to remove before the request goes upstream (allows only).
+    pub remove_query: Vec<String>,
     /// The response body (empty for an allow).
     pub body: String,
     /// The stable label of the denial or unavailability (empty for an allow).
@@ -138,10 +148,18 @@ fn allow<'a>(
 
     // Every client header under the prefix goes, except those we overwrite: removing one we also set
     // would remove ours too, whichever order Envoy applies the two lists in.
+    // `_` counts as `-`: CGI/WSGI-style servers read `x_auth_subject` as `HTTP_X_AUTH_SUBJECT`, ours.
     let mut remove: Vec<String> = Vec::new();
     for name in request.headers.names() {
         let is_ours = name.len() >= s.prefix.len()
-            && name.as_bytes()[..s.prefix.len()].eq_ignore_ascii_case(s.prefix.as_bytes());
+            && name.as_bytes()[..s.prefix.len()]
+                .iter()
+                .zip(s.prefix.as_bytes())
+                .all(|(&a, &b)| {
+                    let a = if a == b'_' { b'-' } else { a };
+                    let b = if b == b'_' { b'-' } else { b };
+                    a.eq_ignore_ascii_case(&b)
+                });
         if !is_ours {
             continue;
         }
@@ -153,8 +171,41 @@ fn allow<'a>(
             remove.push(name);
         }
     }
-    if s.remove_authorization && request.headers.get("authorization").is_some() {
-        remove.push("authorization".to_owned());
+    let mut remove_query = Vec::new();
+    if s.remove_authorization {
+        if request.headers.get("authorization").is_some()
+            && !remove.iter().any(|r| r == "authorization")
+        {
+            remove.push("authorization".to_owned());
+        }
+        // The credential that authenticated, wherever it was found.
+        let place = identity.and_then(|id| s.places.get(&*id.provider));
+        match place {
+            Some(CredentialLocation::Header { name, .. })
+                if request.headers.get(name).is_some() && !remove.contains(name) =>
+            {
+                remove.push(name.clone());
+            }
+            Some(CredentialLocation::Cookie(cookie)) => {
+                if let Some(header) = request.headers.get("cookie") {
+                    let kept: Vec<&str> = header
+                        .split(';')
+                        .map(str::trim)
+                        .filter(|pair| {
+                            !pair.is_empty()
+                                && pair.split_once('=').is_none_or(|(k, _)| k.trim() != cookie)
+                        })
+                        .collect();
+                    if kept.is_empty() {
+                        remove.push("cookie".to_owned());
+                    } else {
+                        headers.push((Cow::Borrowed("cookie"), Cow::Owned(kept.join("; "))));
+                    }
+                }
+            }
+            Some(CredentialLocation::Query(param)) => remove_query.push(param.clone()),
+            _ => {}
+        }
     }
 
     Answer {
@@ -162,6 +213,7 @@ fn allow<'a>(
         status: 200,
         headers,
         remove,
+        remove_query,
         body: String::new(),
         reason: "",
         metadata: Some(Metadata {
@@ -281,6 +333,7 @@ fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>) -> Answer<'a> {
         status,
         headers,
         remove: Vec::new(),
+        remove_query: Vec::new(),
         body,
         reason: denial.label(),
         metadata: None,
@@ -295,6 +348,7 @@ fn unavailable<'a>(why: Unavailable, verdict: &Verdict<'_>) -> Answer<'a> {
         status: 503,
         headers: vec![("content-type".into(), "application/json".into())],
         remove: Vec::new(),
+        remove_query: Vec::new(),
         body: json_body(
             "temporarily_unavailable",
             why.description(),

@@ -79,6 +79,25 @@ impl Authorizer {
     pub async fn decide(&self, request: &RequestView<'_>, explain: bool) -> Verdict<'_> {
         let route = self.policy.route(request);
         let mut attempts = explain.then(Vec::new);
+        let refused = if self.policy.repeated_header(request).is_some() {
+            // A header the policy reads, sent twice: which line counts is the client's choice.
+            Some(DenyReason::RepeatedHeader)
+        } else if self.policy.ambiguous_path(request, route) {
+            // A near-variant of a path another route takes.
+            Some(DenyReason::AmbiguousPath)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            let denial = Denial {
+                cause: DenyCause::Credential(reason),
+                provider: None,
+                principal: None,
+                message: None,
+            };
+            let now = self.clock.now();
+            return self.verdict(Decision::Deny(denial), request, route, None, attempts, now);
+        }
         let chain = self
             .providers
             .authenticate(request, route.provider_indices(), attempts.as_mut())
@@ -121,10 +140,17 @@ impl Authorizer {
         };
         let decision = match (identity.clone(), denial) {
             (Some(identity), None) => Decision::Allow(identity),
-            (identity, Some(denial)) if route.mode() == Mode::Permissive => Decision::Permit {
-                identity,
-                would_deny: denial,
-            },
+            // Permissive mode lets through what the rollout needs (no credential yet, or unmet route
+            // requirements), marked; a presented credential that failed is a denial in every mode, so a
+            // forged or expired token never goes upstream.
+            (identity, Some(denial))
+                if route.mode() == Mode::Permissive && denial.permissive_may_pass() =>
+            {
+                Decision::Permit {
+                    identity,
+                    would_deny: denial,
+                }
+            }
             (_, Some(denial)) => Decision::Deny(denial),
             (None, None) => unreachable!("no identity means a denial"),
         };

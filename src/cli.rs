@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// Admin HTTP listen address; overrides `server.admin_listen` (dev default 127.0.0.1:9002).
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// Let `--dev` listen on a non-loopback address. The dev server signs tokens for anyone who asks its
+    /// admin port and trusts them: never expose it. Without this flag a non-loopback address is refused.
+    #[arg(long, requires = "dev")]
+    dangerous_dev_non_loopback: bool,
     /// Where `--dev` keeps its signing key.
     #[arg(long, default_value = ".portcullis-dev", env = "PORTCULLIS_DEV_STATE")]
     state_dir: PathBuf,
@@ -282,6 +286,9 @@ pub fn validate_config(args: &ValidateArgs) -> ExitCode {
             let secrets = SecretSource::Process;
             let found = runtime::check(&config, (!args.skip_secrets).then_some(&secrets));
             if found.is_empty() {
+                for warning in config.warnings() {
+                    println!("warning: {warning}");
+                }
                 return valid(&args.file, &config);
             }
             found.iter().map(ToString::to_string).collect()
@@ -321,6 +328,13 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         let admin_addr = args
             .admin_listen
             .unwrap_or_else(|| dev::DEV_ADMIN_LISTEN.parse().expect("valid"));
+        for (addr, flag) in [(listen, "--listen"), (admin_addr, "--admin-listen")] {
+            if !addr.ip().is_loopback() && !args.dangerous_dev_non_loopback {
+                anyhow::bail!(
+                    "{flag} {addr}: `serve --dev` only listens on loopback (its tokens are for anyone who asks); add --dangerous-dev-non-loopback to expose it anyway"
+                );
+            }
+        }
         let admin = bind(admin_addr, "admin").await?;
         let admin_addr = admin.local_addr()?;
         let grpc = bind(listen, "gRPC").await?;
@@ -348,6 +362,9 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
 
     let runtime = Runtime::build(&config, &SecretSource::Process, Clock::system())?;
     let state = SharedState::from_config(&config, &SecretSource::Process, Clock::system())?;
+    for warning in config.warnings() {
+        tracing::warn!(config.field = %warning.path, "{}", warning.message);
+    }
     tracing::info!(
         grpc.listen = %grpc.local_addr()?,
         admin.listen = %admin.local_addr()?,
@@ -544,6 +561,9 @@ async fn explain_answer(
     }
     config.server.allow_explain = true;
     let runtime = Runtime::build(&config, &SecretSource::Process, Clock::system())?;
+    for warning in config.warnings() {
+        tracing::warn!(config.field = %warning.path, "{}", warning.message);
+    }
     let cancel = tokio_util::sync::CancellationToken::new();
     runtime.spawn_background(&cancel);
     for _ in 0..100 {

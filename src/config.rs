@@ -12,6 +12,7 @@ pub mod policy;
 pub mod providers;
 pub mod secret;
 pub mod shared;
+pub mod warnings;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -21,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
-pub use self::policy::{Mode, PolicyConfig, POLICY_KEYS};
+pub use self::policy::{Mode, PolicyConfig, RequireConfig, POLICY_KEYS};
 pub use self::providers::{
     AlgorithmName, CredentialLocation, JwksSettings, JwtProviderConfig, ProviderConfig,
     ProviderKind, TokenCacheSettings,
@@ -211,6 +212,11 @@ impl Config {
         Ok(Config::from_yaml_str(&text)?)
     }
 
+    /// The weaknesses of this valid configuration (`validate-config` prints them, `serve` logs them).
+    pub fn warnings(&self) -> Vec<Problem> {
+        warnings::warnings(self)
+    }
+
     /// Parses and validates a YAML document. Secret references are checked for shape only.
     pub fn from_yaml_str(text: &str) -> Result<Config, ConfigErrors> {
         let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
@@ -323,6 +329,7 @@ impl Config {
             }
             providers::validate(&mut problems, &path, provider, prefix);
         }
+        shared_places(&mut problems, &providers);
 
         let mut policy_keys = serde_yaml_ng::Mapping::new();
         for key in POLICY_KEYS {
@@ -365,6 +372,40 @@ impl Config {
     }
 }
 
+/// Several opaque-token providers reading one credential place would each see a credential meant for
+/// another (a mistyped API key sent to GitHub, then to a webhook): refused unless each says
+/// `shared_location_order: true`, so the declared order is the intended one.
+fn shared_places(problems: &mut Problems, providers: &[Option<ProviderConfig>]) {
+    let opaque = |p: &ProviderConfig| {
+        matches!(
+            p.kind,
+            ProviderKind::Introspection(_)
+                | ProviderKind::Webhook(_)
+                | ProviderKind::Github(_)
+                | ProviderKind::ApiKey(_)
+        )
+    };
+    for (i, provider) in providers.iter().enumerate() {
+        let Some(provider) = provider.as_ref().filter(|p| opaque(p)) else {
+            continue;
+        };
+        let first = providers[..i]
+            .iter()
+            .flatten()
+            .find(|earlier| opaque(earlier) && earlier.credential == provider.credential);
+        let Some(first) = first else { continue };
+        if !(provider.shared_location_order && first.shared_location_order) {
+            problems.add(
+                format!("providers[{i}].credential"),
+                format!(
+                    "`{}` and `{}` both read opaque credentials from the same place: a credential meant for one would be sent to the other; give them different places, or set `shared_location_order: true` on both to try them in their declared order",
+                    first.name, provider.name
+                ),
+            );
+        }
+    }
+}
+
 fn validate_realm(problems: &mut Problems, realm: &str) {
     if realm.is_empty() {
         problems.add("realm", "must not be empty");
@@ -390,8 +431,16 @@ fn validate_headers(problems: &mut Problems, headers: &HeadersConfig) {
 }
 
 /// Header names portcullis sets itself after the prefix.
-pub const BUILTIN_HEADER_SUFFIXES: &[&str] =
-    &["subject", "client-id", "issuer", "scopes", "provider"];
+/// Every one of them is reserved: no claim header or attribute may emit it.
+pub const BUILTIN_HEADER_SUFFIXES: &[&str] = &[
+    "subject",
+    "client-id",
+    "issuer",
+    "scopes",
+    "provider",
+    "decision-id",
+    "would-deny",
+];
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,15 @@ pub enum DenyReason {
     MalformedToken,
     /// An opaque token, and no provider takes opaque tokens.
     NotAJwt,
+    /// A JWS-shaped token where only opaque-token providers look: present, and understood by none.
+    UnsupportedCredential,
+    /// A header the policy reads (a route `match`, `organization.from_header`) arrived more than once.
+    RepeatedHeader,
+    /// The path, read as an upstream may read it (case, `;` parameters, percent-encoding, trailing dots),
+    /// would take another route than as sent.
+    AmbiguousPath,
+    /// A `sub` that is present but not a usable string (a number, control characters).
+    InvalidSubject,
     AlgorithmNone,
     UnsupportedAlgorithm,
     /// The header's `alg` is not one the provider and the key accept.
@@ -59,7 +68,7 @@ pub enum DenyReason {
 
 impl DenyReason {
     /// Every reason, for metrics.
-    pub const ALL: [DenyReason; 29] = [
+    pub const ALL: &[DenyReason] = &[
         DenyReason::MissingCredential,
         DenyReason::EmptyCredential,
         DenyReason::MultipleCredentials,
@@ -67,6 +76,10 @@ impl DenyReason {
         DenyReason::TokenTooLarge,
         DenyReason::MalformedToken,
         DenyReason::NotAJwt,
+        DenyReason::UnsupportedCredential,
+        DenyReason::RepeatedHeader,
+        DenyReason::AmbiguousPath,
+        DenyReason::InvalidSubject,
         DenyReason::AlgorithmNone,
         DenyReason::UnsupportedAlgorithm,
         DenyReason::AlgorithmNotAllowed,
@@ -101,6 +114,10 @@ impl DenyReason {
             DenyReason::TokenTooLarge => "token_too_large",
             DenyReason::MalformedToken => "malformed_token",
             DenyReason::NotAJwt => "not_a_jwt",
+            DenyReason::UnsupportedCredential => "unsupported_credential",
+            DenyReason::RepeatedHeader => "repeated_header",
+            DenyReason::AmbiguousPath => "ambiguous_path",
+            DenyReason::InvalidSubject => "invalid_sub",
             DenyReason::AlgorithmNone => "alg_none",
             DenyReason::UnsupportedAlgorithm => "unsupported_alg",
             DenyReason::AlgorithmNotAllowed => "alg_not_allowed",
@@ -136,6 +153,12 @@ impl DenyReason {
             DenyReason::TokenTooLarge => "the token is too large",
             DenyReason::MalformedToken => "the token is malformed",
             DenyReason::NotAJwt => "the token is not a JWT",
+            DenyReason::UnsupportedCredential => {
+                "the credential is not of a kind this route accepts"
+            }
+            DenyReason::RepeatedHeader => "a header the policy reads was sent more than once",
+            DenyReason::AmbiguousPath => "the path is a variant of a path another route takes",
+            DenyReason::InvalidSubject => "the token's subject is not usable",
             DenyReason::AlgorithmNone => "unsigned tokens are not accepted",
             DenyReason::UnsupportedAlgorithm => "the token's algorithm is not supported",
             DenyReason::AlgorithmNotAllowed => "the token's algorithm is not allowed",
@@ -172,6 +195,8 @@ impl DenyReason {
     pub fn status(self) -> DenyStatus {
         match self {
             DenyReason::EmptyCredential
+            | DenyReason::RepeatedHeader
+            | DenyReason::AmbiguousPath
             | DenyReason::MultipleCredentials
             | DenyReason::MalformedCredential => DenyStatus::BadRequest,
             _ => DenyStatus::Unauthorized,
@@ -240,6 +265,15 @@ pub struct Denial {
 // === impl Denial ===
 
 impl Denial {
+    /// Whether permissive mode may let this denial through, marked: only a missing credential or an
+    /// unmet route requirement. A presented credential that failed is refused in every mode.
+    pub fn permissive_may_pass(&self) -> bool {
+        matches!(
+            self.cause,
+            DenyCause::Policy(_) | DenyCause::Credential(DenyReason::MissingCredential)
+        )
+    }
+
     pub fn policy(unmet: Unmet) -> Denial {
         Denial {
             cause: DenyCause::Policy(unmet),

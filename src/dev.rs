@@ -224,6 +224,7 @@ impl DevIssuer {
                 credential: Default::default(),
                 claims_mapping: Default::default(),
                 deny_message: None,
+                shared_location_order: false,
                 kind: ProviderKind::Jwt(JwtProviderConfig {
                     issuer: self.issuer.clone(),
                     audiences: vec![DEV_AUDIENCE.to_owned()],

@@ -285,6 +285,7 @@ fn scopes(claims: &Map<String, Value>) -> String {
 }
 
 /// A claim as a header value: strings, numbers and booleans as they are, arrays of those joined with `,`.
+/// An array element that itself contains `,` is dropped: it would read as several values upstream.
 fn claim_header_value(value: &Value) -> Option<String> {
     let scalar = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
@@ -296,11 +297,23 @@ fn claim_header_value(value: &Value) -> Option<String> {
         Value::Array(items) => items
             .iter()
             .filter_map(scalar)
+            .filter(|v| !v.contains(','))
             .collect::<Vec<_>>()
             .join(","),
         other => scalar(other)?,
     };
     (!text.is_empty() && header_safe(&text)).then_some(text)
+}
+
+/// RFC 7519 §4.1.2 / RFC 7662 §2.2: `sub`, when present, is a non-empty string a header can carry. A `sub`
+/// that is present but unusable (a number, control characters) rejects the credential rather than
+/// falling back to `client_id`/`azp`, which would make the principal a machine.
+pub fn unusable_subject(claims: &Map<String, Value>) -> bool {
+    match claims.get("sub") {
+        None => false,
+        Some(Value::String(s)) => s.is_empty() || !header_safe(s),
+        Some(_) => true,
+    }
 }
 
 /// A value Envoy will accept in a header: no control characters (RFC 9110 §5.5).

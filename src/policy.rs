@@ -58,6 +58,9 @@ pub struct ProviderInfo<'a> {
 pub struct Policy {
     routes: Box<[Route]>,
     default: Route,
+    /// Every header a route's `match` or requirement reads (lower-case): one that arrives more than once
+    /// is refused, so no decision rests on the first of several lines.
+    read_headers: Box<[Box<str>]>,
 }
 
 /// One compiled route: everything about it, owned.
@@ -166,7 +169,26 @@ impl Policy {
             realm,
             &namespaces,
         );
+        let mut read_headers: Vec<Box<str>> = Vec::new();
+        let organizations = config
+            .routes
+            .iter()
+            .map(|r| &r.require)
+            .chain(std::iter::once(&d.require))
+            .filter_map(|r| r.organization.as_ref()?.from_header.as_deref());
+        let matched = config
+            .routes
+            .iter()
+            .filter_map(|r| r.matches.headers.as_ref())
+            .flat_map(|h| h.keys().map(String::as_str));
+        for name in organizations.chain(matched) {
+            let name = name.to_ascii_lowercase();
+            if !read_headers.iter().any(|h| **h == *name) {
+                read_headers.push(name.into());
+            }
+        }
         problems.into_result(Policy {
+            read_headers: read_headers.into(),
             default: Route {
                 index: routes.len(),
                 ..default
@@ -181,6 +203,32 @@ impl Policy {
             .iter()
             .find(|r| r.matcher.matches(request))
             .unwrap_or(&self.default)
+    }
+
+    /// Whether the request's path, read the way an upstream may read it ([`matcher::canonical_path`]:
+    /// `/Admin`, `/admin;x`, `/admin%3Bx`, `/admin.`), would take another route than the path as sent. Such
+    /// a request is refused, so a near-variant never slips past a stricter exact-path route.
+    pub fn ambiguous_path(&self, request: &RequestView<'_>, route: &Route) -> bool {
+        // Already canonical (the usual case): no allocation, but the canonical patterns still apply.
+        let canonical = matcher::canonical_path(request.path);
+        let folded = RequestView {
+            path: canonical.as_deref().unwrap_or(request.path),
+            ..*request
+        };
+        let other = self
+            .routes
+            .iter()
+            .find(|r| r.matcher.matches_canonical(&folded))
+            .unwrap_or(&self.default);
+        !std::ptr::eq(other, route)
+    }
+
+    /// The first header the policy reads that the request carries on more than one line, if any.
+    pub fn repeated_header(&self, request: &RequestView<'_>) -> Option<&str> {
+        self.read_headers
+            .iter()
+            .find(|name| request.headers.count(name) > 1)
+            .map(|name| &**name)
     }
 
     /// Every route in order, the default route last.

@@ -6,14 +6,18 @@
 //! - [`Outcome::Rejected`]: a credential of its kind that failed, with the reason;
 //! - [`Outcome::Unavailable`]: it cannot tell, because something it depends on (an IdP) is unavailable.
 //!
-//! Providers are tried in their declared order. The first authenticated answer wins. Otherwise a rejected
-//! credential is a 401 (`invalid_token`; a malformed one a 400); an unavailable upstream with nothing
-//! rejected is an error answer, never an allow; and with no credential at all, an `anonymous` provider
+//! Providers are tried in their declared order; every credential the request presents is judged by the
+//! first provider that owns it (see [`Providers::authenticate`]). A rejected credential stops the chain
+//! with a denial, whatever else the request carries. Otherwise the first authenticated answer wins; a rejected
+//! credential, or a present one no provider of its place understands, is a 401 (`invalid_token`; a
+//! malformed one a 400); an unavailable upstream with nothing rejected is an error answer, never an allow,
+//! even when another credential authenticated; and with no credential at all, an `anonymous` provider
 //! answers if there is one, else a 401 with the challenge of every provider that could have taken one.
 //! Fail-closed behaviour rests on keeping "rejected" and "unavailable" apart.
 //!
-//! A JWS-shaped token only goes to `jwt` providers, an opaque one only to the opaque-token providers
-//! (`introspection`, `webhook`, `github`, `api_key`).
+//! A JWS-shaped token only goes to `jwt` providers, an opaque one only to the first opaque-token provider
+//! (`introspection`, `webhook`, `github`, `api_key`) of its place: several read one place only with
+//! `shared_location_order: true`.
 
 pub mod api_key;
 pub mod envoy_jwt;
@@ -154,8 +158,25 @@ impl Opaque {
 struct Entry {
     name: Arc<str>,
     location: CredentialLocation,
+    /// `shared_location_order: true`: the user ordered the opaque providers that read this place.
+    shared_location_order: bool,
     deny_message: Option<Arc<str>>,
     kind: Kind,
+}
+
+// === impl Entry ===
+
+impl Entry {
+    /// Whether a credential of this shape is this provider's kind: a JWS-shaped token is a `jwt`
+    /// provider's, anything else an opaque-token provider's. (A provider that also takes JWS-shaped tokens
+    /// after the `jwt` providers declined them decides that here.)
+    fn owns(&self, token: &str) -> bool {
+        match self.kind {
+            Kind::Jwt => credential::is_jws_shaped(token),
+            Kind::Opaque(_) => !credential::is_jws_shaped(token),
+            _ => false,
+        }
+    }
 }
 
 /// The chain's answer, with the provider that gave it.
@@ -193,6 +214,7 @@ impl Providers {
         clock: Clock,
     ) -> Result<Providers, BuildError> {
         let http = &http::client();
+        let key_http = &http::key_client();
         let mut entries = Vec::new();
         let mut jwt = Vec::new();
         let mut jwt_entries = Vec::new();
@@ -202,7 +224,7 @@ impl Providers {
             let url_err = |source| BuildError::Url { index, source };
             let kind = match &provider.kind {
                 ProviderKind::Jwt(c) => {
-                    let store = jwt_key_store(index, &name, c, secrets, http)?;
+                    let store = jwt_key_store(index, &name, c, secrets, key_http)?;
                     cache_entries += c.cache.max_entries;
                     jwt.push(JwtProvider::new(provider, c, Arc::new(store)));
                     jwt_entries.push(index);
@@ -228,8 +250,15 @@ impl Providers {
                     Kind::Opaque(Box::new(Opaque::Introspection(provider)))
                 }
                 ProviderKind::Webhook(c) => {
-                    let provider = webhook::Webhook::new(provider, c, http.clone(), clock.clone())
-                        .map_err(url_err)?;
+                    let places: Vec<&CredentialLocation> = config
+                        .providers
+                        .iter()
+                        .filter(|p| p.kind.takes_credential())
+                        .map(|p| &p.credential)
+                        .collect();
+                    let provider =
+                        webhook::Webhook::new(provider, c, &places, http.clone(), clock.clone())
+                            .map_err(url_err)?;
                     Kind::Opaque(Box::new(Opaque::Webhook(provider)))
                 }
                 ProviderKind::Github(c) => {
@@ -251,6 +280,7 @@ impl Providers {
             entries.push(Entry {
                 name,
                 location: provider.credential.clone(),
+                shared_location_order: provider.shared_location_order,
                 deny_message: provider.deny_message.as_deref().map(Arc::from),
                 kind,
             });
@@ -301,56 +331,71 @@ impl Providers {
 
     /// Runs the chain over the providers in `allowed` (indices in declared order; all when `None`).
     /// `attempts`, when given, receives what each provider answered.
+    ///
+    /// Every credential the request presents at a place some provider reads is judged, by the first
+    /// provider that owns it ([`Entry::owns`]): a JWS-shaped token by the `jwt` providers of its place, an
+    /// opaque one by the first opaque-token provider of its place (the next one of the same place only when
+    /// the config says `shared_location_order: true` and the earlier one rejected it). A credential that
+    /// is rejected, or that no provider of its place understands, denies the request even when another
+    /// credential authenticates (a forged token is never passed on beside a valid API key); one that cannot
+    /// be judged (an upstream is down) makes the answer an error, never an allow.
     pub async fn authenticate(
         &self,
         request: &RequestView<'_>,
         allowed: Option<&[usize]>,
         mut attempts: Option<&mut Vec<Attempt>>,
     ) -> ChainOutcome {
-        let mut rejected: Option<(usize, DenyReason)> = None;
-        // An opaque token where only jwt providers look: reported only if nothing better comes.
-        let mut not_a_jwt: Option<usize> = None;
+        let mut winner: Option<Arc<Identity>> = None;
+        // Rejected or not understood, per place, until a later owner of that place (if allowed) takes it.
+        let mut pending: Vec<(&CredentialLocation, usize, DenyReason)> = Vec::new();
         let mut unavailable: Option<Unavailable> = None;
         let mut anonymous: Option<usize> = None;
-        let mut jwt_locations_done: Vec<&CredentialLocation> = Vec::new();
+        // Places whose credential has had its owner's answer.
+        let mut owned: Vec<&CredentialLocation> = Vec::new();
         for (i, entry) in self.entries.iter().enumerate() {
             if allowed.is_some_and(|a| !a.contains(&i)) {
                 continue;
             }
+            let place = &entry.location;
             let outcome = match &entry.kind {
                 Kind::Anonymous(_) => {
                     anonymous.get_or_insert(i);
                     continue;
                 }
-                Kind::Jwt if jwt_locations_done.contains(&&entry.location) => {
-                    // Every jwt provider reading this place was served when the first one was reached.
+                Kind::Jwt | Kind::Opaque(_) if owned.contains(&place) => {
+                    // The credential of this place already had its owner's answer.
                     record(&mut attempts, entry, "skipped");
                     continue;
                 }
-                Kind::Jwt => {
-                    jwt_locations_done.push(&entry.location);
-                    match credential::extract(request, &entry.location) {
-                        Found::None => Outcome::NoCredential,
-                        Found::Malformed(reason) => Outcome::Rejected(reason),
-                        Found::One(token) if credential::is_jws_shaped(&token) => {
+                Kind::Jwt | Kind::Opaque(_) => match credential::extract(request, place) {
+                    Found::None => Outcome::NoCredential,
+                    Found::Malformed(reason) => Outcome::Rejected(reason),
+                    Found::One(token) if !entry.owns(&token) => {
+                        // Present, but not of this provider's kind: a denial unless a later provider of
+                        // the same place owns it.
+                        let reason = match entry.kind {
+                            Kind::Jwt => DenyReason::NotAJwt,
+                            _ => DenyReason::UnsupportedCredential,
+                        };
+                        if !pending.iter().any(|(p, _, _)| *p == place) {
+                            pending.push((place, i, reason));
+                        }
+                        record(&mut attempts, entry, "not_mine");
+                        continue;
+                    }
+                    Found::One(token) => match &entry.kind {
+                        Kind::Jwt => {
+                            // Every jwt provider of this place is served here: the token's `iss` picks.
                             let accept = |k: usize| {
                                 let e = self.jwt_entries[k];
                                 allowed.is_none_or(|a| a.contains(&e))
-                                    && self.entries[e].location == entry.location
+                                    && self.entries[e].location == *place
                             };
                             self.jwt.authenticate(&token, accept).await
                         }
-                        Found::One(_) => {
-                            not_a_jwt.get_or_insert(i);
-                            Outcome::NoCredential
-                        }
-                    }
-                }
-                Kind::Opaque(provider) => match credential::extract(request, &entry.location) {
-                    Found::None => Outcome::NoCredential,
-                    Found::Malformed(reason) => Outcome::Rejected(reason),
-                    Found::One(token) if credential::is_jws_shaped(&token) => Outcome::NoCredential,
-                    Found::One(token) => provider.authenticate(&token, request).await,
+                        Kind::Opaque(provider) => provider.authenticate(&token, request).await,
+                        _ => unreachable!("matched above"),
+                    },
                 },
                 Kind::Mtls(p) => p.authenticate(request),
                 Kind::EnvoyJwt(p) => p.authenticate(request),
@@ -358,39 +403,49 @@ impl Providers {
             match outcome {
                 Outcome::Authenticated(identity) => {
                     record(&mut attempts, entry, "authenticated");
-                    return ChainOutcome::Authenticated(identity);
+                    owned.push(place);
+                    pending.retain(|(p, _, _)| *p != place);
+                    winner.get_or_insert(identity);
                 }
                 Outcome::Rejected(reason) => {
                     record(&mut attempts, entry, reason.as_str());
-                    rejected.get_or_insert((i, reason));
+                    let passes_on = matches!(entry.kind, Kind::Opaque(_))
+                        && reason != DenyReason::MultipleCredentials
+                        && self.later_shared_owner(i, allowed);
+                    if !passes_on {
+                        // The place's first rejection, when an earlier provider of it passed it on.
+                        let first = pending
+                            .iter()
+                            .find(|(p, _, r)| *p == place && !is_not_mine(*r))
+                            .map_or((i, reason), |&(_, k, r)| (k, r));
+                        return self.denied(first.0, first.1);
+                    }
+                    // The earliest rejection of this place stands; a "not mine" before it does not.
+                    if !pending
+                        .iter()
+                        .any(|(p, _, r)| *p == place && !is_not_mine(*r))
+                    {
+                        pending.retain(|(p, _, _)| *p != place);
+                        pending.push((place, i, reason));
+                    }
                 }
                 Outcome::Unavailable(why) => {
                     record(&mut attempts, entry, why.as_str());
+                    owned.push(place);
+                    pending.retain(|(p, _, _)| *p != place);
                     unavailable.get_or_insert(why);
                 }
                 Outcome::NoCredential => record(&mut attempts, entry, "no_credential"),
             }
         }
-        if let Some((i, reason)) = rejected {
-            let entry = &self.entries[i];
-            return ChainOutcome::Denied(Denial {
-                cause: DenyCause::Credential(reason),
-                provider: Some(Arc::clone(&entry.name)),
-                principal: None,
-                message: entry.deny_message.clone(),
-            });
+        if let Some(&(_, i, reason)) = pending.first() {
+            return self.denied(i, reason);
         }
         if let Some(why) = unavailable {
             return ChainOutcome::Unavailable(why);
         }
-        if let Some(i) = not_a_jwt {
-            let entry = &self.entries[i];
-            return ChainOutcome::Denied(Denial {
-                cause: DenyCause::Credential(DenyReason::NotAJwt),
-                provider: Some(Arc::clone(&entry.name)),
-                principal: None,
-                message: entry.deny_message.clone(),
-            });
+        if let Some(identity) = winner {
+            return ChainOutcome::Authenticated(identity);
         }
         if let Some(i) = anonymous {
             let entry = &self.entries[i];
@@ -407,6 +462,29 @@ impl Providers {
         })
     }
 
+    /// Whether a later allowed opaque provider reads the same place and the config ordered them
+    /// (`shared_location_order: true`), so a credential one rejects goes on to the next.
+    fn later_shared_owner(&self, i: usize, allowed: Option<&[usize]>) -> bool {
+        let entry = &self.entries[i];
+        entry.shared_location_order
+            && self.entries[i + 1..].iter().enumerate().any(|(k, later)| {
+                allowed.is_none_or(|a| a.contains(&(i + 1 + k)))
+                    && matches!(later.kind, Kind::Opaque(_))
+                    && later.shared_location_order
+                    && later.location == entry.location
+            })
+    }
+
+    fn denied(&self, i: usize, reason: DenyReason) -> ChainOutcome {
+        let entry = &self.entries[i];
+        ChainOutcome::Denied(Denial {
+            cause: DenyCause::Credential(reason),
+            provider: Some(Arc::clone(&entry.name)),
+            principal: None,
+            message: entry.deny_message.clone(),
+        })
+    }
+
     /// The deny messages of the providers that could have taken a credential, joined.
     fn deny_messages(&self, allowed: Option<&[usize]>) -> Option<Arc<str>> {
         let messages: Vec<&str> = self
@@ -418,6 +496,14 @@ impl Providers {
             .collect();
         (!messages.is_empty()).then(|| Arc::from(messages.join("; ")))
     }
+}
+
+/// The reasons a provider gives a present credential that is not of its kind.
+fn is_not_mine(reason: DenyReason) -> bool {
+    matches!(
+        reason,
+        DenyReason::NotAJwt | DenyReason::UnsupportedCredential
+    )
 }
 
 fn record(attempts: &mut Option<&mut Vec<Attempt>>, entry: &Entry, outcome: &'static str) {
@@ -466,6 +552,7 @@ fn jwt_key_store(
             c.jwks_uri.as_deref(),
             allowed,
             c.jwks.clone(),
+            c.dangerous_allow_plain_http,
         )
         .map_err(|source| BuildError::Keys { index, source })?,
     })

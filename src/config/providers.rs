@@ -23,6 +23,12 @@ pub struct ProviderConfig {
     /// Shown in the 401 body when this provider could have taken a credential, e.g. "provide a GitHub
     /// token in the Authorization header". Defaults to none.
     pub deny_message: Option<String>,
+    /// Several opaque-token providers (`introspection`, `webhook`, `github`, `api_key`) may read one
+    /// credential place only when each of them says `shared_location_order: true`: the credential then goes
+    /// to them in their declared order, on to the next only when the previous one rejected it. Without it
+    /// such a config is refused, so a mistyped API key is never sent to GitHub or a webhook by accident.
+    /// Defaults to false.
+    pub shared_location_order: bool,
     pub kind: ProviderKind,
 }
 
@@ -136,9 +142,17 @@ struct RawCommon {
     claims_mapping: BTreeMap<String, String>,
     #[serde(default)]
     deny_message: Option<String>,
+    #[serde(default)]
+    shared_location_order: bool,
 }
 
-const COMMON_KEYS: &[&str] = &["name", "credential", "claims_mapping", "deny_message"];
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "credential",
+    "claims_mapping",
+    "deny_message",
+    "shared_location_order",
+];
 
 /// Parses one entry of `providers`.
 pub(super) fn parse(problems: &mut Problems, index: usize, item: Value) -> Option<ProviderConfig> {
@@ -209,6 +223,7 @@ pub(super) fn parse(problems: &mut Problems, index: usize, item: Value) -> Optio
         credential,
         claims_mapping: common.claims_mapping,
         deny_message: common.deny_message,
+        shared_location_order: common.shared_location_order,
         kind,
     })
 }
@@ -998,14 +1013,14 @@ mod tests {
     #[test]
     fn each_kind_checks_its_settings() {
         let found = problems(
-            "  - {name: i, type: introspection, endpoint: 'http://idp.example/introspect', client_id: '', client_secret: {env: X}}
-  - {name: w, type: webhook, endpoint: 'ftp://x/', upstream: {timeout_seconds: 0}}
-  - {name: k, type: api_key, keys: [{sha256: 'not-hex', principal: ci}]}
-  - {name: e, type: api_key}
+            "  - {name: i, type: introspection, endpoint: 'http://idp.example/introspect', client_id: '', client_secret: {env: X}, shared_location_order: true}
+  - {name: w, type: webhook, endpoint: 'ftp://x/', upstream: {timeout_seconds: 0}, shared_location_order: true}
+  - {name: k, type: api_key, keys: [{sha256: 'not-hex', principal: ci}], shared_location_order: true}
+  - {name: e, type: api_key, shared_location_order: true}
   - {name: m, type: mtls, trust_domains: ['spiffe://cluster.local']}
   - {name: c, type: api_key, credential: {header: x-key, cookie: k}, keys_file: /k}
   - {name: t, type: mtls, credential: {header: x-key}}
-  - {name: g, type: github, api_base: 'https://api.github.com', claims_mapping: {login: subject}}",
+  - {name: g, type: github, api_base: 'https://api.github.com', claims_mapping: {login: subject}, shared_location_order: true}",
         );
         let has = |needle: &str| found.iter().any(|p| p.starts_with(needle));
         assert!(

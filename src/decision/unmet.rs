@@ -47,7 +47,7 @@ pub enum UnmetReason {
 
 impl UnmetReason {
     /// Every reason, for metrics.
-    pub const ALL: [UnmetReason; 13] = [
+    pub const ALL: &[UnmetReason] = &[
         UnmetReason::AnonymousNotAllowed,
         UnmetReason::ProviderNotAllowed,
         UnmetReason::MachineNotAllowed,

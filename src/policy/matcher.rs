@@ -1,5 +1,11 @@
 //! Which requests a route takes: host, path (exact, prefix or glob), method, headers and Envoy's
 //! `context_extensions`, compiled once so that matching only compares borrowed strings.
+//!
+//! Paths are matched as sent, except that an exact `path` also matches with or without a trailing `/`.
+//! Upstreams read near-variants of a path as the same resource (`/Admin`, `/admin;x`, `/admin%3Bx`,
+//! `/admin.`, `/admin%20`), so [`canonical_path`] folds them (percent-decoding, `;` parameters cut, case
+//! folded, dot segments resolved, trailing dots and spaces dropped); the policy refuses a request whose
+//! canonical path would take another route than its path as sent.
 
 use super::explain::ExplainStep;
 use crate::config::policy::{MatchConfig, ValueMatch};
@@ -14,7 +20,8 @@ pub(super) struct Matcher(Box<[Condition]>);
 #[derive(Debug)]
 enum Condition {
     Host(HostPattern),
-    Path(PathPattern),
+    /// The pattern as written, and the same pattern in canonical form (for [`canonical_path`]s).
+    Path(PathPattern, PathPattern),
     Methods(Box<[Box<str>]>),
     Header(Box<str>, ValueTest),
     ContextExtension(Box<str>, ValueTest),
@@ -81,18 +88,32 @@ impl Matcher {
                 problems.add(field, "must start with `/` and contain no `?` or `#` (the query is never part of the path)");
                 continue;
             }
-            let pattern = match key {
-                "path" => PathPattern::Exact(value.as_str().into()),
-                "path_prefix" => PathPattern::Prefix(value.as_str().into()),
-                _ => match Glob::parse(value) {
-                    Ok(glob) => PathPattern::Glob(glob),
-                    Err(message) => {
+            let folded = canonical_path(value).unwrap_or_else(|| value.clone());
+            let (pattern, canonical) = match key {
+                "path" => (
+                    PathPattern::Exact(value.as_str().into()),
+                    PathPattern::Exact(folded.into()),
+                ),
+                "path_prefix" => {
+                    // `/api/` keeps its `/` so it still does not match `/apix`.
+                    let mut folded = folded;
+                    if value.ends_with('/') && !folded.ends_with('/') {
+                        folded.push('/');
+                    }
+                    (
+                        PathPattern::Prefix(value.as_str().into()),
+                        PathPattern::Prefix(folded.into()),
+                    )
+                }
+                _ => match (Glob::parse(value), Glob::parse(&value.to_ascii_lowercase())) {
+                    (Ok(glob), Ok(lower)) => (PathPattern::Glob(glob), PathPattern::Glob(lower)),
+                    (Err(message), _) | (_, Err(message)) => {
                         problems.add(field, message);
                         continue;
                     }
                 },
             };
-            conditions.push(Condition::Path(pattern));
+            conditions.push(Condition::Path(pattern, canonical));
         }
         if let Some(methods) = &config.methods {
             if methods.is_empty() {
@@ -153,14 +174,19 @@ impl Matcher {
     }
 
     pub(super) fn matches(&self, request: &RequestView<'_>) -> bool {
-        self.0.iter().all(|c| c.matches(request))
+        self.0.iter().all(|c| c.matches(request, false))
+    }
+
+    /// Like [`Matcher::matches`], for a request whose path is a [`canonical_path`].
+    pub(super) fn matches_canonical(&self, request: &RequestView<'_>) -> bool {
+        self.0.iter().all(|c| c.matches(request, true))
     }
 
     /// Every condition and whether it holds, for `explain`.
     pub(super) fn explain(&self, request: &RequestView<'_>) -> Vec<ExplainStep> {
         self.0
             .iter()
-            .map(|c| ExplainStep::new(c.describe(), c.matches(request), None))
+            .map(|c| ExplainStep::new(c.describe(), c.matches(request, false), None))
             .collect()
     }
 }
@@ -168,10 +194,11 @@ impl Matcher {
 // === impl Condition ===
 
 impl Condition {
-    fn matches(&self, request: &RequestView<'_>) -> bool {
+    fn matches(&self, request: &RequestView<'_>, canonical: bool) -> bool {
         match self {
             Condition::Host(pattern) => pattern.matches(request.host),
-            Condition::Path(pattern) => pattern.matches(request.path),
+            Condition::Path(pattern, _) if !canonical => pattern.matches(request.path),
+            Condition::Path(_, pattern) => pattern.matches(request.path),
             Condition::Methods(methods) => methods.iter().any(|m| **m == *request.method),
             Condition::Header(name, test) => test.matches(request.headers.get(name)),
             Condition::ContextExtension(key, test) => test.matches(request.context_extension(key)),
@@ -187,9 +214,9 @@ impl Condition {
         match self {
             Condition::Host(HostPattern::Exact(h)) => format!("host {h}"),
             Condition::Host(HostPattern::Subdomain(s)) => format!("host *{s}"),
-            Condition::Path(PathPattern::Exact(p)) => format!("path {p}"),
-            Condition::Path(PathPattern::Prefix(p)) => format!("path_prefix {p}"),
-            Condition::Path(PathPattern::Glob(g)) => format!("path_glob {}", g.text),
+            Condition::Path(PathPattern::Exact(p), _) => format!("path {p}"),
+            Condition::Path(PathPattern::Prefix(p), _) => format!("path_prefix {p}"),
+            Condition::Path(PathPattern::Glob(g), _) => format!("path_glob {}", g.text),
             Condition::Methods(m) => format!("methods {}", m.join("|")),
             Condition::Header(name, t) => format!("header {name} {}", test(t)),
             Condition::ContextExtension(key, t) => format!("context_extension {key} {}", test(t)),
@@ -258,11 +285,74 @@ fn without_port(host: &str) -> &str {
 impl PathPattern {
     fn matches(&self, path: &str) -> bool {
         match self {
-            PathPattern::Exact(p) => path == &**p,
+            // With or without one trailing `/`.
+            PathPattern::Exact(p) => {
+                let trim = |s: &'_ str| -> usize {
+                    s.len() - usize::from(s.len() > 1 && s.ends_with('/'))
+                };
+                path[..trim(path)] == p[..trim(p)]
+            }
             PathPattern::Prefix(p) => path.starts_with(&**p),
             PathPattern::Glob(glob) => glob.matches(path),
         }
     }
+}
+
+/// The path an upstream may read this path as, when it differs from the path as sent (`None` when the path
+/// is already canonical, the usual case, which costs no allocation): percent-encoded octets decoded, `\`
+/// read as `/`, `;` parameters cut from each segment, ASCII case folded, `.` and `..` segments resolved,
+/// empty segments and trailing dots and spaces of a segment dropped, no trailing `/`.
+pub(super) fn canonical_path(path: &str) -> Option<String> {
+    let odd_byte = path
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || matches!(b, b'%' | b';' | b'\\' | b' ' | b'\t'));
+    let odd_shape = path.contains("//")
+        || path.contains("/.")
+        || path.ends_with('.')
+        || (path.len() > 1 && path.ends_with('/'));
+    let plain = !odd_byte && !odd_shape;
+    if plain {
+        return None;
+    }
+    let decoded: Vec<u8> = percent_decode(path.as_bytes());
+    let decoded = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split(['/', '\\']) {
+        let segment = segment.split(';').next().unwrap_or("");
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => {
+                let s = s.trim_end_matches(['.', ' ', '\t']);
+                if !s.is_empty() {
+                    segments.push(s);
+                }
+            }
+        }
+    }
+    let canonical = format!("/{}", segments.join("/"));
+    (canonical != path).then_some(canonical)
+}
+
+/// Decodes `%XX` (RFC 3986 §2.1); a `%` not followed by two hex digits stays as it is.
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
 }
 
 // === impl Glob ===
@@ -379,7 +469,9 @@ mod tests {
         let m = matcher("path: /orders");
         assert!(get(&m, "GET", "/orders", "h"));
         assert!(get(&m, "GET", "/orders?x=/admin", "h"));
-        assert!(!get(&m, "GET", "/orders/", "h"));
+        // One trailing `/` is the same resource to most upstreams, so it takes the same route.
+        assert!(get(&m, "GET", "/orders/", "h"));
+        assert!(!get(&m, "GET", "/orders//", "h"));
         assert!(!get(&m, "GET", "/orders/1", "h"));
     }
 
@@ -512,5 +604,40 @@ mod tests {
             problems("{host: 'api.example.com:443'}")[0].0,
             "routes[2].match.host"
         );
+    }
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::canonical_path;
+
+    #[test]
+    fn near_variants_fold_to_one_path() {
+        for variant in [
+            "/Admin",
+            "/admin/",
+            "/admin;x",
+            "/admin%3Bx",
+            "/admin.",
+            "/admin%20",
+            "//admin",
+            "/a/../admin",
+            "/./admin",
+            "/%61dmin",
+            "/admin\\",
+            "/admin;a/",
+        ] {
+            assert_eq!(
+                canonical_path(variant).as_deref(),
+                Some("/admin"),
+                "{variant}"
+            );
+        }
+        assert_eq!(canonical_path("/admin"), None);
+        assert_eq!(canonical_path("/"), None);
+        assert_eq!(canonical_path("/a/b-c_d~e"), None);
+        assert_eq!(canonical_path("/../.."), Some("/".to_owned()));
+        // A `%` without two hex digits stays; nothing else changes, so the path is its own canonical form.
+        assert_eq!(canonical_path("/a%zz"), None);
     }
 }

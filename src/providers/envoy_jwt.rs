@@ -45,6 +45,9 @@ impl EnvoyJwt {
         if !self.issuers.is_empty() && !self.issuers.iter().any(|i| i == issuer) {
             return Outcome::Rejected(DenyReason::UntrustedIssuer);
         }
+        if crate::identity::unusable_subject(payload) {
+            return Outcome::Rejected(DenyReason::InvalidSubject);
+        }
         let expires_at = payload
             .get("exp")
             .and_then(Value::as_f64)

@@ -154,11 +154,52 @@ impl CachedUpstream {
 
 /// The HTTP client for IdP requests: rustls with the platform's roots, a bounded connect time and few
 /// redirects. Per-request timeouts are set by each caller.
+/// The client of introspection, webhook and GitHub calls: redirects are never followed, so a 307 cannot
+/// re-POST a token and client secret to another host (a 3xx is an unavailable upstream).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::limited(3))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// The client of discovery and key set GETs: at most 3 redirects, each to a URL [`url_allowed`] without
+/// the plain-HTTP opt-in (HTTPS, or plain HTTP to loopback).
+pub fn key_client() -> reqwest::Client {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() >= 3 {
+            attempt.error("too many redirects")
+        } else if !url_allowed(attempt.url(), false) {
+            attempt.error("redirect to a plain-HTTP URL")
+        } else {
+            attempt.follow()
+        }
+    });
+    reqwest::Client::builder()
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .redirect(policy)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Whether portcullis may call this URL: HTTPS, or plain HTTP to loopback, or anywhere with the provider's
+/// `dangerous_allow_plain_http`. Configured URLs are checked by `validate-config`; discovered ones and
+/// redirect targets here.
+pub fn url_allowed(url: &reqwest::Url, allow_plain_http: bool) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => {
+            allow_plain_http
+                || match url.host() {
+                    Some(url::Host::Domain(d)) => d == "localhost",
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    None => false,
+                }
+        }
+        _ => false,
+    }
 }

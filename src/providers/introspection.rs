@@ -126,12 +126,24 @@ impl Introspection {
             return inactive(DenyReason::InactiveToken);
         }
         let now = self.clock.now();
-        let exp = claims
-            .get("exp")
-            .and_then(Value::as_f64)
-            .map(|e| e.floor() as i64);
+        // RFC 7662 §2.2: `exp`, `nbf` and `iat` are NumericDates; anything else is not a time at all.
+        let time = |name: &str| match claims.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_f64().map(|t| Some(t.floor() as i64)).ok_or(()),
+            Some(_) => Err(()),
+        };
+        let (exp, nbf) = match (time("exp"), time("nbf"), time("iat")) {
+            (Ok(exp), Ok(nbf), Ok(_)) => (exp, nbf),
+            _ => return inactive(DenyReason::MalformedTimeClaim),
+        };
         if exp.is_some_and(|exp| exp <= now) {
             return inactive(DenyReason::Expired);
+        }
+        if nbf.is_some_and(|nbf| nbf > now) {
+            return inactive(DenyReason::NotYetValid);
+        }
+        if crate::identity::unusable_subject(&claims) {
+            return inactive(DenyReason::InvalidSubject);
         }
         if !self.audiences.is_empty() {
             let ok = match claims.get("aud") {

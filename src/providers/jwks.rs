@@ -268,6 +268,8 @@ pub enum JwksError {
     DiscoveryIssuerMismatch { expected: String, found: String },
     #[error("`jwks_uri` is not a usable URL")]
     BadJwksUri,
+    #[error("discovered `jwks_uri` is plain http to a host other than loopback (dangerous_allow_plain_http is off)")]
+    InsecureJwksUri,
 }
 
 /// Where a provider's keys come from.
@@ -279,6 +281,8 @@ enum Source {
         http: reqwest::Client,
         issuer: String,
         configured: Option<Url>,
+        /// The provider's `dangerous_allow_plain_http`, applied to a discovered `jwks_uri` too.
+        allow_plain_http: bool,
     },
 }
 
@@ -331,6 +335,7 @@ impl KeyStore {
         jwks_uri: Option<&str>,
         allowed: AlgSet,
         settings: JwksSettings,
+        allow_plain_http: bool,
     ) -> Result<KeyStore, JwksError> {
         let configured = jwks_uri
             .map(|u| Url::parse(u).map_err(|_| JwksError::BadJwksUri))
@@ -341,6 +346,7 @@ impl KeyStore {
                 http,
                 issuer,
                 configured,
+                allow_plain_http,
             },
             allowed,
             settings,
@@ -395,6 +401,7 @@ impl KeyStore {
             http,
             issuer,
             configured,
+            allow_plain_http,
         } = &self.source
         else {
             return Ok(Duration::MAX);
@@ -404,6 +411,10 @@ impl KeyStore {
                 (Some(url), _) | (None, Some(url)) => url.clone(),
                 (None, None) => {
                     let url = self.discover(http, issuer).await?;
+                    // The discovered URL gets the checks a configured one gets.
+                    if !super::http::url_allowed(&url, *allow_plain_http) {
+                        return Err(JwksError::InsecureJwksUri);
+                    }
                     state.discovered = Some(url.clone());
                     url
                 }

@@ -118,6 +118,9 @@ impl JwtProvider {
         let expires_at = self
             .check_claims(&token.claims, now)
             .map_err(Outcome::Rejected)?;
+        if crate::identity::unusable_subject(&token.claims) {
+            return reject(DenyReason::InvalidSubject);
+        }
         Ok(self.identity(token.claims, expires_at))
     }
 

@@ -150,6 +150,7 @@ mod tests {
             credential: Default::default(),
             claims_mapping: Default::default(),
             deny_message: None,
+            shared_location_order: false,
             kind: crate::config::ProviderKind::Mtls(config.clone()),
         };
         let mtls = Mtls::new(&common, &config);

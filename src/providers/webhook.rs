@@ -1,8 +1,9 @@
 //! `webhook`: a custom HTTP auth endpoint, in the format of llama-stack's custom auth provider, so existing
 //! endpoints work unchanged.
 //!
-//! Request: `POST {"api_key": <token>, "request": {"path", "headers", "params"}}` (headers without
-//! `authorization`, `cookie` and the credential's own header). A 200 answer
+//! Request: `POST {"api_key": <token>, "request": {"path", "headers", "params"}}`. The request's other
+//! credentials never travel: no `authorization`, `proxy-authorization` or `cookie` header, no header or
+//! query parameter any provider reads a credential from. A 200 answer
 //! `{"principal", "attributes", "message"}` authenticates; another 4xx rejects; a timeout, a 5xx or a
 //! malformed 200 is unavailable. With `cache_ttl_seconds`, results are cached by token digest (only
 //! right when the endpoint's answer does not depend on the request).
@@ -25,7 +26,11 @@ use crate::request::RequestView;
 pub struct Webhook {
     name: Arc<str>,
     endpoint: reqwest::Url,
-    skip_header: Option<String>,
+    /// Headers never sent: every credential header of the config, `authorization`,
+    /// `proxy-authorization` and `cookie`.
+    skip_headers: Box<[String]>,
+    /// Query parameters never sent: every credential parameter of the config.
+    skip_params: Box<[String]>,
     cache_ttl: Duration,
     timeout: Duration,
     max_body: usize,
@@ -44,9 +49,11 @@ struct AuthResponse {
 // === impl Webhook ===
 
 impl Webhook {
+    /// `credential_places`: where every provider of the config reads its credential.
     pub fn new(
         common: &ProviderConfig,
         config: &WebhookConfig,
+        credential_places: &[&CredentialLocation],
         http: reqwest::Client,
         clock: Clock,
     ) -> Result<Webhook, url::ParseError> {
@@ -61,10 +68,21 @@ impl Webhook {
             ),
             name,
             endpoint: reqwest::Url::parse(&config.endpoint)?,
-            skip_header: match &common.credential {
-                CredentialLocation::Header { name, .. } => Some(name.clone()),
-                _ => None,
-            },
+            skip_headers: ["authorization", "proxy-authorization", "cookie"]
+                .into_iter()
+                .map(str::to_owned)
+                .chain(credential_places.iter().filter_map(|place| match place {
+                    CredentialLocation::Header { name, .. } => Some(name.to_ascii_lowercase()),
+                    _ => None,
+                }))
+                .collect(),
+            skip_params: credential_places
+                .iter()
+                .filter_map(|place| match place {
+                    CredentialLocation::Query(name) => Some(name.clone()),
+                    _ => None,
+                })
+                .collect(),
             cache_ttl,
             timeout: Duration::from_secs(config.upstream.timeout_seconds),
             max_body: config.upstream.max_response_bytes,
@@ -83,10 +101,7 @@ impl Webhook {
         let mut headers = Map::new();
         for name in request.headers.names() {
             let lower = name.to_ascii_lowercase();
-            if lower == "authorization"
-                || lower == "cookie"
-                || Some(&lower) == self.skip_header.as_ref()
-            {
+            if self.skip_headers.contains(&lower) {
                 continue;
             }
             if let Some(value) = request.headers.get(&lower) {
@@ -95,6 +110,9 @@ impl Webhook {
         }
         let mut params: HashMap<String, Vec<String>> = HashMap::new();
         for (k, v) in url::form_urlencoded::parse(request.query.as_bytes()) {
+            if self.skip_params.iter().any(|p| *p == k) {
+                continue;
+            }
             params
                 .entry(k.into_owned())
                 .or_default()

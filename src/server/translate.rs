@@ -142,6 +142,7 @@ pub fn check_response(answer: Answer<'_>) -> CheckResponse {
             http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
                 headers,
                 headers_to_remove: answer.remove,
+                query_parameters_to_remove: answer.remove_query,
                 ..Default::default()
             })),
             dynamic_metadata: answer.metadata.as_ref().map(metadata_struct),
