@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::authorizer::{Explanation, Verdict};
-use crate::config::{Config, BUILTIN_HEADER_SUFFIXES};
+use crate::config::{BodyStyle, Config, BUILTIN_HEADER_SUFFIXES};
 use crate::decision::{Decision, Denial, DenyCause, Unavailable};
 use crate::identity::Identity;
 use crate::policy::DenyVars;
@@ -28,6 +28,7 @@ pub struct AnswerSettings {
     decision_id: Box<str>,
     would_deny: Box<str>,
     remove_authorization: bool,
+    body: BodyStyle,
 }
 
 // === impl AnswerSettings ===
@@ -45,6 +46,7 @@ impl AnswerSettings {
             decision_id: format!("{prefix}decision-id").into(),
             would_deny: format!("{prefix}would-deny").into(),
             remove_authorization: config.headers.remove_authorization,
+            body: config.answers.body,
         }
     }
 }
@@ -109,8 +111,8 @@ pub fn answer<'a>(
             request,
             settings,
         ),
-        Decision::Deny(denial) => deny(denial, verdict),
-        Decision::Error(why) => unavailable(*why, verdict),
+        Decision::Deny(denial) => deny(denial, verdict, settings.body),
+        Decision::Error(why) => unavailable(*why, verdict, settings.body),
     };
     answer.explanation = verdict.explanation.as_ref();
     answer
@@ -212,8 +214,19 @@ fn identity_headers<'a>(
     }
 }
 
-/// The JSON body of a denial or an error answer.
-fn json_body(error: &str, description: &str, decision_id: &str, message: Option<&str>) -> String {
+/// The JSON body of a denial or an error answer: ours, or llama-stack's `{"error": {"message": …}}` with
+/// the provider's message (else the description).
+fn json_body(
+    style: BodyStyle,
+    error: &str,
+    description: &str,
+    decision_id: &str,
+    message: Option<&str>,
+) -> String {
+    if style == BodyStyle::LlamaStack {
+        let message = message.unwrap_or(description);
+        return serde_json::json!({ "error": { "message": message } }).to_string();
+    }
     let mut body = serde_json::json!({
         "error": error,
         "error_description": description,
@@ -248,7 +261,7 @@ fn challenge(denial: &Denial, verdict: &Verdict<'_>) -> String {
     out
 }
 
-fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>) -> Answer<'a> {
+fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>, style: BodyStyle) -> Answer<'a> {
     let custom = verdict.route.deny();
     let status = custom.status().unwrap_or(denial.status());
     let mut headers: Vec<Header<'a>> = vec![
@@ -264,6 +277,7 @@ fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>) -> Answer<'a> {
             route: verdict.route.name(),
         }),
         None => json_body(
+            style,
             denial.error_code(),
             denial.description(),
             &verdict.decision_id,
@@ -289,13 +303,14 @@ fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>) -> Answer<'a> {
 }
 
 /// Cannot decide: a 503 error answer. Never an allow.
-fn unavailable<'a>(why: Unavailable, verdict: &Verdict<'_>) -> Answer<'a> {
+fn unavailable<'a>(why: Unavailable, verdict: &Verdict<'_>, style: BodyStyle) -> Answer<'a> {
     Answer {
         outcome: Outcome::Unavailable,
         status: 503,
         headers: vec![("content-type".into(), "application/json".into())],
         remove: Vec::new(),
         body: json_body(
+            style,
             "temporarily_unavailable",
             why.description(),
             &verdict.decision_id,

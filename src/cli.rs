@@ -238,6 +238,9 @@ pub fn validate_config(args: &ValidateArgs) -> ExitCode {
         Ok(config) => {
             let secrets = SecretSource::Process;
             let found = runtime::check(&config, (!args.skip_secrets).then_some(&secrets));
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             if found.is_empty() {
                 return valid(&args.file, &config);
             }
@@ -303,6 +306,9 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         (config, None, grpc, admin)
     };
 
+    for warning in config.warnings() {
+        tracing::warn!(field = %warning.path, "{}", warning.message);
+    }
     let runtime = Runtime::build(&config, &SecretSource::Process, Clock::system())?;
     tracing::info!(
         grpc.listen = %grpc.local_addr()?,

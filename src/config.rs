@@ -23,7 +23,7 @@ use serde_yaml_ng::Value;
 pub use self::policy::{Mode, PolicyConfig, POLICY_KEYS};
 pub use self::providers::{
     AlgorithmName, CredentialLocation, JwksSettings, JwtProviderConfig, ProviderConfig,
-    ProviderKind, TokenCacheSettings,
+    ProviderKind, TlsSettings, TokenCacheSettings,
 };
 pub use self::secret::{Secret, SecretRef, SecretSource};
 use crate::request::is_header_name;
@@ -35,6 +35,8 @@ pub struct Config {
     /// The `realm` of every `WWW-Authenticate` challenge (RFC 6750 §3). Defaults to `portcullis`.
     pub realm: String,
     pub headers: HeadersConfig,
+    /// How denials are written (`answers`).
+    pub answers: AnswersConfig,
     /// The providers, in the order they are declared.
     pub providers: Vec<ProviderConfig>,
     /// Routes and their requirements, and the rollout mode (`mode`, `claims_namespace`,
@@ -90,6 +92,26 @@ impl Default for HeadersConfig {
             remove_authorization: false,
         }
     }
+}
+
+/// How denials are written.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnswersConfig {
+    /// The JSON body of a denial. Defaults to `portcullis`.
+    pub body: BodyStyle,
+}
+
+/// The shape of a denial's body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyStyle {
+    /// `{"error", "error_description", "decision_id", "message"}` (RFC 6750 error codes).
+    #[default]
+    Portcullis,
+    /// llama-stack's `{"error": {"message": …}}`, the message being the provider's `deny_message`, else
+    /// what llama-stack says for that kind of provider, so llama-stack's clients see no change.
+    LlamaStack,
 }
 
 /// One thing wrong with a configuration, at the path of its field.
@@ -170,6 +192,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "server",
     "realm",
     "headers",
+    "answers",
     "providers",
     "mode",
     "claims_namespace",
@@ -249,6 +272,10 @@ impl Config {
         let headers = match map.remove("headers") {
             Some(v) => problems.section::<HeadersConfig>("headers", v),
             None => Some(HeadersConfig::default()),
+        };
+        let answers = match map.remove("answers") {
+            Some(v) => problems.section::<AnswersConfig>("answers", v),
+            None => Some(AnswersConfig::default()),
         };
         let providers = match map.remove("providers") {
             Some(Value::Sequence(items)) if items.is_empty() => {
@@ -336,6 +363,7 @@ impl Config {
             server: server.expect("no problems means the section parsed"),
             realm: realm.expect("no problems means the section parsed"),
             headers: headers.expect("no problems means the section parsed"),
+            answers: answers.expect("no problems means the section parsed"),
             providers: providers.into_iter().flatten().collect(),
         })
     }
@@ -362,6 +390,15 @@ fn validate_headers(problems: &mut Problems, headers: &HeadersConfig) {
             "headers.prefix",
             "must be a lower-case header name prefix of at least 2 characters, e.g. `x-auth-`",
         );
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Valid but dangerous settings (`tls.insecure_skip_verify`), each at its field path.
+    pub fn warnings(&self) -> Vec<Problem> {
+        providers::warnings(&self.providers)
     }
 }
 

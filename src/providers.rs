@@ -13,7 +13,10 @@
 //! Fail-closed behaviour rests on keeping "rejected" and "unavailable" apart.
 //!
 //! A JWS-shaped token only goes to `jwt` providers, an opaque one only to the opaque-token providers
-//! (`introspection`, `webhook`, `github`, `api_key`).
+//! (`introspection`, `webhook`, `github`, `api_key`, `kubernetes`), with one exception: an opaque-token
+//! provider that takes JWTs (`accept_jwt: true`, and `kubernetes`, whose service-account tokens are JWTs)
+//! also gets a JWS-shaped token whose `iss` no `jwt` provider of the route owns at that place; those `jwt`
+//! providers then decline it as not their issuer instead of rejecting it.
 
 pub mod api_key;
 pub mod envoy_jwt;
@@ -22,6 +25,7 @@ pub mod http;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
+pub mod kubernetes;
 pub mod mtls;
 pub mod webhook;
 
@@ -32,7 +36,9 @@ use tokio_util::sync::CancellationToken;
 use self::jwks::{AlgSet, KeySet, KeyStore};
 use self::jwt::{JwtProvider, JwtProviders};
 use crate::clock::Clock;
-use crate::config::{Config, CredentialLocation, Problem, ProviderKind, SecretSource};
+use crate::config::{
+    BodyStyle, Config, CredentialLocation, Problem, ProviderConfig, ProviderKind, SecretSource,
+};
 use crate::credential::{self, Found};
 use crate::decision::{Denial, DenyCause, DenyReason, Unavailable};
 use crate::identity::{Identity, IdentityBuilder};
@@ -76,6 +82,12 @@ pub enum BuildError {
         #[source]
         source: api_key::KeysFileError,
     },
+    #[error("providers[{index}].tls.ca_file: {source}")]
+    Tls {
+        index: usize,
+        #[source]
+        source: http::TlsError,
+    },
     #[error("providers[{index}]: invalid URL: {source}")]
     Url {
         index: usize,
@@ -109,6 +121,10 @@ impl BuildError {
             BuildError::KeysFile { index, source } => {
                 (format!("providers[{index}].keys_file"), source.to_string())
             }
+            BuildError::Tls { index, source } => (
+                format!("providers[{index}].tls.ca_file"),
+                source.to_string(),
+            ),
             BuildError::Url { index, source } => (
                 format!("providers[{index}]"),
                 format!("invalid URL: {source}"),
@@ -135,6 +151,7 @@ enum Opaque {
     Webhook(webhook::Webhook),
     Github(github::Github),
     ApiKey(Arc<api_key::ApiKeys>),
+    Kubernetes(kubernetes::Kubernetes),
 }
 
 // === impl Opaque ===
@@ -146,8 +163,27 @@ impl Opaque {
             Opaque::Webhook(p) => p.authenticate(token, request).await,
             Opaque::Github(p) => p.authenticate(token).await,
             Opaque::ApiKey(p) => p.authenticate(token),
+            Opaque::Kubernetes(p) => p.authenticate(token).await,
         }
     }
+
+    /// Whether JWS-shaped tokens may come here (when no `jwt` provider owns their issuer).
+    fn takes_jwts(&self) -> bool {
+        match self {
+            Opaque::Introspection(p) => p.accepts_jwt(),
+            Opaque::Webhook(p) => p.accepts_jwt(),
+            Opaque::Kubernetes(_) => true,
+            Opaque::Github(_) | Opaque::ApiKey(_) => false,
+        }
+    }
+}
+
+/// A `jwt` provider's refusal that only says the token is not its issuer's.
+fn declined_as_not_its_issuer(reason: DenyReason) -> bool {
+    matches!(
+        reason,
+        DenyReason::UntrustedIssuer | DenyReason::MissingIssuer
+    )
 }
 
 /// One provider of the chain.
@@ -200,9 +236,12 @@ impl Providers {
         for (index, provider) in config.providers.iter().enumerate() {
             let name: Arc<str> = Arc::from(provider.name.as_str());
             let url_err = |source| BuildError::Url { index, source };
+            let tls_client = |tls| {
+                http::client_for(http, tls).map_err(|source| BuildError::Tls { index, source })
+            };
             let kind = match &provider.kind {
                 ProviderKind::Jwt(c) => {
-                    let store = jwt_key_store(index, &name, c, secrets, http)?;
+                    let store = jwt_key_store(index, &name, c, secrets, &tls_client(&c.tls)?)?;
                     cache_entries += c.cache.max_entries;
                     jwt.push(JwtProvider::new(provider, c, Arc::new(store)));
                     jwt_entries.push(index);
@@ -221,15 +260,16 @@ impl Providers {
                         provider,
                         c,
                         secret,
-                        http.clone(),
+                        tls_client(&c.tls)?,
                         clock.clone(),
                     )
                     .map_err(url_err)?;
                     Kind::Opaque(Box::new(Opaque::Introspection(provider)))
                 }
                 ProviderKind::Webhook(c) => {
-                    let provider = webhook::Webhook::new(provider, c, http.clone(), clock.clone())
-                        .map_err(url_err)?;
+                    let provider =
+                        webhook::Webhook::new(provider, c, tls_client(&c.tls)?, clock.clone())
+                            .map_err(url_err)?;
                     Kind::Opaque(Box::new(Opaque::Webhook(provider)))
                 }
                 ProviderKind::Github(c) => {
@@ -242,6 +282,24 @@ impl Providers {
                             .map_err(|source| BuildError::KeysFile { index, source })?;
                     Kind::Opaque(Box::new(Opaque::ApiKey(Arc::new(keys))))
                 }
+                ProviderKind::Kubernetes(c) => {
+                    let bearer = http::BearerToken::new(&c.token, secrets).map_err(|source| {
+                        BuildError::Secret {
+                            field: "token",
+                            index,
+                            source,
+                        }
+                    })?;
+                    let provider = kubernetes::Kubernetes::new(
+                        provider,
+                        c,
+                        bearer,
+                        tls_client(&c.tls)?,
+                        clock.clone(),
+                    )
+                    .map_err(url_err)?;
+                    Kind::Opaque(Box::new(Opaque::Kubernetes(provider)))
+                }
                 ProviderKind::Mtls(c) => Kind::Mtls(mtls::Mtls::new(provider, c)),
                 ProviderKind::EnvoyJwt(c) => Kind::EnvoyJwt(envoy_jwt::EnvoyJwt::new(provider, c)),
                 ProviderKind::Anonymous(c) => {
@@ -251,7 +309,7 @@ impl Providers {
             entries.push(Entry {
                 name,
                 location: provider.credential.clone(),
-                deny_message: provider.deny_message.as_deref().map(Arc::from),
+                deny_message: deny_message(provider, config.answers.body),
                 kind,
             });
         }
@@ -308,6 +366,9 @@ impl Providers {
         mut attempts: Option<&mut Vec<Attempt>>,
     ) -> ChainOutcome {
         let mut rejected: Option<(usize, DenyReason)> = None;
+        // A JWT a `jwt` provider declined as not its issuer's, for a provider taking JWTs after it:
+        // reported only if nothing better comes.
+        let mut declined: Option<(usize, DenyReason)> = None;
         // An opaque token where only jwt providers look: reported only if nothing better comes.
         let mut not_a_jwt: Option<usize> = None;
         let mut unavailable: Option<Unavailable> = None;
@@ -349,7 +410,13 @@ impl Providers {
                 Kind::Opaque(provider) => match credential::extract(request, &entry.location) {
                     Found::None => Outcome::NoCredential,
                     Found::Malformed(reason) => Outcome::Rejected(reason),
-                    Found::One(token) if credential::is_jws_shaped(&token) => Outcome::NoCredential,
+                    Found::One(token)
+                        if credential::is_jws_shaped(&token)
+                            && (!provider.takes_jwts()
+                                || self.jwt_owns(&token, &entry.location, allowed)) =>
+                    {
+                        Outcome::NoCredential
+                    }
                     Found::One(token) => provider.authenticate(&token, request).await,
                 },
                 Kind::Mtls(p) => p.authenticate(request),
@@ -359,6 +426,14 @@ impl Providers {
                 Outcome::Authenticated(identity) => {
                     record(&mut attempts, entry, "authenticated");
                     return ChainOutcome::Authenticated(identity);
+                }
+                Outcome::Rejected(reason)
+                    if matches!(entry.kind, Kind::Jwt)
+                        && declined_as_not_its_issuer(reason)
+                        && self.jwts_fall_through(&entry.location, allowed) =>
+                {
+                    record(&mut attempts, entry, reason.as_str());
+                    declined.get_or_insert((i, reason));
                 }
                 Outcome::Rejected(reason) => {
                     record(&mut attempts, entry, reason.as_str());
@@ -382,6 +457,15 @@ impl Providers {
         }
         if let Some(why) = unavailable {
             return ChainOutcome::Unavailable(why);
+        }
+        if let Some((i, reason)) = declined {
+            let entry = &self.entries[i];
+            return ChainOutcome::Denied(Denial {
+                cause: DenyCause::Credential(reason),
+                provider: Some(Arc::clone(&entry.name)),
+                principal: None,
+                message: entry.deny_message.clone(),
+            });
         }
         if let Some(i) = not_a_jwt {
             let entry = &self.entries[i];
@@ -407,6 +491,29 @@ impl Providers {
         })
     }
 
+    /// Whether a `jwt` provider of the route reading `location` owns this token's issuer (then the token is
+    /// that provider's alone).
+    fn jwt_owns(
+        &self,
+        token: &str,
+        location: &CredentialLocation,
+        allowed: Option<&[usize]>,
+    ) -> bool {
+        self.jwt.owns(token, |k| {
+            let e = self.jwt_entries[k];
+            allowed.is_none_or(|a| a.contains(&e)) && self.entries[e].location == *location
+        })
+    }
+
+    /// Whether a provider of the route reading `location` takes the JWTs the `jwt` providers decline.
+    fn jwts_fall_through(&self, location: &CredentialLocation, allowed: Option<&[usize]>) -> bool {
+        self.entries.iter().enumerate().any(|(i, e)| {
+            allowed.is_none_or(|a| a.contains(&i))
+                && e.location == *location
+                && matches!(&e.kind, Kind::Opaque(p) if p.takes_jwts())
+        })
+    }
+
     /// The deny messages of the providers that could have taken a credential, joined.
     fn deny_messages(&self, allowed: Option<&[usize]>) -> Option<Arc<str>> {
         let messages: Vec<&str> = self
@@ -417,6 +524,15 @@ impl Providers {
             .filter_map(|(_, e)| e.deny_message.as_deref())
             .collect();
         (!messages.is_empty()).then(|| Arc::from(messages.join("; ")))
+    }
+}
+
+/// The provider's `deny_message`; with llama-stack answers, else what llama-stack says for its kind.
+fn deny_message(provider: &ProviderConfig, style: BodyStyle) -> Option<Arc<str>> {
+    match (&provider.deny_message, style) {
+        (Some(message), _) => Some(Arc::from(message.as_str())),
+        (None, BodyStyle::LlamaStack) => Some(Arc::from(provider.kind.llama_stack_message())),
+        (None, BodyStyle::Portcullis) => None,
     }
 }
 
@@ -459,14 +575,28 @@ fn jwt_key_store(
                 .map_err(|source| BuildError::Keys { index, source })?;
             KeyStore::fixed(name, keys)
         }
-        (None, None) => KeyStore::remote(
-            name,
-            http.clone(),
-            c.issuer.clone(),
-            c.jwks_uri.as_deref(),
-            allowed,
-            c.jwks.clone(),
-        )
-        .map_err(|source| BuildError::Keys { index, source })?,
+        (None, None) => {
+            let store = KeyStore::remote(
+                name,
+                http.clone(),
+                c.issuer.clone(),
+                c.jwks_uri.as_deref(),
+                allowed,
+                c.jwks.clone(),
+            )
+            .map_err(|source| BuildError::Keys { index, source })?;
+            match &c.jwks.token {
+                None => store,
+                Some(token) => {
+                    store.with_bearer(http::BearerToken::new(token, secrets).map_err(|source| {
+                        BuildError::Secret {
+                            field: "jwks.token",
+                            index,
+                            source,
+                        }
+                    })?)
+                }
+            }
+        }
     })
 }
