@@ -47,6 +47,8 @@ enum Command {
     /// Print the SHA-256 digest of an API key for an `api_key` provider's `sha256`. Reads the key from
     /// standard input (one line) unless given, so it stays out of shell history.
     HashKey(cli::HashKeyArgs),
+    /// Convert another tool's authentication configuration (`import llama-stack FILE`).
+    Import(cli::ImportArgs),
     /// Load-test an ext_authz server beside a no-op one; exits 2 when it saw errors or wrong decisions.
     Bench(portcullis::bench::BenchArgs),
 }
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve(args),
         Command::Check(args) => cli::check(args),
         Command::Explain(args) => cli::explain(args),
+        Command::Import(args) => cli::import(&args),
         Command::Bench(args) => portcullis::bench::main(args),
     }
 }
