@@ -314,6 +314,9 @@ impl JwtProviders {
     /// Whether the token's (unverified) `iss` names a provider `accept` takes. A token too large to look at
     /// counts as owned, so it never leaves the `jwt` providers.
     pub fn owns(&self, token: &str, accept: impl Fn(usize) -> bool) -> bool {
+        if self.providers.is_empty() {
+            return false;
+        }
         if token.len() > self.max_token_bytes {
             return true;
         }
