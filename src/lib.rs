@@ -18,7 +18,8 @@
 //! 4. `credential`: finding the credential in a request.
 //! 5. Deciding, side by side:
 //!    - `providers`: the provider contract and chain; `providers/jwt` validates JWTs, `providers/jwks`
-//!      fetches and refreshes key sets, `providers/http` calls and caches upstreams.
+//!      fetches and refreshes key sets, `providers/http` calls and caches upstreams (per-provider TLS,
+//!      bearer tokens), `providers/kubernetes` asks the API server (TokenReview).
 //!    - `policy`: compiled routes (matcher, provider indices, requirements, challenges, deny settings).
 //! 6. `authorizer`: the decision pipeline (route → providers → policy → mode) and the [`Verdict`].
 //! 7. `answer`: a verdict as a proto-free answer: status, headers to set and remove, challenge, body,
@@ -27,8 +28,8 @@
 //!    `metrics`: counters for `/metrics`, which outlive a runtime.
 //! 9. [`server`]: gRPC Check, health and reflection; the admin HTTP port; translation between Envoy's
 //!    protobuf and our request view and answer.
-//! 10. [`client`] (the `check` command's gRPC client), [`cli`] (every command's logic; `main.rs` only
-//!     parses and dispatches) and [`bench`] (the `bench` load generator and its no-op server; it talks to
+//! 10. [`client`] (the `check` command's gRPC client), [`cli`] (every command's logic, `cli/import_llama`
+//!     for `import llama-stack`; `main.rs` only parses and dispatches) and [`bench`] (the `bench` load generator and its no-op server; it talks to
 //!     portcullis as a separate process, over [`pb`] only).
 
 #![forbid(unsafe_code)]

@@ -357,13 +357,13 @@ fn custom(provider: &Value, path: &str, notes: &mut Vec<String>) -> Result<Mappi
     let mut entry = Mapping::new();
     entry.insert("name".into(), "custom".into());
     entry.insert("type".into(), "webhook".into());
-    let loopback = reqwest::Url::parse(&endpoint).is_ok_and(|u| {
+    let https_or_local = reqwest::Url::parse(&endpoint).is_ok_and(|u| {
         u.scheme() == "https"
             || matches!(u.host(), Some(url::Host::Domain("localhost")))
             || matches!(u.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
             || matches!(u.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
     });
-    if !loopback {
+    if !https_or_local {
         entry.insert("dangerous_allow_plain_http".into(), true.into());
         notes.push(format!(
             "{path}.endpoint: plain http to another host carried over with dangerous_allow_plain_http: true: tokens cross the network in clear; serve the endpoint over https"
