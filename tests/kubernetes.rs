@@ -353,3 +353,33 @@ providers:
     let problems = portcullis::Config::from_yaml_str(&yaml).unwrap_err().0;
     assert_eq!(problems[0].path, "providers[0].jwks.token", "{problems:?}");
 }
+
+#[test]
+fn validate_config_warns_about_the_dangerous_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    std::fs::write(
+        &file,
+        "
+providers:
+  - name: cluster
+    type: jwt
+    issuer: https://kubernetes.default.svc
+    audiences: [portcullis]
+    jwks_uri: https://kubernetes.default.svc/openid/v1/jwks
+    tls: {insecure_skip_verify: true}
+",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["validate-config", "--skip-secrets"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: providers[0].tls.insecure_skip_verify: DANGEROUS"),
+        "{stderr}"
+    );
+}
