@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::authorizer::{Explanation, Verdict};
-use crate::config::{Config, CredentialLocation, BUILTIN_HEADER_SUFFIXES};
+use crate::config::{BodyStyle, Config, CredentialLocation, BUILTIN_HEADER_SUFFIXES};
 use crate::decision::{Decision, Denial, DenyCause, Unavailable};
 use crate::identity::Identity;
 use crate::policy::DenyVars;
@@ -30,6 +30,7 @@ pub struct AnswerSettings {
     remove_authorization: bool,
     /// Where each provider reads its credential, by provider name (for `remove_authorization`).
     places: std::collections::HashMap<Box<str>, CredentialLocation>,
+    body: BodyStyle,
 }
 
 // === impl AnswerSettings ===
@@ -53,6 +54,7 @@ impl AnswerSettings {
                 .filter(|p| p.kind.takes_credential())
                 .map(|p| (p.name.as_str().into(), p.credential.clone()))
                 .collect(),
+            body: config.answers.body,
         }
     }
 }
@@ -119,8 +121,8 @@ pub fn answer<'a>(
             request,
             settings,
         ),
-        Decision::Deny(denial) => deny(denial, verdict),
-        Decision::Error(why) => unavailable(*why, verdict),
+        Decision::Deny(denial) => deny(denial, verdict, settings.body),
+        Decision::Error(why) => unavailable(*why, verdict, settings.body),
     };
     answer.explanation = verdict.explanation.as_ref();
     answer
@@ -264,8 +266,19 @@ fn identity_headers<'a>(
     }
 }
 
-/// The JSON body of a denial or an error answer.
-fn json_body(error: &str, description: &str, decision_id: &str, message: Option<&str>) -> String {
+/// The JSON body of a denial or an error answer: ours, or llama-stack's `{"error": {"message": …}}` with
+/// the provider's message (else the description).
+fn json_body(
+    style: BodyStyle,
+    error: &str,
+    description: &str,
+    decision_id: &str,
+    message: Option<&str>,
+) -> String {
+    if style == BodyStyle::LlamaStack {
+        let message = message.unwrap_or(description);
+        return serde_json::json!({ "error": { "message": message } }).to_string();
+    }
     let mut body = serde_json::json!({
         "error": error,
         "error_description": description,
@@ -300,7 +313,7 @@ fn challenge(denial: &Denial, verdict: &Verdict<'_>) -> String {
     out
 }
 
-fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>) -> Answer<'a> {
+fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>, style: BodyStyle) -> Answer<'a> {
     let custom = verdict.route.deny();
     let status = custom.status().unwrap_or(denial.status());
     let mut headers: Vec<Header<'a>> = vec![
@@ -316,6 +329,7 @@ fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>) -> Answer<'a> {
             route: verdict.route.name(),
         }),
         None => json_body(
+            style,
             denial.error_code(),
             denial.description(),
             &verdict.decision_id,
@@ -342,7 +356,7 @@ fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>) -> Answer<'a> {
 }
 
 /// Cannot decide: a 503 error answer. Never an allow.
-fn unavailable<'a>(why: Unavailable, verdict: &Verdict<'_>) -> Answer<'a> {
+fn unavailable<'a>(why: Unavailable, verdict: &Verdict<'_>, style: BodyStyle) -> Answer<'a> {
     Answer {
         outcome: Outcome::Unavailable,
         status: 503,
@@ -350,6 +364,7 @@ fn unavailable<'a>(why: Unavailable, verdict: &Verdict<'_>) -> Answer<'a> {
         remove: Vec::new(),
         remove_query: Vec::new(),
         body: json_body(
+            style,
             "temporarily_unavailable",
             why.description(),
             &verdict.decision_id,

@@ -5,13 +5,15 @@
 //! could not decide; 5 `check --expect` got another answer; 64 a configuration that cannot be used
 //! (EX_USAGE, as linkerd does).
 
+mod import_llama;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 
@@ -60,6 +62,66 @@ pub fn revoke(args: RevokeArgs) -> ExitCode {
 /// `explain`: decide a request offline, through the same Check service as the server.
 pub fn explain(args: ExplainArgs) -> ExitCode {
     runtime().block_on(explain_offline(args))
+}
+
+/// `import`: print a portcullis configuration equivalent to another tool's.
+pub fn import(args: &ImportArgs) -> ExitCode {
+    match &args.from {
+        ImportFrom::LlamaStack { file } => import_llama_stack(file),
+    }
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    from: ImportFrom,
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// A llama-stack run configuration (`server.auth`): prints the portcullis configuration on stdout,
+    /// what could not be carried over on stderr. Exits 64 when it cannot be converted.
+    LlamaStack {
+        /// The llama-stack run configuration (YAML).
+        file: PathBuf,
+    },
+}
+
+fn import_llama_stack(file: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let imported = match import_llama::convert(&text) {
+        Ok(imported) => imported,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // What is printed must pass validate-config (secrets aside: they live in the environment).
+    let problems = match Config::from_yaml_str(&imported.yaml) {
+        Ok(config) => runtime::check(&config, None),
+        Err(errors) => errors.0,
+    };
+    if !problems.is_empty() {
+        eprintln!(
+            "error: {}: the converted configuration is not valid:",
+            file.display()
+        );
+        for problem in problems {
+            eprintln!("  {problem}");
+        }
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    print!("{}", imported.yaml);
+    for note in &imported.notes {
+        eprintln!("note: {note}");
+    }
+    ExitCode::SUCCESS
 }
 
 #[derive(Args)]
@@ -285,10 +347,10 @@ pub fn validate_config(args: &ValidateArgs) -> ExitCode {
         Ok(config) => {
             let secrets = SecretSource::Process;
             let found = runtime::check(&config, (!args.skip_secrets).then_some(&secrets));
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             if found.is_empty() {
-                for warning in config.warnings() {
-                    println!("warning: {warning}");
-                }
                 return valid(&args.file, &config);
             }
             found.iter().map(ToString::to_string).collect()

@@ -25,7 +25,7 @@ use serde_yaml_ng::Value;
 pub use self::policy::{Mode, PolicyConfig, RequireConfig, POLICY_KEYS};
 pub use self::providers::{
     AlgorithmName, CredentialLocation, JwksSettings, JwtProviderConfig, ProviderConfig,
-    ProviderKind, TokenCacheSettings,
+    ProviderKind, TlsSettings, TokenCacheSettings,
 };
 pub use self::secret::{Secret, SecretRef, SecretSource};
 pub use self::shared::{Backend, RevocationConfig, StateConfig, MAX_TTL_SECONDS};
@@ -38,6 +38,8 @@ pub struct Config {
     /// The `realm` of every `WWW-Authenticate` challenge (RFC 6750 §3). Defaults to `portcullis`.
     pub realm: String,
     pub headers: HeadersConfig,
+    /// How denials are written (`answers`).
+    pub answers: AnswersConfig,
     /// The providers, in the order they are declared.
     pub providers: Vec<ProviderConfig>,
     /// Routes and their requirements, and the rollout mode (`mode`, `claims_namespace`,
@@ -97,6 +99,26 @@ impl Default for HeadersConfig {
             remove_authorization: false,
         }
     }
+}
+
+/// How denials are written.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnswersConfig {
+    /// The JSON body of a denial. Defaults to `portcullis`.
+    pub body: BodyStyle,
+}
+
+/// The shape of a denial's body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyStyle {
+    /// `{"error", "error_description", "decision_id", "message"}` (RFC 6750 error codes).
+    #[default]
+    Portcullis,
+    /// llama-stack's `{"error": {"message": …}}`, the message being the provider's `deny_message`, else
+    /// what llama-stack says for that kind of provider, so llama-stack's clients see no change.
+    LlamaStack,
 }
 
 /// One thing wrong with a configuration, at the path of its field.
@@ -177,6 +199,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "server",
     "realm",
     "headers",
+    "answers",
     "providers",
     "mode",
     "claims_namespace",
@@ -278,6 +301,10 @@ impl Config {
         if let Some(state) = &state {
             shared::validate_state(&mut problems, state);
         }
+        let answers = match map.remove("answers") {
+            Some(v) => problems.section::<AnswersConfig>("answers", v),
+            None => Some(AnswersConfig::default()),
+        };
         let providers = match map.remove("providers") {
             Some(Value::Sequence(items)) if items.is_empty() => {
                 problems.add("providers", "must list at least one provider");
@@ -365,6 +392,7 @@ impl Config {
             server: server.expect("no problems means the section parsed"),
             realm: realm.expect("no problems means the section parsed"),
             headers: headers.expect("no problems means the section parsed"),
+            answers: answers.expect("no problems means the section parsed"),
             providers: providers.into_iter().flatten().collect(),
             revocation: revocation.expect("no problems means the section parsed"),
             state: state.expect("no problems means the section parsed"),

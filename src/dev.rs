@@ -219,6 +219,7 @@ impl DevIssuer {
             realm: "portcullis-dev".to_owned(),
             policy: Default::default(),
             headers: HeadersConfig::default(),
+            answers: Default::default(),
             providers: vec![ProviderConfig {
                 name: "dev".to_owned(),
                 credential: Default::default(),
@@ -246,6 +247,7 @@ impl DevIssuer {
                         ..JwksSettings::default()
                     },
                     cache: TokenCacheSettings::default(),
+                    tls: Default::default(),
                     dangerous_allow_plain_http: true,
                 }),
             }],

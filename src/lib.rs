@@ -18,7 +18,8 @@
 //! 4. `credential`: finding the credential in a request.
 //! 5. Deciding, side by side:
 //!    - `providers`: the provider contract and chain; `providers/jwt` validates JWTs, `providers/jwks`
-//!      fetches and refreshes key sets, `providers/http` calls and caches upstreams.
+//!      fetches and refreshes key sets, `providers/http` calls and caches upstreams (per-provider TLS,
+//!      bearer tokens), `providers/kubernetes` asks the API server (TokenReview).
 //!    - `policy`: compiled routes (matcher, provider indices, requirements, challenges, deny settings).
 //!    - `revocation`: the denylist (`sub`, `jti`, `sid`, `client_id` entries) every check reads as a
 //!      local copy, and `revocation/auth0` mapping Auth0 log events to entries.
@@ -35,7 +36,7 @@
 //!    and the Auth0 log stream receiver); translation between Envoy's protobuf and our request view and
 //!    answer.
 //! 10. [`client`] (the `check` command's gRPC client), [`cli`] (every command's logic; `main.rs` only
-//!     parses and dispatches) and [`bench`] (the `bench` load generator and its no-op server; it talks to
+//!     parses and dispatches; `cli/import_llama` for `import llama-stack`) and [`bench`] (the `bench` load generator and its no-op server; it talks to
 //!     portcullis as a separate process, over [`pb`] only).
 
 #![forbid(unsafe_code)]

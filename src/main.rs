@@ -50,6 +50,8 @@ enum Command {
     /// Revoke tokens through a server's admin API (`--sub`, `--jti`, `--sid` or `--client-id`); the secret
     /// comes from PORTCULLIS_ADMIN_SECRET. With `--undo`, lift the revocation.
     Revoke(cli::RevokeArgs),
+    /// Convert another tool's authentication configuration (`import llama-stack FILE`).
+    Import(cli::ImportArgs),
     /// Load-test an ext_authz server beside a no-op one; exits 2 when it saw errors or wrong decisions.
     Bench(portcullis::bench::BenchArgs),
 }
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check(args),
         Command::Explain(args) => cli::explain(args),
         Command::Revoke(args) => cli::revoke(args),
+        Command::Import(args) => cli::import(&args),
         Command::Bench(args) => portcullis::bench::main(args),
     }
 }

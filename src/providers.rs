@@ -16,8 +16,11 @@
 //! Fail-closed behaviour rests on keeping "rejected" and "unavailable" apart.
 //!
 //! A JWS-shaped token only goes to `jwt` providers, an opaque one only to the first opaque-token provider
-//! (`introspection`, `webhook`, `github`, `api_key`) of its place: several read one place only with
-//! `shared_location_order: true`.
+//! (`introspection`, `webhook`, `github`, `api_key`, `kubernetes`) of its place: several read one place
+//! only with `shared_location_order: true`. One exception: an opaque-token provider that takes JWTs
+//! (`accept_jwt: true`, and `kubernetes`, whose service-account tokens are JWTs) also judges a JWS-shaped
+//! token whose `iss` no `jwt` provider of the route owns at that place; those `jwt` providers then decline
+//! it as not their issuer's instead of rejecting it.
 
 pub mod api_key;
 pub mod envoy_jwt;
@@ -26,6 +29,7 @@ pub mod http;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
+pub mod kubernetes;
 pub mod mtls;
 pub mod webhook;
 
@@ -36,7 +40,9 @@ use tokio_util::sync::CancellationToken;
 use self::jwks::{AlgSet, KeySet, KeyStore};
 use self::jwt::{JwtProvider, JwtProviders};
 use crate::clock::Clock;
-use crate::config::{Config, CredentialLocation, Problem, ProviderKind, SecretSource};
+use crate::config::{
+    BodyStyle, Config, CredentialLocation, Problem, ProviderConfig, ProviderKind, SecretSource,
+};
 use crate::credential::{self, Found};
 use crate::decision::{Denial, DenyCause, DenyReason, Unavailable};
 use crate::identity::{Identity, IdentityBuilder};
@@ -80,6 +86,12 @@ pub enum BuildError {
         #[source]
         source: api_key::KeysFileError,
     },
+    #[error("providers[{index}].tls.ca_file: {source}")]
+    Tls {
+        index: usize,
+        #[source]
+        source: http::TlsError,
+    },
     #[error("providers[{index}]: invalid URL: {source}")]
     Url {
         index: usize,
@@ -113,6 +125,10 @@ impl BuildError {
             BuildError::KeysFile { index, source } => {
                 (format!("providers[{index}].keys_file"), source.to_string())
             }
+            BuildError::Tls { index, source } => (
+                format!("providers[{index}].tls.ca_file"),
+                source.to_string(),
+            ),
             BuildError::Url { index, source } => (
                 format!("providers[{index}]"),
                 format!("invalid URL: {source}"),
@@ -139,6 +155,7 @@ enum Opaque {
     Webhook(webhook::Webhook),
     Github(github::Github),
     ApiKey(Arc<api_key::ApiKeys>),
+    Kubernetes(kubernetes::Kubernetes),
 }
 
 // === impl Opaque ===
@@ -150,6 +167,48 @@ impl Opaque {
             Opaque::Webhook(p) => p.authenticate(token, request).await,
             Opaque::Github(p) => p.authenticate(token).await,
             Opaque::ApiKey(p) => p.authenticate(token),
+            Opaque::Kubernetes(p) => p.authenticate(token).await,
+        }
+    }
+
+    /// Whether JWS-shaped tokens may come here (when no `jwt` provider owns their issuer).
+    fn takes_jwts(&self) -> bool {
+        match self {
+            Opaque::Introspection(p) => p.accepts_jwt(),
+            Opaque::Webhook(p) => p.accepts_jwt(),
+            Opaque::Kubernetes(_) => true,
+            Opaque::Github(_) | Opaque::ApiKey(_) => false,
+        }
+    }
+}
+
+/// A `jwt` provider's refusal that only says the token is not its issuer's.
+fn declined_as_not_its_issuer(reason: DenyReason) -> bool {
+    matches!(
+        reason,
+        DenyReason::UntrustedIssuer | DenyReason::MissingIssuer
+    )
+}
+
+/// A credential of a place that no provider has taken yet: rejected, or `soft`ly not understood (not of a
+/// provider's kind, or a JWT not of its issuers), which a real rejection of the place outranks.
+struct Pending<'a> {
+    place: &'a CredentialLocation,
+    index: usize,
+    reason: DenyReason,
+    soft: bool,
+}
+
+impl<'a> Pending<'a> {
+    /// Records a "not mine" for `place` unless the place already has something pending.
+    fn soft(pending: &mut Vec<Pending<'a>>, place: &'a CredentialLocation, index: usize, reason: DenyReason) {
+        if !pending.iter().any(|p| p.place == place) {
+            pending.push(Pending {
+                place,
+                index,
+                reason,
+                soft: true,
+            });
         }
     }
 }
@@ -222,9 +281,17 @@ impl Providers {
         for (index, provider) in config.providers.iter().enumerate() {
             let name: Arc<str> = Arc::from(provider.name.as_str());
             let url_err = |source| BuildError::Url { index, source };
+            let tls_client = |tls| {
+                http::client_for(http, tls, http::Purpose::Calls)
+                    .map_err(|source| BuildError::Tls { index, source })
+            };
+            let key_tls_client = |tls| {
+                http::client_for(key_http, tls, http::Purpose::Keys)
+                    .map_err(|source| BuildError::Tls { index, source })
+            };
             let kind = match &provider.kind {
                 ProviderKind::Jwt(c) => {
-                    let store = jwt_key_store(index, &name, c, secrets, key_http)?;
+                    let store = jwt_key_store(index, &name, c, secrets, &key_tls_client(&c.tls)?)?;
                     cache_entries += c.cache.max_entries;
                     jwt.push(JwtProvider::new(provider, c, Arc::new(store)));
                     jwt_entries.push(index);
@@ -243,7 +310,7 @@ impl Providers {
                         provider,
                         c,
                         secret,
-                        http.clone(),
+                        tls_client(&c.tls)?,
                         clock.clone(),
                     )
                     .map_err(url_err)?;
@@ -256,8 +323,13 @@ impl Providers {
                         .filter(|p| p.kind.takes_credential())
                         .map(|p| &p.credential)
                         .collect();
-                    let provider =
-                        webhook::Webhook::new(provider, c, &places, http.clone(), clock.clone())
+                    let provider = webhook::Webhook::new(
+                        provider,
+                        c,
+                        &places,
+                        tls_client(&c.tls)?,
+                        clock.clone(),
+                    )
                             .map_err(url_err)?;
                     Kind::Opaque(Box::new(Opaque::Webhook(provider)))
                 }
@@ -271,6 +343,24 @@ impl Providers {
                             .map_err(|source| BuildError::KeysFile { index, source })?;
                     Kind::Opaque(Box::new(Opaque::ApiKey(Arc::new(keys))))
                 }
+                ProviderKind::Kubernetes(c) => {
+                    let bearer = http::BearerToken::new(&c.token, secrets).map_err(|source| {
+                        BuildError::Secret {
+                            field: "token",
+                            index,
+                            source,
+                        }
+                    })?;
+                    let provider = kubernetes::Kubernetes::new(
+                        provider,
+                        c,
+                        bearer,
+                        tls_client(&c.tls)?,
+                        clock.clone(),
+                    )
+                    .map_err(url_err)?;
+                    Kind::Opaque(Box::new(Opaque::Kubernetes(provider)))
+                }
                 ProviderKind::Mtls(c) => Kind::Mtls(mtls::Mtls::new(provider, c)),
                 ProviderKind::EnvoyJwt(c) => Kind::EnvoyJwt(envoy_jwt::EnvoyJwt::new(provider, c)),
                 ProviderKind::Anonymous(c) => {
@@ -281,7 +371,7 @@ impl Providers {
                 name,
                 location: provider.credential.clone(),
                 shared_location_order: provider.shared_location_order,
-                deny_message: provider.deny_message.as_deref().map(Arc::from),
+                deny_message: deny_message(provider, config.answers.body),
                 kind,
             });
         }
@@ -347,7 +437,10 @@ impl Providers {
     ) -> ChainOutcome {
         let mut winner: Option<Arc<Identity>> = None;
         // Rejected or not understood, per place, until a later owner of that place (if allowed) takes it.
-        let mut pending: Vec<(&CredentialLocation, usize, DenyReason)> = Vec::new();
+        let mut pending: Vec<Pending<'_>> = Vec::new();
+        // Places whose JWT the `jwt` providers declined as not their issuer's while a provider taking JWTs
+        // reads the place too (`accept_jwt`, `kubernetes`): that provider judges it.
+        let mut declined: Vec<&CredentialLocation> = Vec::new();
         let mut unavailable: Option<Unavailable> = None;
         let mut anonymous: Option<usize> = None;
         // Places whose credential has had its owner's answer.
@@ -362,7 +455,10 @@ impl Providers {
                     anonymous.get_or_insert(i);
                     continue;
                 }
-                Kind::Jwt | Kind::Opaque(_) if owned.contains(&place) => {
+                Kind::Jwt | Kind::Opaque(_)
+                    if owned.contains(&place)
+                        || (matches!(entry.kind, Kind::Jwt) && declined.contains(&place)) =>
+                {
                     // The credential of this place already had its owner's answer.
                     record(&mut attempts, entry, "skipped");
                     continue;
@@ -370,16 +466,14 @@ impl Providers {
                 Kind::Jwt | Kind::Opaque(_) => match credential::extract(request, place) {
                     Found::None => Outcome::NoCredential,
                     Found::Malformed(reason) => Outcome::Rejected(reason),
-                    Found::One(token) if !entry.owns(&token) => {
+                    Found::One(token) if !self.owns(entry, &token, allowed) => {
                         // Present, but not of this provider's kind: a denial unless a later provider of
                         // the same place owns it.
                         let reason = match entry.kind {
                             Kind::Jwt => DenyReason::NotAJwt,
                             _ => DenyReason::UnsupportedCredential,
                         };
-                        if !pending.iter().any(|(p, _, _)| *p == place) {
-                            pending.push((place, i, reason));
-                        }
+                        Pending::soft(&mut pending, place, i, reason);
                         record(&mut attempts, entry, "not_mine");
                         continue;
                     }
@@ -404,8 +498,19 @@ impl Providers {
                 Outcome::Authenticated(identity) => {
                     record(&mut attempts, entry, "authenticated");
                     owned.push(place);
-                    pending.retain(|(p, _, _)| *p != place);
+                    pending.retain(|p| p.place != place);
                     winner.get_or_insert(identity);
+                }
+                Outcome::Rejected(reason)
+                    if matches!(entry.kind, Kind::Jwt)
+                        && declined_as_not_its_issuer(reason)
+                        && self.jwts_fall_through(place, allowed) =>
+                {
+                    // Not an issuer of ours: the provider taking JWTs at this place judges it, and this
+                    // refusal is reported only if nothing better comes.
+                    record(&mut attempts, entry, reason.as_str());
+                    declined.push(place);
+                    Pending::soft(&mut pending, place, i, reason);
                 }
                 Outcome::Rejected(reason) => {
                     record(&mut attempts, entry, reason.as_str());
@@ -416,30 +521,32 @@ impl Providers {
                         // The place's first rejection, when an earlier provider of it passed it on.
                         let first = pending
                             .iter()
-                            .find(|(p, _, r)| *p == place && !is_not_mine(*r))
-                            .map_or((i, reason), |&(_, k, r)| (k, r));
+                            .find(|p| p.place == place && !p.soft)
+                            .map_or((i, reason), |p| (p.index, p.reason));
                         return self.denied(first.0, first.1);
                     }
                     // The earliest rejection of this place stands; a "not mine" before it does not.
-                    if !pending
-                        .iter()
-                        .any(|(p, _, r)| *p == place && !is_not_mine(*r))
-                    {
-                        pending.retain(|(p, _, _)| *p != place);
-                        pending.push((place, i, reason));
+                    if !pending.iter().any(|p| p.place == place && !p.soft) {
+                        pending.retain(|p| p.place != place);
+                        pending.push(Pending {
+                            place,
+                            index: i,
+                            reason,
+                            soft: false,
+                        });
                     }
                 }
                 Outcome::Unavailable(why) => {
                     record(&mut attempts, entry, why.as_str());
                     owned.push(place);
-                    pending.retain(|(p, _, _)| *p != place);
+                    pending.retain(|p| p.place != place);
                     unavailable.get_or_insert(why);
                 }
                 Outcome::NoCredential => record(&mut attempts, entry, "no_credential"),
             }
         }
-        if let Some(&(_, i, reason)) = pending.first() {
-            return self.denied(i, reason);
+        if let Some(p) = pending.first() {
+            return self.denied(p.index, p.reason);
         }
         if let Some(why) = unavailable {
             return ChainOutcome::Unavailable(why);
@@ -485,6 +592,40 @@ impl Providers {
         })
     }
 
+    /// Whether `entry` judges this token ([`Entry::owns`]), or, for an opaque-token provider that takes
+    /// JWTs, whether it is a JWT no `jwt` provider of the route owns at this place.
+    fn owns(&self, entry: &Entry, token: &str, allowed: Option<&[usize]>) -> bool {
+        match &entry.kind {
+            Kind::Opaque(p) if p.takes_jwts() && credential::is_jws_shaped(token) => {
+                !self.jwt_owns(token, &entry.location, allowed)
+            }
+            _ => entry.owns(token),
+        }
+    }
+
+    /// Whether a `jwt` provider of the route reading `location` owns this token's issuer (then the token is
+    /// that provider's alone).
+    fn jwt_owns(
+        &self,
+        token: &str,
+        location: &CredentialLocation,
+        allowed: Option<&[usize]>,
+    ) -> bool {
+        self.jwt.owns(token, |k| {
+            let e = self.jwt_entries[k];
+            allowed.is_none_or(|a| a.contains(&e)) && self.entries[e].location == *location
+        })
+    }
+
+    /// Whether a provider of the route reading `location` takes the JWTs the `jwt` providers decline.
+    fn jwts_fall_through(&self, location: &CredentialLocation, allowed: Option<&[usize]>) -> bool {
+        self.entries.iter().enumerate().any(|(i, e)| {
+            allowed.is_none_or(|a| a.contains(&i))
+                && e.location == *location
+                && matches!(&e.kind, Kind::Opaque(p) if p.takes_jwts())
+        })
+    }
+
     /// The deny messages of the providers that could have taken a credential, joined.
     fn deny_messages(&self, allowed: Option<&[usize]>) -> Option<Arc<str>> {
         let messages: Vec<&str> = self
@@ -498,12 +639,13 @@ impl Providers {
     }
 }
 
-/// The reasons a provider gives a present credential that is not of its kind.
-fn is_not_mine(reason: DenyReason) -> bool {
-    matches!(
-        reason,
-        DenyReason::NotAJwt | DenyReason::UnsupportedCredential
-    )
+/// The provider's `deny_message`; with llama-stack answers, else what llama-stack says for its kind.
+fn deny_message(provider: &ProviderConfig, style: BodyStyle) -> Option<Arc<str>> {
+    match (&provider.deny_message, style) {
+        (Some(message), _) => Some(Arc::from(message.as_str())),
+        (None, BodyStyle::LlamaStack) => Some(Arc::from(provider.kind.llama_stack_message())),
+        (None, BodyStyle::Portcullis) => None,
+    }
 }
 
 fn record(attempts: &mut Option<&mut Vec<Attempt>>, entry: &Entry, outcome: &'static str) {
@@ -545,15 +687,29 @@ fn jwt_key_store(
                 .map_err(|source| BuildError::Keys { index, source })?;
             KeyStore::fixed(name, keys)
         }
-        (None, None) => KeyStore::remote(
-            name,
-            http.clone(),
-            c.issuer.clone(),
-            c.jwks_uri.as_deref(),
-            allowed,
-            c.jwks.clone(),
-            c.dangerous_allow_plain_http,
-        )
-        .map_err(|source| BuildError::Keys { index, source })?,
+        (None, None) => {
+            let store = KeyStore::remote(
+                name,
+                http.clone(),
+                c.issuer.clone(),
+                c.jwks_uri.as_deref(),
+                allowed,
+                c.jwks.clone(),
+                c.dangerous_allow_plain_http,
+            )
+            .map_err(|source| BuildError::Keys { index, source })?;
+            match &c.jwks.token {
+                None => store,
+                Some(token) => {
+                    store.with_bearer(http::BearerToken::new(token, secrets).map_err(|source| {
+                        BuildError::Secret {
+                            field: "jwks.token",
+                            index,
+                            source,
+                        }
+                    })?)
+                }
+            }
+        }
     })
 }

@@ -261,28 +261,79 @@ async fn research_platform_labelers_researchers_and_machines() {
     let r = call(&server, "POST", "/api/queryRuns", Some(&plain)).await;
     assert_denied(&r, 403, &["scope=\"researcher-database-access\""]);
 
-    // Machine users (client credentials, or the `machine` permission) start runs; agent routes refuse them.
-    let ci = key.token(&machine(&idp, &[], ""));
-    assert_eq!(
-        status(&call(&server, "POST", "/api/runs/new", Some(&ci)).await),
-        200
-    );
-    assert_eq!(
-        status(&call(&server, "POST", "/hooks/submission", Some(&ci)).await),
-        403
-    );
-    let machine_user = key.token(&human(&idp, &["machine"], json!({})));
-    assert_eq!(
-        status(&call(&server, "POST", "/api/runs/new", Some(&machine_user)).await),
-        200
-    );
-    assert_eq!(
-        status(&call(&server, "POST", "/hooks/submission", Some(&machine_user)).await),
-        403
-    );
     assert_eq!(
         status(&call(&server, "POST", "/hooks/submission", Some(&plain)).await),
         200
+    );
+}
+
+/// Vivaria's four kinds of token against what `machine` allows (starting runs) and the agent routes.
+#[tokio::test]
+async fn research_platform_token_kinds_follow_the_vivaria_model() {
+    let (idp, key, server) = serve_example("research-platform.yaml").await;
+    // A person (the SPA login).
+    let human_token = key.token(&human(&idp, &[], json!({})));
+    // A machine user: the CI application's client-credentials token, holding `machine`.
+    let machine_token = key.token(&machine(&idp, &["machine"], ""));
+    // The agent application's client-credentials token: no `machine`.
+    let mut agent = machine(&idp, &[], "");
+    agent["sub"] = json!("agent-app@clients");
+    agent["azp"] = json!("agent-app");
+    let agent_token = key.token(&agent);
+    // A delegated token: an agent acting for alice (RFC 8693 `act`), with alice's permissions.
+    let delegated_token = key.token(&human(
+        &idp,
+        &[],
+        json!({"act": {"sub": "agent-app@clients"}}),
+    ));
+
+    let start = |t: String| {
+        let server = &server;
+        async move { call(server, "POST", "/api/runs/new", Some(&t)).await }
+    };
+    assert_eq!(
+        status(&start(human_token.clone()).await),
+        200,
+        "a person starts runs"
+    );
+    assert_eq!(
+        status(&start(machine_token.clone()).await),
+        200,
+        "`machine` starts runs"
+    );
+    let r = start(agent_token.clone()).await;
+    assert_denied(&r, 403, &[]);
+    let r = start(delegated_token.clone()).await;
+    assert_denied(&r, 403, &[]);
+    // A person's token carrying `machine` stays a person's; a client-credentials token with `machine`
+    // but acting for someone else does not start runs either.
+    let mut acting_machine = machine(&idp, &["machine"], "");
+    acting_machine["act"] = json!({"sub": "someone"});
+    assert_denied(&start(key.token(&acting_machine)).await, 403, &[]);
+
+    let hook = |t: String| {
+        let server = &server;
+        async move { call(server, "POST", "/hooks/submission", Some(&t)).await }
+    };
+    assert_eq!(
+        status(&hook(human_token.clone()).await),
+        200,
+        "an agent with a person's token"
+    );
+    assert_eq!(
+        status(&hook(agent_token.clone()).await),
+        200,
+        "the agent application's token"
+    );
+    assert_eq!(
+        status(&hook(delegated_token.clone()).await),
+        200,
+        "an agent acting for a person"
+    );
+    assert_eq!(
+        status(&hook(machine_token.clone()).await),
+        403,
+        "a machine user's token never reaches the agent routes"
     );
 }
 

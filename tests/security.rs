@@ -229,13 +229,14 @@ fn portcullis(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs `validate-config`; the exit code and its output, stdout then stderr (where warnings go).
 fn validate(yaml: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("portcullis.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let (code, stdout, _) =
+    let (code, stdout, stderr) =
         portcullis(&["validate-config", "--skip-secrets", path.to_str().unwrap()]);
-    (code, stdout)
+    (code, stdout + &stderr)
 }
 
 #[test]

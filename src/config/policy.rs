@@ -168,6 +168,11 @@ pub struct RequireConfig {
     pub principal: Principal,
     /// Step-up authentication (RFC 9470). Defaults to none.
     pub step_up: Option<StepUpConfig>,
+    /// Alternatives, each a requirement block of its own: at least one must hold, besides everything else
+    /// given here. E.g. people, or machine users holding `machine`:
+    /// `any_of: [{principal: human}, {permissions: {all_of: [machine]}}]`. A denial names the first
+    /// alternative's unmet requirement. Defaults to none.
+    pub any_of: Option<Vec<RequireConfig>>,
 }
 
 /// Rules over a set of granted names (scopes or permissions). At least one list must be given.

@@ -43,9 +43,11 @@ pub enum ProviderKind {
     Mtls(MtlsConfig),
     EnvoyJwt(EnvoyJwtConfig),
     Anonymous(AnonymousConfig),
+    Kubernetes(KubernetesConfig),
 }
 
-pub const KINDS: &str = "jwt, introspection, webhook, github, api_key, mtls, envoy_jwt, anonymous";
+pub const KINDS: &str =
+    "jwt, introspection, webhook, github, api_key, mtls, envoy_jwt, anonymous, kubernetes";
 
 // === impl ProviderKind ===
 
@@ -60,6 +62,7 @@ impl ProviderKind {
             ProviderKind::Mtls(_) => "mtls",
             ProviderKind::EnvoyJwt(_) => "envoy_jwt",
             ProviderKind::Anonymous(_) => "anonymous",
+            ProviderKind::Kubernetes(_) => "kubernetes",
         }
     }
 
@@ -70,9 +73,52 @@ impl ProviderKind {
                 .shared_secret
                 .iter()
                 .map(|s| ("shared_secret", s))
+                .chain(c.jwks.token.iter().map(|t| ("jwks.token", t)))
                 .collect(),
             ProviderKind::Introspection(c) => vec![("client_secret", &c.client_secret)],
+            ProviderKind::Kubernetes(c) => vec![("token", &c.token)],
             _ => Vec::new(),
+        }
+    }
+
+    /// What llama-stack's 401 says for this kind of provider (its `get_auth_error_message`), for
+    /// `answers: {body: llama_stack}` when the provider has no `deny_message`.
+    pub fn llama_stack_message(&self) -> String {
+        const REQUIRED: &str = "Authentication required";
+        let host = |url: &str| {
+            url::Url::parse(url).ok().and_then(|u| {
+                let host = u.host_str()?.to_owned();
+                Some(match u.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host,
+                })
+            })
+        };
+        match self {
+            ProviderKind::Jwt(c) => format!(
+                "{REQUIRED}. Please provide a valid OAuth2 Bearer token from {}",
+                c.issuer
+            ),
+            ProviderKind::Introspection(c) => match host(&c.endpoint) {
+                Some(host) => format!(
+                    "{REQUIRED}. Please provide a valid OAuth2 Bearer token validated by {host}"
+                ),
+                None => format!(
+                    "{REQUIRED}. Please provide a valid OAuth2 Bearer token in the Authorization header"
+                ),
+            },
+            ProviderKind::Webhook(c) => match host(&c.endpoint) {
+                Some(host) => format!(
+                    "{REQUIRED}. Please provide your API key as a Bearer token (validated by {host})"
+                ),
+                None => format!(
+                    "{REQUIRED}. Please provide your API key as a Bearer token in the Authorization header"
+                ),
+            },
+            ProviderKind::Github(_) => format!(
+                "{REQUIRED}. Please provide a valid GitHub access token (https://docs.github.com/en/authentication/keeping-your-account-and-data-secure/managing-your-personal-access-tokens) in the Authorization header (Bearer <token>)"
+            ),
+            _ => REQUIRED.to_owned(),
         }
     }
 
@@ -194,6 +240,7 @@ pub(super) fn parse(problems: &mut Problems, index: usize, item: Value) -> Optio
         "mtls" => problems.section(&path, rest).map(ProviderKind::Mtls),
         "envoy_jwt" => problems.section(&path, rest).map(ProviderKind::EnvoyJwt),
         "anonymous" => problems.section(&path, rest).map(ProviderKind::Anonymous),
+        "kubernetes" => problems.section(&path, rest).map(ProviderKind::Kubernetes),
         other => {
             problems.add(
                 format!("{path}.type"),
@@ -358,6 +405,9 @@ pub struct JwtProviderConfig {
     /// Key set fetching.
     #[serde(default)]
     pub jwks: JwksSettings,
+    /// TLS for the discovery and key set fetches. Defaults to the platform's roots.
+    #[serde(default)]
+    pub tls: TlsSettings,
     /// The verified-token cache.
     #[serde(default)]
     pub cache: TokenCacheSettings,
@@ -393,6 +443,11 @@ pub struct JwksSettings {
     pub timeout_seconds: u64,
     /// Larger responses are refused. Defaults to 1048576 (1 MiB).
     pub max_response_bytes: usize,
+    /// A bearer token sent with the key set fetch (only to `jwks_uri`, which it requires), e.g. the pod's
+    /// service-account token for a Kubernetes API server's issuer:
+    /// `{file: /var/run/secrets/kubernetes.io/serviceaccount/token}`. A file is read again at every fetch,
+    /// so a rotated token is picked up. Defaults to none.
+    pub token: Option<SecretRef>,
 }
 
 impl Default for JwksSettings {
@@ -404,6 +459,7 @@ impl Default for JwksSettings {
             unknown_kid_cooldown_seconds: 30,
             timeout_seconds: 5,
             max_response_bytes: 1 << 20,
+            token: None,
         }
     }
 }
@@ -460,6 +516,19 @@ impl Default for UpstreamSettings {
     }
 }
 
+/// TLS for a provider's upstream calls (`tls`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// A PEM file of CA certificates: the upstream's certificate must chain to one of them (and only to
+    /// them: the platform's roots are not used). Read at start. Defaults to the platform's roots.
+    pub ca_file: Option<PathBuf>,
+    /// DANGEROUS: accept any certificate, so anyone on the path can impersonate the upstream (serve keys,
+    /// answer introspection, read the tokens and secrets sent). For a test cluster only; `validate-config`
+    /// warns. Defaults to false.
+    pub insecure_skip_verify: bool,
+}
+
 /// `type: introspection`: opaque tokens checked with OAuth2 token introspection (RFC 7662).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -484,8 +553,15 @@ pub struct IntrospectionConfig {
     /// When set, an active token must name one of these in `aud`. Defaults to no check.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// Also take JWT-shaped tokens (IdPs such as Keycloak or Okta issue JWT access tokens and introspect
+    /// them): a JWT whose `iss` no `jwt` provider of the route owns comes here. Defaults to false.
+    #[serde(default)]
+    pub accept_jwt: bool,
     #[serde(default)]
     pub upstream: UpstreamSettings,
+    /// TLS for the introspection calls. Defaults to the platform's roots.
+    #[serde(default)]
+    pub tls: TlsSettings,
     /// Allow a plain `http://` endpoint on a host other than loopback: the token and the client secret
     /// cross the network in clear. Defaults to false.
     #[serde(default)]
@@ -511,8 +587,15 @@ pub struct WebhookConfig {
     /// Cache authenticated results this long, keyed by a digest of the token. Defaults to 0 (no cache).
     #[serde(default)]
     pub cache_ttl_seconds: u64,
+    /// Also take JWT-shaped tokens (as llama-stack's custom provider does): a JWT whose `iss` no `jwt`
+    /// provider of the route owns comes here. Defaults to false.
+    #[serde(default)]
+    pub accept_jwt: bool,
     #[serde(default)]
     pub upstream: UpstreamSettings,
+    /// TLS for the webhook calls. Defaults to the platform's roots.
+    #[serde(default)]
+    pub tls: TlsSettings,
     /// Allow a plain `http://` endpoint on a host other than loopback. Defaults to false.
     #[serde(default)]
     pub dangerous_allow_plain_http: bool,
@@ -662,6 +745,60 @@ fn default_anonymous() -> String {
     "anonymous".to_owned()
 }
 
+/// The service-account token and CA every pod has mounted.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// `type: kubernetes`: Kubernetes service-account tokens, checked with the API server's TokenReview
+/// (`POST /apis/authentication.k8s.io/v1/tokenreviews`). The principal is the username
+/// (`system:serviceaccount:<namespace>:<name>`), the groups are the `groups` attribute.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The API server. Defaults to `https://kubernetes.default.svc`.
+    #[serde(default = "default_api_server")]
+    pub api_server: String,
+    /// The audiences a token must be valid for (sent in the review; the API server's answer must name one).
+    /// Defaults to none: the API server's own audience.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// portcullis's own credential for the review (its service account needs the `system:auth-delegator`
+    /// cluster role). A file is read again at every review, so a rotated token is picked up. Defaults to
+    /// `{file: /var/run/secrets/kubernetes.io/serviceaccount/token}`.
+    #[serde(default = "default_service_account_token")]
+    pub token: SecretRef,
+    /// Defaults to `ca_file: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt`.
+    #[serde(default = "default_service_account_tls")]
+    pub tls: TlsSettings,
+    /// How long a review's answer is cached, keyed by a digest of the token, never past the token's `exp`.
+    /// Defaults to 60.
+    #[serde(default = "default_review_ttl")]
+    pub cache_ttl_seconds: u64,
+    /// How long a refused token's answer is cached. Defaults to 10; 0 disables.
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl_seconds: u64,
+    #[serde(default)]
+    pub upstream: UpstreamSettings,
+    /// Allow a plain `http://` API server on a host other than loopback. Defaults to false.
+    #[serde(default)]
+    pub dangerous_allow_plain_http: bool,
+}
+
+fn default_api_server() -> String {
+    "https://kubernetes.default.svc".to_owned()
+}
+fn default_service_account_token() -> SecretRef {
+    SecretRef::File(PathBuf::from(SERVICE_ACCOUNT_DIR).join("token"))
+}
+fn default_service_account_tls() -> TlsSettings {
+    TlsSettings {
+        ca_file: Some(PathBuf::from(SERVICE_ACCOUNT_DIR).join("ca.crt")),
+        insecure_skip_verify: false,
+    }
+}
+fn default_review_ttl() -> u64 {
+    60
+}
+
 /// Checks one provider's settings.
 pub(super) fn validate(
     problems: &mut Problems,
@@ -713,14 +850,36 @@ pub(super) fn validate(
             if c.max_ttl_seconds == 0 {
                 problems.add(format!("{path}.max_ttl_seconds"), "must be at least 1");
             }
+            validate_tls(problems, path, &c.tls);
         }
-        ProviderKind::Webhook(c) => validate_http_upstream(
-            problems,
-            path,
-            ("endpoint", &c.endpoint),
-            c.dangerous_allow_plain_http,
-            &c.upstream,
-        ),
+        ProviderKind::Webhook(c) => {
+            validate_http_upstream(
+                problems,
+                path,
+                ("endpoint", &c.endpoint),
+                c.dangerous_allow_plain_http,
+                &c.upstream,
+            );
+            validate_tls(problems, path, &c.tls);
+        }
+        ProviderKind::Kubernetes(c) => {
+            validate_http_upstream(
+                problems,
+                path,
+                ("api_server", &c.api_server),
+                c.dangerous_allow_plain_http,
+                &c.upstream,
+            );
+            validate_tls(problems, path, &c.tls);
+            for (i, aud) in c.audiences.iter().enumerate() {
+                if aud.is_empty() {
+                    problems.add(format!("{path}.audiences[{i}]"), "must not be empty");
+                }
+            }
+            if c.cache_ttl_seconds == 0 {
+                problems.add(format!("{path}.cache_ttl_seconds"), "must be at least 1");
+            }
+        }
         ProviderKind::Github(c) => {
             validate_http_upstream(
                 problems,
@@ -783,6 +942,43 @@ fn validate_api_key(problems: &mut Problems, path: &str, key: &ApiKeyEntry) {
     if key.principal.is_empty() || key.principal.chars().any(char::is_control) {
         problems.add(format!("{path}.principal"), "must be one non-empty line");
     }
+}
+
+fn validate_tls(problems: &mut Problems, path: &str, tls: &TlsSettings) {
+    if tls.insecure_skip_verify && tls.ca_file.is_some() {
+        problems.add(
+            format!("{path}.tls"),
+            "set either ca_file or insecure_skip_verify, not both",
+        );
+    }
+    if tls
+        .ca_file
+        .as_ref()
+        .is_some_and(|f| f.as_os_str().is_empty())
+    {
+        problems.add(format!("{path}.tls.ca_file"), "must not be empty");
+    }
+}
+
+/// Settings that are valid but dangerous, each at its field path: `validate-config` and `serve` warn.
+pub fn warnings(providers: &[ProviderConfig]) -> Vec<super::Problem> {
+    let mut found = Vec::new();
+    for (i, provider) in providers.iter().enumerate() {
+        let tls = match &provider.kind {
+            ProviderKind::Jwt(c) => &c.tls,
+            ProviderKind::Introspection(c) => &c.tls,
+            ProviderKind::Webhook(c) => &c.tls,
+            ProviderKind::Kubernetes(c) => &c.tls,
+            _ => continue,
+        };
+        if tls.insecure_skip_verify {
+            found.push(super::Problem {
+                path: format!("providers[{i}].tls.insecure_skip_verify"),
+                message: "DANGEROUS: the upstream's certificate is not verified; anyone on the path can impersonate it and read what is sent. Use tls.ca_file instead".to_owned(),
+            });
+        }
+    }
+    found
 }
 
 fn validate_upstream(problems: &mut Problems, path: &str, u: &UpstreamSettings) {
@@ -903,7 +1099,14 @@ fn validate_jwt(
             }
         }
     }
+    validate_tls(problems, path, &jwt.tls);
     let j = &jwt.jwks;
+    if j.token.is_some() && jwt.jwks_uri.is_none() {
+        problems.add(
+            format!("{path}.jwks.token"),
+            "needs jwks_uri: the token is sent only to a configured key set URL, never to a discovered one",
+        );
+    }
     if j.min_refresh_seconds == 0 {
         problems.add(
             format!("{path}.jwks.min_refresh_seconds"),

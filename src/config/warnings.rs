@@ -5,7 +5,7 @@ use super::{Config, Mode, Problem, ProviderKind, RequireConfig};
 
 /// Every weakness of a valid configuration, in document order.
 pub fn warnings(config: &Config) -> Vec<Problem> {
-    let mut found = Vec::new();
+    let mut found = super::providers::warnings(&config.providers);
     let mut warn = |path: String, message: &str| {
         found.push(Problem {
             path,

@@ -224,7 +224,9 @@ fn research_platform() {
         (403, "missing_permission")
     );
 
-    // Machine users start runs; agent-facing routes refuse them, whichever way they are machines.
+    // Machine users (holding `machine`) start runs; the agent routes refuse them, whichever way they
+    // are machines. The agent application's tokens (client credentials without `machine`) and delegated
+    // tokens (`act`) call the agent routes but never start runs.
     let ci = machine("github-actions", "", json!({"permissions": ["machine"]}));
     let machine_permission = person(&["machine"]);
     assert_eq!(ask(&ci, "POST", "/api/runs"), (200, "allow"));
@@ -232,12 +234,30 @@ fn research_platform() {
         ask(&machine_permission, "POST", "/api/runs"),
         (200, "allow")
     );
-    assert_eq!(ask(&ci, "POST", "/hooks/log"), (403, "machine_not_allowed"));
+    assert_eq!(
+        ask(&ci, "POST", "/hooks/log"),
+        (403, "forbidden_permission")
+    );
     assert_eq!(
         ask(&machine_permission, "POST", "/hooks/log"),
         (403, "forbidden_permission")
     );
     assert_eq!(ask(&person(&[]), "POST", "/hooks/log"), (200, "allow"));
+    let agent = machine("agent-application", "", json!({"permissions": []}));
+    assert_eq!(ask(&agent, "POST", "/hooks/log"), (200, "allow"));
+    assert_eq!(
+        ask(&agent, "POST", "/api/runs"),
+        (403, "machine_not_allowed")
+    );
+    let mut delegated = person(&[]);
+    delegated
+        .claims
+        .insert("act".into(), json!({"sub": "agent-application"}));
+    assert_eq!(ask(&delegated, "POST", "/hooks/log"), (200, "allow"));
+    assert_eq!(
+        ask(&delegated, "POST", "/api/runs"),
+        (403, "claim_mismatch")
+    );
 }
 
 #[test]

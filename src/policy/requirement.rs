@@ -34,6 +34,8 @@ enum Requirement {
     Claim(ClaimRule),
     Organization(Organization),
     StepUp(StepUp),
+    /// `any_of`: at least one block holds.
+    AnyOf(Box<[Requirements]>),
 }
 
 /// One rule over scopes or permissions.
@@ -131,6 +133,27 @@ impl Requirements {
                 list.push(Requirement::Organization(org));
             }
         }
+        if let Some(alternatives) = &config.any_of {
+            if alternatives.is_empty() {
+                problems.add(format!("{path}.any_of"), "must not be empty");
+            }
+            let compiled: Box<[Requirements]> = alternatives
+                .iter()
+                .enumerate()
+                .map(|(i, alt)| {
+                    let field = format!("{path}.any_of[{i}]");
+                    let compiled = Requirements::compile(problems, &field, alt, namespaces);
+                    if compiled.is_empty() {
+                        problems.add(
+                            field,
+                            "an empty alternative would let every identity through",
+                        );
+                    }
+                    compiled
+                })
+                .collect();
+            list.push(Requirement::AnyOf(compiled));
+        }
         if let Some(step_up) = &config.step_up {
             if let Some(step_up) = StepUp::compile(problems, &format!("{path}.step_up"), step_up) {
                 list.push(Requirement::StepUp(step_up));
@@ -199,6 +222,18 @@ impl Requirement {
             Requirement::Organization(org) if org.holds(identity, request) => Ok(()),
             Requirement::Organization(_) => Err(Unmet::new(UnmetReason::WrongOrganization)),
             Requirement::StepUp(step_up) => step_up.check(identity, now),
+            Requirement::AnyOf(alternatives) => {
+                let mut first = None;
+                for alternative in alternatives.iter() {
+                    match alternative.check(identity, request, now) {
+                        Ok(()) => return Ok(()),
+                        Err(unmet) => {
+                            first.get_or_insert(unmet);
+                        }
+                    }
+                }
+                first.map_or(Ok(()), Err)
+            }
         }
     }
 
@@ -243,6 +278,16 @@ impl Requirement {
                     parts.push(format!("auth_time within {max_age}s"));
                 }
                 format!("step_up {}", parts.join(", "))
+            }
+            Requirement::AnyOf(alternatives) => {
+                let blocks: Vec<String> = alternatives
+                    .iter()
+                    .map(|a| {
+                        let parts: Vec<String> = a.0.iter().map(Requirement::describe).collect();
+                        format!("({})", parts.join(" and "))
+                    })
+                    .collect();
+                format!("any of {}", blocks.join(" or "))
             }
         }
     }
@@ -577,6 +622,32 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         ))
+    }
+
+    #[test]
+    fn any_of_takes_one_alternative() {
+        let r = requirements(
+            "{permissions: {none_of: [banned]}, any_of: [{principal: human}, {permissions: {all_of: [machine]}}]}",
+        );
+        let mut machine = identity("", json!({"permissions": ["machine"]}));
+        machine.kind = PrincipalKind::Machine;
+        assert_eq!(check(&r, &machine), Ok(()));
+        assert_eq!(check(&r, &identity("", json!({"permissions": []}))), Ok(()));
+        let mut agent = identity("", json!({"permissions": []}));
+        agent.kind = PrincipalKind::Machine;
+        assert_eq!(
+            check(&r, &agent).map_err(|(label, status, _)| (label, status)),
+            Err(("machine_not_allowed".to_owned(), 403))
+        );
+        let banned = identity("", json!({"permissions": ["banned"]}));
+        assert!(check(&r, &banned).is_err());
+        assert_eq!(
+            problems("{any_of: [{}, {principal: human}]}"),
+            vec![(
+                "routes[0].require.any_of[0]".to_owned(),
+                "an empty alternative would let every identity through".to_owned()
+            )]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::Outcome;
 use crate::clock::Clock;
+use crate::config::{Secret, SecretRef, SecretSource, TlsSettings};
 use crate::decision::{DenyReason, Unavailable};
 use crate::identity::Identity;
 
@@ -21,6 +22,8 @@ pub enum UpstreamError {
     BadStatus(u16),
     #[error("response is not the expected JSON")]
     BadBody,
+    #[error("cannot read the bearer token file `{0}`")]
+    TokenFile(std::path::PathBuf),
 }
 
 /// Reads a response body, refusing more than `limit` bytes (by `Content-Length` and while streaming).
@@ -152,22 +155,130 @@ impl CachedUpstream {
     }
 }
 
-/// The HTTP client for IdP requests: rustls with the platform's roots, a bounded connect time and few
-/// redirects. Per-request timeouts are set by each caller.
 /// The client of introspection, webhook and GitHub calls: redirects are never followed, so a 307 cannot
 /// re-POST a token and client secret to another host (a 3xx is an unavailable upstream).
 pub fn client() -> reqwest::Client {
+    builder().build().unwrap_or_else(|_| reqwest::Client::new())
+}
+
+fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// What a client is for, which sets the redirects it follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Introspection, webhook, GitHub and TokenReview calls: no redirects.
+    Calls,
+    /// Discovery and key set GETs: the [`key_client`] redirect policy.
+    Keys,
+}
+
+/// Why a provider's TLS settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{0}` holds no PEM certificate")]
+    NoCertificate(std::path::PathBuf),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// The client for one provider's `tls` settings: `shared` when they are the defaults, else a client of its
+/// own trusting only `ca_file`'s CAs, or (dangerously) any certificate.
+pub fn client_for(
+    shared: &reqwest::Client,
+    tls: &TlsSettings,
+    purpose: Purpose,
+) -> Result<reqwest::Client, TlsError> {
+    let builder = || match purpose {
+        Purpose::Calls => builder(),
+        Purpose::Keys => key_builder(),
+    };
+    if let Some(path) = &tls.ca_file {
+        let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| TlsError::NoCertificate(path.clone()))?;
+        return builder()
+            .tls_certs_only(certs)
+            .build()
+            .map_err(TlsError::Client);
+    }
+    if tls.insecure_skip_verify {
+        return builder()
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .map_err(TlsError::Client);
+    }
+    Ok(shared.clone())
+}
+
+/// A bearer credential portcullis presents to an upstream (a key set behind the Kubernetes API server, a
+/// TokenReview): a value resolved at start, or a file read again at every use, so a rotated token (a
+/// projected service-account token) is picked up.
+#[derive(Debug, Clone)]
+pub enum BearerToken {
+    Fixed(Secret),
+    File(std::path::PathBuf),
+}
+
+// === impl BearerToken ===
+
+impl BearerToken {
+    /// Resolves `reference`; a file must be readable now, so a missing one fails at start.
+    pub fn new(
+        reference: &SecretRef,
+        secrets: &SecretSource,
+    ) -> Result<BearerToken, crate::config::secret::SecretError> {
+        let value = reference.resolve(secrets)?;
+        Ok(match reference {
+            SecretRef::File(path) => BearerToken::File(path.clone()),
+            SecretRef::Env(_) => BearerToken::Fixed(value),
+        })
+    }
+
+    /// The `Authorization` header value, `Bearer <token>`.
+    pub async fn header(&self) -> Result<String, UpstreamError> {
+        let token = match self {
+            BearerToken::Fixed(secret) => String::from_utf8_lossy(secret.expose()).into_owned(),
+            BearerToken::File(path) => tokio::fs::read_to_string(path)
+                .await
+                .map_err(|_| UpstreamError::TokenFile(path.clone()))?
+                .trim()
+                .to_owned(),
+        };
+        if token.is_empty() {
+            return Err(UpstreamError::TokenFile(match self {
+                BearerToken::File(path) => path.clone(),
+                BearerToken::Fixed(_) => std::path::PathBuf::new(),
+            }));
+        }
+        Ok(format!("Bearer {token}"))
+    }
 }
 
 /// The client of discovery and key set GETs: at most 3 redirects, each to a URL [`url_allowed`] without
 /// the plain-HTTP opt-in (HTTPS, or plain HTTP to loopback).
 pub fn key_client() -> reqwest::Client {
+    key_builder()
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+fn key_builder() -> reqwest::ClientBuilder {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         if attempt.previous().len() >= 3 {
             attempt.error("too many redirects")
@@ -181,8 +292,6 @@ pub fn key_client() -> reqwest::Client {
         .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(5))
         .redirect(policy)
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// Whether portcullis may call this URL: HTTPS, or plain HTTP to loopback, or anywhere with the provider's

@@ -32,6 +32,7 @@ pub struct Introspection {
     claims: IdentityBuilder,
     http: reqwest::Client,
     upstream: CachedUpstream,
+    accept_jwt: bool,
     clock: Clock,
 }
 
@@ -65,7 +66,13 @@ impl Introspection {
             claims: IdentityBuilder::mapping_only(&common.claims_mapping),
             http,
             clock,
+            accept_jwt: config.accept_jwt,
         })
+    }
+
+    /// `accept_jwt`: JWT-shaped tokens may come here.
+    pub fn accepts_jwt(&self) -> bool {
+        self.accept_jwt
     }
 
     pub async fn authenticate(&self, token: &str) -> Outcome {

@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
-use super::http::{read_bounded, UpstreamError};
+use super::http::{read_bounded, BearerToken, UpstreamError};
 use crate::config::{AlgorithmName, JwksSettings};
 
 /// A set of algorithms, as bits.
@@ -270,6 +270,8 @@ pub enum JwksError {
     BadJwksUri,
     #[error("discovered `jwks_uri` is plain http to a host other than loopback (dangerous_allow_plain_http is off)")]
     InsecureJwksUri,
+    #[error("cannot read the key set bearer token: {0}")]
+    Bearer(#[source] UpstreamError),
 }
 
 /// Where a provider's keys come from.
@@ -283,6 +285,8 @@ enum Source {
         configured: Option<Url>,
         /// The provider's `dangerous_allow_plain_http`, applied to a discovered `jwks_uri` too.
         allow_plain_http: bool,
+        /// Sent to `configured` only (validation requires `jwks_uri` with a token).
+        bearer: Option<BearerToken>,
     },
 }
 
@@ -347,6 +351,7 @@ impl KeyStore {
                 issuer,
                 configured,
                 allow_plain_http,
+                bearer: None,
             },
             allowed,
             settings,
@@ -354,6 +359,14 @@ impl KeyStore {
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             stats: FetchStats::default(),
         })
+    }
+
+    /// Sends `token` with every fetch of the configured `jwks_uri` (never with discovery).
+    pub fn with_bearer(mut self, token: BearerToken) -> KeyStore {
+        if let Source::Remote { bearer, .. } = &mut self.source {
+            *bearer = Some(token);
+        }
+        self
     }
 
     /// The current keys, or `None` when none were ever loaded.
@@ -402,6 +415,7 @@ impl KeyStore {
             issuer,
             configured,
             allow_plain_http,
+            bearer,
         } = &self.source
         else {
             return Ok(Duration::MAX);
@@ -419,7 +433,11 @@ impl KeyStore {
                     url
                 }
             };
-            let fetched = self.fetch(http, &url).await;
+            let authorization = match (bearer, configured) {
+                (Some(token), Some(_)) => Some(token.header().await.map_err(JwksError::Bearer)?),
+                _ => None,
+            };
+            let fetched = self.fetch_with(http, &url, authorization.as_deref()).await;
             if let Err(JwksError::BadStatus(404)) = &fetched {
                 // The IdP may have moved its key set: discover again next time.
                 state.discovered = None;
@@ -483,14 +501,25 @@ impl KeyStore {
         http: &reqwest::Client,
         url: &Url,
     ) -> Result<(Vec<u8>, Option<Duration>), JwksError> {
+        self.fetch_with(http, url, None).await
+    }
+
+    /// A GET with an optional `Authorization` value.
+    async fn fetch_with(
+        &self,
+        http: &reqwest::Client,
+        url: &Url,
+        authorization: Option<&str>,
+    ) -> Result<(Vec<u8>, Option<Duration>), JwksError> {
         let limit = self.settings.max_response_bytes;
-        let response = http
+        let mut request = http
             .get(url.clone())
             .header(http::header::ACCEPT, "application/json")
-            .timeout(Duration::from_secs(self.settings.timeout_seconds))
-            .send()
-            .await
-            .map_err(JwksError::RequestFailed)?;
+            .timeout(Duration::from_secs(self.settings.timeout_seconds));
+        if let Some(value) = authorization {
+            request = request.header(http::header::AUTHORIZATION, value);
+        }
+        let response = request.send().await.map_err(JwksError::RequestFailed)?;
         if response.status() != reqwest::StatusCode::OK {
             return Err(JwksError::BadStatus(response.status().as_u16()));
         }

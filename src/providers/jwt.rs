@@ -314,6 +314,31 @@ impl JwtProviders {
         })
     }
 
+    /// Whether the token's (unverified) `iss` names a provider `accept` takes. A token too large to look at
+    /// counts as owned, so it never leaves the `jwt` providers.
+    pub fn owns(&self, token: &str, accept: impl Fn(usize) -> bool) -> bool {
+        if self.providers.is_empty() {
+            return false;
+        }
+        if token.len() > self.max_token_bytes {
+            return true;
+        }
+        let Some(payload) = token.split('.').nth(1) else {
+            return false;
+        };
+        #[derive(serde::Deserialize)]
+        struct Issuer {
+            iss: Option<String>,
+        }
+        URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Issuer>(&bytes).ok())
+            .and_then(|claims| claims.iss)
+            .and_then(|iss| self.by_issuer.get(iss.as_str()).copied())
+            .is_some_and(accept)
+    }
+
     /// Validates a JWS-shaped bearer token. The token's `iss` picks the provider; `accept` says whether
     /// that provider may take it here (it is part of the route and reads the place the token was found).
     pub async fn authenticate(&self, token: &str, accept: impl Fn(usize) -> bool) -> Outcome {

@@ -37,6 +37,7 @@ pub struct Webhook {
     claims: IdentityBuilder,
     http: reqwest::Client,
     upstream: CachedUpstream,
+    accept_jwt: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -88,7 +89,13 @@ impl Webhook {
             max_body: config.upstream.max_response_bytes,
             claims: IdentityBuilder::mapping_only(&common.claims_mapping),
             http,
+            accept_jwt: config.accept_jwt,
         })
+    }
+
+    /// `accept_jwt`: JWT-shaped tokens may come here.
+    pub fn accepts_jwt(&self) -> bool {
+        self.accept_jwt
     }
 
     pub async fn authenticate(&self, token: &str, request: &RequestView<'_>) -> Outcome {

@@ -367,13 +367,7 @@ PORTCULLIS_ENV = {INTROSPECTOR_SECRET_ENV: INTROSPECTOR[1]}
 def start_portcullis(logdir: Path, oidc: Oidc, tag: str) -> Portcullis:
     if not PORTCULLIS_BIN.is_file():
         pytest.fail(f"portcullis binary not found at {PORTCULLIS_BIN} (cargo build --bin portcullis)")
-    grpc_port, admin_port = free_port(), free_port()
     config = {
-        "server": {
-            "listen": f"127.0.0.1:{grpc_port}",
-            "admin_listen": f"127.0.0.1:{admin_port}",
-            "drain_seconds": 1,
-        },
         "realm": REALM,
         "providers": [
             {
@@ -396,6 +390,20 @@ def start_portcullis(logdir: Path, oidc: Oidc, tag: str) -> Portcullis:
             },
         ],
         **POLICY,
+    }
+    return serve_portcullis(logdir, config, tag)
+
+
+def serve_portcullis(logdir: Path, config: dict, tag: str) -> Portcullis:
+    """Serves `config` on free loopback ports (its `server` section is replaced)."""
+    grpc_port, admin_port = free_port(), free_port()
+    config = {
+        **config,
+        "server": {
+            "listen": f"127.0.0.1:{grpc_port}",
+            "admin_listen": f"127.0.0.1:{admin_port}",
+            "drain_seconds": 1,
+        },
     }
     config_path = logdir / f"portcullis-{tag}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -15,7 +15,11 @@
 //     token (RS256, typ `at+jwt`, aud = the indicator, sub = client_id);
 //   * resource indicator `https://opaque.portcullis.test/` (same scopes): the same grant returns
 //     an OPAQUE access token (stored in memory, checkable at the introspection endpoint);
-//   * introspection (RFC 7662) at POST /token/introspection (client authentication required).
+//   * introspection (RFC 7662) at POST /token/introspection (client authentication required);
+//   * a Keycloak/Okta-style introspection at POST /introspect-jwt that also answers for the JWT
+//     access tokens (oidc-provider's own endpoint refuses structured tokens): e2e-introspector with
+//     client_secret_basic; a JWT signed by this provider's key, of this issuer and not expired, is
+//     `active` with its claims; anything else is `active: false`.
 //
 // Signing keys: a fresh RSA-2048 key is generated at every start (nothing private is committed).
 // When ready it prints one line to stdout: `READY http://<host>:<port>`.
@@ -116,6 +120,46 @@ const configuration = {
 };
 
 const provider = new Provider(issuer, configuration);
+
+const publicKey = crypto.createPublicKey(privateKey);
+const introspectorBasic = `Basic ${Buffer.from('e2e-introspector:e2e-introspector-secret').toString('base64')}`;
+
+// The claims of an RS256 JWT this provider signed, of this issuer and not expired; else null.
+function ownJwtClaims(token) {
+  const parts = token.split('.');
+  if (parts.length !== 3) return null;
+  try {
+    const header = JSON.parse(Buffer.from(parts[0], 'base64url').toString());
+    const payload = JSON.parse(Buffer.from(parts[1], 'base64url').toString());
+    const signed = crypto.verify(
+      'RSA-SHA256',
+      Buffer.from(`${parts[0]}.${parts[1]}`),
+      publicKey,
+      Buffer.from(parts[2], 'base64url'),
+    );
+    const fresh = typeof payload.exp === 'number' && payload.exp > Date.now() / 1000;
+    return header.alg === 'RS256' && signed && payload.iss === issuer && fresh ? payload : null;
+  } catch {
+    return null;
+  }
+}
+
+provider.use(async (ctx, next) => {
+  if (ctx.path !== '/introspect-jwt' || ctx.method !== 'POST') {
+    return next();
+  }
+  if (ctx.get('authorization') !== introspectorBasic) {
+    ctx.status = 401;
+    ctx.body = { error: 'invalid_client' };
+    return undefined;
+  }
+  const chunks = [];
+  for await (const chunk of ctx.req) chunks.push(chunk);
+  const token = new URLSearchParams(Buffer.concat(chunks).toString()).get('token') ?? '';
+  const claims = ownJwtClaims(token);
+  ctx.body = claims ? { ...claims, active: true } : { active: false };
+  return undefined;
+});
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
 provider.on('grant.error', (ctx, err) => console.error('grant.error', err.message, err.error_description ?? ''));
 
