@@ -233,10 +233,18 @@ fn challenge(denial: &Denial, verdict: &Verdict<'_>) -> String {
     if denial.is_plain_challenge() {
         return challenge.plain.to_string();
     }
-    let mut out = format!(
-        "{} realm=\"{}\", error=\"{}\", error_description=\"{}\"",
-        challenge.scheme,
-        challenge.realm,
+    // RFC 9449 §7.1: a DPoP token's failure is answered in the DPoP scheme, with the accepted `algs`.
+    let (scheme, algs) = match &denial.dpop {
+        Some(dpop) => ("DPoP", Some(&*dpop.algs)),
+        None => (&*challenge.scheme, None),
+    };
+    let mut out = format!("{scheme} realm=\"{}\"", challenge.realm);
+    if let Some(algs) = algs {
+        let _ = write!(out, ", algs=\"{algs}\"");
+    }
+    let _ = write!(
+        out,
+        ", error=\"{}\", error_description=\"{}\"",
         denial.error_code(),
         denial.description()
     );
@@ -270,6 +278,9 @@ fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>) -> Answer<'a> {
             denial.message.as_deref(),
         ),
     };
+    if let Some(nonce) = denial.dpop.as_ref().and_then(|d| d.nonce.as_deref()) {
+        headers.push(("dpop-nonce".into(), Cow::Borrowed(nonce)));
+    }
     for (name, value) in custom.headers() {
         headers.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
         headers.push((Cow::Borrowed(name), Cow::Borrowed(value)));

@@ -8,6 +8,7 @@
 //! (route matchers, requirements, the providers a route names) is checked once, when the policy is
 //! compiled: by `Runtime::build` for `serve`, and by `validate-config`.
 
+pub mod dpop;
 pub mod policy;
 pub mod providers;
 pub mod secret;

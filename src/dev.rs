@@ -246,6 +246,7 @@ impl DevIssuer {
                     },
                     cache: TokenCacheSettings::default(),
                     dangerous_allow_plain_http: true,
+                    dpop: None,
                 }),
             }],
         }

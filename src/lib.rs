@@ -15,7 +15,10 @@
 //!      unmet route requirements, unavailability.
 //! 3. `config`: the YAML configuration (server, headers, providers, policy keys), validation with field
 //!    paths, secret references. `dev`: the embedded development issuer and its config.
-//! 4. `credential`: finding the credential in a request.
+//! 4. Reading the request's credential, side by side:
+//!    - `credential`: finding the credential in a request.
+//!    - `dpop`: sender-constrained tokens (RFC 9449): a provider's DPoP mode, the proof check, the
+//!      `cnf.jkt` binding, stateless nonces and the bounded `jti` replay cache.
 //! 5. Deciding, side by side:
 //!    - `providers`: the provider contract and chain; `providers/jwt` validates JWTs, `providers/jwks`
 //!      fetches and refreshes key sets, `providers/http` calls and caches upstreams.
@@ -43,6 +46,7 @@ mod config;
 mod credential;
 mod decision;
 mod dev;
+mod dpop;
 mod identity;
 mod metrics;
 pub mod pb;

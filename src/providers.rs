@@ -34,7 +34,8 @@ use self::jwt::{JwtProvider, JwtProviders};
 use crate::clock::Clock;
 use crate::config::{Config, CredentialLocation, Problem, ProviderKind, SecretSource};
 use crate::credential::{self, Found};
-use crate::decision::{Denial, DenyCause, DenyReason, Unavailable};
+use crate::decision::{Denial, DenyCause, DenyReason, DpopChallenge, Unavailable};
+use crate::dpop::{Dpop, ReplayCache, Scheme};
 use crate::identity::{Identity, IdentityBuilder};
 use crate::request::RequestView;
 
@@ -154,6 +155,9 @@ impl Opaque {
 struct Entry {
     name: Arc<str>,
     location: CredentialLocation,
+    /// DPoP rules (`jwt` and `introspection`), and where a `DPoP`-scheme token is read when `location` is
+    /// `Authorization: Bearer`.
+    dpop: Option<(Arc<Dpop>, Option<CredentialLocation>)>,
     deny_message: Option<Arc<str>>,
     kind: Kind,
 }
@@ -197,8 +201,23 @@ impl Providers {
         let mut jwt = Vec::new();
         let mut jwt_entries = Vec::new();
         let mut cache_entries = 0;
+        // One replay cache for every provider: a proof's digest includes its key's thumbprint.
+        let replay_entries = config
+            .providers
+            .iter()
+            .filter_map(|p| p.kind.dpop())
+            .map(|d| d.replay_cache_entries)
+            .max()
+            .unwrap_or_else(|| crate::config::dpop::DpopConfig::default().replay_cache_entries);
+        let replay = Arc::new(ReplayCache::new(replay_entries, clock.clone()));
         for (index, provider) in config.providers.iter().enumerate() {
             let name: Arc<str> = Arc::from(provider.name.as_str());
+            let dpop = match &provider.kind {
+                ProviderKind::Jwt(_) | ProviderKind::Introspection(_) => {
+                    Some(dpop_rules(index, provider, secrets, &replay, &clock)?)
+                }
+                _ => None,
+            };
             let url_err = |source| BuildError::Url { index, source };
             let kind = match &provider.kind {
                 ProviderKind::Jwt(c) => {
@@ -251,6 +270,7 @@ impl Providers {
             entries.push(Entry {
                 name,
                 location: provider.credential.clone(),
+                dpop,
                 deny_message: provider.deny_message.as_deref().map(Arc::from),
                 kind,
             });
@@ -313,6 +333,8 @@ impl Providers {
         let mut unavailable: Option<Unavailable> = None;
         let mut anonymous: Option<usize> = None;
         let mut jwt_locations_done: Vec<&CredentialLocation> = Vec::new();
+        // The first token checked by a provider with DPoP rules: which provider, and how it came.
+        let mut dpop_rejection: Option<(usize, Scheme)> = None;
         for (i, entry) in self.entries.iter().enumerate() {
             if allowed.is_some_and(|a| !a.contains(&i)) {
                 continue;
@@ -329,7 +351,8 @@ impl Providers {
                 }
                 Kind::Jwt => {
                     jwt_locations_done.push(&entry.location);
-                    match credential::extract(request, &entry.location) {
+                    let (found, scheme) = extract(request, entry);
+                    match found {
                         Found::None => Outcome::NoCredential,
                         Found::Malformed(reason) => Outcome::Rejected(reason),
                         Found::One(token) if credential::is_jws_shaped(&token) => {
@@ -338,7 +361,20 @@ impl Providers {
                                 allowed.is_none_or(|a| a.contains(&e))
                                     && self.entries[e].location == entry.location
                             };
-                            self.jwt.authenticate(&token, accept).await
+                            let outcome = self.jwt.authenticate(&token, accept).await;
+                            // The rules of the provider that took the token (its `iss` chose it).
+                            let by = match &outcome {
+                                Outcome::Authenticated(id) => self
+                                    .entries
+                                    .iter()
+                                    .position(|e| e.name == id.provider)
+                                    .unwrap_or(i),
+                                _ => i,
+                            };
+                            let outcome =
+                                self.dpop_check(by, outcome, request, &token, scheme).await;
+                            dpop_rejection = dpop_rejection.or(Some((by, scheme)));
+                            outcome
                         }
                         Found::One(_) => {
                             not_a_jwt.get_or_insert(i);
@@ -346,11 +382,18 @@ impl Providers {
                         }
                     }
                 }
-                Kind::Opaque(provider) => match credential::extract(request, &entry.location) {
-                    Found::None => Outcome::NoCredential,
-                    Found::Malformed(reason) => Outcome::Rejected(reason),
-                    Found::One(token) if credential::is_jws_shaped(&token) => Outcome::NoCredential,
-                    Found::One(token) => provider.authenticate(&token, request).await,
+                Kind::Opaque(provider) => match extract(request, entry) {
+                    (Found::None, _) => Outcome::NoCredential,
+                    (Found::Malformed(reason), _) => Outcome::Rejected(reason),
+                    (Found::One(token), _) if credential::is_jws_shaped(&token) => {
+                        Outcome::NoCredential
+                    }
+                    (Found::One(token), scheme) => {
+                        let outcome = provider.authenticate(&token, request).await;
+                        let outcome = self.dpop_check(i, outcome, request, &token, scheme).await;
+                        dpop_rejection = dpop_rejection.or(Some((i, scheme)));
+                        outcome
+                    }
                 },
                 Kind::Mtls(p) => p.authenticate(request),
                 Kind::EnvoyJwt(p) => p.authenticate(request),
@@ -378,6 +421,7 @@ impl Providers {
                 provider: Some(Arc::clone(&entry.name)),
                 principal: None,
                 message: entry.deny_message.clone(),
+                dpop: self.dpop_challenge(dpop_rejection, reason),
             });
         }
         if let Some(why) = unavailable {
@@ -390,6 +434,7 @@ impl Providers {
                 provider: Some(Arc::clone(&entry.name)),
                 principal: None,
                 message: entry.deny_message.clone(),
+                dpop: None,
             });
         }
         if let Some(i) = anonymous {
@@ -404,7 +449,51 @@ impl Providers {
             provider: None,
             principal: None,
             message: self.deny_messages(allowed),
+            dpop: None,
         })
+    }
+
+    /// Applies entry `index`'s DPoP rules to what its provider answered for `token`: an authenticated
+    /// token (fresh or cached) only stands if it passes them.
+    async fn dpop_check(
+        &self,
+        index: usize,
+        outcome: Outcome,
+        request: &RequestView<'_>,
+        token: &str,
+        scheme: Scheme,
+    ) -> Outcome {
+        let Outcome::Authenticated(identity) = outcome else {
+            return outcome;
+        };
+        let Some((dpop, _)) = &self.entries[index].dpop else {
+            return Outcome::Authenticated(identity);
+        };
+        match dpop.check(request, token, scheme, &identity.claims).await {
+            Ok(()) => Outcome::Authenticated(identity),
+            Err(crate::dpop::Refusal::Rejected(reason)) => Outcome::Rejected(reason),
+            Err(crate::dpop::Refusal::Unavailable(why)) => Outcome::Unavailable(why),
+        }
+    }
+
+    /// The DPoP challenge of a credential denial: when the token came with the `DPoP` scheme or failed a
+    /// DPoP rule.
+    fn dpop_challenge(
+        &self,
+        checked: Option<(usize, Scheme)>,
+        reason: DenyReason,
+    ) -> Option<DpopChallenge> {
+        let (index, scheme) = checked?;
+        let (dpop, _) = self.entries[index].dpop.as_ref()?;
+        let about_dpop = reason.as_str().starts_with("dpop_");
+        (scheme == Scheme::Dpop || about_dpop)
+            .then(|| dpop.challenge(reason == DenyReason::DpopNonceRequired))
+    }
+
+    /// The `algs` of the first provider that advertises DPoP, for challenges (`None`: no provider does).
+    pub fn dpop_algs(&self, index: usize) -> Option<Arc<str>> {
+        let (dpop, _) = self.entries.get(index)?.dpop.as_ref()?;
+        dpop.advertised().then(|| dpop.challenge(false).algs)
     }
 
     /// The deny messages of the providers that could have taken a credential, joined.
@@ -418,6 +507,63 @@ impl Providers {
             .collect();
         (!messages.is_empty()).then(|| Arc::from(messages.join("; ")))
     }
+}
+
+/// The credential at the entry's location; with DPoP rules and `Authorization: Bearer`, also a token
+/// sent as `Authorization: DPoP <token>`.
+fn extract<'a>(request: &RequestView<'a>, entry: &Entry) -> (Found<'a>, Scheme) {
+    match (credential::extract(request, &entry.location), &entry.dpop) {
+        (Found::None, Some((_, Some(dpop_location)))) => {
+            (credential::extract(request, dpop_location), Scheme::Dpop)
+        }
+        (found, _) => (found, Scheme::Bearer),
+    }
+}
+
+/// A `jwt` or `introspection` provider's DPoP rules; without a `dpop` block, the defaults (`optional`).
+fn dpop_rules(
+    index: usize,
+    provider: &crate::config::ProviderConfig,
+    secrets: &SecretSource,
+    replay: &Arc<ReplayCache>,
+    clock: &Clock,
+) -> Result<(Arc<Dpop>, Option<CredentialLocation>), BuildError> {
+    let configured = provider.kind.dpop();
+    let config = configured.cloned().unwrap_or_default();
+    let secret = match (&config.nonce_secret, config.nonce) {
+        (Some(secret), true) => {
+            Some(
+                secret
+                    .resolve(secrets)
+                    .map_err(|source| BuildError::Secret {
+                        field: "dpop.nonce_secret",
+                        index,
+                        source,
+                    })?,
+            )
+        }
+        _ => None,
+    };
+    let dpop = Dpop::new(
+        &config,
+        secret.as_ref(),
+        Arc::clone(replay),
+        clock.clone(),
+        configured.is_some(),
+    );
+    let dpop_location = match &provider.credential {
+        CredentialLocation::Header {
+            name,
+            scheme: Some(scheme),
+        } if name == "authorization" && scheme.eq_ignore_ascii_case("bearer") => {
+            Some(CredentialLocation::Header {
+                name: name.clone(),
+                scheme: Some("DPoP".to_owned()),
+            })
+        }
+        _ => None,
+    };
+    Ok((Arc::new(dpop), dpop_location))
 }
 
 fn record(attempts: &mut Option<&mut Vec<Attempt>>, entry: &Entry, outcome: &'static str) {

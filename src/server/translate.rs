@@ -106,6 +106,7 @@ pub fn request_view<'a>(
         }
         _ => view,
     };
+    view.scheme = field(|h| h.scheme.as_str());
     if let Some(source) = request.attributes.as_ref().and_then(|a| a.source.as_ref()) {
         view.peer_principal = &source.principal;
         view.peer_certificate = &source.certificate;
