@@ -25,6 +25,8 @@ pub struct AnswerSettings {
     issuer: Box<str>,
     scopes: Box<str>,
     provider: Box<str>,
+    actor: Box<str>,
+    delegation_chain: Box<str>,
     decision_id: Box<str>,
     would_deny: Box<str>,
     remove_authorization: bool,
@@ -42,6 +44,8 @@ impl AnswerSettings {
             issuer: format!("{prefix}issuer").into(),
             scopes: format!("{prefix}scopes").into(),
             provider: format!("{prefix}provider").into(),
+            actor: format!("{prefix}actor").into(),
+            delegation_chain: format!("{prefix}delegation-chain").into(),
             decision_id: format!("{prefix}decision-id").into(),
             would_deny: format!("{prefix}would-deny").into(),
             remove_authorization: config.headers.remove_authorization,
@@ -193,8 +197,18 @@ fn identity_headers<'a>(
         set(&s.scopes, &identity.scopes);
     }
     set(&s.provider, &identity.provider);
+    // RFC 8693 §4.1: the current actor is the outermost `act`; the chain lists every actor, current first.
+    if let Some(actor) = identity.actors.first() {
+        set(&s.actor, actor);
+    }
     for (name, value) in &identity.headers {
         set(name, value);
+    }
+    if !identity.actors.is_empty() {
+        headers.push((
+            Cow::Borrowed(&s.delegation_chain),
+            Cow::Owned(identity.actors.join(",")),
+        ));
     }
     // Attributes (claims_mapping, webhook and API key attributes): `<prefix><name>`, values joined by `,`.
     for (name, values) in &identity.attributes {

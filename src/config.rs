@@ -367,8 +367,15 @@ fn validate_headers(problems: &mut Problems, headers: &HeadersConfig) {
 }
 
 /// Header names portcullis sets itself after the prefix.
-pub const BUILTIN_HEADER_SUFFIXES: &[&str] =
-    &["subject", "client-id", "issuer", "scopes", "provider"];
+pub const BUILTIN_HEADER_SUFFIXES: &[&str] = &[
+    "subject",
+    "client-id",
+    "issuer",
+    "scopes",
+    "provider",
+    "actor",
+    "delegation-chain",
+];
 
 #[cfg(test)]
 mod tests {

@@ -229,6 +229,15 @@ impl Dpop {
     }
 }
 
+/// Whether claims bind the token to a DPoP key (`cnf.jkt`, RFC 9449 §6).
+pub fn is_bound(claims: &Map<String, Value>) -> bool {
+    claims
+        .get("cnf")
+        .and_then(|c| c.get("jkt"))
+        .and_then(Value::as_str)
+        .is_some()
+}
+
 fn algorithm(name: AlgorithmName) -> Algorithm {
     match name {
         AlgorithmName::RS256 => Algorithm::RS256,

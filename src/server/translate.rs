@@ -224,6 +224,18 @@ fn identity_fields(identity: &Identity) -> BTreeMap<String, prost_types::Value> 
         fields.insert("client_id".to_owned(), string(client_id));
     }
     fields.insert("scopes".to_owned(), string(&identity.scopes));
+    if !identity.actors.is_empty() {
+        fields.insert("actor".to_owned(), string(&identity.actors[0]));
+        let chain = prost_types::ListValue {
+            values: identity.actors.iter().map(|a| string(a)).collect(),
+        };
+        fields.insert(
+            "delegation_chain".to_owned(),
+            prost_types::Value {
+                kind: Some(Kind::ListValue(chain)),
+            },
+        );
+    }
     if !identity.attributes.is_empty() {
         let attributes = identity
             .attributes
