@@ -113,7 +113,7 @@ pub fn answer<'a>(
             request,
             settings,
         ),
-        Decision::Deny(denial) => deny(denial, verdict),
+        Decision::Deny(denial) => deny(denial, verdict, request),
         Decision::Error(why) => unavailable(*why, verdict),
     };
     answer.explanation = verdict.explanation.as_ref();
@@ -242,7 +242,24 @@ fn json_body(error: &str, description: &str, decision_id: &str, message: Option<
 /// The `WWW-Authenticate` challenge: plain when no credential was sent (RFC 6750 §3), else with `error`,
 /// `error_description` and the policy's parameters (`scope`, RFC 6750 §3.1; `acr_values`, `max_age`,
 /// RFC 9470 §3).
-fn challenge(denial: &Denial, verdict: &Verdict<'_>) -> String {
+fn challenge(denial: &Denial, verdict: &Verdict<'_>, request: &RequestView<'_>) -> String {
+    let mut out = error_challenge(denial, verdict);
+    // RFC 9728 §5.1: where the client finds the resource's metadata, on the host it asked.
+    if let Some(path) = verdict.route.resource_metadata() {
+        if denial.status() == 401 && crate::identity::header_safe(request.host) {
+            let scheme = if request.scheme.is_empty() {
+                "https"
+            } else {
+                request.scheme
+            };
+            let host = request.host.replace(['"', '\\'], "");
+            let _ = write!(out, ", resource_metadata=\"{scheme}://{host}{path}\"");
+        }
+    }
+    out
+}
+
+fn error_challenge(denial: &Denial, verdict: &Verdict<'_>) -> String {
     let challenge = verdict.route.challenge();
     if denial.is_plain_challenge() {
         return challenge.plain.to_string();
@@ -270,11 +287,34 @@ fn challenge(denial: &Denial, verdict: &Verdict<'_>) -> String {
     out
 }
 
-fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>) -> Answer<'a> {
+/// A Check for a resource's RFC 9728 metadata path: the document itself, as a 200 the client receives
+/// from Envoy (a denied response, so the request never reaches the upstream).
+pub fn resource_document(body: &str) -> Answer<'static> {
+    Answer {
+        outcome: Outcome::Deny {
+            standard_status: 200,
+        },
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "max-age=300".into()),
+        ],
+        remove: Vec::new(),
+        body: body.to_owned(),
+        reason: "resource_metadata",
+        metadata: None,
+        explanation: None,
+    }
+}
+
+fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>, request: &RequestView<'_>) -> Answer<'a> {
     let custom = verdict.route.deny();
     let status = custom.status().unwrap_or(denial.status());
     let mut headers: Vec<Header<'a>> = vec![
-        ("www-authenticate".into(), challenge(denial, verdict).into()),
+        (
+            "www-authenticate".into(),
+            challenge(denial, verdict, request).into(),
+        ),
         ("content-type".into(), "application/json".into()),
         ("cache-control".into(), "no-store".into()),
     ];

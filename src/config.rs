@@ -11,6 +11,7 @@
 pub mod dpop;
 pub mod policy;
 pub mod providers;
+pub mod resources;
 pub mod secret;
 
 use std::collections::HashSet;
@@ -41,6 +42,8 @@ pub struct Config {
     /// Routes and their requirements, and the rollout mode (`mode`, `claims_namespace`,
     /// `claims_namespace_aliases`, `default_route`, `routes` at the top level).
     pub policy: PolicyConfig,
+    /// Protected resources described by RFC 9728 metadata. Defaults to none.
+    pub resources: Vec<resources::ResourceConfig>,
 }
 
 /// Listening addresses and shutdown behaviour.
@@ -177,6 +180,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "claims_namespace_aliases",
     "default_route",
     "routes",
+    "resources",
 ];
 
 /// Why a configuration file could not be used.
@@ -303,6 +307,10 @@ impl Config {
             providers::validate(&mut problems, &path, provider, prefix);
         }
 
+        let resources = match map.remove("resources") {
+            Some(v) => problems.section::<Vec<resources::ResourceConfig>>("resources", v),
+            None => Some(Vec::new()),
+        };
         let mut policy_keys = serde_yaml_ng::Mapping::new();
         for key in POLICY_KEYS {
             if let Some(v) = map.remove(*key) {
@@ -310,6 +318,18 @@ impl Config {
             }
         }
         let policy = problems.section::<PolicyConfig>("", Value::Mapping(policy_keys));
+        if let (Some(policy), Some(resources)) = (&policy, &resources) {
+            let routes = policy
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("routes[{i}]"), r.resource.as_deref()))
+                .chain(std::iter::once((
+                    "default_route".to_owned(),
+                    policy.default_route.resource.as_deref(),
+                )));
+            resources::validate(&mut problems, resources, routes);
+        }
         if let Some(policy) = &policy {
             let anonymous_allowed = policy.default_route.allow_anonymous
                 || policy.routes.iter().any(|r| r.allow_anonymous);
@@ -338,6 +358,7 @@ impl Config {
             realm: realm.expect("no problems means the section parsed"),
             headers: headers.expect("no problems means the section parsed"),
             providers: providers.into_iter().flatten().collect(),
+            resources: resources.expect("no problems means the section parsed"),
         })
     }
 }

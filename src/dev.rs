@@ -218,6 +218,7 @@ impl DevIssuer {
             },
             realm: "portcullis-dev".to_owned(),
             policy: Default::default(),
+            resources: Vec::new(),
             headers: HeadersConfig::default(),
             providers: vec![ProviderConfig {
                 name: "dev".to_owned(),

@@ -23,6 +23,7 @@
 //!    - `providers`: the provider contract and chain; `providers/jwt` validates JWTs, `providers/jwks`
 //!      fetches and refreshes key sets, `providers/http` calls and caches upstreams.
 //!    - `policy`: compiled routes (matcher, provider indices, requirements, challenges, deny settings).
+//!    - `resources`: the RFC 9728 protected resource metadata documents.
 //! 6. `authorizer`: the decision pipeline (route → providers → policy → mode) and the [`Verdict`].
 //! 7. `answer`: a verdict as a proto-free answer: status, headers to set and remove, challenge, body,
 //!    metadata.
@@ -53,6 +54,7 @@ pub mod pb;
 mod policy;
 mod providers;
 mod request;
+mod resources;
 mod runtime;
 pub mod server;
 pub mod telemetry;

@@ -12,11 +12,14 @@ use crate::config::{Config, ConfigErrors, Problem, SecretSource};
 use crate::policy::{Policy, ProviderInfo};
 use crate::providers::Providers;
 use crate::request::RequestView;
+use crate::resources::Resources;
 
 /// One configuration, ready to decide.
 pub struct Runtime {
     authorizer: Authorizer,
     answers: AnswerSettings,
+    /// The RFC 9728 metadata documents.
+    resources: Resources,
     /// Whether a Check may ask for its explanation (`server.allow_explain`).
     allow_explain: bool,
 }
@@ -44,6 +47,7 @@ impl Runtime {
         Ok(Runtime {
             authorizer: Authorizer::new(providers, policy, clock),
             answers: AnswerSettings::new(config),
+            resources: Resources::new(&config.resources),
             allow_explain: config.server.allow_explain,
         })
     }
@@ -69,6 +73,10 @@ impl Runtime {
 
     pub fn answers(&self) -> &AnswerSettings {
         &self.answers
+    }
+
+    pub fn resources(&self) -> &Resources {
+        &self.resources
     }
 
     pub fn allow_explain(&self) -> bool {

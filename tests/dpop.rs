@@ -390,3 +390,206 @@ async fn nonces_are_required_then_accepted_by_every_replica() {
         .await;
     refused(&response, "use_dpop_nonce", "dpop_nonce");
 }
+
+// --- Delegation (RFC 8693), audiences (RFC 8707) and resource metadata (RFC 9728) over gRPC. ---
+
+const POLICY: &str = "
+resources:
+  - resource: https://api.example.com/mcp/data
+    authorization_servers: [https://idp.example.com/]
+    scopes_supported: [read:data]
+    dpop_bound_access_tokens_required: true
+routes:
+  - name: kill-switch
+    match: {path: /kill}
+    require: {dpop: true}
+  - name: mcp-data
+    match: {path_prefix: /mcp/data}
+    resource: https://api.example.com/mcp/data
+    require:
+      audience: https://api.example.com/mcp/data
+      delegation: {allow: true, max_depth: 1, actors: [agent-broker@clients], max_lifetime_seconds: 300, forbid_permissions: [machine]}
+";
+
+async fn send_to(s: &Setup, path: &str, headers: &[(&str, &str)]) -> CheckResponse {
+    let mut req = request_to("GET", path, headers);
+    http_of(&mut req).scheme = "https".into();
+    s.server.send(req).await
+}
+
+fn agent_claims(s: &Setup, lifetime: i64) -> Value {
+    let mut c = claims(&s.issuer, "https://api.example.com/");
+    c["aud"] = json!([
+        "https://api.example.com/",
+        "https://api.example.com/mcp/data"
+    ]);
+    c["exp"] = json!(c["iat"].as_i64().unwrap() + lifetime);
+    c["act"] = json!({"sub": "agent-broker@clients"});
+    c["permissions"] = json!(["read:data"]);
+    c
+}
+
+#[tokio::test]
+async fn delegated_tokens_follow_the_route_rules_and_name_the_actor_upstream() {
+    let s = setup(OPTIONAL, POLICY).await;
+    let bearer = |c: &Value| format!("Bearer {}", s.idp_key.token(c));
+
+    let agent = agent_claims(&s, 300);
+    let response = send_to(&s, "/mcp/data/x", &[("authorization", &bearer(&agent))]).await;
+    let headers = &ok(&response).headers;
+    assert_eq!(header(headers, "x-auth-subject"), Some("user-1"));
+    assert_eq!(
+        header(headers, "x-auth-actor"),
+        Some("agent-broker@clients")
+    );
+    assert_eq!(
+        header(headers, "x-auth-delegation-chain"),
+        Some("agent-broker@clients")
+    );
+    let metadata = response.dynamic_metadata.as_ref().unwrap();
+    let chain = format!("{:?}", metadata.fields["delegation_chain"]);
+    assert!(chain.contains("agent-broker@clients"), "{chain}");
+
+    // A client cannot smuggle an actor header.
+    let response = send_to(
+        &s,
+        "/mcp/data/x",
+        &[
+            ("authorization", &bearer(&claims_with_aud(&s))),
+            ("x-auth-actor", "root"),
+        ],
+    )
+    .await;
+    let ok_response = ok(&response);
+    assert_eq!(header(&ok_response.headers, "x-auth-actor"), None);
+    assert!(ok_response
+        .headers_to_remove
+        .contains(&"x-auth-actor".to_owned()));
+
+    let refusals: Vec<(&str, Value)> = vec![
+        ("delegation_too_long", agent_claims(&s, 301)),
+        ("actor_not_allowed", {
+            let mut c = agent_claims(&s, 300);
+            c["act"] = json!({"sub": "rogue@clients"});
+            c
+        }),
+        ("delegation_too_deep", {
+            let mut c = agent_claims(&s, 300);
+            c["act"] =
+                json!({"sub": "agent-broker@clients", "act": {"sub": "agent-broker@clients"}});
+            c
+        }),
+        ("delegated_permission_forbidden", {
+            let mut c = agent_claims(&s, 300);
+            c["permissions"] = json!(["read:data", "machine"]);
+            c
+        }),
+    ];
+    for (reason, c) in refusals {
+        let response = send_to(&s, "/mcp/data/x", &[("authorization", &bearer(&c))]).await;
+        assert_eq!(response.status.as_ref().unwrap().message, reason);
+        assert_eq!(denied(&response).status.as_ref().unwrap().code, 403);
+    }
+    // The default route does not allow delegation at all.
+    let response = send_to(&s, "/other", &[("authorization", &bearer(&agent))]).await;
+    assert_eq!(
+        response.status.as_ref().unwrap().message,
+        "delegation_not_allowed"
+    );
+    assert_eq!(denied(&response).status.as_ref().unwrap().code, 403);
+}
+
+fn claims_with_aud(s: &Setup) -> Value {
+    let mut c = claims(&s.issuer, "https://api.example.com/");
+    c["aud"] = json!([
+        "https://api.example.com/",
+        "https://api.example.com/mcp/data"
+    ]);
+    c
+}
+
+#[tokio::test]
+async fn the_route_audience_is_strict_and_its_401_points_to_the_metadata() {
+    let s = setup(OPTIONAL, POLICY).await;
+    // The provider accepts the token's audience, the route wants its own resource: 401, not 403.
+    let token = s.token(None);
+    let auth = format!("Bearer {token}");
+    let response = send_to(&s, "/mcp/data/x", &[("authorization", &auth)]).await;
+    assert_eq!(
+        response.status.as_ref().unwrap().message,
+        "audience_mismatch"
+    );
+    let d = denied(&response);
+    assert_eq!(d.status.as_ref().unwrap().code, 401);
+    let challenge = header(&d.headers, "www-authenticate").unwrap();
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    assert!(
+        challenge.contains(
+            "resource_metadata=\"https://api.example.com/.well-known/oauth-protected-resource/mcp/data\""
+        ),
+        "{challenge}"
+    );
+    // No credential: the plain challenge names the metadata too (how an MCP client discovers the IdP).
+    let response = send_to(&s, "/mcp/data/x", &[]).await;
+    let challenge = header(&denied(&response).headers, "www-authenticate").unwrap();
+    assert!(challenge.contains("resource_metadata="), "{challenge}");
+    // Routes without a resource carry no such parameter.
+    let response = send_to(&s, "/other", &[]).await;
+    let challenge = header(&denied(&response).headers, "www-authenticate").unwrap();
+    assert!(!challenge.contains("resource_metadata"), "{challenge}");
+
+    let token = s.idp_key.token(&claims_with_aud(&s));
+    let auth = format!("Bearer {token}");
+    ok(&send_to(&s, "/mcp/data/x", &[("authorization", &auth)]).await);
+}
+
+#[tokio::test]
+async fn the_metadata_document_is_served_without_a_token() {
+    let s = setup(OPTIONAL, POLICY).await;
+    let expected = json!({
+        "resource": "https://api.example.com/mcp/data",
+        "authorization_servers": ["https://idp.example.com/"],
+        "scopes_supported": ["read:data"],
+        "bearer_methods_supported": ["header"],
+        "dpop_bound_access_tokens_required": true,
+    });
+    let response = send_to(&s, "/.well-known/oauth-protected-resource/mcp/data", &[]).await;
+    let d = denied(&response);
+    assert_eq!(d.status.as_ref().unwrap().code, 200);
+    assert_eq!(header(&d.headers, "content-type"), Some("application/json"));
+    assert_eq!(serde_json::from_str::<Value>(&d.body).unwrap(), expected);
+
+    let admin = reqwest::get(format!(
+        "http://{}/.well-known/oauth-protected-resource/mcp/data",
+        s.server.admin
+    ))
+    .await
+    .unwrap();
+    assert_eq!(admin.status(), 200);
+    assert_eq!(admin.json::<Value>().await.unwrap(), expected);
+    let missing = reqwest::get(format!(
+        "http://{}/.well-known/oauth-protected-resource/nope",
+        s.server.admin
+    ))
+    .await
+    .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn a_dpop_route_takes_only_proven_bound_tokens() {
+    let s = setup(OPTIONAL, POLICY).await;
+    let unbound = format!("Bearer {}", s.token(None));
+    let response = send_to(&s, "/kill", &[("authorization", &unbound)]).await;
+    assert_eq!(response.status.as_ref().unwrap().message, "dpop_required");
+    assert_eq!(denied(&response).status.as_ref().unwrap().code, 401);
+
+    let holder = Holder::ec();
+    let token = s.token(Some(&holder.jkt()));
+    let auth = format!("DPoP {token}");
+    let proof = holder.proof("GET", "https://api.example.com/kill", &token);
+    ok(&send_to(&s, "/kill", &[("authorization", &auth), ("dpop", &proof)]).await);
+    // The same bound token, now cached, without its proof.
+    let response = send_to(&s, "/kill", &[("authorization", &auth)]).await;
+    refused(&response, "invalid_dpop_proof", "dpop_proof_missing");
+}

@@ -1,5 +1,5 @@
-//! The admin HTTP port: liveness, readiness, metrics, and with `serve --dev` the development issuer's
-//! discovery document and key set.
+//! The admin HTTP port: liveness, readiness, metrics, the RFC 9728 protected resource metadata, and with
+//! `serve --dev` the development issuer's discovery document and key set.
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/dev/.well-known/openid-configuration", get(dev_discovery))
         .route("/dev/jwks.json", get(dev_jwks))
+        .fallback(get(resource_metadata))
         .with_state(app)
 }
 
@@ -34,6 +35,18 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .metrics()
         .render(app.runtime().authorizer().providers(), app.ready());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// RFC 9728 protected resource metadata at `/.well-known/oauth-protected-resource` + the resource's path.
+async fn resource_metadata(State(app): State<Arc<App>>, uri: axum::http::Uri) -> Response {
+    match app.runtime().resources().document(uri.path()) {
+        Some(document) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            document.to_owned(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn dev_discovery(State(app): State<Arc<App>>) -> Response {
