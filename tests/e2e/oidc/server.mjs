@@ -15,7 +15,9 @@
 //     token (RS256, typ `at+jwt`, aud = the indicator, sub = client_id);
 //   * resource indicator `https://opaque.portcullis.test/` (same scopes): the same grant returns
 //     an OPAQUE access token (stored in memory, checkable at the introspection endpoint);
-//   * introspection (RFC 7662) at POST /token/introspection (client authentication required).
+//   * introspection (RFC 7662) at POST /token/introspection (client authentication required);
+//   * DPoP (RFC 9449): a token request with a `DPoP` proof gets a DPoP-bound access token (the JWT
+//     carries `cnf.jkt`); dpop-client.mjs (npm `dpop`) is such a client.
 //
 // Signing keys: a fresh RSA-2048 key is generated at every start (nothing private is committed).
 // When ready it prints one line to stdout: `READY http://<host>:<port>`.
@@ -83,6 +85,7 @@ const configuration = {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    dPoP: { enabled: true },
     introspection: {
       enabled: true,
       // Only authenticated confidential clients may introspect (default policy would also
