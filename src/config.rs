@@ -411,6 +411,39 @@ providers:
 ";
 
     #[test]
+    fn dpop_and_resources_are_validated_with_their_paths() {
+        let found = problems(
+            "
+providers:
+  - name: a
+    type: jwt
+    issuer: https://a.example/
+    audiences: [x]
+    dpop: {mode: required, algorithms: [HS256], max_age_seconds: 0, nonce: true, external_origin: 'https://a.example/path'}
+resources:
+  - resource: 'http://api.example.com/x?q=1'
+    bearer_methods_supported: [cookie]
+routes:
+  - name: r
+    match: {path: /r}
+    resource: https://unknown.example.com/
+",
+        );
+        assert_eq!(
+            found,
+            [
+                "providers[0].dpop.algorithms[0]: a DPoP proof is signed with an asymmetric key (RFC 9449 §4.2); HMAC is refused",
+                "providers[0].dpop.max_age_seconds: must be between 1 and 3600",
+                "providers[0].dpop.nonce_secret: is required with `nonce: true` (every replica must share it)",
+                "providers[0].dpop.external_origin: must be an origin such as `https://api.example.com` (scheme and host, optional port, no path)",
+                "resources[0].resource: must be an https URL without query or fragment (RFC 9728 §1.2)",
+                "resources[0].bearer_methods_supported[0]: must be one of header, body, query (RFC 9728 §2)",
+                "routes[0].resource: `https://unknown.example.com/` is not one of `resources[].resource`",
+            ]
+        );
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let config = Config::from_yaml_str(MINIMAL).unwrap();
         assert_eq!(config.server, ServerConfig::default());

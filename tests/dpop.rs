@@ -593,3 +593,61 @@ async fn a_dpop_route_takes_only_proven_bound_tokens() {
     let response = send_to(&s, "/kill", &[("authorization", &auth)]).await;
     refused(&response, "invalid_dpop_proof", "dpop_proof_missing");
 }
+
+/// An introspected (opaque) token bound by the introspection answer's `cnf.jkt`.
+#[tokio::test]
+async fn an_introspection_answer_binds_the_token_too() {
+    use common::upstream::FakeUpstream;
+    let up = FakeUpstream::start().await;
+    let holder = Holder::ec();
+    up.answer(
+        "introspect:opaque-bound",
+        200,
+        json!({"active": true, "sub": "alice", "exp": now() + 600, "cnf": {"jkt": holder.jkt()}}),
+    );
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - name: idp
+    type: introspection
+    endpoint: {}
+    client_id: portcullis
+    client_secret: {{env: INTROSPECTION_SECRET}}
+    dpop: {{mode: optional}}
+",
+        up.url("/introspect")
+    );
+    let secrets =
+        portcullis::SecretSource::Map([("INTROSPECTION_SECRET".to_owned(), "s".to_owned())].into());
+    let server = TestServer::start_with(&yaml, secrets, portcullis::Clock::system()).await;
+    let send = |headers: Vec<(String, String)>| {
+        let server = &server;
+        async move {
+            let pairs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let mut req = request_to("GET", "/api/items", &pairs);
+            http_of(&mut req).scheme = "https".into();
+            server.send(req).await
+        }
+    };
+    let token = "opaque-bound";
+    let proof = holder.proof("GET", URI, token);
+    let dpop = vec![
+        ("authorization".to_owned(), format!("DPoP {token}")),
+        ("dpop".to_owned(), proof.clone()),
+    ];
+    ok(&send(dpop.clone()).await);
+    refused(
+        &send(dpop).await,
+        "invalid_dpop_proof",
+        "dpop_proof_replayed",
+    );
+    let bearer = vec![("authorization".to_owned(), format!("Bearer {token}"))];
+    refused(
+        &send(bearer).await,
+        "invalid_token",
+        "dpop_bearer_downgrade",
+    );
+}
