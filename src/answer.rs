@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::authorizer::{Explanation, Verdict};
 use crate::config::{Config, BUILTIN_HEADER_SUFFIXES};
-use crate::decision::{Decision, Denial, DenyCause, Unavailable};
+use crate::decision::{Decision, Denial, DenyCause, Unavailable, UnmetReason};
 use crate::identity::Identity;
 use crate::policy::DenyVars;
 use crate::request::{is_header_name, RequestView};
@@ -265,8 +265,11 @@ fn error_challenge(denial: &Denial, verdict: &Verdict<'_>) -> String {
         return challenge.plain.to_string();
     }
     // RFC 9449 §7.1: a DPoP token's failure is answered in the DPoP scheme, with the accepted `algs`.
+    let dpop_route =
+        matches!(&denial.cause, DenyCause::Policy(u) if u.reason() == UnmetReason::DpopRequired);
     let (scheme, algs) = match &denial.dpop {
         Some(dpop) => ("DPoP", Some(&*dpop.algs)),
+        None if dpop_route => ("DPoP", None),
         None => (&*challenge.scheme, None),
     };
     let mut out = format!("{scheme} realm=\"{}\"", challenge.realm);

@@ -583,6 +583,11 @@ async fn a_dpop_route_takes_only_proven_bound_tokens() {
     let response = send_to(&s, "/kill", &[("authorization", &unbound)]).await;
     assert_eq!(response.status.as_ref().unwrap().message, "dpop_required");
     assert_eq!(denied(&response).status.as_ref().unwrap().code, 401);
+    let challenge = header(&denied(&response).headers, "www-authenticate").unwrap();
+    assert!(
+        challenge.starts_with("DPoP realm=") && challenge.contains("error=\"invalid_token\""),
+        "{challenge}"
+    );
 
     let holder = Holder::ec();
     let token = s.token(Some(&holder.jkt()));
