@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::authorizer::{Explanation, Verdict};
 use crate::config::{BodyStyle, Config, CredentialLocation, BUILTIN_HEADER_SUFFIXES};
-use crate::decision::{Decision, Denial, DenyCause, Unavailable};
+use crate::decision::{Decision, Denial, DenyCause, Unavailable, UnmetReason};
 use crate::identity::Identity;
 use crate::policy::DenyVars;
 use crate::request::{is_header_name, RequestView};
@@ -25,6 +25,8 @@ pub struct AnswerSettings {
     issuer: Box<str>,
     scopes: Box<str>,
     provider: Box<str>,
+    actor: Box<str>,
+    delegation_chain: Box<str>,
     decision_id: Box<str>,
     would_deny: Box<str>,
     remove_authorization: bool,
@@ -45,6 +47,8 @@ impl AnswerSettings {
             issuer: format!("{prefix}issuer").into(),
             scopes: format!("{prefix}scopes").into(),
             provider: format!("{prefix}provider").into(),
+            actor: format!("{prefix}actor").into(),
+            delegation_chain: format!("{prefix}delegation-chain").into(),
             decision_id: format!("{prefix}decision-id").into(),
             would_deny: format!("{prefix}would-deny").into(),
             remove_authorization: config.headers.remove_authorization,
@@ -121,7 +125,7 @@ pub fn answer<'a>(
             request,
             settings,
         ),
-        Decision::Deny(denial) => deny(denial, verdict, settings.body),
+        Decision::Deny(denial) => deny(denial, verdict, request, settings.body),
         Decision::Error(why) => unavailable(*why, verdict, settings.body),
     };
     answer.explanation = verdict.explanation.as_ref();
@@ -247,8 +251,18 @@ fn identity_headers<'a>(
         set(&s.scopes, &identity.scopes);
     }
     set(&s.provider, &identity.provider);
+    // RFC 8693 §4.1: the current actor is the outermost `act`; the chain lists every actor, current first.
+    if let Some(actor) = identity.actors.first() {
+        set(&s.actor, actor);
+    }
     for (name, value) in &identity.headers {
         set(name, value);
+    }
+    if !identity.actors.is_empty() {
+        headers.push((
+            Cow::Borrowed(&s.delegation_chain),
+            Cow::Owned(identity.actors.join(",")),
+        ));
     }
     // Attributes (claims_mapping, webhook and API key attributes): `<prefix><name>`, values joined by `,`.
     for (name, values) in &identity.attributes {
@@ -293,15 +307,43 @@ fn json_body(
 /// The `WWW-Authenticate` challenge: plain when no credential was sent (RFC 6750 §3), else with `error`,
 /// `error_description` and the policy's parameters (`scope`, RFC 6750 §3.1; `acr_values`, `max_age`,
 /// RFC 9470 §3).
-fn challenge(denial: &Denial, verdict: &Verdict<'_>) -> String {
+fn challenge(denial: &Denial, verdict: &Verdict<'_>, request: &RequestView<'_>) -> String {
+    let mut out = error_challenge(denial, verdict);
+    // RFC 9728 §5.1: where the client finds the resource's metadata, on the host it asked.
+    if let Some(path) = verdict.route.resource_metadata() {
+        if denial.status() == 401 && crate::identity::header_safe(request.host) {
+            let scheme = if request.scheme.is_empty() {
+                "https"
+            } else {
+                request.scheme
+            };
+            let host = request.host.replace(['"', '\\'], "");
+            let _ = write!(out, ", resource_metadata=\"{scheme}://{host}{path}\"");
+        }
+    }
+    out
+}
+
+fn error_challenge(denial: &Denial, verdict: &Verdict<'_>) -> String {
     let challenge = verdict.route.challenge();
     if denial.is_plain_challenge() {
         return challenge.plain.to_string();
     }
-    let mut out = format!(
-        "{} realm=\"{}\", error=\"{}\", error_description=\"{}\"",
-        challenge.scheme,
-        challenge.realm,
+    // RFC 9449 §7.1: a DPoP token's failure is answered in the DPoP scheme, with the accepted `algs`.
+    let dpop_route =
+        matches!(&denial.cause, DenyCause::Policy(u) if u.reason() == UnmetReason::DpopRequired);
+    let (scheme, algs) = match &denial.dpop {
+        Some(dpop) => ("DPoP", Some(&*dpop.algs)),
+        None if dpop_route => ("DPoP", None),
+        None => (&*challenge.scheme, None),
+    };
+    let mut out = format!("{scheme} realm=\"{}\"", challenge.realm);
+    if let Some(algs) = algs {
+        let _ = write!(out, ", algs=\"{algs}\"");
+    }
+    let _ = write!(
+        out,
+        ", error=\"{}\", error_description=\"{}\"",
         denial.error_code(),
         denial.description()
     );
@@ -313,11 +355,40 @@ fn challenge(denial: &Denial, verdict: &Verdict<'_>) -> String {
     out
 }
 
-fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>, style: BodyStyle) -> Answer<'a> {
+/// A Check for a resource's RFC 9728 metadata path: the document itself, as a 200 the client receives
+/// from Envoy (a denied response, so the request never reaches the upstream).
+pub fn resource_document(body: &str) -> Answer<'static> {
+    Answer {
+        outcome: Outcome::Deny {
+            standard_status: 200,
+        },
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "max-age=300".into()),
+        ],
+        remove: Vec::new(),
+        remove_query: Vec::new(),
+        body: body.to_owned(),
+        reason: "resource_metadata",
+        metadata: None,
+        explanation: None,
+    }
+}
+
+fn deny<'a>(
+    denial: &'a Denial,
+    verdict: &'a Verdict<'_>,
+    request: &RequestView<'_>,
+    style: BodyStyle,
+) -> Answer<'a> {
     let custom = verdict.route.deny();
     let status = custom.status().unwrap_or(denial.status());
     let mut headers: Vec<Header<'a>> = vec![
-        ("www-authenticate".into(), challenge(denial, verdict).into()),
+        (
+            "www-authenticate".into(),
+            challenge(denial, verdict, request).into(),
+        ),
         ("content-type".into(), "application/json".into()),
         ("cache-control".into(), "no-store".into()),
     ];
@@ -336,6 +407,9 @@ fn deny<'a>(denial: &'a Denial, verdict: &'a Verdict<'_>, style: BodyStyle) -> A
             denial.message.as_deref(),
         ),
     };
+    if let Some(nonce) = denial.dpop.as_ref().and_then(|d| d.nonce.as_deref()) {
+        headers.push(("dpop-nonce".into(), Cow::Borrowed(nonce)));
+    }
     for (name, value) in custom.headers() {
         headers.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
         headers.push((Cow::Borrowed(name), Cow::Borrowed(value)));

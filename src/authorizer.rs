@@ -70,6 +70,11 @@ impl Authorizer {
         }
     }
 
+    /// Keeps DPoP proof digests in `store` (the shared state, with Redis) instead of this process.
+    pub fn use_shared_replay(&self, store: Arc<dyn crate::dpop::SharedSeen>) {
+        self.providers.use_shared_replay(store);
+    }
+
     /// Reads revocations from `denylist` (the shared state's local copy) instead of an empty list.
     pub fn use_denylist(&mut self, denylist: Arc<Denylist>) {
         self.denylist = denylist;
@@ -94,6 +99,7 @@ impl Authorizer {
                 provider: None,
                 principal: None,
                 message: None,
+                dpop: None,
             };
             let now = self.clock.now();
             return self.verdict(Decision::Deny(denial), request, route, None, attempts, now);
@@ -112,6 +118,7 @@ impl Authorizer {
                     provider: Some(Arc::clone(&identity.provider)),
                     principal: identity.subject.as_deref().map(Arc::from),
                     message: None,
+                    dpop: None,
                 };
                 (None, Some(denial))
             }

@@ -8,8 +8,10 @@
 //! (route matchers, requirements, the providers a route names) is checked once, when the policy is
 //! compiled: by `Runtime::build` for `serve`, and by `validate-config`.
 
+pub mod dpop;
 pub mod policy;
 pub mod providers;
+pub mod resources;
 pub mod secret;
 pub mod shared;
 pub mod warnings;
@@ -49,6 +51,8 @@ pub struct Config {
     pub revocation: RevocationConfig,
     /// Where state shared across replicas lives (`state`). Defaults to memory.
     pub state: StateConfig,
+    /// Protected resources described by RFC 9728 metadata. Defaults to none.
+    pub resources: Vec<resources::ResourceConfig>,
 }
 
 /// Listening addresses and shutdown behaviour.
@@ -208,6 +212,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "routes",
     "revocation",
     "state",
+    "resources",
 ];
 
 /// Why a configuration file could not be used.
@@ -358,6 +363,10 @@ impl Config {
         }
         shared_places(&mut problems, &providers);
 
+        let resources = match map.remove("resources") {
+            Some(v) => problems.section::<Vec<resources::ResourceConfig>>("resources", v),
+            None => Some(Vec::new()),
+        };
         let mut policy_keys = serde_yaml_ng::Mapping::new();
         for key in POLICY_KEYS {
             if let Some(v) = map.remove(*key) {
@@ -365,6 +374,18 @@ impl Config {
             }
         }
         let policy = problems.section::<PolicyConfig>("", Value::Mapping(policy_keys));
+        if let (Some(policy), Some(resources)) = (&policy, &resources) {
+            let routes = policy
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("routes[{i}]"), r.resource.as_deref()))
+                .chain(std::iter::once((
+                    "default_route".to_owned(),
+                    policy.default_route.resource.as_deref(),
+                )));
+            resources::validate(&mut problems, resources, routes);
+        }
         if let Some(policy) = &policy {
             let anonymous_allowed = policy.default_route.allow_anonymous
                 || policy.routes.iter().any(|r| r.allow_anonymous);
@@ -396,6 +417,7 @@ impl Config {
             providers: providers.into_iter().flatten().collect(),
             revocation: revocation.expect("no problems means the section parsed"),
             state: state.expect("no problems means the section parsed"),
+            resources: resources.expect("no problems means the section parsed"),
         })
     }
 }
@@ -468,6 +490,8 @@ pub const BUILTIN_HEADER_SUFFIXES: &[&str] = &[
     "provider",
     "decision-id",
     "would-deny",
+    "actor",
+    "delegation-chain",
 ];
 
 #[cfg(test)]
@@ -481,6 +505,39 @@ providers:
     issuer: https://example.eu.auth0.com/
     audiences: [https://api.example.com/]
 ";
+
+    #[test]
+    fn dpop_and_resources_are_validated_with_their_paths() {
+        let found = problems(
+            "
+providers:
+  - name: a
+    type: jwt
+    issuer: https://a.example/
+    audiences: [x]
+    dpop: {mode: required, algorithms: [HS256], max_age_seconds: 0, nonce: true, external_origin: 'https://a.example/path'}
+resources:
+  - resource: 'http://api.example.com/x?q=1'
+    bearer_methods_supported: [cookie]
+routes:
+  - name: r
+    match: {path: /r}
+    resource: https://unknown.example.com/
+",
+        );
+        assert_eq!(
+            found,
+            [
+                "providers[0].dpop.algorithms[0]: a DPoP proof is signed with an asymmetric key (RFC 9449 §4.2); HMAC is refused",
+                "providers[0].dpop.max_age_seconds: must be between 1 and 3600",
+                "providers[0].dpop.nonce_secret: is required with `nonce: true` (every replica must share it)",
+                "providers[0].dpop.external_origin: must be an origin such as `https://api.example.com` (scheme and host, optional port, no path)",
+                "resources[0].resource: must be an https URL without query or fragment (RFC 9728 §1.2)",
+                "resources[0].bearer_methods_supported[0]: must be one of header, body, query (RFC 9728 §2)",
+                "routes[0].resource: `https://unknown.example.com/` is not one of `resources[].resource`",
+            ]
+        );
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

@@ -62,6 +62,39 @@ pub enum DenyReason {
     UntrustedPeer,
     /// A valid credential whose subject, token, session or client is on the denylist.
     Revoked,
+    /// RFC 9449: the `DPoP` scheme without a `DPoP` proof header.
+    DpopProofMissing,
+    /// Several `DPoP` headers, or not one compact JWS with JSON parts, `jti`, no `crit`.
+    DpopProofMalformed,
+    /// `typ` is not `dpop+jwt`.
+    DpopProofType,
+    /// `alg` not in the provider's `dpop.algorithms` (never a symmetric one).
+    DpopProofAlgorithm,
+    /// No public `jwk`, a private member in it, or one that does not fit `alg`.
+    DpopProofKey,
+    DpopProofSignature,
+    /// `htm` is not the request method.
+    DpopProofMethod,
+    /// `htu` is not the request URI (normalised, without query and fragment).
+    DpopProofUri,
+    /// `iat` outside `max_age_seconds` (or ahead of the clock).
+    DpopProofStale,
+    /// `ath` is not base64url(SHA-256(access token)).
+    DpopProofTokenHash,
+    /// The proof's `jti` was seen before (RFC 9449 §11.1).
+    DpopProofReplayed,
+    /// The proof's key thumbprint is not the token's `cnf.jkt` (RFC 9449 §6.1).
+    DpopKeyMismatch,
+    /// `nonce: true` and the proof has no valid nonce: `use_dpop_nonce` (RFC 9449 §8).
+    DpopNonceRequired,
+    /// A token bound with `cnf.jkt` sent with the `Bearer` scheme (RFC 9449 §7.2).
+    DpopBearerDowngrade,
+    /// `dpop.mode: required`, and the token is not bound or not proven.
+    DpopRequired,
+    /// `dpop.mode: off`, and the `DPoP` scheme was used.
+    DpopSchemeRefused,
+    /// The `DPoP` scheme with a token that has no `cnf.jkt`.
+    DpopTokenUnbound,
 }
 
 // === impl DenyReason ===
@@ -102,6 +135,23 @@ impl DenyReason {
         DenyReason::OrganizationNotAllowed,
         DenyReason::UntrustedPeer,
         DenyReason::Revoked,
+        DenyReason::DpopProofMissing,
+        DenyReason::DpopProofMalformed,
+        DenyReason::DpopProofType,
+        DenyReason::DpopProofAlgorithm,
+        DenyReason::DpopProofKey,
+        DenyReason::DpopProofSignature,
+        DenyReason::DpopProofMethod,
+        DenyReason::DpopProofUri,
+        DenyReason::DpopProofStale,
+        DenyReason::DpopProofTokenHash,
+        DenyReason::DpopProofReplayed,
+        DenyReason::DpopKeyMismatch,
+        DenyReason::DpopNonceRequired,
+        DenyReason::DpopBearerDowngrade,
+        DenyReason::DpopRequired,
+        DenyReason::DpopSchemeRefused,
+        DenyReason::DpopTokenUnbound,
     ];
 
     /// A stable label for metrics and logs.
@@ -140,6 +190,23 @@ impl DenyReason {
             DenyReason::OrganizationNotAllowed => "org_not_allowed",
             DenyReason::UntrustedPeer => "untrusted_peer",
             DenyReason::Revoked => "revoked",
+            DenyReason::DpopProofMissing => "dpop_proof_missing",
+            DenyReason::DpopProofMalformed => "dpop_proof_malformed",
+            DenyReason::DpopProofType => "dpop_proof_typ",
+            DenyReason::DpopProofAlgorithm => "dpop_proof_alg",
+            DenyReason::DpopProofKey => "dpop_proof_key",
+            DenyReason::DpopProofSignature => "dpop_proof_signature",
+            DenyReason::DpopProofMethod => "dpop_proof_htm",
+            DenyReason::DpopProofUri => "dpop_proof_htu",
+            DenyReason::DpopProofStale => "dpop_proof_iat",
+            DenyReason::DpopProofTokenHash => "dpop_proof_ath",
+            DenyReason::DpopProofReplayed => "dpop_proof_replayed",
+            DenyReason::DpopKeyMismatch => "dpop_key_mismatch",
+            DenyReason::DpopNonceRequired => "dpop_nonce",
+            DenyReason::DpopBearerDowngrade => "dpop_bearer_downgrade",
+            DenyReason::DpopRequired => "dpop_required",
+            DenyReason::DpopSchemeRefused => "dpop_scheme_refused",
+            DenyReason::DpopTokenUnbound => "dpop_token_unbound",
         }
     }
 
@@ -181,15 +248,59 @@ impl DenyReason {
             DenyReason::OrganizationNotAllowed => "the user is not in an allowed organization",
             DenyReason::UntrustedPeer => "the client certificate identity is not trusted",
             DenyReason::Revoked => "the token has been revoked",
+            DenyReason::DpopProofMissing => "the DPoP proof is missing",
+            DenyReason::DpopProofMalformed => "the DPoP proof is malformed",
+            DenyReason::DpopProofType => "the DPoP proof has the wrong type",
+            DenyReason::DpopProofAlgorithm => "the DPoP proof's algorithm is not allowed",
+            DenyReason::DpopProofKey => "the DPoP proof's key is not a usable public key",
+            DenyReason::DpopProofSignature => "the DPoP proof's signature is invalid",
+            DenyReason::DpopProofMethod => "the DPoP proof is for another method",
+            DenyReason::DpopProofUri => "the DPoP proof is for another URI",
+            DenyReason::DpopProofStale => "the DPoP proof is too old or not yet valid",
+            DenyReason::DpopProofTokenHash => "the DPoP proof is for another access token",
+            DenyReason::DpopProofReplayed => "the DPoP proof was already used",
+            DenyReason::DpopKeyMismatch => "the DPoP proof's key is not the token's",
+            DenyReason::DpopNonceRequired => "a DPoP nonce from this server is required",
+            DenyReason::DpopBearerDowngrade => {
+                "a DPoP-bound token must be sent with the DPoP scheme"
+            }
+            DenyReason::DpopRequired => "a DPoP-bound token and proof are required",
+            DenyReason::DpopSchemeRefused => "the DPoP scheme is not accepted",
+            DenyReason::DpopTokenUnbound => "the token is not bound to a DPoP key",
         }
     }
 
-    /// The RFC 6750 §3.1 error code.
+    /// The RFC 6750 §3.1 error code, or RFC 9449 §7.1's `invalid_dpop_proof` and §8's `use_dpop_nonce`.
     pub fn error_code(self) -> &'static str {
+        if self.is_dpop_proof() {
+            return "invalid_dpop_proof";
+        }
+        if self == DenyReason::DpopNonceRequired {
+            return "use_dpop_nonce";
+        }
         match self.status() {
             DenyStatus::BadRequest => "invalid_request",
             DenyStatus::Unauthorized => "invalid_token",
         }
+    }
+
+    /// A reason about the DPoP proof itself (`invalid_dpop_proof`).
+    pub fn is_dpop_proof(self) -> bool {
+        matches!(
+            self,
+            DenyReason::DpopProofMissing
+                | DenyReason::DpopProofMalformed
+                | DenyReason::DpopProofType
+                | DenyReason::DpopProofAlgorithm
+                | DenyReason::DpopProofKey
+                | DenyReason::DpopProofSignature
+                | DenyReason::DpopProofMethod
+                | DenyReason::DpopProofUri
+                | DenyReason::DpopProofStale
+                | DenyReason::DpopProofTokenHash
+                | DenyReason::DpopProofReplayed
+                | DenyReason::DpopKeyMismatch
+        )
     }
 
     pub fn status(self) -> DenyStatus {
@@ -220,17 +331,24 @@ pub enum Unavailable {
     KeysNotLoaded,
     /// An upstream the provider asks (introspection, webhook, GitHub) timed out, failed or answered garbage.
     Upstream,
+    /// The DPoP replay cache cannot tell whether a proof is fresh (full, or its store unreachable).
+    ReplayProtection,
 }
 
 // === impl Unavailable ===
 
 impl Unavailable {
-    pub const ALL: [Unavailable; 2] = [Unavailable::KeysNotLoaded, Unavailable::Upstream];
+    pub const ALL: [Unavailable; 3] = [
+        Unavailable::KeysNotLoaded,
+        Unavailable::Upstream,
+        Unavailable::ReplayProtection,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Unavailable::KeysNotLoaded => "keys_not_loaded",
             Unavailable::Upstream => "upstream_unavailable",
+            Unavailable::ReplayProtection => "dpop_replay_unavailable",
         }
     }
 
@@ -238,6 +356,7 @@ impl Unavailable {
         match self {
             Unavailable::KeysNotLoaded => "the identity provider's keys are not available",
             Unavailable::Upstream => "the identity provider is not available",
+            Unavailable::ReplayProtection => "DPoP replay protection is not available",
         }
     }
 }
@@ -260,6 +379,18 @@ pub struct Denial {
     pub principal: Option<Arc<str>>,
     /// The provider's `deny_message`; with no credential, those of every provider that could have taken one.
     pub message: Option<Arc<str>>,
+    /// Set when the token came with the `DPoP` scheme or failed a DPoP rule: the challenge is then
+    /// `DPoP algs="…"` (RFC 9449 §7.1), with a fresh `DPoP-Nonce` for `use_dpop_nonce`.
+    pub dpop: Option<DpopChallenge>,
+}
+
+/// What a DPoP challenge carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopChallenge {
+    /// The accepted proof algorithms, space-separated.
+    pub algs: Arc<str>,
+    /// A fresh nonce, sent as `DPoP-Nonce` (RFC 9449 §8).
+    pub nonce: Option<Box<str>>,
 }
 
 // === impl Denial ===
@@ -280,6 +411,7 @@ impl Denial {
             provider: None,
             principal: None,
             message: None,
+            dpop: None,
         }
     }
 

@@ -218,6 +218,7 @@ impl DevIssuer {
             },
             realm: "portcullis-dev".to_owned(),
             policy: Default::default(),
+            resources: Vec::new(),
             headers: HeadersConfig::default(),
             answers: Default::default(),
             providers: vec![ProviderConfig {
@@ -249,6 +250,7 @@ impl DevIssuer {
                     cache: TokenCacheSettings::default(),
                     tls: Default::default(),
                     dangerous_allow_plain_http: true,
+                    dpop: None,
                 }),
             }],
             revocation: Default::default(),

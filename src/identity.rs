@@ -56,6 +56,35 @@ pub struct Identity {
     pub claims: Map<String, Value>,
     /// `exp` as Unix seconds.
     pub expires_at: i64,
+    /// The delegation chain (RFC 8693 §4.1 nested `act`): the actors' `sub`, the current actor (the
+    /// outermost `act`) first. Empty when the token is not delegated. An actor without a usable `sub` is an
+    /// empty string, which no `actors` rule matches (`x-auth-actor`, `x-auth-delegation-chain`).
+    pub actors: Vec<String>,
+    /// The token is bound to a DPoP key (`cnf.jkt`) by a provider that enforces DPoP (`jwt`,
+    /// `introspection`), so this request carried a valid proof for it (`require: {dpop: true}`).
+    pub dpop_bound: bool,
+}
+
+/// How deep a delegation chain is read; deeper ones end in an empty (unmatchable) actor.
+const MAX_DELEGATION_DEPTH: usize = 16;
+
+/// The actors of nested `act` claims, outermost (current) first.
+fn actor_chain(claims: &Map<String, Value>) -> Vec<String> {
+    let mut actors = Vec::new();
+    let mut next = claims.get("act");
+    while let Some(act) = next {
+        if actors.len() == MAX_DELEGATION_DEPTH {
+            actors.push(String::new());
+            break;
+        }
+        let sub = act
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && header_safe(s) && !s.contains(','));
+        actors.push(sub.unwrap_or_default().to_owned());
+        next = act.as_object().and_then(|a| a.get("act"));
+    }
+    actors
 }
 
 // === impl IdentityBuilder ===
@@ -137,6 +166,8 @@ impl IdentityBuilder {
             headers: Vec::new(),
             claims,
             expires_at: i64::MAX,
+            actors: Vec::new(),
+            dpop_bound: false,
         }
     }
 
@@ -175,8 +206,10 @@ impl IdentityBuilder {
             issuer,
             scopes,
             headers,
+            actors: actor_chain(&claims),
             claims,
             expires_at,
+            dpop_bound: false,
         }
     }
 }
@@ -368,6 +401,26 @@ mod tests {
             claim_header_value(&json!("evil\r\nx-auth-subject: root")),
             None
         );
+    }
+
+    #[test]
+    fn the_actor_chain_is_read_outermost_first() {
+        use serde_json::json;
+        let chain = |v: Value| actor_chain(v.as_object().unwrap());
+        assert!(chain(json!({"sub": "u"})).is_empty());
+        assert_eq!(
+            chain(json!({"sub": "u", "act": {"sub": "agent", "act": {"sub": "broker"}}})),
+            ["agent", "broker"]
+        );
+        assert_eq!(chain(json!({"act": {"sub": 7}})), [""]);
+        assert_eq!(chain(json!({"act": "agent"})), [""]);
+        let mut deep = json!({"sub": "x"});
+        for _ in 0..40 {
+            deep = json!({"sub": "x", "act": deep});
+        }
+        let deep = chain(json!({"act": deep}));
+        assert_eq!(deep.len(), MAX_DELEGATION_DEPTH + 1);
+        assert_eq!(deep.last().map(String::as_str), Some(""));
     }
 
     #[test]

@@ -13,9 +13,13 @@
 //!    - `identity`: [`Identity`], [`PrincipalKind`] and the one builder every provider uses.
 //!    - `decision`: what a check decides ([`Decision`]) and why a request is denied: credential reasons,
 //!      unmet route requirements, unavailability.
-//! 3. `config`: the YAML configuration (server, headers, providers, policy keys, revocation, state),
-//!    validation with field paths, secret references. `dev`: the embedded development issuer and its config.
-//! 4. `credential`: finding the credential in a request.
+//! 3. `config`: the YAML configuration (server, headers, providers, policy keys, revocation, state,
+//!    resources), validation with field paths, secret references. `dev`: the embedded development issuer
+//!    and its config.
+//! 4. Reading the request's credential, side by side:
+//!    - `credential`: finding the credential in a request.
+//!    - `dpop`: sender-constrained tokens (RFC 9449): a provider's DPoP mode, the proof check, the
+//!      `cnf.jkt` binding, stateless nonces and the `jti` replay check (through `state` when shared).
 //! 5. Deciding, side by side:
 //!    - `providers`: the provider contract and chain; `providers/jwt` validates JWTs, `providers/jwks`
 //!      fetches and refreshes key sets, `providers/http` calls and caches upstreams (per-provider TLS,
@@ -26,6 +30,7 @@
 //!    - `state`, on top of `revocation`: what replicas share and outlives a runtime: the denylist's feed
 //!      and "seen once" records (DPoP replay, Auth0 redelivery), in memory or in Redis (`state/redis`:
 //!      pub/sub plus resync). The decision pipeline and everything above may use it.
+//!    - `resources`: the RFC 9728 protected resource metadata documents.
 //! 6. `authorizer`: the decision pipeline (route → providers → denylist → policy → mode) and the
 //!    [`Verdict`].
 //! 7. `answer`: a verdict as a proto-free answer: status, headers to set and remove, challenge, body,
@@ -51,6 +56,7 @@ mod config;
 mod credential;
 mod decision;
 mod dev;
+mod dpop;
 mod identity;
 mod metrics;
 pub mod pb;
@@ -58,6 +64,7 @@ mod policy;
 mod providers;
 mod request;
 mod revocation;
+mod resources;
 mod runtime;
 pub mod server;
 mod state;

@@ -78,6 +78,8 @@ pub struct Route {
     requirements: Requirements,
     challenge: Challenge,
     deny: DenySettings,
+    /// The path of the route's RFC 9728 metadata document (`resource`), for `resource_metadata`.
+    resource_metadata: Option<Box<str>>,
 }
 
 /// A route's `WWW-Authenticate` challenges (RFC 6750 §3), fixed at compile time.
@@ -145,6 +147,7 @@ impl Policy {
                 mode: route.mode.unwrap_or(config.mode),
                 require: &route.require,
                 deny: &route.deny,
+                resource: route.resource.as_deref(),
             };
             let compiled = parts.compile(&mut problems, &path, providers, realm, &namespaces);
             routes.push(Route {
@@ -161,6 +164,7 @@ impl Policy {
             mode: d.mode.unwrap_or(config.mode),
             require: &d.require,
             deny: &d.deny,
+            resource: d.resource.as_deref(),
         }
         .compile(
             &mut problems,
@@ -305,6 +309,11 @@ impl Route {
         self.mode
     }
 
+    /// The path of the route's RFC 9728 metadata document, when it names a `resource`.
+    pub fn resource_metadata(&self) -> Option<&str> {
+        self.resource_metadata.as_deref()
+    }
+
     /// How a policy denial here is answered beyond the standard status and challenge.
     pub fn deny(&self) -> &DenySettings {
         &self.deny
@@ -376,6 +385,7 @@ struct RouteParts<'c> {
     mode: Mode,
     require: &'c RequireConfig,
     deny: &'c DenyConfig,
+    resource: Option<&'c str>,
 }
 
 // === impl RouteParts ===
@@ -439,6 +449,10 @@ impl RouteParts<'_> {
             mode: self.mode,
             requirements,
             deny: DenySettings::compile(problems, &format!("{path}.deny"), self.deny),
+            resource_metadata: self
+                .resource
+                .and_then(crate::config::resources::metadata_path)
+                .map(Into::into),
         }
     }
 }

@@ -44,7 +44,8 @@ use crate::config::{
     BodyStyle, Config, CredentialLocation, Problem, ProviderConfig, ProviderKind, SecretSource,
 };
 use crate::credential::{self, Found};
-use crate::decision::{Denial, DenyCause, DenyReason, Unavailable};
+use crate::decision::{Denial, DenyCause, DenyReason, DpopChallenge, Unavailable};
+use crate::dpop::{Dpop, ReplayCache, Scheme};
 use crate::identity::{Identity, IdentityBuilder};
 use crate::request::RequestView;
 
@@ -219,6 +220,9 @@ struct Entry {
     location: CredentialLocation,
     /// `shared_location_order: true`: the user ordered the opaque providers that read this place.
     shared_location_order: bool,
+    /// DPoP rules (`jwt` and `introspection`), and where a `DPoP`-scheme token is read when `location` is
+    /// `Authorization: Bearer`.
+    dpop: Option<(Arc<Dpop>, Option<CredentialLocation>)>,
     deny_message: Option<Arc<str>>,
     kind: Kind,
 }
@@ -260,6 +264,8 @@ pub struct Providers {
     jwt: JwtProviders,
     /// For each `jwt` provider, its entry index (for its location and name).
     jwt_entries: Vec<usize>,
+    /// The DPoP proof replay cache every provider's rules share.
+    replay: Arc<ReplayCache>,
 }
 
 // === impl Providers ===
@@ -278,8 +284,23 @@ impl Providers {
         let mut jwt = Vec::new();
         let mut jwt_entries = Vec::new();
         let mut cache_entries = 0;
+        // One replay cache for every provider: a proof's digest includes its key's thumbprint.
+        let replay_entries = config
+            .providers
+            .iter()
+            .filter_map(|p| p.kind.dpop())
+            .map(|d| d.replay_cache_entries)
+            .max()
+            .unwrap_or_else(|| crate::config::dpop::DpopConfig::default().replay_cache_entries);
+        let replay = Arc::new(ReplayCache::new(replay_entries, clock.clone()));
         for (index, provider) in config.providers.iter().enumerate() {
             let name: Arc<str> = Arc::from(provider.name.as_str());
+            let dpop = match &provider.kind {
+                ProviderKind::Jwt(_) | ProviderKind::Introspection(_) => {
+                    Some(dpop_rules(index, provider, secrets, &replay, &clock)?)
+                }
+                _ => None,
+            };
             let url_err = |source| BuildError::Url { index, source };
             let tls_client = |tls| {
                 http::client_for(http, tls, http::Purpose::Calls)
@@ -371,6 +392,7 @@ impl Providers {
                 name,
                 location: provider.credential.clone(),
                 shared_location_order: provider.shared_location_order,
+                dpop,
                 deny_message: deny_message(provider, config.answers.body),
                 kind,
             });
@@ -379,7 +401,13 @@ impl Providers {
             entries,
             jwt: JwtProviders::new(jwt, cache_entries, clock),
             jwt_entries,
+            replay,
         })
+    }
+
+    /// Keeps DPoP proof digests in `store`, shared by every replica, instead of this process.
+    pub fn use_shared_replay(&self, store: Arc<dyn crate::dpop::SharedSeen>) {
+        self.replay.use_shared(store);
     }
 
     /// Starts the background tasks (key set refreshers, API key file reloaders) until `cancel`.
@@ -445,6 +473,8 @@ impl Providers {
         let mut anonymous: Option<usize> = None;
         // Places whose credential has had its owner's answer.
         let mut owned: Vec<&CredentialLocation> = Vec::new();
+        // The first token checked by a provider with DPoP rules: which provider, and how it came.
+        let mut dpop_rejection: Option<(usize, Scheme)> = None;
         for (i, entry) in self.entries.iter().enumerate() {
             if allowed.is_some_and(|a| !a.contains(&i)) {
                 continue;
@@ -463,10 +493,10 @@ impl Providers {
                     record(&mut attempts, entry, "skipped");
                     continue;
                 }
-                Kind::Jwt | Kind::Opaque(_) => match credential::extract(request, place) {
-                    Found::None => Outcome::NoCredential,
-                    Found::Malformed(reason) => Outcome::Rejected(reason),
-                    Found::One(token) if !self.owns(entry, &token, allowed) => {
+                Kind::Jwt | Kind::Opaque(_) => match extract(request, entry) {
+                    (Found::None, _) => Outcome::NoCredential,
+                    (Found::Malformed(reason), _) => Outcome::Rejected(reason),
+                    (Found::One(token), _) if !self.owns(entry, &token, allowed) => {
                         // Present, but not of this provider's kind: a denial unless a later provider of
                         // the same place owns it.
                         let reason = match entry.kind {
@@ -477,7 +507,7 @@ impl Providers {
                         record(&mut attempts, entry, "not_mine");
                         continue;
                     }
-                    Found::One(token) => match &entry.kind {
+                    (Found::One(token), scheme) => match &entry.kind {
                         Kind::Jwt => {
                             // Every jwt provider of this place is served here: the token's `iss` picks.
                             let accept = |k: usize| {
@@ -485,9 +515,28 @@ impl Providers {
                                 allowed.is_none_or(|a| a.contains(&e))
                                     && self.entries[e].location == *place
                             };
-                            self.jwt.authenticate(&token, accept).await
+                            let outcome = self.jwt.authenticate(&token, accept).await;
+                            // The rules of the provider that took the token (its `iss` chose it).
+                            let by = match &outcome {
+                                Outcome::Authenticated(id) => self
+                                    .entries
+                                    .iter()
+                                    .position(|e| e.name == id.provider)
+                                    .unwrap_or(i),
+                                _ => i,
+                            };
+                            let outcome =
+                                self.dpop_check(by, outcome, request, &token, scheme).await;
+                            dpop_rejection = dpop_rejection.or(Some((by, scheme)));
+                            outcome
                         }
-                        Kind::Opaque(provider) => provider.authenticate(&token, request).await,
+                        Kind::Opaque(provider) => {
+                            let outcome = provider.authenticate(&token, request).await;
+                            let outcome =
+                                self.dpop_check(i, outcome, request, &token, scheme).await;
+                            dpop_rejection = dpop_rejection.or(Some((i, scheme)));
+                            outcome
+                        }
                         _ => unreachable!("matched above"),
                     },
                 },
@@ -523,7 +572,7 @@ impl Providers {
                             .iter()
                             .find(|p| p.place == place && !p.soft)
                             .map_or((i, reason), |p| (p.index, p.reason));
-                        return self.denied(first.0, first.1);
+                        return self.denied(first.0, first.1, dpop_rejection);
                     }
                     // The earliest rejection of this place stands; a "not mine" before it does not.
                     if !pending.iter().any(|p| p.place == place && !p.soft) {
@@ -546,7 +595,7 @@ impl Providers {
             }
         }
         if let Some(p) = pending.first() {
-            return self.denied(p.index, p.reason);
+            return self.denied(p.index, p.reason, dpop_rejection);
         }
         if let Some(why) = unavailable {
             return ChainOutcome::Unavailable(why);
@@ -566,6 +615,7 @@ impl Providers {
             provider: None,
             principal: None,
             message: self.deny_messages(allowed),
+            dpop: None,
         })
     }
 
@@ -582,13 +632,19 @@ impl Providers {
             })
     }
 
-    fn denied(&self, i: usize, reason: DenyReason) -> ChainOutcome {
+    fn denied(
+        &self,
+        i: usize,
+        reason: DenyReason,
+        dpop_checked: Option<(usize, Scheme)>,
+    ) -> ChainOutcome {
         let entry = &self.entries[i];
         ChainOutcome::Denied(Denial {
             cause: DenyCause::Credential(reason),
             provider: Some(Arc::clone(&entry.name)),
             principal: None,
             message: entry.deny_message.clone(),
+            dpop: self.dpop_challenge(dpop_checked, reason),
         })
     }
 
@@ -626,6 +682,49 @@ impl Providers {
         })
     }
 
+    /// Applies entry `index`'s DPoP rules to what its provider answered for `token`: an authenticated
+    /// token (fresh or cached) only stands if it passes them.
+    async fn dpop_check(
+        &self,
+        index: usize,
+        outcome: Outcome,
+        request: &RequestView<'_>,
+        token: &str,
+        scheme: Scheme,
+    ) -> Outcome {
+        let Outcome::Authenticated(identity) = outcome else {
+            return outcome;
+        };
+        let Some((dpop, _)) = &self.entries[index].dpop else {
+            return Outcome::Authenticated(identity);
+        };
+        match dpop.check(request, token, scheme, &identity.claims).await {
+            Ok(()) => Outcome::Authenticated(identity),
+            Err(crate::dpop::Refusal::Rejected(reason)) => Outcome::Rejected(reason),
+            Err(crate::dpop::Refusal::Unavailable(why)) => Outcome::Unavailable(why),
+        }
+    }
+
+    /// The DPoP challenge of a credential denial: when the token came with the `DPoP` scheme or failed a
+    /// DPoP rule.
+    fn dpop_challenge(
+        &self,
+        checked: Option<(usize, Scheme)>,
+        reason: DenyReason,
+    ) -> Option<DpopChallenge> {
+        let (index, scheme) = checked?;
+        let (dpop, _) = self.entries[index].dpop.as_ref()?;
+        let about_dpop = reason.as_str().starts_with("dpop_");
+        (scheme == Scheme::Dpop || about_dpop)
+            .then(|| dpop.challenge(reason == DenyReason::DpopNonceRequired))
+    }
+
+    /// The `algs` of the first provider that advertises DPoP, for challenges (`None`: no provider does).
+    pub fn dpop_algs(&self, index: usize) -> Option<Arc<str>> {
+        let (dpop, _) = self.entries.get(index)?.dpop.as_ref()?;
+        dpop.advertised().then(|| dpop.challenge(false).algs)
+    }
+
     /// The deny messages of the providers that could have taken a credential, joined.
     fn deny_messages(&self, allowed: Option<&[usize]>) -> Option<Arc<str>> {
         let messages: Vec<&str> = self
@@ -646,6 +745,63 @@ fn deny_message(provider: &ProviderConfig, style: BodyStyle) -> Option<Arc<str>>
         (None, BodyStyle::LlamaStack) => Some(Arc::from(provider.kind.llama_stack_message())),
         (None, BodyStyle::Portcullis) => None,
     }
+}
+
+/// The credential at the entry's location; with DPoP rules and `Authorization: Bearer`, also a token
+/// sent as `Authorization: DPoP <token>`.
+fn extract<'a>(request: &RequestView<'a>, entry: &Entry) -> (Found<'a>, Scheme) {
+    match (credential::extract(request, &entry.location), &entry.dpop) {
+        (Found::None, Some((_, Some(dpop_location)))) => {
+            (credential::extract(request, dpop_location), Scheme::Dpop)
+        }
+        (found, _) => (found, Scheme::Bearer),
+    }
+}
+
+/// A `jwt` or `introspection` provider's DPoP rules; without a `dpop` block, the defaults (`optional`).
+fn dpop_rules(
+    index: usize,
+    provider: &crate::config::ProviderConfig,
+    secrets: &SecretSource,
+    replay: &Arc<ReplayCache>,
+    clock: &Clock,
+) -> Result<(Arc<Dpop>, Option<CredentialLocation>), BuildError> {
+    let configured = provider.kind.dpop();
+    let config = configured.cloned().unwrap_or_default();
+    let secret = match (&config.nonce_secret, config.nonce) {
+        (Some(secret), true) => {
+            Some(
+                secret
+                    .resolve(secrets)
+                    .map_err(|source| BuildError::Secret {
+                        field: "dpop.nonce_secret",
+                        index,
+                        source,
+                    })?,
+            )
+        }
+        _ => None,
+    };
+    let dpop = Dpop::new(
+        &config,
+        secret.as_ref(),
+        Arc::clone(replay),
+        clock.clone(),
+        configured.is_some(),
+    );
+    let dpop_location = match &provider.credential {
+        CredentialLocation::Header {
+            name,
+            scheme: Some(scheme),
+        } if name == "authorization" && scheme.eq_ignore_ascii_case("bearer") => {
+            Some(CredentialLocation::Header {
+                name: name.clone(),
+                scheme: Some("DPoP".to_owned()),
+            })
+        }
+        _ => None,
+    };
+    Ok((Arc::new(dpop), dpop_location))
 }
 
 fn record(attempts: &mut Option<&mut Vec<Attempt>>, entry: &Entry, outcome: &'static str) {

@@ -62,6 +62,8 @@ impl<'a> Headers<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
     pub method: &'a str,
+    /// `http` or `https` as Envoy saw the request (empty when it sent none).
+    pub scheme: &'a str,
     /// The path without its query string.
     pub path: &'a str,
     /// The query string without `?` (empty when there is none).
@@ -96,6 +98,7 @@ impl<'a> RequestView<'a> {
             .unwrap_or((path_and_query, ""));
         RequestView {
             method,
+            scheme: "",
             path,
             query,
             host,

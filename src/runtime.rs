@@ -12,11 +12,14 @@ use crate::config::{Config, ConfigErrors, Problem, SecretSource};
 use crate::policy::{Policy, ProviderInfo};
 use crate::providers::Providers;
 use crate::request::RequestView;
+use crate::resources::Resources;
 
 /// One configuration, ready to decide.
 pub struct Runtime {
     authorizer: Authorizer,
     answers: AnswerSettings,
+    /// The RFC 9728 metadata documents.
+    resources: Resources,
     /// Whether a Check may ask for its explanation (`server.allow_explain`).
     allow_explain: bool,
 }
@@ -44,6 +47,7 @@ impl Runtime {
         Ok(Runtime {
             authorizer: Authorizer::new(providers, policy, clock),
             answers: AnswerSettings::new(config),
+            resources: Resources::new(&config.resources),
             allow_explain: config.server.allow_explain,
         })
     }
@@ -68,12 +72,26 @@ impl Runtime {
         self.authorizer.use_denylist(denylist);
     }
 
+    /// Uses the shared state: its denylist, and, when replicas share it (Redis), its "seen once"
+    /// records for DPoP proof replay.
+    pub fn use_state(&mut self, state: &std::sync::Arc<crate::state::SharedState>) {
+        self.use_denylist(std::sync::Arc::clone(state.denylist()));
+        if state.is_shared() {
+            let store: std::sync::Arc<dyn crate::dpop::SharedSeen> = state.clone();
+            self.authorizer.use_shared_replay(store);
+        }
+    }
+
     pub fn authorizer(&self) -> &Authorizer {
         &self.authorizer
     }
 
     pub fn answers(&self) -> &AnswerSettings {
         &self.answers
+    }
+
+    pub fn resources(&self) -> &Resources {
+        &self.resources
     }
 
     pub fn allow_explain(&self) -> bool {

@@ -69,7 +69,7 @@ impl App {
         dev: Option<Arc<DevIssuer>>,
         state: Arc<SharedState>,
     ) -> App {
-        runtime.use_denylist(Arc::clone(state.denylist()));
+        runtime.use_state(&state);
         App {
             runtime: ArcSwap::from_pointee(runtime),
             metrics: Metrics::default(),

@@ -11,6 +11,7 @@
 mod redis;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -149,6 +150,11 @@ impl SharedState {
     }
 
     /// `memory` or `redis`.
+    /// Whether replicas share this state (Redis), not this process alone.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, StateBackend::Redis(_))
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             StateBackend::Memory(_) => "memory",
@@ -302,6 +308,35 @@ impl Health {
     }
 }
 
+// === impl SharedState as the DPoP replay store ===
+
+impl std::fmt::Debug for SharedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedState")
+            .field("backend", &self.backend_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl crate::dpop::SharedSeen for SharedState {
+    fn first_use(
+        &self,
+        digest: [u8; 32],
+        expires_at: i64,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<bool, crate::dpop::ReplayUnavailable>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            SharedState::first_use(self, digest, expires_at)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "DPoP replay check failed: the proof is refused");
+                    crate::dpop::ReplayUnavailable
+                })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,3 +367,4 @@ mod tests {
         assert_eq!(state.fault(), None);
     }
 }
+

@@ -326,6 +326,7 @@ fn every_example_is_a_valid_config() {
         "auth0-trading.yaml",
         "research-platform.yaml",
         "service-to-service.yaml",
+        "agent-platform.yaml",
     ] {
         let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
         let (code, stdout, _) = run(&["validate-config", &path]);

@@ -580,3 +580,62 @@ async fn policy_denials_name_the_provider_and_principal() {
     assert_eq!(denial.provider.as_deref(), Some("idp"));
     assert_eq!(denial.principal.as_deref(), Some("user-1"));
 }
+
+/// `examples/agent-platform.yaml`: DPoP, delegated agent tokens and a strict MCP resource.
+#[tokio::test]
+async fn agent_platform_example() {
+    let (idp, key, server) = serve_example("agent-platform.yaml").await;
+    let mcp = "https://api.example.com/mcp/data";
+    let send = |path: &'static str, headers: Vec<(String, String)>| {
+        let server = &server;
+        async move {
+            let pairs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            server.send(request_to("GET", path, &pairs)).await
+        }
+    };
+    let bearer = |c: &Value| {
+        vec![(
+            "authorization".to_owned(),
+            format!("Bearer {}", key.token(c)),
+        )]
+    };
+
+    // The metadata document, without a token.
+    let response = send("/.well-known/oauth-protected-resource/mcp/data", vec![]).await;
+    let d = denied(&response);
+    assert_eq!(d.status.as_ref().unwrap().code, 200);
+    let doc: Value = serde_json::from_str(&d.body).unwrap();
+    assert_eq!(doc["resource"], mcp);
+    assert_eq!(doc["dpop_bound_access_tokens_required"], true);
+
+    // An agent token for the API in general: 401 on the MCP resource, pointing at the document.
+    let mut agent = human(
+        &idp,
+        &["read:data"],
+        json!({"act": {"sub": "agent-broker@clients"}}),
+    );
+    let response = send("/mcp/data/q", bearer(&agent)).await;
+    assert_eq!(
+        response.status.as_ref().unwrap().message,
+        "audience_mismatch"
+    );
+    let challenge = header(&denied(&response).headers, "www-authenticate").unwrap();
+    assert!(challenge.contains("resource_metadata=\"https://api.example.com/.well-known/oauth-protected-resource/mcp/data\""), "{challenge}");
+
+    // With the MCP audience but as Bearer (not bound): the route wants DPoP.
+    agent["aud"] = json!([AUD, mcp]);
+    let response = send("/mcp/data/q", bearer(&agent)).await;
+    assert_eq!(response.status.as_ref().unwrap().message, "dpop_required");
+
+    // Delegated tokens are refused where delegation is not allowed.
+    let response = send("/v1/anything", bearer(&agent)).await;
+    assert_eq!(
+        response.status.as_ref().unwrap().message,
+        "delegation_not_allowed"
+    );
+    // A person's own token passes there.
+    ok(&send("/v1/anything", bearer(&human(&idp, &[], json!({})))).await);
+}

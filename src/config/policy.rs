@@ -91,6 +91,11 @@ pub struct RouteConfig {
     /// How a policy denial on this route is answered. Defaults to the standard answer.
     #[serde(default)]
     pub deny: DenyConfig,
+    /// The protected resource (RFC 9728) this route belongs to: one of `resources[].resource`. Its 401
+    /// challenges then carry `resource_metadata` (the metadata URL on the request's host). Defaults to
+    /// none.
+    #[serde(default)]
+    pub resource: Option<String>,
 }
 
 /// The route for requests no other route matches: a [`RouteConfig`] without `name` and `match`.
@@ -107,6 +112,8 @@ pub struct DefaultRouteConfig {
     pub require: RequireConfig,
     /// See [`RouteConfig::deny`]. Defaults to the standard answer.
     pub deny: DenyConfig,
+    /// See [`RouteConfig::resource`]. Defaults to none.
+    pub resource: Option<String>,
 }
 
 /// Conditions on the request; all that are given must hold.
@@ -173,6 +180,34 @@ pub struct RequireConfig {
     /// `any_of: [{principal: human}, {permissions: {all_of: [machine]}}]`. A denial names the first
     /// alternative's unmet requirement. Defaults to none.
     pub any_of: Option<Vec<RequireConfig>>,
+    /// `true`: only DPoP-bound tokens (`cnf.jkt`) with a valid proof (RFC 9449), from a `jwt` or
+    /// `introspection` provider; others answer 401 `invalid_token`. Defaults to false.
+    pub dpop: bool,
+    /// The token's `aud` must contain exactly this resource (RFC 8707), even when the provider accepts
+    /// several audiences; else 401 `invalid_token`. Defaults to none.
+    pub audience: Option<String>,
+    /// Delegated tokens (RFC 8693 `act`). Without `allow: true`, a delegated token is refused (403).
+    /// Defaults to refusing them.
+    pub delegation: Option<DelegationConfig>,
+}
+
+/// Which delegated tokens (RFC 8693 §4.1 `act`) a route takes. The rules apply to delegated tokens only.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DelegationConfig {
+    /// Take delegated tokens at all. Defaults to false (refused with 403).
+    pub allow: bool,
+    /// At most this many actors in the chain (1: an agent acting for a user, no agent acting for an
+    /// agent). Defaults to no limit.
+    pub max_depth: Option<usize>,
+    /// Every actor of the chain (each `act.sub`) must be one of these. Defaults to any actor.
+    pub actors: Option<Vec<String>>,
+    /// The token may live at most this long (`exp` − `iat`; no `iat` fails), e.g. 300 for short-lived
+    /// agent tokens. Defaults to no limit.
+    pub max_lifetime_seconds: Option<u64>,
+    /// Permissions a delegated token may hold but never exercise here (e.g. `machine`: an agent must
+    /// never act as a machine user). Defaults to none.
+    pub forbid_permissions: Option<Vec<String>>,
 }
 
 /// Rules over a set of granted names (scopes or permissions). At least one list must be given.

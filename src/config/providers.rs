@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
+use super::dpop::DpopConfig;
 use super::{Problems, SecretRef, BUILTIN_HEADER_SUFFIXES};
 use crate::request::is_header_name;
 
@@ -74,8 +75,21 @@ impl ProviderKind {
                 .iter()
                 .map(|s| ("shared_secret", s))
                 .chain(c.jwks.token.iter().map(|t| ("jwks.token", t)))
+                .chain(
+                    c.dpop
+                        .iter()
+                        .filter_map(|d| d.nonce_secret.as_ref())
+                        .map(|s| ("dpop.nonce_secret", s)),
+                )
                 .collect(),
-            ProviderKind::Introspection(c) => vec![("client_secret", &c.client_secret)],
+            ProviderKind::Introspection(c) => std::iter::once(("client_secret", &c.client_secret))
+                .chain(
+                    c.dpop
+                        .iter()
+                        .filter_map(|d| d.nonce_secret.as_ref())
+                        .map(|s| ("dpop.nonce_secret", s)),
+                )
+                .collect(),
             ProviderKind::Kubernetes(c) => vec![("token", &c.token)],
             _ => Vec::new(),
         }
@@ -119,6 +133,15 @@ impl ProviderKind {
                 "{REQUIRED}. Please provide a valid GitHub access token (https://docs.github.com/en/authentication/keeping-your-account-and-data-secure/managing-your-personal-access-tokens) in the Authorization header (Bearer <token>)"
             ),
             _ => REQUIRED.to_owned(),
+        }
+    }
+
+    /// The `dpop` block of a kind that takes one (`jwt`, `introspection`), when configured.
+    pub fn dpop(&self) -> Option<&DpopConfig> {
+        match self {
+            ProviderKind::Jwt(c) => c.dpop.as_ref(),
+            ProviderKind::Introspection(c) => c.dpop.as_ref(),
+            _ => None,
         }
     }
 
@@ -415,6 +438,10 @@ pub struct JwtProviderConfig {
     /// Keys fetched over plain HTTP can be replaced by anyone on the path. Defaults to false.
     #[serde(default)]
     pub dangerous_allow_plain_http: bool,
+    /// DPoP (RFC 9449): sender-constrained tokens. Defaults to `mode: optional` with the default settings
+    /// (a token bound with `cnf.jkt` needs its proof; the scheme is not advertised in challenges).
+    #[serde(default)]
+    pub dpop: Option<DpopConfig>,
 }
 
 fn default_algorithms() -> Vec<AlgorithmName> {
@@ -566,6 +593,9 @@ pub struct IntrospectionConfig {
     /// cross the network in clear. Defaults to false.
     #[serde(default)]
     pub dangerous_allow_plain_http: bool,
+    /// DPoP (RFC 9449) for introspected tokens, bound by the answer's `cnf.jkt`. Defaults as for `jwt`.
+    #[serde(default)]
+    pub dpop: Option<DpopConfig>,
 }
 
 fn default_hint() -> String {
@@ -833,6 +863,9 @@ pub(super) fn validate(
         if message.is_empty() || message.chars().any(char::is_control) {
             problems.add(format!("{path}.deny_message"), "must be one non-empty line");
         }
+    }
+    if let Some(dpop) = provider.kind.dpop() {
+        dpop.validate(problems, &format!("{path}.dpop"));
     }
     match &provider.kind {
         ProviderKind::Jwt(jwt) => validate_jwt(problems, path, jwt, prefix),

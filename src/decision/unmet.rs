@@ -41,6 +41,20 @@ pub enum UnmetReason {
     AmrNotMet,
     /// `step_up.max_age`, or no `auth_time`.
     AuthTooOld,
+    /// `dpop: true`, and the token is not DPoP-bound.
+    DpopRequired,
+    /// `audience`, and the token's `aud` does not contain it (RFC 8707).
+    AudienceMismatch,
+    /// A delegated token (RFC 8693 `act`) on a route without `delegation.allow: true`.
+    DelegationNotAllowed,
+    /// `delegation.max_depth`.
+    DelegationTooDeep,
+    /// `delegation.actors`.
+    ActorNotAllowed,
+    /// `delegation.max_lifetime_seconds`.
+    DelegationTooLong,
+    /// `delegation.forbid_permissions`.
+    DelegatedPermissionForbidden,
 }
 
 // === impl UnmetReason ===
@@ -61,6 +75,13 @@ impl UnmetReason {
         UnmetReason::AcrNotMet,
         UnmetReason::AmrNotMet,
         UnmetReason::AuthTooOld,
+        UnmetReason::DpopRequired,
+        UnmetReason::AudienceMismatch,
+        UnmetReason::DelegationNotAllowed,
+        UnmetReason::DelegationTooDeep,
+        UnmetReason::ActorNotAllowed,
+        UnmetReason::DelegationTooLong,
+        UnmetReason::DelegatedPermissionForbidden,
     ];
 
     /// A stable label for metrics and logs.
@@ -79,6 +100,13 @@ impl UnmetReason {
             UnmetReason::AcrNotMet => "acr_not_met",
             UnmetReason::AmrNotMet => "amr_not_met",
             UnmetReason::AuthTooOld => "auth_too_old",
+            UnmetReason::DpopRequired => "dpop_required",
+            UnmetReason::AudienceMismatch => "audience_mismatch",
+            UnmetReason::DelegationNotAllowed => "delegation_not_allowed",
+            UnmetReason::DelegationTooDeep => "delegation_too_deep",
+            UnmetReason::ActorNotAllowed => "actor_not_allowed",
+            UnmetReason::DelegationTooLong => "delegation_too_long",
+            UnmetReason::DelegatedPermissionForbidden => "delegated_permission_forbidden",
         }
     }
 
@@ -102,6 +130,15 @@ impl UnmetReason {
             UnmetReason::AcrNotMet => "a different authentication level is required",
             UnmetReason::AmrNotMet => "multi-factor authentication is required",
             UnmetReason::AuthTooOld => "more recent authentication is required",
+            UnmetReason::DpopRequired => "a DPoP-bound token is required on this route",
+            UnmetReason::AudienceMismatch => "the token is not meant for this resource",
+            UnmetReason::DelegationNotAllowed => "delegated tokens are not accepted on this route",
+            UnmetReason::DelegationTooDeep => "the delegation chain is too long",
+            UnmetReason::ActorNotAllowed => "an actor of the delegation is not allowed",
+            UnmetReason::DelegationTooLong => "the delegated token lives too long",
+            UnmetReason::DelegatedPermissionForbidden => {
+                "a delegated token may not use this permission here"
+            }
         }
     }
 
@@ -112,6 +149,8 @@ impl UnmetReason {
         match self {
             UnmetReason::AnonymousNotAllowed
             | UnmetReason::ProviderNotAllowed
+            | UnmetReason::DpopRequired
+            | UnmetReason::AudienceMismatch
             | UnmetReason::AcrNotMet
             | UnmetReason::AmrNotMet
             | UnmetReason::AuthTooOld => 401,
@@ -124,7 +163,9 @@ impl UnmetReason {
     pub fn error_code(self) -> &'static str {
         match self {
             UnmetReason::AnonymousNotAllowed => "unauthorized",
-            UnmetReason::ProviderNotAllowed => "invalid_token",
+            UnmetReason::ProviderNotAllowed
+            | UnmetReason::DpopRequired
+            | UnmetReason::AudienceMismatch => "invalid_token",
             UnmetReason::AcrNotMet | UnmetReason::AmrNotMet | UnmetReason::AuthTooOld => {
                 "insufficient_user_authentication"
             }
@@ -221,6 +262,13 @@ mod tests {
                 ("acr_not_met", 401, "insufficient_user_authentication"),
                 ("amr_not_met", 401, "insufficient_user_authentication"),
                 ("auth_too_old", 401, "insufficient_user_authentication"),
+                ("dpop_required", 401, "invalid_token"),
+                ("audience_mismatch", 401, "invalid_token"),
+                ("delegation_not_allowed", 403, "insufficient_scope"),
+                ("delegation_too_deep", 403, "insufficient_scope"),
+                ("actor_not_allowed", 403, "insufficient_scope"),
+                ("delegation_too_long", 403, "insufficient_scope"),
+                ("delegated_permission_forbidden", 403, "insufficient_scope"),
             ]
         );
     }

@@ -253,10 +253,17 @@ fn research_platform() {
     delegated
         .claims
         .insert("act".into(), json!({"sub": "agent-application"}));
+    delegated.actors = vec!["agent-application".to_owned()];
     assert_eq!(ask(&delegated, "POST", "/hooks/log"), (200, "allow"));
     assert_eq!(
         ask(&delegated, "POST", "/api/runs"),
-        (403, "claim_mismatch")
+        (403, "delegation_not_allowed")
+    );
+    // An agent acting for an agent acting for a person goes past `max_depth: 1`.
+    delegated.actors.push("another-agent".to_owned());
+    assert_eq!(
+        ask(&delegated, "POST", "/hooks/log"),
+        (403, "delegation_too_deep")
     );
 }
 

@@ -1,5 +1,7 @@
-//! What an authenticated identity must have on a route: principal kind, scopes, Auth0 RBAC permissions,
-//! claims, organization and step-up authentication, compiled once and checked in that order.
+//! What an authenticated identity must have on a route: the audience (RFC 8707) and a DPoP binding (RFC
+//! 9449), principal kind, the delegation rules (RFC 8693 `act`), scopes, Auth0 RBAC permissions, claims,
+//! organization and step-up authentication, compiled once and checked in that order. A delegated token
+//! is refused (403) on a route that does not set `delegation.allow: true`.
 //!
 //! The 403 requirements come before step-up: authenticating again cannot grant a missing permission, so
 //! a client is told about that first.
@@ -11,7 +13,7 @@ use serde_json::Value as Json;
 use super::claims::{ClaimPath, ClaimRule, Namespaces};
 use super::explain::ExplainStep;
 use crate::config::policy::{
-    GrantsConfig, OrganizationConfig, Principal, RequireConfig, StepUpConfig,
+    DelegationConfig, GrantsConfig, OrganizationConfig, Principal, RequireConfig, StepUpConfig,
 };
 use crate::config::Problems;
 use crate::decision::{Unmet, UnmetReason};
@@ -24,12 +26,22 @@ const AUTH_TIME_LEEWAY_SECONDS: i64 = 60;
 
 /// A route's requirements, in checking order.
 #[derive(Debug, Default)]
-pub(super) struct Requirements(Box<[Requirement]>);
+pub(super) struct Requirements {
+    list: Box<[Requirement]>,
+    /// No `delegation.allow: true`: a delegated token is refused.
+    refuse_delegated: bool,
+}
 
 #[derive(Debug)]
 enum Requirement {
+    /// `audience`: `aud` contains exactly this (RFC 8707).
+    Audience(Box<str>),
+    /// `dpop: true`.
+    Dpop,
     /// `Human` or `Machine`.
     Principal(Principal),
+    /// One `delegation` rule; only delegated tokens are checked.
+    Delegation(Delegation),
     Grants(Grants),
     Claim(ClaimRule),
     Organization(Organization),
@@ -80,6 +92,14 @@ enum OrgSource {
 }
 
 #[derive(Debug)]
+enum Delegation {
+    MaxDepth(usize),
+    Actors(Box<[Box<str>]>),
+    MaxLifetime(i64),
+    ForbidPermissions(Box<[Box<str>]>),
+}
+
+#[derive(Debug)]
 struct StepUp {
     acr: Option<Box<[Box<str>]>>,
     amr: Box<[Box<str>]>,
@@ -98,9 +118,27 @@ impl Requirements {
         namespaces: &Namespaces,
     ) -> Requirements {
         let mut list = Vec::new();
+        if let Some(audience) = &config.audience {
+            if audience.is_empty() || audience.chars().any(char::is_control) {
+                problems.add(format!("{path}.audience"), "must be one non-empty line");
+            }
+            list.push(Requirement::Audience(audience.as_str().into()));
+        }
+        if config.dpop {
+            list.push(Requirement::Dpop);
+        }
         match config.principal {
             Principal::Any => {}
             kind => list.push(Requirement::Principal(kind)),
+        }
+        let allow_delegated = config.delegation.as_ref().is_some_and(|d| d.allow);
+        if let Some(delegation) = &config.delegation {
+            Delegation::compile(
+                problems,
+                &format!("{path}.delegation"),
+                delegation,
+                &mut list,
+            );
         }
         for (key, source, grants) in [
             ("scopes", Source::Scopes, &config.scopes),
@@ -142,7 +180,9 @@ impl Requirements {
                 .enumerate()
                 .map(|(i, alt)| {
                     let field = format!("{path}.any_of[{i}]");
-                    let compiled = Requirements::compile(problems, &field, alt, namespaces);
+                    let mut compiled = Requirements::compile(problems, &field, alt, namespaces);
+                    // Whether delegated tokens come in is the route's call, not an alternative's.
+                    compiled.refuse_delegated = false;
                     if compiled.is_empty() {
                         problems.add(
                             field,
@@ -159,11 +199,15 @@ impl Requirements {
                 list.push(Requirement::StepUp(step_up));
             }
         }
-        Requirements(list.into())
+        Requirements {
+            list: list.into(),
+            refuse_delegated: !allow_delegated,
+        }
     }
 
+    /// No requirement was configured (a delegated token is still refused).
     pub(super) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty()
     }
 
     /// The first requirement not met, if any.
@@ -173,7 +217,10 @@ impl Requirements {
         request: &RequestView<'_>,
         now: i64,
     ) -> Result<(), Unmet> {
-        self.0
+        if self.refuse_delegated && !identity.actors.is_empty() {
+            return Err(Unmet::new(UnmetReason::DelegationNotAllowed));
+        }
+        self.list
             .iter()
             .try_for_each(|r| r.check(identity, request, now))
     }
@@ -185,17 +232,23 @@ impl Requirements {
         request: &RequestView<'_>,
         now: i64,
     ) -> Vec<ExplainStep> {
-        self.0
-            .iter()
-            .map(|r| {
-                let result = r.check(identity, request, now);
-                ExplainStep::new(
-                    r.describe(),
-                    result.is_ok(),
-                    result.err().map(|u| u.as_str()),
-                )
-            })
-            .collect()
+        let mut steps = Vec::new();
+        if self.refuse_delegated && !identity.actors.is_empty() {
+            steps.push(ExplainStep::new(
+                "delegation not allowed (no delegation.allow: true)".to_owned(),
+                false,
+                Some(UnmetReason::DelegationNotAllowed.as_str()),
+            ));
+        }
+        steps.extend(self.list.iter().map(|r| {
+            let result = r.check(identity, request, now);
+            ExplainStep::new(
+                r.describe(),
+                result.is_ok(),
+                result.err().map(|u| u.as_str()),
+            )
+        }));
+        steps
     }
 }
 
@@ -204,6 +257,11 @@ impl Requirements {
 impl Requirement {
     fn check(&self, identity: &Identity, request: &RequestView<'_>, now: i64) -> Result<(), Unmet> {
         match self {
+            Requirement::Audience(audience) if has_audience(identity, audience) => Ok(()),
+            Requirement::Audience(_) => Err(Unmet::new(UnmetReason::AudienceMismatch)),
+            Requirement::Dpop if identity.dpop_bound => Ok(()),
+            Requirement::Dpop => Err(Unmet::new(UnmetReason::DpopRequired)),
+            Requirement::Delegation(rule) => rule.check(identity),
             Requirement::Principal(Principal::Human) if identity.kind == PrincipalKind::Human => {
                 Ok(())
             }
@@ -239,6 +297,20 @@ impl Requirement {
 
     fn describe(&self) -> String {
         match self {
+            Requirement::Audience(audience) => format!("audience {audience}"),
+            Requirement::Dpop => "dpop-bound token".to_owned(),
+            Requirement::Delegation(Delegation::MaxDepth(n)) => {
+                format!("delegation max_depth {n}")
+            }
+            Requirement::Delegation(Delegation::Actors(actors)) => {
+                format!("delegation actors one of [{}]", actors.join(", "))
+            }
+            Requirement::Delegation(Delegation::MaxLifetime(s)) => {
+                format!("delegation max_lifetime {s}s")
+            }
+            Requirement::Delegation(Delegation::ForbidPermissions(p)) => {
+                format!("delegation forbid_permissions [{}]", p.join(", "))
+            }
             Requirement::Principal(Principal::Machine) => "principal machine".to_owned(),
             Requirement::Principal(_) => "principal human".to_owned(),
             Requirement::Grants(g) => {
@@ -283,13 +355,124 @@ impl Requirement {
                 let blocks: Vec<String> = alternatives
                     .iter()
                     .map(|a| {
-                        let parts: Vec<String> = a.0.iter().map(Requirement::describe).collect();
+                        let parts: Vec<String> = a.list.iter().map(Requirement::describe).collect();
                         format!("({})", parts.join(" and "))
                     })
                     .collect();
                 format!("any of {}", blocks.join(" or "))
             }
         }
+    }
+}
+
+/// RFC 8707 / RFC 7519 §4.1.3: `aud` (a string or an array) contains exactly `audience`.
+fn has_audience(identity: &Identity, audience: &str) -> bool {
+    match identity.claims.get("aud") {
+        Some(Json::String(aud)) => aud == audience,
+        Some(Json::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(audience)),
+        _ => false,
+    }
+}
+
+// === impl Delegation ===
+
+impl Delegation {
+    fn compile(
+        problems: &mut Problems,
+        path: &str,
+        config: &DelegationConfig,
+        out: &mut Vec<Requirement>,
+    ) {
+        let has_rules = config.max_depth.is_some()
+            || config.actors.is_some()
+            || config.max_lifetime_seconds.is_some()
+            || config.forbid_permissions.is_some();
+        if !config.allow && has_rules {
+            problems.add(
+                format!("{path}.allow"),
+                "the delegation rules apply to delegated tokens, which need `allow: true`",
+            );
+        }
+        if let Some(depth) = config.max_depth {
+            if depth == 0 {
+                problems.add(
+                    format!("{path}.max_depth"),
+                    "must be at least 1 (omit `allow` to refuse delegated tokens)",
+                );
+            }
+            out.push(Requirement::Delegation(Delegation::MaxDepth(depth)));
+        }
+        if let Some(actors) = &config.actors {
+            if actors.is_empty() {
+                problems.add(format!("{path}.actors"), "must not be empty");
+            }
+            if actors
+                .iter()
+                .any(|a| a.is_empty() || a.chars().any(char::is_control))
+            {
+                problems.add(
+                    format!("{path}.actors"),
+                    "must be non-empty single-line names",
+                );
+            }
+            let actors = actors.iter().map(|a| a.as_str().into()).collect();
+            out.push(Requirement::Delegation(Delegation::Actors(actors)));
+        }
+        if let Some(seconds) = config.max_lifetime_seconds {
+            if seconds == 0 {
+                problems.add(format!("{path}.max_lifetime_seconds"), "must be at least 1");
+            }
+            let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+            out.push(Requirement::Delegation(Delegation::MaxLifetime(seconds)));
+        }
+        if let Some(list) = &config.forbid_permissions {
+            let names = names(problems, &format!("{path}.forbid_permissions"), list);
+            out.push(Requirement::Delegation(Delegation::ForbidPermissions(
+                names,
+            )));
+        }
+    }
+
+    /// A token that is not delegated passes every delegation rule.
+    fn check(&self, identity: &Identity) -> Result<(), Unmet> {
+        let actors = &identity.actors;
+        if actors.is_empty() {
+            return Ok(());
+        }
+        let holds = match self {
+            Delegation::MaxDepth(max) => actors.len() <= *max,
+            Delegation::Actors(allowed) => {
+                actors.iter().all(|a| allowed.iter().any(|x| **x == **a))
+            }
+            Delegation::MaxLifetime(max) => identity
+                .claims
+                .get("iat")
+                .and_then(Json::as_f64)
+                .is_some_and(|iat| (identity.expires_at as f64 - iat) <= *max as f64),
+            Delegation::ForbidPermissions(names) => {
+                !names.iter().any(|n| has_permission(identity, n))
+            }
+        };
+        let reason = match self {
+            Delegation::MaxDepth(_) => UnmetReason::DelegationTooDeep,
+            Delegation::Actors(_) => UnmetReason::ActorNotAllowed,
+            Delegation::MaxLifetime(_) => UnmetReason::DelegationTooLong,
+            Delegation::ForbidPermissions(_) => UnmetReason::DelegatedPermissionForbidden,
+        };
+        if holds {
+            Ok(())
+        } else {
+            Err(Unmet::new(reason))
+        }
+    }
+}
+
+/// The `permissions` claim (Auth0 RBAC: an array, or a space-separated string) holds `name`.
+fn has_permission(identity: &Identity, name: &str) -> bool {
+    match identity.claims.get("permissions") {
+        Some(Json::Array(items)) => items.iter().any(|p| p.as_str() == Some(name)),
+        Some(Json::String(list)) => list.split_ascii_whitespace().any(|p| p == name),
+        _ => false,
     }
 }
 
@@ -351,11 +534,7 @@ impl Grants {
     fn has(&self, identity: &Identity, name: &str) -> bool {
         match self.source {
             Source::Scopes => identity.scopes.split_ascii_whitespace().any(|s| s == name),
-            Source::Permissions => match identity.claims.get("permissions") {
-                Some(Json::Array(items)) => items.iter().any(|p| p.as_str() == Some(name)),
-                Some(Json::String(list)) => list.split_ascii_whitespace().any(|p| p == name),
-                _ => false,
-            },
+            Source::Permissions => has_permission(identity, name),
         }
     }
 
@@ -622,6 +801,137 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         ))
+    }
+
+    /// A delegated token: `actors` current first, living `lifetime` seconds.
+    fn delegated(actors: &[&str], lifetime: i64, permissions: &[&str]) -> Identity {
+        let mut act = json!(null);
+        for actor in actors.iter().rev() {
+            act = if act.is_null() {
+                json!({"sub": actor})
+            } else {
+                json!({"sub": actor, "act": act})
+            };
+        }
+        let mut id = identity(
+            "",
+            json!({"act": act, "iat": NOW, "permissions": permissions}),
+        );
+        id.actors = actors.iter().map(|a| a.to_string()).collect();
+        id.expires_at = NOW + lifetime;
+        id
+    }
+
+    #[test]
+    fn delegated_tokens_are_refused_unless_allowed() {
+        let agent = delegated(&["agent-broker@clients"], 300, &[]);
+        let nothing = requirements("{}");
+        assert_eq!(
+            check(&nothing, &agent),
+            denied("delegation_not_allowed", 403, &[])
+        );
+        assert_eq!(check(&nothing, &identity("", json!({}))), Ok(()));
+        let allowed = requirements("delegation: {allow: true}");
+        assert_eq!(check(&allowed, &agent), Ok(()));
+    }
+
+    #[test]
+    fn each_delegation_rule_allows_and_refuses() {
+        let r = requirements(
+            "delegation: {allow: true, max_depth: 1, actors: [agent-broker@clients], max_lifetime_seconds: 300, forbid_permissions: [machine]}",
+        );
+        let ok = delegated(&["agent-broker@clients"], 300, &["read:data"]);
+        assert_eq!(check(&r, &ok), Ok(()));
+        let deep = delegated(&["agent-broker@clients", "agent-broker@clients"], 300, &[]);
+        assert_eq!(check(&r, &deep), denied("delegation_too_deep", 403, &[]));
+        let stranger = delegated(&["rogue@clients"], 300, &[]);
+        assert_eq!(check(&r, &stranger), denied("actor_not_allowed", 403, &[]));
+        let long = delegated(&["agent-broker@clients"], 301, &[]);
+        assert_eq!(check(&r, &long), denied("delegation_too_long", 403, &[]));
+        let mut no_iat = ok.clone();
+        no_iat.claims.remove("iat");
+        assert_eq!(check(&r, &no_iat), denied("delegation_too_long", 403, &[]));
+        let machine_user = delegated(&["agent-broker@clients"], 300, &["machine"]);
+        assert_eq!(
+            check(&r, &machine_user),
+            denied("delegated_permission_forbidden", 403, &[])
+        );
+        // The rules are about delegation: a token of its own may hold `machine` and live a day.
+        let mut own = identity("", json!({"permissions": ["machine"], "iat": NOW}));
+        own.expires_at = NOW + 86_400;
+        assert_eq!(check(&r, &own), Ok(()));
+
+        let steps = r.explain(
+            &stranger,
+            &RequestView::new("GET", "/", "h", Headers::Pairs(&[]), ""),
+            NOW,
+        );
+        let steps: Vec<(String, bool)> = steps.into_iter().map(|s| (s.check, s.passed)).collect();
+        assert_eq!(
+            steps,
+            [
+                ("delegation max_depth 1".to_owned(), true),
+                (
+                    "delegation actors one of [agent-broker@clients]".to_owned(),
+                    false
+                ),
+                ("delegation max_lifetime 300s".to_owned(), true),
+                ("delegation forbid_permissions [machine]".to_owned(), true),
+            ]
+        );
+        assert_eq!(
+            problems("delegation: {max_depth: 0}"),
+            [
+                (
+                    "routes[0].require.delegation.allow".to_owned(),
+                    "the delegation rules apply to delegated tokens, which need `allow: true`"
+                        .to_owned()
+                ),
+                (
+                    "routes[0].require.delegation.max_depth".to_owned(),
+                    "must be at least 1 (omit `allow` to refuse delegated tokens)".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn audience_must_be_exact_and_is_a_401() {
+        let r = requirements("audience: https://api.example.com/mcp/data");
+        let with = |aud: Json| identity("", json!({ "aud": aud }));
+        assert_eq!(
+            check(
+                &r,
+                &with(json!([
+                    "https://api.example.com/",
+                    "https://api.example.com/mcp/data"
+                ]))
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(&r, &with(json!("https://api.example.com/mcp/data"))),
+            Ok(())
+        );
+        for other in [
+            json!("https://api.example.com/mcp/data/"),
+            json!(["https://api.example.com/"]),
+            json!(null),
+        ] {
+            assert_eq!(
+                check(&r, &with(other)),
+                denied("audience_mismatch", 401, &[])
+            );
+        }
+    }
+
+    #[test]
+    fn dpop_routes_take_only_bound_tokens() {
+        let r = requirements("dpop: true");
+        let mut bound = identity("", json!({"cnf": {"jkt": "x"}}));
+        assert_eq!(check(&r, &bound), denied("dpop_required", 401, &[]));
+        bound.dpop_bound = true;
+        assert_eq!(check(&r, &bound), Ok(()));
     }
 
     #[test]

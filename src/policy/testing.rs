@@ -21,6 +21,8 @@ pub(super) fn identity(scopes: &str, claims: Json) -> Identity {
         headers: Vec::new(),
         claims: claims.as_object().expect("claims are an object").clone(),
         expires_at: i64::MAX,
+        actors: Vec::new(),
+        dpop_bound: false,
     }
 }
 

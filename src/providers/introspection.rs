@@ -168,9 +168,11 @@ impl Introspection {
         let expires_at = exp.unwrap_or(now + self.max_ttl.as_secs() as i64);
         let remaining = Duration::from_secs(u64::try_from(expires_at - now).unwrap_or(0));
         let issuer: Arc<str> = Arc::from(claims.get("iss").and_then(Value::as_str).unwrap_or(""));
-        let identity = self
+        let mut identity = self
             .claims
             .claims_identity(&self.name, issuer, claims, expires_at);
+        // The chain checks the proof of every bound token this provider authenticates (crate::dpop).
+        identity.dpop_bound = crate::dpop::is_bound(&identity.claims);
         Timed {
             value: Answer::Accepted(Arc::new(identity)),
             ttl: remaining.min(self.max_ttl),

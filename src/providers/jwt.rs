@@ -154,8 +154,12 @@ impl JwtProvider {
     }
 
     fn identity(&self, claims: Map<String, Value>, expires_at: i64) -> Identity {
-        self.claims
-            .claims_identity(&self.name, Arc::clone(&self.issuer), claims, expires_at)
+        let mut identity =
+            self.claims
+                .claims_identity(&self.name, Arc::clone(&self.issuer), claims, expires_at);
+        // The chain checks the proof of every bound token this provider authenticates (crate::dpop).
+        identity.dpop_bound = crate::dpop::is_bound(&identity.claims);
+        identity
     }
 }
 

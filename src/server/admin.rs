@@ -1,5 +1,5 @@
-//! The admin HTTP port: liveness, readiness, metrics, and with `serve --dev` the development issuer's
-//! discovery document and key set.
+//! The admin HTTP port: liveness, readiness, metrics, the RFC 9728 protected resource metadata, and with
+//! `serve --dev` the development issuer's discovery document and key set.
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/dev/.well-known/openid-configuration", get(dev_discovery))
         .route("/dev/jwks.json", get(dev_jwks))
         .merge(super::revocations::router())
+        .fallback(get(resource_metadata))
         .with_state(app)
 }
 
@@ -53,6 +54,18 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         state.denylist().len(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// RFC 9728 protected resource metadata at `/.well-known/oauth-protected-resource` + the resource's path.
+async fn resource_metadata(State(app): State<Arc<App>>, uri: axum::http::Uri) -> Response {
+    match app.runtime().resources().document(uri.path()) {
+        Some(document) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            document.to_owned(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn dev_discovery(State(app): State<Arc<App>>) -> Response {

@@ -40,6 +40,11 @@ impl Authorization for CheckService {
                 .or_else(|| view.headers.get(key))
         });
         let runtime = self.app.runtime();
+        // RFC 9728: the resource's metadata is public; the request never reaches the upstream.
+        if let Some(document) = runtime.resources().document(view.path) {
+            let answer = crate::answer::resource_document(document);
+            return Ok(Response::new(translate::check_response(answer)));
+        }
         let explain = runtime.allow_explain()
             && view
                 .headers

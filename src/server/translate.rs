@@ -106,6 +106,7 @@ pub fn request_view<'a>(
         }
         _ => view,
     };
+    view.scheme = field(|h| h.scheme.as_str());
     if let Some(source) = request.attributes.as_ref().and_then(|a| a.source.as_ref()) {
         view.peer_principal = &source.principal;
         view.peer_certificate = &source.certificate;
@@ -224,6 +225,18 @@ fn identity_fields(identity: &Identity) -> BTreeMap<String, prost_types::Value> 
         fields.insert("client_id".to_owned(), string(client_id));
     }
     fields.insert("scopes".to_owned(), string(&identity.scopes));
+    if !identity.actors.is_empty() {
+        fields.insert("actor".to_owned(), string(&identity.actors[0]));
+        let chain = prost_types::ListValue {
+            values: identity.actors.iter().map(|a| string(a)).collect(),
+        };
+        fields.insert(
+            "delegation_chain".to_owned(),
+            prost_types::Value {
+                kind: Some(Kind::ListValue(chain)),
+            },
+        );
+    }
     if !identity.attributes.is_empty() {
         let attributes = identity
             .attributes

@@ -12,11 +12,15 @@ from __future__ import annotations
 import base64
 import json
 import re
+import subprocess
 import uuid
 
 import pytest
 
 from conftest import (
+    E2E_DIR,
+    NODE,
+    RESOURCE,
     INTROSPECTION_PROVIDER_NAME,
     OPAQUE_RESOURCE,
     PROVIDER_NAME,
@@ -475,3 +479,49 @@ def test_jwt_is_still_validated_by_the_jwt_provider(envoy, oidc):
     assert token.count(".") == 2
     seen = upstream_headers(envoy.request("/things", headers=[bearer(token)]))
     assert seen.get("x-auth-provider") == [PROVIDER_NAME]
+
+
+# ---------------------------------------------------------------------------------------------
+# DPoP (RFC 9449): oidc-provider binds the token to the client's key (cnf.jkt), npm `dpop` makes proofs
+
+
+def dpop_client(oidc, proofs: list[tuple[str, str]]) -> tuple[str, list[str]]:
+    """A DPoP-bound access token from oidc-provider and one proof per (method, url), from
+    tests/e2e/oidc/dpop-client.mjs (npm `dpop`)."""
+    args = [NODE, str(E2E_DIR / "oidc" / "dpop-client.mjs"), "--issuer", oidc.issuer,
+            "--client-id", "e2e-client", "--client-secret", "e2e-client-secret",
+            "--resource", RESOURCE, "--scope", "read:data"]
+    for method, url in proofs:
+        args += ["--proof", f"{method} {url}"]
+    out = subprocess.run(args, cwd=E2E_DIR / "oidc", capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, f"dpop-client: {out.stderr}"
+    answer = json.loads(out.stdout)
+    assert answer["token_type"] == "DPoP", answer
+    claims = b64url_json(answer["access_token"].split(".")[1])
+    assert "jkt" in claims.get("cnf", {}), f"the token is not bound: {claims}"
+    return answer["access_token"], answer["proofs"]
+
+
+def test_dpop_bound_token_with_its_proof_is_allowed_and_misuse_denied(envoy, oidc):
+    url = f"http://127.0.0.1:{envoy.port}/dpop/things"
+    token, (first, for_other_url, for_post) = dpop_client(
+        oidc, [("GET", url), ("GET", url + "/other"), ("POST", url)])
+    auth = ("authorization", f"DPoP {token}")
+
+    seen = upstream_headers(envoy.request("/dpop/things?x=1", headers=[auth, ("dpop", first)]))
+    assert seen.get("x-auth-subject") == ["e2e-client"]
+
+    def refused(resp, error: str):
+        body = denial(resp, 401)
+        assert body["error"] == error, body
+        challenge = resp.header("www-authenticate")
+        assert challenge.startswith("DPoP ") and f'error="{error}"' in challenge, challenge
+
+    # The same proof again: a replay.
+    refused(envoy.request("/dpop/things", headers=[auth, ("dpop", first)]), "invalid_dpop_proof")
+    # A proof made for another URL, and one for another method.
+    refused(envoy.request("/dpop/things", headers=[auth, ("dpop", for_other_url)]), "invalid_dpop_proof")
+    refused(envoy.request("/dpop/things", headers=[auth, ("dpop", for_post)]), "invalid_dpop_proof")
+    # The bound token sent as Bearer (RFC 9449 §7.2), with or without a proof beside it.
+    refused(envoy.request("/dpop/things", headers=[bearer(token)]), "invalid_token")
+    refused(envoy.request("/dpop/things", headers=[bearer(token), ("dpop", for_post)]), "invalid_token")

@@ -20,6 +20,8 @@
 //     access tokens (oidc-provider's own endpoint refuses structured tokens): e2e-introspector with
 //     client_secret_basic; a JWT signed by this provider's key, of this issuer and not expired, is
 //     `active` with its claims; anything else is `active: false`.
+//   * DPoP (RFC 9449): a token request with a `DPoP` proof gets a DPoP-bound access token (the JWT
+//     carries `cnf.jkt`); dpop-client.mjs (npm `dpop`) is such a client.
 //
 // Signing keys: a fresh RSA-2048 key is generated at every start (nothing private is committed).
 // When ready it prints one line to stdout: `READY http://<host>:<port>`.
@@ -87,6 +89,7 @@ const configuration = {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    dPoP: { enabled: true },
     introspection: {
       enabled: true,
       // Only authenticated confidential clients may introspect (default policy would also
