@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -13,7 +14,8 @@ use crate::authorizer::{Explanation, Verdict};
 use crate::config::{BodyStyle, Config, CredentialLocation, BUILTIN_HEADER_SUFFIXES};
 use crate::decision::{Decision, Denial, DenyCause, Unavailable, UnmetReason};
 use crate::identity::Identity;
-use crate::policy::DenyVars;
+use crate::identity_token::{IdentityTokens, Subject};
+use crate::policy::{DenyVars, RouteToken};
 use crate::request::{is_header_name, RequestView};
 
 /// Everything about answers that is fixed at start: header names and what to strip.
@@ -33,12 +35,14 @@ pub struct AnswerSettings {
     /// Where each provider reads its credential, by provider name (for `remove_authorization`).
     places: std::collections::HashMap<Box<str>, CredentialLocation>,
     body: BodyStyle,
+    /// The signed identity token for the upstream (`identity_token`).
+    identity_tokens: Option<Arc<IdentityTokens>>,
 }
 
 // === impl AnswerSettings ===
 
 impl AnswerSettings {
-    pub fn new(config: &Config) -> AnswerSettings {
+    pub fn new(config: &Config, identity_tokens: Option<Arc<IdentityTokens>>) -> AnswerSettings {
         let prefix = config.headers.prefix.as_str();
         AnswerSettings {
             prefix: prefix.into(),
@@ -59,7 +63,12 @@ impl AnswerSettings {
                 .map(|p| (p.name.as_str().into(), p.credential.clone()))
                 .collect(),
             body: config.answers.body,
+            identity_tokens,
         }
+    }
+
+    pub fn identity_tokens(&self) -> Option<&IdentityTokens> {
+        self.identity_tokens.as_deref()
     }
 }
 
@@ -119,7 +128,7 @@ pub fn answer<'a>(
             identity,
             would_deny,
         } => allow(
-            identity.as_deref(),
+            identity.as_ref(),
             Some(would_deny),
             verdict,
             request,
@@ -134,7 +143,7 @@ pub fn answer<'a>(
 
 /// An allow, or a permissive-mode permit (`would_deny`), with the identity when there is one.
 fn allow<'a>(
-    identity: Option<&'a Identity>,
+    identity: Option<&'a Arc<Identity>>,
     would_deny: Option<&'a Denial>,
     verdict: &'a Verdict<'_>,
     request: &RequestView<'_>,
@@ -143,6 +152,33 @@ fn allow<'a>(
     let mut headers: Vec<Header<'a>> = Vec::with_capacity(8);
     if let Some(identity) = identity {
         identity_headers(identity, s, &mut headers);
+    }
+    // The signed identity: on real allows only (a permissive-mode permit is not vouched for), set with
+    // overwrite; when it is not set, a client's copy is removed below.
+    let mut token_header = None;
+    if let Some(tokens) = &s.identity_tokens {
+        let route = verdict.route;
+        let audience = match route.identity_token() {
+            RouteToken::Off => None,
+            RouteToken::Default => Some(None),
+            RouteToken::Audience(a) => Some(Some(a)),
+        };
+        token_header = Some(tokens.header());
+        if let (Some(audience), Some(identity), None) = (audience, identity, would_deny) {
+            let subject = Subject {
+                identity,
+                route: route.name(),
+                route_index: route.index(),
+                audience,
+                decision_id: &verdict.decision_id,
+            };
+            if let Some(token) = tokens.token(&subject) {
+                headers.push((
+                    Cow::Borrowed(tokens.header()),
+                    Cow::Owned(token.to_string()),
+                ));
+            }
+        }
     }
     headers.push((
         Cow::Borrowed(&s.decision_id),
@@ -213,6 +249,12 @@ fn allow<'a>(
             _ => {}
         }
     }
+    if let Some(name) = token_header {
+        let set_by_us = headers.iter().any(|(key, _)| key == name);
+        if !set_by_us && request.headers.get(name).is_some() && !remove.iter().any(|r| r == name) {
+            remove.push(name.to_owned());
+        }
+    }
 
     Answer {
         outcome: Outcome::Allow,
@@ -223,7 +265,7 @@ fn allow<'a>(
         body: String::new(),
         reason: "",
         metadata: Some(Metadata {
-            identity,
+            identity: identity.map(|i| &**i),
             decision_id: &verdict.decision_id,
             route: verdict.route.name(),
             would_deny: would_deny.map(Denial::label),

@@ -9,6 +9,7 @@
 //! compiled: by `Runtime::build` for `serve`, and by `validate-config`.
 
 pub mod dpop;
+pub mod identity_token;
 pub mod policy;
 pub mod providers;
 pub mod resources;
@@ -24,6 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
+pub use self::identity_token::IdentityTokenConfig;
 pub use self::policy::{Mode, PolicyConfig, RequireConfig, POLICY_KEYS};
 pub use self::providers::{
     AlgorithmName, CredentialLocation, JwksSettings, JwtProviderConfig, ProviderConfig,
@@ -53,6 +55,8 @@ pub struct Config {
     pub state: StateConfig,
     /// Protected resources described by RFC 9728 metadata. Defaults to none.
     pub resources: Vec<resources::ResourceConfig>,
+    /// The signed identity token for the upstream (`identity_token`). Defaults to none.
+    pub identity_token: Option<IdentityTokenConfig>,
 }
 
 /// Listening addresses and shutdown behaviour.
@@ -205,6 +209,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "headers",
     "answers",
     "providers",
+    "identity_token",
     "mode",
     "claims_namespace",
     "claims_namespace_aliases",
@@ -310,6 +315,13 @@ impl Config {
             Some(v) => problems.section::<AnswersConfig>("answers", v),
             None => Some(AnswersConfig::default()),
         };
+        let identity_token = match map.remove("identity_token") {
+            Some(v) => problems.section::<IdentityTokenConfig>("identity_token", v),
+            None => None,
+        };
+        if let Some(token) = &identity_token {
+            identity_token::validate(&mut problems, token);
+        }
         let providers = match map.remove("providers") {
             Some(Value::Sequence(items)) if items.is_empty() => {
                 problems.add("providers", "must list at least one provider");
@@ -405,10 +417,14 @@ impl Config {
             }
         }
 
+        if let Some(policy) = &policy {
+            identity_token::validate_routes(&mut problems, policy, identity_token.is_some());
+        }
         if !problems.0.is_empty() {
             return Err(ConfigErrors(problems.0));
         }
         Ok(Config {
+            identity_token,
             policy: policy.expect("no problems means the section parsed"),
             server: server.expect("no problems means the section parsed"),
             realm: realm.expect("no problems means the section parsed"),

@@ -210,6 +210,7 @@ impl DevIssuer {
             fetch_from.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         Config {
+            identity_token: None,
             server: ServerConfig {
                 listen,
                 admin_listen,

@@ -24,13 +24,16 @@
 //!    - `providers`: the provider contract and chain; `providers/jwt` validates JWTs, `providers/jwks`
 //!      fetches and refreshes key sets, `providers/http` calls and caches upstreams (per-provider TLS,
 //!      bearer tokens), `providers/kubernetes` asks the API server (TokenReview).
-//!    - `policy`: compiled routes (matcher, provider indices, requirements, challenges, deny settings).
+//!    - `policy`: compiled routes (matcher, provider indices, requirements, CEL expressions, challenges,
+//!      deny settings).
 //!    - `revocation`: the denylist (`sub`, `jti`, `sid`, `client_id` entries) every check reads as a
 //!      local copy, and `revocation/auth0` mapping Auth0 log events to entries.
 //!    - `state`, on top of `revocation`: what replicas share and outlives a runtime: the denylist's feed
 //!      and "seen once" records (DPoP replay, Auth0 redelivery), in memory or in Redis (`state/redis`:
 //!      pub/sub plus resync). The decision pipeline and everything above may use it.
 //!    - `resources`: the RFC 9728 protected resource metadata documents.
+//!    - `identity_token`: the signed identity token for the upstream, its keys (generated, persisted,
+//!      rotated) and its key set.
 //! 6. `authorizer`: the decision pipeline (route → providers → denylist → policy → mode) and the
 //!    [`Verdict`].
 //! 7. `answer`: a verdict as a proto-free answer: status, headers to set and remove, challenge, body,
@@ -58,13 +61,14 @@ mod decision;
 mod dev;
 mod dpop;
 mod identity;
+mod identity_token;
 mod metrics;
 pub mod pb;
 mod policy;
 mod providers;
 mod request;
-mod revocation;
 mod resources;
+mod revocation;
 mod runtime;
 pub mod server;
 mod state;

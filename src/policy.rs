@@ -12,13 +12,16 @@
 //! # Parts
 //! - `matcher`: host, path, method, header and `context_extensions` conditions.
 //! - `claims`: claim lookup by name, path, and namespace with aliases.
-//! - `requirement`: principal, scopes, permissions, claims, organization, step-up.
+//! - `requirement`: principal, scopes, permissions, claims, organization, expressions, `any_of`/`not`,
+//!   step-up.
+//! - `expression`: CEL expressions, compiled once, over the identity and the request.
 //! - `deny`: a route's own deny status, headers and body template.
 //! - `explain`: the serializable explanation of a decision.
 
 mod claims;
 mod deny;
 mod explain;
+mod expression;
 mod matcher;
 mod requirement;
 
@@ -36,7 +39,7 @@ pub use self::explain::{ExplainStep, RouteChoice, RouteTrace};
 use self::claims::Namespaces;
 use self::matcher::Matcher;
 use self::requirement::Requirements;
-use crate::config::policy::{DenyConfig, RequireConfig};
+use crate::config::policy::{DenyConfig, RequireConfig, RouteIdentityToken};
 use crate::config::{ConfigErrors, Mode, PolicyConfig, Problems};
 use crate::decision::{Unmet, UnmetReason};
 use crate::identity::{Identity, PrincipalKind};
@@ -80,6 +83,18 @@ pub struct Route {
     deny: DenySettings,
     /// The path of the route's RFC 9728 metadata document (`resource`), for `resource_metadata`.
     resource_metadata: Option<Box<str>>,
+    identity_token: RouteToken,
+}
+
+/// Whether an allow on a route carries the signed identity token, and for which audience.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RouteToken {
+    /// With the configured audience (when `identity_token` is configured).
+    #[default]
+    Default,
+    Off,
+    /// With this audience instead.
+    Audience(Arc<str>),
 }
 
 /// A route's `WWW-Authenticate` challenges (RFC 6750 §3), fixed at compile time.
@@ -148,6 +163,7 @@ impl Policy {
                 require: &route.require,
                 deny: &route.deny,
                 resource: route.resource.as_deref(),
+                identity_token: route.identity_token.as_ref(),
             };
             let compiled = parts.compile(&mut problems, &path, providers, realm, &namespaces);
             routes.push(Route {
@@ -165,6 +181,7 @@ impl Policy {
             require: &d.require,
             deny: &d.deny,
             resource: d.resource.as_deref(),
+            identity_token: d.identity_token.as_ref(),
         }
         .compile(
             &mut problems,
@@ -319,6 +336,11 @@ impl Route {
         &self.deny
     }
 
+    /// Whether an allow here carries the signed identity token, and for which audience.
+    pub fn identity_token(&self) -> &RouteToken {
+        &self.identity_token
+    }
+
     /// Whether this route takes identities from the named provider.
     pub fn accepts_provider(&self, provider: &str) -> bool {
         self.providers
@@ -345,7 +367,7 @@ impl Route {
                 false => Err(Unmet::new(UnmetReason::AnonymousNotAllowed)),
             };
         }
-        self.requirements.check(identity, request, now)
+        self.requirements.check(identity, request, &self.name, now)
     }
 
     /// Every requirement of the route and whether `identity` meets it, the provider first.
@@ -373,7 +395,10 @@ impl Route {
             ));
             return steps;
         }
-        steps.extend(self.requirements.explain(identity, request, now));
+        steps.extend(
+            self.requirements
+                .explain(identity, request, &self.name, now),
+        );
         steps
     }
 }
@@ -386,6 +411,7 @@ struct RouteParts<'c> {
     require: &'c RequireConfig,
     deny: &'c DenyConfig,
     resource: Option<&'c str>,
+    identity_token: Option<&'c RouteIdentityToken>,
 }
 
 // === impl RouteParts ===
@@ -453,6 +479,13 @@ impl RouteParts<'_> {
                 .resource
                 .and_then(crate::config::resources::metadata_path)
                 .map(Into::into),
+            identity_token: match self.identity_token {
+                None | Some(RouteIdentityToken::Enabled(true)) => RouteToken::Default,
+                Some(RouteIdentityToken::Enabled(false)) => RouteToken::Off,
+                Some(RouteIdentityToken::Audience(a)) => {
+                    RouteToken::Audience(a.audience.as_str().into())
+                }
+            },
         }
     }
 }

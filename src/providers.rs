@@ -202,7 +202,12 @@ struct Pending<'a> {
 
 impl<'a> Pending<'a> {
     /// Records a "not mine" for `place` unless the place already has something pending.
-    fn soft(pending: &mut Vec<Pending<'a>>, place: &'a CredentialLocation, index: usize, reason: DenyReason) {
+    fn soft(
+        pending: &mut Vec<Pending<'a>>,
+        place: &'a CredentialLocation,
+        index: usize,
+        reason: DenyReason,
+    ) {
         if !pending.iter().any(|p| p.place == place) {
             pending.push(Pending {
                 place,
@@ -351,7 +356,7 @@ impl Providers {
                         tls_client(&c.tls)?,
                         clock.clone(),
                     )
-                            .map_err(url_err)?;
+                    .map_err(url_err)?;
                     Kind::Opaque(Box::new(Opaque::Webhook(provider)))
                 }
                 ProviderKind::Github(c) => {

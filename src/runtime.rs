@@ -3,12 +3,15 @@
 //! `ArcSwap` and reads it once per check, so a new runtime can be swapped in while checks in flight finish
 //! on the one they started with. `serve`, `explain` and the tests all build it with [`Runtime::build`].
 
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::AnswerSettings;
 use crate::authorizer::{Authorizer, Verdict};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors, Problem, SecretSource};
+use crate::identity_token::IdentityTokens;
 use crate::policy::{Policy, ProviderInfo};
 use crate::providers::Providers;
 use crate::request::RequestView;
@@ -36,17 +39,23 @@ impl Runtime {
         let policy = compile_policy(config);
         let providers = Providers::from_config(config, secrets, clock.clone())
             .map_err(|e| ConfigErrors(vec![e.into_problem()]));
-        let (policy, providers) = match (policy, providers) {
-            (Ok(policy), Ok(providers)) => (policy, providers),
-            (policy, providers) => {
+        let tokens = config
+            .identity_token
+            .as_ref()
+            .map(|c| IdentityTokens::build(c, secrets, clock.clone()).map(Arc::new))
+            .transpose();
+        let (policy, providers, tokens) = match (policy, providers, tokens) {
+            (Ok(policy), Ok(providers), Ok(tokens)) => (policy, providers, tokens),
+            (policy, providers, tokens) => {
                 let mut problems = providers.err().map(|e| e.0).unwrap_or_default();
                 problems.extend(policy.err().map(|e| e.0).unwrap_or_default());
+                problems.extend(tokens.err());
                 return Err(ConfigErrors(problems));
             }
         };
         Ok(Runtime {
             authorizer: Authorizer::new(providers, policy, clock),
-            answers: AnswerSettings::new(config),
+            answers: AnswerSettings::new(config, tokens),
             resources: Resources::new(&config.resources),
             allow_explain: config.server.allow_explain,
         })
@@ -94,6 +103,11 @@ impl Runtime {
         &self.resources
     }
 
+    /// The identity token signer, when `identity_token` is configured.
+    pub fn identity_tokens(&self) -> Option<&IdentityTokens> {
+        self.answers.identity_tokens()
+    }
+
     pub fn allow_explain(&self) -> bool {
         self.allow_explain
     }
@@ -107,6 +121,18 @@ pub fn check(config: &Config, secrets: Option<&SecretSource>) -> Vec<Problem> {
         .map(|e| e.0)
         .unwrap_or_default();
     if let Some(source) = secrets {
+        if let Some(key) = config
+            .identity_token
+            .as_ref()
+            .and_then(|t| t.signing_key.as_ref())
+        {
+            if let Err(e) = key.resolve(source) {
+                problems.push(Problem {
+                    path: "identity_token.signing_key".to_owned(),
+                    message: e.to_string(),
+                });
+            }
+        }
         for (i, provider) in config.providers.iter().enumerate() {
             for (field, secret) in provider.kind.secrets() {
                 if let Err(e) = secret.resolve(source) {

@@ -367,4 +367,3 @@ mod tests {
         assert_eq!(state.fault(), None);
     }
 }
-

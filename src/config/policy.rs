@@ -96,6 +96,10 @@ pub struct RouteConfig {
     /// none.
     #[serde(default)]
     pub resource: Option<String>,
+    /// The signed identity token on this route: `true`, `false`, or `{audience: …}` for another audience.
+    /// Needs the top-level `identity_token`. Defaults to `true` when `identity_token` is configured.
+    #[serde(default)]
+    pub identity_token: Option<RouteIdentityToken>,
 }
 
 /// The route for requests no other route matches: a [`RouteConfig`] without `name` and `match`.
@@ -114,6 +118,23 @@ pub struct DefaultRouteConfig {
     pub deny: DenyConfig,
     /// See [`RouteConfig::resource`]. Defaults to none.
     pub resource: Option<String>,
+    /// See [`RouteConfig::identity_token`]. Defaults to `true` when `identity_token` is configured.
+    pub identity_token: Option<RouteIdentityToken>,
+}
+
+/// A route's identity token: on, off, or on for another audience.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum RouteIdentityToken {
+    Enabled(bool),
+    Audience(RouteTokenAudience),
+}
+
+/// `{audience: …}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTokenAudience {
+    pub audience: String,
 }
 
 /// Conditions on the request; all that are given must hold.
@@ -158,8 +179,9 @@ pub struct PresentMatch {
     pub present: bool,
 }
 
-/// Requirements on an authenticated identity. Every one given must hold. Scope, permission, claim,
-/// organization and principal failures answer 403; step-up failures answer 401.
+/// Requirements on an authenticated identity. Every one given must hold (AND); `any_of` and `not` combine
+/// groups of them. Scope, permission, claim, organization, principal and expression failures answer 403;
+/// step-up failures answer 401.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RequireConfig {
@@ -175,11 +197,18 @@ pub struct RequireConfig {
     pub principal: Principal,
     /// Step-up authentication (RFC 9470). Defaults to none.
     pub step_up: Option<StepUpConfig>,
-    /// Alternatives, each a requirement block of its own: at least one must hold, besides everything else
-    /// given here. E.g. people, or machine users holding `machine`:
-    /// `any_of: [{principal: human}, {permissions: {all_of: [machine]}}]`. A denial names the first
-    /// alternative's unmet requirement. Defaults to none.
+    /// A Common Expression Language condition that must yield `true`, over `claims`, `identity`,
+    /// `request`, `route`, `context_extensions` and `now`. Compiled at load: a syntax error or an unknown
+    /// variable is a configuration problem. An evaluation error (an absent claim, a wrong type) denies
+    /// (`expression_error`); `false` denies (`expression_false`). Defaults to none.
+    pub expression: Option<String>,
+    /// Groups of requirements of which at least one must hold as a whole (OR): `any_of: [{principal:
+    /// machine, scopes: {all_of: [write:data]}}, {principal: human, step_up: {amr: [mfa]}}]`. When none
+    /// holds, the first group's unmet requirement answers. Defaults to none.
     pub any_of: Option<Vec<RequireConfig>>,
+    /// A group of requirements that must not hold as a whole (NOT); when it holds, the request is denied
+    /// (`excluded_by_not`). Defaults to none.
+    pub not: Option<Box<RequireConfig>>,
     /// `true`: only DPoP-bound tokens (`cnf.jkt`) with a valid proof (RFC 9449), from a `jwt` or
     /// `introspection` provider; others answer 401 `invalid_token`. Defaults to false.
     pub dpop: bool,

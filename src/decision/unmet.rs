@@ -55,6 +55,12 @@ pub enum UnmetReason {
     DelegationTooLong,
     /// `delegation.forbid_permissions`.
     DelegatedPermissionForbidden,
+    /// An `expression` yielded `false`.
+    ExpressionFalse,
+    /// An `expression` could not be evaluated (an absent claim, a wrong type) or did not yield a bool.
+    ExpressionError,
+    /// The group under `not` holds.
+    ExcludedByNot,
 }
 
 // === impl UnmetReason ===
@@ -82,6 +88,9 @@ impl UnmetReason {
         UnmetReason::ActorNotAllowed,
         UnmetReason::DelegationTooLong,
         UnmetReason::DelegatedPermissionForbidden,
+        UnmetReason::ExpressionFalse,
+        UnmetReason::ExpressionError,
+        UnmetReason::ExcludedByNot,
     ];
 
     /// A stable label for metrics and logs.
@@ -107,6 +116,9 @@ impl UnmetReason {
             UnmetReason::ActorNotAllowed => "actor_not_allowed",
             UnmetReason::DelegationTooLong => "delegation_too_long",
             UnmetReason::DelegatedPermissionForbidden => "delegated_permission_forbidden",
+            UnmetReason::ExpressionFalse => "expression_false",
+            UnmetReason::ExpressionError => "expression_error",
+            UnmetReason::ExcludedByNot => "excluded_by_not",
         }
     }
 
@@ -139,6 +151,10 @@ impl UnmetReason {
             UnmetReason::DelegatedPermissionForbidden => {
                 "a delegated token may not use this permission here"
             }
+            UnmetReason::ExpressionFalse | UnmetReason::ExpressionError => {
+                "the request does not meet a condition of this route"
+            }
+            UnmetReason::ExcludedByNot => "the request matches a condition excluded on this route",
         }
     }
 
@@ -269,6 +285,9 @@ mod tests {
                 ("actor_not_allowed", 403, "insufficient_scope"),
                 ("delegation_too_long", 403, "insufficient_scope"),
                 ("delegated_permission_forbidden", 403, "insufficient_scope"),
+                ("expression_false", 403, "insufficient_scope"),
+                ("expression_error", 403, "insufficient_scope"),
+                ("excluded_by_not", 403, "insufficient_scope"),
             ]
         );
     }

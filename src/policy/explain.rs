@@ -2,7 +2,10 @@
 //! tried, which condition decided each, and every requirement of the chosen route with its result. They
 //! name requirements, never token contents, and serialize to JSON.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
+use serde_json::Value as Json;
 
 use super::Mode;
 
@@ -15,6 +18,12 @@ pub struct ExplainStep {
     /// The [`UnmetReason`](super::UnmetReason) label of a failed requirement.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unmet: Option<&'static str>,
+    /// For an expression: each variable path it reads and its value (credentials redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<BTreeMap<String, Json>>,
+    /// For an expression: `true`, `false`, or `error: …`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 // === impl ExplainStep ===
@@ -25,6 +34,8 @@ impl ExplainStep {
             check,
             passed,
             unmet,
+            inputs: None,
+            value: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! What an authenticated identity must have on a route: the audience (RFC 8707) and a DPoP binding (RFC
 //! 9449), principal kind, the delegation rules (RFC 8693 `act`), scopes, Auth0 RBAC permissions, claims,
-//! organization and step-up authentication, compiled once and checked in that order. A delegated token
-//! is refused (403) on a route that does not set `delegation.allow: true`.
+//! organization, expressions, the `any_of` and `not` combinators over groups of requirements, and
+//! step-up authentication, compiled once and checked in that order. A delegated token is refused (403)
+//! on a route that does not set `delegation.allow: true`.
 //!
 //! The 403 requirements come before step-up: authenticating again cannot grant a missing permission, so
 //! a client is told about that first.
@@ -12,6 +13,7 @@ use serde_json::Value as Json;
 
 use super::claims::{ClaimPath, ClaimRule, Namespaces};
 use super::explain::ExplainStep;
+use super::expression::{Expression, Failure, Input};
 use crate::config::policy::{
     DelegationConfig, GrantsConfig, OrganizationConfig, Principal, RequireConfig, StepUpConfig,
 };
@@ -45,9 +47,12 @@ enum Requirement {
     Grants(Grants),
     Claim(ClaimRule),
     Organization(Organization),
-    StepUp(StepUp),
-    /// `any_of`: at least one block holds.
+    Expression(Box<Expression>),
+    /// At least one group holds.
     AnyOf(Box<[Requirements]>),
+    /// The group does not hold.
+    Not(Requirements),
+    StepUp(StepUp),
 }
 
 /// One rule over scopes or permissions.
@@ -171,28 +176,29 @@ impl Requirements {
                 list.push(Requirement::Organization(org));
             }
         }
-        if let Some(alternatives) = &config.any_of {
-            if alternatives.is_empty() {
+        if let Some(source) = &config.expression {
+            let field = format!("{path}.expression");
+            let org = ClaimPath::plain_then_namespaced("org_id", namespaces);
+            if let Some(e) = Expression::compile(problems, &field, source, org) {
+                list.push(Requirement::Expression(Box::new(e)));
+            }
+        }
+        if let Some(groups) = &config.any_of {
+            if groups.is_empty() {
                 problems.add(format!("{path}.any_of"), "must not be empty");
             }
-            let compiled: Box<[Requirements]> = alternatives
+            let groups = groups
                 .iter()
                 .enumerate()
-                .map(|(i, alt)| {
-                    let field = format!("{path}.any_of[{i}]");
-                    let mut compiled = Requirements::compile(problems, &field, alt, namespaces);
-                    // Whether delegated tokens come in is the route's call, not an alternative's.
-                    compiled.refuse_delegated = false;
-                    if compiled.is_empty() {
-                        problems.add(
-                            field,
-                            "an empty alternative would let every identity through",
-                        );
-                    }
-                    compiled
+                .map(|(i, group)| {
+                    group_of(problems, &format!("{path}.any_of[{i}]"), group, namespaces)
                 })
                 .collect();
-            list.push(Requirement::AnyOf(compiled));
+            list.push(Requirement::AnyOf(groups));
+        }
+        if let Some(group) = &config.not {
+            let group = group_of(problems, &format!("{path}.not"), group, namespaces);
+            list.push(Requirement::Not(group));
         }
         if let Some(step_up) = &config.step_up {
             if let Some(step_up) = StepUp::compile(problems, &format!("{path}.step_up"), step_up) {
@@ -210,26 +216,38 @@ impl Requirements {
         self.list.is_empty()
     }
 
-    /// The first requirement not met, if any.
+    /// The first requirement not met, if any. `route` is the route's name (the `route.name` of
+    /// expressions).
     pub(super) fn check(
         &self,
         identity: &Identity,
         request: &RequestView<'_>,
+        route: &str,
         now: i64,
     ) -> Result<(), Unmet> {
         if self.refuse_delegated && !identity.actors.is_empty() {
             return Err(Unmet::new(UnmetReason::DelegationNotAllowed));
         }
-        self.list
-            .iter()
-            .try_for_each(|r| r.check(identity, request, now))
+        let input = Input {
+            identity,
+            request,
+            route,
+            now,
+        };
+        self.check_input(&input)
     }
 
-    /// Every requirement and whether it is met, for `explain`.
+    fn check_input(&self, input: &Input<'_>) -> Result<(), Unmet> {
+        self.list.iter().try_for_each(|r| r.check(input))
+    }
+
+    /// Every requirement and whether it is met, for `explain`: an expression with its inputs and value,
+    /// a combinator followed by the requirements of its groups.
     pub(super) fn explain(
         &self,
         identity: &Identity,
         request: &RequestView<'_>,
+        route: &str,
         now: i64,
     ) -> Vec<ExplainStep> {
         let mut steps = Vec::new();
@@ -240,22 +258,80 @@ impl Requirements {
                 Some(UnmetReason::DelegationNotAllowed.as_str()),
             ));
         }
-        steps.extend(self.list.iter().map(|r| {
-            let result = r.check(identity, request, now);
-            ExplainStep::new(
-                r.describe(),
-                result.is_ok(),
-                result.err().map(|u| u.as_str()),
-            )
-        }));
+        let input = Input {
+            identity,
+            request,
+            route,
+            now,
+        };
+        self.explain_into(&input, "", &mut steps);
         steps
     }
+
+    fn explain_into(&self, input: &Input<'_>, prefix: &str, steps: &mut Vec<ExplainStep>) {
+        for r in self.list.iter() {
+            let result = r.check(input);
+            let mut step = ExplainStep::new(
+                format!("{prefix}{}", r.describe()),
+                result.is_ok(),
+                result.err().map(|u| u.as_str()),
+            );
+            if let Requirement::Expression(e) = r {
+                step.value = Some(match e.evaluate(input) {
+                    Ok(()) => "true".to_owned(),
+                    Err(Failure::False) => "false".to_owned(),
+                    Err(Failure::Error(why)) => format!("error: {why}"),
+                });
+                step.inputs = Some(e.inputs(input));
+            }
+            steps.push(step);
+            match r {
+                Requirement::AnyOf(groups) => {
+                    for (i, group) in groups.iter().enumerate() {
+                        group.explain_into(input, &format!("{prefix}any_of[{i}]: "), steps);
+                    }
+                }
+                Requirement::Not(group) => {
+                    group.explain_into(input, &format!("{prefix}not: "), steps);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A group under `any_of` or `not`, which must require something.
+fn group_of(
+    problems: &mut Problems,
+    path: &str,
+    config: &RequireConfig,
+    namespaces: &Namespaces,
+) -> Requirements {
+    let mut group = Requirements::compile(problems, path, config, namespaces);
+    if group.is_empty() && *config == RequireConfig::default() {
+        problems.add(path, "must give at least one requirement");
+    }
+    if config.delegation.as_ref().is_some_and(|d| d.allow) {
+        problems.add(
+            format!("{path}.delegation.allow"),
+            "whether delegated tokens are taken is the route's call: set it in the route's `require`",
+        );
+    }
+    // Delegated tokens are refused or taken by the route, before its groups are asked.
+    group.refuse_delegated = false;
+    group
 }
 
 // === impl Requirement ===
 
 impl Requirement {
-    fn check(&self, identity: &Identity, request: &RequestView<'_>, now: i64) -> Result<(), Unmet> {
+    fn check(&self, input: &Input<'_>) -> Result<(), Unmet> {
+        let Input {
+            identity,
+            request,
+            now,
+            ..
+        } = *input;
         match self {
             Requirement::Audience(audience) if has_audience(identity, audience) => Ok(()),
             Requirement::Audience(_) => Err(Unmet::new(UnmetReason::AudienceMismatch)),
@@ -279,19 +355,29 @@ impl Requirement {
             Requirement::Claim(_) => Err(Unmet::new(UnmetReason::ClaimMismatch)),
             Requirement::Organization(org) if org.holds(identity, request) => Ok(()),
             Requirement::Organization(_) => Err(Unmet::new(UnmetReason::WrongOrganization)),
-            Requirement::StepUp(step_up) => step_up.check(identity, now),
-            Requirement::AnyOf(alternatives) => {
+            Requirement::Expression(e) => match e.evaluate(input) {
+                Ok(()) => Ok(()),
+                Err(Failure::False) => Err(Unmet::new(UnmetReason::ExpressionFalse)),
+                Err(Failure::Error(_)) => Err(Unmet::new(UnmetReason::ExpressionError)),
+            },
+            // The first group's answer when none holds: groups are listed in order of preference.
+            Requirement::AnyOf(groups) => {
                 let mut first = None;
-                for alternative in alternatives.iter() {
-                    match alternative.check(identity, request, now) {
+                for group in groups.iter() {
+                    match group.check_input(input) {
                         Ok(()) => return Ok(()),
                         Err(unmet) => {
                             first.get_or_insert(unmet);
                         }
                     }
                 }
-                first.map_or(Ok(()), Err)
+                Err(first.unwrap_or_else(|| Unmet::new(UnmetReason::ExcludedByNot)))
             }
+            Requirement::Not(group) => match group.check_input(input) {
+                Ok(()) => Err(Unmet::new(UnmetReason::ExcludedByNot)),
+                Err(_) => Ok(()),
+            },
+            Requirement::StepUp(step_up) => step_up.check(identity, now),
         }
     }
 
@@ -338,6 +424,9 @@ impl Requirement {
                     }
                 }
             }
+            Requirement::Expression(e) => format!("expression {}", e.source()),
+            Requirement::AnyOf(groups) => format!("any_of {} groups", groups.len()),
+            Requirement::Not(_) => "not".to_owned(),
             Requirement::StepUp(s) => {
                 let mut parts = Vec::new();
                 if let Some(acr) = &s.acr {
@@ -350,16 +439,6 @@ impl Requirement {
                     parts.push(format!("auth_time within {max_age}s"));
                 }
                 format!("step_up {}", parts.join(", "))
-            }
-            Requirement::AnyOf(alternatives) => {
-                let blocks: Vec<String> = alternatives
-                    .iter()
-                    .map(|a| {
-                        let parts: Vec<String> = a.list.iter().map(Requirement::describe).collect();
-                        format!("({})", parts.join(" and "))
-                    })
-                    .collect();
-                format!("any of {}", blocks.join(" or "))
             }
         }
     }
@@ -779,7 +858,7 @@ mod tests {
 
     fn run(r: &Requirements, id: &Identity, path: &str, headers: &[(&str, &str)]) -> Answer {
         let view = RequestView::new("GET", path, "h", Headers::Pairs(headers), "");
-        r.check(id, &view, NOW).map_err(|u| {
+        r.check(id, &view, "api", NOW).map_err(|u| {
             let params = u
                 .challenge_params()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -864,6 +943,7 @@ mod tests {
         let steps = r.explain(
             &stranger,
             &RequestView::new("GET", "/", "h", Headers::Pairs(&[]), ""),
+            "api",
             NOW,
         );
         let steps: Vec<(String, bool)> = steps.into_iter().map(|s| (s.check, s.passed)).collect();
@@ -955,7 +1035,7 @@ mod tests {
             problems("{any_of: [{}, {principal: human}]}"),
             vec![(
                 "routes[0].require.any_of[0]".to_owned(),
-                "an empty alternative would let every identity through".to_owned()
+                "must give at least one requirement".to_owned()
             )]
         );
     }
@@ -1231,7 +1311,7 @@ mod tests {
         let r = requirements("{principal: human, scopes: {all_of: [a]}, step_up: {max_age: 60}}");
         let id = identity("a", json!({}));
         let view = RequestView::new("GET", "/", "h", Headers::Pairs(&[]), "");
-        let steps = r.explain(&id, &view, NOW);
+        let steps = r.explain(&id, &view, "api", NOW);
         let got: Vec<(&str, bool, Option<&str>)> = steps
             .iter()
             .map(|s| (s.check.as_str(), s.passed, s.unmet))
@@ -1243,6 +1323,150 @@ mod tests {
                 ("scopes all_of [a]", true, None),
                 ("step_up auth_time within 60s", false, Some("auth_too_old")),
             ]
+        );
+    }
+
+    #[test]
+    fn any_of_machine_with_write_or_human_with_mfa() {
+        let r = requirements(
+            "any_of: [{principal: machine, scopes: {all_of: ['write:data']}}, \
+                      {principal: human, step_up: {amr: [mfa]}}]",
+        );
+        assert_eq!(check(&r, &machine("svc", "write:data", json!({}))), Ok(()));
+        assert_eq!(
+            check(&r, &identity("", json!({"amr": ["pwd", "mfa"]}))),
+            Ok(())
+        );
+        // Neither group holds: the first group's answer.
+        assert_eq!(
+            check(&r, &machine("svc", "read:data", json!({}))),
+            denied("missing_scope", 403, &[("scope", "write:data")])
+        );
+        assert_eq!(
+            check(&r, &identity("write:data", json!({"amr": ["pwd"]}))),
+            denied("human_not_allowed", 403, &[])
+        );
+    }
+
+    #[test]
+    fn not_excludes_a_group() {
+        let r = requirements(
+            "{scopes: {all_of: [read]}, not: {claims: [{claim: email, prefix: 'test-'}]}}",
+        );
+        assert_eq!(
+            check(&r, &identity("read", json!({"email": "ada@example.com"}))),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                &r,
+                &identity("read", json!({"email": "test-1@example.com"}))
+            ),
+            denied("excluded_by_not", 403, &[])
+        );
+        // NOT over a group is NOT of the AND: only both together are excluded.
+        let r = requirements("not: {principal: machine, scopes: {all_of: [admin]}}");
+        assert_eq!(check(&r, &machine("svc", "read", json!({}))), Ok(()));
+        assert_eq!(check(&r, &identity("admin", json!({}))), Ok(()));
+        assert_eq!(
+            check(&r, &machine("svc", "admin", json!({}))),
+            denied("excluded_by_not", 403, &[])
+        );
+    }
+
+    #[test]
+    fn expressions_deny_on_false_and_on_error() {
+        let r = requirements(
+            "expression: \"claims.email.endsWith('@example.com') && request.method == 'GET'\"",
+        );
+        assert_eq!(
+            check(&r, &identity("", json!({"email": "ada@example.com"}))),
+            Ok(())
+        );
+        assert_eq!(
+            check(&r, &identity("", json!({"email": "eve@evil.com"}))),
+            denied("expression_false", 403, &[])
+        );
+        assert_eq!(
+            check(&r, &identity("", json!({}))),
+            denied("expression_error", 403, &[])
+        );
+        // Under `not`, an expression that fails to evaluate does not hold, so `not` alone would let it
+        // through; combined with the positive expression the request is still denied.
+        let r =
+            requirements("{expression: 'claims.level >= 2', not: {expression: 'claims.banned'}}");
+        assert_eq!(
+            check(&r, &identity("", json!({"level": 2, "banned": false}))),
+            Ok(())
+        );
+        assert_eq!(
+            check(&r, &identity("", json!({"level": 2, "banned": true}))),
+            denied("excluded_by_not", 403, &[])
+        );
+        assert_eq!(
+            check(&r, &identity("", json!({"level": "2"}))),
+            denied("expression_error", 403, &[])
+        );
+    }
+
+    #[test]
+    fn explain_shows_expressions_with_inputs_and_groups() {
+        let r = requirements(
+            "{expression: \"claims.email.endsWith('@example.com')\", any_of: [{principal: machine}, {scopes: {all_of: [a]}}]}",
+        );
+        let id = identity("a", json!({"email": "ada@example.com"}));
+        let view = RequestView::new("GET", "/", "h", Headers::Pairs(&[]), "");
+        let steps = r.explain(&id, &view, "api", NOW);
+        let got: Vec<(&str, bool)> = steps.iter().map(|s| (s.check.as_str(), s.passed)).collect();
+        assert_eq!(
+            got,
+            [
+                ("expression claims.email.endsWith('@example.com')", true),
+                ("any_of 2 groups", true),
+                ("any_of[0]: principal machine", false),
+                ("any_of[1]: scopes all_of [a]", true),
+            ]
+        );
+        assert_eq!(steps[0].value.as_deref(), Some("true"));
+        assert_eq!(
+            steps[0].inputs.as_ref().unwrap()["claims.email"],
+            json!("ada@example.com")
+        );
+        let json = serde_json::to_value(&steps[0]).unwrap();
+        assert_eq!(json["inputs"]["claims.email"], "ada@example.com");
+        assert!(serde_json::to_value(&steps[1])
+            .unwrap()
+            .get("inputs")
+            .is_none());
+    }
+
+    #[test]
+    fn bad_combinators_and_expressions_are_reported_with_paths() {
+        let found = problems(
+            "{expression: 'claims.a ==', any_of: [{}, {expression: 'nobody.x'}], not: {scopes: {}}}",
+        );
+        let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "routes[0].require.expression",
+                "routes[0].require.any_of[0]",
+                "routes[0].require.any_of[1].expression",
+                "routes[0].require.not.scopes",
+            ]
+        );
+        assert_eq!(found[1].1, "must give at least one requirement");
+        assert!(
+            found[2].1.contains("unknown variable `nobody`"),
+            "{}",
+            found[2].1
+        );
+        assert_eq!(
+            problems("any_of: []")[0],
+            (
+                "routes[0].require.any_of".to_owned(),
+                "must not be empty".to_owned()
+            )
         );
     }
 

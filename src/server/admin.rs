@@ -1,10 +1,12 @@
-//! The admin HTTP port: liveness, readiness, metrics, the RFC 9728 protected resource metadata, and with
-//! `serve --dev` the development issuer's discovery document and key set.
+//! The admin HTTP port: liveness, readiness, metrics, the revocation API and the Auth0 log stream
+//! receiver, the RFC 9728 protected resource metadata, the identity token's key set and discovery
+//! document (`/.well-known/jwks.json`, `/.well-known/openid-configuration`), and with `serve --dev` the
+//! development issuer's discovery document and key set.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -18,6 +20,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/dev/.well-known/openid-configuration", get(dev_discovery))
         .route("/dev/jwks.json", get(dev_jwks))
+        .route("/.well-known/jwks.json", get(identity_jwks))
+        .route("/.well-known/openid-configuration", get(identity_discovery))
         .merge(super::revocations::router())
         .fallback(get(resource_metadata))
         .with_state(app)
@@ -80,4 +84,33 @@ async fn dev_jwks(State(app): State<Arc<App>>) -> Response {
         Some(dev) => Json(dev.jwks()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// The identity token's key set: 404 when `identity_token` is not configured. Verifiers may cache it for a
+/// minute; a new key is published well before it signs (`rotation.publish_ahead_seconds`).
+async fn identity_jwks(State(app): State<Arc<App>>) -> Response {
+    let runtime = app.runtime();
+    match runtime.identity_tokens() {
+        Some(tokens) => (
+            [(header::CACHE_CONTROL, "public, max-age=60")],
+            Json(tokens.jwks()),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The discovery document of the identity token's issuer; `jwks_uri` is on the host the request named.
+async fn identity_discovery(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let runtime = app.runtime();
+    let Some(tokens) = runtime.identity_tokens() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/'))
+        .unwrap_or("localhost");
+    let jwks_uri = format!("http://{host}/.well-known/jwks.json");
+    Json(tokens.discovery(&jwks_uri)).into_response()
 }

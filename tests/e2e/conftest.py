@@ -53,6 +53,10 @@ INTROSPECTOR_SECRET_ENV = "E2E_INTROSPECTOR_SECRET"  # how portcullis gets the s
 PROVIDER_NAME = "oidc-e2e"  # type: jwt
 INTROSPECTION_PROVIDER_NAME = "oidc-e2e-introspection"  # type: introspection
 REALM = "portcullis"
+# The signed identity token portcullis sets for the upstream (identity_token).
+IDENTITY_ISSUER = "https://portcullis.e2e"
+IDENTITY_AUDIENCE = "echo-upstream"
+IDENTITY_HEADER = "x-auth-identity"
 
 # The per-route policy of the generated portcullis config (top-level keys). The default route (every
 # other path) has no requirement beyond authentication.
@@ -64,6 +68,12 @@ POLICY = {
             "name": "admin",
             "match": {"context_extensions": {"route": "admin"}},
             "require": {"scopes": {"all_of": ["admin:data"]}},
+        },
+        # A CEL expression over the request and the identity.
+        {
+            "name": "team",
+            "match": {"path_prefix": "/team"},
+            "require": {"expression": "request.headers['x-team'] == 'blue' && 'read:data' in identity.scopes"},
         },
         {
             "name": "write",
@@ -389,6 +399,12 @@ def start_portcullis(logdir: Path, oidc: Oidc, tag: str) -> Portcullis:
                 "audiences": [OPAQUE_RESOURCE],
             },
         ],
+        "identity_token": {
+            "issuer": IDENTITY_ISSUER,
+            "audience": IDENTITY_AUDIENCE,
+            "ttl_seconds": 60,
+            "state_dir": str(logdir / f"identity-state-{tag}"),
+        },
         **POLICY,
     }
     return serve_portcullis(logdir, config, tag)

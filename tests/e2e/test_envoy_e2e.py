@@ -21,11 +21,16 @@ from conftest import (
     E2E_DIR,
     NODE,
     RESOURCE,
+
+    IDENTITY_AUDIENCE,
+    IDENTITY_HEADER,
+    IDENTITY_ISSUER,
     INTROSPECTION_PROVIDER_NAME,
     OPAQUE_RESOURCE,
     PROVIDER_NAME,
     REALM,
     Envoy,
+    http_request,
     start_envoy,
     start_portcullis,
 )
@@ -525,3 +530,53 @@ def test_dpop_bound_token_with_its_proof_is_allowed_and_misuse_denied(envoy, oid
     # The bound token sent as Bearer (RFC 9449 §7.2), with or without a proof beside it.
     refused(envoy.request("/dpop/things", headers=[bearer(token)]), "invalid_token")
     refused(envoy.request("/dpop/things", headers=[bearer(token), ("dpop", for_post)]), "invalid_token")
+
+# expressions and the signed identity token
+
+
+def test_expression_route_decides_on_request_and_identity(envoy, oidc):
+    token = oidc.token(scope="read:data")
+    seen = upstream_headers(envoy.request("/team/x", headers=[bearer(token), ("x-team", "blue")]))
+    assert seen.get("x-auth-subject") == ["e2e-client"]
+    resp = envoy.request("/team/x", headers=[bearer(token), ("x-team", "red")])
+    assert denial(resp, 403)["error"] == "insufficient_scope"
+    # No x-team header: the expression fails to evaluate, which denies.
+    resp = envoy.request("/team/x", headers=[bearer(token)])
+    assert resp.status == 403, f"{resp.status}: {resp.body!r}"
+
+
+def test_upstream_verifies_the_identity_token(envoy, portcullis, oidc):
+    import jwt  # PyJWT, as an upstream service would use it
+
+    token = oidc.token(scope="read:data")
+    seen = upstream_headers(
+        envoy.request("/things", headers=[bearer(token), (IDENTITY_HEADER, "forged.by.client")])
+    )
+    (identity,) = seen.get(IDENTITY_HEADER, [None])
+    assert identity is not None and identity != "forged.by.client"
+
+    discovery = http_request(portcullis.admin_port, "/.well-known/openid-configuration").json()
+    assert discovery["issuer"] == IDENTITY_ISSUER
+    jwks_path = discovery["jwks_uri"].split(str(portcullis.admin_port), 1)[1]
+    jwks = http_request(portcullis.admin_port, jwks_path).json()
+    header = jwt.get_unverified_header(identity)
+    assert header["alg"] == "ES256" and header["typ"] == "JWT"
+    (jwk,) = [k for k in jwks["keys"] if k["kid"] == header["kid"]]
+    claims = jwt.decode(
+        identity,
+        jwt.PyJWK(jwk).key,
+        algorithms=["ES256"],
+        audience=IDENTITY_AUDIENCE,
+        issuer=IDENTITY_ISSUER,
+        options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+    )
+    assert claims["sub"] == "e2e-client"
+    assert claims["provider"] == PROVIDER_NAME
+    assert claims["route"] == "default"
+    assert claims["exp"] - claims["iat"] <= 60
+    assert_decision_id(claims["decision_id"])
+
+    # A token signed by anyone else does not verify against the published keys.
+    forged = identity.rsplit(".", 1)[0] + "." + b64url(b"\x00" * 64)
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(forged, jwt.PyJWK(jwk).key, algorithms=["ES256"], audience=IDENTITY_AUDIENCE)
