@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors, LoadError, ProviderKind, SecretSource};
 use crate::dev::{self, DevIssuer};
 use crate::runtime::{self, Runtime};
+use crate::server::tls::ServerTls;
 use crate::server::{self, App, CheckService};
 use crate::state::SharedState;
 
@@ -299,7 +300,8 @@ pub struct ExplainArgs {
 pub struct ValidateArgs {
     /// The configuration file (YAML).
     file: PathBuf,
-    /// Do not check that `{env:}`/`{file:}` secret references resolve on this machine.
+    /// Do not check that `{env:}`/`{file:}` secret references resolve on this machine, nor read the
+    /// `server.tls` files (both usually exist only where the server runs).
     #[arg(long)]
     skip_secrets: bool,
 }
@@ -346,7 +348,10 @@ pub fn validate_config(args: &ValidateArgs) -> ExitCode {
     let mut problems: Vec<String> = match Config::load(&args.file) {
         Ok(config) => {
             let secrets = SecretSource::Process;
-            let found = runtime::check(&config, (!args.skip_secrets).then_some(&secrets));
+            let mut found = runtime::check(&config, (!args.skip_secrets).then_some(&secrets));
+            if let Some(tls) = config.server.tls.as_ref().filter(|_| !args.skip_secrets) {
+                found.extend(ServerTls::check(tls));
+            }
             for warning in config.warnings() {
                 eprintln!("warning: {warning}");
             }
@@ -421,6 +426,11 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         let admin = bind(config.server.admin_listen, "admin").await?;
         (config, None, grpc, admin)
     };
+    // Before serving: a certificate that does not load refuses the start, with the field paths.
+    let tls = match &config.server.tls {
+        Some(tls) => Some(Arc::new(ServerTls::load(tls).map_err(ConfigErrors)?)),
+        None => None,
+    };
 
     let runtime = Runtime::build(&config, &SecretSource::Process, Clock::system())?;
     let state = SharedState::from_config(&config, &SecretSource::Process, Clock::system())?;
@@ -429,13 +439,14 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(
         grpc.listen = %grpc.local_addr()?,
+        grpc.tls = tls.is_some(),
         admin.listen = %admin.local_addr()?,
         providers = config.providers.len(),
         state.backend = state.backend_name(),
         "portcullis serving"
     );
     let app = Arc::new(App::with_state(&config, runtime, dev, Arc::new(state)));
-    server::run(app, grpc, admin, shutdown_signal()).await?;
+    server::run_with_tls(app, grpc, admin, tls, shutdown_signal()).await?;
     Ok(())
 }
 

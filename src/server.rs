@@ -8,6 +8,7 @@
 mod admin;
 mod check;
 mod revocations;
+pub mod tls;
 mod translate;
 
 pub use self::check::{CheckService, EXPLAIN_HEADER};
@@ -109,6 +110,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("admin server failed: {0}")]
     Admin(#[from] std::io::Error),
+    #[error("gRPC listener failed: {0}")]
+    GrpcListener(std::io::Error),
 }
 
 /// Serves until `shutdown` completes, then drains and returns.
@@ -116,6 +119,18 @@ pub async fn run(
     app: Arc<App>,
     grpc: TcpListener,
     admin: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    run_with_tls(app, grpc, admin, None, shutdown).await
+}
+
+/// As [`run`], with TLS on the gRPC listener when `tls` is given (`server.tls`; HTTP/2 by ALPN). The admin
+/// port stays plaintext: probes and metrics, no credentials.
+pub async fn run_with_tls(
+    app: Arc<App>,
+    grpc: TcpListener,
+    admin: TcpListener,
+    tls: Option<Arc<tls::ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let background = CancellationToken::new();
@@ -147,23 +162,31 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let grpc_server = tonic::transport::Server::builder()
+    let grpc_router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AuthorizationServer::new(check::CheckService::new(
             Arc::clone(&app),
-        )))
-        .serve_with_incoming_shutdown(
+        )));
+    let grpc_task = match tls {
+        Some(tls) => tokio::spawn(
+            grpc_router.serve_with_incoming_shutdown(
+                tls::TlsListener::new(grpc, tls.acceptor(&[b"h2"]))
+                    .map_err(ServeError::GrpcListener)?,
+                stop_servers.clone().cancelled_owned(),
+            ),
+        ),
+        None => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
             // The builder's tcp_nodelay only applies to sockets tonic binds itself: set it on ours, or
             // Nagle and delayed ACKs add ~40 ms to every answer.
             TcpIncoming::from(grpc).with_nodelay(Some(true)),
             stop_servers.clone().cancelled_owned(),
-        );
+        )),
+    };
     let admin_server = axum::serve(admin, admin::router(Arc::clone(&app)))
         .with_graceful_shutdown(stop_servers.clone().cancelled_owned());
 
-    let grpc_task = tokio::spawn(grpc_server);
     let admin_task = tokio::spawn(async move { admin_server.await });
 
     shutdown.await;
