@@ -27,6 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -374,7 +375,9 @@ class Portcullis:
 PORTCULLIS_ENV = {INTROSPECTOR_SECRET_ENV: INTROSPECTOR[1]}
 
 
-def start_portcullis(logdir: Path, oidc: Oidc, tag: str) -> Portcullis:
+def start_portcullis(
+    logdir: Path, oidc: Oidc, tag: str, server_extra: dict | None = None
+) -> Portcullis:
     if not PORTCULLIS_BIN.is_file():
         pytest.fail(f"portcullis binary not found at {PORTCULLIS_BIN} (cargo build --bin portcullis)")
     config = {
@@ -407,11 +410,14 @@ def start_portcullis(logdir: Path, oidc: Oidc, tag: str) -> Portcullis:
         },
         **POLICY,
     }
-    return serve_portcullis(logdir, config, tag)
+    return serve_portcullis(logdir, config, tag, server_extra)
 
 
-def serve_portcullis(logdir: Path, config: dict, tag: str) -> Portcullis:
-    """Serves `config` on free loopback ports (its `server` section is replaced)."""
+def serve_portcullis(
+    logdir: Path, config: dict, tag: str, server_extra: dict | None = None
+) -> Portcullis:
+    """Serves `config` on free loopback ports (its `server` section is replaced; `server_extra`, such
+    as `tls`, is added to it)."""
     grpc_port, admin_port = free_port(), free_port()
     config = {
         **config,
@@ -419,6 +425,7 @@ def serve_portcullis(logdir: Path, config: dict, tag: str) -> Portcullis:
             "listen": f"127.0.0.1:{grpc_port}",
             "admin_listen": f"127.0.0.1:{admin_port}",
             "drain_seconds": 1,
+            **(server_extra or {}),
         },
     }
     config_path = logdir / f"portcullis-{tag}.yaml"
@@ -470,7 +477,16 @@ def envoy_binary(version: str) -> Path:
     return path
 
 
-def start_envoy(logdir: Path, version: str, portcullis: Portcullis, echo: Echo, tag: str) -> Envoy:
+def start_envoy(
+    logdir: Path,
+    version: str,
+    portcullis: Portcullis,
+    echo: Echo,
+    tag: str,
+    change: Callable[[dict], None] | None = None,
+) -> Envoy:
+    """Envoy with deploy/envoy/envoy.yaml on free ports; `change` may edit that config first (e.g. TLS
+    to the authz cluster)."""
     binary = envoy_binary(version)
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
     assert f"/{version}/" in out.stdout, f"{binary} is not Envoy {version}: {out.stdout!r}"
@@ -482,6 +498,8 @@ def start_envoy(logdir: Path, version: str, portcullis: Portcullis, echo: Echo, 
         portcullis_port=portcullis.grpc_port,
         upstream_port=echo.port,
     )
+    if change is not None:
+        change(config)
     config_path = logdir / f"envoy-{version}-{tag}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     proc = Proc(
