@@ -482,6 +482,20 @@ def timeouts(mesh_path, envoy_path, notes_path, *configs):
     assert len(got) == 4, f"timeouts found: {got}"
     short = {k: v for k, v in got.items() if v <= longest}
     assert not short, f"ext_authz timeouts not above the providers' {longest}s: {short}"
+    # The chart's configs carry the same value (extAuthzTimeoutMs), so validate-config checks the pairing.
+    for c in configs:
+        ms = (yaml.safe_load(open(c)).get("server") or {}).get("ext_authz_timeout_ms")
+        assert ms is not None, f"{c}: no server.ext_authz_timeout_ms"
+        odd = {k: v for k, v in got.items() if abs(v * 1000 - ms) > 0.5}
+        assert not odd, f"{c}: server.ext_authz_timeout_ms {ms} but {odd}"
+
+def ext_authz_timeout(notes_path, config_path, ms):
+    """extAuthzTimeoutMs reaches the config and both NOTES snippets."""
+    ms = int(ms)
+    got = yaml.safe_load(open(config_path))["server"]["ext_authz_timeout_ms"]
+    assert got == ms, f"config server.ext_authz_timeout_ms {got}, want {ms}"
+    found = re.findall(r"(?<![_a-z])timeout: ([0-9.]+)s ", open(notes_path).read())
+    assert len(found) == 2 and all(abs(float(f) * 1000 - ms) < 0.5 for f in found), f"NOTES timeouts {found}, want {ms} ms"
 
 def notes(path, fqdn):
     cm = one(docs(path), "ConfigMap")
@@ -1123,8 +1137,26 @@ rejects_typo() { # exit status 64 and the bad key's path in the output
 }
 check "portcullis validate-config rejects server.listne (exit 64, names the path)" rejects_typo "$WORK/typo.yaml"
 
-check "ext_authz timeouts (mesh-config, envoy.yaml, NOTES) exceed the providers' upstream timeouts" \
+check "ext_authz timeouts (mesh-config, envoy.yaml, NOTES, config) agree and exceed the providers' upstream timeouts" \
   fact timeouts "$ISTIO/mesh-config.yaml" "$ROOT/deploy/envoy/envoy.yaml" "$WORK/notes.yaml" "$WORK"/cfg-*/config-1.yaml
+# extAuthzTimeoutMs drives the config and the NOTES snippets; validate-config then checks the pairing.
+check "NOTES.txt renders with extAuthzTimeoutMs=7500" bash -c '"$1" template myrel "$2" --namespace auth --kube-version "$3" \
+  --show-only templates/zz-notes.yaml -f "$5" --set extAuthzTimeoutMs=7500 >"$4"' _ "$HELM" "$WORK/notes-chart/portcullis" "$KUBE_MIN" \
+  "$WORK/notes-7500.yaml" "$CHART/ci/minimal-values.yaml"
+mkdir -p "$WORK/cfg-7500" "$WORK/cfg-5000"
+check "helm template extAuthzTimeoutMs=7500" helm_template "$WORK/t7500.yaml" "${MIN[@]}" --set extAuthzTimeoutMs=7500
+check "extract config.yaml (extAuthzTimeoutMs=7500)" fact extract_configs "$WORK/t7500.yaml" "$WORK/cfg-7500"
+check "extAuthzTimeoutMs=7500: config ext_authz_timeout_ms 7500, NOTES snippets 7.500s" \
+  fact ext_authz_timeout "$WORK/notes-7500.yaml" "$WORK/cfg-7500/config-1.yaml" 7500
+check "portcullis validate-config: extAuthzTimeoutMs=7500 fits the 5 s key set timeout" \
+  "$PORTCULLIS_BIN" validate-config "$WORK/cfg-7500/config-1.yaml"
+check "helm template extAuthzTimeoutMs=5000" helm_template "$WORK/t5000.yaml" "${MIN[@]}" --set extAuthzTimeoutMs=5000
+check "extract config.yaml (extAuthzTimeoutMs=5000)" fact extract_configs "$WORK/t5000.yaml" "$WORK/cfg-5000"
+check_fails "portcullis validate-config: extAuthzTimeoutMs=5000 is not above the provider's 5 s (names both fields)" \
+  'providers\[0\]\.jwks\.timeout_seconds: 5 s must be below server\.ext_authz_timeout_ms \(5000 ms\)' \
+  "$PORTCULLIS_BIN" validate-config "$WORK/cfg-5000/config-1.yaml"
+check_fails "config.server.ext_authz_timeout_ms must agree with extAuthzTimeoutMs" 'differs from extAuthzTimeoutMs' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set config.server.ext_authz_timeout_ms=3000
 
 # ---------------------------------------------------------------- Envoy ---
 # Every shipped Envoy file, `envoy --mode validate` on each supported version

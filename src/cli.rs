@@ -388,7 +388,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
-    let (config, dev, grpc, admin) = if args.dev {
+    let (config, dev, grpc, admin, tls) = if args.dev {
         let listen = args
             .listen
             .unwrap_or_else(|| dev::DEV_LISTEN.parse().expect("valid"));
@@ -409,7 +409,7 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         issuer.set_issuer(dev::issuer_for(admin_addr))?;
         let config = issuer.config(grpc.local_addr()?, admin_addr);
         print_dev_banner(&config, &issuer, &args.state_dir);
-        (config, Some(Arc::new(issuer)), grpc, admin)
+        (config, Some(Arc::new(issuer)), grpc, admin, None)
     } else {
         let path = args
             .config
@@ -422,14 +422,14 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(admin) = args.admin_listen {
             config.server.admin_listen = admin;
         }
+        // A certificate that does not load refuses the start (exit 64, field paths), before binding.
+        let tls = match &config.server.tls {
+            Some(tls) => Some(Arc::new(ServerTls::load(tls).map_err(ConfigErrors)?)),
+            None => None,
+        };
         let grpc = bind(config.server.listen, "gRPC").await?;
         let admin = bind(config.server.admin_listen, "admin").await?;
-        (config, None, grpc, admin)
-    };
-    // Before serving: a certificate that does not load refuses the start, with the field paths.
-    let tls = match &config.server.tls {
-        Some(tls) => Some(Arc::new(ServerTls::load(tls).map_err(ConfigErrors)?)),
-        None => None,
+        (config, None, grpc, admin, tls)
     };
 
     let runtime = Runtime::build(&config, &SecretSource::Process, Clock::system())?;

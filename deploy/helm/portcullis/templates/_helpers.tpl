@@ -184,5 +184,19 @@ external Redis when redis.url is set.
 {{- else if .Values.redis.existingSecret -}}
 {{- fail "redis.existingSecret is set but redis.url is empty" -}}
 {{- end -}}
+{{- $server := $config.server | default dict -}}
+{{- if and (hasKey $server "ext_authz_timeout_ms") (ne (int (get $server "ext_authz_timeout_ms")) (int .Values.extAuthzTimeoutMs)) -}}
+{{- fail (printf "config.server.ext_authz_timeout_ms (%d) differs from extAuthzTimeoutMs (%d): set extAuthzTimeoutMs only, the chart renders both the config and the install notes' proxy snippets from it" (int (get $server "ext_authz_timeout_ms")) (int .Values.extAuthzTimeoutMs)) -}}
+{{- end -}}
+{{- $_ := set $server "ext_authz_timeout_ms" (int .Values.extAuthzTimeoutMs) -}}
+{{- $_ := set $config "server" $server -}}
 {{- toYaml $config -}}
+{{- end -}}
+
+{{/*
+extAuthzTimeoutMs as a protobuf duration for the proxies' config ("6s", "2.500s").
+*/}}
+{{- define "portcullis.extAuthzTimeout" -}}
+{{- $ms := int .Values.extAuthzTimeoutMs -}}
+{{- if eq (mod $ms 1000) 0 -}}{{ div $ms 1000 }}s{{- else -}}{{ printf "%d.%03ds" (div $ms 1000) (mod $ms 1000) }}{{- end -}}
 {{- end -}}
