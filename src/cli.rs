@@ -224,9 +224,18 @@ impl RequestArgs {
 
 #[derive(Args)]
 pub struct CheckArgs {
-    /// The portcullis gRPC address.
+    /// The portcullis gRPC address; `https://` for a server with `server.tls`.
     #[arg(long, default_value = "http://127.0.0.1:9001")]
     addr: String,
+    /// With an https:// address: the CA (PEM) that signed the server's certificate.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// With an https:// address: a client certificate (PEM), for a server with `server.tls.client_ca_file`.
+    #[arg(long, requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, requires = "cert_file")]
+    key_file: Option<PathBuf>,
     #[command(flatten)]
     request: RequestArgs,
     /// Ask the server for the decision's explanation (needs `server.allow_explain` on the server).
@@ -535,7 +544,12 @@ fn digest_key(args: HashKeyArgs) -> anyhow::Result<()> {
 async fn ask_server(args: CheckArgs) -> ExitCode {
     let mut headers = Vec::new();
     let ask = args.request.ask(&args.addr, &mut headers, args.explain);
-    let answer = client::ask(&ask).await;
+    let tls = client::ClientTls {
+        ca_file: args.ca_file.clone(),
+        cert_file: args.cert_file.clone(),
+        key_file: args.key_file.clone(),
+    };
+    let answer = client::ask_over(&ask, &tls).await;
     let Some(expect) = args.expect else {
         return print_answer(answer);
     };

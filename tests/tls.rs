@@ -507,3 +507,77 @@ fn validate_config_and_serve_refuse_a_key_that_is_not_the_certificates() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_command_speaks_tls_with_a_client_certificate() {
+    let ca = TestCa::new("server CA");
+    let clients = TestCa::new("client CA");
+    let files = Files::new(&ca);
+    files.write_client_ca(&clients);
+    let server = serve(&files.yaml(true), Duration::from_secs(2)).await;
+    let (cert, key) = clients.client_pem("ops");
+    write_file(&files.path("ops.crt"), &cert);
+    write_file(&files.path("ops.key"), &key);
+    write_file(&files.path("server-ca.pem"), ca.pem());
+    let https = format!("https://localhost:{}", server.addr.port());
+    let auth = format!("authorization: Bearer {}", token());
+    let path = |name: &str| files.path(name).to_str().unwrap().to_owned();
+    let ask = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args)
+        })
+    };
+
+    let (code, stdout, stderr) = ask(vec![
+        "check".into(),
+        "--addr".into(),
+        https.clone(),
+        "--ca-file".into(),
+        path("server-ca.pem"),
+        "--cert-file".into(),
+        path("ops.crt"),
+        "--key-file".into(),
+        path("ops.key"),
+        "-H".into(),
+        auth.clone(),
+        "--expect".into(),
+        "allowed".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("svc-1"), "{stdout}");
+
+    // Without the client certificate the server refuses: nothing was asked (exit 1).
+    let (code, _, stderr) = ask(vec![
+        "check".into(),
+        "--addr".into(),
+        https.clone(),
+        "--ca-file".into(),
+        path("server-ca.pem"),
+        "-H".into(),
+        auth.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    // https needs the CA; the TLS flags need https.
+    let (code, _, stderr) = ask(vec!["check".into(), "--addr".into(), https.clone()])
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(stderr.contains("needs --ca-file"), "{stderr}");
+    let plain = format!("http://127.0.0.1:{}", server.addr.port());
+    let (code, _, stderr) = ask(vec![
+        "check".into(),
+        "--addr".into(),
+        plain,
+        "--ca-file".into(),
+        path("server-ca.pem"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
+    assert!(stderr.contains("need an https:// address"), "{stderr}");
+}
