@@ -170,13 +170,17 @@ pub async fn run_with_tls(
             Arc::clone(&app),
         )));
     let grpc_task = match tls {
-        Some(tls) => tokio::spawn(
-            grpc_router.serve_with_incoming_shutdown(
-                tls::TlsListener::new(grpc, tls.acceptor(&[b"h2"]))
-                    .map_err(ServeError::GrpcListener)?,
-                stop_servers.clone().cancelled_owned(),
-            ),
-        ),
+        Some(tls) => {
+            let listener = tls
+                .acceptor(&[b"h2"])
+                .map_err(std::io::Error::other)
+                .and_then(|acceptor| tls::TlsListener::new(grpc, acceptor))
+                .map_err(ServeError::GrpcListener)?;
+            tokio::spawn(
+                grpc_router
+                    .serve_with_incoming_shutdown(listener, stop_servers.clone().cancelled_owned()),
+            )
+        }
         None => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
             // The builder's tcp_nodelay only applies to sockets tonic binds itself: set it on ours, or
             // Nagle and delayed ACKs add ~40 ms to every answer.

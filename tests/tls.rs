@@ -447,7 +447,8 @@ async fn the_same_listener_wraps_an_http_server() {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let listener =
-        portcullis::server::tls::TlsListener::new(tcp, tls.acceptor(&[b"http/1.1"])).unwrap();
+        portcullis::server::tls::TlsListener::new(tcp, tls.acceptor(&[b"http/1.1"]).unwrap())
+            .unwrap();
     let router = axum::Router::new().route("/hello", axum::routing::get(|| async { "over tls" }));
     let task = tokio::spawn(async move { axum::serve(listener, router).await });
 

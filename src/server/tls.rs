@@ -113,11 +113,13 @@ impl ServerTls {
     }
 
     /// A handshake acceptor for one listener, offering `alpn` (e.g. `[b"h2"]` for gRPC). It always serves
-    /// the current material.
-    pub fn acceptor(self: &Arc<Self>, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    /// the current material. TLS 1.2 and 1.3 (the provider's defaults for both).
+    pub fn acceptor(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+    ) -> Result<tokio_rustls::TlsAcceptor, rustls::Error> {
         let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&self.provider))
-            .with_protocol_versions(rustls::ALL_VERSIONS)
-            .expect("the aws-lc-rs provider supports TLS 1.2 and 1.3");
+            .with_protocol_versions(rustls::ALL_VERSIONS)?;
         let builder = if self.requires_client_certificate() {
             builder.with_client_cert_verifier(Arc::new(ClientCa(Arc::clone(self))))
         } else {
@@ -125,7 +127,7 @@ impl ServerTls {
         };
         let mut config = builder.with_cert_resolver(Arc::new(Certificate(Arc::clone(self))));
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
 
     /// Reads the files again if the last check is older than the recheck interval, and swaps in what
