@@ -53,6 +53,8 @@ pub struct ServerTls {
     current: ArcSwap<Material>,
     next_check: Mutex<Instant>,
     recheck: Duration,
+    /// The file contents that last failed to load: not parsed (nor logged) again until they change.
+    rejected: Mutex<Option<[Vec<u8>; 3]>>,
 }
 
 /// One loaded set of files.
@@ -87,6 +89,7 @@ impl ServerTls {
             current: ArcSwap::from_pointee(material),
             next_check: Mutex::new(Instant::now() + RECHECK),
             recheck: RECHECK,
+            rejected: Mutex::new(None),
         })
     }
 
@@ -150,8 +153,15 @@ impl ServerTls {
         if sources == self.current.load().sources {
             return;
         }
-        match Material::parse(&self.config, &self.provider, sources) {
+        let Ok(mut rejected) = self.rejected.lock() else {
+            return;
+        };
+        if rejected.as_ref() == Some(&sources) {
+            return;
+        }
+        match Material::parse(&self.config, &self.provider, sources.clone()) {
             Ok(material) => {
+                *rejected = None;
                 tracing::info!(
                     tls.cert_file = %self.config.cert_file.display(),
                     tls.fingerprint = %material.fingerprint,
@@ -159,7 +169,10 @@ impl ServerTls {
                 );
                 self.current.store(Arc::new(material));
             }
-            Err(problems) => log_kept(&problems),
+            Err(problems) => {
+                log_kept(&problems);
+                *rejected = Some(sources);
+            }
         }
     }
 }
