@@ -181,7 +181,7 @@ async fn valid_and_invalid_reloads_under_load_fail_no_check() {
         load.push(tokio::spawn(async move {
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let (path, want) = if (n + task) % 2 == 0 {
+                let (path, want) = if (n + task).is_multiple_of(2) {
                     ("/read/x", 200)
                 } else {
                     ("/admin/x", 403)
