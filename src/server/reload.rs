@@ -271,7 +271,7 @@ impl Reloader {
             Err(error) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 for problem in error.problems() {
-                    tracing::error!(config.field = %problem.path, "{}", problem.message);
+                    tracing::error!(config.field = %problem.path, "{problem}");
                 }
                 tracing::error!(
                     reload.trigger = trigger,
