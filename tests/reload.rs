@@ -54,17 +54,24 @@ struct Served {
 impl Served {
     /// Serves `yaml` from a new file in a temporary directory.
     async fn start(yaml: &str) -> Served {
+        Served::start_with(yaml, SecretSource::Map(Default::default())).await
+    }
+
+    async fn start_with(yaml: &str, secrets: SecretSource) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("portcullis.yaml");
         std::fs::write(&path, yaml).unwrap();
-        Served::start_at(path, Some(dir)).await
+        Served::start_at(path, Some(dir), secrets).await
     }
 
     /// Serves the file at `path` (already written).
-    async fn start_at(path: PathBuf, dir: Option<tempfile::TempDir>) -> Served {
+    async fn start_at(
+        path: PathBuf,
+        dir: Option<tempfile::TempDir>,
+        secrets: SecretSource,
+    ) -> Served {
         let yaml = std::fs::read_to_string(&path).unwrap();
         let config = Config::from_yaml_str(&yaml).unwrap();
-        let secrets = SecretSource::Map(Default::default());
         let server = TestServer::start_with(&yaml, secrets.clone(), Clock::system())
             .await
             .ready()
@@ -289,6 +296,58 @@ async fn unchanged_providers_keep_key_sets_and_token_cache_a_changed_one_refetch
     );
 }
 
+#[tokio::test]
+async fn an_unchanged_introspection_provider_keeps_its_cache() {
+    let up = common::upstream::FakeUpstream::start().await;
+    up.answer(
+        "introspect:opaque-1",
+        200,
+        json!({"active": true, "sub": "alice", "exp": now() + 600}),
+    );
+    let yaml = |timeout: u64, route: &str| {
+        format!(
+            "server: {{drain_seconds: 0}}
+providers:
+  - name: idp
+    type: introspection
+    endpoint: {}
+    client_id: portcullis
+    client_secret: {{env: INTROSPECTION_SECRET}}
+    upstream: {{timeout_seconds: {timeout}}}
+routes:
+  - {{name: r, match: {{path_prefix: {route}}}}}
+",
+            up.url("/introspect")
+        )
+    };
+    let secrets =
+        SecretSource::Map([("INTROSPECTION_SECRET".to_owned(), "s3cret".to_owned())].into());
+    let served = Served::start_with(&yaml(1, "/r"), secrets).await;
+    let ask = || check_path(&served.server, "/r", "opaque-1");
+    assert_eq!(http_status(&ask().await), 200);
+    assert_eq!(http_status(&ask().await), 200);
+    assert_eq!(up.hits(), 1, "cached");
+
+    served.write(&yaml(1, "/other"));
+    served.reloader.reload("test").await.unwrap();
+    assert_eq!(http_status(&ask().await), 200);
+    assert_eq!(
+        up.hits(),
+        1,
+        "a route-only reload keeps the introspection cache"
+    );
+
+    served.write(&yaml(2, "/other"));
+    let changes = served.reloader.reload("test").await.unwrap();
+    assert_eq!(changes.providers_changed, ["idp"]);
+    assert_eq!(http_status(&ask().await), 200);
+    assert_eq!(
+        up.hits(),
+        2,
+        "a changed provider starts with an empty cache"
+    );
+}
+
 fn merge(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
     if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
         for (k, v) in e {
@@ -338,7 +397,7 @@ async fn a_kubernetes_style_symlink_swap_triggers_a_reload() {
     std::os::unix::fs::symlink("..2026_01_01_00_00_00.1", mount.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/portcullis.yaml", mount.join("portcullis.yaml")).unwrap();
     let path = mount.join("portcullis.yaml");
-    let served = Served::start_at(path, None).await;
+    let served = Served::start_at(path, None, SecretSource::Map(Default::default())).await;
     served.watch();
     let token = s.key_one.token(&claims(&s.one.issuer, AUD));
     assert_eq!(
