@@ -221,13 +221,13 @@ def workload(path):
     dep = one(ds, "Deployment")
     pod = dep["spec"]["template"]["spec"]
     c = container(ds)
-    assert c["args"] == ["serve", "--config", "/etc/portcullis/config.yaml"], f"args {c['args']}"
+    assert c["args"] == ["serve", "--config", "/etc/portcullis/config/config.yaml"], f"args {c['args']}"
     assert "command" not in c, "command must not override the image ENTRYPOINT"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"grpc": 9001, "http-admin": 9002}, f"container ports {ports}"
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     vols = {v["name"]: v for v in pod["volumes"]}
-    assert mounts.get("/etc/portcullis/config.yaml") == "config", "config.yaml not mounted"
+    assert mounts.get("/etc/portcullis/config") == "config", "the config directory is not mounted"
     assert len(mounts) == len(c["volumeMounts"]), "two volumes mounted at the same path"
     cm = main_configmap(ds)
     assert vols["config"]["configMap"]["name"] == cm["metadata"]["name"], "config volume is not the chart's ConfigMap"
@@ -503,7 +503,7 @@ def notes(path, fqdn):
     t = cm["data"]["NOTES.txt"]
     for s in (f"service: {fqdn}", "port: 9001", "envoyExtAuthzGrpc", "action: CUSTOM",
               "name: portcullis", f"address: {fqdn}, port_value: 9001", "envoy.filters.http.ext_authz",
-              'notPaths: ["/healthz"]', "helm test myrel -n auth"):
+              'notPaths: ["/healthz"]', "helm test myrel -n auth", "reload in place, without a pod roll"):
         assert s in t, f"NOTES.txt lacks {s!r}"
     assert not re.search(r"(?<!not)paths:", t, re.I), "NOTES.txt policy lists paths (bypassable): protect by default"
     assert not re.search(r"(?<!not)hosts:", t, re.I), "NOTES.txt policy lists hosts (Host: h:443 would bypass it)"
@@ -657,6 +657,14 @@ def annotation_differs(a, b, key):
     gb = one(docs(b), "Deployment")["spec"]["template"]["metadata"]["annotations"][key]
     assert ga != gb, f"{key} did not change"
 
+def roll_on_change(path):
+    ds = docs(path)
+    c = container(ds)
+    assert c["args"] == ["serve", "--config", "/etc/portcullis/config.yaml"], f"args {c['args']}"
+    m = [m for m in c["volumeMounts"] if m["name"] == "config"]
+    assert m == [{"name": "config", "mountPath": "/etc/portcullis/config.yaml", "subPath": "config.yaml", "readOnly": True}], f"config mount {m}"
+    annotation(path, "checksum/config", "present")
+
 def hot_reload(path):
     ds = docs(path)
     c = container(ds)
@@ -677,7 +685,7 @@ ALERTS = {
     "PortcullisErrorAnswers": ["portcullis_checks_total"],
     "PortcullisLatencyHigh": ["portcullis_check_duration_seconds_bucket"],
     "PortcullisJwksRefreshFailing": ['portcullis_jwks_fetches_total', 'result="failed"'],
-    "PortcullisConfigReloadFailed": ['portcullis_config_reloads_total', 'result="failure"'],
+    "PortcullisConfigReloadFailed": ['portcullis_config_reloads_total', 'result="failed"'],
     "PortcullisRedisErrors": ["portcullis_redis_errors_total"],
     "PortcullisNotReady": ["portcullis_ready"],
 }
@@ -851,6 +859,7 @@ check "helm template --kube-version $KUBE_LATEST (minimal)" helm_template "$WORK
 check "helm template --kube-version $KUBE_LATEST (all-on)" helm_template "$WORK/all-on-latest.yaml" -f "$CHART/ci/all-on-values.yaml" --kube-version "$KUBE_LATEST"
 # One render per remaining switch.
 check "helm template rollOnConfigChange=false" helm_template "$WORK/reload.yaml" "${MIN[@]}" --set rollOnConfigChange=false
+check "helm template rollOnConfigChange=true" helm_template "$WORK/roll.yaml" "${MIN[@]}" --set rollOnConfigChange=true
 check "helm template caBundle from a Secret, includeSystemRoots=false" helm_template "$WORK/ca-secret.yaml" "${MIN[@]}" \
   --set caBundle.secret=idp-ca --set caBundle.key=root.pem --set caBundle.includeSystemRoots=false
 check "helm template networkPolicy + istio (egress unrestricted)" helm_template "$WORK/np-istio.yaml" "${MIN[@]}" \
@@ -892,7 +901,7 @@ kubernetes_validate() { # FILE VERSION...
   got=$(grep -c '^INFO .* passed for resource ' "$out" || true)
   [[ $got -eq $want ]] || { echo "expected $want 'passed' lines, got $got"; return 1; }
 }
-for f in default all-on dev reload ca-secret np-istio obs one sec-a redis tls; do
+for f in default all-on dev reload roll ca-secret np-istio obs one sec-a redis tls; do
   check "kubernetes-validate --strict k8s $KUBE_MIN+$KUBE_LATEST ($f)" kubernetes_validate "$WORK/$f.yaml" "$KUBE_MIN" "$KUBE_LATEST"
 done
 for f in default-latest all-on-latest; do
@@ -907,22 +916,27 @@ check "minimal renders ConfigMap, Service, Deployment, PDB and the helm test Pod
   ConfigMap Service Deployment PodDisruptionBudget Pod
 check "all-on renders every optional resource" fact kinds "$ALL" ConfigMap ConfigMap Service Service Deployment Pod \
   ServiceAccount HorizontalPodAutoscaler PodDisruptionBudget ServiceMonitor PrometheusRule NetworkPolicy
-check "checksum/config = sha256 of the rendered ConfigMap (minimal)" fact config_checksum "$DEF"
+check "checksum/config = sha256 of the rendered ConfigMap (rollOnConfigChange=true)" fact config_checksum "$WORK/roll.yaml"
 check "redis.url + existingSecret: state backend redis, password from the Secret" fact redis_state "$WORK/redis.yaml" yes
 check "redis.url alone: state backend redis, no password" fact redis_state "$WORK/redis-nopw.yaml" no
 check "no redis.url: no state section, no password env var (memory)" fact no_redis "$DEF"
-check "checksum/config = sha256 of the rendered ConfigMap (redis)" fact config_checksum "$WORK/redis.yaml"
-check "checksum/config = sha256 of the rendered ConfigMap (all-on)" fact config_checksum "$ALL"
-check "helm template --set config.realm=other" helm_template "$WORK/realm.yaml" "${MIN[@]}" --set config.realm=other
-check "a config change changes checksum/config" fact checksum_differs "$DEF" "$WORK/realm.yaml"
+check "helm template --set config.realm=other rollOnConfigChange=true" helm_template "$WORK/realm.yaml" "${MIN[@]}" \
+  --set config.realm=other --set rollOnConfigChange=true
+check "a config change changes checksum/config (rollOnConfigChange=true)" fact checksum_differs "$WORK/roll.yaml" "$WORK/realm.yaml"
+check "rollOnConfigChange=true: checksum/config present, config.yaml mounted by subPath" fact roll_on_change "$WORK/roll.yaml"
 check "rollOnConfigChange=false: no checksum/config, ConfigMap mounted as a directory (not subPath)" fact hot_reload "$WORK/reload.yaml"
+check "default (hot reload): no checksum/config annotation, ConfigMap mounted as a directory" fact hot_reload "$DEF"
+check "default (hot reload), all-on values: no checksum/config annotation" fact hot_reload "$ALL"
+check "default (hot reload), redis values: no checksum/config annotation" fact hot_reload "$WORK/redis.yaml"
 check "securityContext: non-root 65532, read-only root, no escalation, drop ALL, RuntimeDefault (minimal)" fact security "$DEF"
 check "securityContext hardening kept with all-on values" fact security "$ALL"
 check "args, ports, config mount, /tmp emptyDir, selectors (minimal)" fact workload "$DEF"
 check "args, ports, config mount, /tmp emptyDir, selectors (all-on)" fact workload "$ALL"
 check "Service: grpc 9001 appProtocol grpc, http-admin 9002" fact service "$DEF"
 check "grep: readOnlyRootFilesystem: true and appProtocol: grpc in the manifests" \
-  bash -c 'grep -q "readOnlyRootFilesystem: true" "$1" && grep -q "appProtocol: grpc" "$1" && grep -q "checksum/config: [0-9a-f]\{64\}$" "$1"' _ "$DEF"
+  bash -c 'grep -q "readOnlyRootFilesystem: true" "$1" && grep -q "appProtocol: grpc" "$1" && ! grep -q "checksum/config" "$1"' _ "$DEF"
+check "grep: checksum/config in the manifests with rollOnConfigChange=true" \
+  bash -c 'grep -q "checksum/config: [0-9a-f]\{64\}$" "$1"' _ "$WORK/roll.yaml"
 check "probes: native gRPC on 9001 by default" fact probes "$DEF" grpc
 check "probes: httpGet /healthz, /readyz on admin with probes.type=http" fact probes "$ALL" http
 check "default env and replicas" fact default_env "$DEF"
@@ -942,7 +956,6 @@ check "tls: server.tls in the Secret mounted as a directory, HTTP probes, helm t
   fact tls_chart "$WORK/tls.yaml" portcullis-tls ca.crt
 check "tls without clientCAKey: no client_ca_file, helm test without a client certificate" \
   fact tls_chart "$WORK/tls-noclient.yaml" portcullis-tls -
-check "checksum/config = sha256 of the rendered ConfigMap (tls)" fact config_checksum "$WORK/tls.yaml"
 check "minimal: no server.tls, no tls volume" fact no_tls "$DEF"
 check "existingSecret: checksum/secret pod annotation" fact annotation "$WORK/sec-a.yaml" checksum/secret present
 check "secrets.checksum change changes checksum/secret" fact annotation_differs "$WORK/sec-a.yaml" "$WORK/sec-b.yaml" checksum/secret

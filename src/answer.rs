@@ -70,6 +70,11 @@ impl AnswerSettings {
     pub fn identity_tokens(&self) -> Option<&IdentityTokens> {
         self.identity_tokens.as_deref()
     }
+
+    /// The signer itself, for a reloaded runtime to keep.
+    pub fn identity_tokens_arc(&self) -> Option<Arc<IdentityTokens>> {
+        self.identity_tokens.clone()
+    }
 }
 
 /// What kind of answer this is; with [`Answer::status`], all a transport needs to pick its own codes.

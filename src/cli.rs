@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::client;
 use crate::clock::Clock;
@@ -23,7 +24,7 @@ use crate::config::{Config, ConfigErrors, LoadError, ProviderKind, SecretSource}
 use crate::dev::{self, DevIssuer};
 use crate::runtime::{self, Runtime};
 use crate::server::tls::ServerTls;
-use crate::server::{self, App, CheckService};
+use crate::server::{self, App, CheckService, Reloader};
 use crate::state::SharedState;
 
 /// Exit code for a configuration that cannot be used (EX_USAGE, as linkerd does).
@@ -440,6 +441,7 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         let admin = bind(config.server.admin_listen, "admin").await?;
         (config, None, grpc, admin, tls)
     };
+    let reload_from = args.config.filter(|_| !args.dev);
 
     let runtime = Runtime::build(&config, &SecretSource::Process, Clock::system())?;
     let state = SharedState::from_config(&config, &SecretSource::Process, Clock::system())?;
@@ -455,8 +457,56 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         "portcullis serving"
     );
     let app = Arc::new(App::with_state(&config, runtime, dev, Arc::new(state)));
-    server::run_with_tls(app, grpc, admin, tls, shutdown_signal()).await?;
+    let stop_reloading = CancellationToken::new();
+    if let Some(path) = reload_from {
+        let reloader = Reloader::new(
+            Arc::clone(&app),
+            path,
+            config,
+            SecretSource::Process,
+            Clock::system(),
+        )
+        .with_listen_overrides(args.listen, args.admin_listen);
+        let reloader = Arc::new(reloader);
+        tokio::spawn(Arc::clone(&reloader).watch(RELOAD_POLL, stop_reloading.clone()));
+        // Registered before serving: until then a SIGHUP would end the process (its default action).
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangups) => {
+                tokio::spawn(reload_on_sighup(hangups, reloader, stop_reloading.clone()));
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot listen for SIGHUP; the configuration reloads on file changes only"
+            ),
+        }
+    }
+    let served = server::run_with_tls(app, grpc, admin, tls, shutdown_signal()).await;
+    stop_reloading.cancel();
+    served?;
     Ok(())
+}
+
+/// How often `serve --config` reads its file for changes.
+const RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reloads the configuration on every SIGHUP, until `stop`.
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    reloader: Arc<Reloader>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            received = hangups.recv() => match received {
+                Some(()) => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    reloader.trigger();
+                }
+                None => return,
+            },
+        }
+    }
 }
 
 fn print_dev_banner(config: &Config, issuer: &DevIssuer, state_dir: &Path) {

@@ -42,7 +42,9 @@
 //!    `metrics`: counters for `/metrics`, which outlive a runtime.
 //! 9. [`server`]: gRPC Check, health and reflection; the admin HTTP port (with the revocation admin API
 //!    and the Auth0 log stream receiver); translation between Envoy's protobuf and our request view and
-//!    answer; `server/tls`: TLS (and client certificates) on the listeners, reloaded when its files change.
+//!    answer; `server/reload`: hot reload of the configuration file (watch, validate, build, swap the
+//!    runtime) and its metrics; `server/tls`: TLS (and client certificates) on the listeners, reloaded
+//!    when its files change.
 //! 10. [`client`] (the `check` command's gRPC client), [`cli`] (every command's logic; `main.rs` only
 //!     parses and dispatches; `cli/import_llama` for `import llama-stack`) and [`bench`] (the `bench` load generator and its no-op server; it talks to
 //!     portcullis as a separate process, over [`pb`] only).

@@ -143,8 +143,9 @@ impl BuildError {
 enum Kind {
     /// One of [`Providers::jwt`]: the token's `iss` picks among the `jwt` providers.
     Jwt,
-    /// Boxed: the opaque-token providers are large beside the others.
-    Opaque(Box<Opaque>),
+    /// Shared: the opaque-token providers are large beside the others, and one whose configuration a reload
+    /// left as it was keeps serving (with its cache) in the new runtime.
+    Opaque(Arc<Opaque>),
     Mtls(mtls::Mtls),
     EnvoyJwt(envoy_jwt::EnvoyJwt),
     Anonymous(Arc<Identity>),
@@ -230,6 +231,83 @@ struct Entry {
     dpop: Option<(Arc<Dpop>, Option<CredentialLocation>)>,
     deny_message: Option<Arc<str>>,
     kind: Kind,
+    /// What the provider was built from, to tell on reload whether it can be kept.
+    fingerprint: Fingerprint,
+}
+
+/// Everything a provider is built from: its configuration section, the secrets and files it read at build
+/// time, and for a webhook the credential places it forwards. Equal fingerprints mean the provider would
+/// be built the same, so a reload keeps the running one with its key set and cache.
+#[derive(PartialEq)]
+struct Fingerprint {
+    config: ProviderConfig,
+    /// SHA-256 over the resolved secrets and the files read at build time (`jwks_file`, `keys_file`,
+    /// `tls.ca_file`): a rotated `{file:}` secret makes the provider new.
+    inputs: [u8; 32],
+    /// A webhook's view of the other providers: where credentials are read.
+    places: Vec<CredentialLocation>,
+}
+
+// === impl Fingerprint ===
+
+impl Fingerprint {
+    fn of(
+        index: usize,
+        provider: &ProviderConfig,
+        config: &Config,
+        secrets: &SecretSource,
+    ) -> Result<Fingerprint, BuildError> {
+        use sha2::{Digest, Sha256};
+        let mut inputs = Sha256::new();
+        for (field, secret) in provider.kind.secrets() {
+            // A bearer token read from a file is read again at every use: not a build input.
+            let read_live = matches!(field, "token" | "jwks.token")
+                && matches!(secret, crate::config::SecretRef::File(_));
+            if read_live {
+                continue;
+            }
+            let value = secret
+                .resolve(secrets)
+                .map_err(|source| BuildError::Secret {
+                    field,
+                    index,
+                    source,
+                })?;
+            inputs.update(field.as_bytes());
+            inputs.update((value.expose().len() as u64).to_be_bytes());
+            inputs.update(value.expose());
+        }
+        for path in provider.kind.build_files() {
+            inputs.update(path.as_os_str().as_encoded_bytes());
+            match std::fs::read(path) {
+                Ok(body) => {
+                    inputs.update((body.len() as u64).to_be_bytes());
+                    inputs.update(&body);
+                }
+                // The build reports it; an unreadable file is never equal to a readable one.
+                Err(_) => inputs.update(u64::MAX.to_be_bytes()),
+            }
+        }
+        let places = match provider.kind {
+            ProviderKind::Webhook(_) => webhook_places(config).into_iter().cloned().collect(),
+            _ => Vec::new(),
+        };
+        Ok(Fingerprint {
+            config: provider.clone(),
+            inputs: inputs.finalize().into(),
+            places,
+        })
+    }
+}
+
+/// The places a webhook forwards: where every provider taking a credential reads it.
+fn webhook_places(config: &Config) -> Vec<&CredentialLocation> {
+    config
+        .providers
+        .iter()
+        .filter(|p| p.kind.takes_credential())
+        .map(|p| &p.credential)
+        .collect()
 }
 
 // === impl Entry ===
@@ -269,8 +347,11 @@ pub struct Providers {
     jwt: JwtProviders,
     /// For each `jwt` provider, its entry index (for its location and name).
     jwt_entries: Vec<usize>,
-    /// The DPoP proof replay cache every provider's rules share.
+    /// The DPoP proof replay cache every provider's rules share, and its capacity.
     replay: Arc<ReplayCache>,
+    replay_entries: usize,
+    /// The providers a reload kept from the previous runtime (unchanged, with their key sets and caches).
+    kept: Vec<Arc<str>>,
 }
 
 // === impl Providers ===
@@ -278,10 +359,17 @@ pub struct Providers {
 impl Providers {
     /// Builds the providers; resolves secrets from `secrets`. Nothing is fetched yet: see
     /// [`Providers::spawn_background`].
+    ///
+    /// On reload, `previous` is the running runtime's providers: a provider whose [`Fingerprint`] is
+    /// unchanged is kept (a `jwt` provider's key set, an opaque provider with its cache), so a reload
+    /// costs no key set fetch and no cold cache for it. The verified-token cache is kept when every `jwt`
+    /// provider is; the DPoP replay cache when its capacity is the same, so a proof seen before a
+    /// reload is still a replay after it.
     pub fn from_config(
         config: &Config,
         secrets: &SecretSource,
         clock: Clock,
+        previous: Option<&Providers>,
     ) -> Result<Providers, BuildError> {
         let http = &http::client();
         let key_http = &http::key_client();
@@ -297,9 +385,23 @@ impl Providers {
             .map(|d| d.replay_cache_entries)
             .max()
             .unwrap_or_else(|| crate::config::dpop::DpopConfig::default().replay_cache_entries);
-        let replay = Arc::new(ReplayCache::new(replay_entries, clock.clone()));
+        let replay = match previous {
+            Some(p) if p.replay_entries == replay_entries => Arc::clone(&p.replay),
+            _ => Arc::new(ReplayCache::new(replay_entries, clock.clone())),
+        };
+        let mut kept = Vec::new();
         for (index, provider) in config.providers.iter().enumerate() {
             let name: Arc<str> = Arc::from(provider.name.as_str());
+            let fingerprint = Fingerprint::of(index, provider, config, secrets)?;
+            let unchanged = previous.and_then(|p| {
+                p.entries
+                    .iter()
+                    .find(|e| e.name == name && e.fingerprint == fingerprint)
+                    .map(|e| (p, e))
+            });
+            if unchanged.is_some() {
+                kept.push(Arc::clone(&name));
+            }
             let dpop = match &provider.kind {
                 ProviderKind::Jwt(_) | ProviderKind::Introspection(_) => {
                     Some(dpop_rules(index, provider, secrets, &replay, &clock)?)
@@ -315,15 +417,31 @@ impl Providers {
                 http::client_for(key_http, tls, http::Purpose::Keys)
                     .map_err(|source| BuildError::Tls { index, source })
             };
-            let kind = match &provider.kind {
-                ProviderKind::Jwt(c) => {
-                    let store = jwt_key_store(index, &name, c, secrets, &key_tls_client(&c.tls)?)?;
+            let running_opaque = unchanged.and_then(|(_, e)| match &e.kind {
+                Kind::Opaque(opaque) => Some(Arc::clone(opaque)),
+                _ => None,
+            });
+            let kind = match (&provider.kind, running_opaque) {
+                (_, Some(opaque)) => Kind::Opaque(opaque),
+                (ProviderKind::Jwt(c), None) => {
+                    let running = unchanged
+                        .and_then(|(p, _)| p.jwt.providers().iter().find(|j| *j.name() == name));
+                    let store = match running {
+                        Some(running) => Arc::clone(running.keys()),
+                        None => Arc::new(jwt_key_store(
+                            index,
+                            &name,
+                            c,
+                            secrets,
+                            &key_tls_client(&c.tls)?,
+                        )?),
+                    };
                     cache_entries += c.cache.max_entries;
-                    jwt.push(JwtProvider::new(provider, c, Arc::new(store)));
+                    jwt.push(JwtProvider::new(provider, c, store));
                     jwt_entries.push(index);
                     Kind::Jwt
                 }
-                ProviderKind::Introspection(c) => {
+                (ProviderKind::Introspection(c), None) => {
                     let secret =
                         c.client_secret
                             .resolve(secrets)
@@ -340,15 +458,10 @@ impl Providers {
                         clock.clone(),
                     )
                     .map_err(url_err)?;
-                    Kind::Opaque(Box::new(Opaque::Introspection(provider)))
+                    Kind::Opaque(Arc::new(Opaque::Introspection(provider)))
                 }
-                ProviderKind::Webhook(c) => {
-                    let places: Vec<&CredentialLocation> = config
-                        .providers
-                        .iter()
-                        .filter(|p| p.kind.takes_credential())
-                        .map(|p| &p.credential)
-                        .collect();
+                (ProviderKind::Webhook(c), None) => {
+                    let places = webhook_places(config);
                     let provider = webhook::Webhook::new(
                         provider,
                         c,
@@ -357,19 +470,19 @@ impl Providers {
                         clock.clone(),
                     )
                     .map_err(url_err)?;
-                    Kind::Opaque(Box::new(Opaque::Webhook(provider)))
+                    Kind::Opaque(Arc::new(Opaque::Webhook(provider)))
                 }
-                ProviderKind::Github(c) => {
+                (ProviderKind::Github(c), None) => {
                     let provider = github::Github::new(provider, c, http.clone(), clock.clone());
-                    Kind::Opaque(Box::new(Opaque::Github(provider)))
+                    Kind::Opaque(Arc::new(Opaque::Github(provider)))
                 }
-                ProviderKind::ApiKey(c) => {
+                (ProviderKind::ApiKey(c), None) => {
                     let keys =
                         api_key::ApiKeys::new(Arc::clone(&name), c, &provider.claims_mapping)
                             .map_err(|source| BuildError::KeysFile { index, source })?;
-                    Kind::Opaque(Box::new(Opaque::ApiKey(Arc::new(keys))))
+                    Kind::Opaque(Arc::new(Opaque::ApiKey(Arc::new(keys))))
                 }
-                ProviderKind::Kubernetes(c) => {
+                (ProviderKind::Kubernetes(c), None) => {
                     let bearer = http::BearerToken::new(&c.token, secrets).map_err(|source| {
                         BuildError::Secret {
                             field: "token",
@@ -385,11 +498,13 @@ impl Providers {
                         clock.clone(),
                     )
                     .map_err(url_err)?;
-                    Kind::Opaque(Box::new(Opaque::Kubernetes(provider)))
+                    Kind::Opaque(Arc::new(Opaque::Kubernetes(provider)))
                 }
-                ProviderKind::Mtls(c) => Kind::Mtls(mtls::Mtls::new(provider, c)),
-                ProviderKind::EnvoyJwt(c) => Kind::EnvoyJwt(envoy_jwt::EnvoyJwt::new(provider, c)),
-                ProviderKind::Anonymous(c) => {
+                (ProviderKind::Mtls(c), None) => Kind::Mtls(mtls::Mtls::new(provider, c)),
+                (ProviderKind::EnvoyJwt(c), None) => {
+                    Kind::EnvoyJwt(envoy_jwt::EnvoyJwt::new(provider, c))
+                }
+                (ProviderKind::Anonymous(c), None) => {
                     Kind::Anonymous(Arc::new(IdentityBuilder::anonymous(&name, &c.principal)))
                 }
             };
@@ -400,14 +515,34 @@ impl Providers {
                 dpop,
                 deny_message: deny_message(provider, config.answers.body),
                 kind,
+                fingerprint,
             });
+        }
+        let mut jwt = JwtProviders::new(jwt, cache_entries, clock);
+        // A cached token names its provider by index: keep the cache only when the `jwt` providers are the
+        // same ones, unchanged, in the same order.
+        let same_jwt_providers = |p: &Providers| {
+            p.jwt_entries.len() == jwt_entries.len()
+                && jwt_entries.iter().zip(&p.jwt_entries).all(|(&new, &old)| {
+                    entries[new].name == p.entries[old].name && kept.contains(&entries[new].name)
+                })
+        };
+        if let Some(previous) = previous.filter(|p| same_jwt_providers(p)) {
+            jwt = jwt.keeping_cache_of(&previous.jwt);
         }
         Ok(Providers {
             entries,
-            jwt: JwtProviders::new(jwt, cache_entries, clock),
+            jwt,
             jwt_entries,
             replay,
+            replay_entries,
+            kept,
         })
+    }
+
+    /// The providers kept from the previous runtime by [`Providers::from_config`], in order.
+    pub fn kept(&self) -> &[Arc<str>] {
+        &self.kept
     }
 
     /// Keeps DPoP proof digests in `store`, shared by every replica, instead of this process.

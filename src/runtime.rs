@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::answer::AnswerSettings;
 use crate::authorizer::{Authorizer, Verdict};
 use crate::clock::Clock;
-use crate::config::{Config, ConfigErrors, Problem, SecretSource};
+use crate::config::{Config, ConfigErrors, IdentityTokenConfig, Problem, SecretSource};
 use crate::identity_token::IdentityTokens;
 use crate::policy::{Policy, ProviderInfo};
 use crate::providers::Providers;
@@ -25,6 +25,8 @@ pub struct Runtime {
     resources: Resources,
     /// Whether a Check may ask for its explanation (`server.allow_explain`).
     allow_explain: bool,
+    /// What the identity token signer was built from, so a reload that leaves it alone keeps its keys.
+    identity_token_source: Option<(IdentityTokenConfig, [u8; 32])>,
 }
 
 impl Runtime {
@@ -36,14 +38,43 @@ impl Runtime {
         secrets: &SecretSource,
         clock: Clock,
     ) -> Result<Runtime, ConfigErrors> {
+        Runtime::build_after(config, secrets, clock, None)
+    }
+
+    /// Builds the runtime that replaces `previous` on reload: what did not change is taken over rather
+    /// than built again: unchanged providers with their key sets and caches (see
+    /// `Providers::from_config`), the DPoP replay cache, the identity token signer and its keys.
+    /// Secrets are resolved again, so a rotated `{file:}` secret is read.
+    pub fn build_after(
+        config: &Config,
+        secrets: &SecretSource,
+        clock: Clock,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, ConfigErrors> {
         let policy = compile_policy(config);
-        let providers = Providers::from_config(config, secrets, clock.clone())
-            .map_err(|e| ConfigErrors(vec![e.into_problem()]));
-        let tokens = config
+        let providers = Providers::from_config(
+            config,
+            secrets,
+            clock.clone(),
+            previous.map(|p| p.authorizer.providers()),
+        )
+        .map_err(|e| ConfigErrors(vec![e.into_problem()]));
+        let identity_token_source = config
             .identity_token
             .as_ref()
-            .map(|c| IdentityTokens::build(c, secrets, clock.clone()).map(Arc::new))
-            .transpose();
+            .map(|c| (c.clone(), signing_key_digest(c, secrets)));
+        let running_tokens = previous
+            .filter(|p| p.identity_token_source.is_some())
+            .filter(|p| p.identity_token_source == identity_token_source)
+            .and_then(|p| p.answers.identity_tokens_arc());
+        let tokens = match running_tokens {
+            Some(tokens) => Ok(Some(tokens)),
+            None => config
+                .identity_token
+                .as_ref()
+                .map(|c| IdentityTokens::build(c, secrets, clock.clone()).map(Arc::new))
+                .transpose(),
+        };
         let (policy, providers, tokens) = match (policy, providers, tokens) {
             (Ok(policy), Ok(providers), Ok(tokens)) => (policy, providers, tokens),
             (policy, providers, tokens) => {
@@ -58,6 +89,7 @@ impl Runtime {
             answers: AnswerSettings::new(config, tokens),
             resources: Resources::new(&config.resources),
             allow_explain: config.server.allow_explain,
+            identity_token_source,
         })
     }
 
@@ -161,6 +193,17 @@ pub fn check(config: &Config, secrets: Option<&SecretSource>) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// A digest of the identity token's configured signing key (zeros when it has none or it cannot be read:
+/// the build reports that).
+fn signing_key_digest(config: &IdentityTokenConfig, secrets: &SecretSource) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    config
+        .signing_key
+        .as_ref()
+        .and_then(|key| key.resolve(secrets).ok())
+        .map_or([0; 32], |key| Sha256::digest(key.expose()).into())
 }
 
 fn compile_policy(config: &Config) -> Result<Policy, ConfigErrors> {

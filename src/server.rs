@@ -7,15 +7,17 @@
 
 mod admin;
 mod check;
+mod reload;
 mod revocations;
 pub mod tls;
 mod translate;
 
 pub use self::check::{CheckService, EXPLAIN_HEADER};
+pub use self::reload::{Changes, ReloadError, ReloadStats, Reloader};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -50,6 +52,12 @@ pub struct App {
     draining: AtomicBool,
     /// The denylist and replay records shared across replicas; every runtime reads its denylist.
     state: Arc<SharedState>,
+    /// Cancels every background task when serving stops.
+    background: CancellationToken,
+    /// Cancels the current runtime's background tasks (a child of `background`) when it is replaced.
+    runtime_tasks: Mutex<CancellationToken>,
+    /// Configuration reloads, for `/metrics`.
+    reloads: ReloadStats,
 }
 
 // === impl App ===
@@ -71,6 +79,7 @@ impl App {
         state: Arc<SharedState>,
     ) -> App {
         runtime.use_state(&state);
+        let background = CancellationToken::new();
         App {
             runtime: ArcSwap::from_pointee(runtime),
             metrics: Metrics::default(),
@@ -78,7 +87,36 @@ impl App {
             dev,
             draining: AtomicBool::new(false),
             state,
+            runtime_tasks: Mutex::new(background.child_token()),
+            background,
+            reloads: ReloadStats::default(),
         }
+    }
+
+    /// Serves `runtime` (given the shared state already) from now on: starts its background tasks, waits
+    /// at most `ready_wait` for its providers to load their keys, swaps it in, and stops the previous
+    /// runtime's tasks. Checks holding the previous runtime finish on it.
+    pub(crate) async fn replace_runtime(&self, runtime: Runtime, ready_wait: Duration) {
+        let tasks = self.background.child_token();
+        runtime.spawn_background(&tasks);
+        let deadline = tokio::time::Instant::now() + ready_wait;
+        while !runtime.ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !runtime.ready() {
+            tracing::warn!("a new provider's keys are not loaded yet; its checks are unavailable until they are");
+        }
+        self.runtime.store(Arc::new(runtime));
+        let mut current = self
+            .runtime_tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *current, tasks).cancel();
+    }
+
+    /// Configuration reload counters and the hash of the file in force.
+    pub fn reloads(&self) -> &ReloadStats {
+        &self.reloads
     }
 
     /// The shared state (denylist, replay records): the DPoP replay check asks its `first_use`.
@@ -133,9 +171,14 @@ pub async fn run_with_tls(
     tls: Option<Arc<tls::ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let background = CancellationToken::new();
+    let background = app.background.clone();
     let stop_servers = CancellationToken::new();
-    app.runtime.load().spawn_background(&background);
+    let runtime_tasks = app
+        .runtime_tasks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    app.runtime.load().spawn_background(&runtime_tasks);
     app.state.spawn_background(&background);
 
     let (health, health_service) = tonic_health::server::health_reporter();

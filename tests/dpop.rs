@@ -74,6 +74,8 @@ struct Setup {
     idp_key: TestKey,
     issuer: String,
     server: TestServer,
+    /// The configuration served.
+    yaml: String,
 }
 
 async fn setup(dpop: &str, extra: &str) -> Setup {
@@ -112,6 +114,7 @@ providers:
         _idp: idp,
         idp_key,
         server,
+        yaml,
     }
 }
 
@@ -177,6 +180,36 @@ async fn a_valid_proof_is_allowed_once_and_its_replay_refused() {
     // A fresh proof for the same token passes again (and comes from the verified-token cache).
     let again = s.dpop(&token, &holder.proof("GET", URI, &token)).await;
     ok(&again);
+}
+
+#[tokio::test]
+async fn a_proof_seen_before_a_reload_is_a_replay_after_it() {
+    let s = setup(OPTIONAL, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.yaml");
+    std::fs::write(&path, &s.yaml).unwrap();
+    let reloader = portcullis::server::Reloader::new(
+        std::sync::Arc::clone(&s.server.app),
+        &path,
+        portcullis::Config::from_yaml_str(&s.yaml).unwrap(),
+        portcullis::SecretSource::Map(Default::default()),
+        portcullis::Clock::system(),
+    );
+    let holder = Holder::ec();
+    let token = s.token(Some(&holder.jkt()));
+    let proof = holder.proof("GET", URI, &token);
+    ok(&s.dpop(&token, &proof).await);
+
+    // A reload that leaves the providers alone keeps the replay records with them.
+    let extra = "routes:\n  - {name: extra, match: {path_prefix: /extra}}\n";
+    std::fs::write(&path, format!("{}\n{extra}", s.yaml)).unwrap();
+    reloader.reload("test").await.unwrap();
+    refused(
+        &s.dpop(&token, &proof).await,
+        "invalid_dpop_proof",
+        "dpop_proof_replayed",
+    );
+    ok(&s.dpop(&token, &holder.proof("GET", URI, &token)).await);
 }
 
 #[tokio::test]

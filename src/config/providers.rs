@@ -145,6 +145,23 @@ impl ProviderKind {
         }
     }
 
+    /// The files the provider reads when it is built (a key set, a CA, API keys), so a reload can tell
+    /// whether a provider whose section is unchanged would be built differently.
+    pub fn build_files(&self) -> Vec<&std::path::Path> {
+        let (tls, own) = match self {
+            ProviderKind::Jwt(c) => (Some(&c.tls), c.jwks_file.as_deref()),
+            ProviderKind::Introspection(c) => (Some(&c.tls), None),
+            ProviderKind::Webhook(c) => (Some(&c.tls), None),
+            ProviderKind::Kubernetes(c) => (Some(&c.tls), None),
+            ProviderKind::ApiKey(c) => (None, c.keys_file.as_deref()),
+            _ => (None, None),
+        };
+        tls.and_then(|t| t.ca_file.as_deref())
+            .into_iter()
+            .chain(own)
+            .collect()
+    }
+
     /// Whether the kind reads a credential from the request (and so takes `credential`).
     pub fn takes_credential(&self) -> bool {
         !matches!(

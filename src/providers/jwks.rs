@@ -295,6 +295,9 @@ enum Source {
 struct RefreshState {
     discovered: Option<Url>,
     last_on_demand: Option<Instant>,
+    /// When the refresher means to fetch next: a refresher started later (a reloaded runtime that kept this
+    /// store) waits until then instead of fetching at once.
+    next_at: Option<Instant>,
 }
 
 /// Counters for `/metrics`.
@@ -541,17 +544,24 @@ impl KeyStore {
         if !self.is_remote() {
             return;
         }
-        let mut delay = Duration::ZERO;
+        // A store kept across a reload was refreshed by the previous runtime's refresher: go on from its
+        // schedule rather than fetching again.
+        let mut delay = self
+            .refresh
+            .lock()
+            .await
+            .next_at
+            .map_or(Duration::ZERO, |at| {
+                at.saturating_duration_since(Instant::now())
+            });
         let mut failures: u32 = 0;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
             }
-            let result = {
-                let mut state = self.refresh.lock().await;
-                self.refresh_locked(&mut state).await
-            };
+            let mut state = self.refresh.lock().await;
+            let result = self.refresh_locked(&mut state).await;
             delay = match result {
                 Ok(next) => {
                     failures = 0;
@@ -572,6 +582,7 @@ impl KeyStore {
                     backoff
                 }
             };
+            state.next_at = Instant::now().checked_add(delay);
         }
     }
 }

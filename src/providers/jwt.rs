@@ -307,6 +307,13 @@ impl JwtProviders {
         }
     }
 
+    /// Takes over `previous`'s cache of verified tokens (a reload that left every `jwt` provider as it was,
+    /// in the same order: a cached entry names its provider by index).
+    pub fn keeping_cache_of(mut self, previous: &JwtProviders) -> JwtProviders {
+        self.cache = previous.cache.clone();
+        self
+    }
+
     pub fn providers(&self) -> &[JwtProvider] {
         &self.providers
     }

@@ -57,6 +57,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         state.errors(),
         state.denylist().len(),
     );
+    app.reloads().render(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

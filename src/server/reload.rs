@@ -1,0 +1,530 @@
+//! Hot reload of `serve --config FILE`: a new configuration is read, validated and built in full before it
+//! replaces the running one; a file that fails any of that leaves the running configuration in force.
+//!
+//! - Triggers: [`Reloader::trigger`] (the binary calls it on SIGHUP) and [`Reloader::watch`], which reads the
+//!   file every second and reloads when its SHA-256 changes. Reading the path each time follows whatever it
+//!   points to now, so a Kubernetes ConfigMap update (the `..data` symlink of the mounted directory swapped
+//!   to a new timestamped directory) is seen like an in-place edit, an editor's rename, or a `cp` over it.
+//!   Polling a small file is cheap and has none of inotify's symlink, rename and lost-watch cases. A change
+//!   is reloaded once the file reads the same twice in a row ([`SETTLE`] apart), so a write in progress is
+//!   not taken for a broken file.
+//! - What reloads: providers, routes and everything else a [`Runtime`] holds. Providers whose configuration,
+//!   secrets and files did not change keep their key sets and caches (`Runtime::build_after`).
+//! - What does not: the `server` section (listen addresses, drain period, `tls` paths; only `allow_explain`
+//!   and `ext_authz_timeout_ms` reload; the `tls` files themselves are reread by `server/tls`),
+//!   `state` and `revocation` (the shared state outlives runtimes). A change to them refuses the whole file.
+//! - Checks in flight finish on the runtime they started with; the previous runtime's background tasks
+//!   (key set refreshers, key file reloaders) stop once the new runtime is in.
+//! - Metrics: `portcullis_config_reloads_total{result}` and `portcullis_config_info{hash}` ([`ReloadStats`]).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::App;
+use crate::clock::Clock;
+use crate::config::{Config, ConfigErrors, Problem, SecretSource};
+use crate::runtime::Runtime;
+
+/// How long a changed file must read the same before it is reloaded.
+pub const SETTLE: Duration = Duration::from_millis(200);
+/// How long a reload waits for the new runtime's new providers to load their keys before swapping it in
+/// anyway (it then answers "unavailable" for them until they load, as at start).
+const READY_WAIT: Duration = Duration::from_secs(10);
+
+/// Reload counters and the hash of the configuration in force, for `/metrics`.
+#[derive(Default)]
+pub struct ReloadStats {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    /// The first 16 hex digits of the SHA-256 of the file in force; `None` without a file (`--dev`, tests).
+    hash: Mutex<Option<String>>,
+}
+
+// === impl ReloadStats ===
+
+impl ReloadStats {
+    /// Reloads that succeeded and that failed (the running configuration stayed).
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The hash `portcullis_config_info` shows.
+    pub fn hash(&self) -> Option<String> {
+        self.hash.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    fn set_hash(&self, digest: &[u8; 32]) {
+        if let Ok(mut hash) = self.hash.lock() {
+            *hash = Some(short_hex(digest));
+        }
+    }
+
+    /// Appends the reload metrics in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let (ok, failed) = self.counts();
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_config_reloads_total Configuration reloads by result (failed: the running configuration stayed)."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_config_reloads_total counter");
+        let _ = writeln!(out, "portcullis_config_reloads_total{{result=\"ok\"}} {ok}");
+        let _ = writeln!(
+            out,
+            "portcullis_config_reloads_total{{result=\"failed\"}} {failed}"
+        );
+        if let Some(hash) = self.hash() {
+            let _ = writeln!(
+                out,
+                "# HELP portcullis_config_info The configuration in force: the first 16 hex digits of its file's SHA-256."
+            );
+            let _ = writeln!(out, "# TYPE portcullis_config_info gauge");
+            let _ = writeln!(out, "portcullis_config_info{{hash=\"{hash}\"}} 1");
+        }
+    }
+}
+
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("cannot read configuration `{}`: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration ({} problem{})", .0.len(), if .0.len() == 1 { "" } else { "s" })]
+    Invalid(Vec<Problem>),
+    /// Settings read once at start: a restart applies them.
+    #[error("{} cannot change without a restart (the running configuration stays; restart to apply)", .0.join(", "))]
+    NotReloadable(Vec<&'static str>),
+}
+
+// === impl ReloadError ===
+
+impl ReloadError {
+    /// Every problem at the path of its field, as `validate-config` prints them.
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ReloadError::Read { .. } => vec![Problem {
+                path: ".".to_owned(),
+                message: self.to_string(),
+            }],
+            ReloadError::Invalid(problems) => problems.clone(),
+            ReloadError::NotReloadable(fields) => fields
+                .iter()
+                .map(|field| Problem {
+                    path: (*field).to_owned(),
+                    message: "cannot change without a restart".to_owned(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What a reload changed, by name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub providers_added: Vec<String>,
+    pub providers_removed: Vec<String>,
+    /// Rebuilt: their section, a secret or a file they read changed.
+    pub providers_changed: Vec<String>,
+    pub routes_added: Vec<String>,
+    pub routes_removed: Vec<String>,
+    pub routes_changed: Vec<String>,
+    /// Other sections that changed (`mode`, `default_route`, `headers`, …).
+    pub other: Vec<&'static str>,
+}
+
+/// The configuration in force and the file digests the watcher compares against.
+struct Current {
+    config: Config,
+    /// The digest of the last file content tried (in force or refused): the watcher does not try the same
+    /// content twice.
+    tried: [u8; 32],
+}
+
+/// Reloads one server's configuration from its file.
+pub struct Reloader {
+    app: Arc<App>,
+    path: PathBuf,
+    secrets: SecretSource,
+    clock: Clock,
+    /// `serve --listen` / `--admin-listen`, which win over the file's addresses at every load.
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    /// Also keeps reloads one at a time.
+    current: tokio::sync::Mutex<Current>,
+    wake: Notify,
+}
+
+// === impl Reloader ===
+
+impl Reloader {
+    /// A reloader for `app`, serving `config` read from `path`.
+    pub fn new(
+        app: Arc<App>,
+        path: impl Into<PathBuf>,
+        config: Config,
+        secrets: SecretSource,
+        clock: Clock,
+    ) -> Reloader {
+        let path = path.into();
+        let tried = match std::fs::read(&path) {
+            Ok(body) => {
+                let digest: [u8; 32] = Sha256::digest(&body).into();
+                app.reloads().set_hash(&digest);
+                digest
+            }
+            Err(_) => [0; 32],
+        };
+        Reloader {
+            app,
+            path,
+            secrets,
+            clock,
+            listen: None,
+            admin_listen: None,
+            current: tokio::sync::Mutex::new(Current { config, tried }),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The addresses given on the command line, which win over the file's at every reload.
+    pub fn with_listen_overrides(
+        mut self,
+        listen: Option<SocketAddr>,
+        admin_listen: Option<SocketAddr>,
+    ) -> Reloader {
+        self.listen = listen;
+        self.admin_listen = admin_listen;
+        self
+    }
+
+    /// Asks [`Reloader::watch`] to reload now, even if the file is unchanged (secrets are read again).
+    /// Triggers that arrive while a reload runs make one more reload.
+    pub fn trigger(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Reads the file every `every` and reloads when it changed; reloads on [`Reloader::trigger`]. Until
+    /// `stop`.
+    pub async fn watch(self: Arc<Self>, every: Duration, stop: CancellationToken) {
+        loop {
+            let forced = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.wake.notified() => true,
+                _ = tokio::time::sleep(every) => false,
+            };
+            if forced {
+                let _ = self.reload("signal").await;
+                continue;
+            }
+            let Some(digest) = digest_of(&self.path).await else {
+                // Missing for a moment while it is replaced; a lasting fault shows at the next SIGHUP.
+                continue;
+            };
+            if digest == self.current.lock().await.tried {
+                continue;
+            }
+            // Written in place, the file may be half new: wait until it reads the same twice.
+            tokio::time::sleep(SETTLE).await;
+            if digest_of(&self.path).await != Some(digest) {
+                continue;
+            }
+            let _ = self.reload("file changed").await;
+        }
+    }
+
+    /// Reloads now: reads, validates and builds the file, and swaps the new runtime in; on any problem the
+    /// running configuration stays. Logs the outcome and counts it either way.
+    pub async fn reload(&self, trigger: &'static str) -> Result<Changes, ReloadError> {
+        let mut current = self.current.lock().await;
+        let result = self.try_reload(&mut current).await;
+        let stats = self.app.reloads();
+        match &result {
+            Ok(changes) => {
+                stats.ok.fetch_add(1, Ordering::Relaxed);
+                stats.set_hash(&current.tried);
+                tracing::info!(
+                    reload.trigger = trigger,
+                    config.hash = %short_hex(&current.tried),
+                    providers.added = ?changes.providers_added,
+                    providers.removed = ?changes.providers_removed,
+                    providers.changed = ?changes.providers_changed,
+                    routes.added = ?changes.routes_added,
+                    routes.removed = ?changes.routes_removed,
+                    routes.changed = ?changes.routes_changed,
+                    config.changed = ?changes.other,
+                    "configuration reloaded"
+                );
+            }
+            Err(error) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                for problem in error.problems() {
+                    tracing::error!(config.field = %problem.path, "{problem}");
+                }
+                tracing::error!(
+                    reload.trigger = trigger,
+                    config.path = %self.path.display(),
+                    %error,
+                    "configuration reload refused; the running configuration stays"
+                );
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&self, current: &mut Current) -> Result<Changes, ReloadError> {
+        let body = tokio::fs::read(&self.path)
+            .await
+            .map_err(|source| ReloadError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+        current.tried = Sha256::digest(&body).into();
+        let text = String::from_utf8(body).map_err(|_| {
+            ReloadError::Invalid(vec![Problem {
+                path: ".".to_owned(),
+                message: "not UTF-8 text".to_owned(),
+            }])
+        })?;
+        let mut config =
+            Config::from_yaml_str(&text).map_err(|ConfigErrors(p)| ReloadError::Invalid(p))?;
+        if let Some(listen) = self.listen {
+            config.server.listen = listen;
+        }
+        if let Some(admin) = self.admin_listen {
+            config.server.admin_listen = admin;
+        }
+        let fixed = not_reloadable(&current.config, &config);
+        if !fixed.is_empty() {
+            return Err(ReloadError::NotReloadable(fixed));
+        }
+        let running = self.app.runtime();
+        let mut runtime =
+            Runtime::build_after(&config, &self.secrets, self.clock.clone(), Some(&running))
+                .map_err(|ConfigErrors(p)| ReloadError::Invalid(p))?;
+        for warning in config.warnings() {
+            tracing::warn!(config.field = %warning.path, "{}", warning.message);
+        }
+        runtime.use_state(self.app.state());
+        let changes = changes(
+            &current.config,
+            &config,
+            runtime.authorizer().providers().kept(),
+        );
+        drop(running);
+        self.app.replace_runtime(runtime, READY_WAIT).await;
+        current.config = config;
+        Ok(changes)
+    }
+}
+
+/// The settings that differ and cannot change while serving.
+fn not_reloadable(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut fixed = Vec::new();
+    let (a, b) = (&old.server, &new.server);
+    if a.listen != b.listen {
+        fixed.push("server.listen");
+    }
+    if a.admin_listen != b.admin_listen {
+        fixed.push("server.admin_listen");
+    }
+    if a.drain_seconds != b.drain_seconds {
+        fixed.push("server.drain_seconds");
+    }
+    // The listener's TLS is set up when serving starts; its files (not their paths) reload on their own.
+    if a.tls != b.tls {
+        fixed.push("server.tls");
+    }
+    // Anything else under `server` is read when serving starts, except `allow_explain` (a runtime setting)
+    // and `ext_authz_timeout_ms` (only checked against the new file's timeouts).
+    let mut rest = b.clone();
+    rest.listen = a.listen;
+    rest.admin_listen = a.admin_listen;
+    rest.drain_seconds = a.drain_seconds;
+    rest.tls = a.tls.clone();
+    rest.allow_explain = a.allow_explain;
+    rest.ext_authz_timeout_ms = a.ext_authz_timeout_ms;
+    if rest != *a {
+        fixed.push("server");
+    }
+    if old.state != new.state {
+        fixed.push("state");
+    }
+    if old.revocation != new.revocation {
+        fixed.push("revocation");
+    }
+    fixed
+}
+
+/// What changed from `old` to `new`; `kept` names the providers the new runtime took over unchanged.
+fn changes(old: &Config, new: &Config, kept: &[Arc<str>]) -> Changes {
+    let mut c = Changes::default();
+    let old_providers = || old.providers.iter().map(|p| p.name.as_str());
+    for p in &new.providers {
+        if !old_providers().any(|n| n == p.name) {
+            c.providers_added.push(p.name.clone());
+        } else if !kept.iter().any(|k| **k == *p.name) {
+            c.providers_changed.push(p.name.clone());
+        }
+    }
+    for name in old_providers() {
+        if !new.providers.iter().any(|p| p.name == name) {
+            c.providers_removed.push(name.to_owned());
+        }
+    }
+    let (old_routes, new_routes) = (&old.policy.routes, &new.policy.routes);
+    for route in new_routes {
+        match old_routes.iter().find(|r| r.name == route.name) {
+            None => c.routes_added.push(route.name.clone()),
+            Some(was) if was != route => c.routes_changed.push(route.name.clone()),
+            Some(_) => {}
+        }
+    }
+    for route in old_routes {
+        if !new_routes.iter().any(|r| r.name == route.name) {
+            c.routes_removed.push(route.name.clone());
+        }
+    }
+    let same_names_in_order = old_routes
+        .iter()
+        .map(|r| &r.name)
+        .eq(new_routes.iter().map(|r| &r.name));
+    let sections = [
+        ("routes (order)", !same_names_in_order),
+        ("mode", old.policy.mode != new.policy.mode),
+        (
+            "claims_namespace",
+            old.policy.claims_namespace != new.policy.claims_namespace
+                || old.policy.claims_namespace_aliases != new.policy.claims_namespace_aliases,
+        ),
+        (
+            "default_route",
+            old.policy.default_route != new.policy.default_route,
+        ),
+        ("realm", old.realm != new.realm),
+        ("headers", old.headers != new.headers),
+        ("answers", old.answers != new.answers),
+        ("resources", old.resources != new.resources),
+        ("identity_token", old.identity_token != new.identity_token),
+        (
+            "server.allow_explain",
+            old.server.allow_explain != new.server.allow_explain,
+        ),
+    ];
+    c.other = sections
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name)
+        .collect();
+    // Reordering routes changes which applies; say so only when nothing was added or removed.
+    if !(c.routes_added.is_empty() && c.routes_removed.is_empty()) {
+        c.other.retain(|s| *s != "routes (order)");
+    }
+    c
+}
+
+async fn digest_of(path: &Path) -> Option<[u8; 32]> {
+    let body = tokio::fs::read(path).await.ok()?;
+    Some(Sha256::digest(&body).into())
+}
+
+fn short_hex(digest: &[u8; 32]) -> String {
+    digest[..8]
+        .iter()
+        .fold(String::with_capacity(16), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        Config::from_yaml_str(yaml).unwrap()
+    }
+
+    const BASE: &str = "
+providers:
+  - {name: keys, type: api_key, keys: [{principal: k, sha256: '4c1c9c0bd8a3bbf25a8fd7a1dc1b9b06a3a6c4fce0c8e3f0b4e54b5ef64e0f0a'}]}
+  - {name: anon, type: anonymous}
+routes:
+  - {name: a, match: {path_prefix: /a}}
+  - {name: b, match: {path_prefix: /b}, allow_anonymous: true}
+";
+
+    #[test]
+    fn listen_addresses_state_and_revocation_cannot_change() {
+        let old = config(BASE);
+        let new = config(&format!(
+            "server: {{listen: '127.0.0.1:1', admin_listen: '127.0.0.1:2', drain_seconds: 1}}\nstate: {{backend: memory, key_prefix: other}}\n{BASE}"
+        ));
+        let fixed = not_reloadable(&old, &new);
+        assert!(fixed.contains(&"server.listen"), "{fixed:?}");
+        assert!(fixed.contains(&"server.admin_listen"), "{fixed:?}");
+        assert!(fixed.contains(&"server.drain_seconds"), "{fixed:?}");
+        let explain = config(&format!("server: {{allow_explain: true}}\n{BASE}"));
+        assert!(not_reloadable(&old, &explain).is_empty());
+        let timeout = config(&format!("server: {{ext_authz_timeout_ms: 9000}}\n{BASE}"));
+        assert!(not_reloadable(&old, &timeout).is_empty());
+        let tls = config(&format!(
+            "server: {{tls: {{cert_file: /c.pem, key_file: /k.pem}}}}\n{BASE}"
+        ));
+        assert_eq!(not_reloadable(&old, &tls), ["server.tls"]);
+    }
+
+    #[test]
+    fn changes_name_what_was_added_removed_and_changed() {
+        let old = config(BASE);
+        let new = config(
+            "
+providers:
+  - {name: keys, type: api_key, keys: [{principal: k, sha256: '4c1c9c0bd8a3bbf25a8fd7a1dc1b9b06a3a6c4fce0c8e3f0b4e54b5ef64e0f0a'}]}
+  - {name: anon2, type: anonymous}
+mode: permissive
+routes:
+  - {name: a, match: {path_prefix: /a2}}
+  - {name: c, match: {path_prefix: /c}, allow_anonymous: true}
+",
+        );
+        let c = changes(&old, &new, &[Arc::from("keys")]);
+        assert_eq!(c.providers_added, ["anon2"]);
+        assert_eq!(c.providers_removed, ["anon"]);
+        assert!(c.providers_changed.is_empty());
+        assert_eq!(c.routes_added, ["c"]);
+        assert_eq!(c.routes_removed, ["b"]);
+        assert_eq!(c.routes_changed, ["a"]);
+        assert_eq!(c.other, ["mode"]);
+        let rebuilt = changes(&old, &old, &[Arc::from("anon")]);
+        assert_eq!(rebuilt.providers_changed, ["keys"]);
+    }
+
+    #[test]
+    fn stats_render_counts_and_hash() {
+        let stats = ReloadStats::default();
+        let mut out = String::new();
+        stats.render(&mut out);
+        assert!(out.contains("portcullis_config_reloads_total{result=\"ok\"} 0"));
+        assert!(!out.contains("portcullis_config_info"));
+        stats.ok.fetch_add(2, Ordering::Relaxed);
+        stats.set_hash(&[0xab; 32]);
+        let mut out = String::new();
+        stats.render(&mut out);
+        assert!(out.contains("portcullis_config_reloads_total{result=\"ok\"} 2"));
+        assert!(out.contains("portcullis_config_info{hash=\"abababababababab\"} 1"));
+    }
+}
