@@ -688,6 +688,7 @@ ALERTS = {
     "PortcullisConfigReloadFailed": ['portcullis_config_reloads_total', 'result="failed"'],
     "PortcullisRedisErrors": ["portcullis_redis_errors_total"],
     "PortcullisNotReady": ["portcullis_ready"],
+    "PortcullisCertificateExpiresSoon": ["portcullis_tls_certificate_expiry_timestamp_seconds", "time() < 1209600"],
 }
 
 def balanced(expr):

@@ -58,6 +58,8 @@ pub struct App {
     runtime_tasks: Mutex<CancellationToken>,
     /// Configuration reloads, for `/metrics`.
     reloads: ReloadStats,
+    /// The listeners' TLS (`server.tls`), once serving with it: its series on `/metrics`.
+    tls: std::sync::OnceLock<Arc<tls::ServerTls>>,
 }
 
 // === impl App ===
@@ -90,6 +92,7 @@ impl App {
             runtime_tasks: Mutex::new(background.child_token()),
             background,
             reloads: ReloadStats::default(),
+            tls: std::sync::OnceLock::new(),
         }
     }
 
@@ -117,6 +120,11 @@ impl App {
     /// Configuration reload counters and the hash of the file in force.
     pub fn reloads(&self) -> &ReloadStats {
         &self.reloads
+    }
+
+    /// The listeners' TLS, when serving with `server.tls`.
+    pub fn tls(&self) -> Option<&Arc<tls::ServerTls>> {
+        self.tls.get()
     }
 
     /// The shared state (denylist, replay records): the DPoP replay check asks its `first_use`.
@@ -215,10 +223,9 @@ pub async fn run_with_tls(
     let grpc_task = match tls {
         Some(tls) => {
             let listener = tls
-                .acceptor(&[b"h2"])
-                .map_err(std::io::Error::other)
-                .and_then(|acceptor| tls::TlsListener::new(grpc, acceptor))
+                .listen(grpc, &[b"h2"])
                 .map_err(ServeError::GrpcListener)?;
+            let _ = app.tls.set(tls);
             tokio::spawn(
                 grpc_router
                     .serve_with_incoming_shutdown(listener, stop_servers.clone().cancelled_owned()),

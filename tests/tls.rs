@@ -84,6 +84,7 @@ providers:
 /// A portcullis serving Check over TLS on 127.0.0.1:0.
 struct TlsServer {
     addr: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
     tls: Arc<ServerTls>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -108,6 +109,7 @@ async fn serve(yaml: &str, recheck: Duration) -> TlsServer {
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = grpc.local_addr().unwrap();
+    let admin_addr = admin.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server::run_with_tls(
         app,
@@ -120,9 +122,29 @@ async fn serve(yaml: &str, recheck: Duration) -> TlsServer {
     ));
     TlsServer {
         addr,
+        admin: admin_addr,
         tls,
         _shutdown: tx,
     }
+}
+
+/// The value of a `/metrics` series (`name` with its labels, exactly).
+async fn metric(server: &TlsServer, series: &str) -> i64 {
+    let text = reqwest::get(format!("http://{}/metrics", server.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}"))
+}
+
+fn not_after(pem: &str) -> i64 {
+    let der = pem_der(pem);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    cert.validity().not_after.timestamp()
 }
 
 fn token() -> String {
@@ -249,6 +271,10 @@ async fn with_client_ca_file_only_certificates_from_that_ca_are_accepted() {
     files.write_client_ca(&clients);
     let server = serve(&files.yaml(true), Duration::from_secs(2)).await;
     assert!(server.tls.requires_client_certificate());
+    assert_eq!(
+        metric(&server, "portcullis_tls_handshake_failures_total").await,
+        0
+    );
 
     // No client certificate: refused (TLS 1.3 reports it after the client's side of the handshake, so
     // the Check is what fails).
@@ -267,6 +293,16 @@ async fn with_client_ca_file_only_certificates_from_that_ca_are_accepted() {
         stranger.as_ref().map_or(true, |o| o.check.is_err()),
         "a certificate from another CA was accepted"
     );
+    // Each refusal is counted (TLS 1.3 reports it once the client has finished, so wait a little).
+    let mut failures = 0;
+    for _ in 0..50 {
+        failures = metric(&server, "portcullis_tls_handshake_failures_total").await;
+        if failures >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(failures, 2);
     // The right one: answered.
     let outcome = check_over_tls(
         server.addr,
@@ -329,6 +365,22 @@ async fn rotated_files_are_served_without_a_restart() {
     // Its key arrives: served.
     write_file(&files.path("tls.key"), &next.1);
     wait_for_served(server.addr, || client_config(&ca, None), &pem_der(&next.0)).await;
+    assert_eq!(
+        metric(&server, "portcullis_tls_reloads_total{result=\"ok\"}").await,
+        2
+    );
+    assert_eq!(
+        metric(&server, "portcullis_tls_reloads_total{result=\"failed\"}").await,
+        1
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "portcullis_tls_certificate_expiry_timestamp_seconds"
+        )
+        .await,
+        not_after(&next.0)
+    );
 }
 
 #[tokio::test]

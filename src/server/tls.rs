@@ -13,10 +13,12 @@
 //! every [`RECHECK`] during handshakes; a change that does not load (a certificate without its new key,
 //! half written) keeps the previous material and is logged, and is tried again at the next check.
 
+use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -55,6 +57,10 @@ pub struct ServerTls {
     recheck: Duration,
     /// The file contents that last failed to load: not parsed (nor logged) again until they change.
     rejected: Mutex<Option<[Vec<u8>; 3]>>,
+    /// For `/metrics`: changed files loaded, changed files refused, handshakes that failed.
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    handshake_failures: AtomicU64,
 }
 
 /// One loaded set of files.
@@ -66,6 +72,8 @@ struct Material {
     sources: [Vec<u8>; 3],
     /// The leaf certificate's SHA-256 fingerprint (hex), for the log.
     fingerprint: String,
+    /// The leaf certificate's notAfter (Unix seconds), for `/metrics`.
+    not_after: i64,
 }
 
 // === impl ServerTls ===
@@ -90,6 +98,9 @@ impl ServerTls {
             next_check: Mutex::new(Instant::now() + RECHECK),
             recheck: RECHECK,
             rejected: Mutex::new(None),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            handshake_failures: AtomicU64::new(0),
         })
     }
 
@@ -168,12 +179,68 @@ impl ServerTls {
                     "TLS files changed: new connections get the new certificate"
                 );
                 self.current.store(Arc::new(material));
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
             }
             Err(problems) => {
                 log_kept(&problems);
                 *rejected = Some(sources);
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+impl ServerTls {
+    /// A [`TlsListener`] on `listener` offering `alpn`, whose failed handshakes are counted here.
+    pub fn listen(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        alpn: &[&[u8]],
+    ) -> io::Result<TlsListener> {
+        let acceptor = self.acceptor(alpn).map_err(io::Error::other)?;
+        TlsListener::start(listener, acceptor, Some(Arc::clone(self)))
+    }
+
+    /// The TLS series of `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_tls_certificate_expiry_timestamp_seconds notAfter of the certificate the listeners serve (Unix seconds)."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE portcullis_tls_certificate_expiry_timestamp_seconds gauge"
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_tls_certificate_expiry_timestamp_seconds {}",
+            self.current.load().not_after
+        );
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_tls_reloads_total Changed server.tls files: loaded (ok), or refused keeping the previous ones (failed)."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_tls_reloads_total counter");
+        for (result, count) in [("ok", &self.reloads_ok), ("failed", &self.reloads_failed)] {
+            let _ = writeln!(
+                out,
+                "portcullis_tls_reloads_total{{result=\"{result}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_tls_handshake_failures_total TLS handshakes refused or timed out (no or untrusted client certificate, plaintext clients, scanners)."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE portcullis_tls_handshake_failures_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_tls_handshake_failures_total {}",
+            self.handshake_failures.load(Ordering::Relaxed)
+        );
     }
 }
 
@@ -251,8 +318,11 @@ impl Material {
                     &aws_lc_rs::digest::SHA256,
                     certs[0].as_ref(),
                 ));
+                let not_after = x509_parser::parse_x509_certificate(certs[0].as_ref())
+                    .map(|(_, cert)| cert.validity().not_after.timestamp())
+                    .unwrap_or(0);
                 match CertifiedKey::from_der(certs, key, provider) {
-                    Ok(key) => Some((key, fingerprint)),
+                    Ok(key) => Some((key, fingerprint, not_after)),
                     Err(rustls::Error::InconsistentKeys(_)) => {
                         problem(
                             "key_file",
@@ -269,11 +339,12 @@ impl Material {
             _ => None,
         };
         match (key, problems.is_empty()) {
-            (Some((key, fingerprint)), true) => Ok(Material {
+            (Some((key, fingerprint, not_after)), true) => Ok(Material {
                 key: Arc::new(key),
                 client_verifier: client_verifier.flatten(),
                 sources,
                 fingerprint,
+                not_after,
             }),
             _ => Err(problems),
         }
@@ -408,6 +479,14 @@ impl TlsListener {
         listener: TcpListener,
         acceptor: tokio_rustls::TlsAcceptor,
     ) -> io::Result<TlsListener> {
+        TlsListener::start(listener, acceptor, None)
+    }
+
+    fn start(
+        listener: TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        counted_by: Option<Arc<ServerTls>>,
+    ) -> io::Result<TlsListener> {
         let local_addr = listener.local_addr()?;
         let (tx, connections) = mpsc::channel(BACKLOG);
         tokio::spawn(async move {
@@ -429,15 +508,25 @@ impl TlsListener {
                 let info = tcp.connect_info();
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
+                let counted_by = counted_by.clone();
                 tokio::spawn(async move {
+                    let failed = || {
+                        if let Some(tls) = &counted_by {
+                            tls.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    };
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
                             let _ = tx.send(TlsConnection { stream, info }).await;
                         }
                         Ok(Err(e)) => {
+                            failed();
                             tracing::info!(tls.peer = %peer, error = %e, "TLS handshake failed")
                         }
-                        Err(_) => tracing::info!(tls.peer = %peer, "TLS handshake timed out"),
+                        Err(_) => {
+                            failed();
+                            tracing::info!(tls.peer = %peer, "TLS handshake timed out")
+                        }
                     }
                 });
             }
