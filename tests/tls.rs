@@ -634,3 +634,26 @@ async fn the_check_command_speaks_tls_with_a_client_certificate() {
     assert_eq!(code, 1);
     assert!(stderr.contains("need an https:// address"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_tls_listener_closes_when_serving_stops() {
+    let ca = TestCa::new("server CA");
+    let files = Files::new(&ca);
+    let server = serve(&files.yaml(false), Duration::from_secs(2)).await;
+    let addr = server.addr;
+    ok(&check_over_tls(addr, client_config(&ca, None))
+        .await
+        .unwrap()
+        .check
+        .unwrap());
+    drop(server); // shutdown (drain_seconds: 0)
+    let mut closed = false;
+    for _ in 0..50 {
+        if TcpStream::connect(addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "the port still accepts connections after shutdown");
+}
