@@ -422,20 +422,29 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         (config, None, grpc, admin)
     };
 
+    let http = match config.server.http_listen {
+        Some(addr) => Some(bind(addr, "HTTP forward auth").await?),
+        None => None,
+    };
+
     let runtime = Runtime::build(&config, &SecretSource::Process, Clock::system())?;
     let state = SharedState::from_config(&config, &SecretSource::Process, Clock::system())?;
     for warning in config.warnings() {
         tracing::warn!(config.field = %warning.path, "{}", warning.message);
     }
+    let http_addr = http.as_ref().map(TcpListener::local_addr).transpose()?;
     tracing::info!(
         grpc.listen = %grpc.local_addr()?,
         admin.listen = %admin.local_addr()?,
+        http.listen = http_addr.map(|a| a.to_string()).unwrap_or_default(),
+        http.mode = config.server.http_mode.map_or("", |m| m.as_str()),
         providers = config.providers.len(),
         state.backend = state.backend_name(),
         "portcullis serving"
     );
     let app = Arc::new(App::with_state(&config, runtime, dev, Arc::new(state)));
-    server::run(app, grpc, admin, shutdown_signal()).await?;
+    let listeners = server::Listeners { grpc, admin, http };
+    server::run(app, listeners, shutdown_signal()).await?;
     Ok(())
 }
 
