@@ -156,7 +156,9 @@ mod tests {
                 "traceparent",
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             )];
-            let span = check_span("grpc", |k| headers.iter().find(|(n, _)| *n == k).map(|(_, v)| *v));
+            let span = check_span("grpc", |k| {
+                headers.iter().find(|(n, _)| *n == k).map(|(_, v)| *v)
+            });
             span.record("authz.decision", "deny");
             span.record("authz.route", "admin");
             let trace_id = span.context().span().span_context().trace_id();

@@ -681,7 +681,9 @@ async fn admin_endpoints_report_liveness_and_metrics() {
     );
     let metrics = s.server.metrics().await;
     assert!(
-        metrics.contains("portcullis_checks_total{transport=\"grpc\",decision=\"allow\",reason=\"\"} 1"),
+        metrics.contains(
+            "portcullis_checks_total{transport=\"grpc\",decision=\"allow\",reason=\"\"} 1"
+        ),
         "{metrics}"
     );
     assert!(metrics

@@ -472,9 +472,9 @@ default_route: {require: {scopes: {all_of: [x]}}}",
     );
     assert!(metrics
         .contains("portcullis_checks_total{transport=\"grpc\",decision=\"permit\",reason=\"missing_credential\"} 1"));
-    assert!(
-        metrics.contains("portcullis_checks_total{transport=\"grpc\",decision=\"deny\",reason=\"missing_scope\"} 1")
-    );
+    assert!(metrics.contains(
+        "portcullis_checks_total{transport=\"grpc\",decision=\"deny\",reason=\"missing_scope\"} 1"
+    ));
 }
 
 #[tokio::test]

@@ -51,7 +51,14 @@ impl Authorization for CheckService {
                 .and_then(|v| v.to_str().ok())
                 .or_else(|| view.headers.get(key))
         };
-        let response = check(&self.app, Transport::Grpc, &view, trace, translate::check_response).await;
+        let response = check(
+            &self.app,
+            Transport::Grpc,
+            &view,
+            trace,
+            translate::check_response,
+        )
+        .await;
         Ok(Response::new(response))
     }
 }

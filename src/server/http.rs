@@ -139,15 +139,15 @@ fn describe<'a>(
     headers: Headers<'a>,
 ) -> Result<Original<'a>, Undescribed> {
     // Exactly one line: two would let whoever added the second choose the request that is checked.
-    let one = |name: &'static str, missing: &'static str, repeated: &'static str| {
-        match headers.count(name) {
-            0 => Err(Undescribed(missing)),
-            1 => headers
-                .get(name)
-                .filter(|v| !v.is_empty())
-                .ok_or(Undescribed(missing)),
-            _ => Err(Undescribed(repeated)),
-        }
+    let one = |name: &'static str, missing: &'static str, repeated: &'static str| match headers
+        .count(name)
+    {
+        0 => Err(Undescribed(missing)),
+        1 => headers
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or(Undescribed(missing)),
+        _ => Err(Undescribed(repeated)),
     };
     let at_most_one = |name: &'static str, repeated: &'static str| match headers.count(name) {
         0 | 1 => Ok(headers.get(name)),
@@ -204,8 +204,7 @@ fn describe<'a>(
                 "X-Original-URI is missing",
                 "X-Original-URI is repeated",
             )?,
-            host: at_most_one("x-forwarded-host", "X-Forwarded-Host is repeated")?
-                .unwrap_or(host),
+            host: at_most_one("x-forwarded-host", "X-Forwarded-Host is repeated")?.unwrap_or(host),
             scheme: at_most_one("x-forwarded-proto", "X-Forwarded-Proto is repeated")?
                 .unwrap_or(""),
         },
@@ -409,9 +408,11 @@ mod tests {
                 scheme: "https"
             }
         );
-        let own_host =
-            describe_with(&nginx, &[("x-original-method", "GET"), ("x-original-uri", "/")])
-                .unwrap();
+        let own_host = describe_with(
+            &nginx,
+            &[("x-original-method", "GET"), ("x-original-uri", "/")],
+        )
+        .unwrap();
         assert_eq!(own_host.host, "authz.internal");
     }
 
