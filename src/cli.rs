@@ -144,6 +144,10 @@ pub struct ServeArgs {
     /// Admin HTTP listen address; overrides `server.admin_listen` (dev default 127.0.0.1:9002).
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// HTTP forward-auth listen address; overrides `server.http_listen` (the configuration must set
+    /// `server.http_mode`). Not with `--dev`.
+    #[arg(long, conflicts_with = "dev")]
+    http_listen: Option<SocketAddr>,
     /// Let `--dev` listen on a non-loopback address. The dev server signs tokens for anyone who asks its
     /// admin port and trusts them: never expose it. Without this flag a non-loopback address is refused.
     #[arg(long, requires = "dev")]
@@ -416,6 +420,13 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         }
         if let Some(admin) = args.admin_listen {
             config.server.admin_listen = admin;
+        }
+        if let Some(http) = args.http_listen {
+            anyhow::ensure!(
+                config.server.http_mode.is_some(),
+                "--http-listen {http}: the configuration does not set server.http_mode (envoy, forwarded or nginx)"
+            );
+            config.server.http_listen = Some(http);
         }
         let grpc = bind(config.server.listen, "gRPC").await?;
         let admin = bind(config.server.admin_listen, "admin").await?;
