@@ -390,3 +390,36 @@ async fn a_server_without_http_listen_has_no_http_listener() {
     let server = TestServer::start(&yaml).await;
     assert!(server.http.is_none());
 }
+
+#[tokio::test]
+async fn shutdown_closes_the_http_listener_with_idle_keep_alive_connections_open() {
+    let mut s = setup("  http_mode: envoy").await;
+    let bearer = format!("Bearer {}", s.token("read:data"));
+    // Both clients keep their connection open after the answer, as nginx's `keepalive` and Envoy do.
+    let http1 = client();
+    let h2c = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for c in [&http1, &h2c] {
+        let answer = c
+            .get(s.url("/items"))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+    let url = s.url("/items");
+    let task = s.server.begin_shutdown();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .expect("the server stopped within 10 s")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        client().get(url).send().await.is_err(),
+        "no longer listening"
+    );
+}
