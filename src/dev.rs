@@ -216,6 +216,7 @@ impl DevIssuer {
                 admin_listen,
                 drain_seconds: 0,
                 allow_explain: true,
+                ..ServerConfig::default()
             },
             realm: "portcullis-dev".to_owned(),
             policy: Default::default(),

@@ -1,12 +1,14 @@
-//! Serving: the gRPC Check service with health and reflection, and the admin HTTP endpoints.
+//! Serving: the gRPC Check service with health and reflection, the HTTP forward-auth listener (checks
+//! over plain HTTP for nginx, Traefik, Caddy and Envoy's `http_service`), and the admin HTTP endpoints.
 //!
-//! [`run`] takes bound listeners and a shutdown future, so the binary binds the configured ports and tests
+//! [`run`] takes bound [`Listeners`] and a shutdown future, so the binary binds the configured ports and tests
 //! bind `127.0.0.1:0` and run many servers at once. On shutdown, health turns NOT_SERVING and `/readyz`
 //! 503 for the drain period while requests are still answered; then both servers stop accepting and finish
 //! what is in flight.
 
 mod admin;
 mod check;
+mod http;
 mod reload;
 mod revocations;
 mod translate;
@@ -57,6 +59,8 @@ pub struct App {
     runtime_tasks: Mutex<CancellationToken>,
     /// Configuration reloads, for `/metrics`.
     reloads: ReloadStats,
+    /// How the HTTP forward-auth listener reads requests (`server.http_mode`), when one is configured.
+    http: Option<http::HttpSettings>,
 }
 
 // === impl App ===
@@ -89,6 +93,7 @@ impl App {
             runtime_tasks: Mutex::new(background.child_token()),
             background,
             reloads: ReloadStats::default(),
+            http: http::HttpSettings::from_config(&config.server),
         }
     }
 
@@ -147,15 +152,35 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("admin server failed: {0}")]
     Admin(#[from] std::io::Error),
+    #[error("HTTP forward-auth server failed: {0}")]
+    Http(std::io::Error),
+    #[error("an HTTP forward-auth listener was given, but server.http_mode is not set")]
+    HttpModeMissing,
+}
+
+/// The bound sockets [`run`] serves on.
+pub struct Listeners {
+    /// gRPC: Check, health, reflection (`server.listen`).
+    pub grpc: TcpListener,
+    /// The admin HTTP port (`server.admin_listen`).
+    pub admin: TcpListener,
+    /// HTTP forward auth (`server.http_listen`), when configured; it reads requests as the app's
+    /// `server.http_mode` says.
+    pub http: Option<TcpListener>,
 }
 
 /// Serves until `shutdown` completes, then drains and returns.
 pub async fn run(
     app: Arc<App>,
-    grpc: TcpListener,
-    admin: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let Listeners { grpc, admin, http } = listeners;
+    let http = match (http, &app.http) {
+        (None, _) => None,
+        (Some(listener), Some(settings)) => Some((listener, settings.clone())),
+        (Some(_), None) => return Err(ServeError::HttpModeMissing),
+    };
     let background = app.background.clone();
     let stop_servers = CancellationToken::new();
     let runtime_tasks = app
@@ -208,6 +233,16 @@ pub async fn run(
 
     let grpc_task = tokio::spawn(grpc_server);
     let admin_task = tokio::spawn(async move { admin_server.await });
+    // HTTP/1.1 and h2c (prior knowledge) on one port; answers go out without Nagle's delay.
+    let http_task = http.map(|(listener, settings)| {
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, http::router(Arc::clone(&app), settings))
+            .with_graceful_shutdown(stop_servers.clone().cancelled_owned());
+        tokio::spawn(async move { server.await })
+    });
 
     shutdown.await;
     tracing::info!(
@@ -223,8 +258,13 @@ pub async fn run(
     background.cancel();
     let grpc_result = grpc_task.await;
     let admin_result = admin_task.await;
+    let http_result = match http_task {
+        Some(task) => task.await.unwrap_or(Ok(())),
+        None => Ok(()),
+    };
     grpc_result.unwrap_or(Ok(()))?;
     admin_result.unwrap_or(Ok(()))?;
+    http_result.map_err(ServeError::Http)?;
     tracing::info!("stopped");
     Ok(())
 }
