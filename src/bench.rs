@@ -3,7 +3,8 @@
 //!
 //! It mints its own RS256 key and tokens, writes a JWKS and a configuration trusting them, starts
 //! `portcullis serve` and a no-op ext_authz server (`portcullis bench --serve-noop ADDR`) as child
-//! processes on free loopback ports, and drives both with the same client settings in alternating rounds:
+//! processes on free loopback ports, and drives both with the same client settings in alternating rounds
+//! (with `--transport grpc,http,h2c`, portcullis' HTTP forward-auth listener too, each a server of its own):
 //! C HTTP/2 connections × S streams, closed loop for T seconds or open loop at a fixed rate (latency timed
 //! from each request's intended send time). Every answer is checked against the decision its token calls
 //! for. It reports requests/s, latency percentiles, errors, mismatches and server CPU seconds per 1000
@@ -97,12 +98,47 @@ pub struct BenchArgs {
     /// Client runtime threads (default: one per core).
     #[arg(long)]
     pub client_threads: Option<usize>,
+    /// How to send checks to the portcullis the bench starts, comma-separated for several in one run:
+    /// `grpc` (ext_authz Check), `http` (the HTTP forward-auth listener in `http_mode: envoy`, as Envoy's
+    /// `http_service` asks: HTTP/1.1, so --connections × --streams connections) and `h2c` (the same
+    /// listener over HTTP/2 with prior knowledge, --connections connections). The no-op server speaks
+    /// gRPC only. With --target: the transport of that server (one).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "grpc")]
+    pub transport: Vec<TransportArg>,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
     /// Internal: serve the no-op ext_authz server on ADDR instead of running a bench.
     #[arg(long, value_name = "ADDR", hide = true)]
     pub serve_noop: Option<SocketAddr>,
+}
+
+/// A transport of `--transport`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportArg {
+    Grpc,
+    Http,
+    H2c,
+}
+
+// === impl TransportArg ===
+
+impl TransportArg {
+    fn name(self) -> &'static str {
+        match self {
+            TransportArg::Grpc => "grpc",
+            TransportArg::Http => "http",
+            TransportArg::H2c => "h2c",
+        }
+    }
+
+    fn target(self, url: String) -> Target {
+        match self {
+            TransportArg::Grpc => Target::Grpc(url),
+            TransportArg::Http => Target::Http(url),
+            TransportArg::H2c => Target::H2c(url),
+        }
+    }
 }
 
 /// Runs `portcullis bench`: exit 0, 1 when it could not run, 2 when it saw errors or mismatches.
@@ -159,6 +195,11 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
         args.distinct_tokens > 0 && args.bad_tokens > 0,
         "--distinct-tokens and --bad-tokens must be at least 1"
     );
+    anyhow::ensure!(!args.transport.is_empty(), "--transport needs a value");
+    anyhow::ensure!(
+        args.target.is_none() || args.transport.len() == 1,
+        "--target takes one --transport"
+    );
     Ok(())
 }
 
@@ -167,7 +208,8 @@ async fn run(args: &BenchArgs) -> anyhow::Result<u64> {
     check_args(args)?;
     let dir = tokens::WorkDir::new(args.keys_dir.as_deref())?;
     let keys = tokens::Keys::load_or_create(&dir.path)?;
-    let config = tokens::write_server_files(&dir.path, &keys, args.cache_entries)?;
+    let wants_http = args.transport.iter().any(|t| *t != TransportArg::Grpc);
+    let config = tokens::write_server_files(&dir.path, &keys, args.cache_entries, wants_http)?;
     let needs_distinct = args.setup_only || args.mix.uses(Class::Distinct);
     let tokens = keys.tokens(
         if needs_distinct {
@@ -194,18 +236,36 @@ async fn run(args: &BenchArgs) -> anyhow::Result<u64> {
         verify: true,
     };
 
-    // The servers: (name, address, process when the bench knows it).
+    // The servers: (name, where and how, process when the bench knows it). One portcullis serves every
+    // transport asked for; each is measured as a server of its own (`portcullis-http`, …).
     let mut children: Vec<Server> = Vec::new();
-    let mut servers: Vec<(String, String, Option<u32>)> = Vec::new();
+    let mut servers: Vec<(String, Target, Option<u32>)> = Vec::new();
     match &args.target {
-        Some(url) => servers.push(("target".into(), url.clone(), args.target_pid)),
+        Some(url) => servers.push((
+            "target".into(),
+            args.transport[0].target(url.clone()),
+            args.target_pid,
+        )),
         None => {
-            let server = Server::portcullis(&config, &dir.path).await?;
-            servers.push((
-                "portcullis".into(),
-                format!("http://{}", server.grpc),
-                Some(server.pid()),
-            ));
+            let server = Server::portcullis(&config, &dir.path, wants_http).await?;
+            let mut transports = args.transport.clone();
+            transports.dedup();
+            for transport in transports {
+                let addr = match transport {
+                    TransportArg::Grpc => server.grpc,
+                    _ => server.http.expect("started with the HTTP listener"),
+                };
+                let name = if args.transport.len() == 1 && transport == TransportArg::Grpc {
+                    "portcullis".to_owned()
+                } else {
+                    format!("portcullis-{}", transport.name())
+                };
+                servers.push((
+                    name,
+                    transport.target(format!("http://{addr}")),
+                    Some(server.pid()),
+                ));
+            }
             children.push(server);
         }
     }
@@ -213,7 +273,7 @@ async fn run(args: &BenchArgs) -> anyhow::Result<u64> {
         let server = Server::noop(&dir.path).await?;
         servers.push((
             "noop".into(),
-            format!("http://{}", server.grpc),
+            Target::Grpc(format!("http://{}", server.grpc)),
             Some(server.pid()),
         ));
         children.push(server);
@@ -221,7 +281,7 @@ async fn run(args: &BenchArgs) -> anyhow::Result<u64> {
 
     let prepared: Vec<Arc<Requests>> = servers
         .iter()
-        .map(|(_, url, _)| Arc::new(Requests::new(&Target::Grpc(url.clone()), &tokens)))
+        .map(|(_, target, _)| Arc::new(Requests::new(target, &tokens)))
         .collect();
     drop(tokens);
 
@@ -232,18 +292,10 @@ async fn run(args: &BenchArgs) -> anyhow::Result<u64> {
             order.reverse();
         }
         for i in order {
-            let (name, url, pid) = &servers[i];
+            let (name, target, pid) = &servers[i];
             let mut plan = plan.clone();
             plan.verify = name != "noop";
-            let phase = measure(
-                name,
-                round,
-                &Target::Grpc(url.clone()),
-                &prepared[i],
-                &plan,
-                *pid,
-            )
-            .await?;
+            let phase = measure(name, round, target, &prepared[i], &plan, *pid).await?;
             if !args.json {
                 eprintln!(
                     "round {}/{} {name}: {:.0} checks/s, {} errors, {} mismatches",
@@ -282,6 +334,7 @@ async fn run(args: &BenchArgs) -> anyhow::Result<u64> {
         "flood_connections": args.flood_connections,
         "cache_entries": args.cache_entries,
         "target": args.target,
+        "transports": args.transport.iter().map(|t| t.name()).collect::<Vec<_>>(),
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
     });
     if args.json {

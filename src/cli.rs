@@ -146,6 +146,10 @@ pub struct ServeArgs {
     /// Admin HTTP listen address; overrides `server.admin_listen` (dev default 127.0.0.1:9002).
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// HTTP forward-auth listen address; overrides `server.http_listen` (the configuration must set
+    /// `server.http_mode`). Not with `--dev`.
+    #[arg(long, conflicts_with = "dev")]
+    http_listen: Option<SocketAddr>,
     /// Let `--dev` listen on a non-loopback address. The dev server signs tokens for anyone who asks its
     /// admin port and trusts them: never expose it. Without this flag a non-loopback address is refused.
     #[arg(long, requires = "dev")]
@@ -432,6 +436,13 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(admin) = args.admin_listen {
             config.server.admin_listen = admin;
         }
+        if let Some(http) = args.http_listen {
+            anyhow::ensure!(
+                config.server.http_mode.is_some(),
+                "--http-listen {http}: the configuration does not set server.http_mode (envoy, forwarded or nginx)"
+            );
+            config.server.http_listen = Some(http);
+        }
         // A certificate that does not load refuses the start (exit 64, field paths), before binding.
         let tls = match &config.server.tls {
             Some(tls) => Some(Arc::new(ServerTls::load(tls).map_err(ConfigErrors)?)),
@@ -443,15 +454,23 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
     };
     let reload_from = args.config.filter(|_| !args.dev);
 
+    let http = match config.server.http_listen {
+        Some(addr) => Some(bind(addr, "HTTP forward auth").await?),
+        None => None,
+    };
+
     let runtime = Runtime::build(&config, &SecretSource::Process, Clock::system())?;
     let state = SharedState::from_config(&config, &SecretSource::Process, Clock::system())?;
     for warning in config.warnings() {
         tracing::warn!(config.field = %warning.path, "{}", warning.message);
     }
+    let http_addr = http.as_ref().map(TcpListener::local_addr).transpose()?;
     tracing::info!(
         grpc.listen = %grpc.local_addr()?,
         grpc.tls = tls.is_some(),
         admin.listen = %admin.local_addr()?,
+        http.listen = http_addr.map(|a| a.to_string()).unwrap_or_default(),
+        http.mode = config.server.http_mode.map_or("", |m| m.as_str()),
         providers = config.providers.len(),
         state.backend = state.backend_name(),
         "portcullis serving"
@@ -480,7 +499,8 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
             ),
         }
     }
-    let served = server::run_with_tls(app, grpc, admin, tls, shutdown_signal()).await;
+    let listeners = server::Listeners { grpc, admin, http };
+    let served = server::run_with_tls(app, listeners, tls, shutdown_signal()).await;
     stop_reloading.cancel();
     served?;
     Ok(())

@@ -87,6 +87,21 @@ pub struct ServerConfig {
     /// gets 503 where portcullis would have answered 401. Only checked, never enforced on requests.
     /// Defaults to none (not checked).
     pub ext_authz_timeout_ms: Option<u64>,
+    /// HTTP forward auth (HTTP/1.1 and h2c): every request to this address is a check, decided by the same
+    /// engine as gRPC, for Envoy's `http_service`, nginx `auth_request`, Traefik `ForwardAuth` and Caddy
+    /// `forward_auth`. Requires `http_mode`. Defaults to none (off).
+    pub http_listen: Option<SocketAddr>,
+    /// Where the HTTP listener reads the original request from: `envoy` (the request itself: method, path
+    /// after `http_path_prefix`, headers, `Host`), `forwarded` (`X-Forwarded-Method`, `-Proto`, `-Host`,
+    /// `-Uri`, `-For`, as Traefik and Caddy send them) or `nginx` (`X-Original-Method`, `X-Original-URI`,
+    /// set by the nginx configuration in `deploy/nginx`). Never guessed from the request: a header of
+    /// another mode is an ordinary header, and a required field that is missing is a 400 denial. Required
+    /// with `http_listen`; defaults to none.
+    pub http_mode: Option<HttpMode>,
+    /// `envoy` mode: the prefix Envoy's `http_service.path_prefix` puts before the original path, removed
+    /// before the path is matched. A request whose path does not start with it is a 400 denial. Defaults to
+    /// empty (no prefix).
+    pub http_path_prefix: String,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +113,33 @@ impl Default for ServerConfig {
             allow_explain: false,
             tls: None,
             ext_authz_timeout_ms: None,
+            http_listen: None,
+            http_mode: None,
+            http_path_prefix: String::new(),
+        }
+    }
+}
+
+/// Which proxy's request shape the HTTP forward-auth listener reads (`server.http_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpMode {
+    /// Envoy's ext_authz `http_service`: the original method, path (after `http_path_prefix`) and headers.
+    Envoy,
+    /// Traefik `ForwardAuth`, Caddy `forward_auth`: the `X-Forwarded-*` headers.
+    Forwarded,
+    /// nginx `auth_request`: `X-Original-Method` and `X-Original-URI`.
+    Nginx,
+}
+
+// === impl HttpMode ===
+
+impl HttpMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMode::Envoy => "envoy",
+            HttpMode::Forwarded => "forwarded",
+            HttpMode::Nginx => "nginx",
         }
     }
 }
@@ -372,6 +414,9 @@ impl Config {
             }
         };
 
+        if let Some(server) = &server {
+            validate_server(&mut problems, server);
+        }
         if let Some(realm) = &realm {
             validate_realm(&mut problems, realm);
         }
@@ -566,6 +611,53 @@ fn shared_places(problems: &mut Problems, providers: &[Option<ProviderConfig>]) 
     }
 }
 
+/// The HTTP forward-auth settings: a listener needs its mode, and the path prefix is Envoy's alone.
+fn validate_server(problems: &mut Problems, server: &ServerConfig) {
+    match (server.http_listen, server.http_mode) {
+        (Some(_), None) => problems.add(
+            "server.http_mode",
+            "is required with server.http_listen: one of envoy, forwarded, nginx (which proxy's headers describe the original request)",
+        ),
+        (None, Some(_)) => problems.add(
+            "server.http_mode",
+            "is set without server.http_listen: no HTTP forward-auth listener would use it",
+        ),
+        _ => {}
+    }
+    let prefix = server.http_path_prefix.as_str();
+    if !prefix.is_empty() {
+        if server.http_mode != Some(HttpMode::Envoy) {
+            problems.add(
+                "server.http_path_prefix",
+                "only applies to http_mode: envoy (Envoy's http_service.path_prefix)",
+            );
+        }
+        if !prefix.starts_with('/')
+            || prefix.ends_with('/')
+            || prefix.contains(['?', '#', '%'])
+            || !prefix.bytes().all(|b| b.is_ascii_graphic())
+        {
+            problems.add(
+                "server.http_path_prefix",
+                "must be a path such as `/auth`: starting with `/`, not ending with `/`, without `?`, `#`, `%` or spaces",
+            );
+        }
+    }
+    if let Some(http) = server.http_listen {
+        for (name, addr) in [
+            ("server.listen", server.listen),
+            ("server.admin_listen", server.admin_listen),
+        ] {
+            if addr == http && http.port() != 0 {
+                problems.add(
+                    "server.http_listen",
+                    format!("is the same address as {name}"),
+                );
+            }
+        }
+    }
+}
+
 fn validate_realm(problems: &mut Problems, realm: &str) {
     if realm.is_empty() {
         problems.add("realm", "must not be empty");
@@ -647,6 +739,41 @@ routes:
                 "routes[0].resource: `https://unknown.example.com/` is not one of `resources[].resource`",
             ]
         );
+    }
+
+    #[test]
+    fn http_forward_auth_settings_are_validated_with_their_paths() {
+        let with = |server: &str| problems(&format!("server: {server}\n{MINIMAL}"));
+        assert_eq!(
+            with("{http_listen: '127.0.0.1:9192'}"),
+            ["server.http_mode: is required with server.http_listen: one of envoy, forwarded, nginx (which proxy's headers describe the original request)"]
+        );
+        assert_eq!(
+            with("{http_mode: nginx}"),
+            ["server.http_mode: is set without server.http_listen: no HTTP forward-auth listener would use it"]
+        );
+        assert!(
+            with("{http_listen: '127.0.0.1:9192', http_mode: traefik}")[0]
+                .starts_with("server.http_mode: unknown variant `traefik`, expected one of `envoy`, `forwarded`, `nginx`"),
+        );
+        assert_eq!(
+            with("{http_listen: '127.0.0.1:9192', http_mode: nginx, http_path_prefix: 'auth/'}"),
+            [
+                "server.http_path_prefix: only applies to http_mode: envoy (Envoy's http_service.path_prefix)",
+                "server.http_path_prefix: must be a path such as `/auth`: starting with `/`, not ending with `/`, without `?`, `#`, `%` or spaces",
+            ]
+        );
+        assert_eq!(
+            with("{listen: '127.0.0.1:9001', http_listen: '127.0.0.1:9001', http_mode: envoy}"),
+            ["server.http_listen: is the same address as server.listen"]
+        );
+        let config = Config::from_yaml_str(&format!(
+            "server: {{http_listen: '127.0.0.1:9192', http_mode: envoy, http_path_prefix: /auth}}\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(config.server.http_mode, Some(HttpMode::Envoy));
+        assert_eq!(config.server.http_path_prefix, "/auth");
+        assert_eq!(ServerConfig::default().http_listen, None);
     }
 
     #[test]

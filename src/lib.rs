@@ -39,8 +39,10 @@
 //! 7. `answer`: a verdict as a proto-free answer: status, headers to set and remove, challenge, body,
 //!    metadata.
 //! 8. `runtime`: the swappable [`Runtime`] built from one `Config`: providers, policy, answer settings.
-//!    `metrics`: counters for `/metrics`, which outlive a runtime.
-//! 9. [`server`]: gRPC Check, health and reflection; the admin HTTP port (with the revocation admin API
+//!    `metrics`: counters for `/metrics` (labelled by transport: grpc, http), which outlive a runtime.
+//! 9. [`server`]: gRPC Check, health and reflection; the HTTP forward-auth listener (`server/http`: nginx,
+//!    Traefik, Caddy, Envoy `http_service`), deciding through the same `server/check` function as gRPC;
+//!    the admin HTTP port (with the revocation admin API
 //!    and the Auth0 log stream receiver); translation between Envoy's protobuf and our request view and
 //!    answer; `server/reload`: hot reload of the configuration file (watch, validate, build, swap the
 //!    runtime) and its metrics; `server/tls`: TLS (and client certificates) on the listeners, reloaded

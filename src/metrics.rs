@@ -8,10 +8,32 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::decision::{Decision, DenyReason, Unavailable, UnmetReason};
 use crate::providers::Providers;
 
-/// Check decisions by `decision` (allow, permit, deny, error) and `reason`.
+/// How a check arrived: the `transport` label of `portcullis_checks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Envoy's ext_authz gRPC `Check`.
+    Grpc,
+    /// The HTTP forward-auth listener (`server.http_listen`).
+    Http,
+}
+
+// === impl Transport ===
+
+impl Transport {
+    pub const ALL: [Transport; 2] = [Transport::Grpc, Transport::Http];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// Check decisions by `transport` (grpc, http), `decision` (allow, permit, deny, error) and `reason`.
 pub struct Metrics {
-    labels: Vec<(&'static str, &'static str)>,
-    index: HashMap<(&'static str, &'static str), usize>,
+    labels: Vec<(Transport, &'static str, &'static str)>,
+    index: HashMap<(Transport, &'static str, &'static str), usize>,
     counts: Vec<AtomicU64>,
 }
 
@@ -22,10 +44,14 @@ impl Default for Metrics {
             .map(|r| r.as_str())
             .chain(UnmetReason::ALL.iter().map(|r| r.as_str()))
             .collect();
-        let mut labels = vec![("allow", "")];
-        labels.extend(reasons.iter().map(|r| ("deny", *r)));
-        labels.extend(reasons.iter().map(|r| ("permit", *r)));
-        labels.extend(Unavailable::ALL.iter().map(|u| ("error", u.as_str())));
+        let mut decisions = vec![("allow", "")];
+        decisions.extend(reasons.iter().map(|r| ("deny", *r)));
+        decisions.extend(reasons.iter().map(|r| ("permit", *r)));
+        decisions.extend(Unavailable::ALL.iter().map(|u| ("error", u.as_str())));
+        let labels: Vec<(Transport, &'static str, &'static str)> = Transport::ALL
+            .iter()
+            .flat_map(|&t| decisions.iter().map(move |&(d, r)| (t, d, r)))
+            .collect();
         let index = labels.iter().enumerate().map(|(i, l)| (*l, i)).collect();
         let counts = labels.iter().map(|_| AtomicU64::new(0)).collect();
         Metrics {
@@ -37,8 +63,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn record(&self, decision: &Decision) {
-        if let Some(&i) = self.index.get(&(decision.kind(), decision.reason())) {
+    pub fn record(&self, transport: Transport, decision: &Decision) {
+        if let Some(&i) = self
+            .index
+            .get(&(transport, decision.kind(), decision.reason()))
+        {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -48,13 +77,14 @@ impl Metrics {
         let mut out = String::with_capacity(8192);
         let _ = writeln!(
             out,
-            "# HELP portcullis_checks_total Check decisions by decision (allow, permit = allowed in permissive mode but would be denied, deny, error) and reason."
+            "# HELP portcullis_checks_total Check decisions by transport (grpc, http), decision (allow, permit = allowed in permissive mode but would be denied, deny, error) and reason."
         );
         let _ = writeln!(out, "# TYPE portcullis_checks_total counter");
-        for ((decision, reason), count) in self.labels.iter().zip(&self.counts) {
+        for ((transport, decision, reason), count) in self.labels.iter().zip(&self.counts) {
             let _ = writeln!(
                 out,
-                "portcullis_checks_total{{decision=\"{decision}\",reason=\"{reason}\"}} {}",
+                "portcullis_checks_total{{transport=\"{}\",decision=\"{decision}\",reason=\"{reason}\"}} {}",
+                transport.as_str(),
                 count.load(Ordering::Relaxed)
             );
         }

@@ -1,12 +1,14 @@
-//! Serving: the gRPC Check service with health and reflection, and the admin HTTP endpoints.
+//! Serving: the gRPC Check service with health and reflection, the HTTP forward-auth listener (checks
+//! over plain HTTP for nginx, Traefik, Caddy and Envoy's `http_service`), and the admin HTTP endpoints.
 //!
-//! [`run`] takes bound listeners and a shutdown future, so the binary binds the configured ports and tests
+//! [`run`] takes bound [`Listeners`] and a shutdown future, so the binary binds the configured ports and tests
 //! bind `127.0.0.1:0` and run many servers at once. On shutdown, health turns NOT_SERVING and `/readyz`
 //! 503 for the drain period while requests are still answered; then both servers stop accepting and finish
 //! what is in flight.
 
 mod admin;
 mod check;
+mod http;
 mod reload;
 mod revocations;
 pub mod tls;
@@ -60,6 +62,8 @@ pub struct App {
     reloads: ReloadStats,
     /// The listeners' TLS (`server.tls`), once serving with it: its series on `/metrics`.
     tls: std::sync::OnceLock<Arc<tls::ServerTls>>,
+    /// How the HTTP forward-auth listener reads requests (`server.http_mode`), when one is configured.
+    http: Option<http::HttpSettings>,
 }
 
 // === impl App ===
@@ -93,6 +97,7 @@ impl App {
             background,
             reloads: ReloadStats::default(),
             tls: std::sync::OnceLock::new(),
+            http: http::HttpSettings::from_config(&config.server),
         }
     }
 
@@ -158,27 +163,47 @@ pub enum ServeError {
     Admin(#[from] std::io::Error),
     #[error("gRPC listener failed: {0}")]
     GrpcListener(std::io::Error),
+    #[error("HTTP forward-auth server failed: {0}")]
+    Http(std::io::Error),
+    #[error("an HTTP forward-auth listener was given, but server.http_mode is not set")]
+    HttpModeMissing,
+}
+
+/// The bound sockets [`run`] serves on.
+pub struct Listeners {
+    /// gRPC: Check, health, reflection (`server.listen`).
+    pub grpc: TcpListener,
+    /// The admin HTTP port (`server.admin_listen`).
+    pub admin: TcpListener,
+    /// HTTP forward auth (`server.http_listen`), when configured; it reads requests as the app's
+    /// `server.http_mode` says.
+    pub http: Option<TcpListener>,
 }
 
 /// Serves until `shutdown` completes, then drains and returns.
 pub async fn run(
     app: Arc<App>,
-    grpc: TcpListener,
-    admin: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    run_with_tls(app, grpc, admin, None, shutdown).await
+    run_with_tls(app, listeners, None, shutdown).await
 }
 
-/// As [`run`], with TLS on the gRPC listener when `tls` is given (`server.tls`; HTTP/2 by ALPN). The admin
-/// port stays plaintext: probes and metrics, no credentials.
+/// As [`run`], with TLS (`server.tls`) on the gRPC listener (HTTP/2 by ALPN) and on the HTTP forward-auth
+/// listener (HTTP/2 or HTTP/1.1 by ALPN) when `tls` is given. The admin port stays plaintext: probes and
+/// metrics, no credentials.
 pub async fn run_with_tls(
     app: Arc<App>,
-    grpc: TcpListener,
-    admin: TcpListener,
+    listeners: Listeners,
     tls: Option<Arc<tls::ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let Listeners { grpc, admin, http } = listeners;
+    let http = match (http, &app.http) {
+        (None, _) => None,
+        (Some(listener), Some(settings)) => Some((listener, settings.clone())),
+        (Some(_), None) => return Err(ServeError::HttpModeMissing),
+    };
     let background = app.background.clone();
     let stop_servers = CancellationToken::new();
     let runtime_tasks = app
@@ -242,6 +267,28 @@ pub async fn run_with_tls(
         .with_graceful_shutdown(stop_servers.clone().cancelled_owned());
 
     let admin_task = tokio::spawn(async move { admin_server.await });
+    // HTTP/1.1 and h2c (prior knowledge) on one port, or both over TLS (ALPN); answers go out without
+    // Nagle's delay.
+    let http_task = match (http, app.tls.get()) {
+        (None, _) => None,
+        (Some((listener, settings)), Some(tls)) => {
+            let listener = tls
+                .listen(listener, &[b"h2", b"http/1.1"])
+                .map_err(ServeError::Http)?;
+            let server = axum::serve(listener, http::router(Arc::clone(&app), settings))
+                .with_graceful_shutdown(stop_servers.clone().cancelled_owned());
+            Some(tokio::spawn(async move { server.await }))
+        }
+        (Some((listener, settings)), None) => {
+            use axum::serve::ListenerExt as _;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let server = axum::serve(listener, http::router(Arc::clone(&app), settings))
+                .with_graceful_shutdown(stop_servers.clone().cancelled_owned());
+            Some(tokio::spawn(async move { server.await }))
+        }
+    };
 
     shutdown.await;
     tracing::info!(
@@ -257,8 +304,13 @@ pub async fn run_with_tls(
     background.cancel();
     let grpc_result = grpc_task.await;
     let admin_result = admin_task.await;
+    let http_result = match http_task {
+        Some(task) => task.await.unwrap_or(Ok(())),
+        None => Ok(()),
+    };
     grpc_result.unwrap_or(Ok(()))?;
     admin_result.unwrap_or(Ok(()))?;
+    http_result.map_err(ServeError::Http)?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -102,10 +102,13 @@ fn tracer_provider() -> Result<Option<SdkTracerProvider>, String> {
     ))
 }
 
-/// The span of one Check, a child of the trace context `lookup` finds (Envoy's gRPC metadata, else the
-/// request's own headers). Fields `authz.decision`, `authz.reason`, `authz.route` and `authz.decision_id`
+/// The span of one Check arriving over `transport` (`grpc`, `http`: the `authz.transport` field), a child
+/// of the trace context `lookup` finds (Envoy's gRPC metadata, else the request's own headers). Fields `authz.decision`, `authz.reason`, `authz.route` and `authz.decision_id`
 /// are recorded when the decision is known.
-pub fn check_span<'a>(lookup: impl Fn(&str) -> Option<&'a str>) -> tracing::Span {
+pub fn check_span<'a>(
+    transport: &'static str,
+    lookup: impl Fn(&str) -> Option<&'a str>,
+) -> tracing::Span {
     if !EXPORTING.load(std::sync::atomic::Ordering::Relaxed) {
         return tracing::Span::none();
     }
@@ -113,6 +116,7 @@ pub fn check_span<'a>(lookup: impl Fn(&str) -> Option<&'a str>) -> tracing::Span
         "authz.check",
         otel.name = "ext_authz Check",
         otel.kind = "server",
+        authz.transport = transport,
         authz.decision = tracing::field::Empty,
         authz.reason = tracing::field::Empty,
         authz.route = tracing::field::Empty,
@@ -152,7 +156,9 @@ mod tests {
                 "traceparent",
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             )];
-            let span = check_span(|k| headers.iter().find(|(n, _)| *n == k).map(|(_, v)| *v));
+            let span = check_span("grpc", |k| {
+                headers.iter().find(|(n, _)| *n == k).map(|(_, v)| *v)
+            });
             span.record("authz.decision", "deny");
             span.record("authz.route", "admin");
             let trace_id = span.context().span().span_context().trace_id();
@@ -176,5 +182,6 @@ mod tests {
         };
         assert_eq!(attr("authz.decision").as_deref(), Some("deny"));
         assert_eq!(attr("authz.route").as_deref(), Some("admin"));
+        assert_eq!(attr("authz.transport").as_deref(), Some("grpc"));
     }
 }

@@ -121,3 +121,35 @@ fn wrong_decisions_are_counted_as_mismatches() {
         "every bad token was allowed: {json:#}"
     );
 }
+
+#[test]
+fn one_run_drives_grpc_and_the_http_listener_over_http1_and_h2c() {
+    let (code, json, stderr) = bench(&[
+        "--transport",
+        "grpc,http,h2c",
+        "--mix",
+        "hot=70,bad=15,none=15",
+    ]);
+    assert_eq!(code, 0, "{stderr}\n{json:#}");
+    for server in ["portcullis-grpc", "portcullis-http", "portcullis-h2c"] {
+        let pc = &json["servers"][server];
+        assert_eq!(pc["mismatches"], 0, "{server}: {json:#}");
+        assert_eq!(pc["errors"], 0, "{server}: {json:#}");
+        for class in ["hot", "bad", "none"] {
+            assert!(
+                median(&json, server, &format!("{class}_requests")) > 0.0,
+                "{server} {class}"
+            );
+        }
+        assert!(
+            json[format!("ratio_{server}_to_noop")]["requests_per_s"]
+                .as_f64()
+                .is_some_and(|r| r > 0.0),
+            "{json:#}"
+        );
+    }
+    assert_eq!(
+        json["settings"]["transports"],
+        serde_json::json!(["grpc", "http", "h2c"])
+    );
+}

@@ -85,6 +85,36 @@ fn validate_config_checks_secret_references_unless_told_not_to() {
 }
 
 #[test]
+fn validate_config_checks_the_http_forward_auth_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("http.yaml");
+    let providers =
+        "providers:\n  - {name: a, type: jwt, issuer: 'https://a.example/', audiences: [x]}\n";
+    std::fs::write(
+        &path,
+        format!("server: {{http_listen: '127.0.0.1:9192', http_path_prefix: /auth}}\n{providers}"),
+    )
+    .unwrap();
+    let (code, stdout, _) = run(&["validate-config", path.to_str().unwrap()]);
+    assert_eq!(code, 64, "{stdout}");
+    assert!(
+        stdout.contains("server.http_mode: is required with server.http_listen"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("server.http_path_prefix: only applies to http_mode: envoy"),
+        "{stdout}"
+    );
+    std::fs::write(
+        &path,
+        format!("server: {{http_listen: '127.0.0.1:9192', http_mode: envoy, http_path_prefix: /auth}}\n{providers}"),
+    )
+    .unwrap();
+    let (code, stdout, _) = run(&["validate-config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}");
+}
+
+#[test]
 fn serve_refuses_a_bad_config_before_binding() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");

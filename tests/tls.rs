@@ -85,6 +85,8 @@ providers:
 struct TlsServer {
     addr: std::net::SocketAddr,
     admin: std::net::SocketAddr,
+    /// The HTTP forward-auth listener, with `server.http_mode`.
+    http: Option<std::net::SocketAddr>,
     tls: Arc<ServerTls>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -111,10 +113,14 @@ async fn serve(yaml: &str, recheck: Duration) -> TlsServer {
     let addr = grpc.local_addr().unwrap();
     let admin_addr = admin.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let http = match config.server.http_mode {
+        Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        None => None,
+    };
+    let http_addr = http.as_ref().map(|l| l.local_addr().unwrap());
     tokio::spawn(server::run_with_tls(
         app,
-        grpc,
-        admin,
+        server::Listeners { grpc, admin, http },
         Some(Arc::clone(&tls)),
         async {
             let _ = rx.await;
@@ -123,6 +129,7 @@ async fn serve(yaml: &str, recheck: Duration) -> TlsServer {
     TlsServer {
         addr,
         admin: admin_addr,
+        http: http_addr,
         tls,
         _shutdown: tx,
     }
@@ -656,4 +663,63 @@ async fn the_tls_listener_closes_when_serving_stops() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(closed, "the port still accepts connections after shutdown");
+}
+
+#[tokio::test]
+async fn the_http_forward_auth_listener_speaks_tls_with_the_same_client_ca() {
+    let ca = TestCa::new("server CA");
+    let clients = TestCa::new("client CA");
+    let files = Files::new(&ca);
+    files.write_client_ca(&clients);
+    let server = serve(
+        &files.yaml_with(true, "  http_mode: nginx\n  http_listen: 127.0.0.1:0\n"),
+        Duration::from_secs(2),
+    )
+    .await;
+    let url = format!("https://localhost:{}/auth", server.http.unwrap().port());
+    let (cert, key) = clients.client_pem("nginx");
+    let client = |identity: Option<reqwest::Identity>| {
+        let mut builder = reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca.pem().as_bytes()).unwrap());
+        if let Some(identity) = identity {
+            builder = builder.identity(identity);
+        }
+        builder.build().unwrap()
+    };
+    let identity = reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap();
+    let answer = client(Some(identity))
+        .get(&url)
+        .header("authorization", format!("Bearer {}", token()))
+        .header("x-original-uri", "/items")
+        .header("x-original-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer
+            .headers()
+            .get("x-auth-subject")
+            .and_then(|v| v.to_str().ok()),
+        Some("svc-1")
+    );
+    // No client certificate: no answer at all, let alone an allow.
+    let refused = client(None)
+        .get(&url)
+        .header("authorization", format!("Bearer {}", token()))
+        .header("x-original-uri", "/items")
+        .header("x-original-method", "GET")
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "answered without a client certificate: {refused:?}"
+    );
+    // Plaintext HTTP to the TLS listener: no answer either.
+    let plain = reqwest::get(format!(
+        "http://127.0.0.1:{}/auth",
+        server.http.unwrap().port()
+    ))
+    .await;
+    assert!(plain.is_err(), "plaintext answered: {plain:?}");
 }

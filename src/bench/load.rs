@@ -1,9 +1,9 @@
 //! The load generator: C connections × S streams, closed loop or open loop at a fixed rate, a traffic mix,
 //! and every answer checked against the decision its token calls for.
 //!
-//! The transport is an enum ([`Target`] → [`Conn`], [`Payload`]): a second one (HTTP forward auth) is a
-//! new variant of each, with its own `prepare` (the request for one `Authorization` value) and `check`
-//! (the answer read back as an [`Outcome`]). The loops, the mix and the statistics do not change.
+//! The transport is an enum ([`Target`] → [`Conn`], [`Payload`]): gRPC Check, and the HTTP forward-auth
+//! listener over HTTP/1.1 or h2c, each with its own `prepare` (the request for one `Authorization` value)
+//! and `check` (the answer read back as an [`Outcome`]). The loops, the mix and the statistics are shared.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -178,6 +178,11 @@ impl Rng {
 pub enum Target {
     /// An ext_authz v3 gRPC server, e.g. `http://127.0.0.1:9001`.
     Grpc(String),
+    /// An HTTP forward-auth listener in `http_mode: envoy` (as Envoy's `http_service` asks), e.g.
+    /// `http://127.0.0.1:9192`: HTTP/1.1, one connection per stream in flight.
+    Http(String),
+    /// The same over h2c (HTTP/2 with prior knowledge): one connection, multiplexed, like gRPC.
+    H2c(String),
 }
 
 /// One encoded request, ready to send as many times as needed.
@@ -185,13 +190,22 @@ pub enum Target {
 pub enum Payload {
     /// A `CheckRequest`, protobuf-encoded once.
     Grpc(Bytes),
+    /// The original request's URL and headers, as Envoy's `http_service` forwards them.
+    Http {
+        url: Arc<str>,
+        headers: reqwest::header::HeaderMap,
+    },
 }
 
-/// One connection (cheap to clone: clones share it).
+/// One connection (cheap to clone: clones share it). For `Http`, a pool of HTTP/1.1 connections.
 #[derive(Clone)]
 pub enum Conn {
     Grpc(tonic::client::Grpc<Channel>),
+    Http(reqwest::Client),
 }
+
+/// The original request the HTTP payloads describe (the gRPC one's path).
+const HTTP_PATH: &str = "/api/items?page=2";
 
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
@@ -209,6 +223,18 @@ impl Target {
                     .map_err(|e| anyhow::anyhow!("cannot connect to {uri}: {e}"))?;
                 Ok(Conn::Grpc(tonic::client::Grpc::new(channel)))
             }
+            Target::Http(_) | Target::H2c(_) => {
+                let builder = reqwest::Client::builder()
+                    .no_proxy()
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(Duration::from_secs(10));
+                let builder = match self {
+                    Target::H2c(_) => builder.http2_prior_knowledge(),
+                    _ => builder.http1_only(),
+                };
+                Ok(Conn::Http(builder.build()?))
+            }
         }
     }
 
@@ -216,6 +242,25 @@ impl Target {
     pub fn prepare(&self, authorization: Option<&str>) -> Payload {
         match self {
             Target::Grpc(_) => Payload::Grpc(check_request(authorization).encode_to_vec().into()),
+            Target::Http(base) | Target::H2c(base) => {
+                use reqwest::header::{HeaderMap, HeaderValue};
+                let mut headers = HeaderMap::new();
+                for (name, value) in [
+                    ("user-agent", "portcullis-bench/1.0"),
+                    ("accept", "application/json"),
+                    ("x-forwarded-proto", "http"),
+                    ("x-request-id", "7f1c2c1e-2f8b-4c1e-9a51-1a2b3c4d5e6f"),
+                ] {
+                    headers.insert(name, HeaderValue::from_static(value));
+                }
+                if let Some(value) = authorization.and_then(|v| HeaderValue::from_str(v).ok()) {
+                    headers.insert("authorization", value);
+                }
+                Payload::Http {
+                    url: format!("{}{HTTP_PATH}", base.trim_end_matches('/')).into(),
+                    headers,
+                }
+            }
         }
     }
 }
@@ -273,7 +318,32 @@ impl Conn {
                     .map_err(|status| format!("gRPC {:?}: {}", status.code(), status.message()))?;
                 Ok(outcome(&response.into_inner()))
             }
+            (Conn::Http(client), Payload::Http { url, headers }) => {
+                let response = client
+                    .get(&**url)
+                    .headers(headers.clone())
+                    .send()
+                    .await
+                    .map_err(|e| format!("HTTP: {e}"))?;
+                let status = response.status().as_u16();
+                // Read the body to its end, so the connection is reused.
+                response
+                    .bytes()
+                    .await
+                    .map_err(|e| format!("HTTP body: {e}"))?;
+                Ok(http_outcome(status))
+            }
+            _ => Err("a payload for another transport".to_owned()),
         }
+    }
+}
+
+/// What a proxy makes of a forward-auth answer: 200 allows, 503 is "cannot decide", the rest denies.
+pub fn http_outcome(status: u16) -> Outcome {
+    match status {
+        200 => Outcome::Allowed,
+        503 => Outcome::Undecided,
+        other => Outcome::Denied(other),
     }
 }
 
@@ -681,6 +751,22 @@ mod tests {
         assert!("hot=0".parse::<Mix>().is_err());
         assert!("warm=3".parse::<Mix>().is_err());
         assert!("hot".parse::<Mix>().is_err());
+    }
+
+    #[test]
+    fn forward_auth_answers_are_read_as_proxies_read_them() {
+        assert_eq!(http_outcome(200), Outcome::Allowed);
+        assert_eq!(http_outcome(401), Outcome::Denied(401));
+        assert_eq!(http_outcome(400), Outcome::Denied(400));
+        assert_eq!(http_outcome(503), Outcome::Undecided);
+        let target = Target::Http("http://127.0.0.1:1/".into());
+        match target.prepare(Some("Bearer t")) {
+            Payload::Http { url, headers } => {
+                assert_eq!(&*url, "http://127.0.0.1:1/api/items?page=2");
+                assert_eq!(headers["authorization"], "Bearer t");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

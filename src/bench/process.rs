@@ -18,15 +18,23 @@ pub fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
 pub struct Server {
     pub name: &'static str,
     pub grpc: SocketAddr,
+    /// The HTTP forward-auth listener, when the configuration has one.
+    pub http: Option<SocketAddr>,
     child: std::process::Child,
     log: PathBuf,
 }
 
 impl Server {
-    /// `portcullis serve --config CONFIG` on free loopback ports; waits until `/readyz` answers 200.
-    pub async fn portcullis(config: &Path, dir: &Path) -> anyhow::Result<Server> {
+    /// `portcullis serve --config CONFIG` on free loopback ports (with `http`, its HTTP forward-auth
+    /// listener too: the configuration must set `server.http_mode`); waits until `/readyz` answers 200.
+    pub async fn portcullis(config: &Path, dir: &Path, http: bool) -> anyhow::Result<Server> {
         let grpc = free_loopback_addr()?;
         let admin = free_loopback_addr()?;
+        let http = if http {
+            Some(free_loopback_addr()?)
+        } else {
+            None
+        };
         let mut command = Command::new(std::env::current_exe()?);
         command
             .arg("serve")
@@ -36,7 +44,11 @@ impl Server {
             .arg(grpc.to_string())
             .arg("--admin-listen")
             .arg(admin.to_string());
-        let server = Server::spawn("portcullis", grpc, command, &dir.join("portcullis.log"))?;
+        if let Some(http) = http {
+            command.arg("--http-listen").arg(http.to_string());
+        }
+        let mut server = Server::spawn("portcullis", grpc, command, &dir.join("portcullis.log"))?;
+        server.http = http;
         let ready = format!("http://{admin}/readyz");
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
@@ -84,6 +96,7 @@ impl Server {
         Ok(Server {
             name,
             grpc,
+            http: None,
             child,
             log: log.to_owned(),
         })

@@ -182,7 +182,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 /// The whole run as JSON: settings, per server its medians, every round, errors and mismatches, and the
-/// ratios of the first server's medians to the no-op server's.
+/// ratios of each measured server's medians to the no-op server's.
 pub fn json(settings: Value, plan: &Plan, phases: &[Phase], servers: &[String]) -> Value {
     let summaries = summaries(phases, servers);
     let noop = summaries.iter().find(|s| s.server == "noop");
@@ -203,18 +203,21 @@ pub fn json(settings: Value, plan: &Plan, phases: &[Phase], servers: &[String]) 
         );
     }
     out.insert("servers".into(), Value::Object(by_server));
-    if let (Some(first), Some(noop)) = (summaries.first().filter(|s| s.server != "noop"), noop) {
-        let ratios: Map<String, Value> = figures(plan)
-            .iter()
-            .filter_map(|f| {
-                let get = |s: &Summary| s.medians.get(&f.key).and_then(Value::as_f64);
-                Some((f.key.clone(), json!(ratio(get(first), get(noop))?)))
-            })
-            .collect();
-        out.insert(
-            format!("ratio_{}_to_noop", first.server),
-            Value::Object(ratios),
-        );
+    // Every measured server's medians over the no-op server's (one per transport with --transport).
+    if let Some(noop) = noop {
+        for measured in summaries.iter().filter(|s| s.server != "noop") {
+            let ratios: Map<String, Value> = figures(plan)
+                .iter()
+                .filter_map(|f| {
+                    let get = |s: &Summary| s.medians.get(&f.key).and_then(Value::as_f64);
+                    Some((f.key.clone(), json!(ratio(get(measured), get(noop))?)))
+                })
+                .collect();
+            out.insert(
+                format!("ratio_{}_to_noop", measured.server),
+                Value::Object(ratios),
+            );
+        }
     }
     Value::Object(out)
 }

@@ -221,15 +221,22 @@ pub fn write_server_files(
     dir: &Path,
     keys: &Keys,
     cache_entries: Option<u64>,
+    http: bool,
 ) -> anyhow::Result<PathBuf> {
     let jwks = dir.join("jwks.json");
     std::fs::write(&jwks, keys.jwks().to_string())?;
     let cache = cache_entries
         .map(|n| format!("\n    cache: {{max_entries: {n}}}"))
         .unwrap_or_default();
+    // The HTTP listener's address is given on the command line (`serve --http-listen`).
+    let server = if http {
+        "{drain_seconds: 0, http_listen: '127.0.0.1:0', http_mode: envoy}"
+    } else {
+        "{drain_seconds: 0}"
+    };
     let yaml = format!(
         "# Written by `portcullis bench`: trusts the bench's own signing key.
-server: {{drain_seconds: 0}}
+server: {server}
 providers:
   - name: bench
     type: jwt
@@ -268,7 +275,7 @@ mod tests {
         // The key is kept and reused.
         let again = Keys::load_or_create(&dir.path).unwrap();
         assert_eq!(again.jwks(), keys.jwks());
-        let path = write_server_files(&dir.path, &keys, Some(0)).unwrap();
+        let path = write_server_files(&dir.path, &keys, Some(0), true).unwrap();
         assert!(std::fs::read_to_string(path)
             .unwrap()
             .contains("max_entries: 0"));

@@ -1,4 +1,7 @@
-//! The `envoy.service.auth.v3.Authorization/Check` gRPC method.
+//! One check, whatever the transport: [`check`] takes our request view, asks the runtime, records the
+//! metrics, the trace span's fields and the log line, and hands the answer to the transport's writer. The
+//! gRPC `Check` method ([`CheckService`]) and the HTTP forward-auth listener (`server/http.rs`) both call
+//! it, so there is one decision path.
 
 use std::sync::Arc;
 
@@ -7,10 +10,13 @@ use tracing::Instrument as _;
 
 use super::translate;
 use super::App;
+use crate::answer::Answer;
 use crate::authorizer::Verdict;
 use crate::decision::Decision;
+use crate::metrics::Transport;
 use crate::pb::auth::authorization_server::Authorization;
 use crate::pb::auth::{CheckRequest, CheckResponse};
+use crate::request::RequestView;
 
 pub struct CheckService {
     app: Arc<App>,
@@ -32,38 +38,60 @@ impl Authorization for CheckService {
         let raw = translate::raw_headers(&request);
         let filter_metadata = translate::metadata(&request);
         let view = translate::request_view(&request, raw.as_deref(), filter_metadata.as_ref());
+        // RFC 9728: the resource's metadata is public; the request never reaches the upstream. (Only
+        // gRPC can answer a body in Envoy's name: over HTTP forward auth a 200 is an allow.)
+        if let Some(document) = self.app.runtime().resources().document(view.path) {
+            let answer = crate::answer::resource_document(document);
+            return Ok(Response::new(translate::check_response(answer)));
+        }
         // Envoy's own trace context is in the gRPC metadata; else the request's headers carry one.
-        let span = crate::telemetry::check_span(|key| {
+        let trace = |key: &str| {
             metadata
                 .get(key)
                 .and_then(|v| v.to_str().ok())
                 .or_else(|| view.headers.get(key))
-        });
-        let runtime = self.app.runtime();
-        // RFC 9728: the resource's metadata is public; the request never reaches the upstream.
-        if let Some(document) = runtime.resources().document(view.path) {
-            let answer = crate::answer::resource_document(document);
-            return Ok(Response::new(translate::check_response(answer)));
-        }
-        let explain = runtime.allow_explain()
-            && view
-                .headers
-                .get(EXPLAIN_HEADER)
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let verdict = runtime
-            .authorizer()
-            .decide(&view, explain)
-            .instrument(span.clone())
-            .await;
-        self.app.metrics().record(&verdict.decision);
-        span.record("authz.decision", verdict.decision.kind());
-        span.record("authz.reason", verdict.decision.reason());
-        span.record("authz.route", verdict.route.name());
-        span.record("authz.decision_id", verdict.decision_id.as_str());
-        log_verdict(&verdict, &view);
-        let answer = crate::answer::answer(&verdict, &view, runtime.answers());
-        Ok(Response::new(translate::check_response(answer)))
+        };
+        let response = check(
+            &self.app,
+            Transport::Grpc,
+            &view,
+            trace,
+            translate::check_response,
+        )
+        .await;
+        Ok(Response::new(response))
     }
+}
+
+/// Decides one request and writes its answer with `write`: the runtime's verdict, the
+/// `portcullis_checks_total` count under `transport`, the `authz.check` span (a child of the trace context
+/// `trace` finds) with the decision's fields, and the log line. Every transport goes through here.
+pub async fn check<'v, T>(
+    app: &App,
+    transport: Transport,
+    view: &RequestView<'v>,
+    trace: impl Fn(&str) -> Option<&'v str>,
+    write: impl FnOnce(Answer<'_>) -> T,
+) -> T {
+    let span = crate::telemetry::check_span(transport.as_str(), trace);
+    let runtime = app.runtime();
+    let explain = runtime.allow_explain()
+        && view
+            .headers
+            .get(EXPLAIN_HEADER)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let verdict = runtime
+        .authorizer()
+        .decide(view, explain)
+        .instrument(span.clone())
+        .await;
+    app.metrics().record(transport, &verdict.decision);
+    span.record("authz.decision", verdict.decision.kind());
+    span.record("authz.reason", verdict.decision.reason());
+    span.record("authz.route", verdict.route.name());
+    span.record("authz.decision_id", verdict.decision_id.as_str());
+    log_verdict(&verdict, view, transport);
+    write(crate::answer::answer(&verdict, view, runtime.answers()))
 }
 
 /// The request header that asks for the explanation (with `server.allow_explain`).
@@ -71,13 +99,15 @@ pub const EXPLAIN_HEADER: &str = "x-portcullis-explain";
 
 /// One line per decision: allows at debug, permits (would-be denials) and denials at info, errors at warn.
 /// The path is logged without its query string (which may carry credentials); credentials never are.
-fn log_verdict(verdict: &Verdict<'_>, view: &crate::request::RequestView<'_>) {
+fn log_verdict(verdict: &Verdict<'_>, view: &RequestView<'_>, transport: Transport) {
+    let transport = transport.as_str();
     let id = verdict.decision_id.as_str();
     let route = verdict.route.name();
     match &verdict.decision {
         Decision::Allow(identity) => tracing::debug!(
             authz.decision = "allow",
             authz.decision_id = id,
+            authz.transport = transport,
             authz.route = route,
             provider.name = %identity.provider,
             principal = identity.subject.as_deref().unwrap_or(""),
@@ -92,6 +122,7 @@ fn log_verdict(verdict: &Verdict<'_>, view: &crate::request::RequestView<'_>) {
             authz.decision = "permit",
             authz.would_deny = would_deny.label(),
             authz.decision_id = id,
+            authz.transport = transport,
             authz.route = route,
             principal = identity
                 .as_ref()
@@ -106,6 +137,7 @@ fn log_verdict(verdict: &Verdict<'_>, view: &crate::request::RequestView<'_>) {
             authz.decision = "deny",
             authz.reason = denial.label(),
             authz.decision_id = id,
+            authz.transport = transport,
             authz.route = route,
             provider.name = denial.provider.as_deref().unwrap_or(""),
             principal = denial.principal.as_deref().unwrap_or(""),
@@ -117,6 +149,7 @@ fn log_verdict(verdict: &Verdict<'_>, view: &crate::request::RequestView<'_>) {
             authz.decision = "error",
             authz.reason = why.as_str(),
             authz.decision_id = id,
+            authz.transport = transport,
             authz.route = route,
             http.method = view.method,
             http.path = view.path,

@@ -296,6 +296,9 @@ async fn jwks(State(state): State<Arc<IdpState>>) -> Response {
 pub struct TestServer {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
+    /// The HTTP forward-auth listener, when the config sets `server.http_listen` (any address: the test
+    /// binds 127.0.0.1:0 instead).
+    pub http: Option<SocketAddr>,
     pub app: Arc<App>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), server::ServeError>>>,
@@ -316,14 +319,21 @@ impl TestServer {
         let app = Arc::new(App::with_state(&config, runtime, None, Arc::new(state)));
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = match config.server.http_listen {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            None => None,
+        };
         let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
+        let http_addr = http.as_ref().map(|l| l.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(Arc::clone(&app), grpc, admin, async {
+        let listeners = server::Listeners { grpc, admin, http };
+        let task = tokio::spawn(server::run(Arc::clone(&app), listeners, async {
             let _ = rx.await;
         }));
         TestServer {
             grpc: grpc_addr,
             admin: admin_addr,
+            http: http_addr,
             app,
             shutdown: Some(tx),
             task: Some(task),

@@ -360,6 +360,7 @@ class Portcullis:
     admin_port: int
     config_path: Path
     config: dict
+    http_port: int | None = None  # server.http_listen, when an http_mode was asked for
 
     def explain(self, *args: str) -> dict:
         """`portcullis explain --config <this config> ARGS…` (offline, same code path): the JSON."""
@@ -376,8 +377,10 @@ PORTCULLIS_ENV = {INTROSPECTOR_SECRET_ENV: INTROSPECTOR[1]}
 
 
 def start_portcullis(
-    logdir: Path, oidc: Oidc, tag: str, server_extra: dict | None = None
+    logdir: Path, oidc: Oidc, tag: str, server_extra: dict | None = None, **http
 ) -> Portcullis:
+    """The suite's portcullis; `http_mode=` (and `http_path_prefix=`) also open its HTTP listener;
+    `server_extra` (such as `tls`) is added to its `server` section."""
     if not PORTCULLIS_BIN.is_file():
         pytest.fail(f"portcullis binary not found at {PORTCULLIS_BIN} (cargo build --bin portcullis)")
     config = {
@@ -410,24 +413,35 @@ def start_portcullis(
         },
         **POLICY,
     }
-    return serve_portcullis(logdir, config, tag, server_extra)
+    return serve_portcullis(logdir, config, tag, server_extra=server_extra, **http)
 
 
 def serve_portcullis(
-    logdir: Path, config: dict, tag: str, server_extra: dict | None = None
+    logdir: Path,
+    config: dict,
+    tag: str,
+    *,
+    http_mode: str | None = None,
+    http_path_prefix: str | None = None,
+    server_extra: dict | None = None,
 ) -> Portcullis:
     """Serves `config` on free loopback ports (its `server` section is replaced; `server_extra`, such
-    as `tls`, is added to it)."""
+    as `tls`, is added to it). With `http_mode`, the HTTP forward-auth listener too
+    (server.http_listen, http_mode, http_path_prefix)."""
     grpc_port, admin_port = free_port(), free_port()
-    config = {
-        **config,
-        "server": {
-            "listen": f"127.0.0.1:{grpc_port}",
-            "admin_listen": f"127.0.0.1:{admin_port}",
-            "drain_seconds": 1,
-            **(server_extra or {}),
-        },
+    server = {
+        "listen": f"127.0.0.1:{grpc_port}",
+        "admin_listen": f"127.0.0.1:{admin_port}",
+        "drain_seconds": 1,
+        **(server_extra or {}),
     }
+    http_port = None
+    if http_mode is not None:
+        http_port = free_port()
+        server.update(http_listen=f"127.0.0.1:{http_port}", http_mode=http_mode)
+        if http_path_prefix is not None:
+            server["http_path_prefix"] = http_path_prefix
+    config = {**config, "server": server}
     config_path = logdir / f"portcullis-{tag}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     proc = Proc(
@@ -448,7 +462,7 @@ def serve_portcullis(
     except BaseException:
         proc.stop()
         raise
-    return Portcullis(proc, grpc_port, admin_port, config_path, config)
+    return Portcullis(proc, grpc_port, admin_port, config_path, config, http_port)
 
 
 @pytest.fixture(scope="session")
@@ -484,18 +498,22 @@ def start_envoy(
     echo: Echo,
     tag: str,
     change: Callable[[dict], None] | None = None,
+    *,
+    http_service: bool = False,
 ) -> Envoy:
-    """Envoy with deploy/envoy/envoy.yaml on free ports; `change` may edit that config first (e.g. TLS
-    to the authz cluster)."""
+    """deploy/envoy/envoy.yaml (gRPC) in front of `echo`; with `http_service`, envoy-http.yaml talking
+    to portcullis' HTTP listener. `change` may edit the config first (e.g. TLS to the authz cluster)."""
     binary = envoy_binary(version)
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
     assert f"/{version}/" in out.stdout, f"{binary} is not Envoy {version}: {out.stdout!r}"
     port, admin_port = free_port(), free_port()
+    if http_service:
+        assert portcullis.http_port is not None, "portcullis was started without http_mode"
     config = envoy_config.adapt(
-        envoy_config.load(),
+        envoy_config.load(envoy_config.ENVOY_HTTP_YAML if http_service else envoy_config.ENVOY_YAML),
         listen_port=port,
         admin_port=admin_port,
-        portcullis_port=portcullis.grpc_port,
+        portcullis_port=portcullis.http_port if http_service else portcullis.grpc_port,
         upstream_port=echo.port,
     )
     if change is not None:

@@ -23,6 +23,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ENVOY_YAML = REPO / "deploy" / "envoy" / "envoy.yaml"
+# The ext_authz `http_service` variant (portcullis' HTTP forward-auth listener, http_mode: envoy).
+ENVOY_HTTP_YAML = REPO / "deploy" / "envoy" / "envoy-http.yaml"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 
 

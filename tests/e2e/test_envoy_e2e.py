@@ -166,8 +166,8 @@ def test_other_client_headers_under_prefix_are_removed(envoy, oidc):
     assert "x-auth-would-deny" not in seen  # an enforced allow carries no would-deny mark
     assert seen.get("x-not-auth") == ["kept"]  # only the prefix is stripped
     assert sorted(h for h in seen if h.startswith("x-auth-")) == [
-        "x-auth-client-id", "x-auth-decision-id", "x-auth-issuer", "x-auth-provider",
-        "x-auth-scopes", "x-auth-subject",
+        "x-auth-client-id", "x-auth-decision-id", "x-auth-identity", "x-auth-issuer",
+        "x-auth-provider", "x-auth-scopes", "x-auth-subject",
     ]
     (decision_id,) = seen["x-auth-decision-id"]
     assert assert_decision_id(decision_id) != "0123456789abcdef01234567"
