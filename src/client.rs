@@ -1,8 +1,17 @@
 //! The `check` command: sends one Check to a running server and describes the answer as JSON.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::pb::auth::authorization_client::AuthorizationClient;
 use crate::pb::auth::{
@@ -37,6 +46,109 @@ pub enum AskError {
     BadHeader(String),
     #[error("context extension `{0}` is not `key=value`")]
     BadContextExtension(String),
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// TLS for an `https://` address (a server with `server.tls`): the CA that signed its certificate and,
+/// for a server that requires one (`client_ca_file`), a client certificate and its key. PEM files.
+#[derive(Debug, Default, Clone)]
+pub struct ClientTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+// === impl ClientTls ===
+
+impl ClientTls {
+    fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
+
+    fn config(&self) -> Result<rustls::ClientConfig, AskError> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| AskError::Tls(format!("cannot read `{}`: {e}", path.display())))
+        };
+        let ca = self.ca_file.as_ref().ok_or_else(|| {
+            AskError::Tls(
+                "an https:// address needs --ca-file (the CA of the server's certificate)"
+                    .to_owned(),
+            )
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&read(ca)?) {
+            let cert = cert.map_err(|e| AskError::Tls(format!("`{}`: {e}", ca.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| AskError::Tls(format!("`{}`: {e}", ca.display())))?;
+        }
+        if roots.is_empty() {
+            return Err(AskError::Tls(format!(
+                "`{}` holds no PEM certificate",
+                ca.display()
+            )));
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| AskError::Tls(e.to_string()))?
+            .with_root_certificates(roots);
+        let mut config = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_slice_iter(&read(cert)?)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| AskError::Tls(format!("`{}`: {e}", cert.display())))?;
+                let key_der = PrivateKeyDer::from_pem_slice(&read(key)?)
+                    .map_err(|e| AskError::Tls(format!("`{}`: {e}", key.display())))?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| AskError::Tls(format!("client certificate: {e}")))?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => {
+                return Err(AskError::Tls(
+                    "--cert-file and --key-file go together".to_owned(),
+                ))
+            }
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+}
+
+/// Connects over TCP and TLS to the endpoint's host (its name is checked against the certificate).
+#[derive(Clone)]
+struct TlsConnect {
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl tower::Service<http::Uri> for TlsConnect {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connector = self.connector.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| std::io::Error::other("the address has no host"))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let name = ServerName::try_from(host.clone()).map_err(std::io::Error::other)?;
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(TokioIo::new(connector.connect(name, tcp).await?))
+        })
+    }
 }
 
 /// One request to ask about.
@@ -98,18 +210,33 @@ pub fn check_request(ask: &Ask<'_>) -> Result<CheckRequest, AskError> {
 }
 
 pub async fn ask(ask: &Ask<'_>) -> Result<(Verdict, Value), AskError> {
+    ask_over(ask, &ClientTls::default()).await
+}
+
+/// As [`ask`]; an `https://` address is reached over TLS with `tls`.
+pub async fn ask_over(ask: &Ask<'_>, tls: &ClientTls) -> Result<(Verdict, Value), AskError> {
     let request = check_request(ask)?;
     let endpoint = tonic::transport::Endpoint::from_shared(ask.addr.to_owned())
         .map_err(|_| AskError::BadAddress(ask.addr.to_owned()))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(10));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|source| AskError::Connect {
-            addr: ask.addr.to_owned(),
-            source,
-        })?;
+    let https = endpoint.uri().scheme_str() == Some("https");
+    let connected = if https {
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls.config()?));
+        endpoint
+            .connect_with_connector(TlsConnect { connector })
+            .await
+    } else if tls.is_set() {
+        return Err(AskError::Tls(
+            "--ca-file, --cert-file and --key-file need an https:// address".to_owned(),
+        ));
+    } else {
+        endpoint.connect().await
+    };
+    let channel = connected.map_err(|source| AskError::Connect {
+        addr: ask.addr.to_owned(),
+        source,
+    })?;
     let response = AuthorizationClient::new(channel)
         .check(request)
         .await?

@@ -20,6 +20,7 @@ pub mod warnings;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -75,6 +76,17 @@ pub struct ServerConfig {
     /// dynamic metadata (`explanation`), for `portcullis check --explain`. It names routes and
     /// requirements, so keep it off where clients could read Envoy's metadata. Defaults to false.
     pub allow_explain: bool,
+    /// TLS on the gRPC Check listener (and the HTTP forward-auth listener), for Envoys outside a mesh that
+    /// would otherwise send bearer tokens in plaintext. The files are read again when they change, so a
+    /// rotated certificate is served without a restart. Defaults to none (plaintext).
+    pub tls: Option<ServerTlsConfig>,
+    /// The ext_authz timeout of the proxies that call portcullis (Envoy's `grpc_service.timeout`, Istio's
+    /// extension provider `timeout`), in milliseconds. When set, every provider's upstream timeout
+    /// (`jwks.timeout_seconds`, `upstream.timeout_seconds`) and, with Redis, `state.timeout_ms` must be
+    /// below it: otherwise a Check waiting on a slow key refresh is cut off by the proxy, and the client
+    /// gets 503 where portcullis would have answered 401. Only checked, never enforced on requests.
+    /// Defaults to none (not checked).
+    pub ext_authz_timeout_ms: Option<u64>,
     /// HTTP forward auth (HTTP/1.1 and h2c): every request to this address is a check, decided by the same
     /// engine as gRPC, for Envoy's `http_service`, nginx `auth_request`, Traefik `ForwardAuth` and Caddy
     /// `forward_auth`. Requires `http_mode`. Defaults to none (off).
@@ -99,6 +111,8 @@ impl Default for ServerConfig {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9002)),
             drain_seconds: 5,
             allow_explain: false,
+            tls: None,
+            ext_authz_timeout_ms: None,
             http_listen: None,
             http_mode: None,
             http_path_prefix: String::new(),
@@ -128,6 +142,22 @@ impl HttpMode {
             HttpMode::Nginx => "nginx",
         }
     }
+}
+
+/// `server.tls`: the listener's certificate and, optionally, the CA its clients' certificates must chain
+/// to. The files are PEM; they are read at start (a problem refuses the start, with the field's path) and
+/// checked again for changes at most every few seconds while serving.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// The certificate chain, leaf first (PEM). Required.
+    pub cert_file: PathBuf,
+    /// The leaf certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1). Required.
+    pub key_file: PathBuf,
+    /// CA certificates (PEM). When set, every client must present a certificate chaining to one of them
+    /// (mutual TLS): a connection without one, or with one from another CA, is refused in the handshake.
+    /// Defaults to none (no client certificate asked for).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// The identity headers sent to the upstream on an allow.
@@ -419,6 +449,9 @@ impl Config {
             providers::validate(&mut problems, &path, provider, prefix);
         }
         shared_places(&mut problems, &providers);
+        if let (Some(server), Some(state)) = (&server, &state) {
+            validate_ext_authz_timeout(&mut problems, server, &providers, state);
+        }
 
         let resources = match map.remove("resources") {
             Some(v) => problems.section::<Vec<resources::ResourceConfig>>("resources", v),
@@ -480,6 +513,67 @@ impl Config {
             state: state.expect("no problems means the section parsed"),
             resources: resources.expect("no problems means the section parsed"),
         })
+    }
+}
+
+/// `server.ext_authz_timeout_ms` against every timeout a Check may wait on: each must be below the proxy's,
+/// or the proxy gives up first and its client sees 503 (Envoy's `status_on_error`) where portcullis would
+/// have answered 401 (an IdP slow or down while a key set is refreshed). An error rather than a warning:
+/// the setting exists only to have this pairing checked, so a wrong one fails `validate-config` in CI.
+fn validate_ext_authz_timeout(
+    problems: &mut Problems,
+    server: &ServerConfig,
+    providers: &[Option<ProviderConfig>],
+    state: &StateConfig,
+) {
+    let Some(proxy_ms) = server.ext_authz_timeout_ms else {
+        return;
+    };
+    if proxy_ms == 0 {
+        problems.add(
+            "server.ext_authz_timeout_ms",
+            "must be at least 1 (the proxies' ext_authz timeout in milliseconds)",
+        );
+        return;
+    }
+    let mut waits: Vec<(String, u64, String)> = Vec::new();
+    for (i, provider) in providers.iter().enumerate() {
+        let Some(provider) = provider else { continue };
+        let (field, seconds) = match &provider.kind {
+            ProviderKind::Jwt(jwt) => ("jwks.timeout_seconds", jwt.jwks.timeout_seconds),
+            ProviderKind::Introspection(c) => {
+                ("upstream.timeout_seconds", c.upstream.timeout_seconds)
+            }
+            ProviderKind::Webhook(c) => ("upstream.timeout_seconds", c.upstream.timeout_seconds),
+            ProviderKind::Github(c) => ("upstream.timeout_seconds", c.upstream.timeout_seconds),
+            ProviderKind::Kubernetes(c) => ("upstream.timeout_seconds", c.upstream.timeout_seconds),
+            ProviderKind::ApiKey(_)
+            | ProviderKind::Mtls(_)
+            | ProviderKind::EnvoyJwt(_)
+            | ProviderKind::Anonymous(_) => continue,
+        };
+        waits.push((
+            format!("providers[{i}].{field}"),
+            seconds.saturating_mul(1000),
+            format!("{seconds} s"),
+        ));
+    }
+    if state.backend == Backend::Redis {
+        waits.push((
+            "state.timeout_ms".to_owned(),
+            state.timeout_ms,
+            format!("{} ms", state.timeout_ms),
+        ));
+    }
+    for (path, ms, shown) in waits {
+        if ms >= proxy_ms {
+            problems.add(
+                path,
+                format!(
+                    "{shown} must be below server.ext_authz_timeout_ms ({proxy_ms} ms): the proxy would give up on a Check waiting on this upstream first, and its client would get 503 instead of portcullis' 401; lower this timeout, or raise the proxy's ext_authz timeout and server.ext_authz_timeout_ms together"
+                ),
+            );
+        }
     }
 }
 
@@ -695,6 +789,70 @@ routes:
         assert_eq!(jwt.leeway_seconds, 30);
         assert_eq!(jwt.max_token_bytes, 8192);
         assert_eq!(jwt.jwks_uri, None);
+    }
+
+    #[test]
+    fn the_ext_authz_timeout_must_exceed_every_upstream_timeout() {
+        let providers = "
+providers:
+  - {name: a, type: jwt, issuer: 'https://a.example/', audiences: [x]}
+  - {name: b, type: jwt, issuer: 'https://b.example/', audiences: [x], jwks: {timeout_seconds: 2}}
+  - {name: w, type: webhook, endpoint: 'https://w.example/', upstream: {timeout_seconds: 3}}
+  - {name: k, type: api_key, keys: [{sha256: '0000000000000000000000000000000000000000000000000000000000000000', principal: ci}], credential: {header: x-api-key}}
+state: {backend: redis, url: 'redis://r:6379/0', timeout_ms: 500}
+";
+        let at = |ms: u64| format!("server: {{ext_authz_timeout_ms: {ms}}}\n{providers}");
+        // 6 s: above the default 5 s.
+        Config::from_yaml_str(&at(6000)).unwrap();
+        // Unset: not checked.
+        Config::from_yaml_str(providers).unwrap();
+        let found = problems(&at(3000));
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with(
+            "providers[0].jwks.timeout_seconds: 5 s must be below server.ext_authz_timeout_ms (3000 ms)"
+        ), "{found:?}");
+        assert!(found[1].starts_with(
+            "providers[2].upstream.timeout_seconds: 3 s must be below server.ext_authz_timeout_ms (3000 ms)"
+        ), "{found:?}");
+        assert!(found[0].contains("503 instead of portcullis' 401"));
+        // Redis' timeout counts too (a DPoP replay check waits on it).
+        let found = problems(&at(400));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("state.timeout_ms: 500 ms must be below")),
+            "{found:?}"
+        );
+        assert_eq!(
+            problems(&at(0)),
+            ["server.ext_authz_timeout_ms: must be at least 1 (the proxies' ext_authz timeout in milliseconds)"]
+        );
+    }
+
+    #[test]
+    fn server_tls_keys_parse_and_unknown_ones_are_refused() {
+        let config = Config::from_yaml_str(&format!(
+            "server: {{tls: {{cert_file: /c.pem, key_file: /k.pem, client_ca_file: /ca.pem}}}}\n{MINIMAL}"
+        ))
+        .unwrap();
+        let tls = config.server.tls.unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("/c.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("/k.pem"));
+        assert_eq!(tls.client_ca_file, Some(PathBuf::from("/ca.pem")));
+        let found = problems(&format!(
+            "server: {{tls: {{cert_file: /c.pem}}}}\n{MINIMAL}"
+        ));
+        assert!(
+            found[0].starts_with("server.tls: missing field `key_file`"),
+            "{found:?}"
+        );
+        let found = problems(&format!(
+            "server: {{tls: {{cert_file: /c.pem, key_file: /k.pem, ca_file: /x}}}}\n{MINIMAL}"
+        ));
+        assert!(
+            found[0].starts_with("server.tls.ca_file: unknown field"),
+            "{found:?}"
+        );
     }
 
     fn problems(yaml: &str) -> Vec<String> {

@@ -45,7 +45,8 @@
 //!    the admin HTTP port (with the revocation admin API
 //!    and the Auth0 log stream receiver); translation between Envoy's protobuf and our request view and
 //!    answer; `server/reload`: hot reload of the configuration file (watch, validate, build, swap the
-//!    runtime) and its metrics.
+//!    runtime) and its metrics; `server/tls`: TLS (and client certificates) on the listeners, reloaded
+//!    when its files change.
 //! 10. [`client`] (the `check` command's gRPC client), [`cli`] (every command's logic; `main.rs` only
 //!     parses and dispatches; `cli/import_llama` for `import llama-stack`) and [`bench`] (the `bench` load generator and its no-op server; it talks to
 //!     portcullis as a separate process, over [`pb`] only).
@@ -79,7 +80,7 @@ pub mod telemetry;
 
 pub use crate::authorizer::{Explanation, Verdict};
 pub use crate::clock::Clock;
-pub use crate::config::{Config, ConfigErrors, LoadError, Problem, SecretSource};
+pub use crate::config::{Config, ConfigErrors, LoadError, Problem, SecretSource, ServerTlsConfig};
 pub use crate::decision::{Decision, DenyReason};
 pub use crate::identity::{Identity, PrincipalKind};
 pub use crate::providers::api_key::hash_key;

@@ -11,6 +11,7 @@ mod check;
 mod http;
 mod reload;
 mod revocations;
+pub mod tls;
 mod translate;
 
 pub use self::check::{CheckService, EXPLAIN_HEADER};
@@ -59,6 +60,8 @@ pub struct App {
     runtime_tasks: Mutex<CancellationToken>,
     /// Configuration reloads, for `/metrics`.
     reloads: ReloadStats,
+    /// The listeners' TLS (`server.tls`), once serving with it: its series on `/metrics`.
+    tls: std::sync::OnceLock<Arc<tls::ServerTls>>,
     /// How the HTTP forward-auth listener reads requests (`server.http_mode`), when one is configured.
     http: Option<http::HttpSettings>,
 }
@@ -93,6 +96,7 @@ impl App {
             runtime_tasks: Mutex::new(background.child_token()),
             background,
             reloads: ReloadStats::default(),
+            tls: std::sync::OnceLock::new(),
             http: http::HttpSettings::from_config(&config.server),
         }
     }
@@ -121,6 +125,11 @@ impl App {
     /// Configuration reload counters and the hash of the file in force.
     pub fn reloads(&self) -> &ReloadStats {
         &self.reloads
+    }
+
+    /// The listeners' TLS, when serving with `server.tls`.
+    pub fn tls(&self) -> Option<&Arc<tls::ServerTls>> {
+        self.tls.get()
     }
 
     /// The shared state (denylist, replay records): the DPoP replay check asks its `first_use`.
@@ -152,6 +161,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("admin server failed: {0}")]
     Admin(#[from] std::io::Error),
+    #[error("gRPC listener failed: {0}")]
+    GrpcListener(std::io::Error),
     #[error("HTTP forward-auth server failed: {0}")]
     Http(std::io::Error),
     #[error("an HTTP forward-auth listener was given, but server.http_mode is not set")]
@@ -173,6 +184,18 @@ pub struct Listeners {
 pub async fn run(
     app: Arc<App>,
     listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    run_with_tls(app, listeners, None, shutdown).await
+}
+
+/// As [`run`], with TLS (`server.tls`) on the gRPC listener (HTTP/2 by ALPN) and on the HTTP forward-auth
+/// listener (HTTP/2 or HTTP/1.1 by ALPN) when `tls` is given. The admin port stays plaintext: probes and
+/// metrics, no credentials.
+pub async fn run_with_tls(
+    app: Arc<App>,
+    listeners: Listeners,
+    tls: Option<Arc<tls::ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let Listeners { grpc, admin, http } = listeners;
@@ -215,34 +238,57 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let grpc_server = tonic::transport::Server::builder()
+    let grpc_router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AuthorizationServer::new(check::CheckService::new(
             Arc::clone(&app),
-        )))
-        .serve_with_incoming_shutdown(
+        )));
+    let grpc_task = match tls {
+        Some(tls) => {
+            let listener = tls
+                .listen(grpc, &[b"h2"])
+                .map_err(ServeError::GrpcListener)?;
+            let _ = app.tls.set(tls);
+            tokio::spawn(
+                grpc_router
+                    .serve_with_incoming_shutdown(listener, stop_servers.clone().cancelled_owned()),
+            )
+        }
+        None => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
             // The builder's tcp_nodelay only applies to sockets tonic binds itself: set it on ours, or
             // Nagle and delayed ACKs add ~40 ms to every answer.
             TcpIncoming::from(grpc).with_nodelay(Some(true)),
             stop_servers.clone().cancelled_owned(),
-        );
+        )),
+    };
     let admin_server = axum::serve(admin, admin::router(Arc::clone(&app)))
         .with_graceful_shutdown(stop_servers.clone().cancelled_owned());
 
-    let grpc_task = tokio::spawn(grpc_server);
     let admin_task = tokio::spawn(async move { admin_server.await });
-    // HTTP/1.1 and h2c (prior knowledge) on one port; answers go out without Nagle's delay.
-    let http_task = http.map(|(listener, settings)| {
-        use axum::serve::ListenerExt as _;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, http::router(Arc::clone(&app), settings))
-            .with_graceful_shutdown(stop_servers.clone().cancelled_owned());
-        tokio::spawn(async move { server.await })
-    });
+    // HTTP/1.1 and h2c (prior knowledge) on one port, or both over TLS (ALPN); answers go out without
+    // Nagle's delay.
+    let http_task = match (http, app.tls.get()) {
+        (None, _) => None,
+        (Some((listener, settings)), Some(tls)) => {
+            let listener = tls
+                .listen(listener, &[b"h2", b"http/1.1"])
+                .map_err(ServeError::Http)?;
+            let server = axum::serve(listener, http::router(Arc::clone(&app), settings))
+                .with_graceful_shutdown(stop_servers.clone().cancelled_owned());
+            Some(tokio::spawn(async move { server.await }))
+        }
+        (Some((listener, settings)), None) => {
+            use axum::serve::ListenerExt as _;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let server = axum::serve(listener, http::router(Arc::clone(&app), settings))
+                .with_graceful_shutdown(stop_servers.clone().cancelled_owned());
+            Some(tokio::spawn(async move { server.await }))
+        }
+    };
 
     shutdown.await;
     tracing::info!(

@@ -501,3 +501,24 @@ fn traces_are_exported_over_otlp_inside_envoys_trace() {
         "no exported span named `ext_authz Check` in Envoy's trace from service portcullis-test"
     );
 }
+
+#[test]
+fn validate_config_checks_the_ext_authz_timeout_against_the_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("timeouts.yaml");
+    let config = |ms: u64| {
+        format!(
+            "server: {{ext_authz_timeout_ms: {ms}}}\nproviders:\n  - {{name: a, type: jwt, issuer: 'https://a/', audiences: [x], jwks: {{timeout_seconds: 5}}}}\n"
+        )
+    };
+    std::fs::write(&path, config(6000)).unwrap();
+    let (code, stdout, _) = run(&["validate-config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}");
+    std::fs::write(&path, config(5000)).unwrap();
+    let (code, stdout, _) = run(&["validate-config", path.to_str().unwrap()]);
+    assert_eq!(code, 64, "{stdout}");
+    assert!(
+        stdout.contains("  providers[0].jwks.timeout_seconds: 5 s must be below server.ext_authz_timeout_ms (5000 ms)"),
+        "{stdout}"
+    );
+}

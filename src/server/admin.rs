@@ -58,6 +58,9 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         state.denylist().len(),
     );
     app.reloads().render(&mut body);
+    if let Some(tls) = app.tls() {
+        tls.render_metrics(&mut body);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -10,7 +10,8 @@
 //!   not taken for a broken file.
 //! - What reloads: providers, routes and everything else a [`Runtime`] holds. Providers whose configuration,
 //!   secrets and files did not change keep their key sets and caches (`Runtime::build_after`).
-//! - What does not: the `server` section (listen addresses, drain period; only `allow_explain` reloads),
+//! - What does not: the `server` section (listen addresses, drain period, `tls` paths; only `allow_explain`
+//!   and `ext_authz_timeout_ms` reload; the `tls` files themselves are reread by `server/tls`),
 //!   `state` and `revocation` (the shared state outlives runtimes). A change to them refuses the whole file.
 //! - Checks in flight finish on the runtime they started with; the previous runtime's background tasks
 //!   (key set refreshers, key file reloaders) stop once the new runtime is in.
@@ -343,12 +344,19 @@ fn not_reloadable(old: &Config, new: &Config) -> Vec<&'static str> {
     if a.drain_seconds != b.drain_seconds {
         fixed.push("server.drain_seconds");
     }
-    // Anything else under `server` is read when serving starts, except `allow_explain` (a runtime setting).
+    // The listener's TLS is set up when serving starts; its files (not their paths) reload on their own.
+    if a.tls != b.tls {
+        fixed.push("server.tls");
+    }
+    // Anything else under `server` is read when serving starts, except `allow_explain` (a runtime setting)
+    // and `ext_authz_timeout_ms` (only checked against the new file's timeouts).
     let mut rest = b.clone();
     rest.listen = a.listen;
     rest.admin_listen = a.admin_listen;
     rest.drain_seconds = a.drain_seconds;
+    rest.tls = a.tls.clone();
     rest.allow_explain = a.allow_explain;
+    rest.ext_authz_timeout_ms = a.ext_authz_timeout_ms;
     if rest != *a {
         fixed.push("server");
     }
@@ -471,6 +479,12 @@ routes:
         assert!(fixed.contains(&"server.drain_seconds"), "{fixed:?}");
         let explain = config(&format!("server: {{allow_explain: true}}\n{BASE}"));
         assert!(not_reloadable(&old, &explain).is_empty());
+        let timeout = config(&format!("server: {{ext_authz_timeout_ms: 9000}}\n{BASE}"));
+        assert!(not_reloadable(&old, &timeout).is_empty());
+        let tls = config(&format!(
+            "server: {{tls: {{cert_file: /c.pem, key_file: /k.pem}}}}\n{BASE}"
+        ));
+        assert_eq!(not_reloadable(&old, &tls), ["server.tls"]);
     }
 
     #[test]

@@ -59,6 +59,29 @@ impl TestCa {
         &self.pem
     }
 
+    /// A server certificate for `127.0.0.1`/`localhost` signed by this CA, as PEM: (certificate, key).
+    pub fn server_pem(&self) -> (String, String) {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A client certificate (`CN=name`, clientAuth) signed by this CA, as PEM: (certificate, key).
+    pub fn client_pem(&self, name: &str) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A server certificate for loopback, signed by this CA: (certificate DER, key DER).
     fn leaf(&self) -> (Vec<u8>, Vec<u8>) {
         let params =

@@ -27,6 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -375,8 +376,11 @@ class Portcullis:
 PORTCULLIS_ENV = {INTROSPECTOR_SECRET_ENV: INTROSPECTOR[1]}
 
 
-def start_portcullis(logdir: Path, oidc: Oidc, tag: str, **http) -> Portcullis:
-    """The suite's portcullis; `http_mode=` (and `http_path_prefix=`) also open its HTTP listener."""
+def start_portcullis(
+    logdir: Path, oidc: Oidc, tag: str, server_extra: dict | None = None, **http
+) -> Portcullis:
+    """The suite's portcullis; `http_mode=` (and `http_path_prefix=`) also open its HTTP listener;
+    `server_extra` (such as `tls`) is added to its `server` section."""
     if not PORTCULLIS_BIN.is_file():
         pytest.fail(f"portcullis binary not found at {PORTCULLIS_BIN} (cargo build --bin portcullis)")
     config = {
@@ -409,7 +413,7 @@ def start_portcullis(logdir: Path, oidc: Oidc, tag: str, **http) -> Portcullis:
         },
         **POLICY,
     }
-    return serve_portcullis(logdir, config, tag, **http)
+    return serve_portcullis(logdir, config, tag, server_extra=server_extra, **http)
 
 
 def serve_portcullis(
@@ -419,14 +423,17 @@ def serve_portcullis(
     *,
     http_mode: str | None = None,
     http_path_prefix: str | None = None,
+    server_extra: dict | None = None,
 ) -> Portcullis:
-    """Serves `config` on free loopback ports (its `server` section is replaced). With `http_mode`,
-    the HTTP forward-auth listener too (server.http_listen, http_mode, http_path_prefix)."""
+    """Serves `config` on free loopback ports (its `server` section is replaced; `server_extra`, such
+    as `tls`, is added to it). With `http_mode`, the HTTP forward-auth listener too
+    (server.http_listen, http_mode, http_path_prefix)."""
     grpc_port, admin_port = free_port(), free_port()
     server = {
         "listen": f"127.0.0.1:{grpc_port}",
         "admin_listen": f"127.0.0.1:{admin_port}",
         "drain_seconds": 1,
+        **(server_extra or {}),
     }
     http_port = None
     if http_mode is not None:
@@ -490,11 +497,12 @@ def start_envoy(
     portcullis: Portcullis,
     echo: Echo,
     tag: str,
+    change: Callable[[dict], None] | None = None,
     *,
     http_service: bool = False,
 ) -> Envoy:
     """deploy/envoy/envoy.yaml (gRPC) in front of `echo`; with `http_service`, envoy-http.yaml talking
-    to portcullis' HTTP listener."""
+    to portcullis' HTTP listener. `change` may edit the config first (e.g. TLS to the authz cluster)."""
     binary = envoy_binary(version)
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
     assert f"/{version}/" in out.stdout, f"{binary} is not Envoy {version}: {out.stdout!r}"
@@ -508,6 +516,8 @@ def start_envoy(
         portcullis_port=portcullis.http_port if http_service else portcullis.grpc_port,
         upstream_port=echo.port,
     )
+    if change is not None:
+        change(config)
     config_path = logdir / f"envoy-{version}-{tag}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     proc = Proc(

@@ -80,6 +80,42 @@ def adapt(
     return doc
 
 
+def authz_tls(
+    doc: dict,
+    *,
+    ca_file: str,
+    server_name: str,
+    client_cert: tuple[str, str] | None = None,
+) -> None:
+    """Make the `portcullis` cluster use TLS (portcullis' `server.tls`): verify the server against
+    `ca_file` and `server_name` (SNI and SAN), and present `client_cert` (certificate, key files) when
+    given, for `server.tls.client_ca_file`. The same as the snippet in deploy/envoy/README.md."""
+    common: dict = {
+        "alpn_protocols": ["h2"],
+        "validation_context": {
+            "trusted_ca": {"filename": ca_file},
+            "match_typed_subject_alt_names": [
+                {"san_type": "DNS", "matcher": {"exact": server_name}}
+            ],
+        },
+    }
+    if client_cert is not None:
+        common["tls_certificates"] = [
+            {
+                "certificate_chain": {"filename": client_cert[0]},
+                "private_key": {"filename": client_cert[1]},
+            }
+        ]
+    _cluster(doc, "portcullis")["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": server_name,
+            "common_tls_context": common,
+        },
+    }
+
+
 def http_filters(doc: dict) -> list[dict]:
     listener = next(l for l in doc["static_resources"]["listeners"] if l["name"] == "ingress")
     for chain in listener["filter_chains"]:

@@ -148,6 +148,9 @@ Included by the Deployment; renders nothing, or fails the render.
 {{- if and .Values.caBundle.configMap .Values.caBundle.secret }}
 {{- fail "caBundle: give configMap or secret, not both" }}
 {{- end }}
+{{- if and .Values.tls.existingSecret (eq .Values.probes.type "grpc") }}
+{{- fail "tls.existingSecret needs probes.type: http: kubelet's gRPC probes cannot speak TLS (the admin port's /healthz and /readyz stay plaintext)" }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -184,5 +187,31 @@ external Redis when redis.url is set.
 {{- else if .Values.redis.existingSecret -}}
 {{- fail "redis.existingSecret is set but redis.url is empty" -}}
 {{- end -}}
+{{- $server := $config.server | default dict -}}
+{{- if and (hasKey $server "ext_authz_timeout_ms") (ne (int (get $server "ext_authz_timeout_ms")) (int .Values.extAuthzTimeoutMs)) -}}
+{{- fail (printf "config.server.ext_authz_timeout_ms (%d) differs from extAuthzTimeoutMs (%d): set extAuthzTimeoutMs only, the chart renders both the config and the install notes' proxy snippets from it" (int (get $server "ext_authz_timeout_ms")) (int .Values.extAuthzTimeoutMs)) -}}
+{{- end -}}
+{{- $_ := set $server "ext_authz_timeout_ms" (int .Values.extAuthzTimeoutMs) -}}
+{{- if .Values.tls.existingSecret -}}
+{{- if hasKey $server "tls" -}}
+{{- fail "set either tls.existingSecret or config.server.tls, not both" -}}
+{{- end -}}
+{{- $tls := dict "cert_file" "/etc/portcullis/tls/tls.crt" "key_file" "/etc/portcullis/tls/tls.key" -}}
+{{- if .Values.tls.clientCAKey -}}
+{{- $_ := set $tls "client_ca_file" (printf "/etc/portcullis/tls/%s" .Values.tls.clientCAKey) -}}
+{{- end -}}
+{{- $_ := set $server "tls" $tls -}}
+{{- else if .Values.tls.clientCAKey -}}
+{{- fail "tls.clientCAKey needs tls.existingSecret" -}}
+{{- end -}}
+{{- $_ := set $config "server" $server -}}
 {{- toYaml $config -}}
+{{- end -}}
+
+{{/*
+extAuthzTimeoutMs as a protobuf duration for the proxies' config ("6s", "2.500s").
+*/}}
+{{- define "portcullis.extAuthzTimeout" -}}
+{{- $ms := int .Values.extAuthzTimeoutMs -}}
+{{- if eq (mod $ms 1000) 0 -}}{{ div $ms 1000 }}s{{- else -}}{{ printf "%d.%03ds" (div $ms 1000) (mod $ms 1000) }}{{- end -}}
 {{- end -}}
