@@ -216,7 +216,9 @@ impl DevIssuer {
                 admin_listen,
                 drain_seconds: 0,
                 allow_explain: true,
+                ..ServerConfig::default()
             },
+            decision_log: Default::default(),
             realm: "portcullis-dev".to_owned(),
             policy: Default::default(),
             resources: Vec::new(),

@@ -53,8 +53,10 @@ impl Runtime {
                 return Err(ConfigErrors(problems));
             }
         };
+        let mut authorizer = Authorizer::new(providers, policy, clock);
+        authorizer.limit_headers(config.server.max_headers);
         Ok(Runtime {
-            authorizer: Authorizer::new(providers, policy, clock),
+            authorizer,
             answers: AnswerSettings::new(config, tokens),
             resources: Resources::new(&config.resources),
             allow_explain: config.server.allow_explain,
@@ -89,6 +91,12 @@ impl Runtime {
             let store: std::sync::Arc<dyn crate::dpop::SharedSeen> = state.clone();
             self.authorizer.use_shared_replay(store);
         }
+    }
+
+    /// Reports cache and upstream metrics into `metrics` (the server's, which outlive this runtime). A
+    /// runtime that is never bound records none.
+    pub fn use_metrics(&self, metrics: &crate::metrics::Metrics) {
+        self.authorizer.providers().use_metrics(metrics);
     }
 
     pub fn authorizer(&self) -> &Authorizer {

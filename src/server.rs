@@ -49,6 +49,10 @@ pub struct App {
     draining: AtomicBool,
     /// The denylist and replay records shared across replicas; every runtime reads its denylist.
     state: Arc<SharedState>,
+    /// One permit per check in flight (`server.max_concurrent_checks`).
+    admission: tokio::sync::Semaphore,
+    /// `server.max_request_bytes`: the largest Check message decoded.
+    max_request_bytes: usize,
 }
 
 // === impl App ===
@@ -69,14 +73,23 @@ impl App {
         dev: Option<Arc<DevIssuer>>,
         state: Arc<SharedState>,
     ) -> App {
+        let metrics = Metrics::default();
         runtime.use_state(&state);
+        runtime.use_metrics(&metrics);
         App {
             runtime: ArcSwap::from_pointee(runtime),
-            metrics: Metrics::default(),
+            metrics,
             drain: Duration::from_secs(config.server.drain_seconds),
             dev,
             draining: AtomicBool::new(false),
             state,
+            admission: tokio::sync::Semaphore::new(
+                config
+                    .server
+                    .max_concurrent_checks
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
+            max_request_bytes: config.server.max_request_bytes,
         }
     }
 
@@ -88,6 +101,19 @@ impl App {
     /// The current runtime; a check holds it until it has answered.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
+    }
+
+    /// A permit to decide a check now, or `None` when `server.max_concurrent_checks` are in flight (the
+    /// check is then refused at once, never queued).
+    pub fn admit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.admission.try_acquire().ok()
+    }
+
+    /// Readies a runtime built after start to be swapped in: it reads the shared state and reports into
+    /// this server's metrics (which outlive it).
+    pub fn adopt(&self, runtime: &mut Runtime) {
+        runtime.use_state(&self.state);
+        runtime.use_metrics(&self.metrics);
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -151,9 +177,10 @@ pub async fn run(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(AuthorizationServer::new(check::CheckService::new(
-            Arc::clone(&app),
-        )))
+        .add_service(
+            AuthorizationServer::new(check::CheckService::new(Arc::clone(&app)))
+                .max_decoding_message_size(app.max_request_bytes),
+        )
         .serve_with_incoming_shutdown(
             // The builder's tcp_nodelay only applies to sockets tonic binds itself: set it on ours, or
             // Nagle and delayed ACKs add ~40 ms to every answer.

@@ -291,7 +291,7 @@ async fn a_revoked_token_is_denied_even_from_the_cache_and_a_new_sign_in_works()
     assert_revoked(&server.check_bearer(&old).await);
     let metrics = server.metrics().await;
     assert!(
-        metrics.contains("portcullis_checks_total{decision=\"deny\",reason=\"revoked\"} 1"),
+        metrics.contains("portcullis_checks_total{decision=\"deny\",reason=\"revoked\",route=\"default\",provider=\"test-idp\",transport=\"grpc\"} 1"),
         "{metrics}"
     );
     // Signing in again after the revocation gives a token that works.

@@ -1,6 +1,7 @@
 //! The `envoy.service.auth.v3.Authorization/Check` gRPC method.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
@@ -9,6 +10,7 @@ use super::translate;
 use super::App;
 use crate::authorizer::Verdict;
 use crate::decision::Decision;
+use crate::metrics::{Rejection, Transport};
 use crate::pb::auth::authorization_server::Authorization;
 use crate::pb::auth::{CheckRequest, CheckResponse};
 
@@ -27,6 +29,64 @@ impl Authorization for CheckService {
     async fn check(
         &self,
         request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let started = Instant::now();
+        let metrics = self.app.metrics();
+        // Past the limit, an immediate error answer: a queue would only answer after Envoy gave up.
+        let Some(_permit) = self.app.admit() else {
+            metrics.reject(Transport::Grpc, Rejection::Overloaded);
+            return Err(Status::resource_exhausted(
+                "too many checks in flight (server.max_concurrent_checks)",
+            ));
+        };
+        let _in_flight = metrics.in_flight();
+        match deadline(request.metadata()) {
+            Some(budget) => match tokio::time::timeout(budget, self.decide(request, started)).await
+            {
+                Ok(answer) => answer,
+                Err(_) => {
+                    metrics.reject(Transport::Grpc, Rejection::DeadlineExceeded);
+                    Err(Status::deadline_exceeded(
+                        "the decision did not finish within the caller's deadline",
+                    ))
+                }
+            },
+            None => self.decide(request, started).await,
+        }
+    }
+}
+
+/// How long the caller still waits (`grpc-timeout`), less a little so that our `DEADLINE_EXCEEDED` is
+/// sent before the transport's own timer answers `CANCELLED`.
+fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    // gRPC over HTTP/2: at most 8 digits, then H, M, S, m, u or n.
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let budget = match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Some(budget.saturating_sub(DEADLINE_MARGIN))
+}
+
+/// Timers fire on millisecond ticks: answering 2 ms early keeps ours ahead of the transport's.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(2);
+
+impl CheckService {
+    /// Decides one admitted Check.
+    async fn decide(
+        &self,
+        request: Request<CheckRequest>,
+        started: Instant,
     ) -> Result<Response<CheckResponse>, Status> {
         let (metadata, _, request) = request.into_parts();
         let raw = translate::raw_headers(&request);
@@ -55,7 +115,12 @@ impl Authorization for CheckService {
             .decide(&view, explain)
             .instrument(span.clone())
             .await;
-        self.app.metrics().record(&verdict.decision);
+        self.app.metrics().record(
+            Transport::Grpc,
+            &verdict.decision,
+            verdict.route.name_shared(),
+            started.elapsed(),
+        );
         span.record("authz.decision", verdict.decision.kind());
         span.record("authz.reason", verdict.decision.reason());
         span.record("authz.route", verdict.route.name());
