@@ -83,7 +83,8 @@ pub struct ServerConfig {
     /// hundreds per core; past that, queued work only answers after Envoy's own timeout.
     pub max_concurrent_checks: usize,
     /// The largest Check request accepted on the gRPC port, in bytes (headers, and the body with Envoy's
-    /// `with_request_body`); a larger one fails with `RESOURCE_EXHAUSTED` before it is decoded. Defaults
+    /// `with_request_body`); a larger one is refused (gRPC `OUT_OF_RANGE`) before it is decoded, and Envoy
+    /// applies `failure_mode_allow`. Defaults
     /// to 4194304 (4 MiB).
     pub max_request_bytes: usize,
     /// The most request headers a Check may carry; a request with more is denied (400,
