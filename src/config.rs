@@ -639,6 +639,41 @@ routes:
         assert_eq!(jwt.jwks_uri, None);
     }
 
+    #[test]
+    fn operating_limits_and_the_decision_log_have_defaults_and_paths() {
+        let config = Config::from_yaml_str(MINIMAL).unwrap();
+        assert_eq!(config.decision_log.allow_sample_rate, 0.01);
+        assert_eq!(config.server.max_headers, 256);
+        assert_eq!(config.server.max_request_bytes, 4 << 20);
+        assert_eq!(
+            config.server.max_concurrent_checks,
+            default_max_concurrent_checks()
+        );
+        assert!(config.server.max_concurrent_checks >= 256);
+
+        let found = problems(&format!(
+            "{MINIMAL}server: {{max_concurrent_checks: 0, max_headers: 0, max_request_bytes: 0}}
+decision_log: {{allow_sample_rate: 1.5}}"
+        ));
+        assert_eq!(
+            found,
+            [
+                "server.max_concurrent_checks: must be at least 1",
+                "server.max_request_bytes: must be at least 1",
+                "server.max_headers: must be at least 1",
+                "decision_log.allow_sample_rate: must be between 0 and 1 (the share of allows logged)",
+            ]
+        );
+        let found = problems(&format!("{MINIMAL}decision_log: {{sample: 1}}"));
+        assert!(
+            found[0].starts_with("decision_log.sample: unknown field"),
+            "{found:?}"
+        );
+        let ok = Config::from_yaml_str(&format!("{MINIMAL}decision_log: {{allow_sample_rate: 1}}"))
+            .unwrap();
+        assert_eq!(ok.decision_log.allow_sample_rate, 1.0);
+    }
+
     fn problems(yaml: &str) -> Vec<String> {
         Config::from_yaml_str(yaml)
             .unwrap_err()

@@ -11,6 +11,7 @@ use crate::answer::AnswerSettings;
 use crate::authorizer::{Authorizer, Verdict};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors, Problem, SecretSource};
+use crate::decision_log::DecisionLog;
 use crate::identity_token::IdentityTokens;
 use crate::policy::{Policy, ProviderInfo};
 use crate::providers::Providers;
@@ -25,6 +26,8 @@ pub struct Runtime {
     resources: Resources,
     /// Whether a Check may ask for its explanation (`server.allow_explain`).
     allow_explain: bool,
+    /// Which decisions are logged (`decision_log`).
+    decision_log: DecisionLog,
 }
 
 impl Runtime {
@@ -60,6 +63,7 @@ impl Runtime {
             answers: AnswerSettings::new(config, tokens),
             resources: Resources::new(&config.resources),
             allow_explain: config.server.allow_explain,
+            decision_log: DecisionLog::new(&config.decision_log),
         })
     }
 
@@ -114,6 +118,10 @@ impl Runtime {
     /// The identity token signer, when `identity_token` is configured.
     pub fn identity_tokens(&self) -> Option<&IdentityTokens> {
         self.answers.identity_tokens()
+    }
+
+    pub fn decision_log(&self) -> &DecisionLog {
+        &self.decision_log
     }
 
     pub fn allow_explain(&self) -> bool {

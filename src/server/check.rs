@@ -124,6 +124,16 @@ impl CheckService {
         span.record("authz.route", verdict.route.name());
         span.record("authz.decision_id", verdict.decision_id.as_str());
         log_verdict(&verdict, &view);
+        let (source_ip, source_port) = translate::source_address(&request).unwrap_or(("", 0));
+        let origin = crate::decision_log::Origin {
+            source_ip,
+            source_port,
+            traceparent: metadata
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| view.headers.get("traceparent")),
+        };
+        runtime.decision_log().record(&verdict, &view, &origin);
         let answer = crate::answer::answer(&verdict, &view, runtime.answers());
         Ok(Response::new(translate::check_response(answer)))
     }
