@@ -13,8 +13,9 @@
 //!    - `identity`: [`Identity`], [`PrincipalKind`] and the one builder every provider uses.
 //!    - `decision`: what a check decides ([`Decision`]) and why a request is denied: credential reasons,
 //!      unmet route requirements, unavailability.
-//!    - `metrics`: the Prometheus families for `/metrics` (prometheus-client) and the handles providers
-//!      record cache and upstream metrics through; they live in the server's `App` and outlive runtimes.
+//!    - `metrics`, on top of `decision`: the Prometheus families for `/metrics` (prometheus-client) and
+//!      the handles providers record cache and upstream metrics through; they live in the server's `App`
+//!      and outlive runtimes.
 //! 3. `config`: the YAML configuration (server, headers, providers, policy keys, revocation, state,
 //!    resources), validation with field paths, secret references. `dev`: the embedded development issuer
 //!    and its config.
