@@ -201,7 +201,7 @@ impl Default for Metrics {
         let cache_hits = Family::<CacheLabels, Counter>::default();
         registry.register(
             "portcullis_cache_hits",
-            "Lookups answered from a cache, by cache (token: verified JWTs; introspection, webhook, github, kubernetes: upstream answers) and provider (empty for the shared token cache).",
+            "Lookups answered from a cache, by cache (token: verified JWTs; introspection, webhook, github, kubernetes: upstream answers; identity_token: signed identity tokens) and provider (empty for the caches shared by providers).",
             cache_hits.clone(),
         );
         let cache_misses = Family::<CacheLabels, Counter>::default();

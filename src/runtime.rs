@@ -101,6 +101,9 @@ impl Runtime {
     /// runtime that is never bound records none.
     pub fn use_metrics(&self, metrics: &crate::metrics::Metrics) {
         self.authorizer.providers().use_metrics(metrics);
+        if let Some(tokens) = self.identity_tokens() {
+            tokens.use_metrics(metrics);
+        }
     }
 
     pub fn authorizer(&self) -> &Authorizer {
