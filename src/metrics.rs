@@ -220,7 +220,7 @@ impl Default for Metrics {
             Family::new_with_constructor(|| Histogram::new(UPSTREAM_BUCKETS));
         registry.register(
             "portcullis_upstream_duration_seconds",
-            "Calls to upstreams, by kind (jwks, introspection, webhook, github, kubernetes) and provider, failed or not.",
+            "Calls to upstreams, by kind (jwks, introspection, webhook, github, kubernetes, redis) and provider (empty for redis), failed or not.",
             upstream_durations.clone(),
         );
         let upstream_failures = Family::<UpstreamLabels, Counter>::default();
@@ -387,7 +387,8 @@ struct UpstreamHandles {
 // === impl UpstreamCalls ===
 
 impl UpstreamCalls {
-    /// Records into `metrics` as `kind` (jwks, introspection, webhook, github, kubernetes) of `provider`.
+    /// Records into `metrics` as `kind` (jwks, introspection, webhook, github, kubernetes, redis) of
+    /// `provider`.
     pub fn bind(&self, metrics: &Metrics, kind: &'static str, provider: &Arc<str>) {
         let labels = UpstreamLabels {
             kind,

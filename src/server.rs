@@ -76,6 +76,7 @@ impl App {
         let metrics = Metrics::default();
         runtime.use_state(&state);
         runtime.use_metrics(&metrics);
+        state.use_metrics(&metrics);
         App {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,

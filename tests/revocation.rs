@@ -516,6 +516,22 @@ async fn redis_stopped_mid_run_keeps_the_denylist_and_sharing_resumes() {
             !metrics.contains("portcullis_redis_errors_total 0\n"),
             "{metrics}"
         );
+        // Redis calls are timed, and the failed ones counted, as an upstream of kind `redis`.
+        let sample = |series: &str| -> f64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .map_or(0.0, |v| v.parse().unwrap())
+        };
+        assert!(
+            sample("portcullis_upstream_duration_seconds_count{kind=\"redis\",provider=\"\"}")
+                >= 1.0,
+            "{metrics}"
+        );
+        assert!(
+            sample("portcullis_upstream_failures_total{kind=\"redis\",provider=\"\"}") >= 1.0,
+            "{metrics}"
+        );
     }
     // The last known denylist still applies; a revocation made now applies here and says it is not shared yet.
     assert_revoked(&a.check_bearer(&erin).await);
