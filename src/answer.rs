@@ -196,7 +196,9 @@ fn allow<'a>(
     // Every client header under the prefix goes, except those we overwrite: removing one we also set
     // would remove ours too, whichever order Envoy applies the two lists in.
     // `_` counts as `-`: CGI/WSGI-style servers read `x_auth_subject` as `HTTP_X_AUTH_SUBJECT`, ours.
+    // `seen` keeps this linear in the number of headers: a Check may carry thousands.
     let mut remove: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for name in request.headers.names() {
         let is_ours = name.len() >= s.prefix.len()
             && name.as_bytes()[..s.prefix.len()]
@@ -213,8 +215,11 @@ fn allow<'a>(
         let set_by_us = headers
             .iter()
             .any(|(key, _)| key.eq_ignore_ascii_case(name));
+        if set_by_us {
+            continue;
+        }
         let name = name.to_ascii_lowercase();
-        if !set_by_us && !remove.contains(&name) {
+        if seen.insert(name.clone()) {
             remove.push(name);
         }
     }

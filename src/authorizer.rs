@@ -24,6 +24,8 @@ pub struct Authorizer {
     anonymous: Arc<Identity>,
     /// Checked after authentication, whichever cache the identity came from.
     denylist: Arc<Denylist>,
+    /// `server.max_headers`: a request with more is refused before anything reads them.
+    max_headers: usize,
     clock: Clock,
 }
 
@@ -66,6 +68,7 @@ impl Authorizer {
                 "anonymous",
             )),
             denylist: Arc::default(),
+            max_headers: usize::MAX,
             clock,
         }
     }
@@ -73,6 +76,11 @@ impl Authorizer {
     /// Keeps DPoP proof digests in `store` (the shared state, with Redis) instead of this process.
     pub fn use_shared_replay(&self, store: Arc<dyn crate::dpop::SharedSeen>) {
         self.providers.use_shared_replay(store);
+    }
+
+    /// Refuses requests with more than `max` headers (`too_many_headers`, fail closed).
+    pub fn limit_headers(&mut self, max: usize) {
+        self.max_headers = max;
     }
 
     /// Reads revocations from `denylist` (the shared state's local copy) instead of an empty list.
@@ -84,7 +92,10 @@ impl Authorizer {
     pub async fn decide(&self, request: &RequestView<'_>, explain: bool) -> Verdict<'_> {
         let route = self.policy.route(request);
         let mut attempts = explain.then(Vec::new);
-        let refused = if self.policy.repeated_header(request).is_some() {
+        let refused = if request.headers.len() > self.max_headers {
+            // Counted, not read: the work a check does stays bounded whatever the client sends.
+            Some(DenyReason::TooManyHeaders)
+        } else if self.policy.repeated_header(request).is_some() {
             // A header the policy reads, sent twice: which line counts is the client's choice.
             Some(DenyReason::RepeatedHeader)
         } else if self.policy.ambiguous_path(request, route) {

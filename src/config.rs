@@ -58,6 +58,8 @@ pub struct Config {
     pub resources: Vec<resources::ResourceConfig>,
     /// The signed identity token for the upstream (`identity_token`). Defaults to none.
     pub identity_token: Option<IdentityTokenConfig>,
+    /// The decision log (`decision_log`).
+    pub decision_log: DecisionLogConfig,
 }
 
 /// Listening addresses and shutdown behaviour.
@@ -102,6 +104,24 @@ pub struct ServerConfig {
     /// before the path is matched. A request whose path does not start with it is a 400 denial. Defaults to
     /// empty (no prefix).
     pub http_path_prefix: String,
+    /// Checks decided at once. Past it a Check is answered at once with `RESOURCE_EXHAUSTED` (Envoy then
+    /// applies `failure_mode_allow`, deny by default), never queued. Defaults to 256 per CPU the process
+    /// may use: a check that waits on an upstream costs a few kilobytes and no CPU, so a slow IdP can hold
+    /// hundreds per core; past that, queued work only answers after Envoy's own timeout.
+    pub max_concurrent_checks: usize,
+    /// The largest Check request accepted on the gRPC port, in bytes (headers, and the body with Envoy's
+    /// `with_request_body`); a larger one is refused (gRPC `OUT_OF_RANGE`) before it is decoded, and Envoy
+    /// applies `failure_mode_allow`. Defaults
+    /// to 4194304 (4 MiB).
+    pub max_request_bytes: usize,
+    /// The most request headers a Check may carry; a request with more is denied (400,
+    /// `too_many_headers`) before they are read. Envoy's own default limit is 100. Defaults to 256.
+    pub max_headers: usize,
+}
+
+/// `server.max_concurrent_checks`'s default: 256 per CPU the process may use.
+pub fn default_max_concurrent_checks() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) * 256
 }
 
 impl Default for ServerConfig {
@@ -116,6 +136,26 @@ impl Default for ServerConfig {
             http_listen: None,
             http_mode: None,
             http_path_prefix: String::new(),
+            max_concurrent_checks: default_max_concurrent_checks(),
+            max_request_bytes: 4 * 1024 * 1024,
+            max_headers: 256,
+        }
+    }
+}
+
+/// The decision log: one JSON line per decision on the tracing target `portcullis::decision`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionLogConfig {
+    /// The share of allows logged, from 0 (none) to 1 (all). Denials, errors and permissive-mode
+    /// would-denies are always logged. Defaults to 0.01.
+    pub allow_sample_rate: f64,
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        DecisionLogConfig {
+            allow_sample_rate: 0.01,
         }
     }
 }
@@ -277,6 +317,7 @@ fn join_path(prefix: &str, rest: &str) -> String {
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "server",
+    "decision_log",
     "realm",
     "headers",
     "answers",
@@ -361,6 +402,21 @@ impl Config {
             Some(v) => problems.section::<ServerConfig>("server", v),
             None => Some(ServerConfig::default()),
         };
+        if let Some(server) = &server {
+            validate_server(&mut problems, server);
+        }
+        let decision_log = match map.remove("decision_log") {
+            Some(v) => problems.section::<DecisionLogConfig>("decision_log", v),
+            None => Some(DecisionLogConfig::default()),
+        };
+        if let Some(log) = &decision_log {
+            if !(0.0..=1.0).contains(&log.allow_sample_rate) {
+                problems.add(
+                    "decision_log.allow_sample_rate",
+                    "must be between 0 and 1 (the share of allows logged)",
+                );
+            }
+        }
         let realm = match map.remove("realm") {
             Some(v) => problems.section::<String>("realm", v),
             None => Some("portcullis".to_owned()),
@@ -414,9 +470,6 @@ impl Config {
             }
         };
 
-        if let Some(server) = &server {
-            validate_server(&mut problems, server);
-        }
         if let Some(realm) = &realm {
             validate_realm(&mut problems, realm);
         }
@@ -503,6 +556,7 @@ impl Config {
         }
         Ok(Config {
             identity_token,
+            decision_log: decision_log.expect("no problems means the section parsed"),
             policy: policy.expect("no problems means the section parsed"),
             server: server.expect("no problems means the section parsed"),
             realm: realm.expect("no problems means the section parsed"),
@@ -654,6 +708,15 @@ fn validate_server(problems: &mut Problems, server: &ServerConfig) {
                     format!("is the same address as {name}"),
                 );
             }
+        }
+    }
+    for (field, value) in [
+        ("max_concurrent_checks", server.max_concurrent_checks),
+        ("max_request_bytes", server.max_request_bytes),
+        ("max_headers", server.max_headers),
+    ] {
+        if value == 0 {
+            problems.add(format!("server.{field}"), "must be at least 1");
         }
     }
 }
@@ -853,6 +916,41 @@ state: {backend: redis, url: 'redis://r:6379/0', timeout_ms: 500}
             found[0].starts_with("server.tls.ca_file: unknown field"),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn operating_limits_and_the_decision_log_have_defaults_and_paths() {
+        let config = Config::from_yaml_str(MINIMAL).unwrap();
+        assert_eq!(config.decision_log.allow_sample_rate, 0.01);
+        assert_eq!(config.server.max_headers, 256);
+        assert_eq!(config.server.max_request_bytes, 4 << 20);
+        assert_eq!(
+            config.server.max_concurrent_checks,
+            default_max_concurrent_checks()
+        );
+        assert!(config.server.max_concurrent_checks >= 256);
+
+        let found = problems(&format!(
+            "{MINIMAL}server: {{max_concurrent_checks: 0, max_headers: 0, max_request_bytes: 0}}
+decision_log: {{allow_sample_rate: 1.5}}"
+        ));
+        assert_eq!(
+            found,
+            [
+                "server.max_concurrent_checks: must be at least 1",
+                "server.max_request_bytes: must be at least 1",
+                "server.max_headers: must be at least 1",
+                "decision_log.allow_sample_rate: must be between 0 and 1 (the share of allows logged)",
+            ]
+        );
+        let found = problems(&format!("{MINIMAL}decision_log: {{sample: 1}}"));
+        assert!(
+            found[0].starts_with("decision_log.sample: unknown field"),
+            "{found:?}"
+        );
+        let ok = Config::from_yaml_str(&format!("{MINIMAL}decision_log: {{allow_sample_rate: 1}}"))
+            .unwrap();
+        assert_eq!(ok.decision_log.allow_sample_rate, 1.0);
     }
 
     fn problems(yaml: &str) -> Vec<String> {

@@ -27,6 +27,8 @@ pub enum DenyReason {
     UnsupportedCredential,
     /// A header the policy reads (a route `match`, `organization.from_header`) arrived more than once.
     RepeatedHeader,
+    /// More headers than `server.max_headers`: not looked at, refused (fail closed).
+    TooManyHeaders,
     /// The path, read as an upstream may read it (case, `;` parameters, percent-encoding, trailing dots),
     /// would take another route than as sent.
     AmbiguousPath,
@@ -111,6 +113,7 @@ impl DenyReason {
         DenyReason::NotAJwt,
         DenyReason::UnsupportedCredential,
         DenyReason::RepeatedHeader,
+        DenyReason::TooManyHeaders,
         DenyReason::AmbiguousPath,
         DenyReason::InvalidSubject,
         DenyReason::AlgorithmNone,
@@ -166,6 +169,7 @@ impl DenyReason {
             DenyReason::NotAJwt => "not_a_jwt",
             DenyReason::UnsupportedCredential => "unsupported_credential",
             DenyReason::RepeatedHeader => "repeated_header",
+            DenyReason::TooManyHeaders => "too_many_headers",
             DenyReason::AmbiguousPath => "ambiguous_path",
             DenyReason::InvalidSubject => "invalid_sub",
             DenyReason::AlgorithmNone => "alg_none",
@@ -224,6 +228,7 @@ impl DenyReason {
                 "the credential is not of a kind this route accepts"
             }
             DenyReason::RepeatedHeader => "a header the policy reads was sent more than once",
+            DenyReason::TooManyHeaders => "the request has more headers than this service reads",
             DenyReason::AmbiguousPath => "the path is a variant of a path another route takes",
             DenyReason::InvalidSubject => "the token's subject is not usable",
             DenyReason::AlgorithmNone => "unsigned tokens are not accepted",
@@ -307,6 +312,7 @@ impl DenyReason {
         match self {
             DenyReason::EmptyCredential
             | DenyReason::RepeatedHeader
+            | DenyReason::TooManyHeaders
             | DenyReason::AmbiguousPath
             | DenyReason::MultipleCredentials
             | DenyReason::MalformedCredential => DenyStatus::BadRequest,

@@ -218,6 +218,7 @@ impl DevIssuer {
                 allow_explain: true,
                 ..ServerConfig::default()
             },
+            decision_log: Default::default(),
             realm: "portcullis-dev".to_owned(),
             policy: Default::default(),
             resources: Vec::new(),

@@ -41,6 +41,8 @@ pub struct IdentityTokens {
     claims: Box<[Box<str>]>,
     ring: RwLock<Ring>,
     cache: moka::sync::Cache<CacheKey, Arc<Signed>>,
+    /// The token cache's hits, misses and evictions.
+    counters: crate::metrics::CacheCounters,
     clock: Clock,
 }
 
@@ -182,6 +184,8 @@ impl IdentityTokens {
             }
         };
         let ttl = config.ttl_seconds as i64;
+        let counters = crate::metrics::CacheCounters::default();
+        let evicted = counters.clone();
         Ok(IdentityTokens {
             header: config.header.as_str().into(),
             issuer: config.issuer.as_str().into(),
@@ -192,9 +196,17 @@ impl IdentityTokens {
             cache: moka::sync::Cache::builder()
                 .max_capacity(CACHE_CAPACITY)
                 .time_to_live(std::time::Duration::from_secs(config.ttl_seconds))
+                .eviction_listener(move |_, _, cause| evicted.removed(cause))
                 .build(),
+            counters,
             clock,
         })
+    }
+
+    /// Reports the signed-token cache into `metrics` (cache `identity_token`, no provider).
+    pub fn use_metrics(&self, metrics: &crate::metrics::Metrics) {
+        self.counters
+            .bind(metrics, "identity_token", &Arc::from(""));
     }
 
     /// The request header that carries the token.
@@ -222,9 +234,11 @@ impl IdentityTokens {
         };
         if let Some(signed) = self.cache.get(&key) {
             if (signed.exp - now) * 2 > signed.exp - signed.iat {
+                self.counters.hit();
                 return Some(Arc::clone(&signed.token));
             }
         }
+        self.counters.miss();
         let signed = Arc::new(self.sign(subject, audience, now)?);
         let token = Arc::clone(&signed.token);
         self.cache.insert(key, signed);

@@ -13,6 +13,9 @@
 //!    - `identity`: [`Identity`], [`PrincipalKind`] and the one builder every provider uses.
 //!    - `decision`: what a check decides ([`Decision`]) and why a request is denied: credential reasons,
 //!      unmet route requirements, unavailability.
+//!    - `metrics`, on top of `decision`: the Prometheus families for `/metrics` (prometheus-client) and
+//!      the handles providers record cache and upstream metrics through; they live in the server's `App`
+//!      and outlive runtimes.
 //! 3. `config`: the YAML configuration (server, headers, providers, policy keys, revocation, state,
 //!    resources), validation with field paths, secret references. `dev`: the embedded development issuer
 //!    and its config.
@@ -38,8 +41,9 @@
 //!    [`Verdict`].
 //! 7. `answer`: a verdict as a proto-free answer: status, headers to set and remove, challenge, body,
 //!    metadata.
-//! 8. `runtime`: the swappable [`Runtime`] built from one `Config`: providers, policy, answer settings.
-//!    `metrics`: counters for `/metrics` (labelled by transport: grpc, http), which outlive a runtime.
+//! 8. `runtime`: the swappable [`Runtime`] built from one `Config`: providers, policy, answer settings,
+//!    the decision log's sampling. `decision_log`: one JSON line per decision (target
+//!    `portcullis::decision`), below `runtime`, which holds it.
 //! 9. [`server`]: gRPC Check, health and reflection; the HTTP forward-auth listener (`server/http`: nginx,
 //!    Traefik, Caddy, Envoy `http_service`), deciding through the same `server/check` function as gRPC;
 //!    the admin HTTP port (with the revocation admin API
@@ -62,6 +66,7 @@ mod clock;
 mod config;
 mod credential;
 mod decision;
+mod decision_log;
 mod dev;
 mod dpop;
 mod identity;

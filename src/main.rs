@@ -58,7 +58,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _telemetry = telemetry::init(cli.log_format);
+    // Only `serve` writes the decision log: the other commands' stdout is their answer.
+    let serving = matches!(cli.command, Command::Serve(_));
+    let _telemetry = telemetry::init(cli.log_format, serving);
     match cli.command {
         Command::ValidateConfig(args) => cli::validate_config(&args),
         Command::Token(args) => cli::token(&args),

@@ -291,6 +291,11 @@ impl Route {
         &self.name
     }
 
+    /// The name, shared (a metric label).
+    pub fn name_shared(&self) -> &Arc<str> {
+        &self.name
+    }
+
     /// The name, shared (no copy per request).
     pub fn shared_name(&self) -> &Arc<str> {
         &self.name

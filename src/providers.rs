@@ -173,6 +173,17 @@ impl Opaque {
         }
     }
 
+    /// The upstream (with its answer cache) this provider calls, if any.
+    fn upstream(&self) -> Option<&http::CachedUpstream> {
+        match self {
+            Opaque::Introspection(p) => Some(p.upstream()),
+            Opaque::Webhook(p) => Some(p.upstream()),
+            Opaque::Github(p) => Some(p.upstream()),
+            Opaque::Kubernetes(p) => Some(p.upstream()),
+            Opaque::ApiKey(_) => None,
+        }
+    }
+
     /// Whether JWS-shaped tokens may come here (when no `jwt` provider owns their issuer).
     fn takes_jwts(&self) -> bool {
         match self {
@@ -559,6 +570,21 @@ impl Providers {
             if let Kind::Opaque(opaque) = &entry.kind {
                 if let Opaque::ApiKey(keys) = &**opaque {
                     tokio::spawn(Arc::clone(keys).run_reloader(cancel.child_token()));
+                }
+            }
+        }
+    }
+
+    /// Reports the caches' and upstream calls' metrics into `metrics`.
+    pub fn use_metrics(&self, metrics: &crate::metrics::Metrics) {
+        self.jwt.use_metrics(metrics);
+        for store in self.key_stores() {
+            store.use_metrics(metrics);
+        }
+        for entry in &self.entries {
+            if let Kind::Opaque(opaque) = &entry.kind {
+                if let Some(upstream) = opaque.upstream() {
+                    upstream.use_metrics(metrics);
                 }
             }
         }

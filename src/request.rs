@@ -49,6 +49,19 @@ impl<'a> Headers<'a> {
     }
 
     /// Every header name (lower-case for `Map`; as sent otherwise), with repeats for `List` and `Pairs`.
+    /// How many headers (fields, for a list; names, for Envoy's merged map).
+    pub fn len(&self) -> usize {
+        match *self {
+            Headers::Map(map) => map.len(),
+            Headers::List(list) => list.len(),
+            Headers::Pairs(pairs) => pairs.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn names(&self) -> Box<dyn Iterator<Item = &'a str> + 'a> {
         match *self {
             Headers::Map(map) => Box::new(map.keys().map(String::as_str)),

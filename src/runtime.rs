@@ -11,6 +11,7 @@ use crate::answer::AnswerSettings;
 use crate::authorizer::{Authorizer, Verdict};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors, IdentityTokenConfig, Problem, SecretSource};
+use crate::decision_log::DecisionLog;
 use crate::identity_token::IdentityTokens;
 use crate::policy::{Policy, ProviderInfo};
 use crate::providers::Providers;
@@ -27,6 +28,8 @@ pub struct Runtime {
     allow_explain: bool,
     /// What the identity token signer was built from, so a reload that leaves it alone keeps its keys.
     identity_token_source: Option<(IdentityTokenConfig, [u8; 32])>,
+    /// Which decisions are logged (`decision_log`).
+    decision_log: DecisionLog,
 }
 
 impl Runtime {
@@ -84,12 +87,15 @@ impl Runtime {
                 return Err(ConfigErrors(problems));
             }
         };
+        let mut authorizer = Authorizer::new(providers, policy, clock);
+        authorizer.limit_headers(config.server.max_headers);
         Ok(Runtime {
-            authorizer: Authorizer::new(providers, policy, clock),
+            authorizer,
             answers: AnswerSettings::new(config, tokens),
             resources: Resources::new(&config.resources),
             allow_explain: config.server.allow_explain,
             identity_token_source,
+            decision_log: DecisionLog::new(&config.decision_log),
         })
     }
 
@@ -123,6 +129,15 @@ impl Runtime {
         }
     }
 
+    /// Reports cache and upstream metrics into `metrics` (the server's, which outlive this runtime). A
+    /// runtime that is never bound records none.
+    pub fn use_metrics(&self, metrics: &crate::metrics::Metrics) {
+        self.authorizer.providers().use_metrics(metrics);
+        if let Some(tokens) = self.identity_tokens() {
+            tokens.use_metrics(metrics);
+        }
+    }
+
     pub fn authorizer(&self) -> &Authorizer {
         &self.authorizer
     }
@@ -138,6 +153,10 @@ impl Runtime {
     /// The identity token signer, when `identity_token` is configured.
     pub fn identity_tokens(&self) -> Option<&IdentityTokens> {
         self.answers.identity_tokens()
+    }
+
+    pub fn decision_log(&self) -> &DecisionLog {
+        &self.decision_log
     }
 
     pub fn allow_explain(&self) -> bool {

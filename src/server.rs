@@ -64,6 +64,10 @@ pub struct App {
     tls: std::sync::OnceLock<Arc<tls::ServerTls>>,
     /// How the HTTP forward-auth listener reads requests (`server.http_mode`), when one is configured.
     http: Option<http::HttpSettings>,
+    /// One permit per check in flight (`server.max_concurrent_checks`).
+    admission: tokio::sync::Semaphore,
+    /// `server.max_request_bytes`: the largest Check message decoded.
+    max_request_bytes: usize,
 }
 
 // === impl App ===
@@ -84,11 +88,14 @@ impl App {
         dev: Option<Arc<DevIssuer>>,
         state: Arc<SharedState>,
     ) -> App {
+        let metrics = Metrics::default();
         runtime.use_state(&state);
+        runtime.use_metrics(&metrics);
+        state.use_metrics(&metrics);
         let background = CancellationToken::new();
         App {
             runtime: ArcSwap::from_pointee(runtime),
-            metrics: Metrics::default(),
+            metrics,
             drain: Duration::from_secs(config.server.drain_seconds),
             dev,
             draining: AtomicBool::new(false),
@@ -98,6 +105,13 @@ impl App {
             reloads: ReloadStats::default(),
             tls: std::sync::OnceLock::new(),
             http: http::HttpSettings::from_config(&config.server),
+            admission: tokio::sync::Semaphore::new(
+                config
+                    .server
+                    .max_concurrent_checks
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
+            max_request_bytes: config.server.max_request_bytes,
         }
     }
 
@@ -140,6 +154,19 @@ impl App {
     /// The current runtime; a check holds it until it has answered.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
+    }
+
+    /// A permit to decide a check now, or `None` when `server.max_concurrent_checks` are in flight (the
+    /// check is then refused at once, never queued).
+    pub fn admit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.admission.try_acquire().ok()
+    }
+
+    /// Readies a runtime built after start to be swapped in: it reads the shared state and reports into
+    /// this server's metrics (which outlive it).
+    pub fn adopt(&self, runtime: &mut Runtime) {
+        runtime.use_state(&self.state);
+        runtime.use_metrics(&self.metrics);
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -242,9 +269,10 @@ pub async fn run_with_tls(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(AuthorizationServer::new(check::CheckService::new(
-            Arc::clone(&app),
-        )));
+        .add_service(
+            AuthorizationServer::new(check::CheckService::new(Arc::clone(&app)))
+                .max_decoding_message_size(app.max_request_bytes),
+        );
     let grpc_task = match tls {
         Some(tls) => {
             let listener = tls

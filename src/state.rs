@@ -167,6 +167,14 @@ impl SharedState {
         self.health.fault()
     }
 
+    /// Reports Redis calls into `metrics` (`portcullis_upstream_duration_seconds{kind="redis"}` and
+    /// `portcullis_upstream_failures_total`); in memory there are none.
+    pub fn use_metrics(&self, metrics: &crate::metrics::Metrics) {
+        if self.is_shared() {
+            self.health.calls.bind(metrics, "redis", &Arc::from(""));
+        }
+    }
+
     /// Faults seen since start.
     pub fn errors(&self) -> u64 {
         self.health.errors.load(Ordering::Relaxed)
@@ -271,6 +279,8 @@ fn log_id_digest(log_id: &str) -> [u8; 32] {
 pub(crate) struct Health {
     fault: Mutex<Option<String>>,
     errors: AtomicU64,
+    /// Redis call durations and failures (upstream kind `redis`).
+    pub(crate) calls: crate::metrics::UpstreamCalls,
 }
 
 // === impl Health ===

@@ -3,12 +3,16 @@
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, every Check is an `authz.check` span exported over
 //! OTLP/HTTP, its parent the W3C trace context Envoy sent, so it appears inside the request's trace.
 //! `OTEL_SERVICE_NAME` names the service (default `portcullis`).
+//!
+//! The decision log (target [`DECISION_TARGET`]) is apart from the logs: JSON lines on stdout whatever
+//! the log format, filtered by the same `RUST_LOG` (`portcullis::decision=off` turns it off).
 
 use std::io::IsTerminal as _;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -17,6 +21,28 @@ use tracing_subscriber::{EnvFilter, Layer};
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// The tracing target of the decision log (see `decision_log`).
+pub const DECISION_TARGET: &str = "portcullis::decision";
+
+/// The decision log's output: each event on [`DECISION_TARGET`] as one JSON object per line, its fields
+/// at the top level (the event carries its own `time`), written to `writer`. Other targets pass by.
+pub fn decision_layer<S, W>(writer: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .without_time()
+        .with_writer(writer)
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.target() == DECISION_TARGET
+        }))
 }
 
 /// Whether spans are exported: without an exporter, Checks create no span at all (no cost per request).
@@ -38,7 +64,9 @@ impl Drop for Telemetry {
 }
 
 /// Installs the global subscriber (and the trace exporter when configured). Call once, from `main`.
-pub fn init(format: LogFormat) -> Telemetry {
+/// `decision_log`: write decision lines on stdout (`serve`); other commands, whose stdout is their
+/// answer, drop them.
+pub fn init(format: LogFormat, decision_log: bool) -> Telemetry {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let fmt = tracing_subscriber::fmt::layer()
@@ -60,8 +88,10 @@ pub fn init(format: LogFormat) -> Telemetry {
         Ok(None) => (None, None, None),
         Err(e) => (None, None, Some(e)),
     };
+    let not_decisions = tracing_subscriber::filter::filter_fn(|m| m.target() != DECISION_TARGET);
     tracing_subscriber::registry()
-        .with(fmt.with_filter(filter()))
+        .with(fmt.with_filter(filter().and(not_decisions)))
+        .with(decision_log.then(|| decision_layer(std::io::stdout).with_filter(filter())))
         .with(otel)
         .init();
     opentelemetry::global::set_text_map_propagator(

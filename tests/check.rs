@@ -681,13 +681,11 @@ async fn admin_endpoints_report_liveness_and_metrics() {
     );
     let metrics = s.server.metrics().await;
     assert!(
-        metrics.contains(
-            "portcullis_checks_total{transport=\"grpc\",decision=\"allow\",reason=\"\"} 1"
-        ),
+        metrics.contains("portcullis_checks_total{decision=\"allow\",reason=\"\",route=\"default\",provider=\"test-idp\",transport=\"grpc\"} 1"),
         "{metrics}"
     );
     assert!(metrics
-        .contains("portcullis_checks_total{transport=\"grpc\",decision=\"deny\",reason=\"missing_credential\"} 1"));
+        .contains("portcullis_checks_total{decision=\"deny\",reason=\"missing_credential\",route=\"default\",provider=\"\",transport=\"grpc\"} 1"));
     assert!(
         metrics.contains("portcullis_jwks_fetches_total{provider=\"test-idp\",result=\"ok\"} 1")
     );

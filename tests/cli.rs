@@ -128,12 +128,14 @@ fn serve_refuses_a_bad_config_before_binding() {
 }
 
 /// A `serve --dev` process on ports 0 with its own state directory, killed when the test ends whatever
-/// happens. Its log lines (stderr, after the banner) are kept in `log`.
+/// happens. Its log lines (stderr, after the banner) are kept in `log`, its stdout (the decision log) in
+/// `decisions`.
 struct DevServer {
     child: Child,
     grpc: String,
     admin: String,
     log: std::sync::Arc<std::sync::Mutex<String>>,
+    decisions: std::sync::Arc<std::sync::Mutex<String>>,
     dir: tempfile::TempDir,
 }
 
@@ -154,10 +156,20 @@ impl DevServer {
             .arg(&state)
             .envs(env.iter().copied())
             .stderr(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let decisions = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = std::sync::Arc::clone(&decisions);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut out = sink.lock().unwrap();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
         // The banner names the bound addresses.
         let mut lines = BufReader::new(stderr).lines();
         let (mut grpc, mut admin) = (String::new(), String::new());
@@ -186,7 +198,30 @@ impl DevServer {
             grpc,
             admin,
             log,
+            decisions,
             dir,
+        }
+    }
+
+    /// Waits (at most 10 s) until `/readyz` answers 200.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    &format!("{}/readyz", self.admin),
+                ])
+                .output();
+            if matches!(&out, Ok(o) if o.stdout == b"200") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "dev server never became ready");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -521,4 +556,50 @@ fn validate_config_checks_the_ext_authz_timeout_against_the_providers() {
         stdout.contains("  providers[0].jwks.timeout_seconds: 5 s must be below server.ext_authz_timeout_ms (5000 ms)"),
         "{stdout}"
     );
+}
+
+/// `serve` writes the decision log as JSON lines on stdout, apart from its stderr log, and
+/// `RUST_LOG=...,portcullis::decision=off` silences it.
+#[test]
+fn serve_writes_decision_lines_on_stdout_and_rust_log_turns_them_off() {
+    let dev = DevServer::start(&[("RUST_LOG", "info")]);
+    dev.wait_ready();
+    let addr = format!("http://{}", dev.grpc);
+    let (_, stdout, stderr) = run(&["check", "--addr", &addr, "--path", "/x"]);
+    assert!(stdout.contains("\"denied\""), "{stdout}{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text = dev.decisions.lock().unwrap().clone();
+        if let Some(line) = text.lines().next() {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no decision line on stdout");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["target"], "portcullis::decision", "{line}");
+    assert_eq!(entry["decision"], "deny", "{line}");
+    assert_eq!(entry["reason"], "missing_credential", "{line}");
+    assert_eq!(entry["route"], "default", "{line}");
+    assert!(
+        !dev.log.lock().unwrap().contains("portcullis::decision"),
+        "decision lines stay off stderr"
+    );
+    drop(dev);
+
+    let quiet = DevServer::start(&[("RUST_LOG", "info,portcullis::decision=off")]);
+    quiet.wait_ready();
+    let addr = format!("http://{}", quiet.grpc);
+    let (_, stdout, stderr) = run(&["check", "--addr", &addr, "--path", "/x"]);
+    assert!(stdout.contains("\"denied\""), "{stdout}{stderr}");
+    // The check's own log line (stderr, info) shows it was decided; stdout stays empty.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !quiet.log.lock().unwrap().contains("missing_credential") {
+        assert!(
+            Instant::now() < deadline,
+            "the denial was never logged on stderr"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(quiet.decisions.lock().unwrap().as_str(), "");
 }

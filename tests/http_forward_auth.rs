@@ -162,10 +162,10 @@ async fn envoy_mode_answers_like_grpc_allow_401_403() {
     // The checks are counted under transport="http", the gRPC ones under "grpc".
     let metrics = s.server.metrics().await;
     for line in [
-        "portcullis_checks_total{transport=\"http\",decision=\"allow\",reason=\"\"} 1",
-        "portcullis_checks_total{transport=\"grpc\",decision=\"allow\",reason=\"\"} 1",
-        "portcullis_checks_total{transport=\"http\",decision=\"deny\",reason=\"missing_scope\"} 1",
-        "portcullis_checks_total{transport=\"http\",decision=\"deny\",reason=\"missing_credential\"} 1",
+        "decision=\"allow\",reason=\"\",route=\"default\",provider=\"test-idp\",transport=\"http\"} 1",
+        "decision=\"allow\",reason=\"\",route=\"default\",provider=\"test-idp\",transport=\"grpc\"} 1",
+        "decision=\"deny\",reason=\"missing_scope\",route=\"admin\",provider=\"test-idp\",transport=\"http\"} 1",
+        "decision=\"deny\",reason=\"missing_credential\",route=\"default\",provider=\"\",transport=\"http\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }

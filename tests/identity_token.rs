@@ -156,6 +156,19 @@ routes:
     let billing_token = token_of(&billing).unwrap();
     let got = verify(&server, &billing_token, "billing-service").await;
     assert_eq!(got["route"], "billing");
+    // Counted: two signatures (default route, billing), one reuse.
+    let metrics = server.metrics().await;
+    assert!(
+        metrics
+            .contains("\nportcullis_cache_hits_total{cache=\"identity_token\",provider=\"\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "\nportcullis_cache_misses_total{cache=\"identity_token\",provider=\"\"} 2\n"
+        ),
+        "{metrics}"
+    );
 
     // Off on a route: no token, and a client's copy is not passed on. (It is under the `x-auth-` prefix,
     // so it is removed with the other identity headers.)

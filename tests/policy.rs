@@ -467,14 +467,14 @@ default_route: {require: {scopes: {all_of: [x]}}}",
 
     let metrics = server.metrics().await;
     assert!(
-        metrics.contains("portcullis_checks_total{transport=\"grpc\",decision=\"permit\",reason=\"missing_scope\"} 1"),
+        metrics.contains("portcullis_checks_total{decision=\"permit\",reason=\"missing_scope\",route=\"default\",provider=\"idp\",transport=\"grpc\"} 1"),
         "{metrics}"
     );
     assert!(metrics
-        .contains("portcullis_checks_total{transport=\"grpc\",decision=\"permit\",reason=\"missing_credential\"} 1"));
-    assert!(metrics.contains(
-        "portcullis_checks_total{transport=\"grpc\",decision=\"deny\",reason=\"missing_scope\"} 1"
-    ));
+        .contains("portcullis_checks_total{decision=\"permit\",reason=\"missing_credential\",route=\"default\",provider=\"\",transport=\"grpc\"} 1"));
+    assert!(
+        metrics.contains("portcullis_checks_total{decision=\"deny\",reason=\"missing_scope\",route=\"strict\",provider=\"idp\",transport=\"grpc\"} 1")
+    );
 }
 
 #[tokio::test]

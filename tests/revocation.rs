@@ -291,9 +291,7 @@ async fn a_revoked_token_is_denied_even_from_the_cache_and_a_new_sign_in_works()
     assert_revoked(&server.check_bearer(&old).await);
     let metrics = server.metrics().await;
     assert!(
-        metrics.contains(
-            "portcullis_checks_total{transport=\"grpc\",decision=\"deny\",reason=\"revoked\"} 1"
-        ),
+        metrics.contains("portcullis_checks_total{decision=\"deny\",reason=\"revoked\",route=\"default\",provider=\"test-idp\",transport=\"grpc\"} 1"),
         "{metrics}"
     );
     // Signing in again after the revocation gives a token that works.
@@ -526,6 +524,23 @@ async fn redis_stopped_mid_run_keeps_the_denylist_and_sharing_resumes() {
     let (status, _) = revoke(&a, json!({"kind": "sub", "value": "frank"})).await;
     assert_eq!(status, 503);
     assert_revoked(&a.check_bearer(&frank).await);
+    // Redis calls are timed, and the failed ones counted, as an upstream of kind `redis` (the
+    // revocation's write just failed; the outage itself may have been noticed on pub/sub, no call).
+    let metrics = a.metrics().await;
+    let sample = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    assert!(
+        sample("portcullis_upstream_duration_seconds_count{kind=\"redis\",provider=\"\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        sample("portcullis_upstream_failures_total{kind=\"redis\",provider=\"\"}") >= 1.0,
+        "{metrics}"
+    );
 
     // Redis comes back empty: the revocations are written back and sharing resumes.
     redis.restart();

@@ -60,6 +60,7 @@ impl Github {
         Github {
             upstream: CachedUpstream::new(
                 Arc::clone(&name),
+                "github",
                 "GitHub",
                 Some(config.upstream.cache_max_entries),
                 clock,
@@ -74,6 +75,11 @@ impl Github {
             claims: IdentityBuilder::mapping_only(&common.claims_mapping),
             http,
         }
+    }
+
+    /// The upstream and its answer cache (for metrics).
+    pub fn upstream(&self) -> &CachedUpstream {
+        &self.upstream
     }
 
     pub async fn authenticate(&self, token: &str) -> Outcome {

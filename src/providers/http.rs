@@ -10,6 +10,7 @@ use crate::clock::Clock;
 use crate::config::{Secret, SecretRef, SecretSource, TlsSettings};
 use crate::decision::{DenyReason, Unavailable};
 use crate::identity::Identity;
+use crate::metrics::{CacheCounters, Metrics, UpstreamCalls};
 
 /// Why an upstream call failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,10 +81,16 @@ impl<V> moka::Expiry<[u8; 32], Timed<V>> for TimedExpiry {
 /// concurrent misses for one credential share one upstream call; errors are never cached.
 pub type ResultCache<V> = moka::future::Cache<[u8; 32], Timed<V>>;
 
-pub fn result_cache<V: Clone + Send + Sync + 'static>(max_entries: u64) -> ResultCache<V> {
+/// A [`ResultCache`] of at most `max_entries`, counting its evictions in `counters`.
+pub fn result_cache<V: Clone + Send + Sync + 'static>(
+    max_entries: u64,
+    counters: &CacheCounters,
+) -> ResultCache<V> {
+    let counters = counters.clone();
     moka::future::Cache::builder()
         .max_capacity(max_entries.max(1))
         .expire_after(TimedExpiry)
+        .eviction_listener(move |_, _, cause| counters.removed(cause))
         .build()
 }
 
@@ -99,9 +106,13 @@ pub enum Answer {
 /// errors are never cached, and an accepted identity past its `exp` is refused.
 pub struct CachedUpstream {
     name: Arc<str>,
+    /// The kind of upstream, the metric label (`introspection`, `webhook`, `github`, `kubernetes`).
+    kind: &'static str,
     /// What the upstream is, for the log (`token introspection`, `auth webhook`, `GitHub`).
     what: &'static str,
     cache: Option<ResultCache<Answer>>,
+    counters: CacheCounters,
+    calls: UpstreamCalls,
     clock: Clock,
 }
 
@@ -111,16 +122,30 @@ impl CachedUpstream {
     /// `cache_max_entries` of `None` calls the upstream every time.
     pub fn new(
         name: Arc<str>,
+        kind: &'static str,
         what: &'static str,
         cache_max_entries: Option<u64>,
         clock: Clock,
     ) -> CachedUpstream {
+        let counters = CacheCounters::default();
         CachedUpstream {
             name,
+            kind,
             what,
-            cache: cache_max_entries.map(result_cache),
+            cache: cache_max_entries.map(|n| result_cache(n, &counters)),
+            counters,
+            calls: UpstreamCalls::default(),
             clock,
         }
+    }
+
+    /// Reports the cache's hits, misses and evictions and the calls' durations and failures into
+    /// `metrics`, labelled with this upstream's kind and provider.
+    pub fn use_metrics(&self, metrics: &Metrics) {
+        if self.cache.is_some() {
+            self.counters.bind(metrics, self.kind, &self.name);
+        }
+        self.calls.bind(metrics, self.kind, &self.name);
     }
 
     /// The cached answer for `credential`, else `call`'s.
@@ -130,8 +155,33 @@ impl CachedUpstream {
         call: impl Future<Output = Result<Timed<Answer>, UpstreamError>>,
     ) -> Outcome {
         let now = self.clock.now();
+        let call = async {
+            let start = std::time::Instant::now();
+            let result = call.await;
+            self.calls.observe(start.elapsed(), result.is_ok());
+            result
+        };
         let answer = match &self.cache {
-            Some(cache) => cache.try_get_with(digest(credential), call).await,
+            // Concurrent misses for one credential share one call; only the caller that ran it counts
+            // a miss.
+            Some(cache) => match cache
+                .entry(digest(credential))
+                .or_try_insert_with(call)
+                .await
+            {
+                Ok(entry) => {
+                    if entry.is_fresh() {
+                        self.counters.miss();
+                    } else {
+                        self.counters.hit();
+                    }
+                    Ok(entry.into_value())
+                }
+                Err(error) => {
+                    self.counters.miss();
+                    Err(error)
+                }
+            },
             None => call.await.map_err(Arc::new),
         };
         match answer {

@@ -48,6 +48,7 @@ impl Introspection {
         Ok(Introspection {
             upstream: CachedUpstream::new(
                 Arc::clone(&name),
+                "introspection",
                 "token introspection",
                 Some(config.upstream.cache_max_entries),
                 clock.clone(),
@@ -73,6 +74,11 @@ impl Introspection {
     /// `accept_jwt`: JWT-shaped tokens may come here.
     pub fn accepts_jwt(&self) -> bool {
         self.accept_jwt
+    }
+
+    /// The upstream and its answer cache (for metrics).
+    pub fn upstream(&self) -> &CachedUpstream {
+        &self.upstream
     }
 
     pub async fn authenticate(&self, token: &str) -> Outcome {

@@ -6,7 +6,6 @@
 //! last good keys stay in use.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::http::{read_bounded, BearerToken, UpstreamError};
 use crate::config::{AlgorithmName, JwksSettings};
+use crate::metrics::{Metrics, UpstreamCalls};
 
 /// A set of algorithms, as bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -300,13 +300,6 @@ struct RefreshState {
     next_at: Option<Instant>,
 }
 
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub struct FetchStats {
-    pub ok: AtomicU64,
-    pub failed: AtomicU64,
-}
-
 /// One provider's keys: the current snapshot and the means to refresh it.
 pub struct KeyStore {
     provider: Arc<str>,
@@ -315,7 +308,8 @@ pub struct KeyStore {
     settings: JwksSettings,
     current: ArcSwapOption<KeySet>,
     refresh: tokio::sync::Mutex<RefreshState>,
-    pub stats: FetchStats,
+    /// Fetch durations, failures and results, for `/metrics`.
+    calls: UpstreamCalls,
 }
 
 // === impl KeyStore ===
@@ -330,7 +324,7 @@ impl KeyStore {
             settings: JwksSettings::default(),
             current: ArcSwapOption::from_pointee(keys),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
-            stats: FetchStats::default(),
+            calls: UpstreamCalls::default(),
         }
     }
 
@@ -360,8 +354,16 @@ impl KeyStore {
             settings,
             current: ArcSwapOption::empty(),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
-            stats: FetchStats::default(),
+            calls: UpstreamCalls::default(),
         })
+    }
+
+    /// Reports fetches into `metrics` (`portcullis_jwks_fetches_total`, upstream kind `jwks`). A store with
+    /// fixed keys never fetches and reports nothing.
+    pub fn use_metrics(&self, metrics: &Metrics) {
+        if matches!(self.source, Source::Remote { .. }) {
+            self.calls.bind(metrics, "jwks", &self.provider);
+        }
     }
 
     /// Sends `token` with every fetch of the configured `jwks_uri` (never with discovery).
@@ -423,6 +425,7 @@ impl KeyStore {
         else {
             return Ok(Duration::MAX);
         };
+        let start = std::time::Instant::now();
         let result = async {
             let url = match (configured, &state.discovered) {
                 (Some(url), _) | (None, Some(url)) => url.clone(),
@@ -458,10 +461,7 @@ impl KeyStore {
             Ok(self.next_refresh(max_age))
         }
         .await;
-        match &result {
-            Ok(_) => self.stats.ok.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.stats.failed.fetch_add(1, Ordering::Relaxed),
-        };
+        self.calls.observe(start.elapsed(), result.is_ok());
         result
     }
 

@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::config::{JwtProviderConfig, ProviderConfig};
 use crate::decision::{DenyReason, Unavailable};
 use crate::identity::{Identity, IdentityBuilder};
+use crate::metrics::{CacheCounters, Metrics};
 
 /// One issuer's validation settings and keys, built once at start.
 pub struct JwtProvider {
@@ -274,6 +275,8 @@ pub struct JwtProviders {
     providers: Vec<JwtProvider>,
     by_issuer: HashMap<Arc<str>, usize>,
     cache: Option<Cache<[u8; 32], Cached>>,
+    /// The token cache's hits, misses and evictions.
+    counters: CacheCounters,
     max_token_bytes: usize,
     clock: Clock,
 }
@@ -287,10 +290,13 @@ impl JwtProviders {
             .enumerate()
             .map(|(i, p)| (Arc::clone(&p.issuer), i))
             .collect();
+        let counters = CacheCounters::default();
         let cache = (cache_entries > 0).then(|| {
+            let counters = counters.clone();
             Cache::builder()
                 .max_capacity(cache_entries)
                 .expire_after(ExpireAtTokenExpiry)
+                .eviction_listener(move |_, _, cause| counters.removed(cause))
                 .build()
         });
         let max_token_bytes = providers
@@ -302,6 +308,7 @@ impl JwtProviders {
             providers,
             by_issuer,
             cache,
+            counters,
             max_token_bytes,
             clock,
         }
@@ -316,6 +323,14 @@ impl JwtProviders {
 
     pub fn providers(&self) -> &[JwtProvider] {
         &self.providers
+    }
+
+    /// Reports the token cache's hits, misses and evictions into `metrics` (cache `token`, no provider:
+    /// the cache is shared by every `jwt` provider).
+    pub fn use_metrics(&self, metrics: &Metrics) {
+        if self.cache.is_some() {
+            self.counters.bind(metrics, "token", &Arc::from(""));
+        }
     }
 
     pub fn cached_tokens(&self) -> u64 {
@@ -360,7 +375,13 @@ impl JwtProviders {
         let now = self.clock.now();
         let digest = super::http::digest(token);
         if let Some(cache) = &self.cache {
-            if let Some(hit) = cache.get(&digest) {
+            let hit = cache.get(&digest);
+            if hit.is_some() {
+                self.counters.hit();
+            } else {
+                self.counters.miss();
+            }
+            if let Some(hit) = hit {
                 if !accept(hit.provider) {
                     return Outcome::Rejected(DenyReason::UntrustedIssuer);
                 }

@@ -85,6 +85,7 @@ impl Kubernetes {
         Ok(Kubernetes {
             upstream: CachedUpstream::new(
                 Arc::clone(&name),
+                "kubernetes",
                 "Kubernetes TokenReview",
                 Some(config.upstream.cache_max_entries),
                 clock.clone(),
@@ -102,6 +103,11 @@ impl Kubernetes {
             http,
             clock,
         })
+    }
+
+    /// The upstream and its answer cache (for metrics).
+    pub fn upstream(&self) -> &CachedUpstream {
+        &self.upstream
     }
 
     pub async fn authenticate(&self, token: &str) -> Outcome {

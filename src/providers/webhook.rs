@@ -63,6 +63,7 @@ impl Webhook {
         Ok(Webhook {
             upstream: CachedUpstream::new(
                 Arc::clone(&name),
+                "webhook",
                 "auth webhook",
                 (!cache_ttl.is_zero()).then_some(config.upstream.cache_max_entries),
                 clock,
@@ -96,6 +97,11 @@ impl Webhook {
     /// `accept_jwt`: JWT-shaped tokens may come here.
     pub fn accepts_jwt(&self) -> bool {
         self.accept_jwt
+    }
+
+    /// The upstream and its answer cache (for metrics).
+    pub fn upstream(&self) -> &CachedUpstream {
+        &self.upstream
     }
 
     pub async fn authenticate(&self, token: &str, request: &RequestView<'_>) -> Outcome {

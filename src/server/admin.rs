@@ -46,22 +46,28 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let mut body = app
-        .metrics()
-        .render(app.runtime().authorizer().providers(), app.ready());
+    let runtime = app.runtime();
+    let providers = runtime.authorizer().providers();
     let state = app.state();
-    crate::metrics::render_state(
-        &mut body,
-        state.backend_name(),
-        state.fault().is_none(),
-        state.errors(),
-        state.denylist().len(),
-    );
-    app.reloads().render(&mut body);
-    if let Some(tls) = app.tls() {
-        tls.render_metrics(&mut body);
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    let snapshot = crate::metrics::Snapshot {
+        jwks_keys: providers
+            .named_key_stores()
+            .map(|(name, store)| (Arc::from(name), store.current().map_or(0, |k| k.len())))
+            .collect(),
+        token_cache_entries: providers.cached_tokens(),
+        ready: app.ready(),
+        state_backend: state.backend_name(),
+        state_up: state.fault().is_none(),
+        redis_errors: state.errors(),
+        revocations: state.denylist().len(),
+        reloads: {
+            let (ok, failed) = app.reloads().counts();
+            (ok, failed, app.reloads().hash())
+        },
+        tls: app.tls().map(|tls| tls.metrics()),
+    };
+    let body = app.metrics().render(&snapshot);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
 /// RFC 9728 protected resource metadata at `/.well-known/oauth-protected-resource` + the resource's path.

@@ -1,9 +1,11 @@
 //! One check, whatever the transport: [`check`] takes our request view, asks the runtime, records the
-//! metrics, the trace span's fields and the log line, and hands the answer to the transport's writer. The
-//! gRPC `Check` method ([`CheckService`]) and the HTTP forward-auth listener (`server/http.rs`) both call
-//! it, so there is one decision path.
+//! metrics, the trace span's fields, the log line and the decision log, and hands the answer to the
+//! transport's writer. The gRPC `Check` method ([`CheckService`]) and the HTTP forward-auth listener
+//! (`server/http.rs`) both call it, so there is one decision path. Admission (`server.max_concurrent_checks`)
+//! is taken by each transport before it reads the request, so an overloaded server answers at once.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
@@ -13,7 +15,7 @@ use super::App;
 use crate::answer::Answer;
 use crate::authorizer::Verdict;
 use crate::decision::Decision;
-use crate::metrics::Transport;
+use crate::metrics::{Rejection, Transport};
 use crate::pb::auth::authorization_server::Authorization;
 use crate::pb::auth::{CheckRequest, CheckResponse};
 use crate::request::RequestView;
@@ -34,6 +36,62 @@ impl Authorization for CheckService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let started = Instant::now();
+        let metrics = self.app.metrics();
+        // Past the limit, an immediate error answer: a queue would only answer after Envoy gave up.
+        let Some(_permit) = self.app.admit() else {
+            metrics.reject(Transport::Grpc, Rejection::Overloaded);
+            return Err(Status::resource_exhausted(
+                "too many checks in flight (server.max_concurrent_checks)",
+            ));
+        };
+        let _in_flight = metrics.in_flight();
+        match deadline(request.metadata()) {
+            Some(budget) => match tokio::time::timeout(budget, self.decide(request, started)).await
+            {
+                Ok(answer) => answer,
+                Err(_) => {
+                    metrics.reject(Transport::Grpc, Rejection::DeadlineExceeded);
+                    Err(Status::deadline_exceeded(
+                        "the decision did not finish within the caller's deadline",
+                    ))
+                }
+            },
+            None => self.decide(request, started).await,
+        }
+    }
+}
+
+/// How long the decision may take: the caller's `grpc-timeout`, less 5% (at least 5 ms), so that our
+/// `DEADLINE_EXCEEDED` reaches the caller before its own timer fires (and before the transport's, which
+/// would answer `CANCELLED`).
+fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    // gRPC over HTTP/2: at most 8 digits, then H, M, S, m, u or n.
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let budget = match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Some(budget.saturating_sub((budget / 20).max(Duration::from_millis(5))))
+}
+
+impl CheckService {
+    /// Decides one admitted Check.
+    async fn decide(
+        &self,
+        request: Request<CheckRequest>,
+        started: Instant,
+    ) -> Result<Response<CheckResponse>, Status> {
         let (metadata, _, request) = request.into_parts();
         let raw = translate::raw_headers(&request);
         let filter_metadata = translate::metadata(&request);
@@ -44,6 +102,7 @@ impl Authorization for CheckService {
             let answer = crate::answer::resource_document(document);
             return Ok(Response::new(translate::check_response(answer)));
         }
+        let source = translate::source_address(&request).unwrap_or(("", 0));
         // Envoy's own trace context is in the gRPC metadata; else the request's headers carry one.
         let trace = |key: &str| {
             metadata
@@ -55,6 +114,8 @@ impl Authorization for CheckService {
             &self.app,
             Transport::Grpc,
             &view,
+            source,
+            started,
             trace,
             translate::check_response,
         )
@@ -63,17 +124,20 @@ impl Authorization for CheckService {
     }
 }
 
-/// Decides one request and writes its answer with `write`: the runtime's verdict, the
-/// `portcullis_checks_total` count under `transport`, the `authz.check` span (a child of the trace context
-/// `trace` finds) with the decision's fields, and the log line. Every transport goes through here.
+/// Decides one request and writes its answer with `write`: the runtime's verdict, the metrics under
+/// `transport` (`portcullis_checks_total`, the duration since `started`), the `authz.check` span (a child
+/// of the trace context `trace` finds) with the decision's fields, the log line and the decision log
+/// (`source`: the client's address and port as the proxy saw it). Every transport goes through here.
 pub async fn check<'v, T>(
     app: &App,
     transport: Transport,
     view: &RequestView<'v>,
+    source: (&str, u32),
+    started: Instant,
     trace: impl Fn(&str) -> Option<&'v str>,
     write: impl FnOnce(Answer<'_>) -> T,
 ) -> T {
-    let span = crate::telemetry::check_span(transport.as_str(), trace);
+    let span = crate::telemetry::check_span(transport.as_str(), &trace);
     let runtime = app.runtime();
     let explain = runtime.allow_explain()
         && view
@@ -85,12 +149,23 @@ pub async fn check<'v, T>(
         .decide(view, explain)
         .instrument(span.clone())
         .await;
-    app.metrics().record(transport, &verdict.decision);
+    app.metrics().record(
+        transport,
+        &verdict.decision,
+        verdict.route.name_shared(),
+        started.elapsed(),
+    );
     span.record("authz.decision", verdict.decision.kind());
     span.record("authz.reason", verdict.decision.reason());
     span.record("authz.route", verdict.route.name());
     span.record("authz.decision_id", verdict.decision_id.as_str());
     log_verdict(&verdict, view, transport);
+    let origin = crate::decision_log::Origin {
+        source_ip: source.0,
+        source_port: source.1,
+        traceparent: trace("traceparent"),
+    };
+    runtime.decision_log().record(&verdict, view, &origin);
     write(crate::answer::answer(&verdict, view, runtime.answers()))
 }
 

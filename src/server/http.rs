@@ -30,7 +30,7 @@ use axum::Router;
 use super::App;
 use crate::answer::{Answer, Outcome};
 use crate::config::{HttpMode, ServerConfig};
-use crate::metrics::Transport;
+use crate::metrics::{Rejection, Transport};
 use crate::request::{Headers, RequestView};
 
 /// The listen-time settings of the HTTP listener.
@@ -77,6 +77,18 @@ async fn forward_auth(
     State((app, settings)): State<(Arc<App>, Arc<HttpSettings>)>,
     request: Request,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let metrics = app.metrics();
+    // Past the limit, an immediate 503 (which every proxy treats as a failure, never an allow).
+    let Some(_permit) = app.admit() else {
+        metrics.reject(Transport::Http, Rejection::Overloaded);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many checks in flight (server.max_concurrent_checks)",
+        )
+            .into_response();
+    };
+    let _in_flight = metrics.in_flight();
     let (parts, _body) = request.into_parts();
     // Lower-case names (the `http` crate's), one entry per header line, as Envoy's raw header list.
     let pairs: Vec<(String, String)> = parts
@@ -120,10 +132,17 @@ async fn forward_auth(
         headers.get("x-request-id").unwrap_or(""),
     );
     view.scheme = original.scheme;
+    // The client's address as the (trusted) proxy appended it: the last X-Forwarded-For entry.
+    let source = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.rsplit(',').next())
+        .map_or("", str::trim);
     super::check::check(
         &app,
         Transport::Http,
         &view,
+        (source, 0),
+        started,
         |key| headers.get(key),
         http_response,
     )

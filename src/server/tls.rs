@@ -13,7 +13,6 @@
 //! every [`RECHECK`] during handshakes; a change that does not load (a certificate without its new key,
 //! half written) keeps the previous material and is logged, and is tried again at the next check.
 
-use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -202,45 +201,13 @@ impl ServerTls {
     }
 
     /// The TLS series of `/metrics`.
-    pub fn render_metrics(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_tls_certificate_expiry_timestamp_seconds notAfter of the certificate the listeners serve (Unix seconds)."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE portcullis_tls_certificate_expiry_timestamp_seconds gauge"
-        );
-        let _ = writeln!(
-            out,
-            "portcullis_tls_certificate_expiry_timestamp_seconds {}",
-            self.current.load().not_after
-        );
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_tls_reloads_total Changed server.tls files: loaded (ok), or refused keeping the previous ones (failed)."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_tls_reloads_total counter");
-        for (result, count) in [("ok", &self.reloads_ok), ("failed", &self.reloads_failed)] {
-            let _ = writeln!(
-                out,
-                "portcullis_tls_reloads_total{{result=\"{result}\"}} {}",
-                count.load(Ordering::Relaxed)
-            );
+    pub fn metrics(&self) -> crate::metrics::TlsSnapshot {
+        crate::metrics::TlsSnapshot {
+            not_after: self.current.load().not_after,
+            reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
+            handshake_failures: self.handshake_failures.load(Ordering::Relaxed),
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_tls_handshake_failures_total TLS handshakes refused or timed out (no or untrusted client certificate, plaintext clients, scanners)."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE portcullis_tls_handshake_failures_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "portcullis_tls_handshake_failures_total {}",
-            self.handshake_failures.load(Ordering::Relaxed)
-        );
     }
 }
 

@@ -115,6 +115,29 @@ pub fn request_view<'a>(
     view
 }
 
+/// The downstream client's address and port as Envoy saw it (`attributes.source.address`), if a socket
+/// address.
+pub fn source_address(request: &CheckRequest) -> Option<(&str, u32)> {
+    use crate::pb::envoy::config::core::v3::{address, socket_address};
+    let address = request
+        .attributes
+        .as_ref()?
+        .source
+        .as_ref()?
+        .address
+        .as_ref()?;
+    match address.address.as_ref()? {
+        address::Address::SocketAddress(socket) => {
+            let port = match socket.port_specifier {
+                Some(socket_address::PortSpecifier::PortValue(port)) => port,
+                _ => 0,
+            };
+            Some((socket.address.as_str(), port))
+        }
+        _ => None,
+    }
+}
+
 /// Writes the answer as the response Envoy acts on.
 pub fn check_response(answer: Answer<'_>) -> CheckResponse {
     let headers = answer

@@ -183,7 +183,12 @@ async fn answer<T>(
     timeout: Duration,
     call: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, StateError> {
-    match tokio::time::timeout(timeout, call).await {
+    let start = std::time::Instant::now();
+    let result = tokio::time::timeout(timeout, call).await;
+    health
+        .calls
+        .observe(start.elapsed(), matches!(result, Ok(Ok(_))));
+    match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
             health.failed("redis", &e);

@@ -1,0 +1,174 @@
+//! The decision log: one structured event per decision on the tracing target [`TARGET`]
+//! (`portcullis::decision`), which `telemetry` writes as one JSON line on stdout. Denials, errors and
+//! permissive-mode would-denies are always logged; allows are sampled at `decision_log.allow_sample_rate`.
+//!
+//! A line names the decision, never the credential: time, decision id, route, provider, principal (the
+//! subject), decision, reason, the client's source address, the request id (`x-request-id`) and the W3C
+//! trace id. Nothing is formatted when the target is filtered out (`RUST_LOG=portcullis::decision=off`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::authorizer::Verdict;
+use crate::config::DecisionLogConfig;
+use crate::decision::Decision;
+use crate::request::RequestView;
+
+/// The tracing target of decision lines.
+pub const TARGET: &str = crate::telemetry::DECISION_TARGET;
+
+/// Where a check came from, beyond the request view: what the transport knows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin<'a> {
+    /// The downstream client's address as Envoy saw it (`ip`), and its port (0 when unknown).
+    pub source_ip: &'a str,
+    pub source_port: u32,
+    /// The W3C `traceparent` header, if any (its trace id is logged).
+    pub traceparent: Option<&'a str>,
+}
+
+/// Which decisions are logged.
+pub struct DecisionLog {
+    /// Allows are logged when a draw from [`Sampler`] is below this: 0 never, `u64::MAX` always.
+    allow_threshold: u64,
+    sampler: Sampler,
+}
+
+// === impl DecisionLog ===
+
+impl DecisionLog {
+    pub fn new(config: &DecisionLogConfig) -> DecisionLog {
+        let rate = config.allow_sample_rate.clamp(0.0, 1.0);
+        let allow_threshold = if rate >= 1.0 {
+            u64::MAX
+        } else {
+            // Exact enough: a rate is a share, not a count.
+            (rate * u64::MAX as f64) as u64
+        };
+        DecisionLog {
+            allow_threshold,
+            sampler: Sampler::new(),
+        }
+    }
+
+    /// Logs `verdict` if its kind is always logged or it is a sampled allow.
+    pub fn record(&self, verdict: &Verdict<'_>, request: &RequestView<'_>, origin: &Origin<'_>) {
+        if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+            return;
+        }
+        if let Decision::Allow(_) = verdict.decision {
+            if !self.sample_allow() {
+                return;
+            }
+        }
+        let (provider, principal) = match &verdict.decision {
+            Decision::Allow(identity) => (Some(&*identity.provider), identity.subject.as_deref()),
+            Decision::Permit {
+                identity: Some(identity),
+                ..
+            } => (Some(&*identity.provider), identity.subject.as_deref()),
+            Decision::Permit {
+                identity: None,
+                would_deny,
+            } => (
+                would_deny.provider.as_deref(),
+                would_deny.principal.as_deref(),
+            ),
+            Decision::Deny(denial) => (denial.provider.as_deref(), denial.principal.as_deref()),
+            Decision::Error(_) => (None, None),
+        };
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let source = if origin.source_ip.is_empty() {
+            String::new()
+        } else if origin.source_ip.contains(':') {
+            format!("[{}]:{}", origin.source_ip, origin.source_port)
+        } else {
+            format!("{}:{}", origin.source_ip, origin.source_port)
+        };
+        tracing::info!(
+            target: TARGET,
+            time = %time,
+            decision_id = verdict.decision_id.as_str(),
+            route = verdict.route.name(),
+            provider = provider.unwrap_or(""),
+            principal = principal.unwrap_or(""),
+            decision = verdict.decision.kind(),
+            reason = verdict.decision.reason(),
+            source_address = %source,
+            request_id = request.request_id,
+            trace_id = origin.traceparent.and_then(trace_id).unwrap_or(""),
+        );
+    }
+
+    fn sample_allow(&self) -> bool {
+        match self.allow_threshold {
+            0 => false,
+            u64::MAX => true,
+            threshold => self.sampler.next() < threshold,
+        }
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if it is well formed.
+fn trace_id(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.trim().split('-');
+    let (_version, id) = (parts.next()?, parts.next()?);
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
+        .then_some(id)
+}
+
+/// Draws for sampling: a shared SplitMix64 sequence (one atomic add per draw, no lock, no system call),
+/// seeded once from the clock. Not a secret; only its spread matters.
+struct Sampler(AtomicU64);
+
+impl Sampler {
+    fn new() -> Sampler {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64);
+        Sampler(AtomicU64::new(seed))
+    }
+
+    fn next(&self) -> u64 {
+        let mut z = self
+            .0
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_id_is_read_from_a_well_formed_traceparent_only() {
+        assert_eq!(
+            trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(trace_id("00-xyz-00f067aa0ba902b7-01"), None);
+        assert_eq!(
+            trace_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(trace_id(""), None);
+    }
+
+    #[test]
+    fn allows_are_sampled_at_the_rate() {
+        let log = |rate| {
+            DecisionLog::new(&DecisionLogConfig {
+                allow_sample_rate: rate,
+            })
+        };
+        let (none, all, tenth) = (log(0.0), log(1.0), log(0.1));
+        let count = |l: &DecisionLog| (0..10_000).filter(|_| l.sample_allow()).count();
+        assert_eq!(count(&none), 0);
+        assert_eq!(count(&all), 10_000);
+        let n = count(&tenth);
+        assert!((800..1200).contains(&n), "{n} of 10000 at 0.1");
+    }
+}
