@@ -14,7 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
 
+    // `google.protobuf.Struct` is our own `pb::Struct`: prost's map plus already-encoded entries, so a
+    // cached identity's metadata is encoded once (see `src/pb.rs`).
     tonic_prost_build::configure()
+        .extern_path(".google.protobuf.Struct", "crate::pb::Struct")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

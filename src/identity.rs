@@ -63,6 +63,50 @@ pub struct Identity {
     /// The token is bound to a DPoP key (`cnf.jkt`) by a provider that enforces DPoP (`jwt`,
     /// `introspection`), so this request carried a valid proof for it (`require: {dpop: true}`).
     pub dpop_bound: bool,
+    /// What the layers above derive from this identity once and reuse for every request it answers while
+    /// it is cached (the answer's encoded metadata). Empty in a clone, so a modified copy never carries a
+    /// stale one.
+    pub prepared: Prepared,
+}
+
+/// A write-once slot for one value derived from an [`Identity`], of a type this layer does not name.
+/// Never part of an identity's equality; a clone starts empty.
+#[derive(Default)]
+pub struct Prepared(std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>);
+
+// === impl Prepared ===
+
+impl Prepared {
+    /// The value, made by `make` the first time. `None` when the slot already holds another type (then
+    /// the caller makes its value itself, every time).
+    pub fn get_or_init<T: std::any::Any + Send + Sync>(
+        &self,
+        make: impl FnOnce() -> T,
+    ) -> Option<&T> {
+        self.0.get_or_init(|| Box::new(make())).downcast_ref()
+    }
+}
+
+impl Clone for Prepared {
+    fn clone(&self) -> Prepared {
+        Prepared::default()
+    }
+}
+
+impl PartialEq for Prepared {
+    fn eq(&self, _: &Prepared) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Prepared(set)"
+        } else {
+            "Prepared(empty)"
+        })
+    }
 }
 
 /// How deep a delegation chain is read; deeper ones end in an empty (unmatchable) actor.
@@ -168,6 +212,7 @@ impl IdentityBuilder {
             expires_at: i64::MAX,
             actors: Vec::new(),
             dpop_bound: false,
+            prepared: Prepared::default(),
         }
     }
 
@@ -210,6 +255,7 @@ impl IdentityBuilder {
             claims,
             expires_at,
             dpop_bound: false,
+            prepared: Prepared::default(),
         }
     }
 }

@@ -4,13 +4,14 @@
 //! The modules form layers: each imports only from the layers below it, never from one above.
 //!
 //! 1. Foundations, importing nothing of ours:
-//!    - [`pb`]: generated protobuf (Envoy ext_authz v3, google.rpc) and the one `Struct` ⇄ JSON pair; used
-//!      only at the edge (`server`, `client`).
+//!    - [`pb`]: generated protobuf (Envoy ext_authz v3, google.rpc), our `Struct` (which can carry
+//!      pre-encoded entries) and the one `Struct` ⇄ JSON pair; used only at the edge (`server`, `client`).
 //!    - `request`: our borrowed view of a check request (method, path, host, headers); header names.
 //!    - `clock`: injectable wall-clock time.
 //!    - [`telemetry`]: log output and trace spans.
 //! 2. What a check is about:
-//!    - `identity`: [`Identity`], [`PrincipalKind`] and the one builder every provider uses.
+//!    - `identity`: [`Identity`], [`PrincipalKind`] and the one builder every provider uses; `Prepared`,
+//!      the write-once slot where an upper layer keeps what it derives from a cached identity.
 //!    - `decision`: what a check decides ([`Decision`]) and why a request is denied: credential reasons,
 //!      unmet route requirements, unavailability.
 //!    - `metrics`, on top of `decision`: the Prometheus families for `/metrics` (prometheus-client) and

@@ -445,8 +445,9 @@ async fn envoy_verified_jwt_payloads_from_metadata() {
     let server = TestServer::start(yaml).await.ready().await;
     let with_payload = |payload: Value| {
         let mut req = request(&[]);
-        let namespace = prost_types::Struct {
+        let namespace = portcullis::pb::Struct {
             fields: [("jwt_payload".to_owned(), prost_value(payload))].into(),
+            ..Default::default()
         };
         req.attributes.as_mut().unwrap().metadata_context = Some(portcullis::pb::core::Metadata {
             filter_metadata: [("envoy.filters.http.jwt_authn".to_owned(), namespace)].into(),

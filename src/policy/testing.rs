@@ -23,6 +23,7 @@ pub(super) fn identity(scopes: &str, claims: Json) -> Identity {
         expires_at: i64::MAX,
         actors: Vec::new(),
         dpop_bound: false,
+        prepared: Default::default(),
     }
 }
 

@@ -10,8 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
@@ -93,8 +96,92 @@ pub fn algorithm(name: AlgorithmName) -> Algorithm {
 /// A verification key and the algorithms it may be used with (decided by the key, never by a token).
 pub struct Key {
     pub kid: Option<Box<str>>,
-    pub decoding: DecodingKey,
+    decoding: DecodingKey,
     pub algorithms: AlgSet,
+    /// The public key parsed once per algorithm it may verify (aws-lc-rs), so a verification does not
+    /// parse it again; HMAC secrets have none and go through `decoding`.
+    parsed: Box<[(Algorithm, ParsedPublicKey)]>,
+}
+
+// === impl Key ===
+
+impl Key {
+    fn new(kid: Option<Box<str>>, decoding: DecodingKey, algorithms: AlgSet) -> Key {
+        let parsed = ALGORITHMS
+            .iter()
+            .filter(|&&alg| algorithms.contains(alg))
+            .filter_map(|&alg| Some((alg, parse_public_key(&decoding, alg)?)))
+            .collect();
+        Key {
+            kid,
+            decoding,
+            algorithms,
+            parsed,
+        }
+    }
+
+    /// Whether `signature` (base64url, RFC 7515 §7.1) signs `message` under `alg`. The caller has checked
+    /// that `alg` is one of the key's own [`Key::algorithms`].
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &str) -> bool {
+        if !self.algorithms.contains(alg) {
+            return false;
+        }
+        let Some((_, key)) = self.parsed.iter().find(|(a, _)| *a == alg) else {
+            return matches!(
+                jsonwebtoken::crypto::verify(signature, message, &self.decoding, alg),
+                Ok(true)
+            );
+        };
+        // The largest signature we verify is RSA-8192's 1024 bytes; anything longer is not one.
+        let mut buf = [0u8; 1040];
+        match URL_SAFE_NO_PAD.decode_slice(signature, &mut buf) {
+            Ok(len) => key.verify_sig(message, &buf[..len]).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The aws-lc-rs verification algorithm of a JWS `alg` (RFC 7518 §3.1), for the public-key ones.
+fn verification_algorithm(alg: Algorithm) -> Option<&'static dyn VerificationAlgorithm> {
+    Some(match alg {
+        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+        Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
+        Algorithm::EdDSA => &signature::ED25519,
+        _ => return None,
+    })
+}
+
+/// The RSA parameters of an RSA `alg`, for keys given as modulus and exponent.
+fn rsa_parameters(alg: Algorithm) -> Option<&'static signature::RsaParameters> {
+    Some(match alg {
+        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+/// The key parsed for one algorithm; `None` for a secret, or a key aws-lc-rs refuses (such a key then
+/// verifies nothing: [`Key::verify`] falls back to `decoding`, which refuses it the same way).
+fn parse_public_key(decoding: &DecodingKey, alg: Algorithm) -> Option<ParsedPublicKey> {
+    match decoding.kind() {
+        DecodingKeyKind::RsaModulusExponent { n, e } => {
+            let components = signature::RsaPublicKeyComponents { n, e };
+            components.to_parsed_public_key(rsa_parameters(alg)?).ok()
+        }
+        DecodingKeyKind::SecretOrDer(bytes) => {
+            ParsedPublicKey::new(verification_algorithm(alg)?, bytes).ok()
+        }
+    }
 }
 
 /// One snapshot of a provider's keys.
@@ -120,11 +207,11 @@ impl KeySet {
     /// A key set of one shared HMAC secret.
     pub fn shared_secret(secret: &[u8], algorithms: AlgSet) -> KeySet {
         KeySet {
-            keys: vec![Arc::new(Key {
-                kid: None,
-                decoding: DecodingKey::from_secret(secret),
-                algorithms: algorithms.intersect(AlgSet::HMAC),
-            })],
+            keys: vec![Arc::new(Key::new(
+                None,
+                DecodingKey::from_secret(secret),
+                algorithms.intersect(AlgSet::HMAC),
+            ))],
             by_kid: HashMap::new(),
             any_kid: true,
             generation: 0,
@@ -225,11 +312,11 @@ fn usable_key(jwk: &Jwk, allowed: AlgSet) -> Option<Key> {
         return None;
     }
     let decoding = DecodingKey::from_jwk(jwk).ok()?;
-    Some(Key {
-        kid: jwk.common.key_id.as_deref().map(Box::from),
+    Some(Key::new(
+        jwk.common.key_id.as_deref().map(Box::from),
         decoding,
         algorithms,
-    })
+    ))
 }
 
 fn key_algorithm(alg: KeyAlgorithm) -> Option<Algorithm> {

@@ -7,6 +7,7 @@
 //! SHA-256 of the token, never past their `exp`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,7 +75,13 @@ impl JwtProvider {
     }
 
     /// Verifies a parsed token that names this provider's issuer.
-    async fn verify(&self, token: Parsed<'_>, now: i64) -> Result<Identity, Outcome> {
+    /// `checked` receives what the signature check found, when the token got that far.
+    async fn verify(
+        &self,
+        token: Parsed<'_>,
+        now: i64,
+        checked: &mut Option<SignatureCheck>,
+    ) -> Result<Identity, Outcome> {
         let reject = |r| Err(Outcome::Rejected(r));
         if token.len > self.max_token_bytes {
             return reject(DenyReason::TokenTooLarge);
@@ -106,14 +113,13 @@ impl JwtProvider {
         if !key.algorithms.contains(token.alg) {
             return reject(DenyReason::AlgorithmNotAllowed);
         }
-        match jsonwebtoken::crypto::verify(
-            token.signature,
-            token.message.as_bytes(),
-            &key.decoding,
-            token.alg,
-        ) {
-            Ok(true) => {}
-            _ => return reject(DenyReason::BadSignature),
+        let valid = key.verify(token.alg, token.message.as_bytes(), token.signature);
+        *checked = Some(SignatureCheck {
+            generation: keys.generation,
+            valid,
+        });
+        if !valid {
+            return reject(DenyReason::BadSignature);
         }
 
         let expires_at = self
@@ -270,6 +276,24 @@ impl moka::Expiry<[u8; 32], Cached> for ExpireAtTokenExpiry {
     }
 }
 
+/// What a signature check found, and under which key set.
+struct SignatureCheck {
+    generation: u64,
+    valid: bool,
+}
+
+/// A token whose signature failed: under which provider, and which of its key sets.
+#[derive(Clone, Copy)]
+struct BadSignature {
+    provider: usize,
+    generation: u64,
+}
+
+/// How many bad-signature tokens are remembered, and for how long. A flood of one forged token costs one
+/// verification per key set and TTL; a flood of distinct ones still costs one each.
+const BAD_SIGNATURE_ENTRIES: u64 = 10_000;
+const BAD_SIGNATURE_TTL: Duration = Duration::from_secs(60);
+
 /// Every `jwt` provider, indexed by issuer, with one shared cache of verified tokens.
 pub struct JwtProviders {
     providers: Vec<JwtProvider>,
@@ -277,6 +301,11 @@ pub struct JwtProviders {
     cache: Option<Cache<[u8; 32], Cached>>,
     /// The token cache's hits, misses and evictions.
     counters: CacheCounters,
+    /// Tokens whose signature failed, by the same digest: answered again without verifying, as long as
+    /// the provider's key set is the one they failed under.
+    bad_signatures: Cache<[u8; 32], BadSignature>,
+    /// Signature verifications done (cache misses that reached a key).
+    verifications: AtomicU64,
     max_token_bytes: usize,
     clock: Clock,
 }
@@ -309,6 +338,11 @@ impl JwtProviders {
             by_issuer,
             cache,
             counters,
+            bad_signatures: Cache::builder()
+                .max_capacity(BAD_SIGNATURE_ENTRIES)
+                .time_to_live(BAD_SIGNATURE_TTL)
+                .build(),
+            verifications: AtomicU64::new(0),
             max_token_bytes,
             clock,
         }
@@ -338,6 +372,12 @@ impl JwtProviders {
             c.run_pending_tasks();
             c.entry_count()
         })
+    }
+
+    /// Signature verifications done so far (read by tests; a metric could export it).
+    #[cfg(test)]
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     /// Whether the token's (unverified) `iss` names a provider `accept` takes. A token too large to look at
@@ -391,6 +431,17 @@ impl JwtProviders {
                 cache.invalidate(&digest);
             }
         }
+        // The same bad token again: the same denial, without a second verification.
+        if let Some(bad) = self.bad_signatures.get(&digest) {
+            let keys = self.providers[bad.provider].keys.current();
+            if keys.is_some_and(|k| k.generation == bad.generation) {
+                return Outcome::Rejected(if accept(bad.provider) {
+                    DenyReason::BadSignature
+                } else {
+                    DenyReason::UntrustedIssuer
+                });
+            }
+        }
         let parsed = match Parsed::parse(token) {
             Ok(parsed) => parsed,
             Err(reason) => return Outcome::Rejected(reason),
@@ -403,7 +454,19 @@ impl JwtProviders {
             _ => return Outcome::Rejected(DenyReason::MissingIssuer),
         };
         let provider = &self.providers[index];
-        match provider.verify(parsed, now).await {
+        let mut checked = None;
+        let verified = provider.verify(parsed, now, &mut checked).await;
+        if let Some(check) = checked {
+            self.verifications.fetch_add(1, Ordering::Relaxed);
+            if !check.valid {
+                let bad = BadSignature {
+                    provider: index,
+                    generation: check.generation,
+                };
+                self.bad_signatures.insert(digest, bad);
+            }
+        }
+        match verified {
             Ok(identity) => {
                 let identity = Arc::new(identity);
                 if let (Some(cache), Some(max_ttl)) = (&self.cache, provider.cache_ttl) {
@@ -472,6 +535,72 @@ mod tests {
             Parsed::parse("a.b.c").err(),
             Some(DenyReason::MalformedToken)
         );
+    }
+
+    /// One HS256 provider with `secret`, and a token for it signed with `signed_with`.
+    fn hs256(secret: &[u8], signed_with: &[u8]) -> (JwtProviders, String) {
+        let yaml = "providers:
+  - {name: h, type: jwt, issuer: 'https://h.example/', audiences: [api], algorithms: [HS256],
+     shared_secret: {env: UNUSED_IN_THIS_TEST}}";
+        let config = crate::config::Config::from_yaml_str(yaml).unwrap();
+        let common = &config.providers[0];
+        let crate::config::ProviderKind::Jwt(jwt) = &common.kind else {
+            unreachable!("a jwt provider")
+        };
+        let keys = KeyStore::fixed(
+            Arc::from("h"),
+            super::super::jwks::KeySet::shared_secret(secret, AlgSet::HMAC),
+        );
+        let provider = JwtProvider::new(common, jwt, Arc::new(keys));
+        let providers = JwtProviders::new(vec![provider], 100, Clock::system());
+        let claims = serde_json::json!({
+            "iss": "https://h.example/", "aud": "api", "sub": "u", "exp": 4_000_000_000_i64,
+        });
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(signed_with),
+        )
+        .unwrap();
+        (providers, token)
+    }
+
+    #[tokio::test]
+    async fn a_repeated_bad_signature_is_verified_once() {
+        let (providers, forged) = hs256(b"the real secret", b"a guessed secret");
+        for _ in 0..3 {
+            let outcome = providers.authenticate(&forged, |_| true).await;
+            assert!(matches!(
+                outcome,
+                Outcome::Rejected(DenyReason::BadSignature)
+            ));
+        }
+        assert_eq!(providers.verifications(), 1);
+        // On a route that does not take this provider, the remembered token is refused as before.
+        let outcome = providers.authenticate(&forged, |_| false).await;
+        assert!(matches!(
+            outcome,
+            Outcome::Rejected(DenyReason::UntrustedIssuer)
+        ));
+        // A distinct bad token is verified: the memory is by token, not by issuer.
+        let mut other = forged.clone();
+        let last = if other.ends_with('A') { "B" } else { "A" };
+        other.replace_range(other.len() - 1.., last);
+        let outcome = providers.authenticate(&other, |_| true).await;
+        assert!(matches!(
+            outcome,
+            Outcome::Rejected(DenyReason::BadSignature)
+        ));
+        assert_eq!(providers.verifications(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_good_token_is_not_remembered_as_bad() {
+        let (providers, token) = hs256(b"the real secret", b"the real secret");
+        let outcome = providers.authenticate(&token, |_| true).await;
+        assert!(matches!(outcome, Outcome::Authenticated(_)));
+        let digest = super::super::http::digest(&token);
+        assert!(!providers.bad_signatures.contains_key(&digest));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! an [`Answer`] becomes a `CheckResponse`. It decides nothing: it also maps each answer to its gRPC code.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -13,8 +14,8 @@ use crate::pb::auth::{
 };
 use crate::pb::core::{header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption};
 use crate::pb::http_type::HttpStatus;
-use crate::pb::json;
 use crate::pb::rpc::Status;
+use crate::pb::{json, Struct};
 use crate::request::{Headers, RequestView};
 
 /// gRPC codes (google.rpc.Code) carried in `CheckResponse.status`.
@@ -223,16 +224,28 @@ fn grpc_code(status: u16) -> i32 {
     }
 }
 
-/// The allow's dynamic metadata: the principal for Envoy's other filters and access logs.
-fn metadata_struct(metadata: &Metadata<'_>) -> prost_types::Struct {
-    let mut fields = metadata.identity.map(identity_fields).unwrap_or_default();
+/// The allow's dynamic metadata: the principal for Envoy's other filters and access logs. The identity's
+/// part is encoded once per identity (kept in [`Identity::prepared`] while the identity is cached) and
+/// written as bytes beside this request's own fields (decision id, route, `would_deny`).
+fn metadata_struct(metadata: &Metadata<'_>) -> Struct {
+    let mut fields = BTreeMap::new();
     fields.insert("decision_id".to_owned(), json::string(metadata.decision_id));
     fields.insert("route".to_owned(), json::string(metadata.route));
     if let Some(label) = metadata.would_deny {
         fields.insert("would_deny".to_owned(), json::string(label));
     }
-    prost_types::Struct { fields }
+    let encoded = metadata.identity.map(|identity| {
+        let encode = || EncodedIdentity(Struct::encode_entries(&identity_fields(identity)).into());
+        match identity.prepared.get_or_init(encode) {
+            Some(prepared) => Arc::clone(&prepared.0),
+            None => encode().0,
+        }
+    });
+    Struct { fields, encoded }
 }
+
+/// An identity's metadata fields, encoded (see [`Struct::encoded`]).
+struct EncodedIdentity(Arc<[u8]>);
 
 fn identity_fields(identity: &Identity) -> BTreeMap<String, prost_types::Value> {
     use prost_types::value::Kind;
