@@ -805,3 +805,39 @@ providers:
     assert!(matches!(status(&r), 401 | 503), "{r:?}");
     assert_eq!(up.hits(), 0, "the token and client secret were re-POSTed");
 }
+
+/// `@clients` marks a machine only where the provider says so: by default for an Auth0 issuer, never
+/// for another issuer, where a person may be able to pick a name ending in `@clients`.
+#[tokio::test]
+async fn the_clients_suffix_makes_a_machine_only_where_the_provider_says_so() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    let serve = |extra: &str| {
+        format!(
+            "server: {{drain_seconds: 0}}
+providers:
+  - {{name: corp, type: jwt, issuer: '{}', audiences: [api], algorithms: [ES256]{extra}}}",
+            idp.issuer
+        )
+    };
+    let mut c = claims(&idp.issuer, "api");
+    c["sub"] = json!("bob@clients");
+    c["azp"] = json!("spa");
+    let token = key.token(&c);
+
+    // A non-Auth0 issuer: `bob@clients` is a person.
+    let server = TestServer::start(&serve("")).await.ready().await;
+    let r = server.check_bearer(&token).await;
+    // A machine principal gets `x-auth-client-id`; a person does not.
+    assert_eq!(header(&ok(&r).headers, "x-auth-client-id"), None);
+    drop(server);
+
+    // The provider opts in (an Auth0 custom domain): a machine of client `spa`.
+    let server = TestServer::start(&serve(", machine_subject_suffix: '@clients'"))
+        .await
+        .ready()
+        .await;
+    let r = server.check_bearer(&token).await;
+    assert_eq!(header(&ok(&r).headers, "x-auth-client-id"), Some("spa"));
+}
