@@ -317,7 +317,8 @@ impl Providers {
             };
             let kind = match &provider.kind {
                 ProviderKind::Jwt(c) => {
-                    let store = jwt_key_store(index, &name, c, secrets, &key_tls_client(&c.tls)?)?;
+                    let store = jwt_key_store(index, &name, c, secrets, &key_tls_client(&c.tls)?)?
+                        .with_clock(clock.clone());
                     cache_entries += c.cache.max_entries;
                     jwt.push(JwtProvider::new(provider, c, Arc::new(store)));
                     jwt_entries.push(index);

@@ -17,6 +17,7 @@ use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
 use super::http::{read_bounded, BearerToken, UpstreamError};
+use crate::clock::Clock;
 use crate::config::{AlgorithmName, JwksSettings};
 
 /// A set of algorithms, as bits.
@@ -313,6 +314,8 @@ pub struct KeyStore {
     current: ArcSwapOption<KeySet>,
     refresh: tokio::sync::Mutex<RefreshState>,
     pub stats: FetchStats,
+    /// Schedules the background refreshes (a test's manual clock drives them).
+    clock: Clock,
 }
 
 // === impl KeyStore ===
@@ -328,6 +331,7 @@ impl KeyStore {
             current: ArcSwapOption::from_pointee(keys),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             stats: FetchStats::default(),
+            clock: Clock::system(),
         }
     }
 
@@ -358,7 +362,14 @@ impl KeyStore {
             current: ArcSwapOption::empty(),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             stats: FetchStats::default(),
+            clock: Clock::system(),
         })
+    }
+
+    /// Schedules the background refreshes on `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> KeyStore {
+        self.clock = clock;
+        self
     }
 
     /// Sends `token` with every fetch of the configured `jwks_uri` (never with discovery).
@@ -542,12 +553,15 @@ impl KeyStore {
             return;
         }
         let mut delay = Duration::ZERO;
+        let mut started = self.clock.now();
         let mut failures: u32 = 0;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
+                _ = self.clock.sleep_from(started, delay) => {}
             }
+            // The next wait counts from the start of this fetch.
+            started = self.clock.now();
             let result = {
                 let mut state = self.refresh.lock().await;
                 self.refresh_locked(&mut state).await
