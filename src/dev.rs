@@ -254,6 +254,7 @@ impl DevIssuer {
                     tls: Default::default(),
                     dangerous_allow_plain_http: true,
                     dpop: None,
+                    machine_subject_suffix: None,
                 }),
             }],
             revocation: Default::default(),

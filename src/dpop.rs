@@ -15,7 +15,7 @@
 
 mod htu;
 mod nonce;
-mod proof;
+pub(crate) mod proof;
 mod replay;
 
 use std::sync::Arc;

@@ -138,6 +138,53 @@ fn actor_chain(claims: &Map<String, Value>) -> Vec<String> {
 pub struct IdentityBuilder {
     headers: Box<[(Box<str>, Arc<str>)]>,
     mapping: Box<[(Box<str>, Box<str>)]>,
+    machine_suffix: MachineSuffix,
+}
+
+/// Which `sub` suffix marks a client-credentials token (a provider's `machine_subject_suffix`). Auth0 gives
+/// its machine tokens a `sub` of `<client id>@clients`; another issuer may let a person pick a name ending
+/// in `@clients`, so the rule applies only where the provider says so.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MachineSuffix {
+    /// `@clients` for an Auth0 issuer (`https://…auth0.com`), no suffix rule for any other. The default.
+    #[default]
+    Auto,
+    /// This suffix, for every issuer of the provider.
+    Fixed(Box<str>),
+    /// No suffix rule.
+    Off,
+}
+
+// === impl MachineSuffix ===
+
+impl MachineSuffix {
+    /// From a provider's `machine_subject_suffix`: unset is [`MachineSuffix::Auto`], `""` turns it off.
+    pub fn from_config(value: Option<&str>) -> MachineSuffix {
+        match value {
+            None => MachineSuffix::Auto,
+            Some("") => MachineSuffix::Off,
+            Some(suffix) => MachineSuffix::Fixed(Box::from(suffix)),
+        }
+    }
+
+    /// The suffix that applies to a token from `issuer`.
+    fn for_issuer(&self, issuer: &str) -> Option<&str> {
+        match self {
+            MachineSuffix::Auto => is_auth0(issuer).then_some("@clients"),
+            MachineSuffix::Fixed(suffix) => Some(suffix),
+            MachineSuffix::Off => None,
+        }
+    }
+}
+
+/// An Auth0 tenant's issuer: `https://<tenant>[.<region>].auth0.com/`.
+fn is_auth0(issuer: &str) -> bool {
+    url::Url::parse(issuer).is_ok_and(|url| {
+        url.scheme() == "https"
+            && url
+                .host_str()
+                .is_some_and(|host| host.ends_with(".auth0.com"))
+    })
 }
 
 // === impl IdentityBuilder ===
@@ -156,7 +203,14 @@ impl IdentityBuilder {
                 .iter()
                 .map(|(claim, attr)| (Box::from(claim.as_str()), Box::from(attr.as_str())))
                 .collect(),
+            machine_suffix: MachineSuffix::Auto,
         }
+    }
+
+    /// The provider's `machine_subject_suffix` rule.
+    pub fn with_machine_suffix(mut self, suffix: MachineSuffix) -> IdentityBuilder {
+        self.machine_suffix = suffix;
+        self
     }
 
     /// Settings with a `claims_mapping` only (the providers that set no claim headers).
@@ -239,7 +293,8 @@ impl IdentityBuilder {
                 Some((Arc::clone(header), value))
             })
             .collect();
-        let (kind, client_id) = principal_kind(&claims, subject.as_deref());
+        let suffix = self.machine_suffix.for_issuer(&issuer);
+        let (kind, client_id) = principal_kind(&claims, subject.as_deref(), suffix);
         // A client acting for itself is its own principal (RFC 7662 §2.2 `client_id`).
         let subject = subject.or_else(|| client_id.clone());
         Identity {
@@ -320,11 +375,13 @@ pub fn map_claims(
 }
 
 /// Human or machine, and the client of a machine token. A machine token is a client-credentials grant:
-/// Auth0 marks it with `gty: client-credentials` and a `sub` ending in `@clients`; generically it has no
-/// `sub` of its own, or one equal to its `client_id`/`azp` (RFC 9068 §2.2).
+/// Auth0 marks it with `gty: client-credentials` and a `sub` ending in `@clients` (`suffix`, the
+/// provider's rule for this issuer); generically it has no `sub` of its own, or one equal to its
+/// `client_id`/`azp` (RFC 9068 §2.2).
 fn principal_kind(
     claims: &Map<String, Value>,
     subject: Option<&str>,
+    suffix: Option<&str>,
 ) -> (PrincipalKind, Option<String>) {
     let client = claims
         .get("client_id")
@@ -334,10 +391,15 @@ fn principal_kind(
     let machine = claims.get("gty").and_then(Value::as_str) == Some("client-credentials")
         || match subject {
             None => true,
-            Some(sub) => sub.ends_with("@clients") || Some(sub) == client,
+            Some(sub) => suffix.is_some_and(|x| sub.ends_with(x)) || Some(sub) == client,
         };
     if machine {
-        let client = client.or_else(|| subject.and_then(|s| s.strip_suffix("@clients")));
+        let client = client.or_else(|| {
+            subject
+                .zip(suffix)
+                .and_then(|(s, x)| s.strip_suffix(x))
+                .filter(|c| !c.is_empty())
+        });
         (PrincipalKind::Machine, client.map(str::to_owned))
     } else {
         (PrincipalKind::Human, None)
@@ -472,11 +534,12 @@ mod tests {
     #[test]
     fn machine_tokens_are_recognised() {
         use serde_json::json;
-        let kind = |v: Value| {
+        let kind_with = |v: Value, suffix: Option<&str>| {
             let claims = v.as_object().unwrap().clone();
             let sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-            principal_kind(&claims, sub.as_deref())
+            principal_kind(&claims, sub.as_deref(), suffix)
         };
+        let kind = |v: Value| kind_with(v, Some("@clients"));
         let human = (PrincipalKind::Human, None);
         let machine = |c: &str| (PrincipalKind::Machine, Some(c.to_owned()));
         assert_eq!(kind(json!({"sub": "auth0|123", "azp": "spa"})), human);
@@ -490,5 +553,27 @@ mod tests {
             machine("svc")
         );
         assert_eq!(kind(json!({"client_id": "svc"})), machine("svc"));
+        // Without a suffix rule, `@clients` is just a name.
+        assert_eq!(kind_with(json!({"sub": "abc@clients"}), None), human);
+        assert_eq!(
+            kind_with(json!({"sub": "abc@svc", "azp": "spa"}), Some("@svc")),
+            machine("spa")
+        );
+    }
+
+    #[test]
+    fn the_suffix_rule_is_per_provider_and_issuer() {
+        let auto = MachineSuffix::from_config(None);
+        assert_eq!(
+            auto.for_issuer("https://tenant.eu.auth0.com/"),
+            Some("@clients")
+        );
+        assert_eq!(auto.for_issuer("https://idp.example/"), None);
+        assert_eq!(auto.for_issuer("https://auth0.com.evil.example/"), None);
+        assert_eq!(auto.for_issuer("http://tenant.auth0.com/"), None);
+        let fixed = MachineSuffix::from_config(Some("@clients"));
+        assert_eq!(fixed.for_issuer("https://login.example/"), Some("@clients"));
+        let off = MachineSuffix::from_config(Some(""));
+        assert_eq!(off.for_issuer("https://tenant.auth0.com/"), None);
     }
 }

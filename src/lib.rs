@@ -56,6 +56,9 @@
 //!     parses and dispatches; `cli/import_llama` for `import llama-stack`) and [`bench`] (the `bench` load generator and its no-op server; it talks to
 //!     portcullis as a separate process, over [`pb`] only).
 
+//! 11. `fuzzing` (the `fuzzing` feature only): thin entry points for the `cargo fuzz` targets in `fuzz/`;
+//!     it may import from every layer and nothing imports it.
+
 #![forbid(unsafe_code)]
 
 mod answer;
@@ -70,6 +73,9 @@ mod decision;
 mod decision_log;
 mod dev;
 mod dpop;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod identity_token;
 mod metrics;

@@ -439,13 +439,10 @@ impl Providers {
                         .and_then(|(p, _)| p.jwt.providers().iter().find(|j| *j.name() == name));
                     let store = match running {
                         Some(running) => Arc::clone(running.keys()),
-                        None => Arc::new(jwt_key_store(
-                            index,
-                            &name,
-                            c,
-                            secrets,
-                            &key_tls_client(&c.tls)?,
-                        )?),
+                        None => Arc::new(
+                            jwt_key_store(index, &name, c, secrets, &key_tls_client(&c.tls)?)?
+                                .with_clock(clock.clone()),
+                        ),
                     };
                     cache_entries += c.cache.max_entries;
                     jwt.push(JwtProvider::new(provider, c, store));

@@ -341,7 +341,14 @@ mod tests {
         assert!(list.revoked(&identity(json!({"sub": "u", "sid": "s-1"})), now));
         assert!(list.revoked(&identity(json!({"sub": "u", "azp": "spa"})), now));
         assert!(list.revoked(&identity(json!({"client_id": "svc"})), now));
-        assert!(list.revoked(&identity(json!({"sub": "svc@clients"})), now));
+        // An Auth0 machine token names its client only in `sub` (`<client id>@clients`).
+        let auth0 = IdentityBuilder::default().claims_identity(
+            &Arc::from("auth0"),
+            Arc::from("https://tenant.eu.auth0.com/"),
+            json!({"sub": "svc@clients"}).as_object().unwrap().clone(),
+            i64::MAX,
+        );
+        assert!(list.revoked(&auth0, now));
         assert!(!list.revoked(&identity(json!({"sub": "u", "azp": "web"})), now));
     }
 

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use portcullis::Clock;
 use serde_json::json;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -398,6 +399,13 @@ async fn rotated_key_is_picked_up_with_one_fetch_under_concurrency() {
     assert_eq!(s.idp.jwks_hits() - fetches_before, 1, "cooldown holds");
 }
 
+/// A counter's value in the `/metrics` text (0 when absent).
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test]
 async fn known_keys_keep_working_while_the_idp_is_down() {
     let mut s = setup_with(
@@ -405,8 +413,20 @@ async fn known_keys_keep_working_while_the_idp_is_down() {
     )
     .await;
     s.idp.stop();
-    // Let a few background refreshes fail.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Wait (at most 10 s) until a background refresh has failed.
+    let failed = "portcullis_jwks_fetches_total{provider=\"test-idp\",result=\"failed\"}";
+    let mut refreshes_failed = 0;
+    for _ in 0..100 {
+        refreshes_failed = metric(&s.server.metrics().await, failed);
+        if refreshes_failed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refreshes_failed > 0,
+        "a refresh failed while the IdP was down"
+    );
     let token = s.ed.token(&claims(&s.idp.issuer, AUD));
     ok(&s.server.check_bearer(&token).await);
     assert!(
@@ -736,7 +756,6 @@ async fn raw_header_maps_are_read_too() {
 
 #[tokio::test]
 async fn cached_tokens_never_outlive_their_exp() {
-    use portcullis::Clock;
     let idp = FakeIdp::start().await;
     let key = TestKey::ec("k");
     idp.set_keys(&[&key]);
@@ -822,37 +841,78 @@ async fn grpc_reflection_lists_the_services() {
     );
 }
 
+/// Waits (at most 5 s of real time) until the IdP has served `count` key set fetches in all.
+async fn wait_for_fetches(idp: &FakeIdp, count: usize) {
+    for _ in 0..250 {
+        if idp.jwks_hits() >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "expected {count} key set fetches, the IdP saw {}",
+        idp.jwks_hits()
+    );
+}
+
+/// The refresh schedule runs on the injectable clock: each step moves it, nothing waits on wall time
+/// except the short grace that shows a fetch did *not* happen.
 #[tokio::test]
 async fn cache_control_max_age_sets_the_refresh_within_bounds() {
     let idp = FakeIdp::start().await;
     let key = TestKey::ec("k");
     idp.set_keys(&[&key]);
-    // The IdP asks for a refresh after 1 s, but the minimum bound is 2 s: about 3 fetches in 5 s, not 5.
+    // The IdP asks for a refresh after 1 s, but the minimum bound is 20 s.
     idp.set_cache_control(Some("public, max-age=1"));
-    let server = TestServer::start(&config(
-        &idp,
-        "    jwks: {refresh_seconds: 60, min_refresh_seconds: 2, max_refresh_seconds: 60}",
-    ))
+    let start = now();
+    let clock = Clock::manual(start);
+    let server = TestServer::start_with(
+        &config(
+            &idp,
+            "    jwks: {refresh_seconds: 60, min_refresh_seconds: 20, max_refresh_seconds: 100}",
+        ),
+        portcullis::SecretSource::Map(Default::default()),
+        clock.clone(),
+    )
     .await
     .ready()
     .await;
-    let start = idp.jwks_hits();
-    tokio::time::sleep(Duration::from_millis(4500)).await;
-    let fetched = idp.jwks_hits() - start;
-    assert!(
-        (1..=3).contains(&fetched),
-        "fetched {fetched} times in 4.5 s with a 2 s floor"
-    );
+    let grace = || tokio::time::sleep(Duration::from_millis(300));
+    assert_eq!(idp.jwks_hits(), 1, "the first load");
 
-    // Without max-age the configured refresh (60 s) applies: no fetch in the next 2.5 s.
-    idp.set_cache_control(None);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let settled = idp.jwks_hits();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // max-age=1 is raised to the 20 s floor: nothing at +19, a fetch at +20.
+    clock.set(start + 19);
+    grace().await;
     assert_eq!(
         idp.jwks_hits(),
-        settled,
+        1,
+        "max-age below the floor waits for the floor"
+    );
+    clock.set(start + 20);
+    wait_for_fetches(&idp, 2).await;
+
+    // max-age=100000 is capped at the 100 s ceiling.
+    idp.set_cache_control(Some("max-age=100000"));
+    clock.set(start + 40);
+    wait_for_fetches(&idp, 3).await; // the fetch that reads the new max-age
+    clock.set(start + 139);
+    grace().await;
+    assert_eq!(idp.jwks_hits(), 3, "nothing before the ceiling");
+    clock.set(start + 140);
+    wait_for_fetches(&idp, 4).await;
+
+    // Without max-age the configured refresh (60 s) applies.
+    idp.set_cache_control(None);
+    clock.set(start + 240);
+    wait_for_fetches(&idp, 5).await; // reads "no max-age"
+    clock.set(start + 299);
+    grace().await;
+    assert_eq!(
+        idp.jwks_hits(),
+        5,
         "refresh_seconds applies when the IdP gives no max-age"
     );
+    clock.set(start + 300);
+    wait_for_fetches(&idp, 6).await;
     drop(server);
 }

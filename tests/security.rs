@@ -805,3 +805,167 @@ providers:
     assert!(matches!(status(&r), 401 | 503), "{r:?}");
     assert_eq!(up.hits(), 0, "the token and client secret were re-POSTed");
 }
+
+/// `@clients` marks a machine only where the provider says so: by default for an Auth0 issuer, never
+/// for another issuer, where a person may be able to pick a name ending in `@clients`.
+#[tokio::test]
+async fn the_clients_suffix_makes_a_machine_only_where_the_provider_says_so() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    let serve = |extra: &str| {
+        format!(
+            "server: {{drain_seconds: 0}}
+providers:
+  - {{name: corp, type: jwt, issuer: '{}', audiences: [api], algorithms: [ES256]{extra}}}",
+            idp.issuer
+        )
+    };
+    let mut c = claims(&idp.issuer, "api");
+    c["sub"] = json!("bob@clients");
+    c["azp"] = json!("spa");
+    let token = key.token(&c);
+
+    // A non-Auth0 issuer: `bob@clients` is a person.
+    let server = TestServer::start(&serve("")).await.ready().await;
+    let r = server.check_bearer(&token).await;
+    // A machine principal gets `x-auth-client-id`; a person does not.
+    assert_eq!(header(&ok(&r).headers, "x-auth-client-id"), None);
+    drop(server);
+
+    // The provider opts in (an Auth0 custom domain): a machine of client `spa`.
+    let server = TestServer::start(&serve(", machine_subject_suffix: '@clients'"))
+        .await
+        .ready()
+        .await;
+    let r = server.check_bearer(&token).await;
+    assert_eq!(header(&ok(&r).headers, "x-auth-client-id"), Some("spa"));
+}
+
+// === Guarantees a mutation test found unheld (issue 13): each test fails under the named bug. ===
+
+/// Signs `header.claims` with RSASSA-PSS SHA-256 (PS256) using `key`'s private RSA key.
+fn ps256_token(key: &TestKey, header: &Value, claims: &Value) -> String {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::RSA_PSS_SHA256;
+    let TestKey::Rsa { pair, .. } = key else {
+        panic!("PS256 needs an RSA key")
+    };
+    let message = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
+    let mut sig = vec![0; pair.public_modulus_len()];
+    pair.sign(
+        &RSA_PSS_SHA256,
+        &SystemRandom::new(),
+        message.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    format!("{message}.{}", b64(sig))
+}
+
+/// Bug: the token's `alg` chooses among the provider's algorithms although the JWK names its own.
+#[tokio::test]
+async fn the_key_not_the_token_decides_the_algorithm() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::rsa("r");
+    let mut jwk = key.jwk();
+    jwk["alg"] = json!("RS256");
+    idp.set_raw_keys(vec![jwk]);
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - {{name: corp, type: jwt, issuer: '{}', audiences: [api], algorithms: [RS256, PS256]}}",
+        idp.issuer
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    let c = claims(&idp.issuer, "api");
+    ok(&server.check_bearer(&key.token(&c)).await);
+    let ps256 = ps256_token(&key, &json!({"alg": "PS256", "kid": "r"}), &c);
+    let r = server.check_bearer(&ps256).await;
+    assert_eq!(status(&r), 401, "a PS256 token under an RS256 key: {r:?}");
+}
+
+/// Bug: API keys compared on a prefix of their digest (or a digest parsed loosely).
+#[tokio::test]
+async fn an_api_key_one_hex_digit_off_is_refused() {
+    let exact = portcullis::hash_key("valid-key");
+    let flip = |c: char| if c == '0' { '1' } else { '0' };
+    let last = exact.chars().last().unwrap();
+    let off_last = format!("{}{}", &exact[..exact.len() - 1], flip(last));
+    let prefix = "sha256:".len();
+    let first = exact[prefix..].chars().next().unwrap();
+    let off_first = format!("sha256:{}{}", flip(first), &exact[prefix + 1..]);
+    for (digest, allowed) in [(&exact, true), (&off_last, false), (&off_first, false)] {
+        let yaml = format!(
+            "server: {{drain_seconds: 0}}
+providers:
+  - name: keys
+    type: api_key
+    credential: {{header: x-api-key}}
+    keys: [{{sha256: '{digest}', principal: ci-bot}}]"
+        );
+        let server = TestServer::start(&yaml).await.ready().await;
+        let r = server.check(&[("x-api-key", "valid-key")]).await;
+        assert_eq!(status(&r) == 200, allowed, "digest {digest}: {r:?}");
+    }
+}
+
+/// Bug: the on-demand refresh forgets that another caller already refreshed while it waited; with no
+/// cooldown to hide it, 100 checks with a new kid would make 100 fetches.
+#[tokio::test]
+async fn unknown_kid_refreshes_are_single_flight_without_a_cooldown() {
+    let idp = FakeIdp::start().await;
+    let old = TestKey::ec("old");
+    idp.set_keys(&[&old]);
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - name: corp
+    type: jwt
+    issuer: '{}'
+    audiences: [api]
+    algorithms: [ES256]
+    jwks: {{unknown_kid_cooldown_seconds: 0}}",
+        idp.issuer
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    let before = idp.jwks_hits();
+    let new = TestKey::ec("new");
+    idp.set_keys(&[&old, &new]);
+    let auth = format!("Bearer {}", new.token(&claims(&idp.issuer, "api")));
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let mut client = server.client().await;
+        let req = request(&[("authorization", &auth)]);
+        tasks.push(tokio::spawn(async move {
+            client.check(req).await.unwrap().into_inner()
+        }));
+    }
+    for task in tasks {
+        ok(&task.await.unwrap());
+    }
+    assert_eq!(idp.jwks_hits() - before, 1, "one fetch for 100 checks");
+}
+
+/// Bug: the verified-token cache keyed on header and payload only. A token with a cached token's header
+/// and payload but another signature is judged on its own signature.
+#[tokio::test]
+async fn a_cached_tokens_header_and_payload_with_another_signature_is_denied() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    let server = jwt_and_api_key(&idp, "").await;
+    let valid = key.token(&claims(&idp.issuer, "api"));
+    ok(&server.check_bearer(&valid).await);
+    ok(&server.check_bearer(&valid).await); // now served from the cache
+    let (head, signature) = valid.rsplit_once('.').unwrap();
+    let mut bytes =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+            .unwrap();
+    bytes[10] ^= 1;
+    for forged in [format!("{head}.{}", b64(&bytes)), format!("{head}.AAAA")] {
+        let r = server.check_bearer(&forged).await;
+        assert_eq!(status(&r), 401, "{forged}: {r:?}");
+    }
+    ok(&server.check_bearer(&valid).await);
+}

@@ -459,6 +459,13 @@ pub struct JwtProviderConfig {
     /// (a token bound with `cnf.jkt` needs its proof; the scheme is not advertised in challenges).
     #[serde(default)]
     pub dpop: Option<DpopConfig>,
+    /// A `sub` ending in this marks a client-credentials (machine) token, and what comes before it is the
+    /// client id, as Auth0 does with `<client id>@clients`. Defaults to `@clients` for an Auth0 issuer
+    /// (`https://…auth0.com/`) and to no such rule for any other issuer; `""` turns it off. Set it for an
+    /// Auth0 custom domain. Tokens with `gty: client-credentials`, no `sub`, or a `sub` equal to
+    /// `client_id`/`azp` are machine tokens whatever this says.
+    #[serde(default)]
+    pub machine_subject_suffix: Option<String>,
 }
 
 fn default_algorithms() -> Vec<AlgorithmName> {
@@ -613,6 +620,13 @@ pub struct IntrospectionConfig {
     /// DPoP (RFC 9449) for introspected tokens, bound by the answer's `cnf.jkt`. Defaults as for `jwt`.
     #[serde(default)]
     pub dpop: Option<DpopConfig>,
+    /// A `sub` ending in this marks a client-credentials (machine) token, and what comes before it is the
+    /// client id, as Auth0 does with `<client id>@clients`. Defaults to `@clients` for an answer whose `iss` is an Auth0 issuer
+    /// (`https://…auth0.com/`) and to no such rule for any other issuer; `""` turns it off. Set it for an
+    /// Auth0 custom domain. Tokens with `gty: client-credentials`, no `sub`, or a `sub` equal to
+    /// `client_id`/`azp` are machine tokens whatever this says.
+    #[serde(default)]
+    pub machine_subject_suffix: Option<String>,
 }
 
 fn default_hint() -> String {
@@ -770,6 +784,13 @@ pub struct EnvoyJwtConfig {
     /// When set, the payload's `iss` must be one of these. Defaults to any.
     #[serde(default)]
     pub issuers: Vec<String>,
+    /// A `sub` ending in this marks a client-credentials (machine) token, and what comes before it is the
+    /// client id, as Auth0 does with `<client id>@clients`. Defaults to `@clients` for a payload whose `iss` is an Auth0 issuer
+    /// (`https://…auth0.com/`) and to no such rule for any other issuer; `""` turns it off. Set it for an
+    /// Auth0 custom domain. Tokens with `gty: client-credentials`, no `sub`, or a `sub` equal to
+    /// `client_id`/`azp` are machine tokens whatever this says.
+    #[serde(default)]
+    pub machine_subject_suffix: Option<String>,
 }
 
 fn default_jwt_authn_namespace() -> String {

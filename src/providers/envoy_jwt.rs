@@ -10,7 +10,7 @@ use super::Outcome;
 use crate::config::providers::EnvoyJwtConfig;
 use crate::config::ProviderConfig;
 use crate::decision::DenyReason;
-use crate::identity::IdentityBuilder;
+use crate::identity::{IdentityBuilder, MachineSuffix};
 use crate::request::RequestView;
 
 pub struct EnvoyJwt {
@@ -28,7 +28,9 @@ impl EnvoyJwt {
             namespace: config.metadata_namespace.clone(),
             payload_key: config.payload_key.clone(),
             issuers: config.issuers.clone(),
-            claims: IdentityBuilder::mapping_only(&common.claims_mapping),
+            claims: IdentityBuilder::mapping_only(&common.claims_mapping).with_machine_suffix(
+                MachineSuffix::from_config(config.machine_subject_suffix.as_deref()),
+            ),
         }
     }
 

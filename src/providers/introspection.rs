@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::config::providers::{ClientAuthMethod, IntrospectionConfig};
 use crate::config::{ProviderConfig, Secret};
 use crate::decision::DenyReason;
-use crate::identity::IdentityBuilder;
+use crate::identity::{IdentityBuilder, MachineSuffix};
 
 pub struct Introspection {
     name: Arc<str>,
@@ -64,7 +64,9 @@ impl Introspection {
             audiences: config.audiences.clone(),
             timeout: Duration::from_secs(config.upstream.timeout_seconds),
             max_body: config.upstream.max_response_bytes,
-            claims: IdentityBuilder::mapping_only(&common.claims_mapping),
+            claims: IdentityBuilder::mapping_only(&common.claims_mapping).with_machine_suffix(
+                MachineSuffix::from_config(config.machine_subject_suffix.as_deref()),
+            ),
             http,
             clock,
             accept_jwt: config.accept_jwt,

@@ -19,6 +19,7 @@ use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
 use super::http::{read_bounded, BearerToken, UpstreamError};
+use crate::clock::Clock;
 use crate::config::{AlgorithmName, JwksSettings};
 use crate::metrics::{Metrics, UpstreamCalls};
 
@@ -397,6 +398,8 @@ pub struct KeyStore {
     refresh: tokio::sync::Mutex<RefreshState>,
     /// Fetch durations, failures and results, for `/metrics`.
     calls: UpstreamCalls,
+    /// Schedules the background refreshes (a test's manual clock drives them).
+    clock: Clock,
 }
 
 // === impl KeyStore ===
@@ -412,6 +415,7 @@ impl KeyStore {
             current: ArcSwapOption::from_pointee(keys),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             calls: UpstreamCalls::default(),
+            clock: Clock::system(),
         }
     }
 
@@ -442,7 +446,14 @@ impl KeyStore {
             current: ArcSwapOption::empty(),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             calls: UpstreamCalls::default(),
+            clock: Clock::system(),
         })
+    }
+
+    /// Schedules the background refreshes on `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> KeyStore {
+        self.clock = clock;
+        self
     }
 
     /// Reports fetches into `metrics` (`portcullis_jwks_fetches_total`, upstream kind `jwks`). A store with
@@ -641,12 +652,15 @@ impl KeyStore {
             .map_or(Duration::ZERO, |at| {
                 at.saturating_duration_since(Instant::now())
             });
+        let mut started = self.clock.now();
         let mut failures: u32 = 0;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
+                _ = self.clock.sleep_from(started, delay) => {}
             }
+            // The next wait counts from the start of this fetch.
+            started = self.clock.now();
             let mut state = self.refresh.lock().await;
             let result = self.refresh_locked(&mut state).await;
             delay = match result {

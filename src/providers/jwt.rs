@@ -22,7 +22,7 @@ use super::Outcome;
 use crate::clock::Clock;
 use crate::config::{JwtProviderConfig, ProviderConfig};
 use crate::decision::{DenyReason, Unavailable};
-use crate::identity::{Identity, IdentityBuilder};
+use crate::identity::{Identity, IdentityBuilder, MachineSuffix};
 use crate::metrics::{CacheCounters, Metrics};
 
 /// One issuer's validation settings and keys, built once at start.
@@ -59,7 +59,10 @@ impl JwtProvider {
             leeway: config.leeway_seconds as f64,
             max_token_bytes: config.max_token_bytes,
             required_typ: config.required_typ.as_deref().map(Box::from),
-            claims: IdentityBuilder::new(&config.claim_headers, &common.claims_mapping),
+            claims: IdentityBuilder::new(&config.claim_headers, &common.claims_mapping)
+                .with_machine_suffix(MachineSuffix::from_config(
+                    config.machine_subject_suffix.as_deref(),
+                )),
             cache_ttl: (config.cache.max_entries > 0)
                 .then(|| Duration::from_secs(config.cache.max_ttl_seconds)),
             keys,
