@@ -68,15 +68,18 @@ ensure_kubernetes_validate() {
   VENV=$TOOLS/venv
   PY=$VENV/bin/python
   KV=$VENV/bin/kubernetes-validate
-  if [[ -x $KV ]] && "$PY" -c 'import sys, kubernetes_validate.version as v; sys.exit(v.__version__ != sys.argv[1])' "$KV_VERSION" 2>/dev/null; then
+  # Installed at the right version *and* runnable: a venv moved or copied from another path keeps the
+  # module but its scripts' #! lines point at the old interpreter.
+  if [[ -x $KV ]] && "$PY" -c 'import sys, kubernetes_validate.version as v; sys.exit(v.__version__ != sys.argv[1])' "$KV_VERSION" 2>/dev/null \
+      && "$KV" --version >/dev/null 2>&1; then
     return
   fi
   command -v python3 >/dev/null || die "python3 is needed to install kubernetes-validate"
   echo "installing kubernetes-validate $KV_VERSION into $VENV ..." >&2
   [[ -x $PY ]] || python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
-  "$PY" -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$KV_VERSION" >&2 \
+  "$PY" -m pip install --quiet --disable-pip-version-check --force-reinstall "kubernetes-validate==$KV_VERSION" >&2 \
     || die "pip install kubernetes-validate failed"
-  [[ -x $KV ]] || die "kubernetes-validate not found at $KV after pip install"
+  "$KV" --version >/dev/null 2>&1 || die "kubernetes-validate at $KV does not run after pip install"
 }
 
 ensure_portcullis() {
