@@ -340,10 +340,22 @@ fn is_credential(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
     lower == "request"
         || lower == "request.headers"
-        || ["authorization", "cookie"]
-            .iter()
-            .any(|name| lower.contains(name))
+        || lower == "request.query"
+        || CREDENTIAL_WORDS.iter().any(|word| lower.contains(word))
 }
+
+/// Words in a header or query parameter name that say it may hold a credential (`authorization`,
+/// `proxy-authorization`, `cookie`, `x-api-key`, `access_token`, `dpop`, …): `explain` never shows them.
+const CREDENTIAL_WORDS: [&str; 8] = [
+    "authorization",
+    "cookie",
+    "key",
+    "token",
+    "secret",
+    "password",
+    "dpop",
+    "session",
+];
 
 type ValMap<'v> = HashMap<CelMapKey<'v>, Box<dyn Val + 'v>>;
 
@@ -816,6 +828,39 @@ mod tests {
             json!(REDACTED)
         );
         assert_eq!(inputs["request.headers[\"x-tenant\"]"], json!("t1"));
+        for name in ["x-api-key", "proxy-authorization", "dpop", "x-session-id"] {
+            let e = compile(&format!("request.headers['{name}'] != ''"));
+            let pairs = [(name, "s3cr3t")];
+            let view = RequestView::new("GET", "/", "h", Headers::Pairs(&pairs), "");
+            let inputs = e.inputs(&Input {
+                identity: &id,
+                request: &view,
+                route: "api",
+                now: NOW,
+            });
+            assert_eq!(
+                inputs[format!("request.headers[\"{name}\"]").as_str()],
+                json!(REDACTED),
+                "{name}"
+            );
+        }
+        let e = compile("request.query['access_token'] != ''");
+        let query_inputs = e.inputs(&Input {
+            identity: &id,
+            request: &RequestView::new(
+                "GET",
+                "/?access_token=s3cr3t",
+                "h",
+                Headers::Pairs(&[]),
+                "",
+            ),
+            route: "api",
+            now: NOW,
+        });
+        assert_eq!(
+            query_inputs["request.query[\"access_token\"]"],
+            json!(REDACTED)
+        );
         assert!(inputs["claims.missing"]
             .as_str()
             .is_some_and(|s| s.starts_with("error: ")));
