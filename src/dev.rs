@@ -276,8 +276,9 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Writes a file readable by its owner only, through a temporary file and a rename.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a file readable by its owner only, through a temporary file and a rename (the dev issuer's key,
+/// and the identity token's generated keys).
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let mut file = fs::OpenOptions::new()

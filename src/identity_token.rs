@@ -435,7 +435,7 @@ impl Ring {
                 .collect(),
         };
         let bytes = serde_json::to_vec(&stored).map_err(std::io::Error::other)?;
-        write_private(&dir.join(KEYS_FILE), &bytes)
+        crate::dev::write_private(&dir.join(KEYS_FILE), &bytes)
     }
 }
 
@@ -496,22 +496,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
         _ => Ok(()),
     }
-}
-
-/// Writes a file readable by its owner only, through a temporary file and a rename.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(tmp, path)
 }
 
 #[cfg(test)]

@@ -54,6 +54,8 @@ fn bit(alg: Algorithm) -> u16 {
 
 impl AlgSet {
     pub const RSA: AlgSet = AlgSet(0b11_1111);
+    /// Every public-key algorithm: RSA, RSA-PSS, ECDSA and EdDSA.
+    pub const PUBLIC_KEY: AlgSet = AlgSet(0b1_1111_1111);
     pub const HMAC: AlgSet = AlgSet(0b1110_0000_0000);
 
     pub fn of(algs: impl IntoIterator<Item = Algorithm>) -> AlgSet {
@@ -735,6 +737,11 @@ mod tests {
             {{"kty":"EC","crv":"P-256","kid":"enc","use":"enc","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}},
             {{"kty":"XYZ","kid":"weird"}}]}}"#
         );
+        assert_eq!(
+            AlgSet::PUBLIC_KEY,
+            AlgSet::of(ALGORITHMS[..9].iter().copied())
+        );
+        assert!(!AlgSet::PUBLIC_KEY.contains(Algorithm::HS256));
         let all = AlgSet::of(ALGORITHMS);
         let set = KeySet::from_jwks(body.as_bytes(), all).unwrap();
         assert_eq!(set.len(), 1, "oct, encryption and unknown keys are skipped");

@@ -19,6 +19,7 @@ use crate::metrics::{Rejection, Transport};
 use crate::pb::auth::authorization_server::Authorization;
 use crate::pb::auth::{CheckRequest, CheckResponse};
 use crate::request::RequestView;
+use crate::runtime::Runtime;
 
 pub struct CheckService {
     app: Arc<App>,
@@ -98,7 +99,8 @@ impl CheckService {
         let view = translate::request_view(&request, raw.as_deref(), filter_metadata.as_ref());
         // RFC 9728: the resource's metadata is public; the request never reaches the upstream. (Only
         // gRPC can answer a body in Envoy's name: over HTTP forward auth a 200 is an allow.)
-        if let Some(document) = self.app.runtime().resources().document(view.path) {
+        let runtime = self.app.runtime();
+        if let Some(document) = runtime.resources().document(view.path) {
             let answer = crate::answer::resource_document(document);
             return Ok(Response::new(translate::check_response(answer)));
         }
@@ -112,10 +114,13 @@ impl CheckService {
         };
         let response = check(
             &self.app,
-            Transport::Grpc,
+            runtime,
+            Arrival {
+                transport: Transport::Grpc,
+                source,
+                started,
+            },
             &view,
-            source,
-            started,
             trace,
             translate::check_response,
         )
@@ -124,21 +129,32 @@ impl CheckService {
     }
 }
 
-/// Decides one request and writes its answer with `write`: the runtime's verdict, the metrics under
-/// `transport` (`portcullis_checks_total`, the duration since `started`), the `authz.check` span (a child
+/// How a check arrived: its transport, the client's address and port as the proxy saw it, and when.
+pub struct Arrival<'a> {
+    pub transport: Transport,
+    pub source: (&'a str, u32),
+    pub started: Instant,
+}
+
+/// Decides one request on `runtime` (the one the transport loaded: a check finishes on the runtime it
+/// started with) and writes its answer with `write`: the verdict, the metrics under
+/// the arrival's `transport` (`portcullis_checks_total`, the duration since `started`), the `authz.check` span (a child
 /// of the trace context `trace` finds) with the decision's fields, the log line and the decision log
-/// (`source`: the client's address and port as the proxy saw it). Every transport goes through here.
+/// (with the arrival's `source`). Every transport goes through here.
 pub async fn check<'v, T>(
     app: &App,
-    transport: Transport,
+    runtime: Arc<Runtime>,
+    arrival: Arrival<'_>,
     view: &RequestView<'v>,
-    source: (&str, u32),
-    started: Instant,
     trace: impl Fn(&str) -> Option<&'v str>,
     write: impl FnOnce(Answer<'_>) -> T,
 ) -> T {
+    let Arrival {
+        transport,
+        source,
+        started,
+    } = arrival;
     let span = crate::telemetry::check_span(transport.as_str(), &trace);
-    let runtime = app.runtime();
     let explain = runtime.allow_explain()
         && view
             .headers

@@ -139,10 +139,13 @@ async fn forward_auth(
         .map_or("", str::trim);
     super::check::check(
         &app,
-        Transport::Http,
+        app.runtime(),
+        super::check::Arrival {
+            transport: Transport::Http,
+            source: (source, 0),
+            started,
+        },
         &view,
-        (source, 0),
-        started,
         |key| headers.get(key),
         http_response,
     )
