@@ -316,7 +316,7 @@ impl Conn {
                     )
                     .await
                     .map_err(|status| format!("gRPC {:?}: {}", status.code(), status.message()))?;
-                Ok(outcome(&response.into_inner()))
+                Ok(response.into_inner().outcome())
             }
             (Conn::Http(client), Payload::Http { url, headers }) => {
                 let response = client
@@ -350,13 +350,7 @@ pub fn http_outcome(status: u16) -> Outcome {
 /// What Envoy makes of a `CheckResponse`.
 pub fn outcome(response: &CheckResponse) -> Outcome {
     let code = response.status.as_ref().map_or(0, |s| s.code);
-    let denied_status = |d: &DeniedHttpResponse| {
-        d.status
-            .as_ref()
-            .and_then(|s| u16::try_from(s.code).ok())
-            .filter(|&s| s >= 100)
-            .unwrap_or(403)
-    };
+    let denied_status = |d: &DeniedHttpResponse| denied_status(d.status.as_ref().map(|s| s.code));
     match &response.http_response {
         Some(check_response::HttpResponse::ErrorResponse(_)) => Outcome::Undecided,
         Some(check_response::HttpResponse::DeniedResponse(d)) => Outcome::Denied(denied_status(d)),
@@ -365,13 +359,71 @@ pub fn outcome(response: &CheckResponse) -> Outcome {
     }
 }
 
-/// Sends bytes encoded once; decodes the answer.
+/// The parts of a `CheckResponse` a decision is read from (tags as in `external_auth.proto`). Everything
+/// else (the identity headers, the dynamic metadata) is skipped unread: the load generator shares the CPU
+/// with the servers it measures, so it must not spend more on a larger answer than reading its bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Verdict {
+    #[prost(message, optional, tag = "1")]
+    status: Option<Code>,
+    #[prost(message, optional, tag = "2")]
+    denied_response: Option<DeniedStatus>,
+    #[prost(message, optional, tag = "3")]
+    ok_response: Option<Skipped>,
+    #[prost(message, optional, tag = "5")]
+    error_response: Option<Skipped>,
+}
+
+/// `google.rpc.Status.code`, or `envoy.type.v3.HttpStatus.code`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Code {
+    #[prost(int32, tag = "1")]
+    code: i32,
+}
+
+/// `DeniedHttpResponse.status`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct DeniedStatus {
+    #[prost(message, optional, tag = "1")]
+    status: Option<Code>,
+}
+
+/// A message whose fields are all skipped.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Skipped {}
+
+impl Verdict {
+    /// What Envoy makes of the answer: [`outcome`] on the fields it reads.
+    fn outcome(&self) -> Outcome {
+        let code = self.status.as_ref().map_or(0, |s| s.code);
+        if self.error_response.is_some() {
+            return Outcome::Undecided;
+        }
+        if let Some(denied) = &self.denied_response {
+            return Outcome::Denied(denied_status(denied.status.as_ref().map(|s| s.code)));
+        }
+        if code == 0 {
+            Outcome::Allowed
+        } else {
+            Outcome::Denied(403)
+        }
+    }
+}
+
+/// The HTTP status of a denial: Envoy's 403 unless a valid status is set.
+fn denied_status(code: Option<i32>) -> u16 {
+    code.and_then(|c| u16::try_from(c).ok())
+        .filter(|&s| s >= 100)
+        .unwrap_or(403)
+}
+
+/// Sends bytes encoded once; decodes the answer's decision.
 #[derive(Clone, Copy)]
 struct PreEncoded;
 
 impl Codec for PreEncoded {
     type Encode = Bytes;
-    type Decode = CheckResponse;
+    type Decode = Verdict;
     type Encoder = PreEncoded;
     type Decoder = PreEncoded;
 
@@ -395,11 +447,11 @@ impl Encoder for PreEncoded {
 }
 
 impl Decoder for PreEncoded {
-    type Item = CheckResponse;
+    type Item = Verdict;
     type Error = tonic::Status;
 
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<CheckResponse>, tonic::Status> {
-        CheckResponse::decode(src)
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Verdict>, tonic::Status> {
+        Verdict::decode(src)
             .map(Some)
             .map_err(|e| tonic::Status::internal(format!("undecodable CheckResponse: {e}")))
     }
@@ -801,6 +853,42 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(outcome(&bare_deny), Outcome::Denied(403));
+        let error = CheckResponse {
+            status: Some(rpc::Status {
+                code: 14,
+                ..Default::default()
+            }),
+            http_response: Some(check_response::HttpResponse::ErrorResponse(
+                DeniedHttpResponse::default(),
+            )),
+            ..Default::default()
+        };
+        assert_eq!(outcome(&error), Outcome::Undecided);
+        let mut big_ok = ok.clone();
+        big_ok.http_response = Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
+            headers: vec![crate::pb::core::HeaderValueOption {
+                header: Some(crate::pb::core::HeaderValue {
+                    key: "x-auth-subject".into(),
+                    value: "alice".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            headers_to_remove: vec!["x-auth-email".into()],
+            ..Default::default()
+        }));
+        big_ok.dynamic_metadata = Some(crate::pb::Struct::default());
+        // The client reads only the decision from the wire: the same outcome as the whole answer's.
+        for (response, expected) in [
+            (&ok, Outcome::Allowed),
+            (&big_ok, Outcome::Allowed),
+            (&denied, Outcome::Denied(401)),
+            (&bare_deny, Outcome::Denied(403)),
+            (&error, Outcome::Undecided),
+        ] {
+            let verdict = Verdict::decode(&*response.encode_to_vec()).unwrap();
+            assert_eq!(verdict.outcome(), expected, "{response:?}");
+        }
     }
 
     #[test]
