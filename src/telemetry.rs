@@ -88,19 +88,7 @@ pub fn init(format: LogFormat, decision_log: bool) -> Telemetry {
         Ok(None) => (None, None, None),
         Err(e) => (None, None, Some(e)),
     };
-    let not_decisions = tracing_subscriber::filter::filter_fn(|m| m.target() != DECISION_TARGET);
-    // A `Vec` of boxed layers, not `Option` layers: an absent `Option` layer enables every callsite
-    // (`Interest::always`), which made every trace-level span of h2 and hyper live in the registry and
-    // cost a third of the server's CPU per Check.
-    let mut layers: Vec<Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>> =
-        vec![fmt.with_filter(filter().and(not_decisions)).boxed()];
-    if decision_log {
-        layers.push(
-            decision_layer(std::io::stdout)
-                .with_filter(filter())
-                .boxed(),
-        );
-    }
+    let mut layers = log_layers(fmt, filter, decision_log.then_some(std::io::stdout));
     if let Some(otel) = otel {
         layers.push(otel.boxed());
     }
@@ -115,6 +103,31 @@ pub fn init(format: LogFormat, decision_log: bool) -> Telemetry {
         tracing::info!("exporting traces over OTLP/HTTP");
     }
     Telemetry { provider }
+}
+
+/// A subscriber layer, boxed.
+type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// The log layers: `fmt` for everything but decisions, and the decision log on `decisions` when given,
+/// each behind a `filter`.
+///
+/// A `Vec` of boxed layers, never `Option` layers: an absent `Option` layer answers
+/// `Interest::always` for every callsite, which kept every trace-level span of h2 and hyper alive in the
+/// registry and cost a third of the server's CPU per Check.
+fn log_layers<W>(
+    fmt: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>,
+    filter: impl Fn() -> EnvFilter,
+    decisions: Option<W>,
+) -> Vec<BoxedLayer>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let not_decisions = tracing_subscriber::filter::filter_fn(|m| m.target() != DECISION_TARGET);
+    let mut layers = vec![fmt.with_filter(filter().and(not_decisions)).boxed()];
+    if let Some(writer) = decisions {
+        layers.push(decision_layer(writer).with_filter(filter()).boxed());
+    }
+    layers
 }
 
 fn tracer_provider() -> Result<Option<SdkTracerProvider>, String> {
@@ -180,8 +193,40 @@ mod tests {
     use opentelemetry::trace::TraceContextExt as _;
     use opentelemetry_sdk::trace::InMemorySpanExporter;
 
+    /// Callsite interest is process-wide: tests that install subscribers take turns.
+    static SUBSCRIBERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn callsites_below_the_log_level_stay_disabled() {
+        let _turn = SUBSCRIBERS.lock().unwrap_or_else(|e| e.into_inner());
+        for decisions in [false, true] {
+            let fmt = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::sink)
+                .boxed();
+            let layers = log_layers(
+                fmt,
+                || EnvFilter::new("info"),
+                decisions.then_some(std::io::sink),
+            );
+            let subscriber = tracing_subscriber::registry().with(layers);
+            tracing::subscriber::with_default(subscriber, || {
+                // What h2 and hyper create on every poll: must cost nothing at the default level.
+                let span = tracing::trace_span!(target: "h2::proto", "poll");
+                assert!(span.is_disabled(), "decision log {decisions}");
+                assert!(tracing::debug_span!(target: "hyper", "conn").is_disabled());
+                assert!(!tracing::enabled!(target: "h2::codec", tracing::Level::TRACE));
+                assert!(tracing::enabled!(tracing::Level::INFO));
+                assert_eq!(
+                    tracing::enabled!(target: "portcullis::decision", tracing::Level::INFO),
+                    decisions
+                );
+            });
+        }
+    }
+
     #[test]
     fn a_check_span_joins_envoys_trace_and_carries_the_decision() {
+        let _turn = SUBSCRIBERS.lock().unwrap_or_else(|e| e.into_inner());
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
