@@ -109,6 +109,11 @@ pub struct ServerConfig {
     /// may use: a check that waits on an upstream costs a few kilobytes and no CPU, so a slow IdP can hold
     /// hundreds per core; past that, queued work only answers after Envoy's own timeout.
     pub max_concurrent_checks: usize,
+    /// Signature verifications run at once (JWT signatures: every token not yet cached, valid or forged).
+    /// A check that needs one while all are busy waits for its turn, within its deadline. Defaults to
+    /// one less than the CPUs the process may use (at least 1): a flood of distinct forged tokens then
+    /// occupies at most that many cores, and cached tokens keep being answered on the last one.
+    pub max_concurrent_verifications: usize,
     /// The largest Check request accepted on the gRPC port, in bytes (headers, and the body with Envoy's
     /// `with_request_body`); a larger one is refused (gRPC `OUT_OF_RANGE`) before it is decoded, and Envoy
     /// applies `failure_mode_allow`. Defaults
@@ -137,6 +142,7 @@ impl Default for ServerConfig {
             http_mode: None,
             http_path_prefix: String::new(),
             max_concurrent_checks: default_max_concurrent_checks(),
+            max_concurrent_verifications: crate::providers::jwt::default_max_verifications(),
             max_request_bytes: 4 * 1024 * 1024,
             max_headers: 256,
         }
@@ -712,6 +718,10 @@ fn validate_server(problems: &mut Problems, server: &ServerConfig) {
     }
     for (field, value) in [
         ("max_concurrent_checks", server.max_concurrent_checks),
+        (
+            "max_concurrent_verifications",
+            server.max_concurrent_verifications,
+        ),
         ("max_request_bytes", server.max_request_bytes),
         ("max_headers", server.max_headers),
     ] {
@@ -929,15 +939,21 @@ state: {backend: redis, url: 'redis://r:6379/0', timeout_ms: 500}
             default_max_concurrent_checks()
         );
         assert!(config.server.max_concurrent_checks >= 256);
+        assert!(config.server.max_concurrent_verifications >= 1);
+        assert!(
+            config.server.max_concurrent_verifications
+                < std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+        );
 
         let found = problems(&format!(
-            "{MINIMAL}server: {{max_concurrent_checks: 0, max_headers: 0, max_request_bytes: 0}}
+            "{MINIMAL}server: {{max_concurrent_checks: 0, max_headers: 0, max_request_bytes: 0, max_concurrent_verifications: 0}}
 decision_log: {{allow_sample_rate: 1.5}}"
         ));
         assert_eq!(
             found,
             [
                 "server.max_concurrent_checks: must be at least 1",
+                "server.max_concurrent_verifications: must be at least 1",
                 "server.max_request_bytes: must be at least 1",
                 "server.max_headers: must be at least 1",
                 "decision_log.allow_sample_rate: must be between 0 and 1 (the share of allows logged)",

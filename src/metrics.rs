@@ -124,6 +124,11 @@ struct FetchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -145,6 +150,9 @@ pub struct Metrics {
     upstream_durations: HistogramFamily<UpstreamLabels>,
     upstream_failures: Family<UpstreamLabels, Counter>,
     jwks_fetches: Family<FetchLabels, Counter>,
+    /// JWT signature checks by result (valid, invalid), and the ones that waited for a permit.
+    verifications: [Counter; 2],
+    verification_waits: Counter,
     /// The label value of "no route" and "no provider".
     none: Arc<str>,
 }
@@ -235,6 +243,20 @@ impl Default for Metrics {
             "Key set fetches by provider and result (ok, failed).",
             jwks_fetches.clone(),
         );
+        let verification_family = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "portcullis_jwt_verifications",
+            "JWT signature checks done (tokens not answered from a cache), by result (valid, invalid).",
+            verification_family.clone(),
+        );
+        let verifications = ["valid", "invalid"]
+            .map(|result| verification_family.get_or_create_owned(&ResultLabel { result }));
+        let verification_waits = Counter::default();
+        registry.register(
+            "portcullis_jwt_verification_waits",
+            "JWT signature checks that waited for a permit (server.max_concurrent_verifications were running).",
+            verification_waits.clone(),
+        );
         registry.register(
             "portcullis_build",
             "The running build: its version.",
@@ -254,6 +276,8 @@ impl Default for Metrics {
             upstream_durations,
             upstream_failures,
             jwks_fetches,
+            verifications,
+            verification_waits,
             none: Arc::from(""),
         }
     }
@@ -372,6 +396,35 @@ impl CacheCounters {
     }
 }
 
+/// The JWT signature-check counters of a runtime (`portcullis_jwt_verifications_total`,
+/// `portcullis_jwt_verification_waits_total`). Count nothing until bound; clones share the binding.
+#[derive(Clone, Default)]
+pub struct VerificationCounters(Arc<OnceLock<([Counter; 2], Counter)>>);
+
+// === impl VerificationCounters ===
+
+impl VerificationCounters {
+    /// Records into `metrics`; a second binding is ignored.
+    pub fn bind(&self, metrics: &Metrics) {
+        let _ = self.0.set((
+            metrics.verifications.clone(),
+            metrics.verification_waits.clone(),
+        ));
+    }
+
+    pub fn verified(&self, valid: bool) {
+        if let Some((counters, _)) = self.0.get() {
+            counters[usize::from(!valid)].inc();
+        }
+    }
+
+    pub fn waited(&self) {
+        if let Some((_, waits)) = self.0.get() {
+            waits.inc();
+        }
+    }
+}
+
 /// One provider's calls to one kind of upstream: their durations and failures (and, for key sets, the
 /// `portcullis_jwks_fetches_total` results). Records nothing until bound.
 #[derive(Clone, Default)]
@@ -426,6 +479,7 @@ impl UpstreamCalls {
 
 /// What `/metrics` reads at scrape time: the current runtime's key sets and caches, readiness, and the
 /// shared state.
+#[derive(Default)]
 pub struct Snapshot {
     /// Keys in each provider's current key set.
     pub jwks_keys: Vec<(Arc<str>, usize)>,

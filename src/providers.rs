@@ -526,7 +526,15 @@ impl Providers {
                 fingerprint,
             });
         }
-        let mut jwt = JwtProviders::new(jwt, cache_entries, clock);
+        let mut jwt = JwtProviders::new(
+            jwt,
+            cache_entries,
+            config.server.max_concurrent_verifications,
+            clock,
+        );
+        if let Some(previous) = previous {
+            jwt = jwt.keeping_limit_of(&previous.jwt);
+        }
         // A cached token names its provider by index: keep the cache only when the `jwt` providers are the
         // same ones, unchanged, in the same order.
         let same_jwt_providers = |p: &Providers| {

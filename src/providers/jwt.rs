@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::config::{JwtProviderConfig, ProviderConfig};
 use crate::decision::{DenyReason, Unavailable};
 use crate::identity::{Identity, IdentityBuilder, MachineSuffix};
-use crate::metrics::{CacheCounters, Metrics};
+use crate::metrics::{CacheCounters, Metrics, VerificationCounters};
 
 /// One issuer's validation settings and keys, built once at start.
 pub struct JwtProvider {
@@ -83,6 +83,7 @@ impl JwtProvider {
         &self,
         token: Parsed<'_>,
         now: i64,
+        limit: &VerificationLimit,
         checked: &mut Option<SignatureCheck>,
     ) -> Result<Identity, Outcome> {
         let reject = |r| Err(Outcome::Rejected(r));
@@ -116,7 +117,10 @@ impl JwtProvider {
         if !key.algorithms.contains(token.alg) {
             return reject(DenyReason::AlgorithmNotAllowed);
         }
-        let valid = key.verify(token.alg, token.message.as_bytes(), token.signature);
+        let valid = {
+            let _permit = limit.acquire().await;
+            key.verify(token.alg, token.message.as_bytes(), token.signature)
+        };
         *checked = Some(SignatureCheck {
             generation: keys.generation,
             valid,
@@ -292,6 +296,51 @@ struct BadSignature {
     generation: u64,
 }
 
+/// The signature checks that may run at once, shared by every `jwt` provider of a runtime.
+///
+/// A flood of distinct forged tokens costs one signature check each (the bad-signature memory only helps
+/// against repeats). With fewer permits than cores, those checks can occupy at most that many cores: the
+/// remaining ones keep answering cached tokens and credential-free requests. A check waiting for a permit
+/// costs no CPU and is still bounded by the caller's deadline and by `server.max_concurrent_checks`.
+#[derive(Clone)]
+struct VerificationLimit {
+    permits: Arc<tokio::sync::Semaphore>,
+    size: usize,
+    counters: VerificationCounters,
+}
+
+// === impl VerificationLimit ===
+
+impl VerificationLimit {
+    fn new(size: usize) -> VerificationLimit {
+        let size = size.max(1);
+        VerificationLimit {
+            permits: Arc::new(tokio::sync::Semaphore::new(size)),
+            size,
+            counters: VerificationCounters::default(),
+        }
+    }
+
+    /// A permit to run one signature check; counts a wait when none was free.
+    async fn acquire(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if let Ok(permit) = self.permits.try_acquire() {
+            return Some(permit);
+        }
+        self.counters.waited();
+        // The semaphore is never closed, so this waits for a permit; `None` would only mean "closed".
+        self.permits.acquire().await.ok()
+    }
+}
+
+/// `server.max_concurrent_verifications`'s default: one less than the CPUs the process may use (at least
+/// one), so a flood of forged tokens leaves a core to everything else.
+pub fn default_max_verifications() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_sub(1)
+        .max(1)
+}
+
 /// How many bad-signature tokens are remembered, and for how long. A flood of one forged token costs one
 /// verification per key set and TTL; a flood of distinct ones still costs one each.
 const BAD_SIGNATURE_ENTRIES: u64 = 10_000;
@@ -309,6 +358,8 @@ pub struct JwtProviders {
     bad_signatures: Cache<[u8; 32], BadSignature>,
     /// Signature verifications done (cache misses that reached a key).
     verifications: AtomicU64,
+    /// How many signature checks may run at once (`server.max_concurrent_verifications`).
+    limit: VerificationLimit,
     max_token_bytes: usize,
     clock: Clock,
 }
@@ -316,7 +367,13 @@ pub struct JwtProviders {
 // === impl JwtProviders ===
 
 impl JwtProviders {
-    pub fn new(providers: Vec<JwtProvider>, cache_entries: u64, clock: Clock) -> JwtProviders {
+    /// `max_verifications`: the signature checks that may run at once (at least one).
+    pub fn new(
+        providers: Vec<JwtProvider>,
+        cache_entries: u64,
+        max_verifications: usize,
+        clock: Clock,
+    ) -> JwtProviders {
         let by_issuer = providers
             .iter()
             .enumerate()
@@ -346,9 +403,19 @@ impl JwtProviders {
                 .time_to_live(BAD_SIGNATURE_TTL)
                 .build(),
             verifications: AtomicU64::new(0),
+            limit: VerificationLimit::new(max_verifications),
             max_token_bytes,
             clock,
         }
+    }
+
+    /// Shares `previous`'s verification permits when the limit is unchanged, so that a reload never runs
+    /// two sets of permits side by side.
+    pub fn keeping_limit_of(mut self, previous: &JwtProviders) -> JwtProviders {
+        if previous.limit.size == self.limit.size {
+            self.limit = previous.limit.clone();
+        }
+        self
     }
 
     /// Takes over `previous`'s cache of verified tokens (a reload that left every `jwt` provider as it was,
@@ -368,6 +435,7 @@ impl JwtProviders {
         if self.cache.is_some() {
             self.counters.bind(metrics, "token", &Arc::from(""));
         }
+        self.limit.counters.bind(metrics);
     }
 
     pub fn cached_tokens(&self) -> u64 {
@@ -458,9 +526,12 @@ impl JwtProviders {
         };
         let provider = &self.providers[index];
         let mut checked = None;
-        let verified = provider.verify(parsed, now, &mut checked).await;
+        let verified = provider
+            .verify(parsed, now, &self.limit, &mut checked)
+            .await;
         if let Some(check) = checked {
             self.verifications.fetch_add(1, Ordering::Relaxed);
+            self.limit.counters.verified(check.valid);
             if !check.valid {
                 let bad = BadSignature {
                     provider: index,
@@ -555,7 +626,7 @@ mod tests {
             super::super::jwks::KeySet::shared_secret(secret, AlgSet::HMAC),
         );
         let provider = JwtProvider::new(common, jwt, Arc::new(keys));
-        let providers = JwtProviders::new(vec![provider], 100, Clock::system());
+        let providers = JwtProviders::new(vec![provider], 100, 1, Clock::system());
         let claims = serde_json::json!({
             "iss": "https://h.example/", "aud": "api", "sub": "u", "exp": 4_000_000_000_i64,
         });
@@ -566,6 +637,44 @@ mod tests {
         )
         .unwrap();
         (providers, token)
+    }
+
+    #[tokio::test]
+    async fn signature_checks_wait_for_a_permit_and_cached_tokens_do_not() {
+        let (providers, forged) = hs256(b"the real secret", b"a guessed secret");
+        let (_, valid) = hs256(b"the real secret", b"the real secret");
+        assert!(matches!(
+            providers.authenticate(&valid, |_| true).await,
+            Outcome::Authenticated(_)
+        ));
+        let metrics = Metrics::default();
+        providers.use_metrics(&metrics);
+        // Every permit taken, as by a flood of forged tokens being verified.
+        let held = providers.limit.permits.try_acquire().unwrap();
+        let mut forged_check = std::pin::pin!(providers.authenticate(&forged, |_| true));
+        let waited = tokio::time::timeout(Duration::from_millis(100), forged_check.as_mut()).await;
+        assert!(waited.is_err(), "a signature check ran without a permit");
+        // A cached token needs no signature check: answered while the permits are taken.
+        let cached = tokio::time::timeout(
+            Duration::from_millis(100),
+            providers.authenticate(&valid, |_| true),
+        )
+        .await;
+        assert!(matches!(cached, Ok(Outcome::Authenticated(_))));
+        drop(held);
+        assert!(matches!(
+            forged_check.await,
+            Outcome::Rejected(DenyReason::BadSignature)
+        ));
+        let scrape = metrics.render(&crate::metrics::Snapshot::default());
+        assert!(
+            scrape.contains("portcullis_jwt_verification_waits_total 1"),
+            "{scrape}"
+        );
+        assert!(
+            scrape.contains("portcullis_jwt_verifications_total{result=\"invalid\"} 1"),
+            "{scrape}"
+        );
     }
 
     #[tokio::test]
