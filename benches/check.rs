@@ -10,6 +10,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::signature::{self, ParsedPublicKey};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use common::{claims, request, TestKey, TestServer};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use portcullis::pb::auth::authorization_server::Authorization;
@@ -79,6 +82,23 @@ fn runtime(yaml: &str) -> Runtime {
     .unwrap()
 }
 
+/// `key`'s public half, parsed for its JWS algorithm.
+fn public_key(key: &TestKey) -> ParsedPublicKey {
+    use aws_lc_rs::signature::KeyPair as _;
+    let (algorithm, bytes): (&'static dyn signature::VerificationAlgorithm, &[u8]) = match key {
+        TestKey::Rsa { pair, .. } => (
+            &signature::RSA_PKCS1_2048_8192_SHA256,
+            pair.public_key().as_ref(),
+        ),
+        TestKey::Ec { pair, .. } => (
+            &signature::ECDSA_P256_SHA256_FIXED,
+            pair.public_key().as_ref(),
+        ),
+        TestKey::Ed { pair, .. } => (&signature::ED25519, pair.public_key().as_ref()),
+    };
+    ParsedPublicKey::new(algorithm, bytes).unwrap()
+}
+
 fn bench_decide(c: &mut Criterion) {
     let f = fixture();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -98,6 +118,18 @@ fn bench_decide(c: &mut Criterion) {
             Headers::Pairs(&pairs),
             "",
         );
+        // The signature check alone, with a key parsed once, as the `jwt` provider holds it: the floor
+        // of an uncached decision (`verify` / `bare_signature` is the overhead ratio BENCHMARKS.md quotes).
+        let (message, signature) = auth["Bearer ".len()..].rsplit_once('.').unwrap();
+        let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        let parsed = public_key(key);
+        group.bench_function(BenchmarkId::new("bare_signature", key.alg()), |b| {
+            b.iter(|| {
+                parsed
+                    .verify_sig(message.as_bytes(), &signature)
+                    .expect("the token's own signature")
+            });
+        });
         group.bench_with_input(BenchmarkId::new("verify", key.alg()), &view, |b, view| {
             b.to_async(&rt).iter(|| uncached.decide(view, false));
         });

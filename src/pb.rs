@@ -48,33 +48,8 @@ pub use google::rpc;
 #[derive(Clone, Default, PartialEq)]
 pub struct Struct {
     pub fields: std::collections::BTreeMap<String, prost_types::Value>,
-    /// Encoded `fields` entries (tag 1), as [`Struct::encode_entries`] writes them.
+    /// Encoded `fields` entries (tag 1), as [`json::EntryWriter`] writes them.
     pub encoded: Option<std::sync::Arc<[u8]>>,
-}
-
-impl Struct {
-    /// `fields`' entries, encoded: what [`Struct::encoded`] holds.
-    pub fn encode_entries(
-        fields: &std::collections::BTreeMap<String, prost_types::Value>,
-    ) -> Vec<u8> {
-        let len = prost::encoding::btree_map::encoded_len(
-            prost::encoding::string::encoded_len,
-            prost::encoding::message::encoded_len,
-            1,
-            fields,
-        );
-        let mut buf = Vec::with_capacity(len);
-        prost::encoding::btree_map::encode(
-            prost::encoding::string::encode,
-            prost::encoding::string::encoded_len,
-            prost::encoding::message::encode,
-            prost::encoding::message::encoded_len,
-            1,
-            fields,
-            &mut buf,
-        );
-        buf
-    }
 }
 
 impl std::fmt::Debug for Struct {
@@ -201,9 +176,230 @@ pub mod json {
         }
     }
 
+    /// Writes a `Struct`'s map entries (field 1), for `entries` in order, straight from our values: no
+    /// `prost_types` tree is built (deep-copying every claim into one cost more than the rest of an
+    /// uncached answer). The bytes decode as [`to_struct`] would have built the map.
+    pub struct EntryWriter<'b> {
+        buf: &'b mut Vec<u8>,
+    }
+
+    /// A value [`EntryWriter`] writes: a JSON value, a string, or a list of strings.
+    pub enum Entry<'v> {
+        Json(&'v Value),
+        Object(&'v Map<String, Value>),
+        Str(&'v str),
+        Strings(&'v [String]),
+        /// A `Struct` of string lists (the identity's attributes).
+        StringLists(&'v std::collections::BTreeMap<String, Vec<String>>),
+    }
+
+    impl<'b> EntryWriter<'b> {
+        pub fn new(buf: &'b mut Vec<u8>) -> EntryWriter<'b> {
+            EntryWriter { buf }
+        }
+
+        /// One map entry: `key` to the `google.protobuf.Value` of `value`.
+        pub fn entry(&mut self, key: &str, value: Entry<'_>) -> &mut Self {
+            entry(key, value_len(&value), self.buf, |buf| {
+                encode_value(&value, buf)
+            });
+            self
+        }
+    }
+
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+
+    /// A length-delimited field's size: its key (one byte: every tag here is below 16), length, body.
+    fn delimited(len: usize) -> usize {
+        1 + encoded_len_varint(len as u64) + len
+    }
+
+    fn write_delimited(tag: u32, len: usize, buf: &mut Vec<u8>) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+    }
+
+    /// The size of an entry's body: key (field 1) and value (field 2).
+    fn entry_len(key: &str, value_len: usize) -> usize {
+        delimited(key.len()) + delimited(value_len)
+    }
+
+    fn entry(key: &str, value_len: usize, buf: &mut Vec<u8>, value: impl FnOnce(&mut Vec<u8>)) {
+        write_delimited(1, entry_len(key, value_len), buf);
+        write_delimited(1, key.len(), buf);
+        buf.extend_from_slice(key.as_bytes());
+        write_delimited(2, value_len, buf);
+        value(buf);
+    }
+
+    /// The size of a `Value`'s body.
+    fn value_len(value: &Entry<'_>) -> usize {
+        match value {
+            Entry::Json(v) => json_len(v),
+            Entry::Object(map) => delimited(object_len(map)),
+            Entry::Str(s) => delimited(s.len()),
+            Entry::Strings(items) => delimited(strings_len(items)),
+            Entry::StringLists(lists) => delimited(string_lists_len(lists)),
+        }
+    }
+
+    fn encode_value(value: &Entry<'_>, buf: &mut Vec<u8>) {
+        match value {
+            Entry::Json(v) => encode_json(v, buf),
+            Entry::Object(map) => encode_object(map, buf),
+            Entry::Str(s) => encode_str(s, buf),
+            Entry::Strings(items) => encode_strings(items, buf),
+            Entry::StringLists(lists) => {
+                write_delimited(5, string_lists_len(lists), buf);
+                for (key, items) in lists.iter() {
+                    entry(key, delimited(strings_len(items)), buf, |buf| {
+                        encode_strings(items, buf)
+                    });
+                }
+            }
+        }
+    }
+
+    fn strings_len(items: &[String]) -> usize {
+        items.iter().map(|s| delimited(delimited(s.len()))).sum()
+    }
+
+    fn encode_strings(items: &[String], buf: &mut Vec<u8>) {
+        write_delimited(6, strings_len(items), buf);
+        for item in items {
+            write_delimited(1, delimited(item.len()), buf);
+            encode_str(item, buf);
+        }
+    }
+
+    fn string_lists_len(lists: &std::collections::BTreeMap<String, Vec<String>>) -> usize {
+        lists
+            .iter()
+            .map(|(k, items)| delimited(entry_len(k, delimited(strings_len(items)))))
+            .sum()
+    }
+
+    fn encode_str(s: &str, buf: &mut Vec<u8>) {
+        write_delimited(3, s.len(), buf);
+        buf.extend_from_slice(s.as_bytes());
+    }
+
+    /// The size of a JSON value's `Value` body: `null_value` (1), `number_value` (2), `string_value`
+    /// (3), `bool_value` (4), `struct_value` (5), `list_value` (6).
+    fn json_len(value: &Value) -> usize {
+        match value {
+            Value::Null | Value::Bool(_) => 2,
+            Value::Number(_) => 9,
+            Value::String(s) => delimited(s.len()),
+            Value::Array(items) => delimited(list_len(items)),
+            Value::Object(map) => delimited(object_len(map)),
+        }
+    }
+
+    fn list_len(items: &[Value]) -> usize {
+        items.iter().map(|v| delimited(json_len(v))).sum()
+    }
+
+    fn object_len(map: &Map<String, Value>) -> usize {
+        map.iter()
+            .map(|(k, v)| delimited(entry_len(k, json_len(v))))
+            .sum()
+    }
+
+    fn encode_object(map: &Map<String, Value>, buf: &mut Vec<u8>) {
+        write_delimited(5, object_len(map), buf);
+        for (key, value) in map {
+            entry(key, json_len(value), buf, |buf| encode_json(value, buf));
+        }
+    }
+
+    fn encode_json(value: &Value, buf: &mut Vec<u8>) {
+        match value {
+            Value::Null => {
+                encode_key(1, WireType::Varint, buf);
+                buf.push(0);
+            }
+            Value::Bool(b) => {
+                encode_key(4, WireType::Varint, buf);
+                buf.push(u8::from(*b));
+            }
+            Value::Number(n) => {
+                encode_key(2, WireType::SixtyFourBit, buf);
+                buf.extend_from_slice(&n.as_f64().unwrap_or(0.0).to_le_bytes());
+            }
+            Value::String(s) => encode_str(s, buf),
+            Value::Array(items) => {
+                write_delimited(6, list_len(items), buf);
+                for item in items {
+                    write_delimited(1, json_len(item), buf);
+                    encode_json(item, buf);
+                }
+            }
+            Value::Object(map) => encode_object(map, buf),
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use serde_json::json;
+
+        #[test]
+        fn entries_written_directly_decode_as_the_built_struct() {
+            use prost::Message as _;
+            let claims = json!({
+                "sub": "auth0|alice", "exp": 1764681234, "ratio": 0.5, "big": 1e300, "neg": -3,
+                "empty": "", "nothing": null, "yes": true, "no": false, "": "empty key",
+                "permissions": ["read:a", "write:b"], "mixed": [1, "x", null, [], {}, [true]],
+                "nested": {"deep": {"deeper": {"list": [{"k": "v"}]}}, "e": {}},
+                "long": "x".repeat(300), "unicode": "zoë ✓",
+            });
+            let claims = claims.as_object().unwrap();
+            let actors = vec!["agent-1".to_owned(), String::new()];
+            let mut lists = std::collections::BTreeMap::new();
+            lists.insert("groups".to_owned(), vec!["a".to_owned(), "b".to_owned()]);
+            lists.insert("none".to_owned(), vec![]);
+            let mut buf = Vec::new();
+            super::EntryWriter::new(&mut buf)
+                .entry("subject", super::Entry::Str("alice"))
+                .entry("chain", super::Entry::Strings(&actors))
+                .entry("attributes", super::Entry::StringLists(&lists))
+                .entry("claims", super::Entry::Object(claims))
+                .entry("one", super::Entry::Json(&claims["mixed"]));
+            let decoded = prost_types::Struct::decode(&*buf).unwrap();
+
+            let string = |s: &str| super::string(s);
+            let list = |items: &[String]| prost_types::Value {
+                kind: Some(prost_types::value::Kind::ListValue(
+                    prost_types::ListValue {
+                        values: items.iter().map(|s| string(s)).collect(),
+                    },
+                )),
+            };
+            let mut expected = std::collections::BTreeMap::new();
+            expected.insert("subject".to_owned(), string("alice"));
+            expected.insert("chain".to_owned(), list(&actors));
+            expected.insert(
+                "attributes".to_owned(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StructValue(prost_types::Struct {
+                        fields: lists.iter().map(|(k, v)| (k.clone(), list(v))).collect(),
+                    })),
+                },
+            );
+            expected.insert(
+                "claims".to_owned(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StructValue(super::to_struct(
+                        claims,
+                    ))),
+                },
+            );
+            expected.insert("one".to_owned(), super::to_value(&claims["mixed"]));
+            assert_eq!(decoded.fields, expected);
+            // And back to the same JSON.
+            let back = super::from_fields(&decoded.fields);
+            assert_eq!(back["claims"], serde_json::Value::Object(claims.clone()));
+        }
 
         #[test]
         fn json_round_trips_through_struct() {

@@ -235,7 +235,7 @@ fn metadata_struct(metadata: &Metadata<'_>) -> Struct {
         fields.insert("would_deny".to_owned(), json::string(label));
     }
     let encoded = metadata.identity.map(|identity| {
-        let encode = || EncodedIdentity(Struct::encode_entries(&identity_fields(identity)).into());
+        let encode = || EncodedIdentity(identity_entries(identity).into());
         match identity.prepared.get_or_init(encode) {
             Some(prepared) => Arc::clone(&prepared.0),
             None => encode().0,
@@ -247,6 +247,34 @@ fn metadata_struct(metadata: &Metadata<'_>) -> Struct {
 /// An identity's metadata fields, encoded (see [`Struct::encoded`]).
 struct EncodedIdentity(Arc<[u8]>);
 
+/// An identity's metadata fields as encoded `Struct` entries, written straight from the identity.
+fn identity_entries(identity: &Identity) -> Vec<u8> {
+    use json::Entry;
+    let mut buf = Vec::with_capacity(512);
+    let mut out = json::EntryWriter::new(&mut buf);
+    if let Some(subject) = &identity.subject {
+        out.entry("subject", Entry::Str(subject));
+    }
+    out.entry("issuer", Entry::Str(&identity.issuer))
+        .entry("provider", Entry::Str(&identity.provider))
+        .entry("principal_kind", Entry::Str(identity.kind.as_str()));
+    if let Some(client_id) = &identity.client_id {
+        out.entry("client_id", Entry::Str(client_id));
+    }
+    out.entry("scopes", Entry::Str(&identity.scopes));
+    if let Some(actor) = identity.actors.first() {
+        out.entry("actor", Entry::Str(actor))
+            .entry("delegation_chain", Entry::Strings(&identity.actors));
+    }
+    if !identity.attributes.is_empty() {
+        out.entry("attributes", Entry::StringLists(&identity.attributes));
+    }
+    out.entry("claims", Entry::Object(&identity.claims));
+    buf
+}
+
+/// The same fields as a `prost_types` map: what [`identity_entries`] must decode to.
+#[cfg(test)]
 fn identity_fields(identity: &Identity) -> BTreeMap<String, prost_types::Value> {
     use prost_types::value::Kind;
     let mut fields = BTreeMap::new();
@@ -305,4 +333,37 @@ fn identity_fields(identity: &Identity) -> BTreeMap<String, prost_types::Value> 
         },
     );
     fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    #[test]
+    fn an_identitys_entries_decode_as_its_fields() {
+        let mut identity = crate::identity::IdentityBuilder::anonymous(&Arc::from("p"), "anon");
+        let bare = prost_types::Struct::decode(&*identity_entries(&identity)).unwrap();
+        assert_eq!(bare.fields, identity_fields(&identity));
+
+        identity.subject = Some("auth0|alice".into());
+        identity.client_id = Some("client-7".into());
+        identity.scopes = "read write".into();
+        identity.actors = vec!["agent".into(), "".into(), "orchestrator".into()];
+        identity
+            .attributes
+            .insert("roles".into(), vec!["trader".into(), "admin".into()]);
+        identity.attributes.insert("empty".into(), vec![]);
+        identity.claims = serde_json::json!({
+            "sub": "auth0|alice", "exp": 1764681234, "permissions": ["a", "b"],
+            "act": {"sub": "agent", "act": {"sub": "orchestrator"}}, "ratio": 0.25, "n": null,
+        })
+        .as_object()
+        .unwrap()
+        .clone();
+        let full = prost_types::Struct::decode(&*identity_entries(&identity)).unwrap();
+        assert_eq!(full.fields, identity_fields(&identity));
+        assert!(full.fields.contains_key("delegation_chain"));
+        assert!(full.fields.contains_key("attributes"));
+    }
 }
