@@ -37,6 +37,9 @@ pub struct AnswerSettings {
     body: BodyStyle,
     /// The signed identity token for the upstream (`identity_token`).
     identity_tokens: Option<Arc<IdentityTokens>>,
+    /// Tells these settings from any other (header names change with a reload): an encoding of an
+    /// identity's headers made under other settings is not reused.
+    id: u64,
 }
 
 // === impl AnswerSettings ===
@@ -55,6 +58,10 @@ impl AnswerSettings {
             delegation_chain: format!("{prefix}delegation-chain").into(),
             decision_id: format!("{prefix}decision-id").into(),
             would_deny: format!("{prefix}would-deny").into(),
+            id: {
+                static SETTINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                SETTINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
             remove_authorization: config.headers.remove_authorization,
             places: config
                 .providers
@@ -99,6 +106,10 @@ pub struct Answer<'a> {
     pub status: u16,
     /// Headers to set: on the upstream request for an allow, on the client's response otherwise.
     pub headers: Vec<Header<'a>>,
+    /// On an allow with an identity: the first `count` of `headers` come from the identity and the
+    /// settings `settings` alone (the same for every request it answers), so a transport may write an
+    /// encoding it made once for them.
+    pub identity_headers: Option<IdentityHeaders>,
     /// Client headers to remove before the request goes upstream (allows only).
     pub remove: Vec<String>,
     /// Query parameters to remove before the request goes upstream (allows only).
@@ -110,6 +121,14 @@ pub struct Answer<'a> {
     /// What other filters and access logs learn of an allow.
     pub metadata: Option<Metadata<'a>>,
     pub explanation: Option<&'a Explanation>,
+}
+
+/// Which leading headers of an allow are the identity's own (see [`Answer::identity_headers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    /// The [`AnswerSettings`] they were named under.
+    pub settings: u64,
+    pub count: usize,
 }
 
 /// The dynamic metadata of an allow.
@@ -155,9 +174,13 @@ fn allow<'a>(
     s: &'a AnswerSettings,
 ) -> Answer<'a> {
     let mut headers: Vec<Header<'a>> = Vec::with_capacity(8);
-    if let Some(identity) = identity {
+    let identity_headers = identity.map(|identity| {
         identity_headers(identity, s, &mut headers);
-    }
+        IdentityHeaders {
+            settings: s.id,
+            count: headers.len(),
+        }
+    });
     // The signed identity: on real allows only (a permissive-mode permit is not vouched for), set with
     // overwrite; when it is not set, a client's copy is removed below.
     let mut token_header = None;
@@ -270,6 +293,7 @@ fn allow<'a>(
         outcome: Outcome::Allow,
         status: 200,
         headers,
+        identity_headers,
         remove,
         remove_query,
         body: String::new(),
@@ -425,6 +449,7 @@ pub fn resource_document(body: &str) -> Answer<'static> {
         reason: "resource_metadata",
         metadata: None,
         explanation: None,
+        identity_headers: None,
     }
 }
 
@@ -472,6 +497,7 @@ fn deny<'a>(
         },
         status,
         headers,
+        identity_headers: None,
         remove: Vec::new(),
         remove_query: Vec::new(),
         body,
@@ -487,6 +513,7 @@ fn unavailable<'a>(why: Unavailable, verdict: &Verdict<'_>, style: BodyStyle) ->
         outcome: Outcome::Unavailable,
         status: 503,
         headers: vec![("content-type".into(), "application/json".into())],
+        identity_headers: None,
         remove: Vec::new(),
         remove_query: Vec::new(),
         body: json_body(

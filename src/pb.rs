@@ -20,6 +20,7 @@ pub mod envoy {
         pub mod auth {
             pub mod v3 {
                 tonic::include_proto!("envoy.service.auth.v3");
+                pub use crate::pb::OkHttpResponse;
             }
         }
     }
@@ -109,6 +110,82 @@ impl prost::Message for Struct {
     fn clear(&mut self) {
         self.fields.clear();
         self.encoded = None;
+    }
+}
+
+/// `envoy.service.auth.v3.OkHttpResponse`, with its `headers` (field 2) in two parts: `encoded_headers`,
+/// `headers` entries already encoded (a cached identity's headers, encoded once) and written first, then
+/// `headers`.
+/// Repeated fields may be written in any number of runs; they decode as one list, so Envoy sees one
+/// `headers` list. Decoding fills `headers` only.
+#[derive(Clone, Default, PartialEq, Debug)]
+pub struct OkHttpResponse {
+    pub headers: Vec<core::HeaderValueOption>,
+    pub encoded_headers: Option<std::sync::Arc<[u8]>>,
+    pub dynamic_metadata: Option<Struct>,
+    pub headers_to_remove: Vec<String>,
+    pub response_headers_to_add: Vec<core::HeaderValueOption>,
+    pub query_parameters_to_set: Vec<core::QueryParameter>,
+    pub query_parameters_to_remove: Vec<String>,
+}
+
+impl prost::Message for OkHttpResponse {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        use prost::encoding::{message, string};
+        // The encoded run first: the answer's headers keep their order (the identity's come first).
+        if let Some(encoded) = &self.encoded_headers {
+            buf.put_slice(encoded);
+        }
+        message::encode_repeated(2, &self.headers, buf);
+        if let Some(metadata) = &self.dynamic_metadata {
+            message::encode(3, metadata, buf);
+        }
+        string::encode_repeated(5, &self.headers_to_remove, buf);
+        message::encode_repeated(6, &self.response_headers_to_add, buf);
+        message::encode_repeated(7, &self.query_parameters_to_set, buf);
+        string::encode_repeated(8, &self.query_parameters_to_remove, buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        use prost::encoding::{message, string};
+        match tag {
+            2 => message::merge_repeated(wire_type, &mut self.headers, buf, ctx),
+            3 => message::merge(
+                wire_type,
+                self.dynamic_metadata.get_or_insert_with(Default::default),
+                buf,
+                ctx,
+            ),
+            5 => string::merge_repeated(wire_type, &mut self.headers_to_remove, buf, ctx),
+            6 => message::merge_repeated(wire_type, &mut self.response_headers_to_add, buf, ctx),
+            7 => message::merge_repeated(wire_type, &mut self.query_parameters_to_set, buf, ctx),
+            8 => string::merge_repeated(wire_type, &mut self.query_parameters_to_remove, buf, ctx),
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        use prost::encoding::{message, string};
+        message::encoded_len_repeated(2, &self.headers)
+            + self.encoded_headers.as_ref().map_or(0, |e| e.len())
+            + self
+                .dynamic_metadata
+                .as_ref()
+                .map_or(0, |m| message::encoded_len(3, m))
+            + string::encoded_len_repeated(5, &self.headers_to_remove)
+            + message::encoded_len_repeated(6, &self.response_headers_to_add)
+            + message::encoded_len_repeated(7, &self.query_parameters_to_set)
+            + string::encoded_len_repeated(8, &self.query_parameters_to_remove)
+    }
+
+    fn clear(&mut self) {
+        *self = OkHttpResponse::default();
     }
 }
 

@@ -446,6 +446,7 @@ mod tests {
             },
             status: 200,
             headers: Vec::new(),
+            identity_headers: None,
             remove: Vec::new(),
             remove_query: Vec::new(),
             body: String::new(),

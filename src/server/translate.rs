@@ -141,8 +141,16 @@ pub fn source_address(request: &CheckRequest) -> Option<(&str, u32)> {
 
 /// Writes the answer as the response Envoy acts on.
 pub fn check_response(answer: Answer<'_>) -> CheckResponse {
-    let headers = answer
-        .headers
+    // An allow's identity headers: encoded once per cached identity, written as bytes.
+    let identity = answer.metadata.as_ref().and_then(|m| m.identity);
+    let (skip, encoded_headers) = match (answer.outcome, answer.identity_headers, identity) {
+        (Outcome::Allow, Some(own), Some(identity)) if own.count > 0 => {
+            let own_headers = &answer.headers[..own.count.min(answer.headers.len())];
+            (own_headers.len(), Some(prepared(identity).headers(own.settings, own_headers)))
+        }
+        _ => (0, None),
+    };
+    let headers = answer.headers[skip..]
         .iter()
         .map(|(key, value)| header(key, value))
         .collect();
@@ -166,6 +174,7 @@ pub fn check_response(answer: Answer<'_>) -> CheckResponse {
             status: status(code::OK, ""),
             http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
                 headers,
+                encoded_headers,
                 headers_to_remove: answer.remove,
                 query_parameters_to_remove: answer.remove_query,
                 ..Default::default()
@@ -234,18 +243,63 @@ fn metadata_struct(metadata: &Metadata<'_>) -> Struct {
     if let Some(label) = metadata.would_deny {
         fields.insert("would_deny".to_owned(), json::string(label));
     }
-    let encoded = metadata.identity.map(|identity| {
-        let encode = || EncodedIdentity(identity_entries(identity).into());
-        match identity.prepared.get_or_init(encode) {
-            Some(prepared) => Arc::clone(&prepared.0),
-            None => encode().0,
-        }
-    });
+    let encoded = metadata
+        .identity
+        .map(|identity| Arc::clone(&prepared(identity).metadata));
     Struct { fields, encoded }
 }
 
-/// An identity's metadata fields, encoded (see [`Struct::encoded`]).
-struct EncodedIdentity(Arc<[u8]>);
+/// What the answers of one identity share, made on its first answer and kept with it while it is cached
+/// ([`Identity::prepared`]): its metadata entries and its headers, encoded.
+#[derive(Clone)]
+struct PreparedIdentity {
+    /// The identity's metadata fields, encoded (see [`Struct::encoded`]).
+    metadata: Arc<[u8]>,
+    /// Its headers as `OkHttpResponse.headers` entries, for the answer settings they were named under
+    /// (the first settings that asked; under others they are encoded per answer).
+    headers: std::sync::OnceLock<(u64, Arc<[u8]>)>,
+}
+
+// === impl PreparedIdentity ===
+
+impl PreparedIdentity {
+    fn new(identity: &Identity) -> PreparedIdentity {
+        PreparedIdentity {
+            metadata: identity_entries(identity).into(),
+            headers: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `own`, the identity's headers under answer settings `settings`, encoded.
+    fn headers(&self, settings: u64, own: &[crate::answer::Header<'_>]) -> Arc<[u8]> {
+        let encode = || -> Arc<[u8]> {
+            let options: Vec<HeaderValueOption> =
+                own.iter().map(|(key, value)| header(key, value)).collect();
+            let mut buf = Vec::with_capacity(prost::encoding::message::encoded_len_repeated(
+                2, &options,
+            ));
+            prost::encoding::message::encode_repeated(2, &options, &mut buf);
+            buf.into()
+        };
+        let (made_under, encoded) = self.headers.get_or_init(|| (settings, encode()));
+        if *made_under == settings {
+            Arc::clone(encoded)
+        } else {
+            encode()
+        }
+    }
+}
+
+/// The identity's prepared parts (made now if this is its first answer).
+fn prepared(identity: &Identity) -> std::borrow::Cow<'_, PreparedIdentity> {
+    match identity
+        .prepared
+        .get_or_init(|| PreparedIdentity::new(identity))
+    {
+        Some(prepared) => std::borrow::Cow::Borrowed(prepared),
+        None => std::borrow::Cow::Owned(PreparedIdentity::new(identity)),
+    }
+}
 
 /// An identity's metadata fields as encoded `Struct` entries, written straight from the identity.
 fn identity_entries(identity: &Identity) -> Vec<u8> {
@@ -339,6 +393,74 @@ fn identity_fields(identity: &Identity) -> BTreeMap<String, prost_types::Value> 
 mod tests {
     use super::*;
     use prost::Message as _;
+
+    #[test]
+    fn an_identitys_headers_are_encoded_once_and_decode_as_the_list() {
+        use crate::answer::IdentityHeaders;
+        let mut identity = crate::identity::IdentityBuilder::anonymous(&Arc::from("p"), "anon");
+        identity.subject = Some("alice".into());
+        let identity = Arc::new(identity);
+        let answer = |settings: u64, decision: &'static str| Answer {
+            outcome: Outcome::Allow,
+            status: 200,
+            headers: vec![
+                ("x-auth-subject".into(), "alice".into()),
+                ("x-auth-provider".into(), "p".into()),
+                ("x-auth-roles".into(), "a,b".into()),
+                ("x-auth-decision-id".into(), decision.into()),
+            ],
+            identity_headers: Some(IdentityHeaders { settings, count: 3 }),
+            remove: vec!["x-auth-email".into()],
+            remove_query: Vec::new(),
+            body: String::new(),
+            reason: "",
+            metadata: Some(Metadata {
+                identity: Some(&identity),
+                decision_id: decision,
+                route: "default",
+                would_deny: None,
+            }),
+            explanation: None,
+        };
+        let headers = |response: &CheckResponse| -> Vec<(String, String, i32)> {
+            let decoded = CheckResponse::decode(&*response.encode_to_vec()).unwrap();
+            let Some(check_response::HttpResponse::OkResponse(ok)) = decoded.http_response else {
+                panic!("an allow")
+            };
+            assert_eq!(ok.headers_to_remove, ["x-auth-email"]);
+            ok.headers
+                .iter()
+                .map(|h| {
+                    let hv = h.header.as_ref().unwrap();
+                    (hv.key.clone(), hv.value.clone(), h.append_action)
+                })
+                .collect()
+        };
+        let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd as i32;
+        let expected = |decision: &str| {
+            vec![
+                ("x-auth-subject".to_owned(), "alice".to_owned(), overwrite),
+                ("x-auth-provider".to_owned(), "p".to_owned(), overwrite),
+                ("x-auth-roles".to_owned(), "a,b".to_owned(), overwrite),
+                ("x-auth-decision-id".to_owned(), decision.to_owned(), overwrite),
+            ]
+        };
+        let first = check_response(answer(7, "d1"));
+        let second = check_response(answer(7, "d2"));
+        assert_eq!(headers(&first), expected("d1"));
+        assert_eq!(headers(&second), expected("d2"));
+        let encoded = |r: &CheckResponse| match &r.http_response {
+            Some(check_response::HttpResponse::OkResponse(ok)) => {
+                ok.encoded_headers.clone().unwrap()
+            }
+            _ => panic!("an allow"),
+        };
+        // The second answer reuses the first one's encoding; other settings get their own.
+        assert!(Arc::ptr_eq(&encoded(&first), &encoded(&second)));
+        let other = check_response(answer(8, "d3"));
+        assert!(!Arc::ptr_eq(&encoded(&first), &encoded(&other)));
+        assert_eq!(headers(&other), expected("d3"));
+    }
 
     #[test]
     fn an_identitys_entries_decode_as_its_fields() {
