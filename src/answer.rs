@@ -59,7 +59,8 @@ impl AnswerSettings {
             decision_id: format!("{prefix}decision-id").into(),
             would_deny: format!("{prefix}would-deny").into(),
             id: {
-                static SETTINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                static SETTINGS: std::sync::atomic::AtomicU64 =
+                    std::sync::atomic::AtomicU64::new(1);
                 SETTINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
             remove_authorization: config.headers.remove_authorization,

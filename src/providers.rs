@@ -702,7 +702,9 @@ impl Providers {
                             outcome
                         }
                         Kind::Opaque(provider) => {
-                            let outcome = provider.authenticate(&token, request).await;
+                            // Boxed: an upstream call's future is large, and unboxed it would size the
+                            // future of every Check, which is moved several times per request.
+                            let outcome = Box::pin(provider.authenticate(&token, request)).await;
                             let outcome =
                                 self.dpop_check(i, outcome, request, &token, scheme).await;
                             dpop_rejection = dpop_rejection.or(Some((i, scheme)));
@@ -869,7 +871,8 @@ impl Providers {
         let Some((dpop, _)) = &self.entries[index].dpop else {
             return Outcome::Authenticated(identity);
         };
-        match dpop.check(request, token, scheme, &identity.claims).await {
+        // Boxed, like the opaque providers' calls: only DPoP routes pay for its (Redis) future.
+        match Box::pin(dpop.check(request, token, scheme, &identity.claims)).await {
             Ok(()) => Outcome::Authenticated(identity),
             Err(crate::dpop::Refusal::Rejected(reason)) => Outcome::Rejected(reason),
             Err(crate::dpop::Refusal::Unavailable(why)) => Outcome::Unavailable(why),

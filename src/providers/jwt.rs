@@ -105,7 +105,8 @@ impl JwtProvider {
             return Err(Outcome::Unavailable(Unavailable::KeysNotLoaded));
         };
         if let Lookup::UnknownKid = keys.find(token.kid.as_deref()) {
-            self.keys.refresh_for_unknown_kid(&keys).await;
+            // Boxed: a key set fetch is rare, and its future would otherwise size every Check's.
+            Box::pin(self.keys.refresh_for_unknown_kid(&keys)).await;
             keys = self.keys.current().unwrap_or(keys);
         }
         let key = match keys.find(token.kid.as_deref()) {

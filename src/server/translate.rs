@@ -146,7 +146,10 @@ pub fn check_response(answer: Answer<'_>) -> CheckResponse {
     let (skip, encoded_headers) = match (answer.outcome, answer.identity_headers, identity) {
         (Outcome::Allow, Some(own), Some(identity)) if own.count > 0 => {
             let own_headers = &answer.headers[..own.count.min(answer.headers.len())];
-            (own_headers.len(), Some(prepared(identity).headers(own.settings, own_headers)))
+            (
+                own_headers.len(),
+                Some(prepared(identity).headers(own.settings, own_headers)),
+            )
         }
         _ => (0, None),
     };
@@ -275,9 +278,8 @@ impl PreparedIdentity {
         let encode = || -> Arc<[u8]> {
             let options: Vec<HeaderValueOption> =
                 own.iter().map(|(key, value)| header(key, value)).collect();
-            let mut buf = Vec::with_capacity(prost::encoding::message::encoded_len_repeated(
-                2, &options,
-            ));
+            let mut buf =
+                Vec::with_capacity(prost::encoding::message::encoded_len_repeated(2, &options));
             prost::encoding::message::encode_repeated(2, &options, &mut buf);
             buf.into()
         };
@@ -442,7 +444,11 @@ mod tests {
                 ("x-auth-subject".to_owned(), "alice".to_owned(), overwrite),
                 ("x-auth-provider".to_owned(), "p".to_owned(), overwrite),
                 ("x-auth-roles".to_owned(), "a,b".to_owned(), overwrite),
-                ("x-auth-decision-id".to_owned(), decision.to_owned(), overwrite),
+                (
+                    "x-auth-decision-id".to_owned(),
+                    decision.to_owned(),
+                    overwrite,
+                ),
             ]
         };
         let first = check_response(answer(7, "d1"));
