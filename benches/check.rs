@@ -1,7 +1,7 @@
 //! The Check path, measured. `cargo bench --bench check` (see BENCHMARKS.md).
 //!
 //! - `decide/*`: the decision alone (credential parsing, JWT verification or cache hit).
-//! - `check/*`: the whole in-process Check: CheckRequest → our view → decision → CheckResponse.
+//! - `check/*`: the whole in-process Check: the CheckRequest's bytes → our view → decision → CheckResponse.
 //! - `grpc/*`: a real gRPC call over loopback to a running server, one at a time and 64 concurrent.
 
 #[path = "../tests/common/mod.rs"]
@@ -15,12 +15,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::{claims, request, TestKey, TestServer};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use portcullis::pb::auth::authorization_server::Authorization;
 use portcullis::server::App;
 use portcullis::server::CheckService;
 use portcullis::Clock;
 use portcullis::{Config, Runtime, SecretSource};
 use portcullis::{Headers, RequestView};
+use prost::Message as _;
 use serde_json::json;
 
 const ISS: &str = "https://bench.example/";
@@ -160,16 +160,19 @@ fn bench_check(c: &mut Criterion) {
         let app = Arc::new(App::new(&config, runtime(yaml), None));
         let service = CheckService::new(app);
         let auth = format!("Bearer {}", token(&f.keys[0]));
-        let req = request(&[
-            ("authorization", &auth),
-            ("x-auth-subject", "mallory"),
-            ("user-agent", "bench/1.0"),
-            ("accept", "application/json"),
-            ("x-request-id", "7f1c2c1e-2f8b-4c1e-9a51-1a2b3c4d5e6f"),
-        ]);
+        let message = bytes::Bytes::from(
+            request(&[
+                ("authorization", &auth),
+                ("x-auth-subject", "mallory"),
+                ("user-agent", "bench/1.0"),
+                ("accept", "application/json"),
+                ("x-request-id", "7f1c2c1e-2f8b-4c1e-9a51-1a2b3c4d5e6f"),
+            ])
+            .encode_to_vec(),
+        );
         group.bench_function(BenchmarkId::new(name, "RS256"), |b| {
             b.to_async(&rt)
-                .iter(|| service.check(tonic::Request::new(req.clone())));
+                .iter(|| service.check(tonic::Request::new(message.clone())));
         });
     }
     group.finish();

@@ -1,6 +1,7 @@
 //! Instructions per Check, for callgrind (see BENCHMARKS.md). Not a criterion bench: it runs N whole
-//! in-process Checks of one kind, each decoding the `CheckRequest` from bytes and encoding the
-//! `CheckResponse` as the transport would, inside one function callgrind is told to count:
+//! in-process Checks of one kind, each reading the `CheckRequest` from its bytes as the server does
+//! (`server/wire.rs`) and encoding the `CheckResponse` as the transport would, inside one function
+//! callgrind is told to count:
 //!
 //! ```sh
 //! cargo bench --no-run --bench check_count
@@ -8,7 +9,7 @@
 //!     target/release/deps/check_count-HASH cache_hit 2000
 //! ```
 //!
-//! Kinds: `noop` (decode, a no-op server's answer, encode: the floor), `cache_hit`, `verify` (RS256, cache
+//! Kinds: `noop` (a prost decode, a no-op server's answer, encode: the no-op server's floor), `cache_hit`, `verify` (RS256, cache
 //! off), `bad_repeat` (one bad-signature token sent again and again), `bad_distinct` (a new bad-signature
 //! token each time). Divide the counted instructions by N.
 
@@ -17,8 +18,9 @@ mod common;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use common::{claims, request, TestKey};
-use portcullis::pb::auth::authorization_server::Authorization;
 use portcullis::pb::auth::{check_response, CheckRequest, CheckResponse, OkHttpResponse};
 use portcullis::server::{App, CheckService};
 use portcullis::{Clock, Config, Runtime, SecretSource};
@@ -79,7 +81,7 @@ providers:
         "bad_repeat" => vec![bad(1)],
         _ => vec![good],
     };
-    let bodies: Vec<Vec<u8>> = tokens
+    let bodies: Vec<Bytes> = tokens
         .iter()
         .map(|t| {
             request(&[
@@ -90,6 +92,7 @@ providers:
                 ("x-request-id", "7f1c2c1e-2f8b-4c1e-9a51-1a2b3c4d5e6f"),
             ])
             .encode_to_vec()
+            .into()
         })
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -111,7 +114,7 @@ providers:
 fn measured(
     rt: &tokio::runtime::Runtime,
     service: &CheckService,
-    bodies: &[Vec<u8>],
+    bodies: &[Bytes],
     n: usize,
     noop: bool,
 ) -> usize {
@@ -125,11 +128,11 @@ fn measured(
     })
 }
 
-/// One Check as the server runs it: decode, decide and answer, encode. Returns the encoded size and
+/// One Check as the server runs it: read, decide and answer, encode. Returns the encoded size and
 /// whether it allowed.
-async fn one(service: &CheckService, body: &[u8], noop: bool) -> (usize, bool) {
-    let request = CheckRequest::decode(body).unwrap();
+async fn one(service: &CheckService, body: &Bytes, noop: bool) -> (usize, bool) {
     let response = if noop {
+        let request = CheckRequest::decode(body.as_ref()).unwrap();
         std::hint::black_box(&request);
         CheckResponse {
             status: Some(Default::default()),
@@ -140,7 +143,7 @@ async fn one(service: &CheckService, body: &[u8], noop: bool) -> (usize, bool) {
         }
     } else {
         service
-            .check(tonic::Request::new(request))
+            .check(tonic::Request::new(body.clone()))
             .await
             .unwrap()
             .into_inner()

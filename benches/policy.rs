@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use common::{claims, request, TestKey};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use portcullis::pb::auth::authorization_server::Authorization;
 use portcullis::server::{App, CheckService};
 use portcullis::{Clock, Config, Headers, RequestView, Runtime, SecretSource};
+use prost::Message as _;
 use serde_json::json;
 
 const ISS: &str = "https://bench.example/";
@@ -118,7 +118,9 @@ fn bench_identity_token(c: &mut Criterion) {
         .build()
         .unwrap();
     let auth = format!("Bearer {}", token(&key));
-    let req = request(&[("authorization", &auth), ("user-agent", "bench/1.0")]);
+    let message = bytes::Bytes::from(
+        request(&[("authorization", &auth), ("user-agent", "bench/1.0")]).encode_to_vec(),
+    );
     let mut group = c.benchmark_group("identity_token");
     for (name, cache, extra) in [
         ("off", 10_000, ""),
@@ -132,7 +134,7 @@ fn bench_identity_token(c: &mut Criterion) {
         let service = CheckService::new(app);
         group.bench_function(BenchmarkId::new("check", name), |b| {
             b.to_async(&rt)
-                .iter(|| service.check(tonic::Request::new(req.clone())));
+                .iter(|| service.check(tonic::Request::new(message.clone())));
         });
     }
     group.finish();

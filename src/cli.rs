@@ -711,7 +711,7 @@ async fn explain_offline(args: ExplainArgs) -> ExitCode {
 async fn explain_answer(
     args: &ExplainArgs,
 ) -> anyhow::Result<(client::Verdict, serde_json::Value)> {
-    use crate::pb::auth::authorization_server::Authorization as _;
+    use prost::Message as _;
     let mut config = load_config(&args.config)?;
     if let Some(jwks) = &args.jwks {
         use_local_jwks(&mut config, jwks);
@@ -736,8 +736,9 @@ async fn explain_answer(
     let mut headers = Vec::new();
     let ask = args.request.ask("", &mut headers, true);
     let request = client::check_request(&ask)?;
+    let message = bytes::Bytes::from(request.encode_to_vec());
     let response = CheckService::new(app)
-        .check(tonic::Request::new(request))
+        .check(tonic::Request::new(message))
         .await
         .map_err(|status| anyhow::anyhow!("check failed: {status}"))?
         .into_inner();

@@ -47,11 +47,11 @@
 //!    `portcullis::decision`), below `runtime`, which holds it.
 //! 9. [`server`]: gRPC Check, health and reflection; the HTTP forward-auth listener (`server/http`: nginx,
 //!    Traefik, Caddy, Envoy `http_service`), deciding through the same `server/check` function as gRPC;
-//!    the admin HTTP port (with the revocation admin API
-//!    and the Auth0 log stream receiver); translation between Envoy's protobuf and our request view and
-//!    answer; `server/reload`: hot reload of the configuration file (watch, validate, build, swap the
-//!    runtime) and its metrics; `server/tls`: TLS (and client certificates) on the listeners, reloaded
-//!    when its files change.
+//!    the admin HTTP port (with the revocation admin API and the Auth0 log stream receiver);
+//!    `server/grpc`: the Check endpoint, reading the request's bytes straight into our request view
+//!    (`server/wire`); `server/translate`: our answer as Envoy's protobuf; `server/reload`: hot reload
+//!    of the configuration file (watch, validate, build, swap the runtime) and its metrics;
+//!    `server/tls`: TLS (and client certificates) on the listeners, reloaded when its files change.
 //! 10. [`client`] (the `check` command's gRPC client), [`cli`] (every command's logic; `main.rs` only
 //!     parses and dispatches; `cli/import_llama` for `import llama-stack`) and [`bench`] (the `bench` load generator and its no-op server; it talks to
 //!     portcullis as a separate process, over [`pb`] only).

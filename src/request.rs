@@ -1,5 +1,6 @@
 //! Our own borrowed view of a check request: what providers and policy may read, with no protobuf type in
-//! sight. `server/translate.rs` builds it from Envoy's `CheckRequest`; tests and `explain` build it directly.
+//! sight. `server/wire.rs` builds it from the gRPC message's bytes, `server/http.rs` from an HTTP request;
+//! tests build it directly.
 
 use std::collections::HashMap;
 
@@ -8,6 +9,9 @@ use std::collections::HashMap;
 pub enum Headers<'a> {
     /// Envoy's `headers` map: lower-case names, repeated headers already joined with `,`.
     Map(&'a HashMap<String, String>),
+    /// Envoy's `headers` map as `server/wire.rs` reads it, borrowed from the message: each name once (the
+    /// last value sent for it, as a protobuf map keeps), looked up by exact name like [`Headers::Map`].
+    Entries(&'a [(&'a str, &'a str)]),
     /// Envoy's `header_map` (with `encode_raw_headers`): one entry per header line.
     List(&'a [(String, String)]),
     /// Pairs owned by the caller (the `check`/`explain` command line, tests).
@@ -22,6 +26,7 @@ impl<'a> Headers<'a> {
     pub fn get(&self, name: &str) -> Option<&'a str> {
         match *self {
             Headers::Map(map) => map.get(name).map(String::as_str),
+            Headers::Entries(entries) => entries.iter().find(|(k, _)| *k == name).map(|(_, v)| *v),
             Headers::List(list) => list
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -37,6 +42,7 @@ impl<'a> Headers<'a> {
     pub fn count(&self, name: &str) -> usize {
         match *self {
             Headers::Map(map) => usize::from(map.contains_key(name)),
+            Headers::Entries(entries) => usize::from(entries.iter().any(|(k, _)| *k == name)),
             Headers::List(list) => list
                 .iter()
                 .filter(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -48,11 +54,11 @@ impl<'a> Headers<'a> {
         }
     }
 
-    /// Every header name (lower-case for `Map`; as sent otherwise), with repeats for `List` and `Pairs`.
     /// How many headers (fields, for a list; names, for Envoy's merged map).
     pub fn len(&self) -> usize {
         match *self {
             Headers::Map(map) => map.len(),
+            Headers::Entries(entries) => entries.len(),
             Headers::List(list) => list.len(),
             Headers::Pairs(pairs) => pairs.len(),
         }
@@ -62,9 +68,11 @@ impl<'a> Headers<'a> {
         self.len() == 0
     }
 
+    /// Every header name (as Envoy sent them, lower-case for its map), with repeats for `List` and `Pairs`.
     pub fn names(&self) -> Box<dyn Iterator<Item = &'a str> + 'a> {
         match *self {
             Headers::Map(map) => Box::new(map.keys().map(String::as_str)),
+            Headers::Entries(entries) => Box::new(entries.iter().map(|(k, _)| *k)),
             Headers::List(list) => Box::new(list.iter().map(|(k, _)| k.as_str())),
             Headers::Pairs(pairs) => Box::new(pairs.iter().map(|(k, _)| *k)),
         }

@@ -8,13 +8,16 @@
 
 mod admin;
 mod check;
+mod grpc;
 mod http;
 mod reload;
 mod revocations;
 pub mod tls;
 mod translate;
+pub(crate) mod wire;
 
-pub use self::check::{CheckService, EXPLAIN_HEADER};
+pub use self::check::EXPLAIN_HEADER;
+pub use self::grpc::CheckService;
 pub use self::reload::{Changes, ReloadError, ReloadStats, Reloader};
 
 use std::future::Future;
@@ -32,7 +35,6 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::dev::DevIssuer;
 use crate::metrics::Metrics;
-use crate::pb::auth::authorization_server::AuthorizationServer;
 use crate::runtime::Runtime;
 use crate::state::SharedState;
 
@@ -269,10 +271,10 @@ pub async fn run_with_tls(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
-            AuthorizationServer::new(check::CheckService::new(Arc::clone(&app)))
-                .max_decoding_message_size(app.max_request_bytes),
-        );
+        .add_service(grpc::CheckServer::new(
+            CheckService::new(Arc::clone(&app)),
+            app.max_request_bytes,
+        ));
     let grpc_task = match tls {
         Some(tls) => {
             let listener = tls

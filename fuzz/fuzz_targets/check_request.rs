@@ -1,4 +1,5 @@
-//! The Check path end to end: protobuf bytes → CheckRequest → request view → decision → answer.
+//! The Check path end to end, as the server runs it: protobuf bytes → request view (`server/wire.rs`) →
+//! decision → answer.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -447,7 +447,10 @@ fn all_values(request: &RequestView<'_>, name: &str) -> String {
             .map(|(_, v)| *v)
             .collect::<Vec<_>>()
             .join(","),
-        crate::request::Headers::Map(map) => map.get(name).cloned().unwrap_or_default(),
+        // A map holds each name once.
+        crate::request::Headers::Map(_) | crate::request::Headers::Entries(_) => {
+            request.headers.get(name).unwrap_or_default().to_owned()
+        }
     }
 }
 

@@ -1,5 +1,9 @@
-//! The one place where Envoy's protobuf meets our types: a `CheckRequest` becomes a [`RequestView`], and
-//! an [`Answer`] becomes a `CheckResponse`. It decides nothing: it also maps each answer to its gRPC code.
+//! Where Envoy's protobuf meets our types: an [`Answer`] becomes a `CheckResponse` (with each answer's
+//! gRPC code), and Envoy's filter metadata becomes JSON. It decides nothing.
+//!
+//! The server reads a `CheckRequest` with `server/wire.rs`, straight from its bytes. The prost path here
+//! (a decoded `CheckRequest` to a [`RequestView`]) is what that parser must equal: the differential tests
+//! and the `wire_request` fuzz target compare the two, so it is built for them only.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,14 +12,16 @@ use serde_json::Value;
 
 use crate::answer::{Answer, Metadata, Outcome};
 use crate::identity::Identity;
+#[cfg(any(test, feature = "fuzzing"))]
+use crate::pb::auth::attribute_context;
 use crate::pb::auth::{
-    attribute_context, check_response, CheckRequest, CheckResponse, DeniedHttpResponse,
-    OkHttpResponse,
+    check_response, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
 use crate::pb::core::{header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption};
 use crate::pb::http_type::HttpStatus;
 use crate::pb::rpc::Status;
 use crate::pb::{json, Struct};
+#[cfg(any(test, feature = "fuzzing"))]
 use crate::request::{Headers, RequestView};
 
 /// gRPC codes (google.rpc.Code) carried in `CheckResponse.status`.
@@ -28,6 +34,7 @@ mod code {
 }
 
 /// Envoy's raw header list, when `encode_raw_headers` is on, as owned pairs for [`Headers::List`].
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn raw_headers(request: &CheckRequest) -> Option<Vec<(String, String)>> {
     let http = request
         .attributes
@@ -72,6 +79,7 @@ pub fn metadata(request: &CheckRequest) -> Option<serde_json::Map<String, Value>
 
 /// Borrows our view of a check request. `raw` is what [`raw_headers`] returned for it, `metadata` what
 /// [`metadata`] did.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn request_view<'a>(
     request: &'a CheckRequest,
     raw: Option<&'a [(String, String)]>,
@@ -118,6 +126,7 @@ pub fn request_view<'a>(
 
 /// The downstream client's address and port as Envoy saw it (`attributes.source.address`), if a socket
 /// address.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn source_address(request: &CheckRequest) -> Option<(&str, u32)> {
     use crate::pb::envoy::config::core::v3::{address, socket_address};
     let address = request
