@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo bench --no-run --bench check_count
-//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*check_count*measured*' \
+//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='check_count::measured::{{closure}}' \
 //!     target/release/deps/check_count-HASH cache_hit 2000
 //! ```
 //!
