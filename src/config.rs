@@ -129,6 +129,15 @@ pub fn default_max_concurrent_checks() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) * 256
 }
 
+/// `server.max_concurrent_verifications`'s default: one less than the CPUs the process may use (at least
+/// one), so a flood of forged tokens leaves a core to everything else.
+pub fn default_max_concurrent_verifications() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_sub(1)
+        .max(1)
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -142,7 +151,7 @@ impl Default for ServerConfig {
             http_mode: None,
             http_path_prefix: String::new(),
             max_concurrent_checks: default_max_concurrent_checks(),
-            max_concurrent_verifications: crate::providers::jwt::default_max_verifications(),
+            max_concurrent_verifications: default_max_concurrent_verifications(),
             max_request_bytes: 4 * 1024 * 1024,
             max_headers: 256,
         }

@@ -115,7 +115,7 @@ type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
 /// `Interest::always` for every callsite, which kept every trace-level span of h2 and hyper alive in the
 /// registry and cost a third of the server's CPU per Check.
 fn log_layers<W>(
-    fmt: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>,
+    fmt: BoxedLayer,
     filter: impl Fn() -> EnvFilter,
     decisions: Option<W>,
 ) -> Vec<BoxedLayer>

@@ -15,8 +15,7 @@ use prost::Message as _;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::pb::auth::{attribute_context, check_response, AttributeContext, CheckRequest};
-use crate::pb::auth::{CheckResponse, DeniedHttpResponse};
+use crate::pb::auth::{attribute_context, AttributeContext, CheckRequest};
 
 /// What a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,18 +343,6 @@ pub fn http_outcome(status: u16) -> Outcome {
         200 => Outcome::Allowed,
         503 => Outcome::Undecided,
         other => Outcome::Denied(other),
-    }
-}
-
-/// What Envoy makes of a `CheckResponse`.
-pub fn outcome(response: &CheckResponse) -> Outcome {
-    let code = response.status.as_ref().map_or(0, |s| s.code);
-    let denied_status = |d: &DeniedHttpResponse| denied_status(d.status.as_ref().map(|s| s.code));
-    match &response.http_response {
-        Some(check_response::HttpResponse::ErrorResponse(_)) => Outcome::Undecided,
-        Some(check_response::HttpResponse::DeniedResponse(d)) => Outcome::Denied(denied_status(d)),
-        _ if code == 0 => Outcome::Allowed,
-        _ => Outcome::Denied(403),
     }
 }
 
@@ -784,8 +771,24 @@ async fn open_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pb::auth::OkHttpResponse;
+    use crate::pb::auth::{check_response, CheckResponse, DeniedHttpResponse, OkHttpResponse};
     use crate::pb::rpc;
+
+    /// What Envoy makes of a whole `CheckResponse`: the reference the client's [`Verdict`] reading is
+    /// tested against.
+    fn outcome(response: &CheckResponse) -> Outcome {
+        let code = response.status.as_ref().map_or(0, |s| s.code);
+        let denied_status =
+            |d: &DeniedHttpResponse| denied_status(d.status.as_ref().map(|s| s.code));
+        match &response.http_response {
+            Some(check_response::HttpResponse::ErrorResponse(_)) => Outcome::Undecided,
+            Some(check_response::HttpResponse::DeniedResponse(d)) => {
+                Outcome::Denied(denied_status(d))
+            }
+            _ if code == 0 => Outcome::Allowed,
+            _ => Outcome::Denied(403),
+        }
+    }
 
     #[test]
     fn the_mix_parses_and_picks_each_class_by_its_weight() {

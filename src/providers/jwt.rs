@@ -333,15 +333,6 @@ impl VerificationLimit {
     }
 }
 
-/// `server.max_concurrent_verifications`'s default: one less than the CPUs the process may use (at least
-/// one), so a flood of forged tokens leaves a core to everything else.
-pub fn default_max_verifications() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .saturating_sub(1)
-        .max(1)
-}
-
 /// How many bad-signature tokens are remembered, and for how long. A flood of one forged token costs one
 /// verification per key set and TTL; a flood of distinct ones still costs one each.
 const BAD_SIGNATURE_ENTRIES: u64 = 10_000;

@@ -176,28 +176,14 @@ impl tower::Service<http::Request<Body>> for CheckServer {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         if request.uri().path() != CHECK_PATH {
-            return Box::pin(async { Ok(unimplemented()) });
+            // A trailers-only answer, as the generated server gives.
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
         }
         let method = CheckMethod(Arc::clone(&self.service));
         let mut grpc = Grpc::new(MessageCodec)
             .apply_max_message_size_config(Some(self.max_decoding_message_size), None);
         Box::pin(async move { Ok(grpc.unary(method, request).await) })
     }
-}
-
-/// A trailers-only `UNIMPLEMENTED` answer.
-fn unimplemented() -> http::Response<Body> {
-    let mut response = http::Response::new(Body::default());
-    let headers = response.headers_mut();
-    headers.insert(
-        Status::GRPC_STATUS,
-        http::HeaderValue::from(tonic::Code::Unimplemented as i32),
-    );
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        tonic::metadata::GRPC_CONTENT_TYPE,
-    );
-    response
 }
 
 /// `Check` as tonic's unary handler calls it.

@@ -150,14 +150,18 @@ pub fn source_address(request: &CheckRequest) -> Option<(&str, u32)> {
 
 /// Writes the answer as the response Envoy acts on.
 pub fn check_response(answer: Answer<'_>) -> CheckResponse {
-    // An allow's identity headers: encoded once per cached identity, written as bytes.
-    let identity = answer.metadata.as_ref().and_then(|m| m.identity);
-    let (skip, encoded_headers) = match (answer.outcome, answer.identity_headers, identity) {
-        (Outcome::Allow, Some(own), Some(identity)) if own.count > 0 => {
+    // The identity's parts, encoded once per cached identity: its headers and its metadata.
+    let prepared = answer
+        .metadata
+        .as_ref()
+        .and_then(|m| m.identity)
+        .map(prepared);
+    let (skip, encoded_headers) = match (answer.outcome, answer.identity_headers, &prepared) {
+        (Outcome::Allow, Some(own), Some(prepared)) if own.count > 0 => {
             let own_headers = &answer.headers[..own.count.min(answer.headers.len())];
             (
                 own_headers.len(),
-                Some(prepared(identity).headers(own.settings, own_headers)),
+                Some(prepared.headers(own.settings, own_headers)),
             )
         }
         _ => (0, None),
@@ -191,7 +195,10 @@ pub fn check_response(answer: Answer<'_>) -> CheckResponse {
                 query_parameters_to_remove: answer.remove_query,
                 ..Default::default()
             })),
-            dynamic_metadata: answer.metadata.as_ref().map(metadata_struct),
+            dynamic_metadata: answer
+                .metadata
+                .as_ref()
+                .map(|m| metadata_struct(m, prepared.as_deref())),
         },
         Outcome::Deny { standard_status } => CheckResponse {
             status: status(grpc_code(standard_status), answer.reason),
@@ -248,16 +255,14 @@ fn grpc_code(status: u16) -> i32 {
 /// The allow's dynamic metadata: the principal for Envoy's other filters and access logs. The identity's
 /// part is encoded once per identity (kept in [`Identity::prepared`] while the identity is cached) and
 /// written as bytes beside this request's own fields (decision id, route, `would_deny`).
-fn metadata_struct(metadata: &Metadata<'_>) -> Struct {
+fn metadata_struct(metadata: &Metadata<'_>, prepared: Option<&PreparedIdentity>) -> Struct {
     let mut fields = BTreeMap::new();
     fields.insert("decision_id".to_owned(), json::string(metadata.decision_id));
     fields.insert("route".to_owned(), json::string(metadata.route));
     if let Some(label) = metadata.would_deny {
         fields.insert("would_deny".to_owned(), json::string(label));
     }
-    let encoded = metadata
-        .identity
-        .map(|identity| Arc::clone(&prepared(identity).metadata));
+    let encoded = prepared.map(|prepared| Arc::clone(&prepared.metadata));
     Struct { fields, encoded }
 }
 
