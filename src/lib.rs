@@ -4,8 +4,9 @@
 //! The modules form layers: each imports only from the layers below it, never from one above.
 //!
 //! 1. Foundations, importing nothing of ours:
-//!    - [`pb`]: generated protobuf (Envoy ext_authz v3, google.rpc), our `Struct` (which can carry
-//!      pre-encoded entries) and the one `Struct` ⇄ JSON pair; used only at the edge (`server`, `client`).
+//!    - [`pb`]: the protobuf edge, re-exported from the `portcullis-proto` package (generated Envoy
+//!      ext_authz v3 and google.rpc, our `Struct` and the one `Struct` ⇄ JSON pair); used only at the edge
+//!      (`server`, `client`).
 //!    - `request`: our borrowed view of a check request (method, path, host, headers); header names.
 //!    - `clock`: injectable wall-clock time.
 //!    - [`telemetry`]: log output and trace spans.
@@ -52,18 +53,19 @@
 //!    (`server/wire`); `server/translate`: our answer as Envoy's protobuf; `server/reload`: hot reload
 //!    of the configuration file (watch, validate, build, swap the runtime) and its metrics;
 //!    `server/tls`: TLS (and client certificates) on the listeners, reloaded when its files change.
-//! 10. [`client`] (the `check` command's gRPC client), [`cli`] (every command's logic; `main.rs` only
-//!     parses and dispatches; `cli/import_llama` for `import llama-stack`) and [`bench`] (the `bench` load generator and its no-op server; it talks to
-//!     portcullis as a separate process, over [`pb`] only).
-
+//! 10. [`client`] (the `check` command's gRPC client) and [`cli`] (every command's logic; `main.rs` only
+//!     parses and dispatches; `cli/import_llama` for `import llama-stack`). The `bench` load generator is
+//!     the `portcullis-bench` package: it talks to portcullis as a separate process, over [`pb`] only.
 //! 11. `fuzzing` (the `fuzzing` feature only): thin entry points for the `cargo fuzz` targets in `fuzz/`;
 //!     it may import from every layer and nothing imports it.
 
 #![forbid(unsafe_code)]
 
+/// The protobuf edge, in its own package (`crates/portcullis-proto`).
+pub use portcullis_proto as pb;
+
 mod answer;
 mod authorizer;
-pub mod bench;
 pub mod cli;
 pub mod client;
 mod clock;
@@ -79,7 +81,6 @@ pub mod fuzzing;
 mod identity;
 mod identity_token;
 mod metrics;
-pub mod pb;
 mod policy;
 mod providers;
 mod request;

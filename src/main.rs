@@ -53,7 +53,7 @@ enum Command {
     /// Convert another tool's authentication configuration (`import llama-stack FILE`).
     Import(cli::ImportArgs),
     /// Load-test an ext_authz server beside a no-op one; exits 2 when it saw errors or wrong decisions.
-    Bench(portcullis::bench::BenchArgs),
+    Bench(portcullis_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +70,19 @@ fn main() -> ExitCode {
         Command::Explain(args) => cli::explain(args),
         Command::Revoke(args) => cli::revoke(args),
         Command::Import(args) => cli::import(&args),
-        Command::Bench(args) => portcullis::bench::main(args),
+        Command::Bench(args) => portcullis_bench::main(args, validate_bench_config),
+    }
+}
+
+/// The bench's check of the configuration it writes: the library's own parsing and validation.
+fn validate_bench_config(yaml: &str) -> Result<(), String> {
+    match portcullis::Config::from_yaml_str(yaml) {
+        Ok(_) => Ok(()),
+        Err(errors) => Err(errors
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")),
     }
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-use crate::pb::auth::authorization_server::{Authorization, AuthorizationServer};
-use crate::pb::auth::{check_response, CheckRequest, CheckResponse, OkHttpResponse};
-use crate::pb::rpc;
+use portcullis_proto::auth::authorization_server::{Authorization, AuthorizationServer};
+use portcullis_proto::auth::{check_response, CheckRequest, CheckResponse, OkHttpResponse};
+use portcullis_proto::rpc;
 
 #[derive(Default)]
 pub struct Noop;

@@ -216,12 +216,14 @@ impl Tokens {
 }
 
 /// Writes `jwks.json` and `portcullis.yaml` (a `jwt` provider trusting the bench key through
-/// `jwks_file`, with `cache_entries` as its token cache size when given); returns the config's path.
+/// `jwks_file`, with `cache_entries` as its token cache size when given), after `validate` accepts the
+/// configuration; returns the config's path.
 pub fn write_server_files(
     dir: &Path,
     keys: &Keys,
     cache_entries: Option<u64>,
     http: bool,
+    validate: super::ValidateConfig,
 ) -> anyhow::Result<PathBuf> {
     let jwks = dir.join("jwks.json");
     std::fs::write(&jwks, keys.jwks().to_string())?;
@@ -248,8 +250,8 @@ providers:
 ",
         jwks.display()
     );
-    crate::config::Config::from_yaml_str(&yaml)
-        .map_err(|e| anyhow::anyhow!("the bench's own configuration is invalid: {:?}", e.0))?;
+    validate(&yaml)
+        .map_err(|e| anyhow::anyhow!("the bench's own configuration is invalid: {e}"))?;
     let path = dir.join("portcullis.yaml");
     std::fs::write(&path, yaml)?;
     Ok(path)
@@ -275,7 +277,9 @@ mod tests {
         // The key is kept and reused.
         let again = Keys::load_or_create(&dir.path).unwrap();
         assert_eq!(again.jwks(), keys.jwks());
-        let path = write_server_files(&dir.path, &keys, Some(0), true).unwrap();
+        let path = write_server_files(&dir.path, &keys, Some(0), true, |_| Ok(())).unwrap();
+        let refused = write_server_files(&dir.path, &keys, None, false, |_| Err("no".to_owned()));
+        assert!(refused.unwrap_err().to_string().contains("invalid: no"));
         assert!(std::fs::read_to_string(path)
             .unwrap()
             .contains("max_entries: 0"));

@@ -15,7 +15,7 @@ use prost::Message as _;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::pb::auth::{attribute_context, AttributeContext, CheckRequest};
+use portcullis_proto::auth::{attribute_context, AttributeContext, CheckRequest};
 
 /// What a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -771,8 +771,10 @@ async fn open_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pb::auth::{check_response, CheckResponse, DeniedHttpResponse, OkHttpResponse};
-    use crate::pb::rpc;
+    use portcullis_proto::auth::{
+        check_response, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+    };
+    use portcullis_proto::rpc;
 
     /// What Envoy makes of a whole `CheckResponse`: the reference the client's [`Verdict`] reading is
     /// tested against.
@@ -841,7 +843,7 @@ mod tests {
             }),
             http_response: Some(check_response::HttpResponse::DeniedResponse(
                 DeniedHttpResponse {
-                    status: Some(crate::pb::http_type::HttpStatus { code: 401 }),
+                    status: Some(portcullis_proto::http_type::HttpStatus { code: 401 }),
                     ..Default::default()
                 },
             )),
@@ -869,8 +871,8 @@ mod tests {
         assert_eq!(outcome(&error), Outcome::Undecided);
         let mut big_ok = ok.clone();
         big_ok.http_response = Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
-            headers: vec![crate::pb::core::HeaderValueOption {
-                header: Some(crate::pb::core::HeaderValue {
+            headers: vec![portcullis_proto::core::HeaderValueOption {
+                header: Some(portcullis_proto::core::HeaderValue {
                     key: "x-auth-subject".into(),
                     value: "alice".into(),
                     ..Default::default()
@@ -880,7 +882,7 @@ mod tests {
             headers_to_remove: vec!["x-auth-email".into()],
             ..Default::default()
         }));
-        big_ok.dynamic_metadata = Some(crate::pb::Struct::default());
+        big_ok.dynamic_metadata = Some(portcullis_proto::Struct::default());
         // The client reads only the decision from the wire: the same outcome as the whole answer's.
         for (response, expected) in [
             (&ok, Outcome::Allowed),

@@ -10,6 +10,10 @@
 //! for. It reports requests/s, latency percentiles, errors, mismatches and server CPU seconds per 1000
 //! checks, each with its ratio to the no-op server, as a table or `--json`.
 //!
+//! # Layout
+//! Its own package because it talks to portcullis as a separate process, over protobuf only
+//! (`portcullis-proto`): it does not link the engine or the server.
+//!
 //! - [`tokens`]: the key, its JWKS, the server's configuration, the tokens.
 //! - [`load`]: the transport, the traffic mix, the closed and open loops, the statistics.
 //! - [`noop`]: the no-op server.
@@ -141,8 +145,13 @@ impl TransportArg {
     }
 }
 
+/// Validates a portcullis configuration (YAML text) the way `portcullis serve` would, with every
+/// problem in the error. The binary passes portcullis' own; this package does not link the engine.
+pub type ValidateConfig = fn(&str) -> Result<(), String>;
+
 /// Runs `portcullis bench`: exit 0, 1 when it could not run, 2 when it saw errors or mismatches.
-pub fn main(args: BenchArgs) -> ExitCode {
+/// `validate` checks the configuration the bench writes before it starts a server with it.
+pub fn main(args: BenchArgs, validate: ValidateConfig) -> ExitCode {
     if let Some(addr) = args.serve_noop {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -164,7 +173,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
-    match runtime.block_on(run(&args)) {
+    match runtime.block_on(run(&args, validate)) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(EXIT_FAILURES),
         Err(e) => {
@@ -204,12 +213,13 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Returns the number of errors and mismatches seen.
-async fn run(args: &BenchArgs) -> anyhow::Result<u64> {
+async fn run(args: &BenchArgs, validate: ValidateConfig) -> anyhow::Result<u64> {
     check_args(args)?;
     let dir = tokens::WorkDir::new(args.keys_dir.as_deref())?;
     let keys = tokens::Keys::load_or_create(&dir.path)?;
     let wants_http = args.transport.iter().any(|t| *t != TransportArg::Grpc);
-    let config = tokens::write_server_files(&dir.path, &keys, args.cache_entries, wants_http)?;
+    let config =
+        tokens::write_server_files(&dir.path, &keys, args.cache_entries, wants_http, validate)?;
     let needs_distinct = args.setup_only || args.mix.uses(Class::Distinct);
     let tokens = keys.tokens(
         if needs_distinct {

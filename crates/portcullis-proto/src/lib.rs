@@ -1,5 +1,16 @@
-//! Generated protobuf code, kept at the edge: only `server/` and the `check` client use these types, and
-//! [`json`] is the one conversion between `google.protobuf.Struct` and JSON.
+//! portcullis-proto: the protobuf edge. Generated code (Envoy ext_authz v3, google.rpc) kept out of the
+//! decision engine: only the server, the `check` client and the load generator use these types.
+//!
+//! # Layout
+//! - `build.rs` and `proto/`: the `.proto` files, compiled with protox (pure Rust, no `protoc`) and
+//!   tonic-prost-build; [`FILE_DESCRIPTOR_SET`] is what gRPC reflection serves.
+//! - [`envoy`], [`google`] and their short names ([`auth`], [`core`], [`http_type`], [`rpc`]): the
+//!   generated messages and the Authorization service.
+//! - [`Struct`] and [`OkHttpResponse`]: hand-written messages that can carry already-encoded entries, so a
+//!   cached identity's metadata and headers are encoded once.
+//! - [`json`]: the one conversion between `google.protobuf.Struct` and JSON.
+//!
+//! It imports nothing of portcullis.
 
 #![allow(clippy::all, missing_docs, rustdoc::all)]
 
@@ -20,7 +31,7 @@ pub mod envoy {
         pub mod auth {
             pub mod v3 {
                 tonic::include_proto!("envoy.service.auth.v3");
-                pub use crate::pb::OkHttpResponse;
+                pub use crate::OkHttpResponse;
             }
         }
     }

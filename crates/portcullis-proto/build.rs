@@ -15,13 +15,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     // `google.protobuf.Struct` is our own `pb::Struct`: prost's map plus already-encoded entries, so a
-    // cached identity's metadata is encoded once (see `src/pb.rs`); `OkHttpResponse` likewise carries
+    // cached identity's metadata is encoded once (see `src/lib.rs`); `OkHttpResponse` likewise carries
     // the identity's headers encoded once.
     tonic_prost_build::configure()
-        .extern_path(".google.protobuf.Struct", "crate::pb::Struct")
+        .extern_path(".google.protobuf.Struct", "crate::Struct")
         .extern_path(
             ".envoy.service.auth.v3.OkHttpResponse",
-            "crate::pb::OkHttpResponse",
+            "crate::OkHttpResponse",
         )
         .build_server(true)
         .build_client(true)
