@@ -26,7 +26,9 @@
 //!    - `dpop`: sender-constrained tokens (RFC 9449): a provider's DPoP mode, the proof check, the
 //!      `cnf.jkt` binding, stateless nonces and the `jti` replay check (through `state` when shared).
 //! 5. Deciding, side by side:
-//!    - `providers`: the provider contract and chain; `providers/jwt` validates JWTs, `providers/jwks`
+//!    - `providers`: the provider contract; `providers/chain` runs the chain over a request (who owns
+//!      which credential), `providers/build` builds the providers from the configuration (and what a
+//!      reload keeps); `providers/jwt` validates JWTs, `providers/jwks`
 //!      fetches and refreshes key sets, `providers/http` calls and caches upstreams (per-provider TLS,
 //!      bearer tokens), `providers/kubernetes` asks the API server (TokenReview).
 //!    - `policy`: compiled routes (matcher, provider indices, requirements, CEL expressions, challenges,
