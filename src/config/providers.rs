@@ -1,5 +1,26 @@
 //! Provider configuration: the keys every provider shares (`name`, `credential`, `claims_mapping`,
-//! `deny_message`) and each kind's own keys, with their validation.
+//! `deny_message`) and their validation; each kind's own keys, defaults and checks are in `providers/<kind>.rs`
+//! (as the providers themselves are in `src/providers/`).
+
+mod anonymous;
+mod api_key;
+mod envoy_jwt;
+mod github;
+mod introspection;
+mod jwt;
+mod kubernetes;
+mod mtls;
+mod webhook;
+
+pub use self::anonymous::AnonymousConfig;
+pub use self::api_key::{parse_digest, ApiKeyConfig, ApiKeyEntry, KindName};
+pub use self::envoy_jwt::EnvoyJwtConfig;
+pub use self::github::GithubConfig;
+pub use self::introspection::{ClientAuthMethod, IntrospectionConfig};
+pub use self::jwt::{AlgorithmName, JwksSettings, JwtProviderConfig, TokenCacheSettings};
+pub use self::kubernetes::KubernetesConfig;
+pub use self::mtls::MtlsConfig;
+pub use self::webhook::WebhookConfig;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -376,175 +397,6 @@ fn credential_location(
     Some(CredentialLocation::Query(query))
 }
 
-/// A JWT signature algorithm a provider may accept (RFC 7518 §3.1, RFC 8037).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum AlgorithmName {
-    RS256,
-    RS384,
-    RS512,
-    PS256,
-    PS384,
-    PS512,
-    ES256,
-    ES384,
-    EdDSA,
-    HS256,
-    HS384,
-    HS512,
-}
-
-// === impl AlgorithmName ===
-
-impl AlgorithmName {
-    pub fn is_hmac(self) -> bool {
-        matches!(
-            self,
-            AlgorithmName::HS256 | AlgorithmName::HS384 | AlgorithmName::HS512
-        )
-    }
-}
-
-/// `type: jwt`: bearer JWTs from one issuer (RFC 7519, RFC 8725, RFC 9068).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtProviderConfig {
-    /// Compared exactly with the token's `iss` (RFC 7519 §4.1.1); also picks this provider among several.
-    pub issuer: String,
-    /// The token's `aud` must contain at least one of these (RFC 7519 §4.1.3). Required: a token minted for
-    /// another API of the same issuer must not pass.
-    pub audiences: Vec<String>,
-    /// Where the keys are. When absent, OIDC discovery at `{issuer}/.well-known/openid-configuration` finds it.
-    #[serde(default)]
-    pub jwks_uri: Option<String>,
-    /// A local JWKS file read once at start instead of fetching one (air-gapped setups, pinned keys).
-    /// Excludes `jwks_uri` and `shared_secret`. Defaults to none.
-    #[serde(default)]
-    pub jwks_file: Option<PathBuf>,
-    /// The algorithms accepted; each key's own `kty`/`crv`/`alg` narrows this further. Defaults to `[RS256]`.
-    #[serde(default = "default_algorithms")]
-    pub algorithms: Vec<AlgorithmName>,
-    /// The HMAC key for HS256/384/512. Only with this set may an HS algorithm be listed; a JWKS is never
-    /// used for HMAC.
-    #[serde(default)]
-    pub shared_secret: Option<SecretRef>,
-    /// Clock skew tolerated on `exp`, `nbf` and `iat`. Defaults to 30; at most 300.
-    #[serde(default = "default_leeway")]
-    pub leeway_seconds: u64,
-    /// Tokens longer than this are refused before any parsing. Defaults to 8192.
-    #[serde(default = "default_max_token_bytes")]
-    pub max_token_bytes: usize,
-    /// When set, the token header's `typ` must equal it (case-insensitive, `application/` prefix allowed),
-    /// e.g. `at+jwt` for RFC 9068 access tokens, so an ID token cannot be replayed as an access token.
-    /// Defaults to no check.
-    #[serde(default)]
-    pub required_typ: Option<String>,
-    /// Claim name → header name, sent upstream on an allow. Strings, numbers and booleans are sent as they
-    /// are; arrays are joined with `,`. Header names must start with the identity header prefix.
-    #[serde(default)]
-    pub claim_headers: BTreeMap<String, String>,
-    /// Key set fetching.
-    #[serde(default)]
-    pub jwks: JwksSettings,
-    /// TLS for the discovery and key set fetches. Defaults to the platform's roots.
-    #[serde(default)]
-    pub tls: TlsSettings,
-    /// The verified-token cache.
-    #[serde(default)]
-    pub cache: TokenCacheSettings,
-    /// Allow `http://` URLs for the issuer's discovery document and key set on hosts other than loopback.
-    /// Keys fetched over plain HTTP can be replaced by anyone on the path. Defaults to false.
-    #[serde(default)]
-    pub dangerous_allow_plain_http: bool,
-    /// DPoP (RFC 9449): sender-constrained tokens. Defaults to `mode: optional` with the default settings
-    /// (a token bound with `cnf.jkt` needs its proof; the scheme is not advertised in challenges).
-    #[serde(default)]
-    pub dpop: Option<DpopConfig>,
-    /// A `sub` ending in this marks a client-credentials (machine) token, and what comes before it is the
-    /// client id, as Auth0 does with `<client id>@clients`. Defaults to `@clients` for an Auth0 issuer
-    /// (`https://…auth0.com/`) and to no such rule for any other issuer; `""` turns it off. Set it for an
-    /// Auth0 custom domain. Tokens with `gty: client-credentials`, no `sub`, or a `sub` equal to
-    /// `client_id`/`azp` are machine tokens whatever this says.
-    #[serde(default)]
-    pub machine_subject_suffix: Option<String>,
-}
-
-fn default_algorithms() -> Vec<AlgorithmName> {
-    vec![AlgorithmName::RS256]
-}
-fn default_leeway() -> u64 {
-    30
-}
-fn default_max_token_bytes() -> usize {
-    8192
-}
-
-/// How a provider's key set is fetched and refreshed.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JwksSettings {
-    /// Refresh interval when the response has no `Cache-Control: max-age`. Defaults to 300.
-    pub refresh_seconds: u64,
-    /// Lower bound on a `max-age` the IdP asks for. Defaults to 60.
-    pub min_refresh_seconds: u64,
-    /// Upper bound on a `max-age` the IdP asks for. Defaults to 3600.
-    pub max_refresh_seconds: u64,
-    /// A token with an unknown `kid` triggers at most one refresh per this many seconds. Defaults to 30.
-    pub unknown_kid_cooldown_seconds: u64,
-    /// Timeout of one discovery or key set request. Defaults to 5.
-    pub timeout_seconds: u64,
-    /// Larger responses are refused. Defaults to 1048576 (1 MiB).
-    pub max_response_bytes: usize,
-    /// A bearer token sent with the key set fetch (only to `jwks_uri`, which it requires), e.g. the pod's
-    /// service-account token for a Kubernetes API server's issuer:
-    /// `{file: /var/run/secrets/kubernetes.io/serviceaccount/token}`. A file is read again at every fetch,
-    /// so a rotated token is picked up. Defaults to none.
-    pub token: Option<SecretRef>,
-}
-
-impl Default for JwksSettings {
-    fn default() -> Self {
-        JwksSettings {
-            refresh_seconds: 300,
-            min_refresh_seconds: 60,
-            max_refresh_seconds: 3600,
-            unknown_kid_cooldown_seconds: 30,
-            timeout_seconds: 5,
-            max_response_bytes: 1 << 20,
-            token: None,
-        }
-    }
-}
-
-/// The cache of tokens already verified, keyed by a SHA-256 digest of the token (never the token itself).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TokenCacheSettings {
-    /// Entries at most; 0 disables the cache. Defaults to 10000.
-    pub max_entries: u64,
-    /// An entry lives at most this long, and never past the token's `exp`. Defaults to 300.
-    pub max_ttl_seconds: u64,
-}
-
-impl Default for TokenCacheSettings {
-    fn default() -> Self {
-        TokenCacheSettings {
-            max_entries: 10_000,
-            max_ttl_seconds: 300,
-        }
-    }
-}
-
-/// How portcullis authenticates itself to an introspection endpoint (RFC 7662 §2.1, RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientAuthMethod {
-    /// HTTP Basic with the client id and secret. The default.
-    #[default]
-    ClientSecretBasic,
-    /// `client_id` and `client_secret` in the form body.
-    ClientSecretPost,
-}
-
 /// HTTP settings shared by the providers that call an upstream.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -567,6 +419,16 @@ impl Default for UpstreamSettings {
     }
 }
 
+/// The longest a cached upstream answer is kept (`max_ttl_seconds` of the providers that cache answers).
+fn default_max_ttl() -> u64 {
+    300
+}
+
+/// How long a negative upstream answer is cached (`negative_ttl_seconds`).
+fn default_negative_ttl() -> u64 {
+    10
+}
+
 /// TLS for a provider's upstream calls (`tls`).
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -578,293 +440,6 @@ pub struct TlsSettings {
     /// answer introspection, read the tokens and secrets sent). For a test cluster only; `validate-config`
     /// warns. Defaults to false.
     pub insecure_skip_verify: bool,
-}
-
-/// `type: introspection`: opaque tokens checked with OAuth2 token introspection (RFC 7662).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IntrospectionConfig {
-    /// The introspection endpoint.
-    pub endpoint: String,
-    pub client_id: String,
-    pub client_secret: SecretRef,
-    /// Defaults to `client_secret_basic`.
-    #[serde(default)]
-    pub auth_method: ClientAuthMethod,
-    /// Sent as `token_type_hint` (RFC 7662 §2.1). Defaults to `access_token`; empty sends none.
-    #[serde(default = "default_hint")]
-    pub token_type_hint: String,
-    /// An active result is cached until min(`exp`, now + this). Defaults to 300.
-    #[serde(default = "default_max_ttl")]
-    pub max_ttl_seconds: u64,
-    /// An inactive result is cached this long, so a replayed dead token does not hammer the endpoint.
-    /// Defaults to 10; 0 disables.
-    #[serde(default = "default_negative_ttl")]
-    pub negative_ttl_seconds: u64,
-    /// When set, an active token must name one of these in `aud`. Defaults to no check.
-    #[serde(default)]
-    pub audiences: Vec<String>,
-    /// Also take JWT-shaped tokens (IdPs such as Keycloak or Okta issue JWT access tokens and introspect
-    /// them): a JWT whose `iss` no `jwt` provider of the route owns comes here. Defaults to false.
-    #[serde(default)]
-    pub accept_jwt: bool,
-    #[serde(default)]
-    pub upstream: UpstreamSettings,
-    /// TLS for the introspection calls. Defaults to the platform's roots.
-    #[serde(default)]
-    pub tls: TlsSettings,
-    /// Allow a plain `http://` endpoint on a host other than loopback: the token and the client secret
-    /// cross the network in clear. Defaults to false.
-    #[serde(default)]
-    pub dangerous_allow_plain_http: bool,
-    /// DPoP (RFC 9449) for introspected tokens, bound by the answer's `cnf.jkt`. Defaults as for `jwt`.
-    #[serde(default)]
-    pub dpop: Option<DpopConfig>,
-    /// A `sub` ending in this marks a client-credentials (machine) token, and what comes before it is the
-    /// client id, as Auth0 does with `<client id>@clients`. Defaults to `@clients` for an answer whose `iss` is an Auth0 issuer
-    /// (`https://…auth0.com/`) and to no such rule for any other issuer; `""` turns it off. Set it for an
-    /// Auth0 custom domain. Tokens with `gty: client-credentials`, no `sub`, or a `sub` equal to
-    /// `client_id`/`azp` are machine tokens whatever this says.
-    #[serde(default)]
-    pub machine_subject_suffix: Option<String>,
-}
-
-fn default_hint() -> String {
-    "access_token".to_owned()
-}
-fn default_max_ttl() -> u64 {
-    300
-}
-fn default_negative_ttl() -> u64 {
-    10
-}
-
-/// `type: webhook`: a custom HTTP auth endpoint, in the format of llama-stack's custom auth provider.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Receives `POST {"api_key": …, "request": {"path", "headers", "params"}}`.
-    pub endpoint: String,
-    /// Cache authenticated results this long, keyed by a digest of the token. Defaults to 0 (no cache).
-    #[serde(default)]
-    pub cache_ttl_seconds: u64,
-    /// Also take JWT-shaped tokens (as llama-stack's custom provider does): a JWT whose `iss` no `jwt`
-    /// provider of the route owns comes here. Defaults to false.
-    #[serde(default)]
-    pub accept_jwt: bool,
-    #[serde(default)]
-    pub upstream: UpstreamSettings,
-    /// TLS for the webhook calls. Defaults to the platform's roots.
-    #[serde(default)]
-    pub tls: TlsSettings,
-    /// Allow a plain `http://` endpoint on a host other than loopback. Defaults to false.
-    #[serde(default)]
-    pub dangerous_allow_plain_http: bool,
-}
-
-/// `type: github`: GitHub access tokens, checked with `GET {api_base}/user`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GithubConfig {
-    /// The API base; set it for GitHub Enterprise (`https://github.example.com/api/v3`).
-    /// Defaults to `https://api.github.com`.
-    #[serde(default = "default_github_api")]
-    pub api_base: String,
-    /// Also read the user's organisations (`GET /user/orgs`, needs the `read:org` scope). Defaults to false.
-    #[serde(default)]
-    pub fetch_orgs: bool,
-    /// When set, the user must belong to one of these organisations (implies `fetch_orgs`).
-    #[serde(default)]
-    pub allowed_orgs: Vec<String>,
-    /// Results are cached this long, keyed by a digest of the token. Defaults to 300.
-    #[serde(default = "default_max_ttl")]
-    pub cache_ttl_seconds: u64,
-    #[serde(default)]
-    pub upstream: UpstreamSettings,
-    /// Allow a plain `http://` API base on a host other than loopback. Defaults to false.
-    #[serde(default)]
-    pub dangerous_allow_plain_http: bool,
-}
-
-fn default_github_api() -> String {
-    "https://api.github.com".to_owned()
-}
-
-/// Who an API key belongs to.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyEntry {
-    /// The SHA-256 of the key, as `portcullis hash-key` prints it (64 hex digits, `sha256:` prefix allowed).
-    pub sha256: String,
-    /// The principal the key authenticates (`x-auth-subject`).
-    pub principal: String,
-    /// Attributes, e.g. `scopes: [read:data]`. A string value is split on spaces.
-    #[serde(default)]
-    pub attributes: BTreeMap<String, StringOrList>,
-    /// Defaults to `machine`.
-    #[serde(default = "default_machine")]
-    pub kind: KindName,
-}
-
-fn default_machine() -> KindName {
-    KindName::Machine
-}
-
-/// `human` or `machine`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KindName {
-    Human,
-    Machine,
-}
-
-/// A string (split on spaces) or a list of strings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum StringOrList {
-    One(String),
-    Many(Vec<String>),
-}
-
-// === impl StringOrList ===
-
-impl StringOrList {
-    pub fn values(&self) -> Vec<String> {
-        match self {
-            StringOrList::One(s) => s.split_whitespace().map(str::to_owned).collect(),
-            StringOrList::Many(v) => v.clone(),
-        }
-    }
-}
-
-/// `type: api_key`: static keys, stored only as SHA-256 digests.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyConfig {
-    /// Keys in the configuration.
-    #[serde(default)]
-    pub keys: Vec<ApiKeyEntry>,
-    /// A YAML or JSON file holding a list of keys in the same shape; re-read when it changes.
-    #[serde(default)]
-    pub keys_file: Option<PathBuf>,
-    /// How often `keys_file` is checked for changes. Defaults to 10.
-    #[serde(default = "default_reload")]
-    pub reload_seconds: u64,
-}
-
-fn default_reload() -> u64 {
-    10
-}
-
-/// `type: mtls`: the client certificate identity Envoy verified (`source.principal`, `source.certificate`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MtlsConfig {
-    /// SPIFFE trust domains accepted (`spiffe://<domain>/…`). Defaults to any.
-    #[serde(default)]
-    pub trust_domains: Vec<String>,
-    /// When set, the principal (SPIFFE ID or SAN) must match one of these; `*` matches within one path
-    /// segment, e.g. `spiffe://cluster.local/ns/payments/sa/*`.
-    #[serde(default)]
-    pub san_patterns: Vec<String>,
-}
-
-/// `type: envoy_jwt`: a JWT payload Envoy's `jwt_authn` filter already verified, read from the request's
-/// metadata. No second signature check: only use behind a `jwt_authn` filter that requires the token.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnvoyJwtConfig {
-    /// The filter metadata namespace. Defaults to `envoy.filters.http.jwt_authn`; Envoy's ext_authz must
-    /// list it in `metadata_context_namespaces`.
-    #[serde(default = "default_jwt_authn_namespace")]
-    pub metadata_namespace: String,
-    /// The key the payload is stored under (`payload_in_metadata` in jwt_authn). Defaults to `jwt_payload`.
-    #[serde(default = "default_payload_key")]
-    pub payload_key: String,
-    /// When set, the payload's `iss` must be one of these. Defaults to any.
-    #[serde(default)]
-    pub issuers: Vec<String>,
-    /// A `sub` ending in this marks a client-credentials (machine) token, and what comes before it is the
-    /// client id, as Auth0 does with `<client id>@clients`. Defaults to `@clients` for a payload whose `iss` is an Auth0 issuer
-    /// (`https://…auth0.com/`) and to no such rule for any other issuer; `""` turns it off. Set it for an
-    /// Auth0 custom domain. Tokens with `gty: client-credentials`, no `sub`, or a `sub` equal to
-    /// `client_id`/`azp` are machine tokens whatever this says.
-    #[serde(default)]
-    pub machine_subject_suffix: Option<String>,
-}
-
-fn default_jwt_authn_namespace() -> String {
-    "envoy.filters.http.jwt_authn".to_owned()
-}
-fn default_payload_key() -> String {
-    "jwt_payload".to_owned()
-}
-
-/// `type: anonymous`: an explicit identity for requests that carry no credential at all.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnonymousConfig {
-    /// The principal (`x-auth-subject`). Defaults to `anonymous`.
-    #[serde(default = "default_anonymous")]
-    pub principal: String,
-}
-
-fn default_anonymous() -> String {
-    "anonymous".to_owned()
-}
-
-/// The service-account token and CA every pod has mounted.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-/// `type: kubernetes`: Kubernetes service-account tokens, checked with the API server's TokenReview
-/// (`POST /apis/authentication.k8s.io/v1/tokenreviews`). The principal is the username
-/// (`system:serviceaccount:<namespace>:<name>`), the groups are the `groups` attribute.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KubernetesConfig {
-    /// The API server. Defaults to `https://kubernetes.default.svc`.
-    #[serde(default = "default_api_server")]
-    pub api_server: String,
-    /// The audiences a token must be valid for (sent in the review; the API server's answer must name one).
-    /// Defaults to none: the API server's own audience.
-    #[serde(default)]
-    pub audiences: Vec<String>,
-    /// portcullis's own credential for the review (its service account needs the `system:auth-delegator`
-    /// cluster role). A file is read again at every review, so a rotated token is picked up. Defaults to
-    /// `{file: /var/run/secrets/kubernetes.io/serviceaccount/token}`.
-    #[serde(default = "default_service_account_token")]
-    pub token: SecretRef,
-    /// Defaults to `ca_file: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt`.
-    #[serde(default = "default_service_account_tls")]
-    pub tls: TlsSettings,
-    /// How long a review's answer is cached, keyed by a digest of the token, never past the token's `exp`.
-    /// Defaults to 60.
-    #[serde(default = "default_review_ttl")]
-    pub cache_ttl_seconds: u64,
-    /// How long a refused token's answer is cached. Defaults to 10; 0 disables.
-    #[serde(default = "default_negative_ttl")]
-    pub negative_ttl_seconds: u64,
-    #[serde(default)]
-    pub upstream: UpstreamSettings,
-    /// Allow a plain `http://` API server on a host other than loopback. Defaults to false.
-    #[serde(default)]
-    pub dangerous_allow_plain_http: bool,
-}
-
-fn default_api_server() -> String {
-    "https://kubernetes.default.svc".to_owned()
-}
-fn default_service_account_token() -> SecretRef {
-    SecretRef::File(PathBuf::from(SERVICE_ACCOUNT_DIR).join("token"))
-}
-fn default_service_account_tls() -> TlsSettings {
-    TlsSettings {
-        ca_file: Some(PathBuf::from(SERVICE_ACCOUNT_DIR).join("ca.crt")),
-        insecure_skip_verify: false,
-    }
-}
-fn default_review_ttl() -> u64 {
-    60
 }
 
 /// Checks one provider's settings.
@@ -906,112 +481,15 @@ pub(super) fn validate(
         dpop.validate(problems, &format!("{path}.dpop"));
     }
     match &provider.kind {
-        ProviderKind::Jwt(jwt) => validate_jwt(problems, path, jwt, prefix),
-        ProviderKind::Introspection(c) => {
-            validate_http_upstream(
-                problems,
-                path,
-                ("endpoint", &c.endpoint),
-                c.dangerous_allow_plain_http,
-                &c.upstream,
-            );
-            if c.client_id.is_empty() {
-                problems.add(format!("{path}.client_id"), "must not be empty");
-            }
-            if c.max_ttl_seconds == 0 {
-                problems.add(format!("{path}.max_ttl_seconds"), "must be at least 1");
-            }
-            validate_tls(problems, path, &c.tls);
-        }
-        ProviderKind::Webhook(c) => {
-            validate_http_upstream(
-                problems,
-                path,
-                ("endpoint", &c.endpoint),
-                c.dangerous_allow_plain_http,
-                &c.upstream,
-            );
-            validate_tls(problems, path, &c.tls);
-        }
-        ProviderKind::Kubernetes(c) => {
-            validate_http_upstream(
-                problems,
-                path,
-                ("api_server", &c.api_server),
-                c.dangerous_allow_plain_http,
-                &c.upstream,
-            );
-            validate_tls(problems, path, &c.tls);
-            for (i, aud) in c.audiences.iter().enumerate() {
-                if aud.is_empty() {
-                    problems.add(format!("{path}.audiences[{i}]"), "must not be empty");
-                }
-            }
-            if c.cache_ttl_seconds == 0 {
-                problems.add(format!("{path}.cache_ttl_seconds"), "must be at least 1");
-            }
-        }
-        ProviderKind::Github(c) => {
-            validate_http_upstream(
-                problems,
-                path,
-                ("api_base", &c.api_base),
-                c.dangerous_allow_plain_http,
-                &c.upstream,
-            );
-        }
-        ProviderKind::ApiKey(c) => {
-            if c.keys.is_empty() && c.keys_file.is_none() {
-                problems.add(path, "an api_key provider needs `keys` or `keys_file`");
-            }
-            for (i, key) in c.keys.iter().enumerate() {
-                validate_api_key(problems, &format!("{path}.keys[{i}]"), key);
-            }
-            if c.reload_seconds == 0 {
-                problems.add(format!("{path}.reload_seconds"), "must be at least 1");
-            }
-        }
-        ProviderKind::Mtls(c) => {
-            for (i, domain) in c.trust_domains.iter().enumerate() {
-                if domain.is_empty() || domain.contains('/') || domain.contains(':') {
-                    problems.add(
-                        format!("{path}.trust_domains[{i}]"),
-                        "must be a bare trust domain such as `cluster.local`",
-                    );
-                }
-            }
-            for (i, pattern) in c.san_patterns.iter().enumerate() {
-                if pattern.is_empty() {
-                    problems.add(format!("{path}.san_patterns[{i}]"), "must not be empty");
-                }
-            }
-        }
-        ProviderKind::EnvoyJwt(c) => {
-            if c.metadata_namespace.is_empty() {
-                problems.add(format!("{path}.metadata_namespace"), "must not be empty");
-            }
-            if c.payload_key.is_empty() {
-                problems.add(format!("{path}.payload_key"), "must not be empty");
-            }
-        }
-        ProviderKind::Anonymous(c) => {
-            if c.principal.is_empty() || c.principal.chars().any(char::is_control) {
-                problems.add(format!("{path}.principal"), "must be one non-empty line");
-            }
-        }
-    }
-}
-
-/// Checks one API key entry.
-fn validate_api_key(problems: &mut Problems, path: &str, key: &ApiKeyEntry) {
-    if parse_digest(&key.sha256).is_none() {
-        problems.add(
-            format!("{path}.sha256"),
-            "must be 64 hex digits (`portcullis hash-key` prints it); never the key itself",
-        );
-    }
-    if key.principal.is_empty() || key.principal.chars().any(char::is_control) {
-        problems.add(format!("{path}.principal"), "must be one non-empty line");
+        ProviderKind::Jwt(jwt) => jwt::validate(problems, path, jwt, prefix),
+        ProviderKind::Introspection(c) => introspection::validate(problems, path, c),
+        ProviderKind::Webhook(c) => webhook::validate(problems, path, c),
+        ProviderKind::Kubernetes(c) => kubernetes::validate(problems, path, c),
+        ProviderKind::Github(c) => github::validate(problems, path, c),
+        ProviderKind::ApiKey(c) => api_key::validate(problems, path, c),
+        ProviderKind::Mtls(c) => mtls::validate(problems, path, c),
+        ProviderKind::EnvoyJwt(c) => envoy_jwt::validate(problems, path, c),
+        ProviderKind::Anonymous(c) => anonymous::validate(problems, path, c),
     }
 }
 
@@ -1067,149 +545,6 @@ fn validate_upstream(problems: &mut Problems, path: &str, u: &UpstreamSettings) 
     }
 }
 
-fn validate_jwt(
-    problems: &mut Problems,
-    path: &str,
-    jwt: &JwtProviderConfig,
-    prefix: Option<&str>,
-) {
-    if jwt.issuer.is_empty() {
-        problems.add(format!("{path}.issuer"), "must not be empty");
-    }
-    if jwt.audiences.is_empty() {
-        problems.add(format!("{path}.audiences"), "must not be empty");
-    }
-    for (i, aud) in jwt.audiences.iter().enumerate() {
-        if aud.is_empty() {
-            problems.add(format!("{path}.audiences[{i}]"), "must not be empty");
-        }
-    }
-    if jwt.algorithms.is_empty() {
-        problems.add(format!("{path}.algorithms"), "must not be empty");
-    }
-    let hmac = jwt.algorithms.iter().filter(|a| a.is_hmac()).count();
-    match &jwt.shared_secret {
-        Some(_) => {
-            if hmac != jwt.algorithms.len() {
-                problems.add(
-                    format!("{path}.algorithms"),
-                    "with shared_secret, only HS256, HS384 and HS512 may be listed",
-                );
-            }
-            if jwt.jwks_uri.is_some() || jwt.jwks_file.is_some() {
-                problems.add(
-                    format!("{path}.shared_secret"),
-                    "a provider with shared_secret verifies with that secret only: remove jwks_uri/jwks_file",
-                );
-            }
-        }
-        None => {
-            if hmac > 0 {
-                problems.add(
-                    format!("{path}.algorithms"),
-                    "HS256/384/512 need an explicit shared_secret; they are never accepted against a JWKS",
-                );
-            }
-            let insecure = jwt.dangerous_allow_plain_http;
-            match (&jwt.jwks_uri, &jwt.jwks_file) {
-                (Some(_), Some(_)) => problems.add(
-                    format!("{path}.jwks_file"),
-                    "set either jwks_uri or jwks_file, not both",
-                ),
-                (None, Some(_)) => {}
-                (Some(uri), None) => {
-                    check_url(problems, &format!("{path}.jwks_uri"), uri, insecure)
-                }
-                (None, None) => {
-                    check_url(problems, &format!("{path}.issuer"), &jwt.issuer, insecure)
-                }
-            }
-        }
-    }
-    if jwt.leeway_seconds > 300 {
-        problems.add(
-            format!("{path}.leeway_seconds"),
-            "must be at most 300 (a long leeway keeps expired tokens alive)",
-        );
-    }
-    if !(512..=65536).contains(&jwt.max_token_bytes) {
-        problems.add(
-            format!("{path}.max_token_bytes"),
-            "must be between 512 and 65536",
-        );
-    }
-    if let Some(typ) = &jwt.required_typ {
-        if typ.trim().is_empty() {
-            problems.add(format!("{path}.required_typ"), "must not be empty when set");
-        }
-    }
-    for (claim, header) in &jwt.claim_headers {
-        let field = format!("{path}.claim_headers.{claim}");
-        if claim.is_empty() {
-            problems.add(&field, "claim name must not be empty");
-        }
-        if !is_header_name(header) {
-            problems.add(
-                &field,
-                format!("`{header}` is not a lower-case header name"),
-            );
-            continue;
-        }
-        if let Some(prefix) = prefix {
-            match header.strip_prefix(prefix) {
-                None => problems.add(
-                    &field,
-                    format!(
-                        "`{header}` must start with the identity header prefix `{prefix}`, so a client-sent copy is always stripped"
-                    ),
-                ),
-                Some(suffix) if BUILTIN_HEADER_SUFFIXES.contains(&suffix) => {
-                    problems.add(&field, format!("`{header}` is set by portcullis itself"))
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    validate_tls(problems, path, &jwt.tls);
-    let j = &jwt.jwks;
-    if j.token.is_some() && jwt.jwks_uri.is_none() {
-        problems.add(
-            format!("{path}.jwks.token"),
-            "needs jwks_uri: the token is sent only to a configured key set URL, never to a discovered one",
-        );
-    }
-    if j.min_refresh_seconds == 0 {
-        problems.add(
-            format!("{path}.jwks.min_refresh_seconds"),
-            "must be at least 1",
-        );
-    }
-    if j.min_refresh_seconds > j.max_refresh_seconds {
-        problems.add(
-            format!("{path}.jwks.min_refresh_seconds"),
-            "must not exceed jwks.max_refresh_seconds",
-        );
-    }
-    if j.refresh_seconds < j.min_refresh_seconds || j.refresh_seconds > j.max_refresh_seconds {
-        problems.add(
-            format!("{path}.jwks.refresh_seconds"),
-            "must lie between jwks.min_refresh_seconds and jwks.max_refresh_seconds",
-        );
-    }
-    if j.timeout_seconds == 0 || j.timeout_seconds > 60 {
-        problems.add(
-            format!("{path}.jwks.timeout_seconds"),
-            "must be between 1 and 60",
-        );
-    }
-    if j.max_response_bytes < 1024 {
-        problems.add(
-            format!("{path}.jwks.max_response_bytes"),
-            "must be at least 1024",
-        );
-    }
-}
-
 /// An opaque-token upstream: its URL (`field`, value) and its call settings.
 fn validate_http_upstream(
     problems: &mut Problems,
@@ -1224,7 +559,7 @@ fn validate_http_upstream(
 
 /// An `http(s)` URL portcullis calls; plain HTTP only to loopback unless the provider opts in.
 fn check_url(problems: &mut Problems, field: &str, url: &str, allow_plain_http: bool) {
-    let parsed = match reqwest::Url::parse(url) {
+    let parsed = match url::Url::parse(url) {
         Ok(u) => u,
         Err(e) => {
             problems.add(field, format!("not a URL ({e})"));
@@ -1255,20 +590,6 @@ fn check_url(problems: &mut Problems, field: &str, url: &str, allow_plain_http: 
     if parsed.host().is_none() {
         problems.add(field, "has no host");
     }
-}
-
-/// Parses `sha256:<64 hex>` or `<64 hex>`.
-pub fn parse_digest(text: &str) -> Option<[u8; 32]> {
-    let hex = text.strip_prefix("sha256:").unwrap_or(text);
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        let pair = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(pair, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]
