@@ -166,6 +166,17 @@ pub fn answer<'a>(
     answer
 }
 
+/// Whether two header names are the same once `_` is read as `-` and case is folded, as CGI/WSGI-style
+/// servers read them (`x_auth_subject` and `X-Auth-Subject` are both `HTTP_X_AUTH_SUBJECT`).
+fn same_as_cgi_reads_it(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(&a, &b)| {
+            let a = if a == b'_' { b'-' } else { a };
+            let b = if b == b'_' { b'-' } else { b };
+            a.eq_ignore_ascii_case(&b)
+        })
+}
+
 /// An allow, or a permissive-mode permit (`would_deny`), with the identity when there is one.
 fn allow<'a>(
     identity: Option<&'a Arc<Identity>>,
@@ -225,14 +236,7 @@ fn allow<'a>(
     let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for name in request.headers.names() {
         let is_ours = name.len() >= s.prefix.len()
-            && name.as_bytes()[..s.prefix.len()]
-                .iter()
-                .zip(s.prefix.as_bytes())
-                .all(|(&a, &b)| {
-                    let a = if a == b'_' { b'-' } else { a };
-                    let b = if b == b'_' { b'-' } else { b };
-                    a.eq_ignore_ascii_case(&b)
-                });
+            && same_as_cgi_reads_it(&name.as_bytes()[..s.prefix.len()], s.prefix.as_bytes());
         if !is_ours {
             continue;
         }
@@ -263,9 +267,12 @@ fn allow<'a>(
                 remove.push(name.clone());
             }
             Some(CredentialLocation::Cookie(cookie)) => {
-                if let Some(header) = request.headers.get("cookie") {
-                    let kept: Vec<&str> = header
-                        .split(';')
+                // Every `cookie` line: the rewrite replaces them all with the one line kept.
+                if request.headers.count("cookie") > 0 {
+                    let kept: Vec<&str> = request
+                        .headers
+                        .values("cookie")
+                        .flat_map(|line| line.split(';'))
                         .map(str::trim)
                         .filter(|pair| {
                             !pair.is_empty()
@@ -283,10 +290,20 @@ fn allow<'a>(
             _ => {}
         }
     }
+    // The identity token's header, in every spelling a CGI-style server reads as it (`x_identity_token`
+    // for `x-identity-token`), except the exact name when we set it (overwritten).
     if let Some(name) = token_header {
         let set_by_us = headers.iter().any(|(key, _)| key == name);
-        if !set_by_us && request.headers.get(name).is_some() && !remove.iter().any(|r| r == name) {
-            remove.push(name.to_owned());
+        for sent in request.headers.names() {
+            if !same_as_cgi_reads_it(sent.as_bytes(), name.as_bytes())
+                || (set_by_us && sent.eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            let sent = sent.to_ascii_lowercase();
+            if !remove.contains(&sent) {
+                remove.push(sent);
+            }
         }
     }
 

@@ -26,6 +26,9 @@ pub struct Authorizer {
     denylist: Arc<Denylist>,
     /// `server.max_headers`: a request with more is refused before anything reads them.
     max_headers: usize,
+    /// How far ahead of ours an IdP's clock may run: the largest `leeway_seconds` of the `jwt` providers
+    /// (a `sub` revocation also covers tokens whose `iat` is that much after it).
+    iat_leeway: i64,
     clock: Clock,
 }
 
@@ -69,8 +72,14 @@ impl Authorizer {
             )),
             denylist: Arc::default(),
             max_headers: usize::MAX,
+            iat_leeway: 0,
             clock,
         }
+    }
+
+    /// The clock skew a `sub` revocation allows for (see [`Denylist::revoked`]).
+    pub fn allow_iat_leeway(&mut self, seconds: i64) {
+        self.iat_leeway = seconds;
     }
 
     /// Keeps DPoP proof digests in `store` (the shared state, with Redis) instead of this process.
@@ -95,7 +104,7 @@ impl Authorizer {
         let refused = if request.headers.len() > self.max_headers {
             // Counted, not read: the work a check does stays bounded whatever the client sends.
             Some(DenyReason::TooManyHeaders)
-        } else if self.policy.repeated_header(request).is_some() {
+        } else if self.policy.repeated_header(request, route) {
             // A header the policy reads, sent twice: which line counts is the client's choice.
             Some(DenyReason::RepeatedHeader)
         } else if self.policy.ambiguous_path(request, route) {
@@ -123,7 +132,9 @@ impl Authorizer {
         let now = self.clock.now();
         let (identity, denial) = match chain {
             // Revocation applies to every authenticated identity, fresh or from a cache.
-            ChainOutcome::Authenticated(identity) if self.denylist.revoked(&identity, now) => {
+            ChainOutcome::Authenticated(identity)
+                if self.denylist.revoked(&identity, now, self.iat_leeway) =>
+            {
                 let denial = Denial {
                     cause: DenyCause::Credential(DenyReason::Revoked),
                     provider: Some(Arc::clone(&identity.provider)),

@@ -122,6 +122,12 @@ pub struct ServerConfig {
     /// The most request headers a Check may carry; a request with more is denied (400,
     /// `too_many_headers`) before they are read. Envoy's own default limit is 100. Defaults to 256.
     pub max_headers: usize,
+    /// Routes (by name; `default` for the default route) whose requirements this file removes or relaxes
+    /// on purpose. A hot reload refuses a file that removes a route with requirements, empties a route's
+    /// `require`, turns on its `allow_anonymous`, or drops the `default_route` section, unless the route is
+    /// named here: a half-written file (a copy paused mid-way) looks exactly like that. Read at every
+    /// reload; remove the names once the change is in. Defaults to none.
+    pub reload_allow_weakening: Vec<String>,
 }
 
 /// `server.max_concurrent_checks`'s default: 256 per CPU the process may use.
@@ -154,6 +160,7 @@ impl Default for ServerConfig {
             max_concurrent_verifications: default_max_concurrent_verifications(),
             max_request_bytes: 4 * 1024 * 1024,
             max_headers: 256,
+            reload_allow_weakening: Vec::new(),
         }
     }
 }

@@ -134,14 +134,15 @@ fn single<'a>(mut values: impl Iterator<Item = Cow<'a, str>>) -> Found<'a> {
     Found::One(first)
 }
 
-/// Cookies (RFC 6265 §5.4): Envoy joins several `cookie` headers with `; `.
+/// Cookies (RFC 6265 §5.4): Envoy joins several `cookie` headers with `; `; a raw header list (the HTTP
+/// listener, `encode_raw_headers`) keeps each line, and every line is read: two sessions on two lines are
+/// two credentials, and a second line is never left unchecked.
 fn cookie<'a>(request: &RequestView<'a>, name: &str) -> Found<'a> {
-    let Some(header) = request.headers.get("cookie") else {
-        return Found::None;
-    };
     single(
-        header
-            .split([';', ','])
+        request
+            .headers
+            .values("cookie")
+            .flat_map(|line| line.split([';', ',']))
             .filter_map(|pair| pair.trim().split_once('='))
             .filter(|(k, _)| *k == name)
             .map(|(_, v)| Cow::Borrowed(v.trim().trim_matches('"'))),

@@ -403,12 +403,14 @@ pub struct DpopChallenge {
 
 impl Denial {
     /// Whether permissive mode may let this denial through, marked: only a missing credential or an
-    /// unmet route requirement. A presented credential that failed is refused in every mode.
+    /// unmet route requirement. A presented credential that failed is refused in every mode, and so is a
+    /// token meant for another audience (`require.audience`, RFC 8707): it is an invalid credential
+    /// here (401 `invalid_token` in enforce mode), never a "would deny".
     pub fn permissive_may_pass(&self) -> bool {
-        matches!(
-            self.cause,
-            DenyCause::Policy(_) | DenyCause::Credential(DenyReason::MissingCredential)
-        )
+        match &self.cause {
+            DenyCause::Policy(unmet) => unmet.reason() != UnmetReason::AudienceMismatch,
+            DenyCause::Credential(reason) => *reason == DenyReason::MissingCredential,
+        }
     }
 
     pub fn policy(unmet: Unmet) -> Denial {

@@ -37,6 +37,7 @@ pub use self::deny::{DenySettings, DenyVars};
 pub use self::explain::{ExplainStep, RouteChoice, RouteTrace};
 
 use self::claims::Namespaces;
+use self::expression::HeaderReads;
 use self::matcher::Matcher;
 use self::requirement::Requirements;
 use crate::config::policy::{DenyConfig, RequireConfig, RouteIdentityToken};
@@ -79,6 +80,8 @@ pub struct Route {
     allow_anonymous: bool,
     mode: Mode,
     requirements: Requirements,
+    /// An expression of the route reads the whole header map: any header on more than one line is refused.
+    reads_any_header: bool,
     challenge: Challenge,
     deny: DenySettings,
     /// The path of the route's RFC 9728 metadata document (`resource`), for `resource_metadata`.
@@ -190,30 +193,37 @@ impl Policy {
             realm,
             &namespaces,
         );
-        let mut read_headers: Vec<Box<str>> = Vec::new();
-        let organizations = config
-            .routes
-            .iter()
-            .map(|r| &r.require)
-            .chain(std::iter::once(&d.require))
-            .filter_map(|r| r.organization.as_ref()?.from_header.as_deref());
+        // Every header a requirement reads, however deep in `any_of`/`not` or an expression, and every
+        // header a `match` reads.
+        let mut reads = HeaderReads::default();
+        let mut default = Route {
+            index: routes.len(),
+            ..default
+        };
+        for route in routes.iter_mut().chain(std::iter::once(&mut default)) {
+            let mut own = HeaderReads::default();
+            route.requirements.header_reads(&mut own);
+            route.reads_any_header = own.any;
+            for name in own.names {
+                if !reads.names.contains(&name) {
+                    reads.names.push(name);
+                }
+            }
+        }
         let matched = config
             .routes
             .iter()
             .filter_map(|r| r.matches.headers.as_ref())
             .flat_map(|h| h.keys().map(String::as_str));
-        for name in organizations.chain(matched) {
-            let name = name.to_ascii_lowercase();
-            if !read_headers.iter().any(|h| **h == *name) {
-                read_headers.push(name.into());
+        for name in matched {
+            let name: Box<str> = name.to_ascii_lowercase().into();
+            if !reads.names.contains(&name) {
+                reads.names.push(name);
             }
         }
         problems.into_result(Policy {
-            read_headers: read_headers.into(),
-            default: Route {
-                index: routes.len(),
-                ..default
-            },
+            read_headers: reads.names.into(),
+            default,
             routes: routes.into(),
         })
     }
@@ -244,12 +254,21 @@ impl Policy {
         !std::ptr::eq(other, route)
     }
 
-    /// The first header the policy reads that the request carries on more than one line, if any.
-    pub fn repeated_header(&self, request: &RequestView<'_>) -> Option<&str> {
+    /// Whether the request carries a header the policy reads on more than one line; on a route whose
+    /// expressions read the header map itself, any header on more than one line.
+    pub fn repeated_header(&self, request: &RequestView<'_>, route: &Route) -> bool {
+        if route.reads_any_header {
+            let mut names = request.headers.names();
+            let mut seen: Vec<&str> = Vec::new();
+            return names.any(|name| {
+                let repeated = seen.iter().any(|s| s.eq_ignore_ascii_case(name));
+                seen.push(name);
+                repeated
+            });
+        }
         self.read_headers
             .iter()
-            .find(|name| request.headers.count(name) > 1)
-            .map(|name| &**name)
+            .any(|name| request.headers.count(name) > 1)
     }
 
     /// Every route in order, the default route last.
@@ -479,6 +498,7 @@ impl RouteParts<'_> {
             allow_anonymous: self.allow_anonymous,
             mode: self.mode,
             requirements,
+            reads_any_header: false,
             deny: DenySettings::compile(problems, &format!("{path}.deny"), self.deny),
             resource_metadata: self
                 .resource

@@ -38,6 +38,35 @@ impl<'a> Headers<'a> {
         }
     }
 
+    /// Every value of a header by its lower-case name, one per line: [`Headers::List`] and [`Headers::Pairs`]
+    /// keep each line, Envoy's map holds one (already joined).
+    pub fn values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
+    where
+        'a: 'n,
+    {
+        let (one, list, pairs) = match *self {
+            Headers::Map(map) => (map.get(name).map(String::as_str), None, None),
+            Headers::Entries(entries) => (
+                entries.iter().find(|(k, _)| *k == name).map(|(_, v)| *v),
+                None,
+                None,
+            ),
+            Headers::List(list) => (None, Some(list), None),
+            Headers::Pairs(pairs) => (None, None, Some(pairs)),
+        };
+        let list = list
+            .into_iter()
+            .flatten()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str());
+        let pairs = pairs
+            .into_iter()
+            .flatten()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v);
+        one.into_iter().chain(list).chain(pairs)
+    }
+
     /// How many header lines carry this name.
     pub fn count(&self, name: &str) -> usize {
         match *self {

@@ -78,8 +78,9 @@ impl Entry {
         key(self.kind, &self.value, self.issuer.as_deref())
     }
 
-    /// Whether the entry revokes `token` of `issuer` at `now`.
-    fn applies(&self, issuer: &str, iat: Option<i64>, now: i64) -> bool {
+    /// Whether the entry revokes `token` of `issuer` at `now`. `leeway`: how far ahead of ours an IdP's
+    /// clock may run (the providers' largest `leeway_seconds`).
+    fn applies(&self, issuer: &str, iat: Option<i64>, now: i64, leeway: i64) -> bool {
         if self.expires_at <= now {
             return false;
         }
@@ -87,8 +88,10 @@ impl Entry {
             return false;
         }
         match self.kind {
-            // A token without `iat` cannot show it was issued after the entry: it stays revoked.
-            Kind::Sub => iat.is_none_or(|iat| iat <= self.revoked_at),
+            // A token without `iat` cannot show it was issued after the entry: it stays revoked. One whose
+            // `iat` is within the leeway after the entry may come from an IdP whose clock runs ahead,
+            // minted before the entry: it is revoked too (a new sign-in passes once past the leeway).
+            Kind::Sub => iat.is_none_or(|iat| iat <= self.revoked_at.saturating_add(leeway)),
             Kind::Jti | Kind::Sid | Kind::ClientId => true,
         }
     }
@@ -143,13 +146,23 @@ impl std::fmt::Debug for Denylist {
 // === impl Denylist ===
 
 impl Denylist {
-    /// Whether `identity` is revoked at `now`. No allocation, no lock; an empty list costs one load.
-    pub fn revoked(&self, identity: &Identity, now: i64) -> bool {
+    /// Whether `identity` is revoked at `now`; `leeway` is how far ahead of ours an IdP's clock may run
+    /// (a `sub` entry also revokes tokens whose `iat` is that much after it). No lock; an empty list costs
+    /// one load, and a claim allocates only when it is a number (`jti: 12345` matches the entry `12345`).
+    pub fn revoked(&self, identity: &Identity, now: i64, leeway: i64) -> bool {
         let table = self.table.load();
         if table.iter().all(HashMap::is_empty) {
             return false;
         }
-        let claim = |name: &str| identity.claims.get(name).and_then(Value::as_str);
+        let claim = |name: &str| -> Option<std::borrow::Cow<'_, str>> {
+            match identity.claims.get(name)? {
+                Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
+                Value::Number(n) if n.is_i64() || n.is_u64() => {
+                    Some(std::borrow::Cow::Owned(n.to_string()))
+                }
+                _ => None,
+            }
+        };
         let iat = identity.claims.get("iat").and_then(|v| {
             v.as_i64()
                 .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
@@ -158,14 +171,15 @@ impl Denylist {
         let hit = |kind: Kind, value: Option<&str>| {
             value
                 .and_then(|v| table[kind.index()].get(v))
-                .is_some_and(|entries| entries.iter().any(|e| e.applies(issuer, iat, now)))
+                .is_some_and(|entries| entries.iter().any(|e| e.applies(issuer, iat, now, leeway)))
         };
-        hit(Kind::Sub, claim("sub").or(identity.subject.as_deref()))
-            || hit(Kind::Jti, claim("jti"))
-            || hit(Kind::Sid, claim("sid"))
+        let sub = claim("sub");
+        hit(Kind::Sub, sub.as_deref().or(identity.subject.as_deref()))
+            || hit(Kind::Jti, claim("jti").as_deref())
+            || hit(Kind::Sid, claim("sid").as_deref())
             || hit(Kind::ClientId, identity.client_id.as_deref())
-            || hit(Kind::ClientId, claim("client_id"))
-            || hit(Kind::ClientId, claim("azp"))
+            || hit(Kind::ClientId, claim("client_id").as_deref())
+            || hit(Kind::ClientId, claim("azp").as_deref())
     }
 
     /// Applies one change; expired entries are dropped on the way.
@@ -318,14 +332,40 @@ mod tests {
     fn a_sub_entry_revokes_tokens_issued_before_it_only() {
         let list = Denylist::default();
         put(&list, Kind::Sub, "alice", None, 1000);
-        assert!(list.revoked(&identity(json!({"sub": "alice", "iat": 999})), 1001));
-        assert!(list.revoked(&identity(json!({"sub": "alice", "iat": 1000})), 1001));
-        assert!(!list.revoked(&identity(json!({"sub": "alice", "iat": 1001})), 1001));
+        assert!(list.revoked(&identity(json!({"sub": "alice", "iat": 999})), 1001, 0));
+        assert!(list.revoked(&identity(json!({"sub": "alice", "iat": 1000})), 1001, 0));
+        assert!(!list.revoked(&identity(json!({"sub": "alice", "iat": 1001})), 1001, 0));
         // No `iat`: cannot show it is newer, so it stays revoked.
-        assert!(list.revoked(&identity(json!({"sub": "alice"})), 1001));
-        assert!(!list.revoked(&identity(json!({"sub": "bob", "iat": 1})), 1001));
+        assert!(list.revoked(&identity(json!({"sub": "alice"})), 1001, 0));
+        assert!(!list.revoked(&identity(json!({"sub": "bob", "iat": 1})), 1001, 0));
         // The entry expires.
-        assert!(!list.revoked(&identity(json!({"sub": "alice", "iat": 999})), 1100));
+        assert!(!list.revoked(&identity(json!({"sub": "alice", "iat": 999})), 1100, 0));
+    }
+
+    #[test]
+    fn a_sub_entry_revokes_tokens_whose_iat_is_ahead_within_the_leeway() {
+        let list = Denylist::default();
+        put(&list, Kind::Sub, "alice", None, 1000);
+        // Minted before the entry by an IdP whose clock runs 20 s ahead.
+        let ahead = identity(json!({"sub": "alice", "iat": 1020}));
+        assert!(list.revoked(&ahead, 1001, 30));
+        assert!(list.revoked(&identity(json!({"sub": "alice", "iat": 1030})), 1001, 30));
+        // Past the leeway: a sign-in after the entry.
+        assert!(!list.revoked(&identity(json!({"sub": "alice", "iat": 1031})), 1040, 30));
+    }
+
+    #[test]
+    fn numeric_claims_match_entries_by_their_decimal_text() {
+        let list = Denylist::default();
+        put(&list, Kind::Jti, "12345", None, 10);
+        put(&list, Kind::Sub, "42", None, 10);
+        put(&list, Kind::Sid, "7", None, 10);
+        assert!(list.revoked(&identity(json!({"sub": "u", "jti": 12345})), 11, 0));
+        assert!(list.revoked(&identity(json!({"sub": "u", "jti": "12345"})), 11, 0));
+        assert!(!list.revoked(&identity(json!({"sub": "u", "jti": 12346})), 11, 0));
+        assert!(!list.revoked(&identity(json!({"sub": "u", "jti": 12345.5})), 11, 0));
+        assert!(list.revoked(&identity(json!({"sub": 42, "iat": 1})), 11, 0));
+        assert!(list.revoked(&identity(json!({"sub": "u", "sid": 7})), 11, 0));
     }
 
     #[test]
@@ -336,11 +376,11 @@ mod tests {
         put(&list, Kind::ClientId, "spa", None, 10);
         put(&list, Kind::ClientId, "svc", None, 10);
         let now = 11;
-        assert!(list.revoked(&identity(json!({"sub": "u", "jti": "t-1"})), now));
-        assert!(!list.revoked(&identity(json!({"sub": "u", "jti": "t-2"})), now));
-        assert!(list.revoked(&identity(json!({"sub": "u", "sid": "s-1"})), now));
-        assert!(list.revoked(&identity(json!({"sub": "u", "azp": "spa"})), now));
-        assert!(list.revoked(&identity(json!({"client_id": "svc"})), now));
+        assert!(list.revoked(&identity(json!({"sub": "u", "jti": "t-1"})), now, 0));
+        assert!(!list.revoked(&identity(json!({"sub": "u", "jti": "t-2"})), now, 0));
+        assert!(list.revoked(&identity(json!({"sub": "u", "sid": "s-1"})), now, 0));
+        assert!(list.revoked(&identity(json!({"sub": "u", "azp": "spa"})), now, 0));
+        assert!(list.revoked(&identity(json!({"client_id": "svc"})), now, 0));
         // An Auth0 machine token names its client only in `sub` (`<client id>@clients`).
         let auth0 = IdentityBuilder::default().claims_identity(
             &Arc::from("auth0"),
@@ -348,8 +388,8 @@ mod tests {
             json!({"sub": "svc@clients"}).as_object().unwrap().clone(),
             i64::MAX,
         );
-        assert!(list.revoked(&auth0, now));
-        assert!(!list.revoked(&identity(json!({"sub": "u", "azp": "web"})), now));
+        assert!(list.revoked(&auth0, now, 0));
+        assert!(!list.revoked(&identity(json!({"sub": "u", "azp": "web"})), now, 0));
     }
 
     #[test]
@@ -362,9 +402,9 @@ mod tests {
             Some("https://other.example/"),
             10,
         );
-        assert!(!list.revoked(&identity(json!({"sub": "alice", "iat": 1})), 11));
+        assert!(!list.revoked(&identity(json!({"sub": "alice", "iat": 1})), 11, 0));
         put(&list, Kind::Sub, "alice", Some("https://idp.example/"), 10);
-        assert!(list.revoked(&identity(json!({"sub": "alice", "iat": 1})), 11));
+        assert!(list.revoked(&identity(json!({"sub": "alice", "iat": 1})), 11, 0));
         assert_eq!(list.find(Kind::Sub, "alice").len(), 2);
         list.apply(
             &Change::Remove {

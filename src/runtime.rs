@@ -89,6 +89,17 @@ impl Runtime {
         };
         let mut authorizer = Authorizer::new(providers, policy, clock);
         authorizer.limit_headers(config.server.max_headers);
+        authorizer.allow_iat_leeway(
+            config
+                .providers
+                .iter()
+                .filter_map(|p| match &p.kind {
+                    crate::config::ProviderKind::Jwt(jwt) => i64::try_from(jwt.leeway_seconds).ok(),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0),
+        );
         Ok(Runtime {
             authorizer,
             answers: AnswerSettings::new(config, tokens),

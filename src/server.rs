@@ -18,7 +18,7 @@ pub(crate) mod wire;
 
 pub use self::check::EXPLAIN_HEADER;
 pub use self::grpc::CheckService;
-pub use self::reload::{Changes, ReloadError, ReloadStats, Reloader};
+pub use self::reload::{weakened, Changes, ReloadError, ReloadStats, Reloader, Weakening};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -423,3 +423,81 @@ async fn shutdown_closes_the_http_listener_with_idle_keep_alive_connections_open
         "no longer listening"
     );
 }
+
+/// Issue 28 finding 1: a fragment (`#x`, as nginx's `$request_uri` passes it, or `%23x`) must not take a
+/// request to an exact-path route past that route: upstreams drop the fragment and serve the route's path.
+#[tokio::test]
+async fn a_fragment_never_escapes_an_exact_path_route() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::rsa("rsa-1");
+    idp.set_keys(&[&key]);
+    let yaml = format!(
+        "
+server:
+  drain_seconds: 0
+  http_listen: 127.0.0.1:0
+  http_mode: nginx
+providers:
+  - name: test-idp
+    type: jwt
+    issuer: {iss}
+    audiences: [{AUD}]
+default_route:
+  allow_anonymous: true
+routes:
+  - name: kill-switch
+    match: {{path: /v1/kill-switch}}
+    require: {{scopes: {{all_of: [admin:data]}}}}
+",
+        iss = idp.issuer
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    let auth = format!("http://{}/_portcullis", server.http.expect("http listener"));
+    let mut claims = claims(&idp.issuer, AUD);
+    claims["scope"] = json!("read:data");
+    let bearer = format!("Bearer {}", key.token(&claims));
+    // The route itself: no token is a 401, a token without the scope a 403.
+    let plain = ask(
+        &auth,
+        &[
+            ("x-original-uri", "/v1/kill-switch"),
+            ("x-original-method", "POST"),
+        ],
+    )
+    .await;
+    assert_eq!(plain.status(), StatusCode::UNAUTHORIZED);
+    for uri in [
+        "/v1/kill-switch#x",
+        "/v1/kill-switch#",
+        "/v1/kill-switch%23x",
+        "/v1/kill-switch%23",
+        "/V1/kill-switch%23x",
+    ] {
+        for headers in [
+            vec![("x-original-uri", uri), ("x-original-method", "POST")],
+            vec![
+                ("x-original-uri", uri),
+                ("x-original-method", "POST"),
+                ("authorization", bearer.as_str()),
+            ],
+        ] {
+            let answer = ask(&auth, &headers).await;
+            assert!(
+                answer.status().is_client_error(),
+                "{uri} with {} header(s): {}",
+                headers.len(),
+                answer.status()
+            );
+        }
+    }
+    // The laxer default route still serves other paths anonymously.
+    let other = ask(
+        &auth,
+        &[
+            ("x-original-uri", "/v1/status"),
+            ("x-original-method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(other.status(), StatusCode::OK);
+}

@@ -218,6 +218,25 @@ routes:
         .await;
     let token = header(&ok(&allowed).headers, "x-identity-token").unwrap();
     assert_ne!(token, "forged");
+    // Issue 28 finding 13: the underscore spelling (`HTTP_X_IDENTITY_TOKEN` to a CGI-style upstream) goes
+    // too, whether the token is set (allow) or not (a route without it).
+    for path in ["/x", "/public/x"] {
+        let answer = server
+            .send(request_to(
+                "GET",
+                path,
+                &[
+                    ("authorization", &bearer),
+                    ("x_identity_token", "forged"),
+                    ("X_Identity-Token", "forged"),
+                ],
+            ))
+            .await;
+        let removed = &ok(&answer).headers_to_remove;
+        for spelling in ["x_identity_token", "x_identity-token"] {
+            assert!(removed.iter().any(|h| h == spelling), "{path}: {removed:?}");
+        }
+    }
 }
 
 #[tokio::test]

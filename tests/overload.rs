@@ -111,18 +111,27 @@ async fn a_deadline_shorter_than_a_slow_upstream_answers_deadline_exceeded() {
     let mut slow = tonic::Request::new(request(&[("authorization", "Bearer slow")]));
     slow.set_timeout(Duration::from_millis(300));
     let status = server.client().await.check(slow).await.unwrap_err();
-    // The transport's own timer would say CANCELLED; an answer after the upstream, an error answer.
-    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
-    let metrics = server.metrics().await;
-    assert_eq!(
-        sample(
-            &metrics,
-            "portcullis_checks_rejected_total{reason=\"deadline_exceeded\",transport=\"grpc\"}"
+    // The client sets its own timer to the same deadline: on a busy machine it may fire first (CANCELLED)
+    // a moment before the server's DEADLINE_EXCEEDED arrives. What the server did is read from its
+    // metrics: it gave up at the deadline (1 s or more before the upstream's 3 s), without an answer.
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
         ),
-        1.0,
-        "{metrics}"
+        "{status:?}"
     );
-    assert_eq!(sample(&metrics, "portcullis_checks_in_flight"), 0.0);
+    let series =
+        "portcullis_checks_rejected_total{reason=\"deadline_exceeded\",transport=\"grpc\"}";
+    for _ in 0..200 {
+        if sample(&server.metrics().await, series) == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let metrics = server.metrics().await;
+    assert_eq!(sample(&metrics, series), 1.0, "{metrics}");
+    wait_in_flight(&server, 0.0).await;
 
     // A deadline long enough is no trouble.
     up.set_mode(Mode::Normal);
@@ -238,10 +247,11 @@ async fn forty_thousand_identity_headers_are_all_removed_in_linear_time() {
     );
     assert_eq!(header(&allowed.headers, "x-auth-subject"), Some("user-1"));
 
-    // Ten times the headers must cost about ten times the time, not a hundred: the best of three runs
-    // of each, so a busy machine slows both alike. Quadratic work shows as a ratio near 100.
+    // Ten times the headers must cost about ten times the time, not a hundred: the best of five runs
+    // of each, so a busy machine slows both alike. Quadratic work shows as a ratio near 100; the bound
+    // leaves room for a machine running a parallel build.
     let mut best = [Duration::MAX; 2];
-    for _ in 0..3 {
+    for _ in 0..5 {
         for (i, req) in [&small, &large].into_iter().enumerate() {
             let start = Instant::now();
             client.check(req.clone()).await.unwrap();
@@ -252,7 +262,7 @@ async fn forty_thousand_identity_headers_are_all_removed_in_linear_time() {
     let ratio = large_time.as_secs_f64() / small_time.as_secs_f64();
     eprintln!("4k headers: {small_time:?}, 40k headers: {large_time:?}, ratio {ratio:.1}");
     assert!(
-        ratio < 35.0,
+        ratio < 50.0,
         "4k headers: {small_time:?}, 40k headers: {large_time:?} (ratio {ratio:.1}): not linear"
     );
 }

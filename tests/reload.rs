@@ -108,9 +108,10 @@ impl Served {
         self.server.app.reloads().counts()
     }
 
-    /// Waits (at most 5 s) until `ok` reloads succeeded.
+    /// Waits (at most 20 s: the watcher waits for the file to be quiet, and the machine may be busy) until
+    /// `ok` reloads succeeded.
     async fn wait_reloads(&self, ok: u64) {
-        for _ in 0..100 {
+        for _ in 0..400 {
             if self.reloads().0 >= ok {
                 return;
             }
@@ -467,7 +468,8 @@ async fn metrics_show_reload_counts_and_the_config_hash() {
     assert!(metrics.contains("portcullis_config_reloads_total{result=\"ok\"} 0\n"));
     assert!(metrics.contains("portcullis_config_reloads_total{result=\"failed\"} 0\n"));
 
-    let second = config(&s.one, &s.two, "mode: permissive");
+    // (The routes stay: a file that drops routes with requirements is refused, see below.)
+    let second = config(&s.one, &s.two, &format!("mode: permissive\n{ROUTES}"));
     served.write(&second);
     served.reloader.reload("test").await.unwrap();
     served.write("providers: [");
@@ -634,5 +636,64 @@ providers:
     assert!(
         !log.contains("the-second-long") && !log.contains("the-first-long"),
         "no secret in the log"
+    );
+}
+
+/// Issue 28 finding 4: a half-written file (valid YAML whose last route lost its `require`) is never
+/// adopted, by the watcher or by a signal, unless the file names the route in
+/// `server.reload_allow_weakening`; the running configuration keeps serving.
+#[tokio::test]
+async fn a_half_written_file_that_drops_a_routes_requirements_is_refused() {
+    let s = idps().await;
+    let served = Served::start(&config(&s.one, &s.two, ROUTES)).await;
+    served.watch();
+    let token = s.key_one.token(&claims(&s.one.issuer, AUD));
+    assert_eq!(
+        http_status(&check_path(&served.server, "/admin", &token).await),
+        403
+    );
+    // What a paused copy leaves: the file cut inside the last route, before its `require`.
+    let full = config(&s.one, &s.two, ROUTES);
+    let cut = &full[..full
+        .rfind(", require: {scopes: {all_of: [admin]}}")
+        .unwrap()];
+    let cut = format!("{cut}}}\n");
+    served.write(&cut);
+    // The watcher tries it once the file is quiet, and refuses it.
+    for _ in 0..400 {
+        if served.reloads().1 >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(served.reloads(), (0, 1));
+    assert_eq!(
+        http_status(&check_path(&served.server, "/admin", &token).await),
+        403
+    );
+    // A signal does not adopt it either, and says what to do.
+    let error = served.reloader.reload("test").await.unwrap_err();
+    assert!(
+        matches!(&error, ReloadError::Weakened(w) if w.len() == 1 && w[0].route == "admin"),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("server.reload_allow_weakening"),
+        "{error}"
+    );
+    assert_eq!(
+        http_status(&check_path(&served.server, "/admin", &token).await),
+        403
+    );
+    // Meant: the file names the route, and the reload goes through.
+    let meant = cut.replace(
+        "drain_seconds: 0",
+        "drain_seconds: 0\n  reload_allow_weakening: [admin]",
+    );
+    served.write(&meant);
+    served.reloader.reload("test").await.unwrap();
+    assert_eq!(
+        http_status(&check_path(&served.server, "/admin", &token).await),
+        200
     );
 }

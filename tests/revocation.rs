@@ -294,9 +294,13 @@ async fn a_revoked_token_is_denied_even_from_the_cache_and_a_new_sign_in_works()
         metrics.contains("portcullis_checks_total{decision=\"deny\",reason=\"revoked\",route=\"default\",provider=\"test-idp\",transport=\"grpc\"} 1"),
         "{metrics}"
     );
-    // Signing in again after the revocation gives a token that works.
-    clock.set(t0 + 5);
-    let fresh = token(&key, &idp, "alice", t0 + 1, json!({}));
+    // Signing in again after the revocation gives a token that works once its `iat` is past the
+    // providers' leeway (30 s by default): one up to that much newer may come from an IdP whose clock runs
+    // ahead of ours, minted before the revocation (issue 28 finding 11).
+    clock.set(t0 + 40);
+    let ahead = token(&key, &idp, "alice", t0 + 20, json!({}));
+    assert_revoked(&server.check_bearer(&ahead).await);
+    let fresh = token(&key, &idp, "alice", t0 + 31, json!({}));
     assert!(allowed(&server.check_bearer(&fresh).await));
 
     // jti, sid and client entries, and an issuer scope that does not match.
@@ -658,4 +662,40 @@ revocation:
     );
     assert_revoked(&server.check_bearer("opaque-1").await);
     assert_eq!(up.hits(), 1, "the denial came from the cached answer");
+}
+
+/// Issue 28 finding 10: one unreadable event (a numeric `user_id`, no `log_id`) no longer makes the whole
+/// batch a 400: the valid events in it apply, the others are counted and described.
+#[tokio::test]
+async fn an_odd_auth0_event_does_not_lose_the_rest_of_its_batch() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::rsa("k1");
+    idp.set_keys(&[&key]);
+    let server = server(&idp, "", Clock::system()).await;
+    let before = now() - 60;
+    let carol = token(&key, &idp, "auth0|carol", before, json!({}));
+    assert!(allowed(&server.check_bearer(&carol).await));
+    let body = json!([
+        {"log_id": "1", "data": {"type": "slo", "user_id": 12345}},
+        {"data": {"type": "slo", "user_id": "auth0|dave"}},
+        {"log_id": "3", "data": {"type": "slo", "user_id": "auth0|carol"}},
+        "not an event",
+    ])
+    .to_string();
+    let (status, answer) = auth0_batch(&server, AUTH0, body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["revoked"], 1, "{answer}");
+    assert_eq!(answer["malformed"], 3, "{answer}");
+    let indices: Vec<&Value> = answer["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["index"])
+        .collect();
+    assert_eq!(indices, [&json!(0), &json!(1), &json!(3)]);
+    assert_eq!(answer["problems"][0]["log_id"], "1");
+    assert_revoked(&server.check_bearer(&carol).await);
+    // Not an array at all is still a 400.
+    let (status, _) = auth0_batch(&server, AUTH0, "{}".into()).await;
+    assert_eq!(status, 400);
 }

@@ -472,6 +472,84 @@ default_route: {{require: {{organization: {{from_header: x-org-id}}}}}}",
     assert_eq!(status(&twice), 400, "{twice:?}");
 }
 
+/// Issue 28 finding 2: a header a policy reads from inside `any_of`/`not`, or through an expression, sent
+/// twice is refused like a top-level `organization.from_header`: no decision rests on one of the lines.
+#[tokio::test]
+async fn a_policy_header_read_in_a_group_or_an_expression_sent_twice_is_a_denial() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+providers:
+  - {{name: corp, type: jwt, issuer: '{}', audiences: [api], algorithms: [ES256]}}
+routes:
+  - name: any-of
+    match: {{path_prefix: /any}}
+    require: {{any_of: [{{organization: {{from_header: x-org-id}}}}, {{scopes: {{all_of: [root]}}}}]}}
+  - name: not
+    match: {{path_prefix: /not}}
+    require: {{not: {{organization: {{from_header: x-blocked-org}}}}}}
+  - name: literal
+    match: {{path_prefix: /literal}}
+    require: {{expression: \"request.headers['x-org-id'] == claims.org_id\"}}
+  - name: field
+    match: {{path_prefix: /field}}
+    require: {{expression: 'request.headers.x_team == \"red\"'}}
+  - name: dynamic
+    match: {{path_prefix: /dynamic}}
+    require: {{expression: 'request.headers.exists(h, h.startsWith(\"x-org\") && request.headers[h] == claims.org_id)'}}",
+        idp.issuer
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    let mut acme = claims(&idp.issuer, "api");
+    acme["org_id"] = json!("acme");
+    let auth = format!("Bearer {}", key.token(&acme));
+    let cases: [(&str, &[(&str, &str)], &[(&str, &str)]); 5] = [
+        (
+            "/any",
+            &[("x-org-id", "acme")],
+            &[("x-org-id", "acme"), ("x-org-id", "victim")],
+        ),
+        (
+            "/not",
+            &[("x-blocked-org", "victim")],
+            &[("x-blocked-org", "victim"), ("x-blocked-org", "acme")],
+        ),
+        (
+            "/literal",
+            &[("x-org-id", "acme")],
+            &[("x-org-id", "acme"), ("X-Org-Id", "victim")],
+        ),
+        (
+            "/field",
+            &[("x_team", "red")],
+            &[("x_team", "red"), ("x_team", "blue")],
+        ),
+        (
+            "/dynamic",
+            &[("x-org", "acme"), ("accept", "a")],
+            // Any repeated header: which lines the expression reads is only known while it runs.
+            &[("x-org", "acme"), ("accept", "a"), ("accept", "b")],
+        ),
+    ];
+    for (path, once, twice) in cases {
+        let mut lines = vec![("authorization", auth.as_str())];
+        lines.extend_from_slice(once);
+        let answer = server.send(raw_request(path, &lines)).await;
+        ok(&answer);
+        let mut lines = vec![("authorization", auth.as_str())];
+        lines.extend_from_slice(twice);
+        let answer = server.send(raw_request(path, &lines)).await;
+        assert_eq!(status(&answer), 400, "{path}: {answer:?}");
+        assert_eq!(
+            answer.status.as_ref().unwrap().message,
+            "repeated_header",
+            "{path}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn near_variants_of_an_exact_path_never_take_the_laxer_route() {
     let idp = FakeIdp::start().await;
@@ -672,6 +750,104 @@ providers:
         .send(request_to("GET", "/x?token=valid-key&page=2", &[]))
         .await;
     assert_eq!(ok(&r).query_parameters_to_remove, vec!["token"]);
+}
+
+/// Issue 28 finding 3: every `Cookie` line is read. Two sessions on two lines are two credentials (400
+/// `multiple_credentials`), a forged session on the second line is a 401 even on an anonymous route, and the
+/// `remove_authorization` rewrite removes the credential from whichever line carried it.
+#[tokio::test]
+async fn a_cookie_credential_is_read_from_every_cookie_line() {
+    let yaml = format!(
+        "headers: {{remove_authorization: true}}
+default_route: {{allow_anonymous: true}}
+providers:
+  - {{name: session, type: api_key, credential: {{cookie: sid}}, keys: [{{sha256: '{a}', principal: alice}}, {{sha256: '{b}', principal: bob}}]}}",
+        a = portcullis::hash_key("alice-sid"),
+        b = portcullis::hash_key("bob-sid"),
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+
+    let one = server
+        .send(raw_request(
+            "/x",
+            &[("cookie", "theme=dark; sid=alice-sid")],
+        ))
+        .await;
+    assert_eq!(header(&ok(&one).headers, "x-auth-subject"), Some("alice"));
+
+    let two_sessions = server
+        .send(raw_request(
+            "/x",
+            &[("cookie", "sid=alice-sid"), ("cookie", "sid=bob-sid")],
+        ))
+        .await;
+    assert_eq!(status(&two_sessions), 400, "{two_sessions:?}");
+    assert_eq!(
+        two_sessions.status.as_ref().unwrap().message,
+        "multiple_credentials"
+    );
+
+    let forged_second = server
+        .send(raw_request(
+            "/x",
+            &[("cookie", "theme=dark"), ("cookie", "sid=forged")],
+        ))
+        .await;
+    assert_eq!(status(&forged_second), 401, "{forged_second:?}");
+
+    let second_line = server
+        .send(raw_request(
+            "/x",
+            &[("cookie", "theme=dark"), ("cookie", "lang=en; sid=bob-sid")],
+        ))
+        .await;
+    let allowed = ok(&second_line);
+    assert_eq!(header(&allowed.headers, "x-auth-subject"), Some("bob"));
+    assert_eq!(
+        header(&allowed.headers, "cookie"),
+        Some("theme=dark; lang=en")
+    );
+}
+
+/// Issue 28 finding 14: in permissive mode a token for another audience (`require.audience`) is refused
+/// as in enforce mode (401 `invalid_token`), never let through as a "would deny"; an unmet scope still is.
+#[tokio::test]
+async fn permissive_mode_never_passes_a_token_for_another_audience() {
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    let yaml = format!(
+        "server: {{drain_seconds: 0}}
+mode: permissive
+providers:
+  - {{name: corp, type: jwt, issuer: '{}', audiences: [api, mcp], algorithms: [ES256]}}
+routes:
+  - {{name: mcp, match: {{path_prefix: /mcp}}, require: {{audience: mcp}}}}
+  - {{name: admin, match: {{path_prefix: /admin}}, require: {{scopes: {{all_of: [admin]}}}}}}",
+        idp.issuer
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    let api = format!("Bearer {}", key.token(&claims(&idp.issuer, "api")));
+    let other_audience = server
+        .send(request_to("GET", "/mcp/x", &[("authorization", &api)]))
+        .await;
+    assert_eq!(status(&other_audience), 401, "{other_audience:?}");
+    assert_eq!(
+        other_audience.status.as_ref().unwrap().message,
+        "audience_mismatch"
+    );
+    let mcp = format!("Bearer {}", key.token(&claims(&idp.issuer, "mcp")));
+    ok(&server
+        .send(request_to("GET", "/mcp/x", &[("authorization", &mcp)]))
+        .await);
+    // The rollout case permissive mode is for: an unmet scope passes, marked.
+    let scope = server
+        .send(request_to("GET", "/admin/x", &[("authorization", &api)]))
+        .await;
+    assert_eq!(
+        header(&ok(&scope).headers, "x-auth-would-deny"),
+        Some("missing_scope")
+    );
 }
 
 async fn introspection_server(up: &FakeUpstream) -> TestServer {

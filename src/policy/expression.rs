@@ -62,6 +62,11 @@ const TYPE_NAMES: [&str; 13] = [
     "duration",
 ];
 
+/// The longest header value, query string or path an expression reads; a request with a longer one fails
+/// the expression (a denial). Together with the one-level rule for comprehensions this bounds the work
+/// of an expression per check.
+const MAX_INPUT_BYTES: usize = 8 * 1024;
+
 /// A value shown by `explain` in place of a credential.
 const REDACTED: &str = "(redacted)";
 
@@ -75,6 +80,19 @@ pub(super) struct Expression {
     inputs: Box<[(Box<str>, Program)]>,
     /// Where `identity.organization` is read.
     organization: ClaimPath,
+    /// The request headers it reads, for the repeated-header rule.
+    header_reads: HeaderReads,
+}
+
+/// The request headers an expression reads: by literal name (`request.headers["x-tenant"]`,
+/// `request.headers.x_tenant`), or any of them (the whole map or `request`, an index that is not a literal).
+#[derive(Debug, Default, Clone)]
+pub(super) struct HeaderReads {
+    /// Lower-case names read by a literal index.
+    pub names: Vec<Box<str>>,
+    /// The map itself is read (`'x' in request.headers`, `request.headers[claims.h]`, `request`): which
+    /// headers count cannot be known before the request, so any repeated header is refused.
+    pub any: bool,
 }
 
 /// Which variables an expression reads, so the others are never built.
@@ -162,6 +180,14 @@ impl Expression {
         if !walk.unknown.is_empty() {
             return None;
         }
+        if walk.nested_unbounded {
+            problems.add(
+                path,
+                "a comprehension (`all`, `exists`, `exists_one`, `map`, `filter`) over request or token data \
+                 inside another one can cost seconds per check; nest only over a literal list",
+            );
+            return None;
+        }
         let inputs = walk
             .inputs
             .into_iter()
@@ -176,7 +202,13 @@ impl Expression {
             uses: walk.uses,
             inputs,
             organization,
+            header_reads: walk.header_reads,
         })
+    }
+
+    /// The request headers this expression reads.
+    pub(super) fn header_reads(&self) -> &HeaderReads {
+        &self.header_reads
     }
 
     pub(super) fn source(&self) -> &str {
@@ -219,6 +251,32 @@ impl Expression {
     /// Runs a program over the variables this expression uses. The interpreter is third-party code: a
     /// panic inside it is an evaluation error, not a crashed check.
     fn run(&self, program: &Program, input: &Input<'_>) -> Result<Value, String> {
+        // The work an expression does is linear in what it reads (nested comprehensions over request or
+        // token data are refused when it is compiled); what it reads is bounded here, so no request can
+        // make it cost more than a few milliseconds. Too large an input fails the expression: a denial.
+        if self.uses.headers {
+            let request = input.request;
+            if let Some(name) = request.headers.names().find(|name| {
+                request
+                    .headers
+                    .values(name)
+                    .any(|v| v.len() > MAX_INPUT_BYTES)
+            }) {
+                return Err(format!(
+                    "the request header `{name}` is longer than {MAX_INPUT_BYTES} bytes, more than an expression reads"
+                ));
+            }
+        }
+        if self.uses.query && input.request.query.len() > MAX_INPUT_BYTES {
+            return Err(format!(
+                "the query string is longer than {MAX_INPUT_BYTES} bytes, more than an expression reads"
+            ));
+        }
+        if self.uses.request && input.request.path.len() > MAX_INPUT_BYTES {
+            return Err(format!(
+                "the path is longer than {MAX_INPUT_BYTES} bytes, more than an expression reads"
+            ));
+        }
         catch_unwind(AssertUnwindSafe(|| {
             let mut context = Context::with_env(Arc::clone(env()));
             self.bind(&mut context, input);
@@ -472,6 +530,11 @@ struct Walk {
     unknown: Vec<String>,
     uses: Uses,
     inputs: Vec<String>,
+    header_reads: HeaderReads,
+    /// How many comprehensions over data (not a literal list or map) enclose the expression walked.
+    data_loops: usize,
+    /// A comprehension over data inside another one: quadratic (or worse) in the input.
+    nested_unbounded: bool,
 }
 
 // === impl Walk ===
@@ -506,6 +569,12 @@ impl Walk {
             Expr::Comprehension(comp) => {
                 self.expr(&comp.iter_range, bound);
                 self.expr(&comp.accu_init, bound);
+                // A literal list or map has a fixed size; anything else grows with the request or token.
+                let over_data = !matches!(comp.iter_range.expr, Expr::List(_) | Expr::Map(_));
+                if over_data {
+                    self.nested_unbounded |= self.data_loops > 0;
+                    self.data_loops += 1;
+                }
                 let depth = bound.len();
                 bound.push(comp.iter_var.clone());
                 bound.extend(comp.iter_var2.clone());
@@ -514,6 +583,9 @@ impl Walk {
                 self.expr(&comp.loop_step, bound);
                 self.expr(&comp.result, bound);
                 bound.truncate(depth);
+                if over_data {
+                    self.data_loops -= 1;
+                }
             }
             Expr::List(list) => {
                 for element in &list.elements {
@@ -543,6 +615,15 @@ impl Walk {
                 uses.request = true;
                 uses.headers |= field.is_none_or(|f| f == ".headers");
                 uses.query |= field.is_none_or(|f| f == ".query");
+                if field.is_none_or(|f| f == ".headers") {
+                    match path.get(2).and_then(|key| header_key(key)) {
+                        Some(name) if !self.header_reads.names.contains(&name) => {
+                            self.header_reads.names.push(name);
+                        }
+                        Some(_) => {}
+                        None => self.header_reads.any = true,
+                    }
+                }
             }
             "route" => uses.route = true,
             "context_extensions" => uses.context_extensions = true,
@@ -559,6 +640,15 @@ impl Walk {
             self.inputs.push(text);
         }
     }
+}
+
+/// The lower-case header name of a path part after `request.headers` (`["x-tenant"]` or `.x_tenant`).
+fn header_key(part: &str) -> Option<Box<str>> {
+    let name = match part.strip_prefix('.') {
+        Some(field) => field.to_owned(),
+        None => serde_json::from_str::<String>(part.strip_prefix('[')?.strip_suffix(']')?).ok()?,
+    };
+    Some(name.to_ascii_lowercase().into())
 }
 
 /// `a.b.c` or `a.b["c"]`: the root identifier and the path's parts as CEL text (`a`, `.b`, `["c"]`).
@@ -757,6 +847,40 @@ mod tests {
             eval(&working, &identity("", json!({})), &view),
             Err(Failure::False)
         );
+    }
+
+    #[test]
+    fn nested_comprehensions_over_data_are_refused_and_inputs_are_bounded() {
+        for source in [
+            "request.headers['x'].split('').exists(a, request.headers['x'].split('').exists(b, a == b))",
+            "claims.roles.all(r, claims.groups.exists(g, g == r))",
+            "claims.roles.map(r, claims.groups.filter(g, g == r)).size() > 0",
+        ] {
+            let errors = problems(source);
+            assert_eq!(errors.len(), 1, "{source}: {errors:?}");
+            assert!(errors[0].1.contains("nest only over a literal list"), "{errors:?}");
+        }
+        // One level over data, and nesting over a literal list, are linear in the input.
+        for source in [
+            "claims.roles.exists(r, ['admin', 'ops'].exists(a, a == r))",
+            "['admin', 'ops'].all(a, claims.roles.exists(r, r == a))",
+            "claims.roles.map(r, r + 'x').exists(r, r == 'adminx')",
+        ] {
+            compile(source);
+        }
+        // A header longer than an expression reads fails the expression: a denial, not seconds of work.
+        let e = compile("request.headers['x'].split('').exists(a, a == 'z')");
+        let long = "y".repeat(MAX_INPUT_BYTES + 1);
+        let pairs = [("x", long.as_str())];
+        let view = RequestView::new("GET", "/", "h", Headers::Pairs(&pairs), "");
+        let id = identity("", json!({}));
+        assert!(
+            matches!(eval(&e, &id, &view), Err(Failure::Error(m)) if m.contains("longer than"))
+        );
+        let fits = "y".repeat(MAX_INPUT_BYTES);
+        let pairs = [("x", fits.as_str())];
+        let view = RequestView::new("GET", "/", "h", Headers::Pairs(&pairs), "");
+        assert!(matches!(eval(&e, &id, &view), Err(Failure::False)));
     }
 
     #[test]

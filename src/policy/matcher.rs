@@ -3,9 +3,10 @@
 //!
 //! Paths are matched as sent, except that an exact `path` also matches with or without a trailing `/`.
 //! Upstreams read near-variants of a path as the same resource (`/Admin`, `/admin;x`, `/admin%3Bx`,
-//! `/admin.`, `/admin%20`), so [`canonical_path`] folds them (percent-decoding, `;` parameters cut, case
-//! folded, dot segments resolved, trailing dots and spaces dropped); the policy refuses a request whose
-//! canonical path would take another route than its path as sent.
+//! `/admin.`, `/admin%20`), so [`canonical_path`] folds them (percent-decoding, `;` parameters and `#`
+//! fragments cut, case folded, dot segments resolved, trailing dots and spaces dropped); the policy refuses a
+//! request whose canonical path would take another route than its path as sent. A fragment is never part of
+//! the path (RFC 3986 §3.5): `/admin#x` and `/admin%23x` are read as `/admin`, which upstream frameworks serve.
 
 use super::explain::ExplainStep;
 use crate::config::policy::{MatchConfig, ValueMatch};
@@ -300,12 +301,13 @@ impl PathPattern {
 
 /// The path an upstream may read this path as, when it differs from the path as sent (`None` when the path
 /// is already canonical, the usual case, which costs no allocation): percent-encoded octets decoded, `\`
-/// read as `/`, `;` parameters cut from each segment, ASCII case folded, `.` and `..` segments resolved,
-/// empty segments and trailing dots and spaces of a segment dropped, no trailing `/`.
+/// read as `/`, a `#` fragment cut (RFC 3986 §3.5; a decoded `%23` like `;`), `;` parameters cut from
+/// each segment, ASCII case folded, `.` and `..` segments resolved, empty segments and trailing dots and
+/// spaces of a segment dropped, no trailing `/`.
 pub(super) fn canonical_path(path: &str) -> Option<String> {
     let odd_byte = path
         .bytes()
-        .any(|b| b.is_ascii_uppercase() || matches!(b, b'%' | b';' | b'\\' | b' ' | b'\t'));
+        .any(|b| b.is_ascii_uppercase() || matches!(b, b'%' | b';' | b'#' | b'\\' | b' ' | b'\t'));
     let odd_shape = path.contains("//")
         || path.contains("/.")
         || path.ends_with('.')
@@ -314,11 +316,13 @@ pub(super) fn canonical_path(path: &str) -> Option<String> {
     if plain {
         return None;
     }
-    let decoded: Vec<u8> = percent_decode(path.as_bytes());
+    // The fragment as sent ends the path; a decoded `%23` ends its segment, like `;`.
+    let unfragmented = path.split('#').next().unwrap_or("");
+    let decoded: Vec<u8> = percent_decode(unfragmented.as_bytes());
     let decoded = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split(['/', '\\']) {
-        let segment = segment.split(';').next().unwrap_or("");
+        let segment = segment.split([';', '#']).next().unwrap_or("");
         match segment {
             "" | "." => {}
             ".." => {
@@ -626,6 +630,11 @@ mod canonical_tests {
             "/%61dmin",
             "/admin\\",
             "/admin;a/",
+            "/admin#x",
+            "/admin#",
+            "/admin%23x",
+            "/admin%23",
+            "/admin/#/x",
         ] {
             assert_eq!(
                 canonical_path(variant).as_deref(),

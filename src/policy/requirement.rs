@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 
 use super::claims::{ClaimPath, ClaimRule, Namespaces};
 use super::explain::ExplainStep;
-use super::expression::{Expression, Failure, Input};
+use super::expression::{Expression, Failure, HeaderReads, Input};
 use crate::config::policy::{
     DelegationConfig, GrantsConfig, OrganizationConfig, Principal, RequireConfig, StepUpConfig,
 };
@@ -208,6 +208,39 @@ impl Requirements {
         Requirements {
             list: list.into(),
             refuse_delegated: !allow_delegated,
+        }
+    }
+
+    /// Adds the request headers these requirements read, in every group (`any_of`, `not`) and expression:
+    /// a header read here that arrives on several lines is refused before any of them is judged.
+    pub(super) fn header_reads(&self, reads: &mut HeaderReads) {
+        for requirement in &*self.list {
+            match requirement {
+                Requirement::Organization(Organization {
+                    source: OrgSource::Header(name),
+                    ..
+                }) => {
+                    if !reads.names.contains(name) {
+                        reads.names.push(name.clone());
+                    }
+                }
+                Requirement::Expression(expression) => {
+                    let read = expression.header_reads();
+                    reads.any |= read.any;
+                    for name in &read.names {
+                        if !reads.names.contains(name) {
+                            reads.names.push(name.clone());
+                        }
+                    }
+                }
+                Requirement::AnyOf(groups) => {
+                    for group in &**groups {
+                        group.header_reads(reads);
+                    }
+                }
+                Requirement::Not(group) => group.header_reads(reads),
+                _ => {}
+            }
         }
     }
 

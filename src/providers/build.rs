@@ -437,7 +437,11 @@ fn jwt_key_store(
                     index,
                     source,
                 })?;
-            KeyStore::fixed(name, KeySet::shared_secret(secret.expose(), allowed))
+            KeyStore::fixed(
+                name,
+                KeySet::shared_secret(secret.expose(), allowed)
+                    .map_err(|source| BuildError::Keys { index, source })?,
+            )
         }
         (None, Some(path)) => {
             let body = std::fs::read(path).map_err(|source| BuildError::JwksFile {

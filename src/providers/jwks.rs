@@ -13,7 +13,9 @@ use arc_swap::ArcSwapOption;
 use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use reqwest::Url;
 use tokio_util::sync::CancellationToken;
@@ -205,17 +207,34 @@ pub enum Lookup<'a> {
 
 impl KeySet {
     /// A key set of one shared HMAC secret.
-    pub fn shared_secret(secret: &[u8], algorithms: AlgSet) -> KeySet {
-        KeySet {
+    ///
+    /// RFC 7518 §3.2: an HMAC key must be at least as long as the hash's output, so a secret shorter than
+    /// an allowed algorithm needs is refused ([`JwksError::ShortSecret`]), never used.
+    pub fn shared_secret(secret: &[u8], algorithms: AlgSet) -> Result<KeySet, JwksError> {
+        let algorithms = algorithms.intersect(AlgSet::HMAC);
+        for (algorithm, needed) in [
+            (Algorithm::HS512, 64),
+            (Algorithm::HS384, 48),
+            (Algorithm::HS256, 32),
+        ] {
+            if algorithms.contains(algorithm) && secret.len() < needed {
+                return Err(JwksError::ShortSecret {
+                    bytes: secret.len(),
+                    algorithm,
+                    needed,
+                });
+            }
+        }
+        Ok(KeySet {
             keys: vec![Arc::new(Key::new(
                 None,
                 DecodingKey::from_secret(secret),
-                algorithms.intersect(AlgSet::HMAC),
+                algorithms,
             ))],
             by_kid: HashMap::new(),
             any_kid: true,
             generation: 0,
-        }
+        })
     }
 
     /// `kid` is an exact lookup. A token without `kid` is matched only when the set has exactly one key.
@@ -284,6 +303,12 @@ impl KeySet {
 fn usable_key(jwk: &Jwk, allowed: AlgSet) -> Option<Key> {
     if let Some(usage) = &jwk.common.public_key_use {
         if *usage != PublicKeyUse::Signature {
+            return None;
+        }
+    }
+    // RFC 7517 §4.3: a key whose `key_ops` are given but do not include `verify` is not for verifying.
+    if let Some(operations) = &jwk.common.key_operations {
+        if !operations.contains(&KeyOperations::Verify) {
             return None;
         }
     }
@@ -359,6 +384,14 @@ pub enum JwksError {
     InsecureJwksUri,
     #[error("cannot read the key set bearer token: {0}")]
     Bearer(#[source] UpstreamError),
+    #[error(
+        "shared_secret is {bytes} bytes; {algorithm:?} needs at least {needed} (RFC 7518 §3.2)"
+    )]
+    ShortSecret {
+        bytes: usize,
+        algorithm: Algorithm,
+        needed: usize,
+    },
 }
 
 /// Where a provider's keys come from.
@@ -752,6 +785,55 @@ mod tests {
         assert!(matches!(set.find(Some("hmac")), Lookup::UnknownKid));
         // One key: a token without kid may use it.
         assert!(matches!(set.find(None), Lookup::Found(_)));
+    }
+
+    #[test]
+    fn a_key_whose_key_ops_exclude_verify_is_never_used() {
+        for ops in [r#"["encrypt"]"#, r#"["sign"]"#, "[]"] {
+            let body = format!(
+                r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"k","key_ops":{ops},"x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}}]}}"#
+            );
+            assert!(
+                matches!(
+                    KeySet::from_jwks(body.as_bytes(), AlgSet::of(ALGORITHMS)),
+                    Err(JwksError::NoUsableKeys)
+                ),
+                "key_ops {ops}"
+            );
+        }
+        let body = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","key_ops":["sign","verify"],"x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+        assert_eq!(
+            KeySet::from_jwks(body.as_bytes(), AlgSet::of(ALGORITHMS))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn an_hmac_secret_shorter_than_its_hash_is_refused() {
+        let hmac = AlgSet::of([Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]);
+        for (algorithm, needed) in [
+            (Algorithm::HS256, 32),
+            (Algorithm::HS384, 48),
+            (Algorithm::HS512, 64),
+        ] {
+            let only = AlgSet::of([algorithm]);
+            assert!(
+                matches!(
+                    KeySet::shared_secret(&vec![7; needed - 1], only),
+                    Err(JwksError::ShortSecret { needed: n, .. }) if n == needed
+                ),
+                "{algorithm:?}"
+            );
+            assert!(KeySet::shared_secret(&vec![7; needed], only).is_ok());
+        }
+        // Every listed algorithm must be satisfied: 32 bytes with HS512 allowed is refused.
+        let error = KeySet::shared_secret(&[7; 32], hmac).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "shared_secret is 32 bytes; HS512 needs at least 64 (RFC 7518 §3.2)"
+        );
     }
 
     #[test]

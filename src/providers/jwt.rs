@@ -615,7 +615,8 @@ mod tests {
         };
         let keys = KeyStore::fixed(
             Arc::from("h"),
-            super::super::jwks::KeySet::shared_secret(secret, AlgSet::HMAC),
+            super::super::jwks::KeySet::shared_secret(secret, AlgSet::of([Algorithm::HS256]))
+                .unwrap(),
         );
         let provider = JwtProvider::new(common, jwt, Arc::new(keys));
         let providers = JwtProviders::new(vec![provider], 100, 1, Clock::system());
@@ -633,8 +634,14 @@ mod tests {
 
     #[tokio::test]
     async fn signature_checks_wait_for_a_permit_and_cached_tokens_do_not() {
-        let (providers, forged) = hs256(b"the real secret", b"a guessed secret");
-        let (_, valid) = hs256(b"the real secret", b"the real secret");
+        let (providers, forged) = hs256(
+            b"the real secret, 32 bytes or more",
+            b"a guessed secret, 32 bytes or more",
+        );
+        let (_, valid) = hs256(
+            b"the real secret, 32 bytes or more",
+            b"the real secret, 32 bytes or more",
+        );
         assert!(matches!(
             providers.authenticate(&valid, |_| true).await,
             Outcome::Authenticated(_)
@@ -671,7 +678,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_repeated_bad_signature_is_verified_once() {
-        let (providers, forged) = hs256(b"the real secret", b"a guessed secret");
+        let (providers, forged) = hs256(
+            b"the real secret, 32 bytes or more",
+            b"a guessed secret, 32 bytes or more",
+        );
         for _ in 0..3 {
             let outcome = providers.authenticate(&forged, |_| true).await;
             assert!(matches!(
@@ -700,7 +710,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_good_token_is_not_remembered_as_bad() {
-        let (providers, token) = hs256(b"the real secret", b"the real secret");
+        let (providers, token) = hs256(
+            b"the real secret, 32 bytes or more",
+            b"the real secret, 32 bytes or more",
+        );
         let outcome = providers.authenticate(&token, |_| true).await;
         assert!(matches!(outcome, Outcome::Authenticated(_)));
         let digest = super::super::http::digest(&token);

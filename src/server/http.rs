@@ -234,6 +234,13 @@ fn describe<'a>(
     if !original.path_and_query.starts_with('/') {
         return Err(Undescribed("the original path does not start with `/`"));
     }
+    // nginx's `$request_uri` keeps a fragment a client sent; upstreams drop it (RFC 3986 §3.5), so the
+    // path they serve is not the path a route would match.
+    if original.path_and_query.contains('#') {
+        return Err(Undescribed(
+            "the original URI carries a fragment (`#`), which is never part of a request path",
+        ));
+    }
     let token = |s: &str| {
         !s.is_empty()
             && s.bytes()
@@ -436,6 +443,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(own_host.host, "authz.internal");
+        for uri in ["/v1/kill-switch#x", "/v1/kill-switch?a=1#x", "/#"] {
+            assert_eq!(
+                describe_with(
+                    &nginx,
+                    &[("x-original-method", "GET"), ("x-original-uri", uri)]
+                ),
+                Err(Undescribed(
+                    "the original URI carries a fragment (`#`), which is never part of a request path"
+                )),
+                "{uri}"
+            );
+        }
     }
 
     #[test]

@@ -6,8 +6,14 @@
 //!   points to now, so a Kubernetes ConfigMap update (the `..data` symlink of the mounted directory swapped
 //!   to a new timestamped directory) is seen like an in-place edit, an editor's rename, or a `cp` over it.
 //!   Polling a small file is cheap and has none of inotify's symlink, rename and lost-watch cases. A change
-//!   is reloaded once the file reads the same twice in a row ([`SETTLE`] apart), so a write in progress is
-//!   not taken for a broken file.
+//!   is reloaded once the file reads the same twice in a row ([`SETTLE`] apart) and its modification time
+//!   is at least [`QUIET`] old, so a write in progress (a copy or a config agent writing in chunks) is not
+//!   taken for the new file. Writers should still replace the file atomically (write a temporary file
+//!   beside it, then rename it over the old one), as the kubelet does for a ConfigMap.
+//! - A half-written file can be valid YAML whose last route lost its `require` (or whose `default_route`
+//!   was cut off). A reload that removes a route with requirements, empties a route's `require`, turns on
+//!   its `allow_anonymous` or drops the `default_route` section is refused unless the file names the route
+//!   in `server.reload_allow_weakening` ([`weakened`]).
 //! - What reloads: providers, routes and everything else a [`Runtime`] holds. Providers whose configuration,
 //!   secrets and files did not change keep their key sets and caches (`Runtime::build_after`).
 //! - What does not: the `server` section (listen addresses, drain period, `tls` paths; only `allow_explain`
@@ -35,6 +41,9 @@ use crate::runtime::Runtime;
 
 /// How long a changed file must read the same before it is reloaded.
 pub const SETTLE: Duration = Duration::from_millis(200);
+/// How old a changed file's modification time must be before the watcher reloads it: a writer that pauses
+/// for less than this between chunks is never read half-way.
+pub const QUIET: Duration = Duration::from_secs(2);
 /// How long a reload waits for the new runtime's new providers to load their keys before swapping it in
 /// anyway (it then answers "unavailable" for them until they load, as at start).
 const READY_WAIT: Duration = Duration::from_secs(10);
@@ -85,6 +94,18 @@ pub enum ReloadError {
     /// Settings read once at start: a restart applies them.
     #[error("{} cannot change without a restart (the running configuration stays; restart to apply)", .0.join(", "))]
     NotReloadable(Vec<&'static str>),
+    /// The file removes or relaxes route requirements without naming the routes in
+    /// `server.reload_allow_weakening`: it may be a half-written file.
+    #[error("the file weakens {} (a half-written file looks the same): if that is meant, name the route{} in server.reload_allow_weakening", .0.iter().map(|w| w.route.as_str()).collect::<Vec<_>>().join(", "), if .0.len() == 1 { "" } else { "s" })]
+    Weakened(Vec<Weakening>),
+}
+
+/// One way a new file is laxer than the running one, on one route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Weakening {
+    /// The route's name (`default` for the default route).
+    pub route: String,
+    pub what: &'static str,
 }
 
 // === impl ReloadError ===
@@ -103,6 +124,20 @@ impl ReloadError {
                 .map(|field| Problem {
                     path: (*field).to_owned(),
                     message: "cannot change without a restart".to_owned(),
+                })
+                .collect(),
+            ReloadError::Weakened(weakenings) => weakenings
+                .iter()
+                .map(|w| Problem {
+                    path: if w.route == crate::policy::DEFAULT_ROUTE {
+                        "default_route".to_owned()
+                    } else {
+                        format!("routes[name={}]", w.route)
+                    },
+                    message: format!(
+                        "{}: refused on reload unless server.reload_allow_weakening names `{}`",
+                        w.what, w.route
+                    ),
                 })
                 .collect(),
         }
@@ -214,9 +249,13 @@ impl Reloader {
             if digest == self.current.lock().await.tried {
                 continue;
             }
-            // Written in place, the file may be half new: wait until it reads the same twice.
+            // Written in place, the file may be half new: wait until it reads the same twice, and until
+            // nothing has written it for QUIET (tried again at the next tick until then).
             tokio::time::sleep(SETTLE).await;
             if digest_of(&self.path).await != Some(digest) {
+                continue;
+            }
+            if !quiet(&self.path).await {
                 continue;
             }
             let _ = self.reload("file changed").await;
@@ -288,6 +327,14 @@ impl Reloader {
         if !fixed.is_empty() {
             return Err(ReloadError::NotReloadable(fixed));
         }
+        let allowed = &config.server.reload_allow_weakening;
+        let weakened: Vec<Weakening> = weakened(&current.config, &config)
+            .into_iter()
+            .filter(|w| !allowed.contains(&w.route))
+            .collect();
+        if !weakened.is_empty() {
+            return Err(ReloadError::Weakened(weakened));
+        }
         let running = self.app.runtime();
         let mut runtime =
             Runtime::build_after(&config, &self.secrets, self.clock.clone(), Some(&running))
@@ -334,6 +381,7 @@ fn not_reloadable(old: &Config, new: &Config) -> Vec<&'static str> {
     rest.tls = a.tls.clone();
     rest.allow_explain = a.allow_explain;
     rest.ext_authz_timeout_ms = a.ext_authz_timeout_ms;
+    rest.reload_allow_weakening = a.reload_allow_weakening.clone();
     if rest != *a {
         fixed.push("server");
     }
@@ -344,6 +392,67 @@ fn not_reloadable(old: &Config, new: &Config) -> Vec<&'static str> {
         fixed.push("revocation");
     }
     fixed
+}
+
+/// Whether the file was last written at least [`QUIET`] ago. A modification time in the future (a copy
+/// that kept a skewed clock's time) counts as quiet: a write in progress stamps the current time.
+async fn quiet(path: &Path) -> bool {
+    match tokio::fs::metadata(path).await.and_then(|m| m.modified()) {
+        Ok(modified) => quiet_at(modified, std::time::SystemTime::now()),
+        // Unreadable now: the read that follows reports it.
+        Err(_) => true,
+    }
+}
+
+fn quiet_at(modified: std::time::SystemTime, now: std::time::SystemTime) -> bool {
+    now.duration_since(modified)
+        .map_or(true, |age| age >= QUIET)
+}
+
+/// How `new` is laxer than `old` route by route, the way a file cut short would be: a route with
+/// requirements removed, a route's `require` emptied, `allow_anonymous` turned on, the `default_route`
+/// section dropped. Other changes (new scopes, a changed mode) are ordinary edits.
+pub fn weakened(old: &Config, new: &Config) -> Vec<Weakening> {
+    use crate::config::RequireConfig;
+    let mut found = Vec::new();
+    let mut add = |route: &str, what: &'static str| {
+        found.push(Weakening {
+            route: route.to_owned(),
+            what,
+        });
+    };
+    let none = RequireConfig::default();
+    for route in &old.policy.routes {
+        // Removed, its requests go to a later route or the default route: laxer when it had requirements,
+        // or when it needed a credential and the default route does not.
+        let guarded = route.require != none
+            || (!route.allow_anonymous && new.policy.default_route.allow_anonymous);
+        match new.policy.routes.iter().find(|r| r.name == route.name) {
+            None if guarded => add(&route.name, "the route is removed"),
+            None => {}
+            Some(now) => {
+                if route.require != none && now.require == none {
+                    add(&route.name, "the route's requirements are removed");
+                }
+                if !route.allow_anonymous && now.allow_anonymous {
+                    add(&route.name, "anonymous access is turned on");
+                }
+            }
+        }
+    }
+    let (a, b) = (&old.policy.default_route, &new.policy.default_route);
+    let default = crate::policy::DEFAULT_ROUTE;
+    if *a != Default::default() && *b == Default::default() {
+        add(default, "the default_route section is removed");
+    } else {
+        if a.require != none && b.require == none {
+            add(default, "the default route's requirements are removed");
+        }
+        if !a.allow_anonymous && b.allow_anonymous {
+            add(default, "anonymous access is turned on");
+        }
+    }
+    found
 }
 
 /// What changed from `old` to `new`; `kept` names the providers the new runtime took over unchanged.
@@ -462,6 +571,96 @@ routes:
             "server: {{tls: {{cert_file: /c.pem, key_file: /k.pem}}}}\n{BASE}"
         ));
         assert_eq!(not_reloadable(&old, &tls), ["server.tls"]);
+    }
+
+    #[test]
+    fn a_file_written_within_the_quiet_period_waits() {
+        let now = std::time::SystemTime::now();
+        assert!(!quiet_at(now, now));
+        assert!(!quiet_at(now - QUIET / 2, now));
+        assert!(quiet_at(now - QUIET, now));
+        assert!(quiet_at(now - QUIET * 10, now));
+        // A time in the future is no write in progress.
+        assert!(quiet_at(now + QUIET, now));
+    }
+
+    #[test]
+    fn a_cut_off_file_weakens_routes_and_ordinary_edits_do_not() {
+        let full = config(
+            "
+providers:
+  - {name: anon, type: anonymous}
+default_route: {require: {principal: human}}
+routes:
+  - {name: read, match: {path_prefix: /read}, require: {scopes: {all_of: [read]}}}
+  - {name: open, match: {path_prefix: /open}, allow_anonymous: true}
+  - {name: admin, match: {path_prefix: /admin}, require: {scopes: {all_of: [admin]}}}
+",
+        );
+        let names = |w: Vec<Weakening>| -> Vec<(String, &'static str)> {
+            w.into_iter().map(|w| (w.route, w.what)).collect()
+        };
+        // Cut inside the last route, before its `require`; the default route (written first) survives.
+        let cut = config(
+            "
+providers:
+  - {name: anon, type: anonymous}
+default_route: {require: {principal: human}}
+routes:
+  - {name: read, match: {path_prefix: /read}, require: {scopes: {all_of: [read]}}}
+  - {name: open, match: {path_prefix: /open}, allow_anonymous: true}
+  - {name: admin, match: {path_prefix: /admin}}
+",
+        );
+        assert_eq!(
+            names(weakened(&full, &cut)),
+            [("admin".to_owned(), "the route's requirements are removed")]
+        );
+        // Cut before the last route and the default route.
+        let shorter = config(
+            "
+providers:
+  - {name: anon, type: anonymous}
+routes:
+  - {name: read, match: {path_prefix: /read}, require: {scopes: {all_of: [read]}}}
+  - {name: open, match: {path_prefix: /open}, allow_anonymous: true}
+",
+        );
+        assert_eq!(
+            names(weakened(&full, &shorter)),
+            [
+                ("admin".to_owned(), "the route is removed"),
+                ("default".to_owned(), "the default_route section is removed"),
+            ]
+        );
+        let anonymous = config(
+            "
+providers:
+  - {name: anon, type: anonymous}
+default_route: {require: {principal: human}}
+routes:
+  - {name: read, match: {path_prefix: /read}, allow_anonymous: true, require: {scopes: {all_of: [read]}}}
+  - {name: open, match: {path_prefix: /open}, allow_anonymous: true}
+  - {name: admin, match: {path_prefix: /admin}, require: {scopes: {all_of: [other]}}}
+",
+        );
+        assert_eq!(
+            names(weakened(&full, &anonymous)),
+            [("read".to_owned(), "anonymous access is turned on")]
+        );
+        // Stricter or different requirements, an added route, an open route removed: ordinary edits.
+        let edited = config(
+            "
+providers:
+  - {name: keys, type: api_key, keys: [{principal: k, sha256: '4c1c9c0bd8a3bbf25a8fd7a1dc1b9b06a3a6c4fce0c8e3f0b4e54b5ef64e0f0a'}]}
+default_route: {require: {principal: machine}}
+routes:
+  - {name: read, match: {path_prefix: /read}, require: {scopes: {all_of: [read, more]}}}
+  - {name: admin, match: {path_prefix: /admin}, require: {scopes: {all_of: [root]}}}
+  - {name: new, match: {path_prefix: /new}}
+",
+        );
+        assert!(weakened(&full, &edited).is_empty());
     }
 
     #[test]

@@ -121,10 +121,36 @@ async fn auth0_batch(State(app): State<Arc<App>>, request: Request) -> Response 
         Ok(body) => body,
         Err(refused) => return refused,
     };
-    let events: Vec<auth0::LogEvent> = match serde_json::from_slice(&body) {
-        Ok(events) => events,
+    // The batch must be an array; an event in it that is not a log event (a numeric `user_id`, a missing
+    // `log_id`) is reported and skipped, so the valid ones (a logout in the same batch) still apply.
+    let values: Vec<serde_json::Value> = match serde_json::from_slice(&body) {
+        Ok(values) => values,
         Err(e) => return problem(StatusCode::BAD_REQUEST, &e.to_string()),
     };
+    let mut events = Vec::with_capacity(values.len());
+    let mut malformed = Vec::new();
+    for (index, value) in values.into_iter().enumerate() {
+        let log_id = value
+            .get("log_id")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        match auth0::LogEvent::deserialize(value) {
+            Ok(event) => events.push(event),
+            Err(e) => {
+                tracing::warn!(
+                    auth0.index = index,
+                    auth0.log_id = log_id.as_deref().unwrap_or(""),
+                    error = %e,
+                    "an Auth0 log event is not readable; skipped, the rest of the batch applies"
+                );
+                if malformed.len() < MAX_REPORTED {
+                    malformed
+                        .push(json!({ "index": index, "log_id": log_id, "error": e.to_string() }));
+                }
+            }
+        }
+    }
+    let skipped = malformed.len();
     let now = state.now();
     let (mut revoked, mut duplicates, mut ignored) = (0usize, 0usize, 0usize);
     for event in &events {
@@ -160,9 +186,16 @@ async fn auth0_batch(State(app): State<Arc<App>>, request: Request) -> Response 
         }
         revoked += 1;
     }
-    Json(json!({ "revoked": revoked, "duplicates": duplicates, "ignored": ignored }))
-        .into_response()
+    let mut answer = json!({ "revoked": revoked, "duplicates": duplicates, "ignored": ignored });
+    if skipped > 0 {
+        answer["malformed"] = json!(skipped);
+        answer["problems"] = json!(malformed);
+    }
+    Json(answer).into_response()
 }
+
+/// How many unreadable events an answer describes (all are counted and logged).
+const MAX_REPORTED: usize = 20;
 
 /// Checks `Authorization: Bearer <secret>` in constant time (over digests, so the length does not leak).
 /// 404 when the endpoint is off, 401 with a challenge otherwise.
