@@ -4,8 +4,7 @@
 //! - `check/*`: the whole in-process Check: the CheckRequest's bytes → our view → decision → CheckResponse.
 //! - `grpc/*`: a real gRPC call over loopback to a running server, one at a time and 64 concurrent.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use portcullis_test as common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -13,8 +13,7 @@
 //! off), `bad_repeat` (one bad-signature token sent again and again), `bad_distinct` (a new bad-signature
 //! token each time). Divide the counted instructions by N.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use portcullis_test as common;
 
 use std::sync::Arc;
 

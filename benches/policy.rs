@@ -6,8 +6,7 @@
 //!   identity, and signed on every request (the JWT cache off, so every identity is new: compare with
 //!   `off_jwt_uncached`, which verifies the JWT on every request too).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use portcullis_test as common;
 
 use std::sync::Arc;
 use std::time::Duration;

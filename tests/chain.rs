@@ -1,7 +1,7 @@
 //! The provider chain over real gRPC: introspection, webhook, GitHub, API keys, mTLS, Envoy-verified
 //! payloads and anonymous access, against fake upstreams on loopback with hit counters.
 
-mod common;
+use portcullis_test as common;
 
 use std::time::Duration;
 

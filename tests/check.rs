@@ -1,6 +1,6 @@
 //! The real server over real gRPC on 127.0.0.1:0, against a fake IdP on loopback.
 
-mod common;
+use portcullis_test as common;
 
 use std::time::Duration;
 

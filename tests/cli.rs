@@ -1,7 +1,7 @@
 //! The `portcullis` binary as an operator uses it: `validate-config`, and the README's dev flow
 //! (`serve --dev`, `token`, `check` and their exit codes, SIGTERM).
 
-mod common;
+use portcullis_test as common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

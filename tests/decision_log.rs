@@ -2,7 +2,7 @@
 //! per denial, error and permissive would-deny, allows sampled at `decision_log.allow_sample_rate`, the
 //! fields the log promises, no credential ever, and the target turned off by a `RUST_LOG`-style filter.
 
-mod common;
+use portcullis_test as common;
 
 use std::sync::{Arc, Mutex};
 

@@ -1,7 +1,7 @@
 //! DPoP (RFC 9449) over real gRPC: tokens bound with `cnf.jkt` and proofs made at test time, against a
 //! fake IdP on loopback.
 
-mod common;
+use portcullis_test as common;
 
 use common::*;
 use portcullis::pb::auth::CheckResponse;

@@ -5,7 +5,7 @@
 //! When Redis cannot answer, a DPoP-bound request fails closed (UNAVAILABLE, never an allow) and works
 //! again once Redis is back.
 
-mod common;
+use portcullis_test as common;
 
 use std::time::Duration;
 

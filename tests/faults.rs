@@ -3,7 +3,7 @@
 //! GitHub timing out or failing; tokens at the edges of `exp`/`nbf` and the leeway. Known tokens keep
 //! working, unknown keys are denied, nothing is ever allowed for a failure, and no check waits on another.
 
-mod common;
+use portcullis_test as common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

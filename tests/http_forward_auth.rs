@@ -3,7 +3,7 @@
 //! challenge, body), the original request is read only from the configured source, and an incomplete
 //! description is denied.
 
-mod common;
+use portcullis_test as common;
 
 use common::*;
 use reqwest::header::HeaderMap;

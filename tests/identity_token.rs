@@ -2,7 +2,7 @@
 //! admin port serves, a client-sent copy overwritten, per-route audiences, reuse for a cached identity,
 //! and rotation with overlap through the injectable clock.
 
-mod common;
+use portcullis_test as common;
 
 use std::path::Path;
 

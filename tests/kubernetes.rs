@@ -4,7 +4,7 @@
 //! HTTPS with a CA made at test time; per-provider `tls` (CA file, the dangerous skip) and a `jwt`
 //! provider whose key set sits behind a bearer token read from a file that rotates.
 
-mod common;
+use portcullis_test as common;
 
 use std::sync::{Arc, Mutex};
 

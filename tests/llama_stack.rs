@@ -3,7 +3,7 @@
 //! `auth_providers.py` written here) and through portcullis; `accept_jwt` in the chain; llama-stack's
 //! answer body.
 
-mod common;
+use portcullis_test as common;
 
 use std::collections::BTreeMap;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! and transport; the latency histogram; cache and upstream counters; the in-flight gauge; build info;
 //! and a scrape that parses line by line.
 
-mod common;
+use portcullis_test as common;
 
 use common::upstream::{FakeUpstream, Mode};
 use common::*;

@@ -3,7 +3,7 @@
 //! requests with too many headers are refused, and a Check with 40k client identity headers is answered
 //! correctly in time linear in their number.
 
-mod common;
+use portcullis_test as common;
 
 use std::time::{Duration, Instant};
 

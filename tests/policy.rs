@@ -2,7 +2,7 @@
 //! test time, 401 vs 403 vs 400, permissive mode, first-match order, context_extensions routing, deny
 //! customisation, decision ids and explanations.
 
-mod common;
+use portcullis_test as common;
 
 use common::*;
 use portcullis::pb::auth::CheckResponse;

@@ -2,7 +2,7 @@
 //! fake IdPs on loopback whose hit counters show which key sets were fetched again; and the real binary
 //! reloading on SIGHUP.
 
-mod common;
+use portcullis_test as common;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};

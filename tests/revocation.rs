@@ -3,7 +3,7 @@
 //! free loopback port, without persistence): propagation within 1 s, DPoP replay caught across instances,
 //! Redis stopped and restarted mid-run.
 
-mod common;
+use portcullis_test as common;
 
 use common::upstream::FakeUpstream;
 

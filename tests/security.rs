@@ -3,7 +3,7 @@
 //! policy headers, near-variant paths, permissive mode, redirects, reserved headers and more. Every test
 //! here failed on the code before its fix.
 
-mod common;
+use portcullis_test as common;
 
 use common::upstream::{FakeUpstream, Mode};
 use common::*;

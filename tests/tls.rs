@@ -2,7 +2,7 @@
 //! 127.0.0.1:0, and clients that do their own TLS handshake (so each test sees which certificate was
 //! served and whether the server refused the client's).
 
-mod common;
+use portcullis_test as common;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

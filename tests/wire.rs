@@ -3,7 +3,7 @@
 //! prost cannot decode) and is never allowed; concatenated messages merge as protobuf says; any other
 //! method of the service is `UNIMPLEMENTED`.
 
-mod common;
+use portcullis_test as common;
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use common::*;

@@ -2,7 +2,7 @@
 //! Envoy's data-plane-api) calls our server and decodes our answers; and a request encoded from Envoy's
 //! types decodes into ours field for field.
 
-mod common;
+use portcullis_test as common;
 
 use std::collections::HashMap;
 

@@ -1,7 +1,17 @@
-//! Shared test harness: keys made at test time, tokens minted by hand (so tests can also craft hostile
-//! ones), a fake IdP that is a real HTTP server on loopback, and a real portcullis server on 127.0.0.1:0.
-
-#![allow(dead_code)]
+//! portcullis-test: the shared test harness of the root package's integration tests and benches.
+//! Keys made at test time, tokens minted by hand (so tests can also craft hostile ones), a fake IdP that
+//! is a real HTTP server on loopback, and a real portcullis server on 127.0.0.1:0.
+//!
+//! # Layout
+//! - this file: [`TestKey`] and token minting ([`claims`], [`b64`]), [`FakeIdp`] (discovery and JWKS,
+//!   with failure modes and hit counters), [`TestServer`] (the real server on free loopback ports, with
+//!   its gRPC client) and the request and answer helpers.
+//! - [`upstream`]: [`upstream::FakeUpstream`], an introspection/webhook/GitHub/TokenReview endpoint
+//!   scripted per test.
+//! - [`tls`]: a test CA, certificates, and an HTTPS server on loopback.
+//! - [`redis`]: a real `redis-server` (Debian package) on a free loopback port.
+//!
+//! It depends on the root library (`portcullis`); the root package uses it as a dev-dependency only.
 
 pub mod redis;
 pub mod tls;
