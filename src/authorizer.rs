@@ -110,6 +110,12 @@ impl Authorizer {
         } else if self.policy.ambiguous_path(request, route) {
             // A near-variant of a path another route takes.
             Some(DenyReason::AmbiguousPath)
+        } else if self
+            .providers
+            .unowned_authorization(request, route.provider_indices())
+        {
+            // A credential none of the route's providers can judge: never passed upstream unverified.
+            Some(DenyReason::UnownedCredential)
         } else {
             None
         };

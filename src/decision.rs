@@ -25,6 +25,10 @@ pub enum DenyReason {
     NotAJwt,
     /// A JWS-shaped token where only opaque-token providers look: present, and understood by none.
     UnsupportedCredential,
+    /// An `Authorization` credential (that scheme, or the header at all) that no provider of the route
+    /// reads: refused rather than passed upstream unverified. RFC 6750 §3.1: an unsupported method gets a
+    /// challenge without an error code.
+    UnownedCredential,
     /// A header the policy reads (a route `match`, `organization.from_header`) arrived more than once.
     RepeatedHeader,
     /// More headers than `server.max_headers`: not looked at, refused (fail closed).
@@ -112,6 +116,7 @@ impl DenyReason {
         DenyReason::MalformedToken,
         DenyReason::NotAJwt,
         DenyReason::UnsupportedCredential,
+        DenyReason::UnownedCredential,
         DenyReason::RepeatedHeader,
         DenyReason::TooManyHeaders,
         DenyReason::AmbiguousPath,
@@ -168,6 +173,7 @@ impl DenyReason {
             DenyReason::MalformedToken => "malformed_token",
             DenyReason::NotAJwt => "not_a_jwt",
             DenyReason::UnsupportedCredential => "unsupported_credential",
+            DenyReason::UnownedCredential => "unowned_credential",
             DenyReason::RepeatedHeader => "repeated_header",
             DenyReason::TooManyHeaders => "too_many_headers",
             DenyReason::AmbiguousPath => "ambiguous_path",
@@ -226,6 +232,9 @@ impl DenyReason {
             DenyReason::NotAJwt => "the token is not a JWT",
             DenyReason::UnsupportedCredential => {
                 "the credential is not of a kind this route accepts"
+            }
+            DenyReason::UnownedCredential => {
+                "the Authorization credential is not one this route accepts"
             }
             DenyReason::RepeatedHeader => "a header the policy reads was sent more than once",
             DenyReason::TooManyHeaders => "the request has more headers than this service reads",
@@ -445,7 +454,9 @@ impl Denial {
     /// The RFC 6750 `error` code (`unauthorized` when no credential was sent).
     pub fn error_code(&self) -> &'static str {
         match &self.cause {
-            DenyCause::Credential(DenyReason::MissingCredential) => "unauthorized",
+            DenyCause::Credential(
+                DenyReason::MissingCredential | DenyReason::UnownedCredential,
+            ) => "unauthorized",
             DenyCause::Credential(reason) => reason.error_code(),
             DenyCause::Policy(unmet) => unmet.error_code(),
         }
@@ -458,10 +469,14 @@ impl Denial {
         }
     }
 
-    /// True when the answer carries no `error` in its challenge: no credential was presented.
+    /// True when the answer carries no `error` in its challenge: no credential was presented, or one of a
+    /// method the route does not support (RFC 6750 §3.1).
     pub fn is_plain_challenge(&self) -> bool {
         match &self.cause {
-            DenyCause::Credential(reason) => *reason == DenyReason::MissingCredential,
+            DenyCause::Credential(reason) => matches!(
+                reason,
+                DenyReason::MissingCredential | DenyReason::UnownedCredential
+            ),
             DenyCause::Policy(unmet) => unmet.reason() == UnmetReason::AnonymousNotAllowed,
         }
     }

@@ -99,6 +99,13 @@ pub enum BuildError {
         #[source]
         source: url::ParseError,
     },
+    #[error("providers[{index}].{field}: is {bytes} bytes; at least {needed} are required")]
+    ShortSecret {
+        index: usize,
+        field: &'static str,
+        bytes: usize,
+        needed: usize,
+    },
 }
 
 // === impl BuildError ===
@@ -133,6 +140,15 @@ impl BuildError {
             BuildError::Url { index, source } => (
                 format!("providers[{index}]"),
                 format!("invalid URL: {source}"),
+            ),
+            BuildError::ShortSecret {
+                index,
+                field,
+                bytes,
+                needed,
+            } => (
+                format!("providers[{index}].{field}"),
+                format!("is {bytes} bytes; at least {needed} are required"),
             ),
         };
         Problem { path, message }
@@ -846,6 +862,47 @@ impl Providers {
         })
     }
 
+    /// Whether the request carries an `Authorization` credential that no provider `allowed` on the route
+    /// reads (no provider reads that header, or none with its scheme). Passed on, it would reach the
+    /// upstream unverified, where an upstream trusting "the gateway checked it" would read it: it is
+    /// refused instead, whatever else the request carries.
+    pub fn unowned_authorization(
+        &self,
+        request: &RequestView<'_>,
+        allowed: Option<&[usize]>,
+    ) -> bool {
+        let Some(value) = request.headers.get("authorization") else {
+            return false;
+        };
+        let scheme = value
+            .trim_start_matches([' ', '\t'])
+            .split([' ', '\t'])
+            .next()
+            .unwrap_or("");
+        let reads = |location: &CredentialLocation| match location {
+            CredentialLocation::Header {
+                name,
+                scheme: wanted,
+            } => {
+                name == "authorization"
+                    && wanted
+                        .as_deref()
+                        .is_none_or(|wanted| wanted.eq_ignore_ascii_case(scheme))
+            }
+            _ => false,
+        };
+        !self.entries.iter().enumerate().any(|(i, entry)| {
+            allowed.is_none_or(|a| a.contains(&i))
+                && !matches!(entry.kind, Kind::Anonymous(_) | Kind::Mtls(_))
+                && (reads(&entry.location)
+                    || entry
+                        .dpop
+                        .as_ref()
+                        .and_then(|(_, dpop_place)| dpop_place.as_ref())
+                        .is_some_and(reads))
+        })
+    }
+
     /// Whether a provider of the route reading `location` takes the JWTs the `jwt` providers decline.
     fn jwts_fall_through(&self, location: &CredentialLocation, allowed: Option<&[usize]>) -> bool {
         self.entries.iter().enumerate().any(|(i, e)| {
@@ -933,6 +990,38 @@ fn extract<'a>(request: &RequestView<'a>, entry: &Entry) -> (Found<'a>, Scheme) 
 }
 
 /// A `jwt` or `introspection` provider's DPoP rules; without a `dpop` block, the defaults (`optional`).
+/// `dpop.nonce_secret`'s documented minimum length.
+const MIN_NONCE_SECRET_BYTES: usize = 32;
+
+/// Why a resolved secret is too short for what it keys, if it is: a `jwt` provider's `shared_secret`
+/// against every HS algorithm it lists (RFC 7518 §3.2), `dpop.nonce_secret` against 32 bytes. The build
+/// refuses the same secrets; `validate-config` reports them with this.
+pub fn secret_too_short(
+    provider: &crate::config::ProviderConfig,
+    field: &str,
+    secret: &[u8],
+) -> Option<String> {
+    match (field, &provider.kind) {
+        ("shared_secret", crate::config::ProviderKind::Jwt(jwt)) => {
+            match KeySet::shared_secret(secret, AlgSet::from_config(&jwt.algorithms)) {
+                Err(jwks::JwksError::ShortSecret {
+                    bytes,
+                    algorithm,
+                    needed,
+                }) => Some(format!(
+                    "is {bytes} bytes; {algorithm:?} needs at least {needed} (RFC 7518 §3.2)"
+                )),
+                _ => None,
+            }
+        }
+        ("dpop.nonce_secret", _) if secret.len() < MIN_NONCE_SECRET_BYTES => Some(format!(
+            "is {} bytes; at least {MIN_NONCE_SECRET_BYTES} are required",
+            secret.len()
+        )),
+        _ => None,
+    }
+}
+
 fn dpop_rules(
     index: usize,
     provider: &crate::config::ProviderConfig,
@@ -956,6 +1045,17 @@ fn dpop_rules(
         }
         _ => None,
     };
+    // The nonce HMAC key: a short one could be guessed, and every replica's nonces with it.
+    if let Some(secret) = &secret {
+        if secret.expose().len() < MIN_NONCE_SECRET_BYTES {
+            return Err(BuildError::ShortSecret {
+                index,
+                field: "dpop.nonce_secret",
+                bytes: secret.expose().len(),
+                needed: MIN_NONCE_SECRET_BYTES,
+            });
+        }
+    }
     let dpop = Dpop::new(
         &config,
         secret.as_ref(),
