@@ -651,8 +651,7 @@ fn mint(args: &TokenArgs) -> anyhow::Result<()> {
             let aud = args.aud.as_deref().context(
                 "--iss needs --aud: the audience the provider expects (one of its `audiences`)",
             )?;
-            let issuer =
-                OneOffIssuer::generate(iss, args.alg.unwrap_or(TokenAlgorithm::Rs256))?;
+            let issuer = OneOffIssuer::generate(iss, args.alg.unwrap_or(TokenAlgorithm::Rs256))?;
             (issuer.mint(claims(aud))?, issuer.jwk().clone())
         }
         None => {

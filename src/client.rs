@@ -39,7 +39,9 @@ pub enum AskError {
          (the scheme is not guessed: plain text to a TLS server fails with a less clear error)"
     )]
     MissingScheme(String),
-    #[error("`{0}`: the scheme must be http:// or https:// (https:// for a server with `server.tls`)")]
+    #[error(
+        "`{0}`: the scheme must be http:// or https:// (https:// for a server with `server.tls`)"
+    )]
     UnsupportedScheme(String),
     #[error("cannot connect to {addr}: {source}")]
     Connect {

@@ -63,7 +63,9 @@ pub enum DevError {
     Sign(#[from] jsonwebtoken::errors::Error),
     #[error("no dev signing key in `{0}`")]
     NoState(PathBuf),
-    #[error("`{0}` is not a JSON Web Key Set (`{{\"keys\": [...]}}`); name a new file or a key set")]
+    #[error(
+        "`{0}` is not a JSON Web Key Set (`{{\"keys\": [...]}}`); name a new file or a key set"
+    )]
     NotAKeySet(PathBuf),
 }
 
@@ -422,7 +424,8 @@ impl OneOffIssuer {
             let jwk = json!({"kty": "EC", "crv": crv, "x": x, "y": y, "kid": kid});
             (OneOffKey::Ec(pair), jwk)
         } else {
-            let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| DevError::KeyGeneration)?;
+            let pair =
+                RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| DevError::KeyGeneration)?;
             let public = pair.public_key();
             let n = URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero());
             let e = URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero());
@@ -566,14 +569,17 @@ mod tests {
         ));
         assert!(!state.exists(), "open made the directory");
         std::fs::create_dir(&state).unwrap();
-        assert!(matches!(
-            DevIssuer::open(&state),
-            Err(DevError::NoState(_))
-        ));
-        assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0, "open wrote a file");
+        assert!(matches!(DevIssuer::open(&state), Err(DevError::NoState(_))));
+        assert_eq!(
+            std::fs::read_dir(&state).unwrap().count(),
+            0,
+            "open wrote a file"
+        );
 
         let mut served = DevIssuer::load_or_create(&state, "http://127.0.0.1:9002/dev").unwrap();
-        served.set_issuer("http://127.0.0.1:7002/dev".into()).unwrap();
+        served
+            .set_issuer("http://127.0.0.1:7002/dev".into())
+            .unwrap();
         let opened = DevIssuer::open(&state).unwrap();
         assert_eq!(opened.jwks(), served.jwks());
         assert_eq!(opened.issuer(), "http://127.0.0.1:7002/dev");
