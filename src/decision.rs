@@ -68,6 +68,9 @@ pub enum DenyReason {
     UntrustedPeer,
     /// A valid credential whose subject, token, session or client is on the denylist.
     Revoked,
+    /// A token bound to a client certificate (`cnf.x5t#S256`, RFC 8705) over a connection without that
+    /// certificate.
+    CertificateBindingMismatch,
     /// RFC 9449: the `DPoP` scheme without a `DPoP` proof header.
     DpopProofMissing,
     /// Several `DPoP` headers, or not one compact JWS with JSON parts, `jti`, no `crit`.
@@ -143,6 +146,7 @@ impl DenyReason {
         DenyReason::OrganizationNotAllowed,
         DenyReason::UntrustedPeer,
         DenyReason::Revoked,
+        DenyReason::CertificateBindingMismatch,
         DenyReason::DpopProofMissing,
         DenyReason::DpopProofMalformed,
         DenyReason::DpopProofType,
@@ -200,6 +204,7 @@ impl DenyReason {
             DenyReason::OrganizationNotAllowed => "org_not_allowed",
             DenyReason::UntrustedPeer => "untrusted_peer",
             DenyReason::Revoked => "revoked",
+            DenyReason::CertificateBindingMismatch => "certificate_binding_mismatch",
             DenyReason::DpopProofMissing => "dpop_proof_missing",
             DenyReason::DpopProofMalformed => "dpop_proof_malformed",
             DenyReason::DpopProofType => "dpop_proof_typ",
@@ -262,6 +267,9 @@ impl DenyReason {
             DenyReason::OrganizationNotAllowed => "the user is not in an allowed organization",
             DenyReason::UntrustedPeer => "the client certificate identity is not trusted",
             DenyReason::Revoked => "the token has been revoked",
+            DenyReason::CertificateBindingMismatch => {
+                "the token is bound to a client certificate this connection did not present"
+            }
             DenyReason::DpopProofMissing => "the DPoP proof is missing",
             DenyReason::DpopProofMalformed => "the DPoP proof is malformed",
             DenyReason::DpopProofType => "the DPoP proof has the wrong type",

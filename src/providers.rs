@@ -430,7 +430,9 @@ impl Providers {
                 kept.push(Arc::clone(&name));
             }
             let dpop = match &provider.kind {
-                ProviderKind::Jwt(_) | ProviderKind::Introspection(_) => {
+                ProviderKind::Jwt(_)
+                | ProviderKind::Introspection(_)
+                | ProviderKind::EnvoyJwt(_) => {
                     Some(dpop_rules(index, provider, secrets, &replay, &clock)?)
                 }
                 _ => None,
@@ -730,7 +732,20 @@ impl Providers {
                     },
                 },
                 Kind::Mtls(p) => p.authenticate(request),
-                Kind::EnvoyJwt(p) => p.authenticate(request),
+                Kind::EnvoyJwt(p) => {
+                    // `jwt_authn` verified the signature; the key binding (RFC 9449 §7.2) is ours, with
+                    // the token as the request carries it (empty when `jwt_authn` did not forward it: a
+                    // bound token's proof then cannot match its `ath`, and it is refused).
+                    let outcome = p.authenticate(request);
+                    let (found, scheme) = extract(request, entry);
+                    let (token, scheme) = match &found {
+                        Found::One(token) => (token.as_ref(), scheme),
+                        _ => ("", Scheme::Bearer),
+                    };
+                    let outcome = self.dpop_check(i, outcome, request, token, scheme).await;
+                    dpop_rejection = dpop_rejection.or(Some((i, scheme)));
+                    outcome
+                }
             };
             match outcome {
                 Outcome::Authenticated(identity) => {
@@ -989,7 +1004,6 @@ fn extract<'a>(request: &RequestView<'a>, entry: &Entry) -> (Found<'a>, Scheme) 
     }
 }
 
-/// A `jwt` or `introspection` provider's DPoP rules; without a `dpop` block, the defaults (`optional`).
 /// `dpop.nonce_secret`'s documented minimum length.
 const MIN_NONCE_SECRET_BYTES: usize = 32;
 
@@ -1022,6 +1036,8 @@ pub fn secret_too_short(
     }
 }
 
+/// A `jwt`, `introspection` or `envoy_jwt` provider's DPoP rules; without a `dpop` block, the defaults
+/// (`optional`: a bound token needs its proof, an unbound one none).
 fn dpop_rules(
     index: usize,
     provider: &crate::config::ProviderConfig,

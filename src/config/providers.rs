@@ -141,6 +141,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Jwt(c) => c.dpop.as_ref(),
             ProviderKind::Introspection(c) => c.dpop.as_ref(),
+            ProviderKind::EnvoyJwt(c) => c.dpop.as_ref(),
             _ => None,
         }
     }
@@ -801,6 +802,12 @@ pub struct EnvoyJwtConfig {
     /// `client_id`/`azp` are machine tokens whatever this says.
     #[serde(default)]
     pub machine_subject_suffix: Option<String>,
+    /// DPoP (RFC 9449) for tokens `jwt_authn` verified, with the same rules as a `jwt` provider's: a token
+    /// bound to a key (`cnf.jkt`) is only accepted with a valid proof (`Authorization: DPoP`, or Bearer
+    /// when `jwt_authn` reads that, with the `DPoP` header; `jwt_authn` must forward the token,
+    /// `forward: true`, for the proof's `ath` to be checked). Defaults to `mode: optional`.
+    #[serde(default)]
+    pub dpop: Option<DpopConfig>,
 }
 
 fn default_jwt_authn_namespace() -> String {
