@@ -412,9 +412,16 @@ impl Providers {
             .map(|d| d.replay_cache_entries)
             .max()
             .unwrap_or_else(|| crate::config::dpop::DpopConfig::default().replay_cache_entries);
+        // Kept on reload; of another size, it takes over every proof the old one remembers, so a proof
+        // seen before a reload is a replay after it whatever changed.
         let replay = match previous {
             Some(p) if p.replay_entries == replay_entries => Arc::clone(&p.replay),
-            _ => Arc::new(ReplayCache::new(replay_entries, clock.clone())),
+            Some(p) => Arc::new(ReplayCache::replacing(
+                replay_entries,
+                clock.clone(),
+                &p.replay,
+            )),
+            None => Arc::new(ReplayCache::new(replay_entries, clock.clone())),
         };
         let mut kept = Vec::new();
         for (index, provider) in config.providers.iter().enumerate() {
@@ -433,7 +440,19 @@ impl Providers {
                 ProviderKind::Jwt(_)
                 | ProviderKind::Introspection(_)
                 | ProviderKind::EnvoyJwt(_) => {
-                    Some(dpop_rules(index, provider, secrets, &replay, &clock)?)
+                    // The rules this provider had before a reload, for the proofs issued under them.
+                    let before = previous
+                        .and_then(|p| p.entries.iter().find(|e| e.name == name))
+                        .and_then(|e| e.dpop.as_ref())
+                        .map(|(dpop, _)| Arc::clone(dpop));
+                    Some(dpop_rules(
+                        index,
+                        provider,
+                        secrets,
+                        &replay,
+                        &clock,
+                        before.as_deref(),
+                    )?)
                 }
                 _ => None,
             };
@@ -1044,6 +1063,7 @@ fn dpop_rules(
     secrets: &SecretSource,
     replay: &Arc<ReplayCache>,
     clock: &Clock,
+    before: Option<&Dpop>,
 ) -> Result<(Arc<Dpop>, Option<CredentialLocation>), BuildError> {
     let configured = provider.kind.dpop();
     let config = configured.cloned().unwrap_or_default();
@@ -1072,13 +1092,16 @@ fn dpop_rules(
             });
         }
     }
-    let dpop = Dpop::new(
+    let mut dpop = Dpop::new(
         &config,
         secret.as_ref(),
         Arc::clone(replay),
         clock.clone(),
         configured.is_some(),
     );
+    if let Some(before) = before {
+        dpop = dpop.after(before);
+    }
     let dpop_location = match &provider.credential {
         CredentialLocation::Header {
             name,
