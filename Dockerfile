@@ -10,8 +10,10 @@
 #   - gRPC health (grpc.health.v1.Health) on 9001 (Kubernetes `grpc:` probe): service "liveness"
 #     for liveness (SERVING while the process runs), service "" for readiness, or
 #   - HTTP GET /healthz (liveness) and /readyz (readiness) on the admin port 9002.
-# The process writes nothing to its filesystem, so `--read-only` /
-# `readOnlyRootFilesystem: true` work as is.
+# The process writes to its filesystem only where a setting asks it to: `serve --dev` keeps its key in
+# --state-dir, and an identity_token without signing_key keeps its generated key in
+# identity_token.state_dir. Without those, `--read-only` / `readOnlyRootFilesystem: true` work as is;
+# with them, mount a writable volume there (or give identity_token a signing_key).
 
 # The toolchain the crate is developed with; Cargo.toml's rust-version (1.89) is the floor.
 ARG RUST_VERSION=1.95

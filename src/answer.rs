@@ -266,24 +266,22 @@ fn allow<'a>(
             {
                 remove.push(name.clone());
             }
-            Some(CredentialLocation::Cookie(cookie)) => {
-                // Every `cookie` line: the rewrite replaces them all with the one line kept.
-                if request.headers.count("cookie") > 0 {
-                    let kept: Vec<&str> = request
-                        .headers
-                        .values("cookie")
-                        .flat_map(|line| line.split(';'))
-                        .map(str::trim)
-                        .filter(|pair| {
-                            !pair.is_empty()
-                                && pair.split_once('=').is_none_or(|(k, _)| k.trim() != cookie)
-                        })
-                        .collect();
-                    if kept.is_empty() {
-                        remove.push("cookie".to_owned());
-                    } else {
-                        headers.push((Cow::Borrowed("cookie"), Cow::Owned(kept.join("; "))));
-                    }
+            // Every `cookie` line: the rewrite replaces them all with the one line kept.
+            Some(CredentialLocation::Cookie(cookie)) if request.headers.count("cookie") > 0 => {
+                let kept: Vec<&str> = request
+                    .headers
+                    .values("cookie")
+                    .flat_map(|line| line.split(';'))
+                    .map(str::trim)
+                    .filter(|pair| {
+                        !pair.is_empty()
+                            && pair.split_once('=').is_none_or(|(k, _)| k.trim() != cookie)
+                    })
+                    .collect();
+                if kept.is_empty() {
+                    remove.push("cookie".to_owned());
+                } else {
+                    headers.push((Cow::Borrowed("cookie"), Cow::Owned(kept.join("; "))));
                 }
             }
             Some(CredentialLocation::Query(param)) => remove_query.push(param.clone()),

@@ -12,6 +12,7 @@ use crate::config::Mode;
 use crate::decision::{Decision, Denial, DenyCause, DenyReason};
 use crate::identity::{Identity, IdentityBuilder};
 use crate::policy::{ExplainStep, Policy, Route, RouteChoice};
+use crate::providers::mtls::certificate_binding_holds;
 use crate::providers::{Attempt, ChainOutcome, Providers};
 use crate::request::RequestView;
 use crate::revocation::Denylist;
@@ -110,6 +111,12 @@ impl Authorizer {
         } else if self.policy.ambiguous_path(request, route) {
             // A near-variant of a path another route takes.
             Some(DenyReason::AmbiguousPath)
+        } else if self
+            .providers
+            .unowned_authorization(request, route.provider_indices())
+        {
+            // A credential none of the route's providers can judge: never passed upstream unverified.
+            Some(DenyReason::UnownedCredential)
         } else {
             None
         };
@@ -132,11 +139,19 @@ impl Authorizer {
         let now = self.clock.now();
         let (identity, denial) = match chain {
             // Revocation applies to every authenticated identity, fresh or from a cache.
+            // Revocation, and the certificate binding of RFC 8705 (checked per request: a cached identity
+            // may come back over another connection).
             ChainOutcome::Authenticated(identity)
-                if self.denylist.revoked(&identity, now, self.iat_leeway) =>
+                if self.denylist.revoked(&identity, now, self.iat_leeway)
+                    || !certificate_binding_holds(&identity.claims, request) =>
             {
+                let reason = if self.denylist.revoked(&identity, now, self.iat_leeway) {
+                    DenyReason::Revoked
+                } else {
+                    DenyReason::CertificateBindingMismatch
+                };
                 let denial = Denial {
-                    cause: DenyCause::Credential(DenyReason::Revoked),
+                    cause: DenyCause::Credential(reason),
                     provider: Some(Arc::clone(&identity.provider)),
                     principal: identity.subject.as_deref().map(Arc::from),
                     message: None,

@@ -1,9 +1,9 @@
 //! The commands behind the `portcullis` binary: each takes its parsed arguments and returns the process
 //! exit code. `main.rs` only parses the command line and dispatches here.
 //!
-//! Exit codes: 0 success (allowed); 1 a failure to act (cannot bind, cannot ask); 3 denied; 4 the server
-//! could not decide; 5 `check --expect` got another answer; 64 a configuration that cannot be used
-//! (EX_USAGE, as linkerd does).
+//! Exit codes: 0 success (allowed); 1 a failure to act (cannot bind, cannot ask, no dev state to mint
+//! with); 3 denied; 4 the server could not decide; 5 `check --expect` got another answer; 64 a
+//! configuration that cannot be used (EX_USAGE, as linkerd does).
 
 mod import_llama;
 
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors, LoadError, ProviderKind, SecretSource};
-use crate::dev::{self, DevIssuer};
+use crate::dev::{self, DevError, DevIssuer, OneOffIssuer, TokenAlgorithm, TokenClaims};
 use crate::runtime::{self, Runtime};
 use crate::server::tls::ServerTls;
 use crate::server::{self, App, CheckService, Reloader};
@@ -41,9 +41,36 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     runtime().block_on(async { report(serve_until_signal(args).await) })
 }
 
-/// `token`: print a token the `serve --dev` server accepts.
+/// `token`: print a token the `serve --dev` server accepts (or, with `--iss`, one for another issuer).
 pub fn token(args: &TokenArgs) -> ExitCode {
     report(mint(args))
+}
+
+/// `bench`: the load generator, with a word on stderr when this is a debug build (its figures measure the
+/// unoptimised code, not portcullis).
+pub fn bench(args: portcullis_bench::BenchArgs) -> ExitCode {
+    let measures = args.serve_noop.is_none() && !args.setup_only;
+    if cfg!(debug_assertions) && measures {
+        eprintln!(
+            "warning: this is a debug build: its figures are meaningless (unoptimised code runs many times \
+             slower). Build and run a release binary: cargo build --release && target/release/portcullis bench ..."
+        );
+    }
+    portcullis_bench::main(args, validate_bench_config)
+}
+
+/// The bench's check of the configuration it writes: the library's own parsing and validation (the
+/// bench package does not link the library).
+fn validate_bench_config(yaml: &str) -> Result<(), String> {
+    match Config::from_yaml_str(yaml) {
+        Ok(_) => Ok(()),
+        Err(errors) => Err(errors
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
 }
 
 /// `hash-key`: print an API key's digest.
@@ -154,8 +181,8 @@ pub struct ServeArgs {
     /// admin port and trusts them: never expose it. Without this flag a non-loopback address is refused.
     #[arg(long, requires = "dev")]
     dangerous_dev_non_loopback: bool,
-    /// Where `--dev` keeps its signing key.
-    #[arg(long, default_value = ".portcullis-dev", env = "PORTCULLIS_DEV_STATE")]
+    /// Where `--dev` keeps its signing key (made on first start); `portcullis token` needs the same directory.
+    #[arg(long, default_value = dev::DEFAULT_STATE_DIR, env = dev::STATE_DIR_ENV)]
     state_dir: PathBuf,
 }
 
@@ -170,17 +197,32 @@ pub struct TokenArgs {
     /// Space-separated Auth0-style RBAC permissions (`permissions` array).
     #[arg(long)]
     permissions: Option<String>,
-    /// The audience (`aud`).
-    #[arg(long, default_value = dev::DEV_AUDIENCE)]
-    aud: String,
+    /// The audience (`aud`): the dev server's (`portcullis-dev`) unless given; required with `--iss`.
+    #[arg(long)]
+    aud: Option<String>,
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     ttl: i64,
-    /// An extra claim, `name=value`; the value is read as JSON when it parses, else as a string.
+    /// The issuer (`iss`) of a token for another provider than the dev server's (e.g. a shipped example's,
+    /// to try with `explain --jwks`): signed with a key made for this run, which only the key set written
+    /// by `--write-jwks` verifies. Without it, the token is the dev server's, signed with its key.
+    #[arg(long, value_name = "ISSUER", requires = "write_jwks")]
+    iss: Option<String>,
+    /// The signing algorithm: the dev server's key is ES256 (the only choice without `--iss`); with
+    /// `--iss`, RS256 unless given (what a `jwt` provider accepts by default).
+    #[arg(long, value_enum, ignore_case = true)]
+    alg: Option<TokenAlgorithm>,
+    /// Write the public key set that verifies the token to FILE, adding to the keys already there (so
+    /// tokens from several runs verify against one file), for `explain --jwks FILE`.
+    #[arg(long, value_name = "FILE")]
+    write_jwks: Option<PathBuf>,
+    /// An extra claim, `name=value`; the value is read as JSON when it parses, else as a string. The claims
+    /// the flags set (`iss`, `sub`, `aud`, `iat`, `exp`) are refused here: use the flag.
     #[arg(long = "claim", value_name = "NAME=VALUE")]
     claims: Vec<String>,
-    /// The dev server's state directory.
-    #[arg(long, default_value = ".portcullis-dev", env = "PORTCULLIS_DEV_STATE")]
+    /// The dev server's state directory: the one `serve --dev` was given, `.portcullis-dev` in the
+    /// directory it was started from by default. `token` reads it and never creates it.
+    #[arg(long, default_value = dev::DEFAULT_STATE_DIR, env = dev::STATE_DIR_ENV)]
     state_dir: PathBuf,
 }
 
@@ -267,14 +309,10 @@ pub struct RevokeArgs {
     /// The admin port's base URL, e.g. `http://127.0.0.1:9002`.
     #[arg(long)]
     admin: String,
-    /// The admin API secret (`revocation.admin_secret` of the server).
-    #[arg(
-        long,
-        env = "PORTCULLIS_ADMIN_SECRET",
-        hide_env_values = true,
-        hide = true
-    )]
-    secret: String,
+    /// Refused: a secret on the command line shows in `ps` and in shell history. The secret comes from
+    /// PORTCULLIS_ADMIN_SECRET only.
+    #[arg(long, hide = true)]
+    secret: Option<String>,
     /// Revoke every token of this subject issued until now.
     #[arg(long)]
     sub: Option<String>,
@@ -536,14 +574,27 @@ fn print_dev_banner(config: &Config, issuer: &DevIssuer, state_dir: &Path) {
          admin:       http://{admin}  (/healthz /readyz /metrics)\n  \
          issuer:      {iss}  (keys in {state})\n  \
          audience:    {aud}\n\n  \
-         mint a token:   portcullis token --sub alice --scope \"read:x write:x\"\n  \
+         mint a token:   portcullis token{state_flag} --sub alice --scope \"read:x write:x\"\n  \
          ask a check:    portcullis check --addr http://{grpc} --header \"authorization: Bearer $TOKEN\"\n",
         grpc = config.server.listen,
         admin = config.server.admin_listen,
         iss = issuer.issuer(),
         state = state_dir.display(),
         aud = dev::DEV_AUDIENCE,
+        state_flag = state_flag(state_dir),
     );
+}
+
+/// The `--state-dir` a `token` run needs to find this dev server's key, whatever its working directory:
+/// none for the default when the environment names no other.
+fn state_flag(state_dir: &Path) -> String {
+    let default = state_dir == Path::new(dev::DEFAULT_STATE_DIR)
+        && std::env::var_os(dev::STATE_DIR_ENV).is_none();
+    if default {
+        return String::new();
+    }
+    let absolute = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    format!(" --state-dir {}", absolute.display())
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -565,9 +616,17 @@ async fn shutdown_signal() {
     }
 }
 
+/// The claims the `token` flags set, and the flag to use instead of `--claim NAME=…`.
+const FLAG_CLAIMS: [(&str, &str); 5] = [
+    ("iss", "--iss"),
+    ("sub", "--sub"),
+    ("aud", "--aud"),
+    ("iat", "--ttl"),
+    ("exp", "--ttl"),
+];
+
 fn mint(args: &TokenArgs) -> anyhow::Result<()> {
-    let default_issuer = dev::issuer_for(dev::DEV_ADMIN_LISTEN.parse().expect("valid"));
-    let issuer = DevIssuer::load_or_create(&args.state_dir, &default_issuer)?;
+    anyhow::ensure!(args.ttl > 0, "--ttl must be positive");
     let mut extra = Map::new();
     if let Some(permissions) = &args.permissions {
         extra.insert(
@@ -579,20 +638,79 @@ fn mint(args: &TokenArgs) -> anyhow::Result<()> {
         let (name, value) = claim
             .split_once('=')
             .with_context(|| format!("--claim `{claim}` is not NAME=VALUE"))?;
+        if let Some((_, flag)) = FLAG_CLAIMS.iter().find(|(claim, _)| *claim == name) {
+            anyhow::bail!("--claim {name}=…: `{name}` is set by {flag}; use {flag} instead");
+        }
+        let taken = match name {
+            "scope" => (!args.scope.trim().is_empty()).then_some("--scope"),
+            "permissions" => args.permissions.as_ref().map(|_| "--permissions"),
+            _ => None,
+        };
+        if let Some(flag) = taken {
+            anyhow::bail!("--claim {name}=… and {flag} both set `{name}`: give one");
+        }
         let value = serde_json::from_str(value).unwrap_or_else(|_| Value::from(value));
         extra.insert(name.to_owned(), value);
     }
-    anyhow::ensure!(args.ttl > 0, "--ttl must be positive");
-    let token = issuer.mint(
-        &args.sub,
-        &args.scope,
-        &args.aud,
-        args.ttl,
-        Clock::system().now(),
+    let claims = |audience| TokenClaims {
+        sub: &args.sub,
+        scopes: &args.scope,
+        audience,
+        ttl_seconds: args.ttl,
+        now: Clock::system().now(),
         extra,
-    )?;
+    };
+    let (token, jwk) = match &args.iss {
+        Some(iss) => {
+            let aud = args.aud.as_deref().context(
+                "--iss needs --aud: the audience the provider expects (one of its `audiences`)",
+            )?;
+            let issuer = OneOffIssuer::generate(iss, args.alg.unwrap_or(TokenAlgorithm::Rs256))?;
+            (issuer.mint(claims(aud))?, issuer.jwk().clone())
+        }
+        None => {
+            if let Some(alg) = args.alg.filter(|alg| *alg != TokenAlgorithm::Es256) {
+                anyhow::bail!(
+                    "--alg {}: the dev server's key is ES256. For a token another provider accepts, add \
+                     --iss ISSUER --aud AUDIENCE --write-jwks FILE (a key made for this run)",
+                    alg.as_str()
+                );
+            }
+            let issuer = open_dev_state(&args.state_dir)?;
+            let aud = args.aud.as_deref().unwrap_or(dev::DEV_AUDIENCE);
+            (issuer.mint(claims(aud))?, issuer.jwk())
+        }
+    };
+    if let Some(path) = &args.write_jwks {
+        dev::add_to_key_set(path, &jwk)?;
+    }
     println!("{token}");
     Ok(())
+}
+
+/// The dev server's issuer from its state directory; when there is none, where it would be and how to
+/// point at it (a key made here would sign tokens every dev server refuses as `unknown_kid`).
+fn open_dev_state(state_dir: &Path) -> anyhow::Result<DevIssuer> {
+    match DevIssuer::open(state_dir) {
+        Err(DevError::NoState(dir)) => {
+            let shown = std::path::absolute(&dir).unwrap_or(dir);
+            anyhow::bail!(
+                "no dev server state in `{shown}`: `serve --dev` makes its signing key there on first start, \
+                 and `token` does not make one (a key of its own would sign tokens the dev server refuses as \
+                 unknown_kid).\n  \
+                 The dev server keeps its state in `{default}/` under the directory it was started from, or in \
+                 the directory its --state-dir (or {env}) names.\n  \
+                 Run `portcullis token` from that directory, or point at the state: \
+                 portcullis token --state-dir /path/to/{default} (or {env}=/path/to/{default}).\n  \
+                 For a token another configuration accepts (e.g. an example's provider, tried with \
+                 `explain --jwks`): portcullis token --iss ISSUER --aud AUDIENCE --write-jwks FILE",
+                shown = shown.display(),
+                default = dev::DEFAULT_STATE_DIR,
+                env = dev::STATE_DIR_ENV,
+            )
+        }
+        opened => Ok(opened?),
+    }
 }
 
 fn digest_key(args: HashKeyArgs) -> anyhow::Result<()> {
@@ -667,6 +785,17 @@ async fn ask_admin(args: RevokeArgs) -> anyhow::Result<()> {
     .into_iter()
     .find_map(|(kind, value)| Some((kind, value.clone()?)))
     .context("name what to revoke: --sub, --jti, --sid or --client-id")?;
+    anyhow::ensure!(
+        args.secret.is_none(),
+        "--secret is not accepted (a secret on the command line shows in `ps` and in shell history): \
+         set {ADMIN_SECRET_ENV} to the server's `revocation.admin_secret` instead"
+    );
+    let secret = std::env::var(ADMIN_SECRET_ENV)
+        .ok()
+        .filter(|secret| !secret.is_empty())
+        .with_context(|| {
+            format!("set {ADMIN_SECRET_ENV} to the server's `revocation.admin_secret`")
+        })?;
     let base = args.admin.trim_end_matches('/');
     let client = reqwest::Client::new();
     let request = if args.undo {
@@ -688,17 +817,40 @@ async fn ask_admin(args: RevokeArgs) -> anyhow::Result<()> {
         client.post(format!("{base}/admin/revocations")).json(&body)
     };
     let response = request
-        .bearer_auth(&args.secret)
+        .bearer_auth(&secret)
         .timeout(std::time::Duration::from_secs(10))
         .send()
         .await
         .with_context(|| format!("cannot reach the admin API at {base}"))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
-    println!("{text}");
-    anyhow::ensure!(status.is_success(), "the admin API answered {status}");
-    Ok(())
+    if !text.is_empty() {
+        println!("{text}");
+    }
+    if status.is_success() {
+        return Ok(());
+    }
+    // The API answers its own refusals with a JSON `error`; a bare 404 is a route that is not there.
+    let answered = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|body| body.get("error").cloned())
+        .is_some();
+    match status {
+        reqwest::StatusCode::NOT_FOUND if !answered => anyhow::bail!(
+            "{base} has no revocation API (404): the server's admin API is off unless its configuration sets \
+             `revocation.admin_secret`, or {base} is not a portcullis admin port (`server.admin_listen`, \
+             default port 9002; not the gRPC port)"
+        ),
+        reqwest::StatusCode::UNAUTHORIZED => anyhow::bail!(
+            "the admin API at {base} refused the secret (401): {ADMIN_SECRET_ENV} is not the server's \
+             `revocation.admin_secret`"
+        ),
+        _ => anyhow::bail!("the admin API answered {status}"),
+    }
 }
+
+/// Where `revoke` reads the admin API secret from (never the command line).
+const ADMIN_SECRET_ENV: &str = "PORTCULLIS_ADMIN_SECRET";
 
 /// `explain`: the server's own Check service, in process, with the explanation switched on.
 async fn explain_offline(args: ExplainArgs) -> ExitCode {
@@ -713,6 +865,10 @@ async fn explain_answer(
 ) -> anyhow::Result<(client::Verdict, serde_json::Value)> {
     use prost::Message as _;
     let mut config = load_config(&args.config)?;
+    // A request that cannot be built is refused before any key set is fetched.
+    let mut headers = Vec::new();
+    let ask = args.request.ask("", &mut headers, true);
+    let request = client::check_request(&ask)?;
     if let Some(jwks) = &args.jwks {
         use_local_jwks(&mut config, jwks);
     }
@@ -733,9 +889,6 @@ async fn explain_answer(
         eprintln!("warning: some providers' keys could not be loaded within 10 s; their tokens cannot be decided");
     }
     let app = Arc::new(App::new(&config, runtime, None));
-    let mut headers = Vec::new();
-    let ask = args.request.ask("", &mut headers, true);
-    let request = client::check_request(&ask)?;
     let message = bytes::Bytes::from(request.encode_to_vec());
     let response = CheckService::new(app)
         .check(tonic::Request::new(message))

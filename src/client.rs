@@ -34,6 +34,15 @@ pub enum Verdict {
 pub enum AskError {
     #[error("`{0}` is not a valid server address (expected e.g. http://127.0.0.1:9001)")]
     BadAddress(String),
+    #[error(
+        "`{0}` has no scheme: write `http://{0}`, or `https://{0}` for a server with `server.tls` \
+         (the scheme is not guessed: plain text to a TLS server fails with a less clear error)"
+    )]
+    MissingScheme(String),
+    #[error(
+        "`{0}`: the scheme must be http:// or https:// (https:// for a server with `server.tls`)"
+    )]
+    UnsupportedScheme(String),
     #[error("cannot connect to {addr}: {source}")]
     Connect {
         addr: String,
@@ -216,6 +225,13 @@ pub async fn ask(ask: &Ask<'_>) -> Result<(Verdict, Value), AskError> {
 /// As [`ask`]; an `https://` address is reached over TLS with `tls`.
 pub async fn ask_over(ask: &Ask<'_>, tls: &ClientTls) -> Result<(Verdict, Value), AskError> {
     let request = check_request(ask)?;
+    match ask.addr.split_once("://") {
+        None => return Err(AskError::MissingScheme(ask.addr.to_owned())),
+        Some((scheme, _)) if !matches!(scheme, "http" | "https") => {
+            return Err(AskError::UnsupportedScheme(ask.addr.to_owned()))
+        }
+        Some(_) => {}
+    }
     let endpoint = tonic::transport::Endpoint::from_shared(ask.addr.to_owned())
         .map_err(|_| AskError::BadAddress(ask.addr.to_owned()))?
         .connect_timeout(std::time::Duration::from_secs(5))

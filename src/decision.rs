@@ -25,6 +25,10 @@ pub enum DenyReason {
     NotAJwt,
     /// A JWS-shaped token where only opaque-token providers look: present, and understood by none.
     UnsupportedCredential,
+    /// An `Authorization` credential (that scheme, or the header at all) that no provider of the route
+    /// reads: refused rather than passed upstream unverified. RFC 6750 §3.1: an unsupported method gets a
+    /// challenge without an error code.
+    UnownedCredential,
     /// A header the policy reads (a route `match`, `organization.from_header`) arrived more than once.
     RepeatedHeader,
     /// More headers than `server.max_headers`: not looked at, refused (fail closed).
@@ -64,6 +68,9 @@ pub enum DenyReason {
     UntrustedPeer,
     /// A valid credential whose subject, token, session or client is on the denylist.
     Revoked,
+    /// A token bound to a client certificate (`cnf.x5t#S256`, RFC 8705) over a connection without that
+    /// certificate.
+    CertificateBindingMismatch,
     /// RFC 9449: the `DPoP` scheme without a `DPoP` proof header.
     DpopProofMissing,
     /// Several `DPoP` headers, or not one compact JWS with JSON parts, `jti`, no `crit`.
@@ -112,6 +119,7 @@ impl DenyReason {
         DenyReason::MalformedToken,
         DenyReason::NotAJwt,
         DenyReason::UnsupportedCredential,
+        DenyReason::UnownedCredential,
         DenyReason::RepeatedHeader,
         DenyReason::TooManyHeaders,
         DenyReason::AmbiguousPath,
@@ -138,6 +146,7 @@ impl DenyReason {
         DenyReason::OrganizationNotAllowed,
         DenyReason::UntrustedPeer,
         DenyReason::Revoked,
+        DenyReason::CertificateBindingMismatch,
         DenyReason::DpopProofMissing,
         DenyReason::DpopProofMalformed,
         DenyReason::DpopProofType,
@@ -168,6 +177,7 @@ impl DenyReason {
             DenyReason::MalformedToken => "malformed_token",
             DenyReason::NotAJwt => "not_a_jwt",
             DenyReason::UnsupportedCredential => "unsupported_credential",
+            DenyReason::UnownedCredential => "unowned_credential",
             DenyReason::RepeatedHeader => "repeated_header",
             DenyReason::TooManyHeaders => "too_many_headers",
             DenyReason::AmbiguousPath => "ambiguous_path",
@@ -194,6 +204,7 @@ impl DenyReason {
             DenyReason::OrganizationNotAllowed => "org_not_allowed",
             DenyReason::UntrustedPeer => "untrusted_peer",
             DenyReason::Revoked => "revoked",
+            DenyReason::CertificateBindingMismatch => "certificate_binding_mismatch",
             DenyReason::DpopProofMissing => "dpop_proof_missing",
             DenyReason::DpopProofMalformed => "dpop_proof_malformed",
             DenyReason::DpopProofType => "dpop_proof_typ",
@@ -227,6 +238,9 @@ impl DenyReason {
             DenyReason::UnsupportedCredential => {
                 "the credential is not of a kind this route accepts"
             }
+            DenyReason::UnownedCredential => {
+                "the Authorization credential is not one this route accepts"
+            }
             DenyReason::RepeatedHeader => "a header the policy reads was sent more than once",
             DenyReason::TooManyHeaders => "the request has more headers than this service reads",
             DenyReason::AmbiguousPath => "the path is a variant of a path another route takes",
@@ -253,6 +267,9 @@ impl DenyReason {
             DenyReason::OrganizationNotAllowed => "the user is not in an allowed organization",
             DenyReason::UntrustedPeer => "the client certificate identity is not trusted",
             DenyReason::Revoked => "the token has been revoked",
+            DenyReason::CertificateBindingMismatch => {
+                "the token is bound to a client certificate this connection did not present"
+            }
             DenyReason::DpopProofMissing => "the DPoP proof is missing",
             DenyReason::DpopProofMalformed => "the DPoP proof is malformed",
             DenyReason::DpopProofType => "the DPoP proof has the wrong type",
@@ -445,7 +462,9 @@ impl Denial {
     /// The RFC 6750 `error` code (`unauthorized` when no credential was sent).
     pub fn error_code(&self) -> &'static str {
         match &self.cause {
-            DenyCause::Credential(DenyReason::MissingCredential) => "unauthorized",
+            DenyCause::Credential(
+                DenyReason::MissingCredential | DenyReason::UnownedCredential,
+            ) => "unauthorized",
             DenyCause::Credential(reason) => reason.error_code(),
             DenyCause::Policy(unmet) => unmet.error_code(),
         }
@@ -458,10 +477,14 @@ impl Denial {
         }
     }
 
-    /// True when the answer carries no `error` in its challenge: no credential was presented.
+    /// True when the answer carries no `error` in its challenge: no credential was presented, or one of a
+    /// method the route does not support (RFC 6750 §3.1).
     pub fn is_plain_challenge(&self) -> bool {
         match &self.cause {
-            DenyCause::Credential(reason) => *reason == DenyReason::MissingCredential,
+            DenyCause::Credential(reason) => matches!(
+                reason,
+                DenyReason::MissingCredential | DenyReason::UnownedCredential
+            ),
             DenyCause::Policy(unmet) => unmet.reason() == UnmetReason::AnonymousNotAllowed,
         }
     }

@@ -64,6 +64,10 @@ pub struct Dpop {
     clock: Clock,
     /// The provider configured `dpop:` itself: its challenges advertise the scheme.
     advertised: bool,
+    /// After a reload that raised `max_age_seconds`: when, and the window before it. A proof issued before
+    /// the reload may have been seen under the old window, whose record lasts only that long, so such a
+    /// proof is held to the old window (a replay of it is never outside every record).
+    earlier_window: Option<(i64, i64)>,
 }
 
 // === impl Dpop ===
@@ -105,7 +109,19 @@ impl Dpop {
             replay,
             clock,
             advertised,
+            earlier_window: None,
         }
+    }
+
+    /// These rules replace `previous` on reload: when this window is longer, proofs issued before now keep
+    /// the previous (shorter) window, for which their replay records were made.
+    pub fn after(mut self, previous: &Dpop) -> Dpop {
+        let narrower = match previous.earlier_window {
+            Some((at, window)) => Some((at, window.min(previous.max_age))),
+            None => Some((self.clock.now(), previous.max_age)),
+        };
+        self.earlier_window = narrower.filter(|&(_, window)| window < self.max_age);
+        self
     }
 
     /// Whether challenges should name the `DPoP` scheme (a `dpop` block is configured and not `off`).
@@ -162,6 +178,11 @@ impl Dpop {
         };
         if proof.jkt != jkt {
             return reject(DenyReason::DpopKeyMismatch);
+        }
+        if let Some((reloaded_at, window)) = self.earlier_window {
+            if proof.iat <= reloaded_at && proof.iat < self.clock.now() - window {
+                return reject(DenyReason::DpopProofStale);
+            }
         }
         let remember_until = proof.iat.max(self.clock.now()) + self.max_age;
         match self

@@ -32,7 +32,9 @@ struct Cli {
 enum Command {
     /// Serve Check (gRPC) and the admin endpoints (HTTP).
     Serve(cli::ServeArgs),
-    /// Print a token the `serve --dev` server accepts.
+    /// Print a token the `serve --dev` server accepts, signed with the key in its state directory (never
+    /// made here: exits 1 when there is none); with `--iss`, a token for another issuer, signed with a key
+    /// made for this run whose key set `--write-jwks` writes (for `explain --jwks`).
     Token(cli::TokenArgs),
     /// Send one Check to a running server and print the decision as JSON.
     /// Exits 0 when allowed, 3 when denied, 4 when the server could not decide, 1 when it could not ask;
@@ -42,7 +44,8 @@ enum Command {
     /// Exits 0 when valid, 64 when not.
     ValidateConfig(cli::ValidateArgs),
     /// Evaluate a request offline, through the same code path as the server, and print the decision with
-    /// its explanation (route, providers tried, requirements). Exits like `check`.
+    /// its explanation (route, providers tried, requirements). Exits 0 when allowed, 3 when denied, 4 when
+    /// it could not decide (as `check`), 64 when the configuration cannot be used, 1 on any other failure.
     Explain(cli::ExplainArgs),
     /// Print the SHA-256 digest of an API key for an `api_key` provider's `sha256`. Reads the key from
     /// standard input (one line) unless given, so it stays out of shell history.
@@ -70,19 +73,6 @@ fn main() -> ExitCode {
         Command::Explain(args) => cli::explain(args),
         Command::Revoke(args) => cli::revoke(args),
         Command::Import(args) => cli::import(&args),
-        Command::Bench(args) => portcullis_bench::main(args, validate_bench_config),
-    }
-}
-
-/// The bench's check of the configuration it writes: the library's own parsing and validation.
-fn validate_bench_config(yaml: &str) -> Result<(), String> {
-    match portcullis::Config::from_yaml_str(yaml) {
-        Ok(_) => Ok(()),
-        Err(errors) => Err(errors
-            .0
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")),
+        Command::Bench(args) => cli::bench(args),
     }
 }

@@ -51,6 +51,8 @@ use crate::dpop::{Dpop, ReplayCache};
 use crate::identity::Identity;
 use crate::request::RequestView;
 
+pub use self::build::secret_too_short;
+
 /// What one provider (or the chain) makes of a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

@@ -197,11 +197,22 @@ pub fn check(config: &Config, secrets: Option<&SecretSource>) -> Vec<Problem> {
         }
         for (i, provider) in config.providers.iter().enumerate() {
             for (field, secret) in provider.kind.secrets() {
-                if let Err(e) = secret.resolve(source) {
-                    problems.push(Problem {
+                match secret.resolve(source) {
+                    Err(e) => problems.push(Problem {
                         path: format!("providers[{i}].{field}"),
                         message: e.to_string(),
-                    });
+                    }),
+                    // Long enough for what it keys (the build refuses the same).
+                    Ok(value) => {
+                        if let Some(message) =
+                            crate::providers::secret_too_short(provider, field, value.expose())
+                        {
+                            problems.push(Problem {
+                                path: format!("providers[{i}].{field}"),
+                                message,
+                            });
+                        }
+                    }
                 }
             }
         }

@@ -35,11 +35,26 @@ pub enum StateError {
 
 /// The revocation settings the admin port needs.
 pub struct RevocationSettings {
-    pub admin_secret: Option<Secret>,
-    pub auth0_secret: Option<Secret>,
+    /// Read again on every reload, so a rotated `{file:}` secret replaces the old one at once.
+    secrets: arc_swap::ArcSwap<RevocationSecrets>,
     pub default_ttl_seconds: u64,
     pub auth0_issuer: Option<String>,
     pub auth0_max_body_bytes: usize,
+}
+
+/// The secrets of the admin API and the Auth0 log stream receiver (`None`: that endpoint is off).
+pub struct RevocationSecrets {
+    pub admin: Option<Secret>,
+    pub auth0: Option<Secret>,
+}
+
+// === impl RevocationSettings ===
+
+impl RevocationSettings {
+    /// The secrets in force.
+    pub fn secrets(&self) -> Arc<RevocationSecrets> {
+        self.secrets.load_full()
+    }
 }
 
 /// The largest number of live "seen once" records kept in memory.
@@ -79,11 +94,13 @@ impl SharedState {
         };
         let revocation = &config.revocation;
         let settings = RevocationSettings {
-            admin_secret: resolve("revocation.admin_secret", &revocation.admin_secret),
-            auth0_secret: resolve(
-                "revocation.auth0_log_stream_secret",
-                &revocation.auth0_log_stream_secret,
-            ),
+            secrets: arc_swap::ArcSwap::from_pointee(RevocationSecrets {
+                admin: resolve("revocation.admin_secret", &revocation.admin_secret),
+                auth0: resolve(
+                    "revocation.auth0_log_stream_secret",
+                    &revocation.auth0_log_stream_secret,
+                ),
+            }),
             default_ttl_seconds: revocation.default_ttl_seconds,
             auth0_issuer: revocation.auth0_issuer.clone(),
             auth0_max_body_bytes: revocation.auth0_max_body_bytes,
@@ -117,8 +134,10 @@ impl SharedState {
         SharedState {
             denylist: Arc::default(),
             settings: RevocationSettings {
-                admin_secret: None,
-                auth0_secret: None,
+                secrets: arc_swap::ArcSwap::from_pointee(RevocationSecrets {
+                    admin: None,
+                    auth0: None,
+                }),
                 default_ttl_seconds: 86_400,
                 auth0_issuer: None,
                 auth0_max_body_bytes: 1 << 20,
@@ -143,6 +162,35 @@ impl SharedState {
 
     pub fn settings(&self) -> &RevocationSettings {
         &self.settings
+    }
+
+    /// Reads the admin API's and the Auth0 receiver's secrets again (a reload: the `revocation` section
+    /// itself cannot change, but a `{file:}` secret it names can be rotated), and puts them in force only
+    /// when both resolve; otherwise the problems, and the old secrets stay.
+    pub fn reload_secrets(
+        &self,
+        config: &Config,
+        secrets: &SecretSource,
+    ) -> Result<(), ConfigErrors> {
+        let mut problems = Problems::default();
+        let mut resolve = |path: &str, secret: &Option<SecretRef>| {
+            secret.as_ref().and_then(|s| {
+                s.resolve(secrets)
+                    .map_err(|e| problems.add(path, e.to_string()))
+                    .ok()
+            })
+        };
+        let revocation = &config.revocation;
+        let fresh = RevocationSecrets {
+            admin: resolve("revocation.admin_secret", &revocation.admin_secret),
+            auth0: resolve(
+                "revocation.auth0_log_stream_secret",
+                &revocation.auth0_log_stream_secret,
+            ),
+        };
+        problems.into_result(())?;
+        self.settings.secrets.store(Arc::new(fresh));
+        Ok(())
     }
 
     pub fn now(&self) -> i64 {

@@ -474,6 +474,26 @@ async fn envoy_verified_jwt_payloads_from_metadata() {
         .unwrap()
         .into_inner();
     assert_invalid_token(&answer, "issuer is not trusted");
+
+    // Issue 28 finding 5: a token bound to a DPoP key (`cnf.jkt`) that jwt_authn verified is held to the
+    // same binding rules as a `jwt` provider's: as Bearer, or with no token to check a proof against, it
+    // is refused (RFC 9449 §7.2), never allowed without a proof.
+    let bound = json!({"iss": "https://idp.example/", "sub": "u-9", "exp": now() + 60,
+        "cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}});
+    for authorization in [Some("Bearer eyJ.bound.token"), None] {
+        let mut req = with_payload(bound.clone());
+        if let Some(value) = authorization {
+            http_of(&mut req)
+                .headers
+                .insert("authorization".to_owned(), value.to_owned());
+        }
+        let answer = client.check(req).await.unwrap().into_inner();
+        assert_eq!(
+            answer.status.as_ref().unwrap().message,
+            "dpop_bearer_downgrade",
+            "{authorization:?}: {answer:?}"
+        );
+    }
 }
 
 fn prost_value(v: Value) -> prost_types::Value {
@@ -649,4 +669,70 @@ async fn hash_key_prints_the_digest_the_config_wants() {
     child.stdin.take().unwrap().write_all(b"my-key\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), printed);
+}
+
+/// Issue 28 finding 16: a certificate-bound token (`cnf.x5t#S256`, RFC 8705) is accepted only over a
+/// connection whose client certificate (Envoy's `include_peer_certificate`) has that thumbprint.
+#[tokio::test]
+async fn a_certificate_bound_token_needs_its_certificate() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k");
+    idp.set_keys(&[&key]);
+    let yaml = format!(
+        "providers:\n  - {{name: corp, type: jwt, issuer: '{}', audiences: [api], algorithms: [ES256]}}",
+        idp.issuer
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    let certificate = |name: &str| {
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap()
+    };
+    let (bound_to, other) = (certificate("client.example"), certificate("other.example"));
+    let thumbprint = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(bound_to.der()));
+    let encode = |pem: &str| -> String {
+        pem.bytes()
+            .map(|b| match b {
+                b' ' | b'\n' | b'%' => format!("%{b:02X}"),
+                _ => (b as char).to_string(),
+            })
+            .collect()
+    };
+    let mut claims = claims(&idp.issuer, "api");
+    claims["cnf"] = json!({"x5t#S256": thumbprint});
+    let bearer = format!("Bearer {}", key.token(&claims));
+    let with_certificate = |pem: Option<&str>| {
+        let mut req = request(&[("authorization", &bearer)]);
+        if let Some(pem) = pem {
+            req.attributes.as_mut().unwrap().source =
+                Some(portcullis::pb::auth::attribute_context::Peer {
+                    certificate: encode(pem),
+                    ..Default::default()
+                });
+        }
+        req
+    };
+    let mut client = server.client().await;
+    let answer = client
+        .check(with_certificate(Some(&bound_to.pem())))
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&answer);
+    for pem in [Some(other.pem()), None] {
+        let answer = client
+            .check(with_certificate(pem.as_deref()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            answer.status.as_ref().unwrap().message,
+            "certificate_binding_mismatch",
+            "{answer:?}"
+        );
+        assert_eq!(denied(&answer).status.as_ref().unwrap().code, 401);
+    }
 }

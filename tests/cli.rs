@@ -1,5 +1,6 @@
-//! The `portcullis` binary as an operator uses it: `validate-config`, and the README's dev flow
-//! (`serve --dev`, `token`, `check` and their exit codes, SIGTERM).
+//! The `portcullis` binary as an operator uses it: `validate-config`, the README's dev flow (`serve --dev`,
+//! `token`, `check` and their exit codes, SIGTERM), and the first-run traps a new user meets (no dev state,
+//! a token for an example's provider, a URL without a scheme, a disabled admin API, a debug-build bench).
 
 use portcullis_test as common;
 
@@ -10,12 +11,31 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let mut command = Command::new(BIN);
+    command.args(args);
+    finish(&mut command)
+}
+
+/// Runs `command` to its end: exit code, stdout, stderr.
+fn finish(command: &mut Command) -> (i32, String, String) {
+    let out = command.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The binary with `args`, in `dir`, with none of the environment variables that point it at state or
+/// secrets (the test's own environment must not decide its outcome).
+fn command_in(dir: &std::path::Path, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("PORTCULLIS_DEV_STATE")
+        .env_remove("PORTCULLIS_ADMIN_SECRET");
+    command
 }
 
 #[test]
@@ -301,6 +321,25 @@ fn dev_server_token_and_check_work_together() {
     let token = token.trim();
     assert_eq!(token.split('.').count(), 3);
 
+    // --write-jwks writes the key set the dev server serves (for `explain --jwks`).
+    let jwks = dev.dir.path().join("dev-jwks.json");
+    let (code, _, stderr) = run(&[
+        "token",
+        "--state-dir",
+        state,
+        "--write-jwks",
+        jwks.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let served = Command::new("curl")
+        .args(["-s", &format!("{admin}/dev/jwks.json")])
+        .output()
+        .unwrap();
+    let served: serde_json::Value = serde_json::from_slice(&served.stdout).unwrap();
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&jwks).unwrap()).unwrap();
+    assert_eq!(written, served);
+
     let auth = format!("authorization: Bearer {token}");
     let (code, stdout, stderr) = run(&[
         "check",
@@ -387,13 +426,27 @@ fn dev_server_token_and_check_work_together() {
 
 #[test]
 fn every_example_is_a_valid_config() {
+    let dir = format!("{}/examples", env!("CARGO_MANIFEST_DIR"));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".yaml"))
+        .collect();
+    names.sort();
     for name in [
+        "agent-platform.yaml",
         "auth0-trading.yaml",
+        "dev.yaml",
         "research-platform.yaml",
         "service-to-service.yaml",
-        "agent-platform.yaml",
     ] {
-        let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} is missing: {names:?}"
+        );
+    }
+    for name in &names {
+        let path = format!("{dir}/{name}");
         let (code, stdout, _) = run(&["validate-config", &path]);
         assert_eq!(code, 0, "{name}: {stdout}");
     }
@@ -602,4 +655,395 @@ fn serve_writes_decision_lines_on_stdout_and_rust_log_turns_them_off() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(quiet.decisions.lock().unwrap().as_str(), "");
+}
+
+#[test]
+fn explain_exits_64_on_a_configuration_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "providers: []\n").unwrap();
+    let (code, _, stderr) = run(&["explain", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 64, "{stderr}");
+    let (code, _, stderr) = run(&[
+        "explain",
+        "--config",
+        &format!("{}/examples/dev.yaml", env!("CARGO_MANIFEST_DIR")),
+        "--header",
+        "no colon",
+    ]);
+    assert_eq!(code, 1, "a request that cannot be built: {stderr}");
+    assert!(stderr.contains("is not `name: value`"), "{stderr}");
+}
+
+/// Run anywhere but the dev server's directory, `token` used to make a key of its own and mint tokens the
+/// dev server refuses (`unknown_kid`). It makes nothing and says where the state is and how to point at it.
+#[test]
+fn token_never_creates_dev_state_and_says_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = finish(&mut command_in(dir.path(), &["token", "--sub", "alice"]));
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert_eq!(stdout, "", "no token");
+    assert!(
+        !dir.path().join(".portcullis-dev").exists(),
+        "token made the default state directory"
+    );
+    for hint in [
+        ".portcullis-dev",
+        "--state-dir",
+        "PORTCULLIS_DEV_STATE",
+        "serve --dev",
+    ] {
+        assert!(stderr.contains(hint), "{hint}: {stderr}");
+    }
+
+    let elsewhere = dir.path().join("state");
+    let (code, _, stderr) = finish(&mut command_in(
+        dir.path(),
+        &["token", "--state-dir", elsewhere.to_str().unwrap()],
+    ));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("no dev server state in `{}`", elsewhere.display())),
+        "{stderr}"
+    );
+    assert!(!elsewhere.exists(), "token made --state-dir");
+
+    let (code, _, stderr) =
+        finish(command_in(dir.path(), &["token"]).env("PORTCULLIS_DEV_STATE", &elsewhere));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(!elsewhere.exists(), "token made PORTCULLIS_DEV_STATE");
+}
+
+/// `--claim iss=…` (and the other claims a flag sets) used to be dropped without a word.
+#[test]
+fn token_refuses_a_claim_its_flags_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let jwks = jwks.to_str().unwrap();
+    for (claim, flag) in [
+        ("iss=https://other.example/", "--iss"),
+        ("sub=bob", "--sub"),
+        ("aud=x", "--aud"),
+        ("exp=1", "--ttl"),
+    ] {
+        let (code, stdout, stderr) = finish(&mut command_in(
+            dir.path(),
+            &[
+                "token",
+                "--iss",
+                "https://example.eu.auth0.com/",
+                "--aud",
+                "https://api.example.com/",
+                "--write-jwks",
+                jwks,
+                "--claim",
+                claim,
+            ],
+        ));
+        assert_eq!(code, 1, "--claim {claim}: {stdout}{stderr}");
+        assert!(stderr.contains(&format!("use {flag}")), "{stderr}");
+    }
+    let (code, _, stderr) = finish(&mut command_in(
+        dir.path(),
+        &["token", "--scope", "a", "--claim", "scope=b"],
+    ));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("--scope both set `scope`"), "{stderr}");
+    // The dev key is ES256: another algorithm needs --iss.
+    let (code, _, stderr) = finish(&mut command_in(dir.path(), &["token", "--alg", "RS256"]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("ES256") && stderr.contains("--iss"),
+        "{stderr}"
+    );
+}
+
+/// The shipped examples allow RS256 only and the dev key is ES256: `token --iss --alg RS256 --write-jwks`
+/// mints for an example's provider, and `explain --jwks` decides with that key set.
+#[test]
+fn a_token_for_an_examples_provider_is_decided_by_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let jwks = jwks.to_str().unwrap();
+    let mint = |extra: &[&str]| {
+        let mut args = vec![
+            "token",
+            "--iss",
+            "https://example.eu.auth0.com/",
+            "--aud",
+            "https://api.example.com/",
+            "--write-jwks",
+            jwks,
+        ];
+        args.extend_from_slice(extra);
+        let (code, token, stderr) = finish(&mut command_in(dir.path(), &args));
+        assert_eq!(code, 0, "{extra:?}: {stderr}");
+        token.trim().to_owned()
+    };
+    let config = format!("{}/examples/auth0-trading.yaml", env!("CARGO_MANIFEST_DIR"));
+    let explain = |token: &str, method: &str, path: &str| {
+        let (code, stdout, stderr) = run(&[
+            "explain",
+            "--config",
+            &config,
+            "--jwks",
+            jwks,
+            "--header",
+            &format!("authorization: Bearer {token}"),
+            "--method",
+            method,
+            "--path",
+            path,
+        ]);
+        let answer: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|_| panic!("exit {code}: {stdout}{stderr}"));
+        (code, answer)
+    };
+
+    let alice = mint(&[
+        "--alg",
+        "RS256",
+        "--sub",
+        "auth0|alice",
+        "--permissions",
+        "read:portfolio",
+    ]);
+    let header: serde_json::Value =
+        serde_json::from_slice(&base64_url(alice.split('.').next().unwrap())).unwrap();
+    assert_eq!(header["alg"], "RS256");
+    // A second token adds its key to the same file; both verify.
+    let bob = mint(&["--sub", "auth0|bob"]);
+    let set: serde_json::Value = serde_json::from_slice(&std::fs::read(jwks).unwrap()).unwrap();
+    assert_eq!(set["keys"].as_array().unwrap().len(), 2, "{set}");
+
+    let (code, answer) = explain(&alice, "GET", "/v1/portfolio/positions");
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["decision"], "allowed");
+    assert_eq!(answer["explanation"]["route"]["route"], "read-portfolio");
+    assert_eq!(answer["explanation"]["principal"], "auth0|alice");
+
+    let (code, answer) = explain(&bob, "GET", "/v1/portfolio/positions");
+    assert_eq!(code, 3, "{answer}");
+    assert_eq!(answer["explanation"]["reason"], "missing_permission");
+    assert_eq!(answer["explanation"]["principal"], "auth0|bob");
+
+    // The example allows RS256 only: the same issuer and audience signed ES256 is refused.
+    let es256 = mint(&["--alg", "ES256", "--permissions", "read:portfolio"]);
+    let (code, answer) = explain(&es256, "GET", "/v1/portfolio/positions");
+    assert_eq!(code, 3, "{answer}");
+    assert_eq!(answer["status"], 401, "{answer}");
+}
+
+/// `examples/dev.yaml` trusts the dev issuer's default identity (issuer, audience, ES256).
+#[test]
+fn the_dev_example_trusts_the_dev_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let jwks = jwks.to_str().unwrap();
+    let (code, token, stderr) = finish(&mut command_in(
+        dir.path(),
+        &[
+            "token",
+            "--iss",
+            "http://127.0.0.1:9002/dev",
+            "--aud",
+            "portcullis-dev",
+            "--alg",
+            "ES256",
+            "--scope",
+            "read:orders",
+            "--write-jwks",
+            jwks,
+        ],
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    let config = format!("{}/examples/dev.yaml", env!("CARGO_MANIFEST_DIR"));
+    let auth = format!("authorization: Bearer {}", token.trim());
+    let explain = |method: &str| {
+        run(&[
+            "explain", "--config", &config, "--jwks", jwks, "--header", &auth, "--method", method,
+            "--path", "/orders",
+        ])
+    };
+    let (code, stdout, stderr) = explain("GET");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["explanation"]["route"]["route"], "read-orders");
+    let (code, stdout, _) = explain("POST");
+    assert_eq!(code, 3, "no write:orders: {stdout}");
+    assert!(stdout.contains("insufficient_scope"), "{stdout}");
+}
+
+#[test]
+fn check_says_the_url_scheme_is_missing() {
+    let (code, _, stderr) = run(&["check", "--addr", "127.0.0.1:1"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("`127.0.0.1:1` has no scheme: write `http://127.0.0.1:1`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("transport error"), "{stderr}");
+    let (code, _, stderr) = run(&["check", "--addr", "grpc://127.0.0.1:1"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("must be http:// or https://"), "{stderr}");
+}
+
+/// The secret only from the environment: the command line shows in `ps` and in shell history.
+#[test]
+fn revoke_takes_its_secret_from_the_environment_only() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: each refusal below comes before any request.
+    let args = ["revoke", "--admin", "http://127.0.0.1:1", "--sub", "alice"];
+    let (code, _, stderr) = finish(
+        command_in(dir.path(), &args)
+            .args(["--secret", "s3cret"])
+            .env("PORTCULLIS_ADMIN_SECRET", "s3cret"),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("--secret is not accepted") && stderr.contains("PORTCULLIS_ADMIN_SECRET"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "the secret is not echoed");
+    let (code, _, stderr) = finish(&mut command_in(dir.path(), &args));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("set PORTCULLIS_ADMIN_SECRET to the server's `revocation.admin_secret`"),
+        "{stderr}"
+    );
+    let (_, stdout, _) = run(&["revoke", "--help"]);
+    assert!(!stdout.contains("--secret"), "{stdout}");
+}
+
+/// A `serve --config` process on ports 0 with the admin API on; its admin address from its start line.
+struct ConfigServer {
+    child: Child,
+    admin: String,
+}
+
+impl ConfigServer {
+    fn start(config: &std::path::Path, env: &[(&str, &str)]) -> ConfigServer {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--config")
+            .arg(config)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let admin = loop {
+            let line = lines.next().expect("server exited").unwrap();
+            if let Some((_, rest)) = line.split_once("admin.listen=") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        ConfigServer {
+            child,
+            admin: format!("http://{admin}"),
+        }
+    }
+}
+
+impl Drop for ConfigServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn revoke_reaches_the_admin_api_with_the_secret_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let (code, _, stderr) = finish(&mut command_in(
+        dir.path(),
+        &[
+            "token",
+            "--iss",
+            "https://a.example/",
+            "--aud",
+            "x",
+            "--write-jwks",
+            jwks.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    let config = dir.path().join("portcullis.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "providers:\n  - {{name: a, type: jwt, issuer: 'https://a.example/', audiences: [x], jwks_file: '{}'}}\nrevocation: {{admin_secret: {{env: PORTCULLIS_TEST_ADMIN_SECRET}}}}\n",
+            jwks.display()
+        ),
+    )
+    .unwrap();
+    let server = ConfigServer::start(&config, &[("PORTCULLIS_TEST_ADMIN_SECRET", "right")]);
+    let revoke = |secret: &str, extra: &[&str]| {
+        let mut args = vec!["revoke", "--admin", server.admin.as_str(), "--sub", "alice"];
+        args.extend_from_slice(extra);
+        finish(command_in(dir.path(), &args).env("PORTCULLIS_ADMIN_SECRET", secret))
+    };
+    let (code, stdout, stderr) = revoke("right", &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let entry: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(entry["kind"], "sub", "{entry}");
+    let (code, _, stderr) = revoke("wrong", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("refused the secret (401)"), "{stderr}");
+    let (code, stdout, stderr) = revoke("right", &["--undo"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // Nothing left to lift: the API's own 404, not "the API is off".
+    let (code, stdout, stderr) = revoke("right", &["--undo"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("no such revocation"), "{stdout}");
+    assert!(!stderr.contains("has no revocation API"), "{stderr}");
+}
+
+/// The dev server (like any server without `revocation.admin_secret`) has no admin API: its 404 is
+/// explained.
+#[test]
+fn revoke_against_a_server_without_the_admin_api_says_so() {
+    let dev = DevServer::start(&[]);
+    let (code, _, stderr) = finish(
+        command_in(
+            dev.dir.path(),
+            &["revoke", "--admin", &dev.admin, "--sub", "alice"],
+        )
+        .env("PORTCULLIS_ADMIN_SECRET", "anything"),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("has no revocation API (404)")
+            && stderr.contains("`revocation.admin_secret`"),
+        "{stderr}"
+    );
+}
+
+/// A debug build's figures measure unoptimised code: `bench` says so on stderr, and how to build release.
+#[test]
+fn bench_on_a_debug_build_warns_that_its_figures_are_meaningless() {
+    // `--rounds 0` is refused right after the warning, before anything is measured.
+    let (code, _, stderr) = run(&["bench", "--rounds", "0"]);
+    assert_eq!(code, 1, "{stderr}");
+    let warned = stderr.contains("this is a debug build: its figures are meaningless")
+        && stderr.contains("cargo build --release");
+    assert_eq!(warned, cfg!(debug_assertions), "{stderr}");
+}
+
+/// base64url without padding, decoded.
+fn base64_url(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .unwrap()
 }

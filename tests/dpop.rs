@@ -689,3 +689,89 @@ providers:
         "dpop_bearer_downgrade",
     );
 }
+
+/// Issue 28 finding 9: a reload that changes `replay_cache_entries` or raises `max_age_seconds` never lets
+/// a proof seen before it be replayed: the new cache consults the old one, and a proof issued before the
+/// reload keeps the old (shorter) window its record was made for.
+#[tokio::test]
+async fn a_reload_that_resizes_the_cache_or_widens_the_window_lets_no_replay_through() {
+    let idp = FakeIdp::start().await;
+    let idp_key = TestKey::ec("idp");
+    idp.set_keys(&[&idp_key]);
+    let yaml = |dpop: &str| {
+        format!(
+            "server: {{drain_seconds: 0}}
+providers:
+  - name: auth0
+    type: jwt
+    issuer: {}
+    audiences: [https://api.example.com/]
+    jwks_uri: {}
+    algorithms: [ES256]
+    dpop: {dpop}
+",
+            idp.issuer,
+            idp.jwks_uri()
+        )
+    };
+    let before = yaml("{mode: optional, max_age_seconds: 60}");
+    let t0 = now();
+    let clock = portcullis::Clock::manual(t0);
+    let secrets = portcullis::SecretSource::Map(Default::default());
+    let server = TestServer::start_with(&before, secrets.clone(), clock.clone())
+        .await
+        .ready()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.yaml");
+    std::fs::write(&path, &before).unwrap();
+    let reloader = portcullis::server::Reloader::new(
+        std::sync::Arc::clone(&server.app),
+        &path,
+        portcullis::Config::from_yaml_str(&before).unwrap(),
+        secrets,
+        clock.clone(),
+    );
+    let send = |token: String, proof: String| {
+        let server = &server;
+        async move {
+            let auth = format!("DPoP {token}");
+            let mut req = request_to(
+                "GET",
+                "/api/items?x=1",
+                &[("authorization", &auth), ("dpop", &proof)],
+            );
+            http_of(&mut req).scheme = "https".into();
+            server.send(req).await
+        }
+    };
+    let holder = Holder::ec();
+    let mut claims = claims(&idp.issuer, "https://api.example.com/");
+    claims["cnf"] = json!({"jkt": holder.jkt()});
+    let token = idp_key.token(&claims);
+    let proof = holder.proof("GET", URI, &token);
+    ok(&send(token.clone(), proof.clone()).await);
+
+    std::fs::write(
+        &path,
+        yaml("{mode: optional, max_age_seconds: 600, replay_cache_entries: 5000}"),
+    )
+    .unwrap();
+    reloader.reload("test").await.unwrap();
+    refused(
+        &send(token.clone(), proof.clone()).await,
+        "invalid_dpop_proof",
+        "dpop_proof_replayed",
+    );
+    // Past the old window, the old record is gone: the proof is still refused, as too old for it.
+    clock.set(t0 + 61);
+    refused(
+        &send(token.clone(), proof.clone()).await,
+        "invalid_dpop_proof",
+        "dpop_proof_iat",
+    );
+    // A proof made after the reload has the new window.
+    let mut fresh = Holder::claims("GET", URI, &token);
+    fresh["iat"] = json!(t0 + 61);
+    ok(&send(token.clone(), holder.proof_with(holder.header(), fresh)).await);
+}

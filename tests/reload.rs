@@ -697,3 +697,52 @@ async fn a_half_written_file_that_drops_a_routes_requirements_is_refused() {
         200
     );
 }
+
+/// Issue 28 finding 6: a rotated `revocation.admin_secret` file is read on reload: the new secret works
+/// at once and the old (possibly leaked) one is refused; a secret that cannot be read refuses the reload.
+#[tokio::test]
+async fn a_rotated_admin_secret_is_read_on_reload() {
+    let s = idps().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("admin-secret");
+    std::fs::write(&secret, "the-first-admin-secret-0123456789\n").unwrap();
+    let yaml = config(
+        &s.one,
+        &s.two,
+        &format!(
+            "{ROUTES}\nrevocation: {{admin_secret: {{file: '{}'}}}}",
+            secret.display()
+        ),
+    );
+    let served = Served::start(&yaml).await;
+    let revoke = |bearer: &'static str| {
+        let url = format!("http://{}/admin/revocations", served.server.admin);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(bearer)
+                .json(&json!({"kind": "sub", "value": "someone"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(revoke("the-first-admin-secret-0123456789").await, 201);
+    std::fs::write(&secret, "the-second-admin-secret-0123456789\n").unwrap();
+    served.reloader.reload("test").await.unwrap();
+    assert_eq!(revoke("the-first-admin-secret-0123456789").await, 401);
+    assert_eq!(revoke("the-second-admin-secret-0123456789").await, 201);
+    // Unreadable: the reload is refused, loudly, and the secret in force stays.
+    std::fs::remove_file(&secret).unwrap();
+    let error = served.reloader.reload("test").await.unwrap_err();
+    assert!(
+        error
+            .problems()
+            .iter()
+            .any(|p| p.path == "revocation.admin_secret"),
+        "{error:?}"
+    );
+    assert_eq!(revoke("the-second-admin-secret-0123456789").await, 201);
+}

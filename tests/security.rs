@@ -505,7 +505,8 @@ routes:
     let mut acme = claims(&idp.issuer, "api");
     acme["org_id"] = json!("acme");
     let auth = format!("Bearer {}", key.token(&acme));
-    let cases: [(&str, &[(&str, &str)], &[(&str, &str)]); 5] = [
+    type Lines<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(&str, Lines<'_>, Lines<'_>); 5] = [
         (
             "/any",
             &[("x-org-id", "acme")],
@@ -848,6 +849,106 @@ routes:
         header(&ok(&scope).headers, "x-auth-would-deny"),
         Some("missing_scope")
     );
+}
+
+/// Issue 28 finding 19: a credential in `Authorization` on a route whose providers do not read it (an API
+/// key in `x-api-key` plus anonymous access) is a 401, never an anonymous allow that passes the unverified
+/// token upstream; so is a scheme none of the route's providers reads.
+#[tokio::test]
+async fn an_authorization_credential_no_provider_of_the_route_reads_is_refused() {
+    let yaml = format!(
+        "default_route: {{allow_anonymous: true, providers: [keys, anon]}}
+providers:
+  - {{name: keys, type: api_key, credential: {{header: x-api-key}}, keys: [{{sha256: '{k}', principal: ci}}]}}
+  - {{name: anon, type: anonymous}}
+  - {{name: bearer-keys, type: api_key, keys: [{{sha256: '{k}', principal: ci}}]}}
+routes:
+  - {{name: bearer, match: {{path_prefix: /bearer}}, providers: [bearer-keys, anon], allow_anonymous: true}}",
+        k = portcullis::hash_key("valid-key")
+    );
+    let server = TestServer::start(&yaml).await.ready().await;
+    // Anonymous and API key requests are served as before.
+    ok(&server.check(&[]).await);
+    let key = server.check(&[("x-api-key", "valid-key")]).await;
+    assert_eq!(header(&ok(&key).headers, "x-auth-subject"), Some("ci"));
+    for headers in [
+        vec![(
+            "authorization",
+            "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.",
+        )],
+        vec![
+            ("x-api-key", "valid-key"),
+            ("authorization", "Bearer forged"),
+        ],
+        vec![("authorization", "Basic YWRtaW46YWRtaW4=")],
+    ] {
+        let answer = server.check(&headers).await;
+        assert_eq!(status(&answer), 401, "{headers:?}: {answer:?}");
+        assert_eq!(
+            answer.status.as_ref().unwrap().message,
+            "unowned_credential",
+            "{headers:?}"
+        );
+    }
+    // Where a provider of the route reads Bearer tokens, it judges them; another scheme is still refused.
+    let bearer = server
+        .send(request_to(
+            "GET",
+            "/bearer/x",
+            &[("authorization", "Bearer valid-key")],
+        ))
+        .await;
+    assert_eq!(header(&ok(&bearer).headers, "x-auth-subject"), Some("ci"));
+    let basic = server
+        .send(request_to(
+            "GET",
+            "/bearer/x",
+            &[("authorization", "Basic YWRtaW46YWRtaW4=")],
+        ))
+        .await;
+    assert_eq!(status(&basic), 401, "{basic:?}");
+}
+
+/// Issue 28 findings 15 and 18: an HMAC `shared_secret` shorter than its hash (RFC 7518 §3.2) and a
+/// `dpop.nonce_secret` under 32 bytes are configuration problems in `validate-config`, not keys in use.
+#[test]
+fn short_hmac_and_nonce_secrets_are_configuration_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.yaml");
+    std::fs::write(
+        &path,
+        "providers:
+  - {name: legacy, type: jwt, issuer: legacy, audiences: [x], algorithms: [HS256, HS384], shared_secret: {env: PC_TEST_HS_SECRET}}
+  - {name: corp, type: jwt, issuer: 'https://corp.example/', audiences: [x], dpop: {nonce: true, nonce_secret: {env: PC_TEST_NONCE}}}
+",
+    )
+    .unwrap();
+    let validate = |hs: &str, nonce: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["validate-config", path.to_str().unwrap()])
+            .env("PC_TEST_HS_SECRET", hs)
+            .env("PC_TEST_NONCE", nonce)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = validate(&"h".repeat(47), "n");
+    assert_eq!(code, Some(64), "{stdout}");
+    assert!(
+        stdout.contains(
+            "providers[0].shared_secret: is 47 bytes; HS384 needs at least 48 (RFC 7518 §3.2)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("providers[1].dpop.nonce_secret: is 1 bytes; at least 32 are required"),
+        "{stdout}"
+    );
+    let (code, stdout) = validate(&"h".repeat(48), &"n".repeat(32));
+    assert_eq!(code, Some(0), "{stdout}");
 }
 
 async fn introspection_server(up: &FakeUpstream) -> TestServer {

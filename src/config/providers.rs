@@ -162,6 +162,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Jwt(c) => c.dpop.as_ref(),
             ProviderKind::Introspection(c) => c.dpop.as_ref(),
+            ProviderKind::EnvoyJwt(c) => c.dpop.as_ref(),
             _ => None,
         }
     }
@@ -379,6 +380,16 @@ fn credential_location(
                 problems.add(
                     format!("{path}.scheme"),
                     "must be a single token, e.g. `Bearer`",
+                );
+            }
+            // RFC 9449: a `DPoP` token is only meaningful with its proof, which the provider's `dpop`
+            // settings check; read as a plain scheme it would take unbound tokens without any proof.
+            if s.eq_ignore_ascii_case("dpop") {
+                problems.add(
+                    format!("{path}.scheme"),
+                    "`DPoP` is not a credential scheme here: keep `Bearer` and set the provider's `dpop` \
+                     (`mode: required` or `allowed`), which reads `Authorization: DPoP` with its proof \
+                     (RFC 9449)",
                 );
             }
         }
@@ -659,6 +670,20 @@ mod tests {
             "{found:?}"
         );
         assert_eq!(found.len(), 10, "{found:?}");
+    }
+
+    #[test]
+    fn the_dpop_scheme_is_not_a_plain_credential_scheme() {
+        for scheme in ["DPoP", "dpop"] {
+            let errors = Config::from_yaml_str(&format!(
+                "providers:\n  - {{name: a, type: jwt, issuer: 'https://i.example/', audiences: [x], credential: {{header: authorization, scheme: {scheme}}}}}"
+            ))
+            .unwrap_err()
+            .0;
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].path, "providers[0].credential.scheme");
+            assert!(errors[0].message.contains("RFC 9449"), "{errors:?}");
+        }
     }
 
     #[test]

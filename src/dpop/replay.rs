@@ -36,6 +36,8 @@ pub struct ReplayCache {
     capacity: usize,
     clock: Clock,
     shared: OnceLock<Arc<dyn SharedSeen>>,
+    /// The cache this one replaced on a reload that changed the capacity, still consulted.
+    previous: Option<Arc<ReplayCache>>,
 }
 
 // === impl ReplayCache ===
@@ -47,6 +49,32 @@ impl ReplayCache {
             capacity: capacity.max(1),
             clock,
             shared: OnceLock::new(),
+            previous: None,
+        }
+    }
+
+    /// A cache of another capacity that replaces `previous` on reload. It consults `previous` too (which
+    /// the old runtime may still write while its last checks finish), so a proof remembered there is a
+    /// replay here: forgetting one on reload would let it be replayed.
+    pub fn replacing(capacity: usize, clock: Clock, previous: &Arc<ReplayCache>) -> ReplayCache {
+        let mut cache = ReplayCache::new(capacity, clock);
+        cache.previous = Some(Arc::clone(previous));
+        if let Some(shared) = previous.shared.get() {
+            cache.use_shared(Arc::clone(shared));
+        }
+        cache
+    }
+
+    /// Whether this cache, or one it replaced, remembers `digest` at `now`.
+    fn remembers(&self, digest: &[u8; 32], now: i64) -> Result<bool, ReplayUnavailable> {
+        let seen = self.seen.lock().map_err(|_| ReplayUnavailable)?;
+        if seen.get(digest).is_some_and(|&until| until > now) {
+            return Ok(true);
+        }
+        drop(seen);
+        match &self.previous {
+            Some(previous) => previous.remembers(digest, now),
+            None => Ok(false),
         }
     }
 
@@ -67,6 +95,11 @@ impl ReplayCache {
             return shared.first_use(digest, expires_at).await;
         }
         let now = self.clock.now();
+        if let Some(previous) = &self.previous {
+            if previous.remembers(&digest, now)? {
+                return Ok(false);
+            }
+        }
         let mut seen = self.seen.lock().map_err(|_| ReplayUnavailable)?;
         if let Some(&until) = seen.get(&digest) {
             if until > now {
@@ -103,6 +136,28 @@ mod tests {
         assert_eq!(cache.first_use([2; 32], 1_300).await, Ok(true));
         clock.set(1_300);
         assert_eq!(cache.first_use([1; 32], 1_600).await, Ok(true));
+    }
+
+    #[tokio::test]
+    async fn a_cache_of_another_size_keeps_what_the_old_one_remembered() {
+        let clock = Clock::manual(1_000);
+        let old = Arc::new(ReplayCache::new(10, clock.clone()));
+        assert_eq!(old.first_use([1; 32], 1_300).await, Ok(true));
+        assert_eq!(old.first_use([2; 32], 1_300).await, Ok(true));
+        assert_eq!(old.first_use([3; 32], 999).await, Ok(true));
+        for capacity in [1, 100] {
+            let new = ReplayCache::replacing(capacity, clock.clone(), &old);
+            assert_eq!(new.first_use([1; 32], 1_300).await, Ok(false), "{capacity}");
+            assert_eq!(new.first_use([2; 32], 1_300).await, Ok(false), "{capacity}");
+        }
+        // The old runtime's last checks still write the old cache: the new one sees those too.
+        let new = ReplayCache::replacing(10, clock.clone(), &old);
+        assert_eq!(old.first_use([5; 32], 1_300).await, Ok(true));
+        assert_eq!(new.first_use([5; 32], 1_300).await, Ok(false));
+        assert_eq!(new.first_use([6; 32], 1_300).await, Ok(true));
+        // What the old cache remembered has expired: fresh again.
+        clock.set(1_300);
+        assert_eq!(new.first_use([1; 32], 1_600).await, Ok(true));
     }
 
     #[tokio::test]

@@ -219,11 +219,7 @@ impl Requirements {
                 Requirement::Organization(Organization {
                     source: OrgSource::Header(name),
                     ..
-                }) => {
-                    if !reads.names.contains(name) {
-                        reads.names.push(name.clone());
-                    }
-                }
+                }) if !reads.names.contains(name) => reads.names.push(name.clone()),
                 Requirement::Expression(expression) => {
                     let read = expression.header_reads();
                     reads.any |= read.any;

@@ -57,6 +57,13 @@ pub enum BuildError {
         #[source]
         source: url::ParseError,
     },
+    #[error("providers[{index}].{field}: is {bytes} bytes; at least {needed} are required")]
+    ShortSecret {
+        index: usize,
+        field: &'static str,
+        bytes: usize,
+        needed: usize,
+    },
 }
 
 // === impl BuildError ===
@@ -91,6 +98,15 @@ impl BuildError {
             BuildError::Url { index, source } => (
                 format!("providers[{index}]"),
                 format!("invalid URL: {source}"),
+            ),
+            BuildError::ShortSecret {
+                index,
+                field,
+                bytes,
+                needed,
+            } => (
+                format!("providers[{index}].{field}"),
+                format!("is {bytes} bytes; at least {needed} are required"),
             ),
         };
         Problem { path, message }
@@ -203,9 +219,16 @@ impl Providers {
             .map(|d| d.replay_cache_entries)
             .max()
             .unwrap_or_else(|| crate::config::dpop::DpopConfig::default().replay_cache_entries);
+        // Kept on reload; of another size, it takes over every proof the old one remembers, so a proof
+        // seen before a reload is a replay after it whatever changed.
         let replay = match previous {
             Some(p) if p.replay_entries == replay_entries => Arc::clone(&p.replay),
-            _ => Arc::new(ReplayCache::new(replay_entries, clock.clone())),
+            Some(p) => Arc::new(ReplayCache::replacing(
+                replay_entries,
+                clock.clone(),
+                &p.replay,
+            )),
+            None => Arc::new(ReplayCache::new(replay_entries, clock.clone())),
         };
         let mut kept = Vec::new();
         for (index, provider) in config.providers.iter().enumerate() {
@@ -221,8 +244,22 @@ impl Providers {
                 kept.push(Arc::clone(&name));
             }
             let dpop = match &provider.kind {
-                ProviderKind::Jwt(_) | ProviderKind::Introspection(_) => {
-                    Some(dpop_rules(index, provider, secrets, &replay, &clock)?)
+                ProviderKind::Jwt(_)
+                | ProviderKind::Introspection(_)
+                | ProviderKind::EnvoyJwt(_) => {
+                    // The rules this provider had before a reload, for the proofs issued under them.
+                    let before = previous
+                        .and_then(|p| p.entries.iter().find(|e| e.name == name))
+                        .and_then(|e| e.dpop.as_ref())
+                        .map(|(dpop, _)| Arc::clone(dpop));
+                    Some(dpop_rules(
+                        index,
+                        provider,
+                        secrets,
+                        &replay,
+                        &clock,
+                        before.as_deref(),
+                    )?)
                 }
                 _ => None,
             };
@@ -373,13 +410,47 @@ fn deny_message(provider: &ProviderConfig, style: BodyStyle) -> Option<Arc<str>>
     }
 }
 
-/// A `jwt` or `introspection` provider's DPoP rules; without a `dpop` block, the defaults (`optional`).
+/// `dpop.nonce_secret`'s documented minimum length.
+const MIN_NONCE_SECRET_BYTES: usize = 32;
+
+/// Why a resolved secret is too short for what it keys, if it is: a `jwt` provider's `shared_secret`
+/// against every HS algorithm it lists (RFC 7518 §3.2), `dpop.nonce_secret` against 32 bytes. The build
+/// refuses the same secrets; `validate-config` reports them with this.
+pub fn secret_too_short(
+    provider: &crate::config::ProviderConfig,
+    field: &str,
+    secret: &[u8],
+) -> Option<String> {
+    match (field, &provider.kind) {
+        ("shared_secret", crate::config::ProviderKind::Jwt(jwt)) => {
+            match KeySet::shared_secret(secret, AlgSet::from_config(&jwt.algorithms)) {
+                Err(jwks::JwksError::ShortSecret {
+                    bytes,
+                    algorithm,
+                    needed,
+                }) => Some(format!(
+                    "is {bytes} bytes; {algorithm:?} needs at least {needed} (RFC 7518 §3.2)"
+                )),
+                _ => None,
+            }
+        }
+        ("dpop.nonce_secret", _) if secret.len() < MIN_NONCE_SECRET_BYTES => Some(format!(
+            "is {} bytes; at least {MIN_NONCE_SECRET_BYTES} are required",
+            secret.len()
+        )),
+        _ => None,
+    }
+}
+
+/// A `jwt`, `introspection` or `envoy_jwt` provider's DPoP rules; without a `dpop` block, the defaults
+/// (`optional`: a bound token needs its proof, an unbound one none).
 fn dpop_rules(
     index: usize,
     provider: &crate::config::ProviderConfig,
     secrets: &SecretSource,
     replay: &Arc<ReplayCache>,
     clock: &Clock,
+    before: Option<&Dpop>,
 ) -> Result<(Arc<Dpop>, Option<CredentialLocation>), BuildError> {
     let configured = provider.kind.dpop();
     let config = configured.cloned().unwrap_or_default();
@@ -397,13 +468,27 @@ fn dpop_rules(
         }
         _ => None,
     };
-    let dpop = Dpop::new(
+    // The nonce HMAC key: a short one could be guessed, and every replica's nonces with it.
+    if let Some(secret) = &secret {
+        if secret.expose().len() < MIN_NONCE_SECRET_BYTES {
+            return Err(BuildError::ShortSecret {
+                index,
+                field: "dpop.nonce_secret",
+                bytes: secret.expose().len(),
+                needed: MIN_NONCE_SECRET_BYTES,
+            });
+        }
+    }
+    let mut dpop = Dpop::new(
         &config,
         secret.as_ref(),
         Arc::clone(replay),
         clock.clone(),
         configured.is_some(),
     );
+    if let Some(before) = before {
+        dpop = dpop.after(before);
+    }
     let dpop_location = match &provider.credential {
         CredentialLocation::Header {
             name,

@@ -147,7 +147,20 @@ impl Providers {
                     },
                 },
                 Kind::Mtls(p) => p.authenticate(request),
-                Kind::EnvoyJwt(p) => p.authenticate(request),
+                Kind::EnvoyJwt(p) => {
+                    // `jwt_authn` verified the signature; the key binding (RFC 9449 §7.2) is ours, with
+                    // the token as the request carries it (empty when `jwt_authn` did not forward it: a
+                    // bound token's proof then cannot match its `ath`, and it is refused).
+                    let outcome = p.authenticate(request);
+                    let (found, scheme) = extract(request, entry);
+                    let (token, scheme) = match &found {
+                        Found::One(token) => (token.as_ref(), scheme),
+                        _ => ("", Scheme::Bearer),
+                    };
+                    let outcome = self.dpop_check(i, outcome, request, token, scheme).await;
+                    dpop_rejection = dpop_rejection.or(Some((i, scheme)));
+                    outcome
+                }
             };
             match outcome {
                 Outcome::Authenticated(identity) => {
@@ -276,6 +289,47 @@ impl Providers {
         self.jwt.owns(token, |k| {
             let e = self.jwt_entries[k];
             allowed.is_none_or(|a| a.contains(&e)) && self.entries[e].location == *location
+        })
+    }
+
+    /// Whether the request carries an `Authorization` credential that no provider `allowed` on the route
+    /// reads (no provider reads that header, or none with its scheme). Passed on, it would reach the
+    /// upstream unverified, where an upstream trusting "the gateway checked it" would read it: it is
+    /// refused instead, whatever else the request carries.
+    pub fn unowned_authorization(
+        &self,
+        request: &RequestView<'_>,
+        allowed: Option<&[usize]>,
+    ) -> bool {
+        let Some(value) = request.headers.get("authorization") else {
+            return false;
+        };
+        let scheme = value
+            .trim_start_matches([' ', '\t'])
+            .split([' ', '\t'])
+            .next()
+            .unwrap_or("");
+        let reads = |location: &CredentialLocation| match location {
+            CredentialLocation::Header {
+                name,
+                scheme: wanted,
+            } => {
+                name == "authorization"
+                    && wanted
+                        .as_deref()
+                        .is_none_or(|wanted| wanted.eq_ignore_ascii_case(scheme))
+            }
+            _ => false,
+        };
+        !self.entries.iter().enumerate().any(|(i, entry)| {
+            allowed.is_none_or(|a| a.contains(&i))
+                && !matches!(entry.kind, Kind::Anonymous(_) | Kind::Mtls(_))
+                && (reads(&entry.location)
+                    || entry
+                        .dpop
+                        .as_ref()
+                        .and_then(|(_, dpop_place)| dpop_place.as_ref())
+                        .is_some_and(reads))
         })
     }
 

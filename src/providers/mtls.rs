@@ -127,6 +127,39 @@ fn certificate_sans(url_encoded_pem: &str) -> Option<Vec<String>> {
     Some(sans)
 }
 
+/// Whether a token's certificate binding holds for this request (RFC 8705 §3): a token whose `cnf`
+/// carries `x5t#S256` is only accepted over a connection whose client certificate (Envoy's
+/// `include_peer_certificate`) has that SHA-256 thumbprint. A token without the claim is unbound.
+pub fn certificate_binding_holds(
+    claims: &serde_json::Map<String, Value>,
+    request: &RequestView<'_>,
+) -> bool {
+    let Some(expected) = claims.get("cnf").and_then(|cnf| cnf.get("x5t#S256")) else {
+        return true;
+    };
+    // Present but not a string: a binding we cannot prove.
+    let Some(expected) = expected.as_str() else {
+        return false;
+    };
+    certificate_thumbprint(request.peer_certificate)
+        .is_some_and(|thumbprint| thumbprint == expected)
+}
+
+/// The base64url SHA-256 of a URL-encoded PEM certificate's DER (`x5t#S256`, RFC 8705 §3.1).
+fn certificate_thumbprint(url_encoded_pem: &str) -> Option<String> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    if url_encoded_pem.is_empty() {
+        return None;
+    }
+    let pem_text = percent_decode(url_encoded_pem)?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes()).ok()?;
+    Some(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(&pem.contents)),
+    )
+}
+
 fn percent_decode(text: &str) -> Option<String> {
     let decoded: Vec<u8> =
         url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())

@@ -339,6 +339,12 @@ impl Reloader {
         let mut runtime =
             Runtime::build_after(&config, &self.secrets, self.clock.clone(), Some(&running))
                 .map_err(|ConfigErrors(p)| ReloadError::Invalid(p))?;
+        // The admin API's secrets: a rotated file is read now, or the reload is refused (never the old,
+        // possibly leaked, secret kept while the reload reports success).
+        self.app
+            .state()
+            .reload_secrets(&config, &self.secrets)
+            .map_err(|ConfigErrors(p)| ReloadError::Invalid(p))?;
         for warning in config.warnings() {
             tracing::warn!(config.field = %warning.path, "{}", warning.message);
         }

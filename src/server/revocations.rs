@@ -44,7 +44,7 @@ const MAX_ADMIN_BODY: usize = 16 * 1024;
 
 async fn create(State(app): State<Arc<App>>, request: Request) -> Response {
     let state = app.state();
-    if let Err(refused) = authorize(&state.settings().admin_secret, request.headers()) {
+    if let Err(refused) = authorize(&state.settings().secrets().admin, request.headers()) {
         return refused;
     }
     let body = match read_body(request.into_body(), MAX_ADMIN_BODY).await {
@@ -76,7 +76,7 @@ async fn create(State(app): State<Arc<App>>, request: Request) -> Response {
 
 async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let state = app.state();
-    if let Err(refused) = authorize(&state.settings().admin_secret, &headers) {
+    if let Err(refused) = authorize(&state.settings().secrets().admin, &headers) {
         return refused;
     }
     Json(json!({ "revocations": state.denylist().list(state.now()) })).into_response()
@@ -88,7 +88,7 @@ async fn remove(
     headers: HeaderMap,
 ) -> Response {
     let state = app.state();
-    if let Err(refused) = authorize(&state.settings().admin_secret, &headers) {
+    if let Err(refused) = authorize(&state.settings().secrets().admin, &headers) {
         return refused;
     }
     let Some(kind) = Kind::parse(&kind) else {
@@ -114,7 +114,7 @@ async fn remove(
 async fn auth0_batch(State(app): State<Arc<App>>, request: Request) -> Response {
     let state = app.state();
     let settings = state.settings();
-    if let Err(refused) = authorize(&settings.auth0_secret, request.headers()) {
+    if let Err(refused) = authorize(&settings.secrets().auth0, request.headers()) {
         return refused;
     }
     let body = match read_body(request.into_body(), settings.auth0_max_body_bytes).await {

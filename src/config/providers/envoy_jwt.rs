@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::Problems;
+use crate::config::dpop::DpopConfig;
 
 /// `type: envoy_jwt`: a JWT payload Envoy's `jwt_authn` filter already verified, read from the request's
 /// metadata. No second signature check: only use behind a `jwt_authn` filter that requires the token.
@@ -26,6 +27,12 @@ pub struct EnvoyJwtConfig {
     /// `client_id`/`azp` are machine tokens whatever this says.
     #[serde(default)]
     pub machine_subject_suffix: Option<String>,
+    /// DPoP (RFC 9449) for tokens `jwt_authn` verified, with the same rules as a `jwt` provider's: a token
+    /// bound to a key (`cnf.jkt`) is only accepted with a valid proof (`Authorization: DPoP`, or Bearer
+    /// when `jwt_authn` reads that, with the `DPoP` header; `jwt_authn` must forward the token,
+    /// `forward: true`, for the proof's `ath` to be checked). Defaults to `mode: optional`.
+    #[serde(default)]
+    pub dpop: Option<DpopConfig>,
 }
 
 fn default_jwt_authn_namespace() -> String {
