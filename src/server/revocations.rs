@@ -129,6 +129,7 @@ async fn auth0_batch(State(app): State<Arc<App>>, request: Request) -> Response 
     };
     let mut events = Vec::with_capacity(values.len());
     let mut malformed = Vec::new();
+    let mut skipped = 0usize;
     for (index, value) in values.into_iter().enumerate() {
         let log_id = value
             .get("log_id")
@@ -137,6 +138,7 @@ async fn auth0_batch(State(app): State<Arc<App>>, request: Request) -> Response 
         match auth0::LogEvent::deserialize(value) {
             Ok(event) => events.push(event),
             Err(e) => {
+                skipped += 1;
                 tracing::warn!(
                     auth0.index = index,
                     auth0.log_id = log_id.as_deref().unwrap_or(""),
@@ -150,7 +152,6 @@ async fn auth0_batch(State(app): State<Arc<App>>, request: Request) -> Response 
             }
         }
     }
-    let skipped = malformed.len();
     let now = state.now();
     let (mut duplicates, mut ignored) = (0usize, 0usize);
     let mut fresh: Vec<&str> = Vec::new();
