@@ -335,6 +335,10 @@ impl Ring {
         let io = |e: std::io::Error| format!("cannot use `{}`: {e}", dir.display());
         create_private_dir(dir).map_err(io)?;
         let path = dir.join(KEYS_FILE);
+        make_private(dir, 0o700, 0o022)?;
+        if path.exists() {
+            make_private(&path, 0o600, 0o077)?;
+        }
         let mut keys = Vec::new();
         match std::fs::read(&path) {
             Ok(bytes) => {
@@ -486,6 +490,35 @@ fn pkcs8_from_pem(pem: &[u8]) -> Option<Vec<u8>> {
     STANDARD.decode(b64).ok()
 }
 
+/// Makes `path` private when others may write it (a directory: `forbidden` 0o022) or read it (the key
+/// file: 0o077): anyone who can replace or read the signing key can mint identities the upstream trusts.
+/// Fixed with a warning when this process may change the mode; refused, saying what to do, otherwise.
+fn make_private(path: &Path, mode: u32, forbidden: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::symlink_metadata(path)
+        .map_err(|e| format!("cannot use `{}`: {e}", path.display()))?;
+    let found = metadata.permissions().mode() & 0o7777;
+    if found & forbidden == 0 {
+        return Ok(());
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        Ok(()) => {
+            tracing::warn!(
+                path = %path.display(),
+                "identity_token: `{}` had mode {found:o}, open to other users; it is now {mode:o} (rotate the key if others could read it)",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "`{}` has mode {found:o}, open to other users, and cannot be made private ({e}): anyone who can \
+             write or read there can mint identities the upstream trusts. Point identity_token.state_dir at \
+             a directory portcullis creates itself (e.g. a subdirectory of a mounted volume)",
+            path.display()
+        )),
+    }
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     match std::fs::DirBuilder::new()
@@ -517,6 +550,26 @@ mod tests {
             .iter()
             .map(|k| k["kid"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn an_open_state_dir_or_key_file_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let cfg = config(&state, "");
+        let secrets = SecretSource::Map(Default::default());
+        IdentityTokens::build(&cfg, &secrets, Clock::manual(1_000)).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(
+            state.join(KEYS_FILE),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        IdentityTokens::build(&cfg, &secrets, Clock::manual(2_000)).unwrap();
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(KEYS_FILE)), 0o600);
     }
 
     #[test]

@@ -57,6 +57,18 @@ enum Command {
     Import(cli::ImportArgs),
     /// Load-test an ext_authz server beside a no-op one; exits 2 when it saw errors or wrong decisions.
     Bench(portcullis_bench::BenchArgs),
+    /// Print shell completions to standard output, e.g. `portcullis completions bash >
+    /// /etc/bash_completion.d/portcullis`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages into DIR: portcullis.1 and one per command (portcullis-serve.1, …).
+    Man {
+        /// Where the pages go (made when missing).
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,5 +86,45 @@ fn main() -> ExitCode {
         Command::Revoke(args) => cli::revoke(args),
         Command::Import(args) => cli::import(&args),
         Command::Bench(args) => cli::bench(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "portcullis", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => match man_pages(&dir) {
+            Ok(written) => {
+                for path in written {
+                    println!("{}", path.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: cannot write man pages into `{}`: {e}",
+                    dir.display()
+                );
+                ExitCode::from(1)
+            }
+        },
     }
+}
+
+/// The man pages of the command and of each subcommand, from the same definitions as `--help`.
+fn man_pages(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let command = <Cli as clap::CommandFactory>::command();
+    let mut written = Vec::new();
+    let mut write = |name: String, command: clap::Command| -> std::io::Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command.name(name.clone())).render(&mut page)?;
+        std::fs::write(&path, page)?;
+        written.push(path);
+        Ok(())
+    };
+    for sub in command.get_subcommands() {
+        write(format!("portcullis-{}", sub.get_name()), sub.clone())?;
+    }
+    write("portcullis".to_owned(), command)?;
+    Ok(written)
 }

@@ -16,6 +16,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+mod process;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -174,14 +176,14 @@ impl Default for Metrics {
         let checks = Family::<CheckLabels, Counter>::default();
         registry.register(
             "portcullis_checks",
-            "Check decisions by decision (allow; permit = allowed in permissive mode but enforce would deny; deny; error), reason, route, provider and transport (grpc, http).",
+            "Check decisions by decision (allow; permit = allowed in permissive mode but enforce would deny; deny; error), reason, route, provider and transport (grpc, http)",
             checks.clone(),
         );
         let duration_family: HistogramFamily<DecisionLabel> =
             Family::new_with_constructor(|| Histogram::new(CHECK_BUCKETS));
         registry.register(
             "portcullis_check_duration_seconds",
-            "Time from a check's arrival to its decision, by decision.",
+            "Time from a check's arrival to its decision, by decision",
             duration_family.clone(),
         );
         let durations = DECISIONS
@@ -189,13 +191,13 @@ impl Default for Metrics {
         let in_flight = Gauge::default();
         registry.register(
             "portcullis_checks_in_flight",
-            "Checks being decided now.",
+            "Checks being decided now",
             in_flight.clone(),
         );
         let rejection_family = Family::<RejectionLabels, Counter>::default();
         registry.register(
             "portcullis_checks_rejected",
-            "Checks answered with an error before any decision: overloaded (server.max_concurrent_checks reached, RESOURCE_EXHAUSTED) or deadline_exceeded (the caller's grpc-timeout passed, DEADLINE_EXCEEDED).",
+            "Checks answered with an error before any decision: overloaded (server.max_concurrent_checks reached, RESOURCE_EXHAUSTED) or deadline_exceeded (the caller's grpc-timeout passed, DEADLINE_EXCEEDED)",
             rejection_family.clone(),
         );
         let rejections = Transport::ALL.map(|transport| {
@@ -209,44 +211,44 @@ impl Default for Metrics {
         let cache_hits = Family::<CacheLabels, Counter>::default();
         registry.register(
             "portcullis_cache_hits",
-            "Lookups answered from a cache, by cache (token: verified JWTs; introspection, webhook, github, kubernetes: upstream answers; identity_token: signed identity tokens) and provider (empty for the caches shared by providers).",
+            "Lookups answered from a cache, by cache (token: verified JWTs; introspection, webhook, github, kubernetes: upstream answers; identity_token: signed identity tokens) and provider (empty for the caches shared by providers)",
             cache_hits.clone(),
         );
         let cache_misses = Family::<CacheLabels, Counter>::default();
         registry.register(
             "portcullis_cache_misses",
-            "Lookups a cache could not answer, by cache and provider.",
+            "Lookups a cache could not answer, by cache and provider",
             cache_misses.clone(),
         );
         let cache_evictions = Family::<CacheLabels, Counter>::default();
         registry.register(
             "portcullis_cache_evictions",
-            "Entries a cache dropped because they expired or the cache was full, by cache and provider.",
+            "Entries a cache dropped because they expired or the cache was full, by cache and provider",
             cache_evictions.clone(),
         );
         let upstream_durations: HistogramFamily<UpstreamLabels> =
             Family::new_with_constructor(|| Histogram::new(UPSTREAM_BUCKETS));
         registry.register(
             "portcullis_upstream_duration_seconds",
-            "Calls to upstreams, by kind (jwks, introspection, webhook, github, kubernetes, redis) and provider (empty for redis), failed or not.",
+            "Calls to upstreams, by kind (jwks, introspection, webhook, github, kubernetes, redis) and provider (empty for redis), failed or not",
             upstream_durations.clone(),
         );
         let upstream_failures = Family::<UpstreamLabels, Counter>::default();
         registry.register(
             "portcullis_upstream_failures",
-            "Upstream calls that failed (network error, timeout, unexpected status or body), by kind and provider.",
+            "Upstream calls that failed (network error, timeout, unexpected status or body), by kind and provider",
             upstream_failures.clone(),
         );
         let jwks_fetches = Family::<FetchLabels, Counter>::default();
         registry.register(
             "portcullis_jwks_fetches",
-            "Key set fetches by provider and result (ok, failed).",
+            "Key set fetches by provider and result (ok, failed)",
             jwks_fetches.clone(),
         );
         let verification_family = Family::<ResultLabel, Counter>::default();
         registry.register(
             "portcullis_jwt_verifications",
-            "JWT signature checks done (tokens not answered from a cache), by result (valid, invalid).",
+            "JWT signature checks done (tokens not answered from a cache), by result (valid, invalid)",
             verification_family.clone(),
         );
         let verifications = ["valid", "invalid"]
@@ -254,12 +256,12 @@ impl Default for Metrics {
         let verification_waits = Counter::default();
         registry.register(
             "portcullis_jwt_verification_waits",
-            "JWT signature checks that waited for a permit (server.max_concurrent_verifications were running).",
+            "JWT signature checks that waited for a permit (server.max_concurrent_verifications were running)",
             verification_waits.clone(),
         );
         registry.register(
             "portcullis_build",
-            "The running build: its version.",
+            "The running build: its version",
             Info::new(VersionLabel {
                 version: env!("CARGO_PKG_VERSION"),
             }),
@@ -521,7 +523,7 @@ impl Snapshot {
         }
         registry.register(
             "portcullis_jwks_keys",
-            "Keys in the current key set of each provider.",
+            "Keys in the current key set of each provider",
             jwks_keys,
         );
         let gauge = |value: i64| {
@@ -531,12 +533,12 @@ impl Snapshot {
         };
         registry.register(
             "portcullis_token_cache_entries",
-            "Verified JWTs cached.",
+            "Verified JWTs cached",
             gauge(i64::try_from(self.token_cache_entries).unwrap_or(i64::MAX)),
         );
         registry.register(
             "portcullis_ready",
-            "1 when every provider can decide.",
+            "1 when every provider can decide",
             gauge(i64::from(self.ready)),
         );
         let state_up = Family::<[(&'static str, &'static str); 1], Gauge>::default();
@@ -545,19 +547,19 @@ impl Snapshot {
             .set(i64::from(self.state_up));
         registry.register(
             "portcullis_state_up",
-            "1 while the shared state backend (memory, redis) is reachable.",
+            "1 while the shared state backend (memory, redis) is reachable",
             state_up,
         );
         let errors = Counter::<u64>::default();
         errors.inc_by(self.redis_errors);
         registry.register(
             "portcullis_redis_errors",
-            "Failed calls to Redis (the shared state backend).",
+            "Failed calls to Redis (the shared state backend)",
             errors,
         );
         registry.register(
             "portcullis_revocations",
-            "Entries in this replica's copy of the denylist.",
+            "Entries in this replica's copy of the denylist",
             gauge(i64::try_from(self.revocations).unwrap_or(i64::MAX)),
         );
         let counter = |value: u64| {
@@ -574,7 +576,7 @@ impl Snapshot {
         let (ok, failed, hash) = &self.reloads;
         registry.register(
             "portcullis_config_reloads",
-            "Configuration reloads by result (failed: the running configuration stayed).",
+            "Configuration reloads by result (failed: the running configuration stayed)",
             results(*ok, *failed),
         );
         if let Some(hash) = hash {
@@ -582,27 +584,28 @@ impl Snapshot {
             info.get_or_create(&[("hash", hash.clone())]).set(1);
             registry.register(
                 "portcullis_config_info",
-                "The configuration in force: the first 16 hex digits of the SHA-256 of its file.",
+                "The configuration in force: the first 16 hex digits of the SHA-256 of its file",
                 info,
             );
         }
         if let Some(tls) = &self.tls {
             registry.register(
                 "portcullis_tls_certificate_expiry_timestamp_seconds",
-                "notAfter of the certificate the listeners serve (Unix seconds).",
+                "notAfter of the certificate the listeners serve (Unix seconds)",
                 gauge(tls.not_after),
             );
             registry.register(
                 "portcullis_tls_reloads",
-                "Changed server.tls files: loaded (ok), or refused keeping the previous ones (failed).",
+                "Changed server.tls files: loaded (ok), or refused keeping the previous ones (failed)",
                 results(tls.reloads_ok, tls.reloads_failed),
             );
             registry.register(
                 "portcullis_tls_handshake_failures",
-                "TLS handshakes refused or timed out (no or untrusted client certificate, plaintext clients, scanners).",
+                "TLS handshakes refused or timed out (no or untrusted client certificate, plaintext clients, scanners)",
                 counter(tls.handshake_failures),
             );
         }
+        process::Process::read(std::path::Path::new("/proc")).register(&mut registry);
         registry
     }
 }

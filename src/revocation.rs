@@ -133,6 +133,7 @@ pub struct Denylist {
     table: ArcSwap<[ByValue; 4]>,
     /// Serializes writers (each copies the table, changes it and swaps it in).
     write: Mutex<()>,
+    copies: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Denylist {
@@ -184,18 +185,36 @@ impl Denylist {
 
     /// Applies one change; expired entries are dropped on the way.
     pub fn apply(&self, change: &Change, now: i64) {
-        self.update(now, |table| match change {
-            Change::Put { entry } => {
-                let entries = table[entry.kind.index()]
-                    .entry(entry.value.clone())
-                    .or_default();
-                entries.retain(|e| e.issuer != entry.issuer);
-                entries.push(entry.clone());
-            }
-            Change::Remove { kind, value } => {
-                table[kind.index()].remove(value);
+        self.apply_all(std::slice::from_ref(change), now);
+    }
+
+    /// Applies changes in order, as one new table: a batch (an Auth0 log stream delivery, the messages
+    /// waiting on the pub/sub feed) costs one copy of the table, not one per change.
+    pub fn apply_all(&self, changes: &[Change], now: i64) {
+        if changes.is_empty() {
+            return;
+        }
+        self.update(now, |table| {
+            for change in changes {
+                match change {
+                    Change::Put { entry } => {
+                        let entries = table[entry.kind.index()]
+                            .entry(entry.value.clone())
+                            .or_default();
+                        entries.retain(|e| e.issuer != entry.issuer);
+                        entries.push(entry.clone());
+                    }
+                    Change::Remove { kind, value } => {
+                        table[kind.index()].remove(value);
+                    }
+                }
             }
         });
+    }
+
+    /// How many times the table was copied for a change (each is a new table every check then reads).
+    pub fn copies(&self) -> u64 {
+        self.copies.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Replaces every entry (a full resync).
@@ -254,6 +273,8 @@ impl Denylist {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut table: [ByValue; 4] = (**self.table.load()).clone();
+        self.copies
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         change(&mut table);
         for by_value in &mut table {
             by_value.retain(|_, entries| {
@@ -366,6 +387,36 @@ mod tests {
         assert!(!list.revoked(&identity(json!({"sub": "u", "jti": 12345.5})), 11, 0));
         assert!(list.revoked(&identity(json!({"sub": 42, "iat": 1})), 11, 0));
         assert!(list.revoked(&identity(json!({"sub": "u", "sid": 7})), 11, 0));
+    }
+
+    #[test]
+    fn a_batch_of_changes_is_one_copy_of_the_table() {
+        let list = Denylist::default();
+        let changes: Vec<Change> = (0..8_000)
+            .map(|i| Change::Put {
+                entry: new_entry(Kind::Sub, format!("user-{i}"), None, 100, 10).unwrap(),
+            })
+            .collect();
+        list.apply_all(&changes, 10);
+        assert_eq!(list.copies(), 1);
+        assert_eq!(list.len(), 8_000);
+        assert!(list.revoked(&identity(json!({"sub": "user-7999"})), 11, 0));
+        // In order: a removal later in the batch wins over a put before it.
+        list.apply_all(
+            &[
+                Change::Put {
+                    entry: new_entry(Kind::Jti, "j".into(), None, 100, 10).unwrap(),
+                },
+                Change::Remove {
+                    kind: Kind::Sub,
+                    value: "user-1".into(),
+                },
+            ],
+            10,
+        );
+        assert_eq!(list.copies(), 2);
+        assert!(!list.revoked(&identity(json!({"sub": "user-1"})), 11, 0));
+        assert!(list.revoked(&identity(json!({"sub": "u", "jti": "j"})), 11, 0));
     }
 
     #[test]

@@ -239,6 +239,25 @@ impl SharedState {
         }
     }
 
+    /// Adds entries as one change to the local copy (one table copy for the batch), then writes each to
+    /// the shared store. On a store error the local copy keeps them (as for [`SharedState::revoke`]).
+    pub async fn revoke_all(&self, entries: Vec<Entry>) -> Result<(), StateError> {
+        let changes: Vec<Change> = entries
+            .into_iter()
+            .map(|entry| Change::Put { entry })
+            .collect();
+        self.denylist.apply_all(&changes, self.now());
+        match &self.backend {
+            StateBackend::Memory(_) => Ok(()),
+            StateBackend::Redis(redis) => {
+                for change in &changes {
+                    redis.write(change).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Removes every entry of this kind and value; returns how many this replica held.
     pub async fn unrevoke(&self, kind: Kind, value: &str) -> Result<usize, StateError> {
         let held = self.denylist.find(kind, value).len();

@@ -1047,3 +1047,36 @@ fn base64_url(text: &str) -> Vec<u8> {
         .decode(text)
         .unwrap()
 }
+
+/// Issue 27: shell completions and man pages come from the same clap definitions as `--help`.
+#[test]
+fn completions_and_man_pages_are_generated_from_the_command_line() {
+    let (code, stdout, stderr) = run(&["completions", "bash"]);
+    assert_eq!(code, 0, "{stderr}");
+    for word in [
+        "portcullis",
+        "validate-config",
+        "--state-dir",
+        "--write-jwks",
+    ] {
+        assert!(
+            stdout.contains(word),
+            "{word} missing from the bash completions"
+        );
+    }
+    let (code, stdout, _) = run(&["completions", "zsh"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("#compdef portcullis"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = run(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.lines().count() >= 10, "{stdout}");
+    let top = std::fs::read_to_string(dir.path().join("portcullis.1")).unwrap();
+    assert!(
+        top.starts_with(".ie") || top.contains(".TH portcullis"),
+        "{top}"
+    );
+    let check = std::fs::read_to_string(dir.path().join("portcullis-check.1")).unwrap();
+    assert!(check.contains("expect"), "{check}");
+}

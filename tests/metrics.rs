@@ -253,7 +253,7 @@ fn assert_parses(metrics: &str) {
             None => series,
         };
         assert!(
-            name.starts_with("portcullis_")
+            (name.starts_with("portcullis_") || name.starts_with("process_"))
                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
             "{line}"
         );
@@ -287,4 +287,38 @@ fn split_labels(labels: &str) -> Vec<&str> {
         out.push(&labels[start..]);
     }
     out
+}
+
+/// Issue 27: `/metrics` carries the process's own resources under the usual names, and no help text ends
+/// in a doubled period (prometheus-client adds the period itself).
+#[tokio::test]
+async fn metrics_carry_process_resources() {
+    let server = TestServer::start(
+        "providers: [{name: anon, type: anonymous}]\ndefault_route: {allow_anonymous: true}",
+    )
+    .await
+    .ready()
+    .await;
+    let metrics = server.metrics().await;
+    for series in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_threads ",
+        "process_start_time_seconds ",
+    ] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("{series} missing: {metrics}"));
+        let value: f64 = line[series.len()..].trim().parse().unwrap();
+        assert!(value > 0.0, "{line}");
+    }
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("# HELP") && l.ends_with("..")),
+        "{metrics}"
+    );
 }

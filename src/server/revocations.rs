@@ -129,6 +129,7 @@ async fn auth0_batch(State(app): State<Arc<App>>, request: Request) -> Response 
     };
     let mut events = Vec::with_capacity(values.len());
     let mut malformed = Vec::new();
+    let mut skipped = 0usize;
     for (index, value) in values.into_iter().enumerate() {
         let log_id = value
             .get("log_id")
@@ -137,6 +138,7 @@ async fn auth0_batch(State(app): State<Arc<App>>, request: Request) -> Response 
         match auth0::LogEvent::deserialize(value) {
             Ok(event) => events.push(event),
             Err(e) => {
+                skipped += 1;
                 tracing::warn!(
                     auth0.index = index,
                     auth0.log_id = log_id.as_deref().unwrap_or(""),
@@ -150,9 +152,10 @@ async fn auth0_batch(State(app): State<Arc<App>>, request: Request) -> Response 
             }
         }
     }
-    let skipped = malformed.len();
     let now = state.now();
-    let (mut revoked, mut duplicates, mut ignored) = (0usize, 0usize, 0usize);
+    let (mut duplicates, mut ignored) = (0usize, 0usize);
+    let mut fresh: Vec<&str> = Vec::new();
+    let mut entries = Vec::new();
     for event in &events {
         let Some(entry) = auth0::entry_for(
             event,
@@ -163,7 +166,10 @@ async fn auth0_batch(State(app): State<Arc<App>>, request: Request) -> Response 
             ignored += 1;
             continue;
         };
-        // The entry is written before the log id is marked seen, so a failed batch can be redelivered.
+        if fresh.contains(&event.log_id.as_str()) {
+            duplicates += 1;
+            continue;
+        }
         match state.first_log_id_seen(&event.log_id).await {
             Ok(true) => {
                 duplicates += 1;
@@ -178,13 +184,19 @@ async fn auth0_batch(State(app): State<Arc<App>>, request: Request) -> Response 
             revocation.kind = entry.kind.as_str(),
             "revocation from an Auth0 log event"
         );
-        if let Err(e) = state.revoke(entry).await {
+        fresh.push(&event.log_id);
+        entries.push(entry);
+    }
+    // The batch is one change to the local copy (one table copy, not one per event). The entries are
+    // written before the log ids are marked seen, so a failed batch can be redelivered.
+    let revoked = entries.len();
+    if let Err(e) = state.revoke_all(entries).await {
+        return unshared(&e);
+    }
+    for log_id in fresh {
+        if let Err(e) = state.mark_log_id(log_id).await {
             return unshared(&e);
         }
-        if let Err(e) = state.mark_log_id(&event.log_id).await {
-            return unshared(&e);
-        }
-        revoked += 1;
     }
     let mut answer = json!({ "revoked": revoked, "duplicates": duplicates, "ignored": ignored });
     if skipped > 0 {

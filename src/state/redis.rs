@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, IntoConnectionInfo as _};
 use tokio::sync::Notify;
@@ -21,6 +21,9 @@ use super::{Health, StateError};
 use crate::clock::Clock;
 use crate::config::{Secret, StateConfig};
 use crate::revocation::{Change, Denylist, Entry};
+
+/// The most pub/sub messages applied as one change to the local denylist.
+const MAX_BATCH: usize = 10_000;
 
 pub(super) struct RedisState {
     client: redis::Client,
@@ -276,7 +279,18 @@ impl Feed {
                         tokio::select! {
                             _ = cancel.cancelled() => return,
                             message = messages.next() => match message {
-                                Some(message) => self.apply(message.get_payload_bytes()),
+                                Some(message) => {
+                                    // What else is already waiting is applied with it: a burst of
+                                    // changes (an Auth0 batch on another replica) is one table copy.
+                                    let mut batch = vec![message];
+                                    while batch.len() < MAX_BATCH {
+                                        match messages.next().now_or_never() {
+                                            Some(Some(message)) => batch.push(message),
+                                            _ => break,
+                                        }
+                                    }
+                                    self.apply(&batch);
+                                }
                                 None => break,
                             },
                         }
@@ -297,11 +311,18 @@ impl Feed {
         }
     }
 
-    fn apply(&self, payload: &[u8]) {
-        match serde_json::from_slice::<Change>(payload) {
-            Ok(change) => self.denylist.apply(&change, self.clock.now()),
-            Err(e) => tracing::warn!(error = %e, "ignoring a malformed revocation message"),
-        }
+    fn apply(&self, messages: &[redis::Msg]) {
+        let changes: Vec<Change> = messages
+            .iter()
+            .filter_map(|message| {
+                serde_json::from_slice::<Change>(message.get_payload_bytes())
+                    .map_err(
+                        |e| tracing::warn!(error = %e, "ignoring a malformed revocation message"),
+                    )
+                    .ok()
+            })
+            .collect();
+        self.denylist.apply_all(&changes, self.clock.now());
     }
 
     /// Reads the whole denylist every `period`, and at once when asked.
