@@ -631,9 +631,9 @@ fn serve_writes_decision_lines_on_stdout_and_rust_log_turns_them_off() {
     };
     let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(entry["target"], "portcullis::decision", "{line}");
-    assert_eq!(entry["decision"], "deny", "{line}");
-    assert_eq!(entry["reason"], "missing_credential", "{line}");
-    assert_eq!(entry["route"], "default", "{line}");
+    assert_eq!(entry["authz.decision"], "deny", "{line}");
+    assert_eq!(entry["authz.reason"], "missing_credential", "{line}");
+    assert_eq!(entry["authz.route"], "default", "{line}");
     assert!(
         !dev.log.lock().unwrap().contains("portcullis::decision"),
         "decision lines stay off stderr"
