@@ -352,10 +352,25 @@ pub struct ExplainArgs {
 pub struct ValidateArgs {
     /// The configuration file (YAML).
     file: PathBuf,
-    /// Do not check that `{env:}`/`{file:}` secret references resolve on this machine, nor read the
-    /// `server.tls` files (both usually exist only where the server runs).
+    /// Do not check that `{env:}`/`{file:}` secret references resolve on this machine, nor read the files
+    /// the server reads (`server.tls`, key sets, API key files, CA files: they usually exist only where the
+    /// server runs).
     #[arg(long)]
     skip_secrets: bool,
+    /// `text` (the default: a line per problem), or `json`: one document on stdout,
+    /// `{"file", "valid", "problems": [{"path", "message"}], "warnings": [...]}`, for CI and editors.
+    #[arg(long, value_enum, default_value = "text")]
+    format: ValidateFormat,
+    /// Warnings (dangerous settings) fail the check too (exit 64), for CI.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// How `validate-config` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ValidateFormat {
+    Text,
+    Json,
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -397,30 +412,71 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// `validate-config`: parse, compile the policy, resolve secrets (unless skipped); every problem with its
 /// path. A file that cannot be read is a problem too: exit 64 either way.
 pub fn validate_config(args: &ValidateArgs) -> ExitCode {
-    let mut problems: Vec<String> = match Config::load(&args.file) {
+    let (config, mut problems, warnings) = match Config::load(&args.file) {
         Ok(config) => {
             let secrets = SecretSource::Process;
             let mut found = runtime::check(&config, (!args.skip_secrets).then_some(&secrets));
             if let Some(tls) = config.server.tls.as_ref().filter(|_| !args.skip_secrets) {
                 found.extend(ServerTls::check(tls));
             }
-            for warning in config.warnings() {
+            let warnings = config.warnings();
+            (Some(config), found, warnings)
+        }
+        Err(LoadError::Invalid(errors)) => (None, errors.0, Vec::new()),
+        Err(read @ LoadError::Read { .. }) => (
+            None,
+            vec![crate::config::Problem {
+                path: ".".to_owned(),
+                message: read.to_string(),
+            }],
+            Vec::new(),
+        ),
+    };
+    problems.dedup();
+    let failed = !problems.is_empty() || (args.strict && !warnings.is_empty());
+    match args.format {
+        ValidateFormat::Json => {
+            let list = |items: &[crate::config::Problem]| -> Vec<serde_json::Value> {
+                items
+                    .iter()
+                    .map(|p| serde_json::json!({"path": p.path, "message": p.message}))
+                    .collect()
+            };
+            let document = serde_json::json!({
+                "file": args.file.display().to_string(),
+                "valid": !failed,
+                "problems": list(&problems),
+                "warnings": list(&warnings),
+                "providers": config.as_ref().map(|c| c.providers.len()),
+            });
+            println!("{document:#}");
+        }
+        ValidateFormat::Text => {
+            for warning in &warnings {
                 eprintln!("warning: {warning}");
             }
-            if found.is_empty() {
-                return valid(&args.file, &config);
+            match (&config, failed) {
+                (Some(config), false) => return valid(&args.file, config),
+                _ if problems.is_empty() => println!(
+                    "{}: invalid configuration: {} warning{} (--strict)",
+                    args.file.display(),
+                    warnings.len(),
+                    if warnings.len() == 1 { "" } else { "s" }
+                ),
+                _ => {
+                    println!("{}: invalid configuration", args.file.display());
+                    for problem in &problems {
+                        println!("  {problem}");
+                    }
+                }
             }
-            found.iter().map(ToString::to_string).collect()
         }
-        Err(LoadError::Invalid(errors)) => errors.0.iter().map(ToString::to_string).collect(),
-        Err(read @ LoadError::Read { .. }) => vec![read.to_string()],
-    };
-    println!("{}: invalid configuration", args.file.display());
-    problems.dedup();
-    for problem in problems {
-        println!("  {problem}");
     }
-    ExitCode::from(EXIT_CONFIG)
+    if failed {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn valid(file: &Path, config: &Config) -> ExitCode {

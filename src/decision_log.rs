@@ -2,9 +2,10 @@
 //! (`portcullis::decision`), which `telemetry` writes as one JSON line on stdout. Denials, errors and
 //! permissive-mode would-denies are always logged; allows are sampled at `decision_log.allow_sample_rate`.
 //!
-//! A line names the decision, never the credential: time, decision id, route, provider, principal (the
-//! subject), decision, reason, the client's source address, the request id (`x-request-id`) and the W3C
-//! trace id. Nothing is formatted when the target is filtered out (`RUST_LOG=portcullis::decision=off`).
+//! A line names the decision, never the credential: `time`, `authz.decision_id`, `authz.route`,
+//! `provider.name`, `principal` (the subject), `authz.decision`, `authz.reason`, `source.address` (the
+//! client's), `request.id` (`x-request-id`) and `trace.id` (W3C): the same field names as the server's own
+//! log lines. Nothing is formatted when the target is filtered out (`RUST_LOG=portcullis::decision=off`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,8 +23,8 @@ pub struct Origin<'a> {
     /// The downstream client's address as Envoy saw it (`ip`), and its port (0 when unknown).
     pub source_ip: &'a str,
     pub source_port: u32,
-    /// The W3C `traceparent` header, if any (its trace id is logged).
-    pub traceparent: Option<&'a str>,
+    /// The W3C trace id (the check span's, else the caller's `traceparent`'s), empty when none.
+    pub trace_id: &'a str,
 }
 
 /// Which decisions are logged.
@@ -87,15 +88,15 @@ impl DecisionLog {
         tracing::info!(
             target: TARGET,
             time = %time,
-            decision_id = verdict.decision_id.as_str(),
-            route = verdict.route.name(),
-            provider = provider.unwrap_or(""),
+            authz.decision_id = verdict.decision_id.as_str(),
+            authz.route = verdict.route.name(),
+            provider.name = provider.unwrap_or(""),
             principal = principal.unwrap_or(""),
-            decision = verdict.decision.kind(),
-            reason = verdict.decision.reason(),
-            source_address = %source,
-            request_id = request.request_id,
-            trace_id = origin.traceparent.and_then(trace_id).unwrap_or(""),
+            authz.decision = verdict.decision.kind(),
+            authz.reason = verdict.decision.reason(),
+            source.address = %source,
+            request.id = request.request_id,
+            trace.id = origin.trace_id,
         );
     }
 
@@ -109,7 +110,7 @@ impl DecisionLog {
 }
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if it is well formed.
-fn trace_id(traceparent: &str) -> Option<&str> {
+pub fn traceparent_id(traceparent: &str) -> Option<&str> {
     let mut parts = traceparent.trim().split('-');
     let (_version, id) = (parts.next()?, parts.next()?);
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
@@ -146,15 +147,15 @@ mod tests {
     #[test]
     fn the_trace_id_is_read_from_a_well_formed_traceparent_only() {
         assert_eq!(
-            trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            traceparent_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
-        assert_eq!(trace_id("00-xyz-00f067aa0ba902b7-01"), None);
+        assert_eq!(traceparent_id("00-xyz-00f067aa0ba902b7-01"), None);
         assert_eq!(
-            trace_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            traceparent_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
             None
         );
-        assert_eq!(trace_id(""), None);
+        assert_eq!(traceparent_id(""), None);
     }
 
     #[test]

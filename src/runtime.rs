@@ -216,6 +216,25 @@ pub fn check(config: &Config, secrets: Option<&SecretSource>) -> Vec<Problem> {
                 }
             }
         }
+        // The files a provider reads when it is built (a key set, API keys, a CA): read and parsed now, as
+        // `serve` would, one provider at a time so that each provider's problem is reported.
+        for (i, provider) in config.providers.iter().enumerate() {
+            if provider.kind.build_files().is_empty() {
+                continue;
+            }
+            let mut alone = config.clone();
+            alone.providers = vec![provider.clone()];
+            alone.policy.routes.clear();
+            if let Err(e) = Providers::from_config(&alone, source, Clock::system(), None) {
+                let mut problem = e.into_problem();
+                problem.path = problem
+                    .path
+                    .replacen("providers[0]", &format!("providers[{i}]"), 1);
+                if !problems.contains(&problem) {
+                    problems.push(problem);
+                }
+            }
+        }
         let shared = [
             ("revocation.admin_secret", &config.revocation.admin_secret),
             (

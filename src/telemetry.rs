@@ -187,6 +187,25 @@ pub fn check_span<'a>(
     span
 }
 
+/// The W3C trace id of a check: its span's (when traces are exported, a child of the caller's context or
+/// a new trace), else the caller's `traceparent`'s. Empty when there is none. Log lines and the decision
+/// log carry it as `trace.id`, so a line can be found from a trace and the other way round.
+pub fn trace_id<'a>(
+    span: &tracing::Span,
+    traceparent: Option<&'a str>,
+) -> std::borrow::Cow<'a, str> {
+    use opentelemetry::trace::TraceContextExt as _;
+    if EXPORTING.load(std::sync::atomic::Ordering::Relaxed) && !span.is_disabled() {
+        let id = span.context().span().span_context().trace_id();
+        if id != opentelemetry::trace::TraceId::INVALID {
+            return std::borrow::Cow::Owned(id.to_string());
+        }
+    }
+    traceparent
+        .and_then(crate::decision_log::traceparent_id)
+        .map_or(std::borrow::Cow::Borrowed(""), std::borrow::Cow::Borrowed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,11 +268,35 @@ mod tests {
             span.record("authz.route", "admin");
             let trace_id = span.context().span().span_context().trace_id();
             assert_eq!(trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+            // Log lines carry the span's trace id; without a caller's context, a new trace's.
+            assert_eq!(
+                super::trace_id(&span, None),
+                "4bf92f3577b34da6a3ce929d0e0e4736"
+            );
+            let root = check_span("grpc", |_| None);
+            let own = super::trace_id(&root, None);
+            assert_eq!(own.len(), 32, "{own}");
+            assert_ne!(own, "4bf92f3577b34da6a3ce929d0e0e4736");
             drop(span);
         });
+        // Traces off: the caller's traceparent still names the trace.
+        EXPORTING.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            super::trace_id(
+                &tracing::Span::none(),
+                Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            ),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(super::trace_id(&tracing::Span::none(), None), "");
+        EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
         let spans = exporter.get_finished_spans().unwrap();
-        assert_eq!(spans.len(), 1);
-        let span = &spans[0];
+        // Envoy's check, and the one without a caller's context.
+        assert_eq!(spans.len(), 2);
+        let span = spans
+            .iter()
+            .find(|s| s.parent_span_id.to_string() == "00f067aa0ba902b7")
+            .unwrap();
         assert_eq!(span.name, "ext_authz Check");
         assert_eq!(
             span.span_context.trace_id().to_string(),

@@ -631,9 +631,9 @@ fn serve_writes_decision_lines_on_stdout_and_rust_log_turns_them_off() {
     };
     let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(entry["target"], "portcullis::decision", "{line}");
-    assert_eq!(entry["decision"], "deny", "{line}");
-    assert_eq!(entry["reason"], "missing_credential", "{line}");
-    assert_eq!(entry["route"], "default", "{line}");
+    assert_eq!(entry["authz.decision"], "deny", "{line}");
+    assert_eq!(entry["authz.reason"], "missing_credential", "{line}");
+    assert_eq!(entry["authz.route"], "default", "{line}");
     assert!(
         !dev.log.lock().unwrap().contains("portcullis::decision"),
         "decision lines stay off stderr"
@@ -1079,4 +1079,67 @@ fn completions_and_man_pages_are_generated_from_the_command_line() {
     );
     let check = std::fs::read_to_string(dir.path().join("portcullis-check.1")).unwrap();
     assert!(check.contains("expect"), "{check}");
+}
+
+/// Issue 27: `validate-config` reads the files `serve` reads (a missing `jwks_file` or CA file is a problem
+/// here, not a failed start), reports as JSON with `--format json`, and fails on warnings with `--strict`.
+#[test]
+fn validate_config_reads_every_file_reports_json_and_fails_warnings_when_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("files.yaml");
+    std::fs::write(
+        &path,
+        "providers:
+  - {name: ok, type: jwt, issuer: 'https://a.example/', audiences: [x]}
+  - {name: pinned, type: jwt, issuer: 'https://b.example/', audiences: [x], jwks_file: /nonexistent/jwks.json}
+  - {name: hook, type: webhook, endpoint: 'https://hook.example/check', tls: {ca_file: /nonexistent/ca.pem}}
+",
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let (code, stdout, _) = run(&["validate-config", file]);
+    assert_eq!(code, 64, "{stdout}");
+    assert!(
+        stdout.contains("providers[1].jwks_file: cannot read"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("providers[2].tls.ca_file"), "{stdout}");
+    // Files that exist only where the server runs: skipped on request.
+    let (code, _, _) = run(&["validate-config", "--skip-secrets", file]);
+    assert_eq!(code, 0);
+
+    let (code, stdout, _) = run(&["validate-config", "--format", "json", file]);
+    assert_eq!(code, 64);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    let paths: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["providers[1].jwks_file", "providers[2].tls.ca_file"],
+        "{report}"
+    );
+
+    // A warning (an envoy_jwt provider that takes any issuer): valid, unless --strict.
+    let warned = dir.path().join("warned.yaml");
+    std::fs::write(&warned, "providers:\n  - {name: edge, type: envoy_jwt}\n").unwrap();
+    let warned = warned.to_str().unwrap();
+    let (code, _, stderr) = run(&["validate-config", warned]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("warning:"), "{stderr}");
+    let (code, stdout, _) = run(&["validate-config", "--strict", warned]);
+    assert_eq!(code, 64, "{stdout}");
+    let (code, stdout, _) = run(&["validate-config", "--strict", "--format", "json", warned]);
+    assert_eq!(code, 64);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["problems"].as_array().unwrap().len(), 0);
+    assert!(
+        !report["warnings"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
 }

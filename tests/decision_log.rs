@@ -157,31 +157,31 @@ async fn denials_and_would_denies_are_logged_allows_sampled_and_credentials_neve
     assert_eq!(lines.len(), 3, "{}", out.text());
     let expired_line = &lines[0];
     for (field, want) in [
-        ("decision", "deny"),
-        ("reason", "expired"),
-        ("route", "api"),
-        ("provider", "people"),
+        ("authz.decision", "deny"),
+        ("authz.reason", "expired"),
+        ("authz.route", "api"),
+        ("provider.name", "people"),
         // A rejected token's subject is not vouched for: not logged.
         ("principal", ""),
-        ("request_id", "req-77"),
-        ("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
-        ("source_address", "203.0.113.7:51234"),
+        ("request.id", "req-77"),
+        ("trace.id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        ("source.address", "203.0.113.7:51234"),
         ("target", "portcullis::decision"),
     ] {
         assert_eq!(expired_line[field], want, "{field} in {expired_line}");
     }
-    let id = expired_line["decision_id"].as_str().unwrap();
+    let id = expired_line["authz.decision_id"].as_str().unwrap();
     assert_eq!(id.len(), 24, "{expired_line}");
     let time = expired_line["time"].as_str().unwrap();
     assert!(
         time.len() > 20 && time.ends_with('Z') && time.contains('T'),
         "{time}"
     );
-    assert_eq!(lines[1]["decision"], "deny");
-    assert_eq!(lines[1]["reason"], "unknown_api_key", "{}", lines[1]);
-    assert_eq!(lines[2]["decision"], "permit");
-    assert_eq!(lines[2]["reason"], "missing_scope");
-    assert_eq!(lines[2]["route"], "rollout");
+    assert_eq!(lines[1]["authz.decision"], "deny");
+    assert_eq!(lines[1]["authz.reason"], "unknown_api_key", "{}", lines[1]);
+    assert_eq!(lines[2]["authz.decision"], "permit");
+    assert_eq!(lines[2]["authz.reason"], "missing_scope");
+    assert_eq!(lines[2]["authz.route"], "rollout");
     assert_eq!(lines[2]["principal"], "user-1");
 
     // No credential, whole or in part.
@@ -222,10 +222,10 @@ async fn every_allow_is_logged_at_rate_one_and_a_filter_turns_the_log_off() {
     assert_eq!(lines.len(), 3, "{}", on.text());
     assert!(lines
         .iter()
-        .all(|l| l["decision"] == "allow" && l["provider"] == "people"));
+        .all(|l| l["authz.decision"] == "allow" && l["provider.name"] == "people"));
     let ids: std::collections::HashSet<&str> = lines
         .iter()
-        .map(|l| l["decision_id"].as_str().unwrap())
+        .map(|l| l["authz.decision_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids.len(), 3, "one id per decision");
     assert_eq!(off.text(), "", "portcullis::decision=off silences it");

@@ -17,10 +17,18 @@ pub enum SecretRef {
     File(PathBuf),
 }
 
-/// The YAML shape of a reference: a mapping with exactly one of `env` or `file`.
+/// What the YAML holds where a secret reference goes: a mapping with exactly one of `env` or `file`, or
+/// anything else, which is explained (never echoed: it may be the secret itself).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSecretRef {
+    Reference(ReferenceFields),
+    Other(serde_yaml_ng::Value),
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSecretRef {
+struct ReferenceFields {
     env: Option<String>,
     file: Option<PathBuf>,
 }
@@ -31,10 +39,23 @@ impl TryFrom<RawSecretRef> for SecretRef {
     type Error = &'static str;
 
     fn try_from(raw: RawSecretRef) -> Result<Self, Self::Error> {
-        match (raw.env, raw.file) {
-            (Some(name), None) if !name.is_empty() => Ok(SecretRef::Env(name)),
-            (None, Some(path)) if !path.as_os_str().is_empty() => Ok(SecretRef::File(path)),
-            _ => Err("a secret reference is `{env: NAME}` or `{file: PATH}`, exactly one of them"),
+        const SHAPE: &str =
+            "a secret reference is `{env: NAME}` or `{file: PATH}`, exactly one of them";
+        match raw {
+            RawSecretRef::Reference(ReferenceFields {
+                env: Some(name),
+                file: None,
+            }) if !name.is_empty() => Ok(SecretRef::Env(name)),
+            RawSecretRef::Reference(ReferenceFields {
+                env: None,
+                file: Some(path),
+            }) if !path.as_os_str().is_empty() => Ok(SecretRef::File(path)),
+            RawSecretRef::Reference(_) => Err(SHAPE),
+            RawSecretRef::Other(serde_yaml_ng::Value::Mapping(_)) => Err(SHAPE),
+            RawSecretRef::Other(_) => Err(
+                "a secret is never written in the configuration: put it in an environment variable \
+                 (`{env: NAME}`) or a file, e.g. a mounted Kubernetes Secret (`{file: PATH}`)",
+            ),
         }
     }
 }
@@ -134,6 +155,31 @@ fn read_file(path: &Path) -> Result<Vec<u8>, SecretError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inline_secret_is_explained_without_echoing_it() {
+        let error = crate::config::Config::from_yaml_str(
+            "providers:\n  - {name: h, type: jwt, issuer: i, audiences: [x], algorithms: [HS256], shared_secret: hunter2-very-secret}",
+        )
+        .unwrap_err()
+        .0;
+        let text = format!("{error:?}");
+        assert!(text.contains("providers[0].shared_secret"), "{text}");
+        assert!(
+            text.contains("never written in the configuration"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "the secret is echoed: {text}");
+        let error = crate::config::Config::from_yaml_str(
+            "providers:\n  - {name: h, type: jwt, issuer: i, audiences: [x], algorithms: [HS256], shared_secret: {env: A, file: /b}}",
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            format!("{error:?}").contains("exactly one of them"),
+            "{error:?}"
+        );
+    }
 
     #[test]
     fn env_and_file_references_resolve() {

@@ -63,11 +63,12 @@ pub async fn check<'v, T>(
     span.record("authz.reason", verdict.decision.reason());
     span.record("authz.route", verdict.route.name());
     span.record("authz.decision_id", verdict.decision_id.as_str());
-    log_verdict(&verdict, view, transport);
+    let trace_id = crate::telemetry::trace_id(&span, trace("traceparent"));
+    log_verdict(&verdict, view, transport, &trace_id);
     let origin = crate::decision_log::Origin {
         source_ip: source.0,
         source_port: source.1,
-        traceparent: trace("traceparent"),
+        trace_id: &trace_id,
     };
     runtime.decision_log().record(&verdict, view, &origin);
     write(crate::answer::answer(&verdict, view, runtime.answers()))
@@ -78,7 +79,12 @@ pub const EXPLAIN_HEADER: &str = "x-portcullis-explain";
 
 /// One line per decision: allows at debug, permits (would-be denials) and denials at info, errors at warn.
 /// The path is logged without its query string (which may carry credentials); credentials never are.
-fn log_verdict(verdict: &Verdict<'_>, view: &RequestView<'_>, transport: Transport) {
+fn log_verdict(
+    verdict: &Verdict<'_>,
+    view: &RequestView<'_>,
+    transport: Transport,
+    trace_id: &str,
+) {
     let transport = transport.as_str();
     let id = verdict.decision_id.as_str();
     let route = verdict.route.name();
@@ -93,6 +99,7 @@ fn log_verdict(verdict: &Verdict<'_>, view: &RequestView<'_>, transport: Transpo
             http.method = view.method,
             http.path = view.path,
             request.id = view.request_id,
+            trace.id = trace_id,
         ),
         Decision::Permit {
             identity,
@@ -110,6 +117,7 @@ fn log_verdict(verdict: &Verdict<'_>, view: &RequestView<'_>, transport: Transpo
             http.method = view.method,
             http.path = view.path,
             request.id = view.request_id,
+            trace.id = trace_id,
             "permissive mode: allowed a request that enforce mode would deny"
         ),
         Decision::Deny(denial) => tracing::info!(
@@ -123,6 +131,7 @@ fn log_verdict(verdict: &Verdict<'_>, view: &RequestView<'_>, transport: Transpo
             http.method = view.method,
             http.path = view.path,
             request.id = view.request_id,
+            trace.id = trace_id,
         ),
         Decision::Error(why) => tracing::warn!(
             authz.decision = "error",
@@ -133,6 +142,7 @@ fn log_verdict(verdict: &Verdict<'_>, view: &RequestView<'_>, transport: Transpo
             http.method = view.method,
             http.path = view.path,
             request.id = view.request_id,
+            trace.id = trace_id,
         ),
     }
 }
