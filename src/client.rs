@@ -216,8 +216,31 @@ pub async fn ask(ask: &Ask<'_>) -> Result<(Verdict, Value), AskError> {
 /// As [`ask`]; an `https://` address is reached over TLS with `tls`.
 pub async fn ask_over(ask: &Ask<'_>, tls: &ClientTls) -> Result<(Verdict, Value), AskError> {
     let request = check_request(ask)?;
-    let endpoint = tonic::transport::Endpoint::from_shared(ask.addr.to_owned())
-        .map_err(|_| AskError::BadAddress(ask.addr.to_owned()))?
+    let channel = connect(ask.addr, tls).await?;
+    let response = AuthorizationClient::new(channel)
+        .check(request)
+        .await?
+        .into_inner();
+    Ok(describe(&response))
+}
+
+/// Whether the server at `addr` reports the overall health service ("") SERVING: every provider can
+/// decide and it is not draining.
+pub async fn serving(addr: &str, tls: &ClientTls) -> Result<bool, AskError> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let channel = connect(addr, tls).await?;
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await?
+        .into_inner()
+        .status;
+    Ok(status == ServingStatus::Serving as i32)
+}
+
+async fn connect(addr: &str, tls: &ClientTls) -> Result<tonic::transport::Channel, AskError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
+        .map_err(|_| AskError::BadAddress(addr.to_owned()))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(10));
     let https = endpoint.uri().scheme_str() == Some("https");
@@ -233,15 +256,10 @@ pub async fn ask_over(ask: &Ask<'_>, tls: &ClientTls) -> Result<(Verdict, Value)
     } else {
         endpoint.connect().await
     };
-    let channel = connected.map_err(|source| AskError::Connect {
-        addr: ask.addr.to_owned(),
+    connected.map_err(|source| AskError::Connect {
+        addr: addr.to_owned(),
         source,
-    })?;
-    let response = AuthorizationClient::new(channel)
-        .check(request)
-        .await?
-        .into_inner();
-    Ok(describe(&response))
+    })
 }
 
 fn header_list(headers: &[HeaderValueOption]) -> Value {
