@@ -548,8 +548,20 @@ def dockerfile(path, ignore_path):
     assert users, "no USER"
     uid = users[-1].split()[1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, f"final USER {uid} must be numeric and non-root"
-    ign = open(ignore_path).read().split()
-    assert "target/" in ign or "target" in ign, ".dockerignore must exclude target/"
+    ign = [l.strip() for l in open(ignore_path) if l.strip() and not l.startswith("#")]
+    for d in ("target", ".tools", ".git"):
+        assert d + "/" in ign or d in ign, f".dockerignore must exclude {d}/"
+    assert not [l for l in ign if l.rstrip("/").lstrip("/") in ("crates", "src", "proto")], ".dockerignore must keep the sources (crates/, src/, proto/)"
+    # The base images are build arguments whose defaults are what users get; the runtime stage copies
+    # the binary from the `binary` stage, which is the builder unless BINARY_IMAGE says otherwise.
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", t, re.M))
+    assert args.get("BUILDER_IMAGE") == "rust:${RUST_VERSION}-${DEBIAN_RELEASE}", f"BUILDER_IMAGE default {args.get('BUILDER_IMAGE')}"
+    assert args.get("RUNTIME_IMAGE") == "gcr.io/distroless/cc-debian12:nonroot", f"RUNTIME_IMAGE default {args.get('RUNTIME_IMAGE')}"
+    assert args.get("BINARY_IMAGE") == "builder", f"BINARY_IMAGE default {args.get('BINARY_IMAGE')}"
+    assert froms[0] == "FROM ${BUILDER_IMAGE} AS builder" and froms[-1] == "FROM ${RUNTIME_IMAGE}", f"FROM lines {froms}"
+    assert "COPY . ." in lines, "the builder copies the whole workspace (COPY . .)"
+    for k in ("version", "revision", "source"):
+        assert re.search(rf'org\.opencontainers\.image\.{k}="\$\{{{k.upper()}\}}"', t), f"OCI label {k} from the build argument"
 
 def pods_at_least(ds):
     dep = one(ds, "Deployment")
@@ -1501,7 +1513,7 @@ check "Istio gateway policy checks api.example.com:443, /api, /API/x, /Api (and 
   "$PY" "$ROOT/scripts/istio_authz.py" covers "$ISTIO/authorization-policy.yaml" portcullis-ext-authz
 check "negative control: the old policy (exact host, /api/*) lets those requests bypass the check" \
   "$PY" "$ROOT/scripts/istio_authz.py" old-policy-bypassed
-check "Dockerfile: multi-stage, --locked release build, numeric non-root USER, EXPOSE, ENTRYPOINT/CMD" \
+check "Dockerfile: multi-stage, --locked release build, base images as build arguments (defaults unchanged), OCI labels, numeric non-root USER, EXPOSE, ENTRYPOINT/CMD; .dockerignore" \
   fact dockerfile "$ROOT/Dockerfile" "$ROOT/.dockerignore"
 
 # ------------------------------------------------- deploy/kubernetes ---
