@@ -1571,6 +1571,11 @@ for f in "$WORK"/cfg-all/*.yaml; do
   check "portcullis validate-config: all-on config with its secrets present" \
     env INTERNAL_HS_SECRET="$HS_ENV" "$PORTCULLIS_BIN" validate-config "$f.resolved"
 done
+mkdir -p "$WORK/cfg-tokenreview"
+check "extract config.yaml from the ConfigMap (kubernetesTokenReview render, a kubernetes provider)" \
+  fact extract_configs "$WORK/tokenreview.yaml" "$WORK/cfg-tokenreview"
+check "portcullis validate-config --skip-secrets: the kubernetes (TokenReview) provider's config" \
+  "$PORTCULLIS_BIN" validate-config --skip-secrets "$WORK/cfg-tokenreview/config-1.yaml"
 mkdir -p "$WORK/cfg-redis"
 check "extract config.yaml from the ConfigMap (redis)" fact extract_configs "$WORK/redis.yaml" "$WORK/cfg-redis"
 check "portcullis validate-config: redis config with its password present" \
