@@ -211,7 +211,7 @@ def checksum_differs(a, b):
     cb = one(docs(b), "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     assert ca != cb, "checksum/config did not change with the config"
 
-def security(path):
+def security(path, automount="false"):
     ds = docs(path)
     pod = one(ds, "Deployment")["spec"]["template"]["spec"]
     psc, sc = pod["securityContext"], container(ds)["securityContext"]
@@ -223,7 +223,8 @@ def security(path):
     assert sc.get("seccompProfile") == {"type": "RuntimeDefault"}, "container seccompProfile"
     assert psc.get("runAsNonRoot") is True and psc.get("runAsUser") == 65532, "pod runAsNonRoot/runAsUser"
     assert psc.get("seccompProfile") == {"type": "RuntimeDefault"}, "pod seccompProfile"
-    assert pod.get("automountServiceAccountToken") is False, "automountServiceAccountToken should be false"
+    want = automount == "true"
+    assert pod.get("automountServiceAccountToken") is want, f"automountServiceAccountToken should be {want}"
 
 def workload(path):
     ds = docs(path)
@@ -233,7 +234,14 @@ def workload(path):
     assert c["args"] == ["serve", "--config", "/etc/portcullis/config/config.yaml"], f"args {c['args']}"
     assert "command" not in c, "command must not override the image ENTRYPOINT"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"grpc": 9001, "http-admin": 9002}, f"container ports {ports}"
+    cfg = yaml.safe_load(main_configmap(ds)["data"]["config.yaml"])
+    want = {"grpc": 9001, "http-admin": 9002}
+    if cfg["server"].get("http_listen"):
+        want["http-authz"] = int(cfg["server"]["http_listen"].rsplit(":", 1)[1])
+    assert ports == want, f"container ports {ports} != {want}"
+    svc = {p["name"]: p for p in main_service(ds)["spec"]["ports"]}
+    assert {n: p["port"] for n, p in svc.items()} == want, f"Service ports {sorted(svc)} != {want}"
+    assert all(p["targetPort"] == n for n, p in svc.items()), "Service ports target the container ports by name"
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     vols = {v["name"]: v for v in pod["volumes"]}
     assert mounts.get("/etc/portcullis/config") == "config", "the config directory is not mounted"
@@ -241,6 +249,11 @@ def workload(path):
     cm = main_configmap(ds)
     assert vols["config"]["configMap"]["name"] == cm["metadata"]["name"], "config volume is not the chart's ConfigMap"
     assert "emptyDir" in vols[mounts["/tmp"]], "/tmp is not an emptyDir"
+    state = [m for m in c["volumeMounts"] if m["name"] == "state"]
+    assert len(state) == 1 and not state[0].get("readOnly") and "emptyDir" in vols["state"], f"state volume {state}"
+    if "identity_token" in cfg:
+        sd = cfg["identity_token"].get("state_dir", "")
+        assert sd.startswith(state[0]["mountPath"] + "/"), f"identity_token.state_dir {sd!r} is not on the state volume"
     sel = dep["spec"]["selector"]["matchLabels"]
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in sel.items()), "Deployment selector does not match pod labels"
@@ -329,6 +342,9 @@ def network_policy(path, istio="on"):
     rules = np["ingress"]
     ext, adm, tst = rules[0], rules[1], rules[2]
     want_ext, want_adm = ([9001, 15008], [9002, 15020]) if istio == "on" else ([9001], [9002])
+    cfg = yaml.safe_load(main_configmap(ds)["data"]["config.yaml"])
+    if cfg["server"].get("http_listen"):
+        want_ext = sorted(want_ext + [int(cfg["server"]["http_listen"].rsplit(":", 1)[1])])
     assert sorted(p["port"] for p in ext["ports"]) == want_ext, f"ext_authz ingress ports {ext['ports']}"
     assert sorted(p["port"] for p in adm["ports"]) == want_adm, f"admin ingress ports {adm['ports']}"
     g = ext["from"]
@@ -532,8 +548,20 @@ def dockerfile(path, ignore_path):
     assert users, "no USER"
     uid = users[-1].split()[1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, f"final USER {uid} must be numeric and non-root"
-    ign = open(ignore_path).read().split()
-    assert "target/" in ign or "target" in ign, ".dockerignore must exclude target/"
+    ign = [l.strip() for l in open(ignore_path) if l.strip() and not l.startswith("#")]
+    for d in ("target", ".tools", ".git"):
+        assert d + "/" in ign or d in ign, f".dockerignore must exclude {d}/"
+    assert not [l for l in ign if l.rstrip("/").lstrip("/") in ("crates", "src", "proto")], ".dockerignore must keep the sources (crates/, src/, proto/)"
+    # The base images are build arguments whose defaults are what users get; the runtime stage copies
+    # the binary from the `binary` stage, which is the builder unless BINARY_IMAGE says otherwise.
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", t, re.M))
+    assert args.get("BUILDER_IMAGE") == "rust:${RUST_VERSION}-${DEBIAN_RELEASE}", f"BUILDER_IMAGE default {args.get('BUILDER_IMAGE')}"
+    assert args.get("RUNTIME_IMAGE") == "gcr.io/distroless/cc-debian12:nonroot", f"RUNTIME_IMAGE default {args.get('RUNTIME_IMAGE')}"
+    assert args.get("BINARY_IMAGE") == "builder", f"BINARY_IMAGE default {args.get('BINARY_IMAGE')}"
+    assert froms[0] == "FROM ${BUILDER_IMAGE} AS builder" and froms[-1] == "FROM ${RUNTIME_IMAGE}", f"FROM lines {froms}"
+    assert "COPY . ." in lines, "the builder copies the whole workspace (COPY . .)"
+    for k in ("version", "revision", "source"):
+        assert re.search(rf'org\.opencontainers\.image\.{k}="\$\{{{k.upper()}\}}"', t), f"OCI label {k} from the build argument"
 
 def pods_at_least(ds):
     dep = one(ds, "Deployment")
@@ -685,10 +713,13 @@ def hot_reload(path):
 def dev_mode(path):
     ds = docs(path)
     c = container(ds)
-    assert c["args"] == ["serve", "--dev", "--listen", "0.0.0.0:9001", "--admin-listen", "0.0.0.0:9002",
-                         "--state-dir", "/tmp/portcullis-dev"], f"args {c['args']}"
+    assert c["args"] == ["serve", "--dev", "--dangerous-dev-non-loopback", "--listen", "0.0.0.0:9001",
+                         "--admin-listen", "0.0.0.0:9002", "--state-dir", "/var/lib/portcullis/dev"], f"args {c['args']}"
     assert one(ds, "Deployment")["spec"]["replicas"] == 1, "dev mode: one pod"
-    assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), "dev state dir needs the writable /tmp"
+    pod = one(ds, "Deployment")["spec"]["template"]["spec"]
+    (m,) = [m for m in c["volumeMounts"] if m["name"] == "state"]
+    assert m["mountPath"] == "/var/lib/portcullis" and not m.get("readOnly"), f"state mount {m}"
+    assert [v for v in pod["volumes"] if v["name"] == "state"][0].get("emptyDir") is not None, "state is an emptyDir"
 
 ALERTS = {
     "PortcullisErrorAnswers": ["portcullis_checks_total"],
@@ -714,7 +745,12 @@ def balanced(expr):
             assert depth[pairs[ch]] >= 0, f"unbalanced {ch} in {expr!r}"
     assert not in_str and all(v == 0 for v in depth.values()), f"unbalanced expression {expr!r}"
 
-def prometheus_rule(path, schema_path, selector, extra):
+def github_slug(heading):
+    s = heading.strip().lower()
+    s = re.sub(r"[^\w\- ]", "", s)
+    return s.replace(" ", "-")
+
+def prometheus_rule(path, schema_path, selector, extra, base="", readme=""):
     import copy, jsonschema
     ds = docs(path)
     pr = one(ds, "PrometheusRule")
@@ -738,6 +774,11 @@ def prometheus_rule(path, schema_path, selector, extra):
             for tmpl in re.findall(r"\{\{(.*?)\}\}", v):
                 assert tmpl.strip().startswith(("$value", "$labels.")), f"{r['alert']}: unexpected template {tmpl!r}"
         assert r["labels"]["severity"] in ("critical", "warning"), "severity"
+        if base:
+            url = r["annotations"].get("runbook_url", "")
+            assert url.startswith(base + "#"), f"{r['alert']}: runbook_url {url!r} not under {base}"
+            anchors = {github_slug(m) for m in re.findall(r"^#+ (.+)$", open(readme).read(), re.M)}
+            assert url.split("#", 1)[1] in anchors, f"{r['alert']}: the runbook has no section #{url.split('#', 1)[1]}"
     # negative control: the schema subset does reject a mistake
     schema = json.load(open(schema_path))
     bad = copy.deepcopy(pr)
@@ -791,8 +832,22 @@ def helm_test_pod(path, addr, out):
     assert "command" not in c, "the image's ENTRYPOINT (portcullis) runs the check"
     a = c["args"]
     assert a[:3] == ["check", "--addr", addr], f"args {a}"
-    assert a[-2:] == ["--expect", "denied"], f"args {a}"
-    assert not any(x.lower().startswith("authorization") for x in a), "the test request must carry no credential"
+    assert a[-4:] == ["--expect", "denied", "--expect-error", "invalid_token"], f"args {a}"
+    assert "--ready" in a, f"args {a}: readiness of every provider first"
+    creds = [x for x in a if x.lower().startswith("authorization")]
+    assert len(creds) == 1, f"one credential, the forged token: {creds}"
+    import base64
+    tok = creds[0].split("Bearer ", 1)[1]
+    h, p, sig = tok.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+    header = json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
+    cfg = yaml.safe_load(main_configmap(ds)["data"]["config.yaml"])
+    jwt = [q for q in cfg.get("providers") or [] if q["type"] == "jwt"]
+    if jwt:
+        assert claims["iss"] == jwt[0]["issuer"] and claims["aud"] == jwt[0]["audiences"][0], f"claims {claims}"
+        assert header["alg"] == (jwt[0].get("algorithms") or ["RS256"])[0], f"header {header}"
+        assert header["typ"] == jwt[0].get("required_typ", "JWT"), f"header {header}"
+    assert set(sig) == {"A"}, "the test token's signature is a placeholder (zeros), never a real one"
     sc = c["securityContext"]
     assert sc["readOnlyRootFilesystem"] and sc["runAsNonRoot"] and sc["capabilities"]["drop"] == ["ALL"], "hardened"
     assert pod["spec"]["automountServiceAccountToken"] is False, "no API token"
@@ -832,6 +887,187 @@ def envoy_typo(src, dst):
     (pc,) = [c for c in e["static_resources"]["clusters"] if c["name"] == "portcullis"]
     pc["circuit_breakers"]["thresholds"][0]["max_request"] = pc["circuit_breakers"]["thresholds"][0].pop("max_requests")
     yaml.safe_dump(e, open(dst, "w"))
+
+def token_review(path, sa):
+    """kubernetesTokenReview: the API token is mounted and the pods' own ServiceAccount is bound to
+    system:auth-delegator (and only that)."""
+    ds = docs(path)
+    pod = one(ds, "Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True, "the TokenReview provider needs the API token"
+    assert pod["serviceAccountName"] == sa, f"serviceAccountName {pod['serviceAccountName']}"
+    crb = one(ds, "ClusterRoleBinding")
+    assert crb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"}, f"roleRef {crb['roleRef']}"
+    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": one(ds, "Deployment")["metadata"]["namespace"]}], f"subjects {crb['subjects']}"
+    assert not [d for d in ds if d.get("kind") in ("ClusterRole", "Role", "RoleBinding")], "no other RBAC"
+
+def existing_configmap(path, name):
+    ds = docs(path)
+    assert not [d for d in ds if d.get("kind") == "ConfigMap"], "a ConfigMap rendered with existingConfigMap"
+    pod = one(ds, "Deployment")["spec"]["template"]["spec"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "config"]
+    assert vol["configMap"]["name"] == name, f"config volume {vol}"
+    (m,) = [m for m in container(ds)["volumeMounts"] if m["name"] == "config"]
+    assert m == {"name": "config", "mountPath": "/etc/portcullis/config", "readOnly": True}, f"mount {m} (a directory: reloads)"
+    assert container(ds)["args"] == ["serve", "--config", "/etc/portcullis/config/config.yaml"], "args"
+
+def pod_commands(path, outdir, statedir):
+    """Every pod's container arguments, made runnable on this machine: listen addresses on loopback
+    (the render's ports are free ones), the config and state paths in outdir, the Service's name as
+    127.0.0.1. Writes server.args, test.args (one argument a line) and config.yaml."""
+    import os
+    ds = docs(path)
+    pods = [one(ds, "Deployment")["spec"]["template"]["spec"], one(ds, "Pod")["spec"]]
+    for p in pods:
+        assert len(p["containers"]) == 1 and not p.get("initContainers"), "one container per pod"
+    c = pods[0]["containers"][0]
+    (state,) = [m["mountPath"] for m in c["volumeMounts"] if m["name"] == "state"]
+    cfgdir = [m["mountPath"] for m in c["volumeMounts"] if m["name"] == "config"][0]
+    def local(a):
+        a = re.sub(r"^0\.0\.0\.0:", "127.0.0.1:", a)
+        a = re.sub(r"^http(s?)://[a-z0-9.-]+\.svc\.cluster\.local:", r"http\1://127.0.0.1:", a)
+        if a.startswith(cfgdir):
+            a = os.path.join(outdir, "config.yaml")
+        if a.startswith(state + "/"):
+            a = statedir + a[len(state):]
+        return a
+    with open(f"{outdir}/server.args", "w") as f:
+        f.write("\n".join(local(a) for a in c["args"]) + "\n")
+    with open(f"{outdir}/test.args", "w") as f:
+        f.write("\n".join(local(a) for a in pods[1]["containers"][0]["args"]) + "\n")
+    cfg = yaml.safe_load(main_configmap(ds)["data"]["config.yaml"])
+    for k in ("listen", "admin_listen", "http_listen"):
+        if k in cfg["server"]:
+            cfg["server"][k] = local(cfg["server"][k])
+    if "identity_token" in cfg:
+        cfg["identity_token"]["state_dir"] = local(cfg["identity_token"]["state_dir"])
+    yaml.safe_dump(cfg, open(f"{outdir}/config.yaml", "w"))
+
+def real_values(out, grpc, admin, http, issuer, jwks):
+    """Values for a render whose pods run here: free ports, and one jwt provider (ES256, the dev key set)
+    reading jwks (a file path: healthy) or fetching it (a URL: unreachable)."""
+    p = {"name": "real", "type": "jwt", "issuer": issuer, "audiences": ["portcullis-dev"], "algorithms": ["ES256"]}
+    p["jwks_uri" if jwks.startswith("http") else "jwks_file"] = jwks
+    v = {"ports": {"grpc": int(grpc), "admin": int(admin), "http": int(http)},
+         "config": {"server": {"listen": f"0.0.0.0:{grpc}", "admin_listen": f"0.0.0.0:{admin}",
+                               "http_listen": f"0.0.0.0:{http}", "http_mode": "forwarded", "drain_seconds": 0},
+                    "identity_token": {"issuer": "https://portcullis.test/", "audience": "upstream"},
+                    "providers": [p]},
+         "terminationGracePeriodSeconds": 5}
+    yaml.safe_dump(v, open(out, "w"))
+
+CRD_GROUPS = ("gateway.networking.k8s.io",)
+
+def is_core(d):
+    group = d["apiVersion"].rsplit("/", 1)[0] if "/" in d["apiVersion"] else ""
+    return (group == "" or "." not in group or group.endswith(".k8s.io")) and group not in CRD_GROUPS
+
+def core_objects(out, *files):
+    """The built-in Kubernetes objects of the example files, for kubernetes-validate (custom ones are
+    checked by the facts below)."""
+    core = [d for f in files for d in docs(f) if is_core(d)]
+    assert len(core) >= len(files) - 2, f"only {len(core)} core objects"
+    yaml.safe_dump_all(core, open(out, "w"))
+    print(len(core))
+
+def http_service_url(rendered):
+    """http://<fqdn>:<port>/ of the chart's forward-auth Service port (http-authz)."""
+    svc = main_service(docs(rendered))
+    (port,) = [p["port"] for p in svc["spec"]["ports"] if p["name"] == "http-authz"]
+    return f"http://{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc.cluster.local:{port}/"
+
+def ingress_nginx(path, nginx_conf, rendered, mutate="-"):
+    ds = docs(path)
+    if mutate == "uri":
+        named(ds, "ConfigMap", "portcullis-auth-headers")["data"].pop("X-Original-URI")
+    elif mutate == "headers":
+        ing = one(ds, "Ingress")["metadata"]["annotations"]
+        ing["nginx.ingress.kubernetes.io/auth-response-headers"] = "X-Auth-Subject"
+    ann = one(ds, "Ingress")["metadata"]["annotations"]
+    assert ann["nginx.ingress.kubernetes.io/auth-url"] == http_service_url(rendered), f"auth-url {ann['nginx.ingress.kubernetes.io/auth-url']} is not the chart's http-authz port"
+    assert not [k for k in ann if "snippet" in k], "no snippet annotations (off by default in ingress-nginx)"
+    # every identity header of the host config, copied from the answer (replacing the client's)
+    want = {h.lower() for h in re.findall(r"proxy_set_header (X-Auth-[A-Za-z-]+)", open(nginx_conf).read())}
+    got = {h.strip().lower() for h in ann["nginx.ingress.kubernetes.io/auth-response-headers"].split(",")}
+    assert len(want) >= 10 and got == want, f"auth-response-headers {sorted(got)} != the identity headers of deploy/nginx {sorted(want)}"
+    # what portcullis' nginx mode reads, set by the controller, never the client's copy
+    ns_name = ann["nginx.ingress.kubernetes.io/auth-proxy-set-headers"]
+    ns, name = ns_name.split("/")
+    cm = named(ds, "ConfigMap", name)
+    assert cm["metadata"]["namespace"] == ns, f"{ns_name}: ConfigMap namespace"
+    need = {"X-Original-URI": "$request_uri", "X-Original-Method": "$request_method", "X-Forwarded-Host": "$host"}
+    for k, v in need.items():
+        assert cm["data"].get(k) == v, f"auth-proxy-set-headers lacks {k}: {v} (a client could set it)"
+
+def traefik(path, dynamic, rendered, mutate="-"):
+    ds = docs(path)
+    mw = one(ds, "Middleware")
+    assert mw["apiVersion"] == "traefik.io/v1alpha1", f"apiVersion {mw['apiVersion']}"
+    fa = mw["spec"]["forwardAuth"]
+    if mutate == "trust":
+        fa["trustForwardHeader"] = True
+    elif mutate == "regex":
+        fa["authResponseHeadersRegex"] = "^X-Auth-"
+    host = yaml.safe_load(open(dynamic))["http"]["middlewares"]["portcullis"]["forwardAuth"]
+    assert fa["address"] == http_service_url(rendered), f"address {fa['address']} is not the chart's http-authz port"
+    assert {k: v for k, v in fa.items() if k != "address"} == {k: v for k, v in host.items() if k != "address"}, \
+        f"forwardAuth {fa} differs from deploy/traefik/dynamic.yml {host}"
+    assert fa.get("trustForwardHeader") is False, "trustForwardHeader must be false"
+    rx = re.compile(fa["authResponseHeadersRegex"])
+    for h in ("X-Auth-Subject", "x-auth-subject", "x_auth_subject", "X_AUTH_SCOPES", "x-auth_issuer"):
+        assert rx.search(h), f"authResponseHeadersRegex does not remove a client's {h}"
+    assert not rx.search("authorization") and not rx.search("x-request-id"), "regex too wide"
+    ing = one(ds, "Ingress")
+    ref = ing["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
+    assert ref == f"{mw['metadata']['namespace']}-{mw['metadata']['name']}@kubernetescrd", f"router.middlewares {ref}"
+
+def envoy_gateway(path, rendered, mutate="-"):
+    ds = docs(path)
+    sp = one(ds, "SecurityPolicy")
+    if mutate == "failopen":
+        sp["spec"]["extAuth"]["failOpen"] = True
+    assert sp["apiVersion"] == "gateway.envoyproxy.io/v1alpha1", f"apiVersion {sp['apiVersion']}"
+    refs = sp["spec"]["targetRefs"]
+    assert refs and all({"group", "kind", "name"} <= set(r) for r in refs), f"targetRefs {refs}"
+    ea = sp["spec"]["extAuth"]
+    assert ea.get("failOpen") is False, "extAuth.failOpen must be false"
+    assert set(ea) == {"failOpen", "grpc"}, f"extAuth {sorted(ea)}: gRPC only"
+    svc = main_service(docs(rendered))
+    (grpc,) = [p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc"]
+    want = [{"name": svc["metadata"]["name"], "namespace": svc["metadata"]["namespace"], "port": grpc}]
+    assert ea["grpc"]["backendRefs"] == want, f"backendRefs {ea['grpc']['backendRefs']} != {want}"
+    rg = one(ds, "ReferenceGrant")
+    assert rg["metadata"]["namespace"] == svc["metadata"]["namespace"], "ReferenceGrant in the Service's namespace"
+    assert rg["spec"]["from"] == [{"group": "gateway.envoyproxy.io", "kind": "SecurityPolicy", "namespace": sp["metadata"]["namespace"]}], f"from {rg['spec']['from']}"
+    assert rg["spec"]["to"] == [{"group": "", "kind": "Service", "name": svc["metadata"]["name"]}], f"to {rg['spec']['to']}"
+
+def istio_ambient(path, mesh, mutate="-"):
+    ds = docs(path)
+    pols = [d for d in ds if d["kind"] == "AuthorizationPolicy"]
+    custom = [p for p in pols if p["spec"]["action"] == "CUSTOM"]
+    allow = [p for p in pols if p["spec"]["action"] == "ALLOW"]
+    assert len(custom) == 1 and len(allow) == 1 and len(pols) == 2, "one CUSTOM and one ALLOW policy"
+    custom, allow = custom[0], allow[0]
+    if mutate == "paths":
+        custom["spec"]["rules"] = [{"to": [{"operation": {"paths": ["/api/*"]}}]}]
+    elif mutate == "allow":
+        allow["spec"]["rules"] = [{}]
+    gw = one(ds, "Gateway")
+    ns = one(ds, "Namespace")
+    assert gw["spec"]["gatewayClassName"] == "istio-waypoint", "a waypoint"
+    assert [(l["port"], l["protocol"]) for l in gw["spec"]["listeners"]] == [(15008, "HBONE")], "waypoint listener"
+    labels = ns["metadata"]["labels"]
+    assert labels.get("istio.io/dataplane-mode") == "ambient", "ambient namespace"
+    assert labels.get("istio.io/use-waypoint") == gw["metadata"]["name"], "the namespace uses the waypoint"
+    for d in ds:
+        assert d["kind"] == "Namespace" or d["metadata"]["namespace"] == ns["metadata"]["name"], f"{d['kind']} in another namespace"
+    assert custom["apiVersion"] == "security.istio.io/v1" and "selector" not in custom["spec"], "CUSTOM attaches by targetRefs"
+    assert custom["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gw["metadata"]["name"]}], "CUSTOM at the waypoint"
+    providers = {p["name"] for p in docs(mesh)[0]["spec"]["meshConfig"]["extensionProviders"]}
+    assert custom["spec"]["provider"]["name"] in providers, f"provider {custom['spec']['provider']} not in mesh-config.yaml"
+    assert custom["spec"]["rules"] == [{}], "every request through the waypoint is checked (no paths/hosts to bypass)"
+    want = [{"from": [{"source": {"principals": [f"cluster.local/ns/{ns['metadata']['name']}/sa/{gw['metadata']['name']}"]}}]}]
+    assert allow["spec"]["rules"] == want, f"ALLOW rules {allow['spec']['rules']}: only the waypoint may reach the app"
+    assert allow["spec"]["selector"]["matchLabels"], "ALLOW selects the application"
 
 if __name__ == "__main__":
     try:
@@ -891,6 +1127,13 @@ check "helm template tls.existingSecret + clientCAKey (probes http)" helm_templa
 check "helm template tls.existingSecret without client certificates" helm_template "$WORK/tls-noclient.yaml" "${MIN[@]}" \
   --set tls.existingSecret=portcullis-tls --set probes.type=http
 
+check "helm template existingConfigMap (tests.issuer/audience given)" helm_template "$WORK/existing-cm.yaml" \
+  --set existingConfigMap=my-portcullis-config --set tests.issuer=https://idp.example.com/ --set tests.audience=api
+check "helm template kubernetesTokenReview with a created ServiceAccount and a kubernetes provider" \
+  helm_template "$WORK/tokenreview.yaml" --set kubernetesTokenReview.enabled=true --set serviceAccount.create=true \
+  --set 'config.providers[0].name=cluster' --set 'config.providers[0].type=kubernetes' \
+  --set 'config.providers[0].audiences[0]=portcullis' --set tests.issuer=https://kubernetes.default.svc --set tests.audience=portcullis
+
 # ---------------------------------------------- kubernetes-validate ---
 # Strict schemas. Every built-in document must be reported "passed" for each
 # version; the only schema-less kinds allowed are the Prometheus Operator's
@@ -911,7 +1154,7 @@ kubernetes_validate() { # FILE VERSION...
   got=$(grep -c '^INFO .* passed for resource ' "$out" || true)
   [[ $got -eq $want ]] || { echo "expected $want 'passed' lines, got $got"; return 1; }
 }
-for f in default all-on dev reload roll ca-secret np-istio obs one sec-a redis tls; do
+for f in default all-on dev reload roll ca-secret np-istio obs one sec-a redis tls existing-cm tokenreview; do
   check "kubernetes-validate --strict k8s $KUBE_MIN+$KUBE_LATEST ($f)" kubernetes_validate "$WORK/$f.yaml" "$KUBE_MIN" "$KUBE_LATEST"
 done
 for f in default-latest all-on-latest; do
@@ -925,7 +1168,7 @@ check "PrometheusRule valid against scripts/schemas CRD subset (defaults)" fact 
 check "minimal renders ConfigMap, Service, Deployment, PDB and the helm test Pod" fact kinds "$DEF" \
   ConfigMap Service Deployment PodDisruptionBudget Pod
 check "all-on renders every optional resource" fact kinds "$ALL" ConfigMap ConfigMap Service Service Deployment Pod \
-  ServiceAccount HorizontalPodAutoscaler PodDisruptionBudget ServiceMonitor PrometheusRule NetworkPolicy
+  ServiceAccount HorizontalPodAutoscaler PodDisruptionBudget ServiceMonitor PrometheusRule NetworkPolicy ClusterRoleBinding
 check "checksum/config = sha256 of the rendered ConfigMap (rollOnConfigChange=true)" fact config_checksum "$WORK/roll.yaml"
 check "redis.url + existingSecret: state backend redis, password from the Secret" fact redis_state "$WORK/redis.yaml" yes
 check "redis.url alone: state backend redis, no password" fact redis_state "$WORK/redis-nopw.yaml" no
@@ -939,7 +1182,7 @@ check "default (hot reload): no checksum/config annotation, ConfigMap mounted as
 check "default (hot reload), all-on values: no checksum/config annotation" fact hot_reload "$ALL"
 check "default (hot reload), redis values: no checksum/config annotation" fact hot_reload "$WORK/redis.yaml"
 check "securityContext: non-root 65532, read-only root, no escalation, drop ALL, RuntimeDefault (minimal)" fact security "$DEF"
-check "securityContext hardening kept with all-on values" fact security "$ALL"
+check "securityContext hardening kept with all-on values (API token mounted: kubernetesTokenReview)" fact security "$ALL" true
 check "args, ports, config mount, /tmp emptyDir, selectors (minimal)" fact workload "$DEF"
 check "args, ports, config mount, /tmp emptyDir, selectors (all-on)" fact workload "$ALL"
 check "Service: grpc 9001 appProtocol grpc, http-admin 9002" fact service "$DEF"
@@ -970,25 +1213,31 @@ check "minimal: no server.tls, no tls volume" fact no_tls "$DEF"
 check "existingSecret: checksum/secret pod annotation" fact annotation "$WORK/sec-a.yaml" checksum/secret present
 check "secrets.checksum change changes checksum/secret" fact annotation_differs "$WORK/sec-a.yaml" "$WORK/sec-b.yaml" checksum/secret
 check "no existingSecret: no checksum/secret" fact annotation "$DEF" checksum/secret absent
-check "devMode: serve --dev on 0.0.0.0, state in /tmp, one pod" fact dev_mode "$DEV"
+check "devMode: serve --dev --dangerous-dev-non-loopback on 0.0.0.0, state on the state volume, one pod" fact dev_mode "$DEV"
 check "all-on: ServiceMonitor scrapes /metrics on the admin port of the Service" fact service_monitor "$ALL"
 check "all-on: NetworkPolicy with istio: 15008/15020 in, ambient probes, istiod 15012 + HBONE out, extraEgress" \
   fact network_policy "$ALL" on
 check "networkPolicy.istio with unrestricted egress: Istio ingress ports only" fact network_policy_istio_ingress_only "$WORK/np-istio.yaml"
-check "all-on: PrometheusRule alerts (errors, p99, JWKS, reloads, Redis, readiness) on this release's series" \
-  fact prometheus_rule "$ALL" "$PR_SCHEMA" 'namespace="portcullis",service="portcullis"' PortcullisDenialSpike
-check "PrometheusRule with default values" \
-  fact prometheus_rule "$WORK/obs.yaml" "$PR_SCHEMA" 'namespace="portcullis",service="portcullis"' -
+check "all-on: PrometheusRule alerts (errors, p99, JWKS, reloads, Redis, readiness) on this release's series, runbook_url under runbookBaseUrl" \
+  fact prometheus_rule "$ALL" "$PR_SCHEMA" 'namespace="portcullis",service="portcullis"' PortcullisDenialSpike \
+  https://wiki.example.com/platform/portcullis "$ROOT/docs/src/operations/alerts.md"
+check "PrometheusRule with default values: each runbook_url is a section of the book's alerts page" \
+  fact prometheus_rule "$WORK/obs.yaml" "$PR_SCHEMA" 'namespace="portcullis",service="portcullis"' - \
+  https://github.com/portcullis/portcullis/blob/main/docs/src/operations/alerts.md "$ROOT/docs/src/operations/alerts.md"
 check "Grafana dashboard ConfigMap: label, valid JSON, every panel on known metrics and the variables" \
   fact grafana "$ALL" "$CHART/files/grafana-dashboard.json"
 check "minimal: no PrometheusRule, no dashboard" bash -c '! grep -Eq "^kind: PrometheusRule$|-dashboard$" "$1"' _ "$DEF"
-check "helm test pod: the release image runs check --expect denied against the Service, no credential" \
+check "helm test pod: the release image runs check --ready, a forged token of the first jwt provider, --expect denied --expect-error invalid_token" \
   fact helm_test_pod "$DEF" http://portcullis.portcullis.svc.cluster.local:9001 "$WORK/test-args.txt"
+check "helm test pod (all-on): the forged token carries the provider's alg and required_typ" \
+  fact helm_test_pod "$ALL" http://portcullis.portcullis.svc.cluster.local:9001 "$WORK/test-args-all.txt"
+check "all-on: args, ports (http-authz for server.http_listen, in the Service too), state volume" fact workload "$ALL"
+check "all-on: kubernetesTokenReview mounts the API token and binds system:auth-delegator to the pods' ServiceAccount" \
+  fact token_review "$ALL" portcullis-ci
+check "existingConfigMap: no ConfigMap rendered, the named one mounted as a directory" fact existing_configmap "$WORK/existing-cm.yaml" my-portcullis-config
 check "values.schema.json (draft-07, closed objects) has a default for every key" \
   fact schema_covers_defaults "$CHART/values.schema.json" "$CHART/values.yaml"
 
-# The helm test pod's exact arguments against a real portcullis (the dev
-# server, on free loopback ports): it must exit 0, and a wrong expectation 5.
 # ADMIN_PORT SECONDS -> 0 once /readyz is 200
 wait_ready() {
   "$PY" - "$1" "$2" <<'WAIT'
@@ -1005,23 +1254,96 @@ sys.exit(1)
 WAIT
 }
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-helm_test_for_real() {
-  local grpc admin pid rc=0 args=()
-  grpc=$(free_port); admin=$(free_port)
-  mapfile -t args <"$WORK/test-args.txt"
-  "$PORTCULLIS_BIN" serve --dev --listen "127.0.0.1:$grpc" --admin-listen "127.0.0.1:$admin" \
-    --state-dir "$WORK/dev-state" >"$WORK/dev-server.log" 2>&1 &
-  pid=$!
-  wait_ready "$admin" 15 || { echo "dev server not ready"; cat "$WORK/dev-server.log"; kill "$pid"; return 1; }
-  "$PORTCULLIS_BIN" check --addr "http://127.0.0.1:$grpc" "${args[@]}" || rc=$?
-  echo "check ${args[*]}: exit $rc (want 0)"
-  local wrong=0
-  "$PORTCULLIS_BIN" check --addr "http://127.0.0.1:$grpc" "${args[@]/denied/allowed}" >/dev/null || wrong=$?
-  echo "same with --expect allowed: exit $wrong (want 5)"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  [[ $rc -eq 0 && $wrong -eq 5 ]] || { cat "$WORK/dev-server.log"; return 1; }
+# ------------------------------------------------ every pod, for real ---
+# The rendered arguments of every pod (the Deployment's container and the helm test pod) run with the
+# real binary: each render gets free ports (ports.* and the listen addresses), and fact pod_commands
+# turns 0.0.0.0 and the Service's name into 127.0.0.1 and the config and state paths into the work
+# directory; nothing else of the arguments changes.
+# run_pods NAME RENDERED ADMIN_PORT: starts the server from server.args, then runs test.args; sets
+# READY (0: /readyz answered 200) and TEST_RC; the server stays up until stop_pods.
+run_pods() {
+  local d=$WORK/real-$1
+  mkdir -p "$d/state"
+  fact pod_commands "$2" "$d" "$d/state" || return 1
+  mapfile -t SERVER_ARGS <"$d/server.args"
+  mapfile -t TEST_ARGS <"$d/test.args"
+  echo "server: portcullis ${SERVER_ARGS[*]}"
+  "$PORTCULLIS_BIN" "${SERVER_ARGS[@]}" >"$d/server.log" 2>&1 &
+  SERVER_PID=$!
+  READY=0
+  wait_ready "$3" "${4:-20}" || READY=$?
+  TEST_RC=0
+  "$PORTCULLIS_BIN" "${TEST_ARGS[@]}" >"$d/test.out" 2>&1 || TEST_RC=$?
+  echo "helm test: portcullis ${TEST_ARGS[*]}: exit $TEST_RC"
 }
-check "helm test pod's command against a real portcullis: answered with a deny (exit 0)" helm_test_for_real
+stop_pods() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null || true; }
+
+# devMode: the rendered pod starts a ready development server, and its helm test passes.
+dev_for_real() {
+  local g a
+  g=$(free_port); a=$(free_port)
+  helm_template "$WORK/real-dev.yaml" -f "$CHART/ci/dev-values.yaml" --set ports.grpc="$g" --set ports.admin="$a" || return 1
+  run_pods dev "$WORK/real-dev.yaml" "$a"
+  # its key set, for the config renders below (the same key signs nothing there: the tokens are forged)
+  "$PY" -c 'import sys,urllib.request; open(sys.argv[2],"wb").write(urllib.request.urlopen(sys.argv[1]).read())' \
+    "http://127.0.0.1:$a/dev/jwks.json" "$WORK/real-jwks.json" || echo "no key set from the dev server"
+  stop_pods
+  ls -l "$WORK/real-dev/state/dev" 2>&1
+  [[ $READY -eq 0 && $TEST_RC -eq 0 && -s $WORK/real-jwks.json && -s $WORK/real-dev/state/dev/signing-key.p8 ]] \
+    || { cat "$WORK/real-dev/server.log" "$WORK/real-dev/test.out"; return 1; }
+}
+check "devMode for real: the rendered pod arguments start a ready server (key on the state volume), its helm test passes" dev_for_real
+# The same arguments without --dangerous-dev-non-loopback (what the chart rendered before) exit 1,
+# refused before anything is bound.
+dev_without_flag() {
+  local args=()
+  mapfile -t args < <(grep -vx -- --dangerous-dev-non-loopback "$WORK/real-dev/server.args" | sed 's/^127\.0\.0\.1:/0.0.0.0:/')
+  "$PORTCULLIS_BIN" "${args[@]}"
+}
+check_fails "negative control: devMode without --dangerous-dev-non-loopback exits (the old chart's crash loop)" \
+  'only listens on loopback.*--dangerous-dev-non-loopback' dev_without_flag
+
+# A healthy config render: a jwt provider with a local key set (jwks_file), the forward-auth listener,
+# an identity token (its generated key on the state volume). The server is ready and helm test passes.
+config_for_real() { # NAME JWKS(file path or URL) -> renders and runs
+  local g a h
+  g=$(free_port); a=$(free_port); h=$(free_port)
+  fact real_values "$WORK/real-$1-values.yaml" "$g" "$a" "$h" https://idp.portcullis.test/ "$2" || return 1
+  helm_template "$WORK/real-$1.yaml" -f "$WORK/real-$1-values.yaml" || return 1
+  run_pods "$1" "$WORK/real-$1.yaml" "$a" "${3:-20}"
+  REAL_GRPC=$g REAL_HTTP=$h
+}
+healthy_for_real() {
+  config_for_real healthy "$WORK/real-jwks.json"
+  local forward=1
+  # the forward-auth listener of the render answers too (a request without a credential: 401)
+  "$PY" -c 'import sys,urllib.request,urllib.error
+try: urllib.request.urlopen(urllib.request.Request(sys.argv[1], headers={"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.test", "X-Forwarded-Uri": "/"}), timeout=5)
+except urllib.error.HTTPError as e: sys.exit(e.code != 401)
+sys.exit(1)' "http://127.0.0.1:$REAL_HTTP/" && forward=0
+  stop_pods
+  echo "ready: $READY, helm test: $TEST_RC, forward auth 401: $forward"
+  ls -l "$WORK/real-healthy/state/identity-token" 2>&1
+  [[ $READY -eq 0 && $TEST_RC -eq 0 && $forward -eq 0 && -n $(ls -A "$WORK/real-healthy/state/identity-token" 2>/dev/null) ]] \
+    || { cat "$WORK/real-healthy/server.log" "$WORK/real-healthy/test.out"; return 1; }
+}
+check "config for real: the rendered pod arguments start a ready server (forward-auth port, identity key on the state volume), helm test passes" healthy_for_real
+# An issuer that cannot be reached (its key set URL on a closed loopback port): readiness stays 503
+# and the helm test's command fails; without --ready the forged token alone is answered "unavailable"
+# (5); and the old test (no credential, --expect denied) passed against this server.
+unhealthy_for_real() {
+  local closed old=0 noready=0 args=()
+  closed=$(free_port)
+  config_for_real unhealthy "http://127.0.0.1:$closed/jwks.json" 4
+  mapfile -t args < <(grep -vx -- --ready "$WORK/real-unhealthy/test.args")
+  "$PORTCULLIS_BIN" "${args[@]}" >/dev/null 2>&1 || noready=$?
+  "$PORTCULLIS_BIN" check --addr "http://127.0.0.1:$REAL_GRPC" --host helm-test.invalid --expect denied >/dev/null 2>&1 || old=$?
+  stop_pods
+  echo "ready: $READY (want 1), helm test: $TEST_RC (want 4), without --ready: $noready (want 5), the old test: $old (was 0)"
+  [[ $READY -ne 0 && $TEST_RC -eq 4 && $noready -eq 5 && $old -eq 0 ]] \
+    || { cat "$WORK/real-unhealthy/server.log" "$WORK/real-unhealthy/test.out"; return 1; }
+}
+check "config for real, issuer unreachable: not ready, and the helm test's command fails (4; the forged token alone: 5)" unhealthy_for_real
 
 # caBundle for real: portcullis loads a key set over HTTPS from a server whose
 # certificate is signed by a CA made here. With the environment the chart sets
@@ -1135,6 +1457,18 @@ check_fails "tls.clientCAKey needs tls.existingSecret" 'tls.clientCAKey needs tl
 check_fails "tls.existingSecret and config.server.tls are exclusive" 'set either tls.existingSecret or config.server.tls' \
   helm_template "$WORK/x.yaml" "${MIN[@]}" --set tls.existingSecret=s --set probes.type=http \
   --set config.server.tls.cert_file=/a --set config.server.tls.key_file=/b
+check_fails "config.server.http_listen must use ports.http" 'config.server.http_listen .* must use ports.http' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set config.server.http_listen=0.0.0.0:9300 --set config.server.http_mode=nginx
+check_fails "config.server.http_listen on loopback is refused" 'http_listen .127.0.0.1:9192. is a loopback address' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set config.server.http_listen=127.0.0.1:9192 --set config.server.http_mode=nginx
+check_fails "kubernetesTokenReview with the default ServiceAccount is refused" 'not \"default\"' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set kubernetesTokenReview.enabled=true
+check_fails "existingConfigMap with rollOnConfigChange is refused" 'existingConfigMap with rollOnConfigChange' \
+  helm_template "$WORK/x.yaml" --set existingConfigMap=c --set rollOnConfigChange=true --set tests.issuer=https://i/
+check_fails "existingConfigMap without tests.issuer: the helm test cannot forge a token" 'set tests.issuer' \
+  helm_template "$WORK/x.yaml" --set existingConfigMap=c
+check_fails "schema rejects a relative stateVolume.mountPath" 'stateVolume.mountPath: Does not match pattern' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set stateVolume.mountPath=state
 check_fails "Chart kubeVersion rejects Kubernetes 1.24" 'requires kubeVersion' \
   "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version 1.24.0 "${MIN[@]}"
 
@@ -1179,8 +1513,40 @@ check "Istio gateway policy checks api.example.com:443, /api, /API/x, /Api (and 
   "$PY" "$ROOT/scripts/istio_authz.py" covers "$ISTIO/authorization-policy.yaml" portcullis-ext-authz
 check "negative control: the old policy (exact host, /api/*) lets those requests bypass the check" \
   "$PY" "$ROOT/scripts/istio_authz.py" old-policy-bypassed
-check "Dockerfile: multi-stage, --locked release build, numeric non-root USER, EXPOSE, ENTRYPOINT/CMD" \
+check "Dockerfile: multi-stage, --locked release build, base images as build arguments (defaults unchanged), OCI labels, numeric non-root USER, EXPOSE, ENTRYPOINT/CMD; .dockerignore" \
   fact dockerfile "$ROOT/Dockerfile" "$ROOT/.dockerignore"
+
+# ------------------------------------------------- deploy/kubernetes ---
+# Ingress controllers configured through objects: the built-in objects schema-valid (kubernetes-validate
+# --strict), the custom ones' required fields and the anti-spoofing rules of the host configs checked by
+# facts, each fact shown to bite on a copy with one rule broken.
+K8S=$ROOT/deploy/kubernetes
+K8S_FILES=("$K8S/ingress-nginx.yaml" "$K8S/traefik.yaml" "$K8S/envoy-gateway.yaml" "$K8S/istio-ambient.yaml")
+check "deploy/kubernetes: built-in objects extracted" fact core_objects "$WORK/k8s-core.yaml" "${K8S_FILES[@]}"
+check "kubernetes-validate --strict k8s $KUBE_MIN+$KUBE_LATEST (deploy/kubernetes built-in objects)" \
+  kubernetes_validate "$WORK/k8s-core.yaml" "$KUBE_MIN" "$KUBE_LATEST"
+check "ingress-nginx: auth-url = the chart's http-authz port, X-Original-URI/-Method/X-Forwarded-Host set by the controller, every identity header replaced" \
+  fact ingress_nginx "$K8S/ingress-nginx.yaml" "$ROOT/deploy/nginx/portcullis.conf" "$ALL"
+check_fails "negative control: ingress-nginx without X-Original-URI in auth-proxy-set-headers" 'X-Original-URI' \
+  fact ingress_nginx "$K8S/ingress-nginx.yaml" "$ROOT/deploy/nginx/portcullis.conf" "$ALL" uri
+check_fails "negative control: ingress-nginx copying one identity header only" 'auth-response-headers' \
+  fact ingress_nginx "$K8S/ingress-nginx.yaml" "$ROOT/deploy/nginx/portcullis.conf" "$ALL" headers
+check "Traefik Middleware: forwardAuth as deploy/traefik/dynamic.yml, at the chart's http-authz port, the Ingress uses it" \
+  fact traefik "$K8S/traefik.yaml" "$ROOT/deploy/traefik/dynamic.yml" "$ALL"
+check_fails "negative control: Traefik with trustForwardHeader" 'differs from deploy/traefik/dynamic.yml|trustForwardHeader' \
+  fact traefik "$K8S/traefik.yaml" "$ROOT/deploy/traefik/dynamic.yml" "$ALL" trust
+check_fails "negative control: Traefik regex missing the x_auth_ spelling" 'differs from deploy/traefik/dynamic.yml|does not remove' \
+  fact traefik "$K8S/traefik.yaml" "$ROOT/deploy/traefik/dynamic.yml" "$ALL" regex
+check "Envoy Gateway SecurityPolicy: extAuth gRPC to the chart's Service 9001, failOpen false, ReferenceGrant" \
+  fact envoy_gateway "$K8S/envoy-gateway.yaml" "$DEF"
+check_fails "negative control: Envoy Gateway with failOpen" 'failOpen must be false' \
+  fact envoy_gateway "$K8S/envoy-gateway.yaml" "$DEF" failopen
+check "Istio ambient: CUSTOM portcullis at the waypoint on every request, the app admits only the waypoint" \
+  fact istio_ambient "$K8S/istio-ambient.yaml" "$ISTIO/mesh-config.yaml"
+check_fails "negative control: Istio ambient CUSTOM on /api/* only" 'every request through the waypoint' \
+  fact istio_ambient "$K8S/istio-ambient.yaml" "$ISTIO/mesh-config.yaml" paths
+check_fails "negative control: Istio ambient app open to every peer" 'only the waypoint' \
+  fact istio_ambient "$K8S/istio-ambient.yaml" "$ISTIO/mesh-config.yaml" allow
 
 # ------------------------------------------- portcullis validate-config ---
 mkdir -p "$WORK/cfg-default" "$WORK/cfg-all"
@@ -1205,6 +1571,11 @@ for f in "$WORK"/cfg-all/*.yaml; do
   check "portcullis validate-config: all-on config with its secrets present" \
     env INTERNAL_HS_SECRET="$HS_ENV" "$PORTCULLIS_BIN" validate-config "$f.resolved"
 done
+mkdir -p "$WORK/cfg-tokenreview"
+check "extract config.yaml from the ConfigMap (kubernetesTokenReview render, a kubernetes provider)" \
+  fact extract_configs "$WORK/tokenreview.yaml" "$WORK/cfg-tokenreview"
+check "portcullis validate-config --skip-secrets: the kubernetes (TokenReview) provider's config" \
+  "$PORTCULLIS_BIN" validate-config --skip-secrets "$WORK/cfg-tokenreview/config-1.yaml"
 mkdir -p "$WORK/cfg-redis"
 check "extract config.yaml from the ConfigMap (redis)" fact extract_configs "$WORK/redis.yaml" "$WORK/cfg-redis"
 check "portcullis validate-config: redis config with its password present" \

@@ -292,6 +292,15 @@ pub struct CheckArgs {
     /// asked): for smoke tests such as `helm test`, where an unauthenticated request must be denied.
     #[arg(long, value_enum)]
     expect: Option<Expect>,
+    /// With `--expect denied`: exit 0 only when the denial's OAuth error code (the JSON body's `error`,
+    /// as in `WWW-Authenticate`) is this one, e.g. `invalid_token` for a forged token that a provider
+    /// refused, where a missing credential would be `unauthorized`.
+    #[arg(long, requires = "expect", value_name = "CODE")]
+    expect_error: Option<String>,
+    /// First ask `grpc.health.v1` for the overall service (""), SERVING only once every provider can
+    /// decide: exit 4 when it is not serving, without sending the Check.
+    #[arg(long)]
+    ready: bool,
 }
 
 /// The answer `check --expect` wants.
@@ -793,20 +802,50 @@ async fn ask_server(args: CheckArgs) -> ExitCode {
         cert_file: args.cert_file.clone(),
         key_file: args.key_file.clone(),
     };
+    if args.ready {
+        match client::serving(&args.addr, &tls).await {
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!(
+                    "error: {} is not serving (health of service \"\")",
+                    args.addr
+                );
+                return ExitCode::from(EXIT_UNDECIDED);
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let answer = client::ask_over(&ask, &tls).await;
     let Some(expect) = args.expect else {
         return print_answer(answer);
     };
-    let verdict = answer.as_ref().ok().map(|(verdict, _)| *verdict);
+    let (verdict, error) = match &answer {
+        Ok((verdict, json)) => (Some(*verdict), oauth_error(json)),
+        Err(_) => (None, None),
+    };
     let code = print_answer(answer);
     use client::Verdict;
+    let error_as_expected = args.expect_error.is_none() || args.expect_error == error;
     match (expect, verdict) {
         (_, None) => code,
+        (Expect::Denied, Some(Verdict::Denied)) if error_as_expected => ExitCode::SUCCESS,
         (Expect::Allowed, Some(Verdict::Allowed))
-        | (Expect::Denied, Some(Verdict::Denied))
-        | (Expect::Decided, Some(Verdict::Allowed | Verdict::Denied)) => ExitCode::SUCCESS,
+        | (Expect::Decided, Some(Verdict::Allowed | Verdict::Denied))
+            if args.expect_error.is_none() =>
+        {
+            ExitCode::SUCCESS
+        }
         (_, Some(_)) => ExitCode::from(EXIT_UNEXPECTED),
     }
+}
+
+/// The OAuth error code of a denial: `error` in its JSON body.
+fn oauth_error(answer: &Value) -> Option<String> {
+    let body: Value = serde_json::from_str(answer.get("body")?.as_str()?).ok()?;
+    Some(body.get("error")?.as_str()?.to_owned())
 }
 
 fn print_answer(

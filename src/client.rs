@@ -225,15 +225,40 @@ pub async fn ask(ask: &Ask<'_>) -> Result<(Verdict, Value), AskError> {
 /// As [`ask`]; an `https://` address is reached over TLS with `tls`.
 pub async fn ask_over(ask: &Ask<'_>, tls: &ClientTls) -> Result<(Verdict, Value), AskError> {
     let request = check_request(ask)?;
-    match ask.addr.split_once("://") {
-        None => return Err(AskError::MissingScheme(ask.addr.to_owned())),
+    let channel = connect(ask.addr, tls).await?;
+    let response = AuthorizationClient::new(channel)
+        .check(request)
+        .await?
+        .into_inner();
+    Ok(describe(&response))
+}
+
+/// Whether the server at `addr` reports the overall health service ("") SERVING: every provider can
+/// decide and it is not draining.
+pub async fn serving(addr: &str, tls: &ClientTls) -> Result<bool, AskError> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let channel = connect(addr, tls).await?;
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await?
+        .into_inner()
+        .status;
+    Ok(status == ServingStatus::Serving as i32)
+}
+
+/// A channel to `addr`, which must name its scheme (`http://`, or `https://` for a server with
+/// `server.tls`): an address without one is refused, not guessed.
+async fn connect(addr: &str, tls: &ClientTls) -> Result<tonic::transport::Channel, AskError> {
+    match addr.split_once("://") {
+        None => return Err(AskError::MissingScheme(addr.to_owned())),
         Some((scheme, _)) if !matches!(scheme, "http" | "https") => {
-            return Err(AskError::UnsupportedScheme(ask.addr.to_owned()))
+            return Err(AskError::UnsupportedScheme(addr.to_owned()))
         }
         Some(_) => {}
     }
-    let endpoint = tonic::transport::Endpoint::from_shared(ask.addr.to_owned())
-        .map_err(|_| AskError::BadAddress(ask.addr.to_owned()))?
+    let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
+        .map_err(|_| AskError::BadAddress(addr.to_owned()))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(10));
     let https = endpoint.uri().scheme_str() == Some("https");
@@ -249,15 +274,10 @@ pub async fn ask_over(ask: &Ask<'_>, tls: &ClientTls) -> Result<(Verdict, Value)
     } else {
         endpoint.connect().await
     };
-    let channel = connected.map_err(|source| AskError::Connect {
-        addr: ask.addr.to_owned(),
+    connected.map_err(|source| AskError::Connect {
+        addr: addr.to_owned(),
         source,
-    })?;
-    let response = AuthorizationClient::new(channel)
-        .check(request)
-        .await?
-        .into_inner();
-    Ok(describe(&response))
+    })
 }
 
 fn header_list(headers: &[HeaderValueOption]) -> Value {

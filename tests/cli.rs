@@ -380,6 +380,31 @@ fn dev_server_token_and_check_work_together() {
     ]);
     assert_eq!(code, 5, "allowed is not denied: {stdout}{stderr}");
 
+    // --ready and --expect-error (what the chart's `helm test` runs): a forged token (a valid token's
+    // header and claims, another signature) is refused by the provider as `invalid_token`, which a
+    // missing credential (`unauthorized`) is not.
+    let forged = format!("{}.AAAA", token.rsplit_once('.').unwrap().0);
+    let forged = format!("authorization: Bearer {forged}");
+    let helm_test = |header: &str, error: &str| {
+        let mut args = vec!["check", "--addr", &addr, "--ready", "--expect", "denied"];
+        args.extend(["--expect-error", error]);
+        if !header.is_empty() {
+            args.extend(["--header", header]);
+        }
+        run(&args)
+    };
+    let (code, stdout, stderr) = helm_test(&forged, "invalid_token");
+    assert_eq!(code, 0, "a forged token is invalid_token: {stdout}{stderr}");
+    let (code, stdout, stderr) = helm_test("", "invalid_token");
+    assert_eq!(
+        code, 5,
+        "no credential is not invalid_token: {stdout}{stderr}"
+    );
+    let (code, stdout, stderr) = helm_test(&auth, "invalid_token");
+    assert_eq!(code, 5, "an allow is not a denial: {stdout}{stderr}");
+    let (code, _, stderr) = run(&["check", "--addr", "http://127.0.0.1:1", "--ready"]);
+    assert_eq!(code, 1, "--ready without a server: {stderr}");
+
     let wrong_aud = run(&["token", "--aud", "someone-else", "--state-dir", state]).1;
     let (code, stdout, _) = run(&[
         "check",

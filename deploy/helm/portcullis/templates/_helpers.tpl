@@ -86,6 +86,14 @@ Where the config file is mounted (see rollOnConfigChange).
 {{- end }}
 
 {{/*
+config.server.http_listen (the HTTP forward-auth listener), or nothing. With existingConfigMap this is
+the only key of `config` the chart reads: set it to open the port.
+*/}}
+{{- define "portcullis.httpListen" -}}
+{{- if not .Values.devMode }}{{ (default (dict) .Values.config.server).http_listen | default "" }}{{ end }}
+{{- end }}
+
+{{/*
 Pods there will be at least (the HPA's minimum when autoscaling).
 */}}
 {{- define "portcullis.minPods" -}}
@@ -99,6 +107,8 @@ Included by the Deployment; renders nothing, or fails the render.
 {{- define "portcullis.validateValues" -}}
 {{- $server := default (dict) .Values.config.server }}
 {{- $listen := default "0.0.0.0:9001" $server.listen | toString }}
+{{- if not .Values.devMode }}
+{{- /* devMode listens on ports.grpc and ports.admin whatever config says */}}
 {{- if not (hasSuffix (printf ":%d" (int .Values.ports.grpc)) $listen) }}
 {{- fail (printf "config.server.listen (%s) must use ports.grpc (%d): the Service and probes target ports.grpc" $listen (int .Values.ports.grpc)) }}
 {{- end }}
@@ -108,6 +118,22 @@ Included by the Deployment; renders nothing, or fails the render.
 {{- end }}
 {{- if or (hasPrefix "127." $listen) (hasPrefix "localhost:" $listen) (hasPrefix "[::1]" $listen) }}
 {{- fail (printf "config.server.listen (%s) is a loopback address: Envoy could not reach it" $listen) }}
+{{- end }}
+{{- end }}
+{{- $http := include "portcullis.httpListen" . }}
+{{- if $http }}
+{{- if not (hasSuffix (printf ":%d" (int .Values.ports.http)) $http) }}
+{{- fail (printf "config.server.http_listen (%s) must use ports.http (%d): the container and Service ports are ports.http" $http (int .Values.ports.http)) }}
+{{- end }}
+{{- if or (hasPrefix "127." $http) (hasPrefix "localhost:" $http) (hasPrefix "[::1]" $http) }}
+{{- fail (printf "config.server.http_listen (%s) is a loopback address: no proxy could reach it" $http) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.existingConfigMap .Values.rollOnConfigChange }}
+{{- fail "existingConfigMap with rollOnConfigChange: the chart cannot see your ConfigMap's content; it is mounted as a directory and reloads in place" }}
+{{- end }}
+{{- if and .Values.kubernetesTokenReview.enabled (eq (include "portcullis.serviceAccountName" .) "default") }}
+{{- fail "kubernetesTokenReview.enabled binds system:auth-delegator to the pods' ServiceAccount: give them their own (serviceAccount.create: true, or serviceAccount.name), not \"default\"" }}
 {{- end }}
 {{- if and (or .Values.secrets.mountAsFiles .Values.secrets.env) (not .Values.secrets.existingSecret) }}
 {{- fail "secrets.mountAsFiles / secrets.env need secrets.existingSecret (the chart does not create Secrets)" }}
@@ -122,7 +148,7 @@ Included by the Deployment; renders nothing, or fails the render.
 {{- if or .Values.autoscaling.enabled (gt (int .Values.replicas) 1) }}
 {{- fail "devMode needs replicas: 1 and autoscaling.enabled: false: each dev pod makes its own signing key, so a token from one pod fails on the others" }}
 {{- end }}
-{{- else if empty .Values.config.providers }}
+{{- else if and (empty .Values.config.providers) (not .Values.existingConfigMap) }}
 {{- fail "config.providers is empty: set your issuer (e.g. a `type: jwt` provider with `issuer:` and `audiences:`, see values.yaml), or choose devMode: true for a development-only issuer. The chart ships no placeholder issuer." }}
 {{- end }}
 {{- $drain := 5 }}
@@ -205,6 +231,12 @@ external Redis when redis.url is set.
 {{- fail "tls.clientCAKey needs tls.existingSecret" -}}
 {{- end -}}
 {{- $_ := set $config "server" $server -}}
+{{- if kindIs "map" $config.identity_token -}}
+{{- if not (hasKey $config.identity_token "state_dir") -}}
+{{- /* the generated signing key goes to the writable state volume, not the read-only root */ -}}
+{{- $_ := set $config.identity_token "state_dir" (printf "%s/identity-token" .Values.stateVolume.mountPath) -}}
+{{- end -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
 
@@ -215,3 +247,39 @@ extAuthzTimeoutMs as a protobuf duration for the proxies' config ("6s", "2.500s"
 {{- $ms := int .Values.extAuthzTimeoutMs -}}
 {{- if eq (mod $ms 1000) 0 -}}{{ div $ms 1000 }}s{{- else -}}{{ printf "%d.%03ds" (div $ms 1000) (mod $ms 1000) }}{{- end -}}
 {{- end -}}
+
+{{/*
+The `helm test` token: a JWT a provider must look at and refuse (invalid_token). Its issuer and
+audience are tests.issuer / tests.audience, else the first `type: jwt` provider's (devMode: the
+development issuer's), its algorithm that provider's first, its typ the provider's required_typ
+(else JWT), so nothing but the key set can refuse it, and its signature zeros: whatever the key,
+it is not valid. base64url without padding (RFC 7515 §2).
+*/}}
+{{- define "portcullis.testToken" -}}
+{{- $iss := .Values.tests.issuer }}
+{{- $aud := .Values.tests.audience }}
+{{- $alg := "ES256" }}
+{{- $typ := "JWT" }}
+{{- if .Values.devMode }}
+{{- $iss = default (printf "http://127.0.0.1:%d/dev" (int .Values.ports.admin)) $iss }}
+{{- $aud = default "portcullis-dev" $aud }}
+{{- else }}
+{{- $jwt := dict }}
+{{- range .Values.config.providers }}{{ if and (empty $jwt) (eq (toString .type) "jwt") }}{{ $jwt = . }}{{ end }}{{ end }}
+{{- if $jwt }}
+{{- $iss = default (toString $jwt.issuer) $iss }}
+{{- $aud = default (toString (first (default (list "") $jwt.audiences))) $aud }}
+{{- $alg = toString (first (default (list "RS256") $jwt.algorithms)) }}
+{{- $typ = toString (default "JWT" $jwt.required_typ) }}
+{{- end }}
+{{- end }}
+{{- if not $iss }}
+{{- fail "helm test needs an issuer for its forged token: set tests.issuer and tests.audience (no `type: jwt` provider in config.providers, or existingConfigMap)" }}
+{{- end }}
+{{- $header := dict "alg" $alg "typ" $typ }}
+{{- $claims := dict "iss" $iss "aud" $aud "sub" "helm-test" "exp" 4102444800 }}
+{{- $b64 := list ($header | toJson | b64enc) ($claims | toJson | b64enc) }}
+{{- $parts := list }}
+{{- range $b64 }}{{ $parts = append $parts (. | replace "+" "-" | replace "/" "_" | trimSuffix "=" | trimSuffix "=") }}{{ end }}
+{{- printf "%s.%s.%s" (index $parts 0) (index $parts 1) (repeat 86 "A") }}
+{{- end }}
