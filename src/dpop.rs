@@ -179,8 +179,13 @@ impl Dpop {
         if proof.jkt != jkt {
             return reject(DenyReason::DpopKeyMismatch);
         }
+        // A proof that could have been accepted before the reload (its `iat` up to the future leeway
+        // after it) may have a record made for the old window, which is gone once `iat + window` has
+        // passed: such a proof is refused from then on.
         if let Some((reloaded_at, window)) = self.earlier_window {
-            if proof.iat <= reloaded_at && proof.iat < self.clock.now() - window {
+            if proof.iat <= reloaded_at.saturating_add(proof::FUTURE_LEEWAY_SECONDS)
+                && proof.iat <= self.clock.now() - window
+            {
                 return reject(DenyReason::DpopProofStale);
             }
         }

@@ -749,8 +749,16 @@ providers:
     let mut claims = claims(&idp.issuer, "https://api.example.com/");
     claims["cnf"] = json!({"jkt": holder.jkt()});
     let token = idp_key.token(&claims);
-    let proof = holder.proof("GET", URI, &token);
+    // Made at t0 by the server's clock, and one dated 20 s ahead (within the proofs' future leeway).
+    let dated = |iat: i64| {
+        let mut claims = Holder::claims("GET", URI, &token);
+        claims["iat"] = json!(iat);
+        holder.proof_with(holder.header(), claims)
+    };
+    let proof = dated(t0);
+    let ahead = dated(t0 + 20);
     ok(&send(token.clone(), proof.clone()).await);
+    ok(&send(token.clone(), ahead.clone()).await);
 
     std::fs::write(
         &path,
@@ -763,13 +771,21 @@ providers:
         "invalid_dpop_proof",
         "dpop_proof_replayed",
     );
-    // Past the old window, the old record is gone: the proof is still refused, as too old for it.
-    clock.set(t0 + 61);
+    // Once the old window has passed, the old record may be gone: the proof is still refused, as too
+    // old for the window it was recorded under (from the very second its record expires).
+    clock.set(t0 + 60);
     refused(
         &send(token.clone(), proof.clone()).await,
         "invalid_dpop_proof",
         "dpop_proof_iat",
     );
+    clock.set(t0 + 80);
+    refused(
+        &send(token.clone(), ahead.clone()).await,
+        "invalid_dpop_proof",
+        "dpop_proof_iat",
+    );
+    clock.set(t0 + 61);
     // A proof made after the reload has the new window.
     let mut fresh = Holder::claims("GET", URI, &token);
     fresh["iat"] = json!(t0 + 61);

@@ -53,7 +53,7 @@ pub struct Expected<'a> {
 }
 
 /// How far in the future an `iat` may be (clock skew).
-const FUTURE_LEEWAY_SECONDS: i64 = 30;
+pub(super) const FUTURE_LEEWAY_SECONDS: i64 = 30;
 const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// Checks a proof JWT.
