@@ -48,6 +48,47 @@ pub struct RevocationSecrets {
     pub auth0: Option<Secret>,
 }
 
+// === impl RevocationSecrets ===
+
+impl RevocationSecrets {
+    /// Resolves the secrets `revocation` names; a reference that does not resolve is a problem at its path.
+    fn resolve(
+        config: &Config,
+        secrets: &SecretSource,
+        problems: &mut Problems,
+    ) -> RevocationSecrets {
+        let revocation = &config.revocation;
+        RevocationSecrets {
+            admin: resolve(
+                secrets,
+                problems,
+                "revocation.admin_secret",
+                &revocation.admin_secret,
+            ),
+            auth0: resolve(
+                secrets,
+                problems,
+                "revocation.auth0_log_stream_secret",
+                &revocation.auth0_log_stream_secret,
+            ),
+        }
+    }
+}
+
+/// A secret reference resolved, or a problem at `path`.
+fn resolve(
+    secrets: &SecretSource,
+    problems: &mut Problems,
+    path: &str,
+    secret: &Option<SecretRef>,
+) -> Option<Secret> {
+    secret.as_ref().and_then(|s| {
+        s.resolve(secrets)
+            .map_err(|e| problems.add(path, e.to_string()))
+            .ok()
+    })
+}
+
 // === impl RevocationSettings ===
 
 impl RevocationSettings {
@@ -85,27 +126,23 @@ impl SharedState {
         clock: Clock,
     ) -> Result<SharedState, ConfigErrors> {
         let mut problems = Problems::default();
-        let mut resolve = |path: &str, secret: &Option<SecretRef>| {
-            secret.as_ref().and_then(|s| {
-                s.resolve(secrets)
-                    .map_err(|e| problems.add(path, e.to_string()))
-                    .ok()
-            })
-        };
         let revocation = &config.revocation;
         let settings = RevocationSettings {
-            secrets: arc_swap::ArcSwap::from_pointee(RevocationSecrets {
-                admin: resolve("revocation.admin_secret", &revocation.admin_secret),
-                auth0: resolve(
-                    "revocation.auth0_log_stream_secret",
-                    &revocation.auth0_log_stream_secret,
-                ),
-            }),
+            secrets: arc_swap::ArcSwap::from_pointee(RevocationSecrets::resolve(
+                config,
+                secrets,
+                &mut problems,
+            )),
             default_ttl_seconds: revocation.default_ttl_seconds,
             auth0_issuer: revocation.auth0_issuer.clone(),
             auth0_max_body_bytes: revocation.auth0_max_body_bytes,
         };
-        let password = resolve("state.password", &config.state.password);
+        let password = resolve(
+            secrets,
+            &mut problems,
+            "state.password",
+            &config.state.password,
+        );
         let health = Arc::new(Health::default());
         let backend = match config.state.backend {
             Backend::Memory => StateBackend::Memory(Mutex::default()),
@@ -173,21 +210,7 @@ impl SharedState {
         secrets: &SecretSource,
     ) -> Result<(), ConfigErrors> {
         let mut problems = Problems::default();
-        let mut resolve = |path: &str, secret: &Option<SecretRef>| {
-            secret.as_ref().and_then(|s| {
-                s.resolve(secrets)
-                    .map_err(|e| problems.add(path, e.to_string()))
-                    .ok()
-            })
-        };
-        let revocation = &config.revocation;
-        let fresh = RevocationSecrets {
-            admin: resolve("revocation.admin_secret", &revocation.admin_secret),
-            auth0: resolve(
-                "revocation.auth0_log_stream_secret",
-                &revocation.auth0_log_stream_secret,
-            ),
-        };
+        let fresh = RevocationSecrets::resolve(config, secrets, &mut problems);
         problems.into_result(())?;
         self.settings.secrets.store(Arc::new(fresh));
         Ok(())
