@@ -109,14 +109,6 @@ impl DecisionLog {
     }
 }
 
-/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if it is well formed.
-pub fn traceparent_id(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.trim().split('-');
-    let (_version, id) = (parts.next()?, parts.next()?);
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
-        .then_some(id)
-}
-
 /// Draws for sampling: a shared SplitMix64 sequence (one atomic add per draw, no lock, no system call),
 /// seeded once from the clock. Not a secret; only its spread matters.
 struct Sampler(AtomicU64);
@@ -143,20 +135,6 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_trace_id_is_read_from_a_well_formed_traceparent_only() {
-        assert_eq!(
-            traceparent_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
-        assert_eq!(traceparent_id("00-xyz-00f067aa0ba902b7-01"), None);
-        assert_eq!(
-            traceparent_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
-            None
-        );
-        assert_eq!(traceparent_id(""), None);
-    }
 
     #[test]
     fn allows_are_sampled_at_the_rate() {

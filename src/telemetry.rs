@@ -202,8 +202,16 @@ pub fn trace_id<'a>(
         }
     }
     traceparent
-        .and_then(crate::decision_log::traceparent_id)
+        .and_then(traceparent_id)
         .map_or(std::borrow::Cow::Borrowed(""), std::borrow::Cow::Borrowed)
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if it is well formed.
+pub fn traceparent_id(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.trim().split('-');
+    let (_version, id) = (parts.next()?, parts.next()?);
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
+        .then_some(id)
 }
 
 #[cfg(test)]
@@ -211,6 +219,20 @@ mod tests {
     use super::*;
     use opentelemetry::trace::TraceContextExt as _;
     use opentelemetry_sdk::trace::InMemorySpanExporter;
+
+    #[test]
+    fn the_trace_id_is_read_from_a_well_formed_traceparent_only() {
+        assert_eq!(
+            traceparent_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(traceparent_id("00-xyz-00f067aa0ba902b7-01"), None);
+        assert_eq!(
+            traceparent_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(traceparent_id(""), None);
+    }
 
     /// Callsite interest is process-wide: tests that install subscribers take turns.
     static SUBSCRIBERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
