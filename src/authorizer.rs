@@ -140,34 +140,34 @@ impl Authorizer {
         let (identity, denial) = match chain {
             // Revocation applies to every authenticated identity, fresh or from a cache.
             // Revocation, and the certificate binding of RFC 8705 (checked per request: a cached identity
-            // may come back over another connection).
-            ChainOutcome::Authenticated(identity)
-                if self.denylist.revoked(&identity, now, self.iat_leeway)
-                    || !certificate_binding_holds(&identity.claims, request) =>
-            {
-                let reason = if self.denylist.revoked(&identity, now, self.iat_leeway) {
-                    DenyReason::Revoked
-                } else {
-                    DenyReason::CertificateBindingMismatch
-                };
-                let denial = Denial {
-                    cause: DenyCause::Credential(reason),
-                    provider: Some(Arc::clone(&identity.provider)),
-                    principal: identity.subject.as_deref().map(Arc::from),
-                    message: None,
-                    dpop: None,
-                };
-                (None, Some(denial))
-            }
+            // may come back over another connection), then the route's requirements.
             ChainOutcome::Authenticated(identity) => {
-                match route.evaluate(&identity, request, now) {
-                    Ok(()) => (Some(identity), None),
-                    Err(unmet) => {
-                        // The log names who was refused and by which provider they came in.
-                        let mut denial = Denial::policy(unmet);
-                        denial.provider = Some(Arc::clone(&identity.provider));
-                        denial.principal = identity.subject.as_deref().map(Arc::from);
-                        (Some(identity), Some(denial))
+                let refused = if self.denylist.revoked(&identity, now, self.iat_leeway) {
+                    Some(DenyReason::Revoked)
+                } else if !certificate_binding_holds(&identity.claims, request) {
+                    Some(DenyReason::CertificateBindingMismatch)
+                } else {
+                    None
+                };
+                if let Some(reason) = refused {
+                    let denial = Denial {
+                        cause: DenyCause::Credential(reason),
+                        provider: Some(Arc::clone(&identity.provider)),
+                        principal: identity.subject.as_deref().map(Arc::from),
+                        message: None,
+                        dpop: None,
+                    };
+                    (None, Some(denial))
+                } else {
+                    match route.evaluate(&identity, request, now) {
+                        Ok(()) => (Some(identity), None),
+                        Err(unmet) => {
+                            // The log names who was refused and by which provider they came in.
+                            let mut denial = Denial::policy(unmet);
+                            denial.provider = Some(Arc::clone(&identity.provider));
+                            denial.principal = identity.subject.as_deref().map(Arc::from);
+                            (Some(identity), Some(denial))
+                        }
                     }
                 }
             }

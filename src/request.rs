@@ -99,11 +99,16 @@ impl<'a> Headers<'a> {
 
     /// Every header name (as Envoy sent them, lower-case for its map), with repeats for `List` and `Pairs`.
     pub fn names(&self) -> Box<dyn Iterator<Item = &'a str> + 'a> {
+        Box::new(self.entries().map(|(name, _)| name))
+    }
+
+    /// Every header as (name, value), one per line for `List` and `Pairs`.
+    pub fn entries(&self) -> Box<dyn Iterator<Item = (&'a str, &'a str)> + 'a> {
         match *self {
-            Headers::Map(map) => Box::new(map.keys().map(String::as_str)),
-            Headers::Entries(entries) => Box::new(entries.iter().map(|(k, _)| *k)),
-            Headers::List(list) => Box::new(list.iter().map(|(k, _)| k.as_str())),
-            Headers::Pairs(pairs) => Box::new(pairs.iter().map(|(k, _)| *k)),
+            Headers::Map(map) => Box::new(map.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            Headers::Entries(entries) => Box::new(entries.iter().copied()),
+            Headers::List(list) => Box::new(list.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            Headers::Pairs(pairs) => Box::new(pairs.iter().copied()),
         }
     }
 }

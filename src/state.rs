@@ -254,12 +254,7 @@ impl SharedState {
     /// Adds or replaces an entry. It applies on this replica at once; with Redis, an error says it could
     /// not be shared yet: it still applies here and is written when Redis is back.
     pub async fn revoke(&self, entry: Entry) -> Result<(), StateError> {
-        let change = Change::Put { entry };
-        self.denylist.apply(&change, self.now());
-        match &self.backend {
-            StateBackend::Memory(_) => Ok(()),
-            StateBackend::Redis(redis) => redis.write(&change).await.map(drop),
-        }
+        self.revoke_all(vec![entry]).await
     }
 
     /// Adds entries as one change to the local copy (one table copy for the batch), then writes each to

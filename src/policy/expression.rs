@@ -256,12 +256,12 @@ impl Expression {
         // make it cost more than a few milliseconds. Too large an input fails the expression: a denial.
         if self.uses.headers {
             let request = input.request;
-            if let Some(name) = request.headers.names().find(|name| {
-                request
-                    .headers
-                    .values(name)
-                    .any(|v| v.len() > MAX_INPUT_BYTES)
-            }) {
+            // One pass over the lines (looking each name up again would be quadratic in the headers).
+            if let Some((name, _)) = request
+                .headers
+                .entries()
+                .find(|(_, value)| value.len() > MAX_INPUT_BYTES)
+            {
                 return Err(format!(
                     "the request header `{name}` is longer than {MAX_INPUT_BYTES} bytes, more than an expression reads"
                 ));
