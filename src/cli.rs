@@ -100,6 +100,47 @@ pub fn import(args: &ImportArgs) -> ExitCode {
     }
 }
 
+/// `config`: facts about the configuration file itself.
+pub fn config(args: &ConfigArgs) -> ExitCode {
+    match &args.command {
+        ConfigCommand::Schema { output } => {
+            let mut text = serde_json::to_string_pretty(&crate::config::schema::schema())
+                .expect("a JSON value serializes");
+            text.push('\n');
+            let Some(path) = output else {
+                print!("{text}");
+                return ExitCode::SUCCESS;
+            };
+            match std::fs::write(path, text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write `{}`: {e}", path.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the JSON Schema (draft 2020-12) of the configuration file, generated from the configuration
+    /// types: every key with its type, default and description; unknown keys are refused. For editors
+    /// (`# yaml-language-server: $schema=…`) and CI; `validate-config` checks what a schema cannot (URLs,
+    /// references between sections, files, secrets).
+    Schema {
+        /// Write the schema to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
 #[derive(Args)]
 pub struct ImportArgs {
     #[command(subcommand)]

@@ -13,6 +13,7 @@ pub mod identity_token;
 pub mod policy;
 pub mod providers;
 pub mod resources;
+pub mod schema;
 pub mod secret;
 pub mod shared;
 pub mod warnings;
@@ -22,8 +23,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
 pub use self::identity_token::IdentityTokenConfig;
@@ -37,33 +39,53 @@ pub use self::shared::{Backend, RevocationConfig, StateConfig, MAX_TTL_SECONDS};
 use crate::request::is_header_name;
 
 /// A parsed and checked configuration (the policy is compiled from it by `Runtime::build`).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its schema (`portcullis config schema`, see [`schema`]) is derived from these fields; the document is
+/// read section by section in [`Config::from_yaml_str`], not by serde, hence the `schemars` attributes.
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Config {
+    /// Listening addresses, TLS, limits and shutdown behaviour.
+    #[schemars(default)]
     pub server: ServerConfig,
     /// The `realm` of every `WWW-Authenticate` challenge (RFC 6750 §3). Defaults to `portcullis`.
+    #[schemars(default = "default_realm")]
     pub realm: String,
+    /// The identity headers sent to the upstream on an allow.
+    #[schemars(default)]
     pub headers: HeadersConfig,
     /// How denials are written (`answers`).
+    #[schemars(default)]
     pub answers: AnswersConfig,
-    /// The providers, in the order they are declared.
+    /// The providers, in the order they are declared. Required: at least one.
     pub providers: Vec<ProviderConfig>,
     /// Routes and their requirements, and the rollout mode (`mode`, `claims_namespace`,
     /// `claims_namespace_aliases`, `default_route`, `routes` at the top level).
+    #[schemars(flatten)]
     pub policy: PolicyConfig,
     /// The denylist, its admin API and the Auth0 log stream (`revocation`).
+    #[schemars(default)]
     pub revocation: RevocationConfig,
     /// Where state shared across replicas lives (`state`). Defaults to memory.
+    #[schemars(default)]
     pub state: StateConfig,
     /// Protected resources described by RFC 9728 metadata. Defaults to none.
+    #[schemars(default)]
     pub resources: Vec<resources::ResourceConfig>,
     /// The signed identity token for the upstream (`identity_token`). Defaults to none.
     pub identity_token: Option<IdentityTokenConfig>,
     /// The decision log (`decision_log`).
+    #[schemars(default)]
     pub decision_log: DecisionLogConfig,
 }
 
+/// `realm`'s default.
+fn default_realm() -> String {
+    "portcullis".to_owned()
+}
+
 /// Listening addresses and shutdown behaviour.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// gRPC: Check, health and reflection. Defaults to `0.0.0.0:9001`.
@@ -108,11 +130,13 @@ pub struct ServerConfig {
     /// applies `failure_mode_allow`, deny by default), never queued. Defaults to 256 per CPU the process
     /// may use: a check that waits on an upstream costs a few kilobytes and no CPU, so a slow IdP can hold
     /// hundreds per core; past that, queued work only answers after Envoy's own timeout.
+    #[schemars(transform = schema::without_default)]
     pub max_concurrent_checks: usize,
     /// Signature verifications run at once (JWT signatures: every token not yet cached, valid or forged).
     /// A check that needs one while all are busy waits for its turn, within its deadline. Defaults to
     /// one less than the CPUs the process may use (at least 1): a flood of distinct forged tokens then
     /// occupies at most that many cores, and cached tokens keep being answered on the last one.
+    #[schemars(transform = schema::without_default)]
     pub max_concurrent_verifications: usize,
     /// The largest Check request accepted on the gRPC port, in bytes (headers, and the body with Envoy's
     /// `with_request_body`); a larger one is refused (gRPC `OUT_OF_RANGE`) before it is decoded, and Envoy
@@ -166,11 +190,12 @@ impl Default for ServerConfig {
 }
 
 /// The decision log: one JSON line per decision on the tracing target `portcullis::decision`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecisionLogConfig {
     /// The share of allows logged, from 0 (none) to 1 (all). Denials, errors and permissive-mode
     /// would-denies are always logged. Defaults to 0.01.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub allow_sample_rate: f64,
 }
 
@@ -183,7 +208,7 @@ impl Default for DecisionLogConfig {
 }
 
 /// Which proxy's request shape the HTTP forward-auth listener reads (`server.http_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HttpMode {
     /// Envoy's ext_authz `http_service`: the original method, path (after `http_path_prefix`) and headers.
@@ -209,7 +234,7 @@ impl HttpMode {
 /// `server.tls`: the listener's certificate and, optionally, the CA its clients' certificates must chain
 /// to. The files are PEM; they are read at start (a problem refuses the start, with the field's path) and
 /// checked again for changes at most every few seconds while serving.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     /// The certificate chain, leaf first (PEM). Required.
@@ -223,7 +248,7 @@ pub struct ServerTlsConfig {
 }
 
 /// The identity headers sent to the upstream on an allow.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeadersConfig {
     /// Every header the client sent whose name starts with this prefix is removed before ours are set, so a
@@ -244,7 +269,7 @@ impl Default for HeadersConfig {
 }
 
 /// How denials are written.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnswersConfig {
     /// The JSON body of a denial. Defaults to `portcullis`.
@@ -252,7 +277,7 @@ pub struct AnswersConfig {
 }
 
 /// The shape of a denial's body.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BodyStyle {
     /// `{"error", "error_description", "decision_id", "message"}` (RFC 6750 error codes).
@@ -441,7 +466,7 @@ impl Config {
         }
         let realm = match map.remove("realm") {
             Some(v) => problems.section::<String>("realm", v),
-            None => Some("portcullis".to_owned()),
+            None => Some(default_realm()),
         };
         let headers = match map.remove("headers") {
             Some(v) => problems.section::<HeadersConfig>("headers", v),

@@ -1,11 +1,12 @@
 //! `type: github`: GitHub access tokens, checked with `GET {api_base}/user`.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{default_max_ttl, validate_http_upstream, Problems, UpstreamSettings};
 
 /// `type: github`: GitHub access tokens, checked with `GET {api_base}/user`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GithubConfig {
     /// The API base; set it for GitHub Enterprise (`https://github.example.com/api/v3`).

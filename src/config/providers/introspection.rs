@@ -1,6 +1,7 @@
 //! `type: introspection`: opaque tokens checked with OAuth2 token introspection (RFC 7662).
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::{
     default_max_ttl, default_negative_ttl, validate_http_upstream, validate_tls, Problems,
@@ -9,7 +10,7 @@ use super::{
 use crate::config::dpop::DpopConfig;
 
 /// How portcullis authenticates itself to an introspection endpoint (RFC 7662 §2.1, RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuthMethod {
     /// HTTP Basic with the client id and secret. The default.
@@ -20,7 +21,7 @@ pub enum ClientAuthMethod {
 }
 
 /// `type: introspection`: opaque tokens checked with OAuth2 token introspection (RFC 7662).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionConfig {
     /// The introspection endpoint.

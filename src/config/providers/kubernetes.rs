@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{
@@ -15,7 +16,7 @@ pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceacc
 /// `type: kubernetes`: Kubernetes service-account tokens, checked with the API server's TokenReview
 /// (`POST /apis/authentication.k8s.io/v1/tokenreviews`). The principal is the username
 /// (`system:serviceaccount:<namespace>:<name>`), the groups are the `groups` attribute.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesConfig {
     /// The API server. Defaults to `https://kubernetes.default.svc`.
