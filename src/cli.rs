@@ -452,6 +452,17 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// `serve`'s configuration: read, then parsed and checked by the loader a reload and `validate-config`
+/// use too ([`runtime::load`]), so `serve` refuses a file with the same list of problems, before any port
+/// is bound.
+fn load_config_to_serve(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(runtime::load(&text, Some(&SecretSource::Process))?)
+}
+
 fn load_config(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| match e {
         LoadError::Invalid(errors) => anyhow::Error::new(errors),
@@ -462,10 +473,21 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// `validate-config`: parse, compile the policy, resolve secrets (unless skipped); every problem with its
 /// path. A file that cannot be read is a problem too: exit 64 either way.
 pub fn validate_config(args: &ValidateArgs) -> ExitCode {
-    let (config, mut problems, warnings) = match Config::load(&args.file) {
+    let secrets = SecretSource::Process;
+    let loaded = std::fs::read_to_string(&args.file)
+        .map_err(|source| LoadError::Read {
+            path: args.file.clone(),
+            source,
+        })
+        .and_then(|text| {
+            Ok(runtime::load(
+                &text,
+                (!args.skip_secrets).then_some(&secrets),
+            )?)
+        });
+    let (config, mut problems, warnings) = match loaded {
         Ok(config) => {
-            let secrets = SecretSource::Process;
-            let mut found = runtime::check(&config, (!args.skip_secrets).then_some(&secrets));
+            let mut found = Vec::new();
             if let Some(tls) = config.server.tls.as_ref().filter(|_| !args.skip_secrets) {
                 found.extend(ServerTls::check(tls));
             }
@@ -573,7 +595,7 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
             .config
             .as_deref()
             .expect("clap requires --config without --dev");
-        let mut config = load_config(path)?;
+        let mut config = load_config_to_serve(path)?;
         if let Some(listen) = args.listen {
             config.server.listen = listen;
         }

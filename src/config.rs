@@ -412,6 +412,18 @@ impl Config {
 
     /// Parses and validates a YAML document. Secret references are checked for shape only.
     pub fn from_yaml_str(text: &str) -> Result<Config, ConfigErrors> {
+        let parsed = Config::parse(text)?;
+        if parsed.problems.is_empty() {
+            Ok(parsed.config)
+        } else {
+            Err(ConfigErrors(parsed.problems))
+        }
+    }
+
+    /// Parses and validates a YAML document leniently: every section, provider and route on its own, so
+    /// that a type or enum error in one hides nothing else. Fails only on a document that has no sections
+    /// at all (not YAML, empty, not a mapping); otherwise see [`Parsed`].
+    pub fn parse(text: &str) -> Result<Parsed, ConfigErrors> {
         let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
             ConfigErrors(vec![Problem {
                 path: ".".to_owned(),
@@ -557,13 +569,10 @@ impl Config {
             Some(v) => problems.section::<Vec<resources::ResourceConfig>>("resources", v),
             None => Some(Vec::new()),
         };
-        let mut policy_keys = serde_yaml_ng::Mapping::new();
-        for key in POLICY_KEYS {
-            if let Some(v) = map.remove(*key) {
-                policy_keys.insert(Value::from(*key), v);
-            }
-        }
-        let policy = problems.section::<PolicyConfig>("", Value::Mapping(policy_keys));
+        let (policy, route_indexes, policy_complete) = parse_policy(&mut problems, &mut map);
+        let policy = Some(policy);
+        // From here on, a route's problem is found at its place in `policy.routes`.
+        let checked_from = problems.0.len();
         if let (Some(policy), Some(resources)) = (&policy, &resources) {
             let routes = policy
                 .routes
@@ -598,23 +607,133 @@ impl Config {
         if let Some(policy) = &policy {
             identity_token::validate_routes(&mut problems, policy, identity_token.is_some());
         }
-        if !problems.0.is_empty() {
-            return Err(ConfigErrors(problems.0));
+        for problem in &mut problems.0[checked_from..] {
+            problem.path = renumber(&problem.path, "routes", &route_indexes);
         }
-        Ok(Config {
+        // What did not parse is left at its default (a section) or left out (a provider, a route).
+        let provider_indexes = (0..providers.len())
+            .filter(|&i| providers[i].is_some())
+            .collect();
+        let providers_complete = providers.iter().all(Option::is_some);
+        let config = Config {
             identity_token,
-            decision_log: decision_log.expect("no problems means the section parsed"),
-            policy: policy.expect("no problems means the section parsed"),
-            server: server.expect("no problems means the section parsed"),
-            realm: realm.expect("no problems means the section parsed"),
-            headers: headers.expect("no problems means the section parsed"),
-            answers: answers.expect("no problems means the section parsed"),
+            decision_log: decision_log.unwrap_or_default(),
+            policy: policy.unwrap_or_default(),
+            server: server.unwrap_or_default(),
+            realm: realm.unwrap_or_else(default_realm),
+            headers: headers.unwrap_or_default(),
+            answers: answers.unwrap_or_default(),
             providers: providers.into_iter().flatten().collect(),
-            revocation: revocation.expect("no problems means the section parsed"),
-            state: state.expect("no problems means the section parsed"),
-            resources: resources.expect("no problems means the section parsed"),
+            revocation: revocation.unwrap_or_default(),
+            state: state.unwrap_or_default(),
+            resources: resources.unwrap_or_default(),
+        };
+        Ok(Parsed {
+            config,
+            problems: problems.0,
+            references_complete: providers_complete && policy_complete,
+            provider_indexes,
+            route_indexes,
         })
     }
+}
+
+/// What [`Config::parse`] found: every problem, and the configuration as far as it parsed, so that the
+/// checks that need a whole configuration (the compiled policy, the files and secrets it names) still run
+/// on the rest and one run reports everything (`runtime::load`).
+#[derive(Debug)]
+pub struct Parsed {
+    /// The configuration as parsed: a section that failed is at its default, a provider or route that
+    /// failed is left out. Only a configuration without problems may be served.
+    pub config: Config,
+    /// Every problem found, in document order within each section.
+    pub problems: Vec<Problem>,
+    /// Every provider parsed and so did the claim namespaces: the policy's references (a route's
+    /// providers, its namespaced claims) can be checked without reporting a problem that is only the
+    /// echo of one already found.
+    pub references_complete: bool,
+    /// Where each of `config.providers` is in the document's `providers` (one that failed is left out, so
+    /// the ones after it move up).
+    provider_indexes: Vec<usize>,
+    /// Where each of `config.policy.routes` is in the document's `routes`.
+    route_indexes: Vec<usize>,
+}
+
+// === impl Parsed ===
+
+impl Parsed {
+    /// A problem found in `config` at the path of its field in the document: `providers[1]` of `config`
+    /// is `providers[2]` of the document when the first provider did not parse.
+    pub fn in_document(&self, problem: Problem) -> Problem {
+        let path = renumber(&problem.path, "providers", &self.provider_indexes);
+        Problem {
+            path: renumber(&path, "routes", &self.route_indexes),
+            message: problem.message,
+        }
+    }
+}
+
+/// `list[i]…` → `list[indexes[i]]…`; any other path unchanged.
+fn renumber(path: &str, list: &str, indexes: &[usize]) -> String {
+    let renumbered = path
+        .strip_prefix(list)
+        .and_then(|rest| rest.strip_prefix('['))
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(i, rest)| Some((indexes.get(i.parse::<usize>().ok()?)?, rest)));
+    match renumbered {
+        Some((i, rest)) => format!("{list}[{i}]{rest}"),
+        None => path.to_owned(),
+    }
+}
+
+/// The policy's keys, each on its own and each route on its own: a bad `mode` hides no route, a bad route
+/// no other. Returns the policy (failed keys at their defaults, failed routes left out), where each of
+/// its routes is in the document, and whether the claim namespaces parsed.
+fn parse_policy(
+    problems: &mut Problems,
+    map: &mut serde_yaml_ng::Mapping,
+) -> (PolicyConfig, Vec<usize>, bool) {
+    let mut policy = PolicyConfig::default();
+    let mut route_indexes = Vec::new();
+    let mut complete = true;
+    for key in POLICY_KEYS {
+        let Some(value) = map.remove(*key) else {
+            continue;
+        };
+        match *key {
+            "mode" => policy.mode = problems.section(key, value).unwrap_or_default(),
+            "claims_namespace" => match problems.section(key, value) {
+                Some(namespace) => policy.claims_namespace = namespace,
+                None => complete = false,
+            },
+            "claims_namespace_aliases" => match problems.section(key, value) {
+                Some(aliases) => policy.claims_namespace_aliases = aliases,
+                None => complete = false,
+            },
+            "default_route" => {
+                policy.default_route = problems.section(key, value).unwrap_or_default();
+            }
+            "routes" => {
+                (route_indexes, policy.routes) = parse_routes(problems, value).into_iter().unzip();
+            }
+            other => unreachable!("POLICY_KEYS has no `{other}`"),
+        }
+    }
+    (policy, route_indexes, complete)
+}
+
+/// Each route on its own, with its place in the document, so one route's type error hides no other.
+fn parse_routes(problems: &mut Problems, value: Value) -> Vec<(usize, policy::RouteConfig)> {
+    let Value::Sequence(items) = value else {
+        // serde's own words for a routes value that is not a list.
+        let routes: Option<Vec<policy::RouteConfig>> = problems.section("routes", value);
+        return routes.unwrap_or_default().into_iter().enumerate().collect();
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| Some((i, problems.section(&format!("routes[{i}]"), item)?)))
+        .collect()
 }
 
 /// `server.ext_authz_timeout_ms` against every timeout a Check may wait on: each must be below the proxy's,
@@ -1063,6 +1182,65 @@ providers:
             "{found:?}"
         );
         assert_eq!(found.len(), 4, "{found:?}");
+    }
+
+    #[test]
+    fn a_bad_policy_key_or_route_hides_no_other_route() {
+        let found = problems(&format!(
+            "{MINIMAL}mode: enforcing
+claims_namespace: [not, a, string]
+routes:
+  - {{name: r0, match: {{path: /a, methods: GET}}}}
+  - {{name: r1, match: {{path: /b}}, resource: 'https://unknown.example/'}}
+  - {{name: r2, match: {{paht: /c}}}}
+"
+        ));
+        let paths: Vec<&str> = found.iter().map(|p| p.split_once(':').unwrap().0).collect();
+        assert_eq!(
+            paths,
+            [
+                "mode",
+                "claims_namespace",
+                "routes[0].match.methods",
+                "routes[2].match.paht",
+                // Checked after parsing, on the routes that parsed: still at its place in the file.
+                "routes[1].resource",
+            ],
+            "{found:?}"
+        );
+        assert!(problems(&format!("{MINIMAL}routes: {{name: r}}"))[0]
+            .starts_with("routes: invalid type: map, expected a sequence"),);
+    }
+
+    #[test]
+    fn a_partial_parse_keeps_what_parsed_at_its_place() {
+        let parsed = Config::parse(
+            "
+providers:
+  - {name: bad, type: saml}
+  - {name: good, type: jwt, issuer: 'https://a.example/', audiences: [x]}
+routes:
+  - {name: bad, match: 7}
+  - {name: good, match: {path: /x}}
+",
+        )
+        .unwrap();
+        assert_eq!(parsed.problems.len(), 2, "{:?}", parsed.problems);
+        assert!(!parsed.references_complete);
+        assert_eq!(parsed.config.providers[0].name, "good");
+        assert_eq!(parsed.config.policy.routes[0].name, "good");
+        let moved = |path: &str| {
+            parsed
+                .in_document(Problem {
+                    path: path.to_owned(),
+                    message: String::new(),
+                })
+                .path
+        };
+        assert_eq!(moved("providers[0].jwks_file"), "providers[1].jwks_file");
+        assert_eq!(moved("routes[0].providers[0]"), "routes[1].providers[0]");
+        assert_eq!(moved("routes"), "routes");
+        assert_eq!(moved("realm"), "realm");
     }
 
     #[test]

@@ -175,13 +175,49 @@ impl Runtime {
     }
 }
 
+/// The one loader of `serve`, a reload and `validate-config`: the document parsed leniently
+/// ([`Config::parse`]), then [`check`]ed as far as it parsed, so one run reports every problem of a file
+/// (a bad enum value hides neither a route nor a missing key set file). With `secrets`, the files and
+/// secrets the configuration names are read as `serve` would read them.
+pub fn load(text: &str, secrets: Option<&SecretSource>) -> Result<Config, ConfigErrors> {
+    let parsed = Config::parse(text)?;
+    let found = check_parsed(&parsed.config, parsed.references_complete, secrets);
+    let mut problems = parsed.problems.clone();
+    for problem in found {
+        let problem = parsed.in_document(problem);
+        if !problems.contains(&problem) {
+            problems.push(problem);
+        }
+    }
+    if problems.is_empty() {
+        Ok(parsed.config)
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
+
 /// What `validate-config` adds to parsing: the policy compiled (once, then dropped) and, with `secrets`,
 /// every `{env:}`/`{file:}` reference resolved. Empty means `serve` would start.
 pub fn check(config: &Config, secrets: Option<&SecretSource>) -> Vec<Problem> {
-    let mut problems = compile_policy(config)
-        .err()
-        .map(|e| e.0)
-        .unwrap_or_default();
+    check_parsed(config, true, secrets)
+}
+
+/// [`check`] of a configuration that may be partial: the policy is compiled only when what it refers to
+/// parsed (`references_complete`), else a route naming a provider that failed to parse would be reported
+/// a second time, as an unknown provider.
+fn check_parsed(
+    config: &Config,
+    references_complete: bool,
+    secrets: Option<&SecretSource>,
+) -> Vec<Problem> {
+    let mut problems = if references_complete {
+        compile_policy(config)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     if let Some(source) = secrets {
         if let Some(key) = config
             .identity_token

@@ -31,3 +31,48 @@ pub fn schema() -> serde_json::Value {
 pub(crate) fn without_default(schema: &mut Schema) {
     schema.remove("default");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema's top level is what the parser reads, and a provider's `type`s are the parser's kinds.
+    #[test]
+    fn the_schema_has_the_parsers_sections_and_provider_types() {
+        let schema = schema();
+        let mut sections: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut known = super::super::TOP_LEVEL_KEYS.to_vec();
+        sections.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(sections, known);
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(schema["required"], serde_json::json!(["providers"]));
+
+        let types: Vec<&str> = schema["$defs"]["ProviderConfig"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["properties"]["type"]["const"].as_str().unwrap())
+            .collect();
+        assert_eq!(types.join(", "), super::super::providers::KINDS);
+    }
+
+    /// A default that depends on the machine would make the committed schema drift between machines.
+    #[test]
+    fn machine_dependent_defaults_are_left_out() {
+        let server = &schema()["$defs"]["ServerConfig"]["properties"];
+        assert_eq!(server["max_headers"]["default"], 256);
+        for field in ["max_concurrent_checks", "max_concurrent_verifications"] {
+            assert!(server[field].get("default").is_none(), "{field}");
+            assert!(server[field]["description"]
+                .as_str()
+                .unwrap()
+                .contains("Defaults to"));
+        }
+    }
+}
