@@ -570,10 +570,9 @@ impl Config {
             None => Some(Vec::new()),
         };
         let (policy, route_indexes, policy_complete) = parse_policy(&mut problems, &mut map);
-        let policy = Some(policy);
         // From here on, a route's problem is found at its place in `policy.routes`.
         let checked_from = problems.0.len();
-        if let (Some(policy), Some(resources)) = (&policy, &resources) {
+        if let Some(resources) = &resources {
             let routes = policy
                 .routes
                 .iter()
@@ -585,28 +584,23 @@ impl Config {
                 )));
             resources::validate(&mut problems, resources, routes);
         }
-        if let Some(policy) = &policy {
-            let anonymous_allowed = policy.default_route.allow_anonymous
-                || policy.routes.iter().any(|r| r.allow_anonymous);
-            for (i, provider) in providers.iter().enumerate() {
-                if let Some(ProviderConfig {
-                    kind: ProviderKind::Anonymous(_),
-                    ..
-                }) = provider
-                {
-                    if !anonymous_allowed {
-                        problems.add(
-                            format!("providers[{i}]"),
-                            "an anonymous provider is never used: no route (nor default_route) sets allow_anonymous: true",
-                        );
-                    }
+        let anonymous_allowed =
+            policy.default_route.allow_anonymous || policy.routes.iter().any(|r| r.allow_anonymous);
+        for (i, provider) in providers.iter().enumerate() {
+            if let Some(ProviderConfig {
+                kind: ProviderKind::Anonymous(_),
+                ..
+            }) = provider
+            {
+                if !anonymous_allowed {
+                    problems.add(
+                        format!("providers[{i}]"),
+                        "an anonymous provider is never used: no route (nor default_route) sets allow_anonymous: true",
+                    );
                 }
             }
         }
-
-        if let Some(policy) = &policy {
-            identity_token::validate_routes(&mut problems, policy, identity_token.is_some());
-        }
+        identity_token::validate_routes(&mut problems, &policy, identity_token.is_some());
         for problem in &mut problems.0[checked_from..] {
             problem.path = renumber(&problem.path, "routes", &route_indexes);
         }
@@ -618,7 +612,7 @@ impl Config {
         let config = Config {
             identity_token,
             decision_log: decision_log.unwrap_or_default(),
-            policy: policy.unwrap_or_default(),
+            policy,
             server: server.unwrap_or_default(),
             realm: realm.unwrap_or_else(default_realm),
             headers: headers.unwrap_or_default(),
