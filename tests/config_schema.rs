@@ -201,32 +201,39 @@ routes:
     );
 }
 
-/// Every object in the schema refuses unknown keys, as serde's `deny_unknown_fields` does in the parser.
+/// Every object in the schema refuses unknown keys, as serde's `deny_unknown_fields` does in the parser,
+/// and every key has a description (its doc comment: editors show it, the reference page lists it).
 #[test]
-fn every_object_in_the_schema_refuses_unknown_keys() {
-    fn walk(node: &Value, at: &str, open: &mut Vec<String>) {
+fn every_object_in_the_schema_refuses_unknown_keys_and_every_key_is_described() {
+    fn walk(node: &Value, at: &str, open: &mut Vec<String>, undescribed: &mut Vec<String>) {
         match node {
             Value::Object(map) => {
-                if map.contains_key("properties")
-                    && map.get("additionalProperties") != Some(&json!(false))
-                {
-                    open.push(at.to_owned());
+                if let Some(Value::Object(properties)) = map.get("properties") {
+                    if map.get("additionalProperties") != Some(&json!(false)) {
+                        open.push(at.to_owned());
+                    }
+                    for (key, property) in properties {
+                        if property.get("description").is_none() {
+                            undescribed.push(format!("{at}/properties/{key}"));
+                        }
+                    }
                 }
                 for (key, value) in map {
-                    walk(value, &format!("{at}/{key}"), open);
+                    walk(value, &format!("{at}/{key}"), open, undescribed);
                 }
             }
             Value::Array(items) => {
                 for (i, value) in items.iter().enumerate() {
-                    walk(value, &format!("{at}/{i}"), open);
+                    walk(value, &format!("{at}/{i}"), open, undescribed);
                 }
             }
             _ => {}
         }
     }
     let schema: Value = serde_json::from_str(&generated()).unwrap();
-    let mut open = Vec::new();
-    walk(&schema, "#", &mut open);
+    let (mut open, mut undescribed) = (Vec::new(), Vec::new());
+    walk(&schema, "#", &mut open, &mut undescribed);
     assert_eq!(open, Vec::<String>::new());
+    assert_eq!(undescribed, Vec::<String>::new(), "add a doc comment");
     assert!(Path::new(&root().join(COMMITTED)).exists());
 }

@@ -135,6 +135,7 @@ pub enum RouteIdentityToken {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTokenAudience {
+    /// The token's `aud` on this route instead of `identity_token.audience`. Required, not empty.
     pub audience: String,
 }
 
@@ -177,6 +178,7 @@ pub enum ValueMatch {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresentMatch {
+    /// `true`: the header (or context extension) must be present, with any value; `false`: it must not be.
     pub present: bool,
 }
 

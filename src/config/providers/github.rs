@@ -22,6 +22,7 @@ pub struct GithubConfig {
     /// Results are cached this long, keyed by a digest of the token. Defaults to 300.
     #[serde(default = "default_max_ttl")]
     pub cache_ttl_seconds: u64,
+    /// The upstream calls: timeout, response size, cache size. Defaults to 5 s, 64 KiB, 10000 entries.
     #[serde(default)]
     pub upstream: UpstreamSettings,
     /// Allow a plain `http://` API base on a host other than loopback. Defaults to false.

@@ -26,7 +26,9 @@ pub enum ClientAuthMethod {
 pub struct IntrospectionConfig {
     /// The introspection endpoint.
     pub endpoint: String,
+    /// portcullis's own client id at the introspection endpoint (RFC 7662 §2.1). Required, not empty.
     pub client_id: String,
+    /// The client secret that goes with `client_id`: `{env: NAME}` or `{file: PATH}`. Required.
     pub client_secret: SecretRef,
     /// Defaults to `client_secret_basic`.
     #[serde(default)]
@@ -48,6 +50,7 @@ pub struct IntrospectionConfig {
     /// them): a JWT whose `iss` no `jwt` provider of the route owns comes here. Defaults to false.
     #[serde(default)]
     pub accept_jwt: bool,
+    /// The upstream calls: timeout, response size, cache size. Defaults to 5 s, 64 KiB, 10000 entries.
     #[serde(default)]
     pub upstream: UpstreamSettings,
     /// TLS for the introspection calls. Defaults to the platform's roots.

@@ -41,6 +41,7 @@ pub struct KubernetesConfig {
     /// How long a refused token's answer is cached. Defaults to 10; 0 disables.
     #[serde(default = "default_negative_ttl")]
     pub negative_ttl_seconds: u64,
+    /// The upstream calls: timeout, response size, cache size. Defaults to 5 s, 64 KiB, 10000 entries.
     #[serde(default)]
     pub upstream: UpstreamSettings,
     /// Allow a plain `http://` API server on a host other than loopback. Defaults to false.

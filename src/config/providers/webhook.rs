@@ -18,6 +18,7 @@ pub struct WebhookConfig {
     /// provider of the route owns comes here. Defaults to false.
     #[serde(default)]
     pub accept_jwt: bool,
+    /// The upstream calls: timeout, response size, cache size. Defaults to 5 s, 64 KiB, 10000 entries.
     #[serde(default)]
     pub upstream: UpstreamSettings,
     /// TLS for the webhook calls. Defaults to the platform's roots.
