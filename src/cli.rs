@@ -435,7 +435,13 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            if let Some(errors) = err.downcast_ref::<ConfigErrors>() {
+            let errors = err.downcast_ref::<ConfigErrors>().or_else(|| {
+                match err.downcast_ref::<LoadError>() {
+                    Some(LoadError::Invalid(errors)) => Some(errors),
+                    _ => None,
+                }
+            });
+            if let Some(errors) = errors {
                 eprintln!("error: {err}");
                 for problem in &errors.0 {
                     eprintln!("  {problem}");
@@ -452,15 +458,19 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// `serve`'s configuration: read, then parsed and checked by the loader a reload and `validate-config`
-/// use too ([`runtime::load`]), so `serve` refuses a file with the same list of problems, before any port
-/// is bound.
-fn load_config_to_serve(path: &Path) -> anyhow::Result<Config> {
+/// The configuration file as `serve` and `validate-config` read it: parsed and checked by the loader a
+/// reload uses too ([`runtime::load`]), plus, when files are read (`secrets`), the listener's own
+/// certificate and key (`server.tls`). Every problem in one list, before any port is bound.
+fn load_file(path: &Path, secrets: Option<&SecretSource>) -> Result<Config, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
     })?;
-    Ok(runtime::load(&text, Some(&SecretSource::Process))?)
+    let server_tls = |config: &Config| match (&config.server.tls, secrets) {
+        (Some(tls), Some(_)) => ServerTls::check(tls),
+        _ => Vec::new(),
+    };
+    Ok(runtime::load_with(&text, secrets, server_tls)?)
 }
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {
@@ -474,25 +484,11 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// path. A file that cannot be read is a problem too: exit 64 either way.
 pub fn validate_config(args: &ValidateArgs) -> ExitCode {
     let secrets = SecretSource::Process;
-    let loaded = std::fs::read_to_string(&args.file)
-        .map_err(|source| LoadError::Read {
-            path: args.file.clone(),
-            source,
-        })
-        .and_then(|text| {
-            Ok(runtime::load(
-                &text,
-                (!args.skip_secrets).then_some(&secrets),
-            )?)
-        });
+    let loaded = load_file(&args.file, (!args.skip_secrets).then_some(&secrets));
     let (config, mut problems, warnings) = match loaded {
         Ok(config) => {
-            let mut found = Vec::new();
-            if let Some(tls) = config.server.tls.as_ref().filter(|_| !args.skip_secrets) {
-                found.extend(ServerTls::check(tls));
-            }
             let warnings = config.warnings();
-            (Some(config), found, warnings)
+            (Some(config), Vec::new(), warnings)
         }
         Err(LoadError::Invalid(errors)) => (None, errors.0, Vec::new()),
         Err(read @ LoadError::Read { .. }) => (
@@ -595,7 +591,7 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
             .config
             .as_deref()
             .expect("clap requires --config without --dev");
-        let mut config = load_config_to_serve(path)?;
+        let mut config = load_file(path, Some(&SecretSource::Process))?;
         if let Some(listen) = args.listen {
             config.server.listen = listen;
         }

@@ -180,8 +180,19 @@ impl Runtime {
 /// (a bad enum value hides neither a route nor a missing key set file). With `secrets`, the files and
 /// secrets the configuration names are read as `serve` would read them.
 pub fn load(text: &str, secrets: Option<&SecretSource>) -> Result<Config, ConfigErrors> {
+    load_with(text, secrets, |_| Vec::new())
+}
+
+/// [`load`], with the checks of what only the caller reads (`serve`'s own listener certificate, which a
+/// reload never changes) run on the configuration as far as it parsed, in the same list.
+pub fn load_with(
+    text: &str,
+    secrets: Option<&SecretSource>,
+    more: impl FnOnce(&Config) -> Vec<Problem>,
+) -> Result<Config, ConfigErrors> {
     let parsed = Config::parse(text)?;
-    let found = check_parsed(&parsed.config, parsed.references_complete, secrets);
+    let mut found = check_parsed(&parsed.config, parsed.references_complete, secrets);
+    found.extend(more(&parsed.config));
     let mut problems = parsed.problems.clone();
     for problem in found {
         let problem = parsed.in_document(problem);

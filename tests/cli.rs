@@ -145,6 +145,58 @@ fn validate_config_and_serve_report_every_problem_of_a_file_in_one_run() {
     assert_five_problems(&found, missing);
 }
 
+/// The listener's own certificate is read in the same run as the rest: a bad enum value does not hide
+/// a missing `server.tls` file (nor does it stop `serve` before it is read).
+#[test]
+fn a_missing_listener_certificate_is_reported_with_the_other_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tls.yaml");
+    let cert = dir.path().join("missing-cert.pem");
+    let key = dir.path().join("missing-key.pem");
+    std::fs::write(
+        &path,
+        format!(
+            "mode: enforcing
+server: {{tls: {{cert_file: '{}', key_file: '{}'}}}}
+providers:
+  - {{name: a, type: jwt, issuer: 'https://a.example/', audiences: [x]}}
+",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    for args in [
+        vec!["validate-config", file],
+        vec![
+            "serve",
+            "--config",
+            file,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+    ] {
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, 64, "{args:?}: {stdout}{stderr}");
+        let text = format!("{stdout}{stderr}");
+        assert!(
+            text.contains("  mode: unknown variant `enforcing`"),
+            "{args:?}: {text}"
+        );
+        assert!(
+            text.contains("  server.tls.cert_file: "),
+            "{args:?}: {text}"
+        );
+    }
+    // --skip-secrets reads no file: the enum is the only problem.
+    let (code, stdout, _) = run(&["validate-config", "--skip-secrets", file]);
+    assert_eq!(code, 64);
+    assert!(!stdout.contains("server.tls"), "{stdout}");
+}
+
 #[test]
 fn validate_config_lists_every_problem_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
