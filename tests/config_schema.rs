@@ -104,6 +104,46 @@ fn every_example_and_chart_config_validates_and_points_at_the_schema() {
     }
 }
 
+/// The configurations portcullis writes itself validate too: `import llama-stack`'s output (the editor
+/// line of its file would point at this schema) and the file `bench` serves with.
+#[test]
+fn configurations_portcullis_writes_validate() {
+    let validator = validator();
+    let dir = tempfile::tempdir().unwrap();
+    let runs = [
+        "server:\n  auth:\n    provider_config:\n      type: oauth2_token\n      jwks: {uri: 'https://idp.example/jwks'}\n      issuer: https://idp.example/\n      audience: llama-stack\n      claims_mapping: {sub: roles, groups: teams}\n",
+        "server:\n  auth:\n    provider_config:\n      type: oauth2_token\n      introspection: {url: 'https://idp.example/introspect', client_id: llama-stack, client_secret: '${env.SECRET}', send_secret_in_body: true}\n",
+        "server:\n  auth:\n    provider_config:\n      type: custom\n      endpoint: https://auth.example/check\n",
+        "server:\n  auth:\n    provider_config:\n      type: github_token\n",
+    ];
+    for (i, run) in runs.iter().enumerate() {
+        let file = dir.path().join(format!("run-{i}.yaml"));
+        std::fs::write(&file, run).unwrap();
+        let out = Command::new(BIN)
+            .args(["import", "llama-stack"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{run}: {out:?}");
+        let found = errors(&validator, &yaml(&String::from_utf8(out.stdout).unwrap()));
+        assert!(found.is_empty(), "{run}: {found:#?}");
+    }
+
+    let keys = portcullis_bench::tokens::Keys::load_or_create(dir.path()).unwrap();
+    for http in [false, true] {
+        let path = portcullis_bench::tokens::write_server_files(
+            dir.path(),
+            &keys,
+            Some(100),
+            http,
+            |_| Ok(()),
+        )
+        .unwrap();
+        let found = errors(&validator, &yaml(&std::fs::read_to_string(path).unwrap()));
+        assert!(found.is_empty(), "bench (http: {http}): {found:#?}");
+    }
+}
+
 /// A valid document, then one mistake at a time: each is refused at its path.
 #[test]
 fn typos_wrong_types_and_inline_secrets_are_refused() {
