@@ -391,7 +391,8 @@ def schema_covers_defaults(schema_path, values_path):
         if s.get("type") == "object" and "properties" in s:
             assert s.get("additionalProperties") is False, f"{path or '<top>'}: additionalProperties is not false"
             for k, sub in s["properties"].items():
-                if k == "global":
+                # `config` is the configuration's schema: its defaults are the binary's, not values.yaml's.
+                if k in ("global", "config"):
                     continue
                 if not isinstance(v, dict) or k not in v:
                     missing.append(f"{path}{k}")
@@ -1090,6 +1091,21 @@ check_fails "helm template (default values) fails: no issuer configured" "$NO_IS
 for v in "$CHART"/ci/*-values.yaml; do
   check "helm lint --strict (ci/$(basename "$v"))" "$HELM" lint --strict "$CHART" -f "$v"
 done
+
+# values.schema.json carries the configuration's schema under `config` (scripts/gen-schema, from
+# `portcullis config schema`): it must be current, and a typo or a wrong type under `config` must fail
+# lint (and install), not start a pod that refuses its configuration.
+check "schema/portcullis.schema.json and values.schema.json are current (scripts/gen-schema --check)" \
+  env PORTCULLIS_BIN="$PORTCULLIS_BIN" "$ROOT/scripts/gen-schema" --check
+MINIMAL=(-f "$CHART/ci/minimal-values.yaml")
+check_fails "helm lint: a typo under config fails (config.server.listne)" 'config\.server: Additional property listne' \
+  "$HELM" lint --strict "$CHART" "${MINIMAL[@]}" --set config.server.listne=0.0.0.0:9001
+check_fails "helm lint: a wrong type under config fails (config.server.drain_seconds: five)" 'config\.server\.drain_seconds: Invalid type' \
+  "$HELM" lint --strict "$CHART" "${MINIMAL[@]}" --set-string config.server.drain_seconds=five
+check_fails "helm lint: an unknown enum value under config fails (config.mode: enforcing)" 'config\.mode: ' \
+  "$HELM" lint --strict "$CHART" "${MINIMAL[@]}" --set config.mode=enforcing
+check_fails "helm lint: an unknown provider type fails (type: saml)" 'config\.providers\.0' \
+  "$HELM" lint --strict "$CHART" "${MINIMAL[@]}" --set 'config.providers[0].name=a,config.providers[0].type=saml'
 
 # -------------------------------------------------------------- render ---
 DEF=$WORK/default.yaml        # the defaults plus an issuer (ci/minimal-values.yaml)

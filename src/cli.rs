@@ -100,6 +100,47 @@ pub fn import(args: &ImportArgs) -> ExitCode {
     }
 }
 
+/// `config`: facts about the configuration file itself.
+pub fn config(args: &ConfigArgs) -> ExitCode {
+    match &args.command {
+        ConfigCommand::Schema { output } => {
+            let mut text = serde_json::to_string_pretty(&crate::config::schema::schema())
+                .expect("a JSON value serializes");
+            text.push('\n');
+            let Some(path) = output else {
+                print!("{text}");
+                return ExitCode::SUCCESS;
+            };
+            match std::fs::write(path, text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write `{}`: {e}", path.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the JSON Schema (draft 2020-12) of the configuration file, generated from the configuration
+    /// types: every key with its type, default and description; unknown keys are refused. For editors
+    /// (`# yaml-language-server: $schema=…`) and CI; `validate-config` checks what a schema cannot (URLs,
+    /// references between sections, files, secrets).
+    Schema {
+        /// Write the schema to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
 #[derive(Args)]
 pub struct ImportArgs {
     #[command(subcommand)]
@@ -394,7 +435,13 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            if let Some(errors) = err.downcast_ref::<ConfigErrors>() {
+            let errors = err.downcast_ref::<ConfigErrors>().or_else(|| {
+                match err.downcast_ref::<LoadError>() {
+                    Some(LoadError::Invalid(errors)) => Some(errors),
+                    _ => None,
+                }
+            });
+            if let Some(errors) = errors {
                 eprintln!("error: {err}");
                 for problem in &errors.0 {
                     eprintln!("  {problem}");
@@ -411,6 +458,21 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// The configuration file as `serve` and `validate-config` read it: parsed and checked by the loader a
+/// reload uses too ([`runtime::load`]), plus, when files are read (`env`), the listener's own
+/// certificate and key (`server.tls`). Every problem in one list, before any port is bound.
+fn load_file(path: &Path, env: Option<&portcullis_core::Env>) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let server_tls = |config: &Config| match (&config.server.tls, env) {
+        (Some(tls), Some(_)) => ServerTls::check(tls),
+        _ => Vec::new(),
+    };
+    Ok(runtime::load_with(&text, env, server_tls)?)
+}
+
 fn load_config(path: &Path) -> anyhow::Result<Config> {
     crate::io::load_config(path).map_err(|e| match e {
         LoadError::Invalid(errors) => anyhow::Error::new(errors),
@@ -421,15 +483,12 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// `validate-config`: parse, compile the policy, resolve secrets (unless skipped); every problem with its
 /// path. A file that cannot be read is a problem too: exit 64 either way.
 pub fn validate_config(args: &ValidateArgs) -> ExitCode {
-    let (config, mut problems, warnings) = match crate::io::load_config(&args.file) {
+    let env = crate::io::env(Clock::system(), crate::io::sources());
+    let loaded = load_file(&args.file, (!args.skip_secrets).then_some(&env));
+    let (config, mut problems, warnings) = match loaded {
         Ok(config) => {
-            let env = crate::io::env(Clock::system(), crate::io::sources());
-            let mut found = runtime::check(&config, (!args.skip_secrets).then_some(&env));
-            if let Some(tls) = config.server.tls.as_ref().filter(|_| !args.skip_secrets) {
-                found.extend(ServerTls::check(tls));
-            }
             let warnings = config.warnings();
-            (Some(config), found, warnings)
+            (Some(config), Vec::new(), warnings)
         }
         Err(LoadError::Invalid(errors)) => (None, errors.0, Vec::new()),
         Err(read @ LoadError::Read { .. }) => (
@@ -532,7 +591,10 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
             .config
             .as_deref()
             .expect("clap requires --config without --dev");
-        let mut config = load_config(path)?;
+        let mut config = load_file(
+            path,
+            Some(&crate::io::env(Clock::system(), crate::io::sources())),
+        )?;
         if let Some(listen) = args.listen {
             config.server.listen = listen;
         }

@@ -55,6 +55,8 @@ enum Command {
     Revoke(cli::RevokeArgs),
     /// Convert another tool's authentication configuration (`import llama-stack FILE`).
     Import(cli::ImportArgs),
+    /// The configuration file's JSON Schema (`config schema`), for editors and CI.
+    Config(cli::ConfigArgs),
     /// Load-test an ext_authz server beside a no-op one; exits 2 when it saw errors or wrong decisions.
     Bench(portcullis_bench::BenchArgs),
     /// Print shell completions to standard output, e.g. `portcullis completions bash >
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => cli::explain(args),
         Command::Revoke(args) => cli::revoke(args),
         Command::Import(args) => cli::import(&args),
+        Command::Config(args) => cli::config(&args),
         Command::Bench(args) => cli::bench(args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

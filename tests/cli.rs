@@ -52,6 +52,151 @@ fn validate_config_accepts_a_good_file() {
     assert!(stdout.contains("valid (1 provider)"), "{stdout}");
 }
 
+/// A bad enum value, a duplicate provider, two bad routes (a type error, an unknown provider) and a
+/// missing `jwks_file`: one file, all five problems.
+const FIVE_PROBLEMS: &str = "
+mode: enforcing
+providers:
+  - {name: a, type: jwt, issuer: 'https://a.example/', audiences: [x], jwks_file: MISSING}
+  - {name: a, type: jwt, issuer: 'https://b.example/', audiences: [x], jwks_uri: 'https://b.example/jwks'}
+routes:
+  - {name: r1, match: {path: /x, methods: GET}}
+  - {name: r2, match: {path: /y}, providers: [nobody]}
+";
+
+/// The five problems of [`FIVE_PROBLEMS`]: path and the start of the message.
+fn five_problems_expected(missing: &str) -> Vec<(String, String)> {
+    [
+        (
+            "providers[1].name",
+            "duplicate provider name `a`".to_owned(),
+        ),
+        (
+            "mode",
+            "unknown variant `enforcing`, expected `enforce` or `permissive`".to_owned(),
+        ),
+        (
+            "routes[0].match.methods",
+            "invalid type: string \"GET\", expected a sequence".to_owned(),
+        ),
+        (
+            "routes[1].providers[0]",
+            "unknown provider `nobody`".to_owned(),
+        ),
+        ("providers[0].jwks_file", format!("cannot read `{missing}`")),
+    ]
+    .into_iter()
+    .map(|(path, message)| (path.to_owned(), message))
+    .collect()
+}
+
+fn assert_five_problems(found: &[(String, String)], missing: &str) {
+    let expected = five_problems_expected(missing);
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (path, message) in &expected {
+        assert!(
+            found
+                .iter()
+                .any(|(p, m)| p == path && m.starts_with(message.as_str())),
+            "no `{path}: {message}…` in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn validate_config_and_serve_report_every_problem_of_a_file_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("keys/jwks.json");
+    let missing = missing.to_str().unwrap();
+    let path = dir.path().join("five.yaml");
+    std::fs::write(&path, FIVE_PROBLEMS.replace("MISSING", missing)).unwrap();
+    let file = path.to_str().unwrap();
+
+    let (code, stdout, _) = run(&["validate-config", "--format", "json", file]);
+    assert_eq!(code, 64, "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let found: Vec<(String, String)> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let text = |key: &str| p[key].as_str().unwrap().to_owned();
+            (text("path"), text("message"))
+        })
+        .collect();
+    assert_five_problems(&found, missing);
+
+    // `serve` refuses the file with the same list, before it binds anything.
+    let (code, _, stderr) = run(&[
+        "serve",
+        "--config",
+        file,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 64, "{stderr}");
+    let found: Vec<(String, String)> = stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("  ")?.split_once(": "))
+        .map(|(path, message)| (path.to_owned(), message.to_owned()))
+        .collect();
+    assert_five_problems(&found, missing);
+}
+
+/// The listener's own certificate is read in the same run as the rest: a bad enum value does not hide
+/// a missing `server.tls` file (nor does it stop `serve` before it is read).
+#[test]
+fn a_missing_listener_certificate_is_reported_with_the_other_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tls.yaml");
+    let cert = dir.path().join("missing-cert.pem");
+    let key = dir.path().join("missing-key.pem");
+    std::fs::write(
+        &path,
+        format!(
+            "mode: enforcing
+server: {{tls: {{cert_file: '{}', key_file: '{}'}}}}
+providers:
+  - {{name: a, type: jwt, issuer: 'https://a.example/', audiences: [x]}}
+",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    for args in [
+        vec!["validate-config", file],
+        vec![
+            "serve",
+            "--config",
+            file,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+    ] {
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, 64, "{args:?}: {stdout}{stderr}");
+        let text = format!("{stdout}{stderr}");
+        assert!(
+            text.contains("  mode: unknown variant `enforcing`"),
+            "{args:?}: {text}"
+        );
+        assert!(
+            text.contains("  server.tls.cert_file: "),
+            "{args:?}: {text}"
+        );
+    }
+    // --skip-secrets reads no file: the enum is the only problem.
+    let (code, stdout, _) = run(&["validate-config", "--skip-secrets", file]);
+    assert_eq!(code, 64);
+    assert!(!stdout.contains("server.tls"), "{stdout}");
+}
+
 #[test]
 fn validate_config_lists_every_problem_with_its_path() {
     let dir = tempfile::tempdir().unwrap();

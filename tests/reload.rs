@@ -450,6 +450,44 @@ async fn a_listen_address_change_is_refused_and_the_old_config_keeps_serving() {
     assert!(served.server.app.ready());
 }
 
+/// A reload reads the file with the loader of `serve` and `validate-config`: a bad enum value, a
+/// duplicate provider, two bad routes and a missing key set file are all reported by one reload.
+#[tokio::test]
+async fn a_refused_reload_reports_every_problem_of_the_file() {
+    let s = idps().await;
+    let served = Served::start(&config(&s.one, &s.two, ROUTES)).await;
+    let missing = served.path.with_file_name("keys.json");
+    served.write(&format!(
+        "
+mode: enforcing
+providers:
+  - {{name: a, type: jwt, issuer: 'https://a.example/', audiences: [x], jwks_file: '{}'}}
+  - {{name: a, type: jwt, issuer: 'https://b.example/', audiences: [x], jwks_uri: 'https://b.example/jwks'}}
+routes:
+  - {{name: r1, match: {{path: /x, methods: GET}}}}
+  - {{name: r2, match: {{path: /y}}, providers: [nobody]}}
+",
+        missing.display()
+    ));
+    let error = served.reloader.reload("test").await.unwrap_err();
+    assert!(matches!(error, ReloadError::Invalid(_)), "{error:?}");
+    let mut paths: Vec<String> = error.problems().into_iter().map(|p| p.path).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "mode",
+            "providers[0].jwks_file",
+            "providers[1].name",
+            "routes[0].match.methods",
+            "routes[1].providers[0]",
+        ],
+        "{error:?}"
+    );
+    assert_eq!(served.reloads(), (0, 1));
+    assert!(served.server.app.ready(), "the running configuration stays");
+}
+
 #[tokio::test]
 async fn metrics_show_reload_counts_and_the_config_hash() {
     let s = idps().await;

@@ -134,9 +134,24 @@ def children(schema, path):
     return out
 
 
+def constants(schema):
+    """An enum written as `oneOf` constants (what schemars emits when the variants have doc comments):
+    each value with its description."""
+    members = schema.get("oneOf", [])
+    if not members or not all("const" in m for m in members):
+        return []
+    lines = ["One of:", ""]
+    for member in members:
+        description = member.get("description", "")
+        lines.append(f"- {literal(member['const'])}" + (f": {cell(description)}" if description else ""))
+    return lines + [""]
+
+
 def union(schema):
     """Sections for a tagged union's members, or plain alternatives."""
-    lines = []
+    lines = constants(schema)
+    if lines:
+        return lines
     for key in ("oneOf", "anyOf"):
         members = [m for m in schema.get(key, []) if m.get("type") != "null"]
         if not members or not any("properties" in m or "$ref" in m for m in members):

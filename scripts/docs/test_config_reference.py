@@ -29,6 +29,8 @@ SCHEMA = {
             },
         },
         "Mode": {"type": "string", "enum": ["enforce", "permissive"]},
+        "Principal": {"oneOf": [{"type": "string", "const": "any", "description": "Humans and machines."},
+                                {"type": "string", "const": "human"}]},
         "ProviderConfig": {
             "oneOf": [
                 {"type": "object", "description": "JWTs.", "required": ["type", "issuer"],
@@ -83,6 +85,8 @@ check("Used at `providers[]`." in page, "a section says where it is used")
 check("Used at `routes[].require`, `routes[].require.any_of[]`." in page, "nested paths are found")
 check("map of string to string" in page, "maps are named")
 check("Not used by the top level." in page, "an unreferenced definition is still listed")
+check('- `"any"`: Humans and machines.' in page and '- `"human"`' in page,
+      "an enum of documented constants lists each value with its description")
 try:
     config_reference.render({"properties": {"x": {"$ref": "#/$defs/Missing"}}, "$defs": {}})
     check(False, "a $ref to a missing definition is refused")

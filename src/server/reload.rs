@@ -315,8 +315,10 @@ impl Reloader {
                 message: "not UTF-8 text".to_owned(),
             }])
         })?;
-        let mut config =
-            Config::from_yaml_str(&text).map_err(|ConfigErrors(p)| ReloadError::Invalid(p))?;
+        // The loader `serve` and `validate-config` use: the same list of problems.
+        let check_env = crate::io::env(self.clock.clone(), self.secrets.clone());
+        let mut config = crate::runtime::load(&text, Some(&check_env))
+            .map_err(|ConfigErrors(p)| ReloadError::Invalid(p))?;
         if let Some(listen) = self.listen {
             config.server.listen = listen;
         }

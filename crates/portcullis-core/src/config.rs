@@ -13,6 +13,7 @@ pub mod identity_token;
 pub mod policy;
 pub mod providers;
 pub mod resources;
+pub mod schema;
 pub mod secret;
 pub mod shared;
 pub mod warnings;
@@ -22,8 +23,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
 pub use self::identity_token::IdentityTokenConfig;
@@ -37,33 +39,53 @@ pub use self::shared::{Backend, RevocationConfig, StateConfig, MAX_TTL_SECONDS};
 use crate::request::is_header_name;
 
 /// A parsed and checked configuration (the policy is compiled from it by `Runtime::build`).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its schema (`portcullis config schema`, see [`schema`]) is derived from these fields; the document is
+/// read section by section in [`Config::from_yaml_str`], not by serde, hence the `schemars` attributes.
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Config {
+    /// Listening addresses, TLS, limits and shutdown behaviour.
+    #[schemars(default)]
     pub server: ServerConfig,
     /// The `realm` of every `WWW-Authenticate` challenge (RFC 6750 §3). Defaults to `portcullis`.
+    #[schemars(default = "default_realm")]
     pub realm: String,
+    /// The identity headers sent to the upstream on an allow.
+    #[schemars(default)]
     pub headers: HeadersConfig,
     /// How denials are written (`answers`).
+    #[schemars(default)]
     pub answers: AnswersConfig,
-    /// The providers, in the order they are declared.
+    /// The providers, in the order they are declared. Required: at least one.
     pub providers: Vec<ProviderConfig>,
     /// Routes and their requirements, and the rollout mode (`mode`, `claims_namespace`,
     /// `claims_namespace_aliases`, `default_route`, `routes` at the top level).
+    #[schemars(flatten)]
     pub policy: PolicyConfig,
     /// The denylist, its admin API and the Auth0 log stream (`revocation`).
+    #[schemars(default)]
     pub revocation: RevocationConfig,
     /// Where state shared across replicas lives (`state`). Defaults to memory.
+    #[schemars(default)]
     pub state: StateConfig,
     /// Protected resources described by RFC 9728 metadata. Defaults to none.
+    #[schemars(default)]
     pub resources: Vec<resources::ResourceConfig>,
     /// The signed identity token for the upstream (`identity_token`). Defaults to none.
     pub identity_token: Option<IdentityTokenConfig>,
     /// The decision log (`decision_log`).
+    #[schemars(default)]
     pub decision_log: DecisionLogConfig,
 }
 
+/// `realm`'s default.
+fn default_realm() -> String {
+    "portcullis".to_owned()
+}
+
 /// Listening addresses and shutdown behaviour.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// gRPC: Check, health and reflection. Defaults to `0.0.0.0:9001`.
@@ -108,11 +130,13 @@ pub struct ServerConfig {
     /// applies `failure_mode_allow`, deny by default), never queued. Defaults to 256 per CPU the process
     /// may use: a check that waits on an upstream costs a few kilobytes and no CPU, so a slow IdP can hold
     /// hundreds per core; past that, queued work only answers after Envoy's own timeout.
+    #[schemars(transform = schema::without_default)]
     pub max_concurrent_checks: usize,
     /// Signature verifications run at once (JWT signatures: every token not yet cached, valid or forged).
     /// A check that needs one while all are busy waits for its turn, within its deadline. Defaults to
     /// one less than the CPUs the process may use (at least 1): a flood of distinct forged tokens then
     /// occupies at most that many cores, and cached tokens keep being answered on the last one.
+    #[schemars(transform = schema::without_default)]
     pub max_concurrent_verifications: usize,
     /// The largest Check request accepted on the gRPC port, in bytes (headers, and the body with Envoy's
     /// `with_request_body`); a larger one is refused (gRPC `OUT_OF_RANGE`) before it is decoded, and Envoy
@@ -166,11 +190,12 @@ impl Default for ServerConfig {
 }
 
 /// The decision log: one JSON line per decision on the tracing target `portcullis::decision`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecisionLogConfig {
     /// The share of allows logged, from 0 (none) to 1 (all). Denials, errors and permissive-mode
     /// would-denies are always logged. Defaults to 0.01.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub allow_sample_rate: f64,
 }
 
@@ -183,7 +208,7 @@ impl Default for DecisionLogConfig {
 }
 
 /// Which proxy's request shape the HTTP forward-auth listener reads (`server.http_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HttpMode {
     /// Envoy's ext_authz `http_service`: the original method, path (after `http_path_prefix`) and headers.
@@ -209,7 +234,7 @@ impl HttpMode {
 /// `server.tls`: the listener's certificate and, optionally, the CA its clients' certificates must chain
 /// to. The files are PEM; they are read at start (a problem refuses the start, with the field's path) and
 /// checked again for changes at most every few seconds while serving.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     /// The certificate chain, leaf first (PEM). Required.
@@ -223,7 +248,7 @@ pub struct ServerTlsConfig {
 }
 
 /// The identity headers sent to the upstream on an allow.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeadersConfig {
     /// Every header the client sent whose name starts with this prefix is removed before ours are set, so a
@@ -244,7 +269,7 @@ impl Default for HeadersConfig {
 }
 
 /// How denials are written.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnswersConfig {
     /// The JSON body of a denial. Defaults to `portcullis`.
@@ -252,7 +277,7 @@ pub struct AnswersConfig {
 }
 
 /// The shape of a denial's body.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BodyStyle {
     /// `{"error", "error_description", "decision_id", "message"}` (RFC 6750 error codes).
@@ -384,6 +409,18 @@ impl Config {
 
     /// Parses and validates a YAML document. Secret references are checked for shape only.
     pub fn from_yaml_str(text: &str) -> Result<Config, ConfigErrors> {
+        let parsed = Config::parse(text)?;
+        if parsed.problems.is_empty() {
+            Ok(parsed.config)
+        } else {
+            Err(ConfigErrors(parsed.problems))
+        }
+    }
+
+    /// Parses and validates a YAML document leniently: every section, provider and route on its own, so
+    /// that a type or enum error in one hides nothing else. Fails only on a document that has no sections
+    /// at all (not YAML, empty, not a mapping); otherwise see [`Parsed`].
+    pub fn parse(text: &str) -> Result<Parsed, ConfigErrors> {
         let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
             ConfigErrors(vec![Problem {
                 path: ".".to_owned(),
@@ -438,7 +475,7 @@ impl Config {
         }
         let realm = match map.remove("realm") {
             Some(v) => problems.section::<String>("realm", v),
-            None => Some("portcullis".to_owned()),
+            None => Some(default_realm()),
         };
         let headers = match map.remove("headers") {
             Some(v) => problems.section::<HeadersConfig>("headers", v),
@@ -529,14 +566,10 @@ impl Config {
             Some(v) => problems.section::<Vec<resources::ResourceConfig>>("resources", v),
             None => Some(Vec::new()),
         };
-        let mut policy_keys = serde_yaml_ng::Mapping::new();
-        for key in POLICY_KEYS {
-            if let Some(v) = map.remove(*key) {
-                policy_keys.insert(Value::from(*key), v);
-            }
-        }
-        let policy = problems.section::<PolicyConfig>("", Value::Mapping(policy_keys));
-        if let (Some(policy), Some(resources)) = (&policy, &resources) {
+        let (policy, route_indexes, policy_complete) = parse_policy(&mut problems, &mut map);
+        // From here on, a route's problem is found at its place in `policy.routes`.
+        let checked_from = problems.0.len();
+        if let Some(resources) = &resources {
             let routes = policy
                 .routes
                 .iter()
@@ -548,45 +581,150 @@ impl Config {
                 )));
             resources::validate(&mut problems, resources, routes);
         }
-        if let Some(policy) = &policy {
-            let anonymous_allowed = policy.default_route.allow_anonymous
-                || policy.routes.iter().any(|r| r.allow_anonymous);
-            for (i, provider) in providers.iter().enumerate() {
-                if let Some(ProviderConfig {
-                    kind: ProviderKind::Anonymous(_),
-                    ..
-                }) = provider
-                {
-                    if !anonymous_allowed {
-                        problems.add(
-                            format!("providers[{i}]"),
-                            "an anonymous provider is never used: no route (nor default_route) sets allow_anonymous: true",
-                        );
-                    }
+        let anonymous_allowed =
+            policy.default_route.allow_anonymous || policy.routes.iter().any(|r| r.allow_anonymous);
+        for (i, provider) in providers.iter().enumerate() {
+            if let Some(ProviderConfig {
+                kind: ProviderKind::Anonymous(_),
+                ..
+            }) = provider
+            {
+                if !anonymous_allowed {
+                    problems.add(
+                        format!("providers[{i}]"),
+                        "an anonymous provider is never used: no route (nor default_route) sets allow_anonymous: true",
+                    );
                 }
             }
         }
-
-        if let Some(policy) = &policy {
-            identity_token::validate_routes(&mut problems, policy, identity_token.is_some());
+        identity_token::validate_routes(&mut problems, &policy, identity_token.is_some());
+        for problem in &mut problems.0[checked_from..] {
+            problem.path = renumber(&problem.path, "routes", &route_indexes);
         }
-        if !problems.0.is_empty() {
-            return Err(ConfigErrors(problems.0));
-        }
-        Ok(Config {
+        // What did not parse is left at its default (a section) or left out (a provider, a route).
+        let provider_indexes = (0..providers.len())
+            .filter(|&i| providers[i].is_some())
+            .collect();
+        let providers_complete = providers.iter().all(Option::is_some);
+        let config = Config {
             identity_token,
-            decision_log: decision_log.expect("no problems means the section parsed"),
-            policy: policy.expect("no problems means the section parsed"),
-            server: server.expect("no problems means the section parsed"),
-            realm: realm.expect("no problems means the section parsed"),
-            headers: headers.expect("no problems means the section parsed"),
-            answers: answers.expect("no problems means the section parsed"),
+            decision_log: decision_log.unwrap_or_default(),
+            policy,
+            server: server.unwrap_or_default(),
+            realm: realm.unwrap_or_else(default_realm),
+            headers: headers.unwrap_or_default(),
+            answers: answers.unwrap_or_default(),
             providers: providers.into_iter().flatten().collect(),
-            revocation: revocation.expect("no problems means the section parsed"),
-            state: state.expect("no problems means the section parsed"),
-            resources: resources.expect("no problems means the section parsed"),
+            revocation: revocation.unwrap_or_default(),
+            state: state.unwrap_or_default(),
+            resources: resources.unwrap_or_default(),
+        };
+        Ok(Parsed {
+            config,
+            problems: problems.0,
+            references_complete: providers_complete && policy_complete,
+            provider_indexes,
+            route_indexes,
         })
     }
+}
+
+/// What [`Config::parse`] found: every problem, and the configuration as far as it parsed, so that the
+/// checks that need a whole configuration (the compiled policy, the files and secrets it names) still run
+/// on the rest and one run reports everything (`runtime::load`).
+#[derive(Debug)]
+pub struct Parsed {
+    /// The configuration as parsed: a section that failed is at its default, a provider or route that
+    /// failed is left out. Only a configuration without problems may be served.
+    pub config: Config,
+    /// Every problem found, in document order within each section.
+    pub problems: Vec<Problem>,
+    /// Every provider parsed and so did the claim namespaces: the policy's references (a route's
+    /// providers, its namespaced claims) can be checked without reporting a problem that is only the
+    /// echo of one already found.
+    pub references_complete: bool,
+    /// Where each of `config.providers` is in the document's `providers` (one that failed is left out, so
+    /// the ones after it move up).
+    provider_indexes: Vec<usize>,
+    /// Where each of `config.policy.routes` is in the document's `routes`.
+    route_indexes: Vec<usize>,
+}
+
+// === impl Parsed ===
+
+impl Parsed {
+    /// A problem found in `config` at the path of its field in the document: `providers[1]` of `config`
+    /// is `providers[2]` of the document when the first provider did not parse.
+    pub fn in_document(&self, problem: Problem) -> Problem {
+        let path = renumber(&problem.path, "providers", &self.provider_indexes);
+        Problem {
+            path: renumber(&path, "routes", &self.route_indexes),
+            message: problem.message,
+        }
+    }
+}
+
+/// `list[i]…` → `list[indexes[i]]…`; any other path unchanged.
+fn renumber(path: &str, list: &str, indexes: &[usize]) -> String {
+    let renumbered = path
+        .strip_prefix(list)
+        .and_then(|rest| rest.strip_prefix('['))
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(i, rest)| Some((indexes.get(i.parse::<usize>().ok()?)?, rest)));
+    match renumbered {
+        Some((i, rest)) => format!("{list}[{i}]{rest}"),
+        None => path.to_owned(),
+    }
+}
+
+/// The policy's keys, each on its own and each route on its own: a bad `mode` hides no route, a bad route
+/// no other. Returns the policy (failed keys at their defaults, failed routes left out), where each of
+/// its routes is in the document, and whether the claim namespaces parsed.
+fn parse_policy(
+    problems: &mut Problems,
+    map: &mut serde_yaml_ng::Mapping,
+) -> (PolicyConfig, Vec<usize>, bool) {
+    let mut policy = PolicyConfig::default();
+    let mut route_indexes = Vec::new();
+    let mut complete = true;
+    for key in POLICY_KEYS {
+        let Some(value) = map.remove(*key) else {
+            continue;
+        };
+        match *key {
+            "mode" => policy.mode = problems.section(key, value).unwrap_or_default(),
+            "claims_namespace" => match problems.section(key, value) {
+                Some(namespace) => policy.claims_namespace = namespace,
+                None => complete = false,
+            },
+            "claims_namespace_aliases" => match problems.section(key, value) {
+                Some(aliases) => policy.claims_namespace_aliases = aliases,
+                None => complete = false,
+            },
+            "default_route" => {
+                policy.default_route = problems.section(key, value).unwrap_or_default();
+            }
+            "routes" => {
+                (route_indexes, policy.routes) = parse_routes(problems, value).into_iter().unzip();
+            }
+            other => unreachable!("POLICY_KEYS has no `{other}`"),
+        }
+    }
+    (policy, route_indexes, complete)
+}
+
+/// Each route on its own, with its place in the document, so one route's type error hides no other.
+fn parse_routes(problems: &mut Problems, value: Value) -> Vec<(usize, policy::RouteConfig)> {
+    let Value::Sequence(items) = value else {
+        // serde's own words for a routes value that is not a list.
+        let routes: Option<Vec<policy::RouteConfig>> = problems.section("routes", value);
+        return routes.unwrap_or_default().into_iter().enumerate().collect();
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| Some((i, problems.section(&format!("routes[{i}]"), item)?)))
+        .collect()
 }
 
 /// `server.ext_authz_timeout_ms` against every timeout a Check may wait on: each must be below the proxy's,
@@ -1035,6 +1173,65 @@ providers:
             "{found:?}"
         );
         assert_eq!(found.len(), 4, "{found:?}");
+    }
+
+    #[test]
+    fn a_bad_policy_key_or_route_hides_no_other_route() {
+        let found = problems(&format!(
+            "{MINIMAL}mode: enforcing
+claims_namespace: [not, a, string]
+routes:
+  - {{name: r0, match: {{path: /a, methods: GET}}}}
+  - {{name: r1, match: {{path: /b}}, resource: 'https://unknown.example/'}}
+  - {{name: r2, match: {{paht: /c}}}}
+"
+        ));
+        let paths: Vec<&str> = found.iter().map(|p| p.split_once(':').unwrap().0).collect();
+        assert_eq!(
+            paths,
+            [
+                "mode",
+                "claims_namespace",
+                "routes[0].match.methods",
+                "routes[2].match.paht",
+                // Checked after parsing, on the routes that parsed: still at its place in the file.
+                "routes[1].resource",
+            ],
+            "{found:?}"
+        );
+        assert!(problems(&format!("{MINIMAL}routes: {{name: r}}"))[0]
+            .starts_with("routes: invalid type: map, expected a sequence"),);
+    }
+
+    #[test]
+    fn a_partial_parse_keeps_what_parsed_at_its_place() {
+        let parsed = Config::parse(
+            "
+providers:
+  - {name: bad, type: saml}
+  - {name: good, type: jwt, issuer: 'https://a.example/', audiences: [x]}
+routes:
+  - {name: bad, match: 7}
+  - {name: good, match: {path: /x}}
+",
+        )
+        .unwrap();
+        assert_eq!(parsed.problems.len(), 2, "{:?}", parsed.problems);
+        assert!(!parsed.references_complete);
+        assert_eq!(parsed.config.providers[0].name, "good");
+        assert_eq!(parsed.config.policy.routes[0].name, "good");
+        let moved = |path: &str| {
+            parsed
+                .in_document(Problem {
+                    path: path.to_owned(),
+                    message: String::new(),
+                })
+                .path
+        };
+        assert_eq!(moved("providers[0].jwks_file"), "providers[1].jwks_file");
+        assert_eq!(moved("routes[0].providers[0]"), "routes[1].providers[0]");
+        assert_eq!(moved("routes"), "routes");
+        assert_eq!(moved("realm"), "realm");
     }
 
     #[test]

@@ -153,13 +153,56 @@ impl Runtime {
     }
 }
 
+/// The one loader of `serve`, a reload and `validate-config`: the document parsed leniently
+/// ([`Config::parse`]), then [`check`]ed as far as it parsed, so one run reports every problem of a file
+/// (a bad enum value hides neither a route nor a missing key set file). With `secrets`, the files and
+/// secrets the configuration names are read as `serve` would read them, through `env`'s sources.
+pub fn load(text: &str, env: Option<&Env>) -> Result<Config, ConfigErrors> {
+    load_with(text, env, |_| Vec::new())
+}
+
+/// [`load`], with the checks of what only the caller reads (`serve`'s own listener certificate, which a
+/// reload never changes) run on the configuration as far as it parsed, in the same list.
+pub fn load_with(
+    text: &str,
+    env: Option<&Env>,
+    more: impl FnOnce(&Config) -> Vec<Problem>,
+) -> Result<Config, ConfigErrors> {
+    let parsed = Config::parse(text)?;
+    let mut found = check_parsed(&parsed.config, parsed.references_complete, env);
+    found.extend(more(&parsed.config));
+    let mut problems = parsed.problems.clone();
+    for problem in found {
+        let problem = parsed.in_document(problem);
+        if !problems.contains(&problem) {
+            problems.push(problem);
+        }
+    }
+    if problems.is_empty() {
+        Ok(parsed.config)
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
+
 /// What `validate-config` adds to parsing: the policy compiled (once, then dropped) and, with `secrets`,
 /// every `{env:}`/`{file:}` reference resolved. Empty means `serve` would start.
 pub fn check(config: &Config, env: Option<&Env>) -> Vec<Problem> {
-    let mut problems = compile_policy(config)
-        .err()
-        .map(|e| e.0)
-        .unwrap_or_default();
+    check_parsed(config, true, env)
+}
+
+/// [`check`] of a configuration that may be partial: the policy is compiled only when what it refers to
+/// parsed (`references_complete`), else a route naming a provider that failed to parse would be reported
+/// a second time, as an unknown provider.
+fn check_parsed(config: &Config, references_complete: bool, env: Option<&Env>) -> Vec<Problem> {
+    let mut problems = if references_complete {
+        compile_policy(config)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     if let Some(env) = env {
         let source = &env.sources;
         if let Some(key) = config

@@ -1,11 +1,12 @@
 //! The `dpop` settings of a `jwt` or `introspection` provider: sender-constrained tokens (RFC 9449).
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::{AlgorithmName, Problems, SecretRef};
 
 /// How a provider treats DPoP (RFC 9449).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DpopMode {
     /// The `DPoP` scheme is refused; a token bound with `cnf.jkt` is refused too (it cannot be proven).
@@ -31,7 +32,7 @@ impl DpopMode {
 }
 
 /// `dpop:` of a provider. Every field has a default, so `dpop: {mode: required}` is enough.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DpopConfig {
     /// `off`, `optional` or `required`. Defaults to `optional`: a bound token is never accepted without

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::policy::{PolicyConfig, RouteIdentityToken};
@@ -27,7 +28,7 @@ pub const COPYABLE_CLAIMS: &[&str] = &[
 ];
 
 /// `identity_token: {…}`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityTokenConfig {
     /// The request header that carries the token to the upstream, set with overwrite so a client copy
@@ -67,7 +68,7 @@ pub struct IdentityTokenConfig {
 /// `rotation: {every_seconds, publish_ahead_seconds}`: a new key is generated every `every_seconds`,
 /// published at once and used for signing `publish_ahead_seconds` later (so verifiers that cache the key
 /// set see it first); the old key stays published until the last token it signed has expired.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotationConfig {
     /// Required; at least `publish_ahead_seconds + ttl_seconds`.

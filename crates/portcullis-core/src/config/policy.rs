@@ -6,13 +6,14 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
 use serde::Serialize;
 
 /// Whether a policy denial is enforced.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// A request that fails the policy is denied.
@@ -44,7 +45,7 @@ pub const POLICY_KEYS: &[&str] = &[
 ];
 
 /// Per-route authorization: the routes in order, the default route, and how claims are named.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// `enforce` denies what the policy refuses; `permissive` allows it and marks it as a would-be denial.
@@ -65,7 +66,7 @@ pub struct PolicyConfig {
 }
 
 /// One route: what requests it takes and what they need.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// A unique name for logs, metrics and the deny body: letters, digits, `.`, `_`, `-`, `:`; `default`
@@ -103,7 +104,7 @@ pub struct RouteConfig {
 }
 
 /// The route for requests no other route matches: a [`RouteConfig`] without `name` and `match`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DefaultRouteConfig {
     /// See [`RouteConfig::providers`]. Defaults to all.
@@ -123,7 +124,7 @@ pub struct DefaultRouteConfig {
 }
 
 /// A route's identity token: on, off, or on for another audience.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RouteIdentityToken {
     Enabled(bool),
@@ -131,14 +132,15 @@ pub enum RouteIdentityToken {
 }
 
 /// `{audience: …}`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTokenAudience {
+    /// The token's `aud` on this route instead of `identity_token.audience`. Required, not empty.
     pub audience: String,
 }
 
 /// Conditions on the request; all that are given must hold.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MatchConfig {
     /// `api.example.com` (exact, case-insensitive) or `*.example.com` (any subdomain, not the apex). The
@@ -163,7 +165,7 @@ pub struct MatchConfig {
 }
 
 /// A header or context-extension condition.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ValueMatch {
     /// The value must be exactly this.
@@ -173,16 +175,17 @@ pub enum ValueMatch {
 }
 
 /// `{present: bool}`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresentMatch {
+    /// `true`: the header (or context extension) must be present, with any value; `false`: it must not be.
     pub present: bool,
 }
 
 /// Requirements on an authenticated identity. Every one given must hold (AND); `any_of` and `not` combine
 /// groups of them. Scope, permission, claim, organization, principal and expression failures answer 403;
 /// step-up failures answer 401.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RequireConfig {
     /// OAuth2 scopes (`scope` string or `scp` array). Defaults to none.
@@ -221,7 +224,7 @@ pub struct RequireConfig {
 }
 
 /// Which delegated tokens (RFC 8693 §4.1 `act`) a route takes. The rules apply to delegated tokens only.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DelegationConfig {
     /// Take delegated tokens at all. Defaults to false (refused with 403).
@@ -240,7 +243,7 @@ pub struct DelegationConfig {
 }
 
 /// Rules over a set of granted names (scopes or permissions). At least one list must be given.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrantsConfig {
     /// Every one must be granted. Defaults to none.
@@ -259,7 +262,7 @@ pub struct GrantsConfig {
 /// `claims_namespace` (then each alias, in order) before the first name: `{claim: roles, namespaced: true}`
 /// reads `https://example.com/roles`, else `https://old.example.com/roles`. A claim that is `null` counts
 /// as absent.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimConfig {
     /// The claim's name, or the path of names into nested objects. Required.
@@ -282,7 +285,7 @@ pub struct ClaimConfig {
 }
 
 /// A claim's name, or a path of names into nested objects.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ClaimName {
     Name(String),
@@ -293,7 +296,7 @@ pub enum ClaimName {
 ///
 /// The identity's organization is the string claim `org_id` (Auth0 Organizations), else `<namespace>org_id`
 /// under `claims_namespace` and then each alias. No organization in the token never passes.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct OrganizationConfig {
     /// This organization.
@@ -309,7 +312,7 @@ pub struct OrganizationConfig {
 }
 
 /// Which kind of principal a route takes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Principal {
     /// Humans and machines.
@@ -323,7 +326,7 @@ pub enum Principal {
 
 /// Step-up authentication (RFC 9470). At least one field must be given; failing any answers 401
 /// `insufficient_user_authentication` with the configured `acr_values` and `max_age`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StepUpConfig {
     /// The token's `acr` must be one of these (in order of preference; sent as `acr_values`). Defaults to
@@ -338,7 +341,7 @@ pub struct StepUpConfig {
 }
 
 /// How a policy denial on a route is answered.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DenyConfig {
     /// A 4xx status replacing 401/403 (e.g. 404 to hide the route); the `WWW-Authenticate` challenge is

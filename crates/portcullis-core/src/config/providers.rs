@@ -25,6 +25,7 @@ pub use self::webhook::WebhookConfig;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
@@ -230,28 +231,117 @@ impl CredentialLocation {
     }
 }
 
-/// The YAML shape of `credential`: one of `header` (with an optional `scheme`), `cookie` or `query`.
-#[derive(Deserialize)]
+/// Where the credential is: exactly one of `header` (with an optional `scheme`), `cookie` or `query`.
+/// Defaults to `{header: authorization, scheme: Bearer}`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "CredentialLocation")]
 struct RawCredential {
+    /// A request header (case-insensitive).
     header: Option<String>,
+    /// The scheme before the credential in `header`, e.g. `Bearer` (case-insensitive); empty for the raw
+    /// value. Defaults to `Bearer` for `authorization`, else none.
     scheme: Option<String>,
+    /// A cookie.
     cookie: Option<String>,
+    /// A query parameter.
     query: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The keys every provider has, whatever its `type` (the YAML shape of [`ProviderConfig`]'s own fields).
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawCommon {
+    /// Names the provider in headers (`x-auth-provider`), routes, logs and metrics: letters, digits, `-`,
+    /// `_` and `.`. Required.
     name: String,
+    /// Where the credential is. Defaults to `Authorization: Bearer`.
     #[serde(default)]
     credential: Option<RawCredential>,
+    /// Claim (or attribute) name → attribute name. A space-separated string becomes several values, an
+    /// array stays a list. Attributes are sent upstream as `<prefix><attribute>` headers and feed policy.
+    /// Defaults to none.
     #[serde(default)]
     claims_mapping: BTreeMap<String, String>,
+    /// Shown in the 401 body when this provider could have taken a credential, e.g. "provide a GitHub
+    /// token in the Authorization header". Defaults to none.
     #[serde(default)]
     deny_message: Option<String>,
+    /// Several opaque-token providers (`introspection`, `webhook`, `github`, `api_key`) may read one
+    /// credential place only when each of them says `shared_location_order: true`: the credential then goes
+    /// to them in their declared order. Defaults to false.
     #[serde(default)]
     shared_location_order: bool,
+}
+
+/// Written by hand: a provider is parsed in two parts (the common keys, then its `type`'s own), so its
+/// schema is one object per `type`, each with the common keys, the `type` constant and that kind's keys,
+/// and no other key (`deny_unknown_fields` on both parts).
+impl JsonSchema for ProviderConfig {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ProviderConfig".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let kinds = [
+            ("jwt", JwtProviderConfig::json_schema(generator)),
+            ("introspection", IntrospectionConfig::json_schema(generator)),
+            ("webhook", WebhookConfig::json_schema(generator)),
+            ("github", GithubConfig::json_schema(generator)),
+            ("api_key", ApiKeyConfig::json_schema(generator)),
+            ("mtls", MtlsConfig::json_schema(generator)),
+            ("envoy_jwt", EnvoyJwtConfig::json_schema(generator)),
+            ("anonymous", AnonymousConfig::json_schema(generator)),
+            ("kubernetes", KubernetesConfig::json_schema(generator)),
+        ];
+        let common = RawCommon::json_schema(generator);
+        let variants: Vec<serde_json::Value> = kinds
+            .into_iter()
+            .map(|(kind, own)| provider_variant(kind, &common, own))
+            .collect();
+        schemars::json_schema!({
+            "description": "One credential provider. `type` selects the kind; the common keys (`name`, `credential`, `claims_mapping`, `deny_message`, `shared_location_order`) apply to every kind.",
+            "oneOf": variants,
+        })
+    }
+}
+
+/// One `type` of provider: the common keys, `type: <kind>` and the kind's own keys, nothing else.
+fn provider_variant(
+    kind: &str,
+    common: &schemars::Schema,
+    own: schemars::Schema,
+) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let fields = |schema: &schemars::Schema, key: &str| schema.get(key).cloned();
+    let mut properties = Map::new();
+    properties.insert(
+        "type".to_owned(),
+        json!({"const": kind, "description": "The kind of provider."}),
+    );
+    let mut required = vec![Value::from("type")];
+    for schema in [common, &own] {
+        if let Some(Value::Object(props)) = fields(schema, "properties") {
+            properties.extend(props);
+        }
+        if let Some(Value::Array(names)) = fields(schema, "required") {
+            required.extend(names);
+        }
+    }
+    // Parsing refuses `credential` on a kind that reads none from the request.
+    if matches!(kind, "mtls" | "envoy_jwt" | "anonymous") {
+        properties.remove("credential");
+    }
+    let mut variant = json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    });
+    if let Some(description) = fields(&own, "description") {
+        variant["description"] = description;
+    }
+    variant
 }
 
 const COMMON_KEYS: &[&str] = &[
@@ -409,7 +499,7 @@ fn credential_location(
 }
 
 /// HTTP settings shared by the providers that call an upstream.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSettings {
     /// Timeout of one upstream call; a timeout is "unavailable", never an allow. Defaults to 5.
@@ -441,7 +531,7 @@ fn default_negative_ttl() -> u64 {
 }
 
 /// TLS for a provider's upstream calls (`tls`).
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSettings {
     /// A PEM file of CA certificates: the upstream's certificate must chain to one of them (and only to

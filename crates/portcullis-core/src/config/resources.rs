@@ -1,5 +1,6 @@
 //! `resources:`: the protected resources described by RFC 9728 metadata documents.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Problems;
@@ -8,7 +9,7 @@ use super::Problems;
 pub const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
 
 /// One protected resource (RFC 9728 §2).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceConfig {
     /// The resource identifier: an `https` URL without query or fragment, e.g.

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::Deserialize;
 
 /// Where a secret comes from: `{env: NAME}` or `{file: PATH}`.
@@ -57,6 +58,34 @@ impl TryFrom<RawSecretRef> for SecretRef {
                  (`{env: NAME}`) or a file, e.g. a mounted Kubernetes Secret (`{file: PATH}`)",
             ),
         }
+    }
+}
+
+/// Written by hand: the YAML goes through `RawSecretRef`, whose catch-all arm (kept so an inline secret is
+/// explained, never echoed) would make a derived schema accept anything.
+impl JsonSchema for SecretRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SecretRef".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A secret reference: `{env: NAME}` (an environment variable of the portcullis process) or `{file: PATH}` (a file, e.g. a mounted Kubernetes Secret; one trailing newline is dropped), exactly one of them. The secret itself is never written in the configuration.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {"env": {"type": "string", "minLength": 1, "description": "An environment variable of the portcullis process."}},
+                    "required": ["env"],
+                    "additionalProperties": false
+                },
+                {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "minLength": 1, "description": "A file holding the secret; one trailing newline is dropped."}},
+                    "required": ["file"],
+                    "additionalProperties": false
+                }
+            ]
+        })
     }
 }
 

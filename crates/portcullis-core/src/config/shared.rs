@@ -1,7 +1,8 @@
 //! The `revocation` and `state` sections: the denylist's admin API and Auth0 log stream, and where state
 //! shared across replicas lives (memory for one replica, Redis for several).
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::{Problems, SecretRef};
 
@@ -9,7 +10,7 @@ use super::{Problems, SecretRef};
 pub const MAX_TTL_SECONDS: u64 = 366 * 24 * 3600;
 
 /// `revocation`: the denylist and what feeds it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RevocationConfig {
     /// How long an entry lives when its request names no `ttl_seconds` (and for Auth0 events). Keep it at
@@ -42,7 +43,7 @@ impl Default for RevocationConfig {
 }
 
 /// Where shared state lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// In this process: right for one replica.
@@ -53,7 +54,7 @@ pub enum Backend {
 }
 
 /// `state`: `{backend: memory}` or `{backend: redis, url: redis://host:6379/0, key_prefix: "portcullis:"}`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     /// Defaults to `memory`.

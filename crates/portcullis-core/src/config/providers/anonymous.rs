@@ -1,11 +1,12 @@
 //! `type: anonymous`: an explicit identity for requests without any credential.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Problems;
 
 /// `type: anonymous`: an explicit identity for requests that carry no credential at all.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnonymousConfig {
     /// The principal (`x-auth-subject`). Defaults to `anonymous`.

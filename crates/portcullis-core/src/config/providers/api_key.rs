@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::Problems;
 
 /// Who an API key belongs to.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyEntry {
     /// The SHA-256 of the key, as `portcullis hash-key` prints it (64 hex digits, `sha256:` prefix allowed).
@@ -28,7 +29,7 @@ fn default_machine() -> KindName {
 }
 
 /// `human` or `machine`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KindName {
     Human,
@@ -36,7 +37,7 @@ pub enum KindName {
 }
 
 /// A string (split on spaces) or a list of strings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum StringOrList {
     One(String),
@@ -55,7 +56,7 @@ impl StringOrList {
 }
 
 /// `type: api_key`: static keys, stored only as SHA-256 digests.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// Keys in the configuration.

@@ -1,5 +1,6 @@
 //! `type: envoy_jwt`: a JWT payload Envoy's `jwt_authn` filter already verified.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Problems;
@@ -7,7 +8,7 @@ use crate::config::dpop::DpopConfig;
 
 /// `type: envoy_jwt`: a JWT payload Envoy's `jwt_authn` filter already verified, read from the request's
 /// metadata. No second signature check: only use behind a `jwt_authn` filter that requires the token.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvoyJwtConfig {
     /// The filter metadata namespace. Defaults to `envoy.filters.http.jwt_authn`; Envoy's ext_authz must

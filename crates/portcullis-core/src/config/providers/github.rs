@@ -1,11 +1,12 @@
 //! `type: github`: GitHub access tokens, checked with `GET {api_base}/user`.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{default_max_ttl, validate_http_upstream, Problems, UpstreamSettings};
 
 /// `type: github`: GitHub access tokens, checked with `GET {api_base}/user`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GithubConfig {
     /// The API base; set it for GitHub Enterprise (`https://github.example.com/api/v3`).
@@ -21,6 +22,7 @@ pub struct GithubConfig {
     /// Results are cached this long, keyed by a digest of the token. Defaults to 300.
     #[serde(default = "default_max_ttl")]
     pub cache_ttl_seconds: u64,
+    /// The upstream calls: timeout, response size, cache size. Defaults to 5 s, 64 KiB, 10000 entries.
     #[serde(default)]
     pub upstream: UpstreamSettings,
     /// Allow a plain `http://` API base on a host other than loopback. Defaults to false.

@@ -1,6 +1,7 @@
 //! `type: introspection`: opaque tokens checked with OAuth2 token introspection (RFC 7662).
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::{
     default_max_ttl, default_negative_ttl, validate_http_upstream, validate_tls, Problems,
@@ -9,7 +10,7 @@ use super::{
 use crate::config::dpop::DpopConfig;
 
 /// How portcullis authenticates itself to an introspection endpoint (RFC 7662 §2.1, RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuthMethod {
     /// HTTP Basic with the client id and secret. The default.
@@ -20,12 +21,14 @@ pub enum ClientAuthMethod {
 }
 
 /// `type: introspection`: opaque tokens checked with OAuth2 token introspection (RFC 7662).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionConfig {
     /// The introspection endpoint.
     pub endpoint: String,
+    /// portcullis's own client id at the introspection endpoint (RFC 7662 §2.1). Required, not empty.
     pub client_id: String,
+    /// The client secret that goes with `client_id`: `{env: NAME}` or `{file: PATH}`. Required.
     pub client_secret: SecretRef,
     /// Defaults to `client_secret_basic`.
     #[serde(default)]
@@ -47,6 +50,7 @@ pub struct IntrospectionConfig {
     /// them): a JWT whose `iss` no `jwt` provider of the route owns comes here. Defaults to false.
     #[serde(default)]
     pub accept_jwt: bool,
+    /// The upstream calls: timeout, response size, cache size. Defaults to 5 s, 64 KiB, 10000 entries.
     #[serde(default)]
     pub upstream: UpstreamSettings,
     /// TLS for the introspection calls. Defaults to the platform's roots.

@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::{check_url, validate_tls, Problems, SecretRef, TlsSettings, BUILTIN_HEADER_SUFFIXES};
 use crate::config::dpop::DpopConfig;
 use crate::request::is_header_name;
 
 /// A JWT signature algorithm a provider may accept (RFC 7518 §3.1, RFC 8037).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 pub enum AlgorithmName {
     RS256,
     RS384,
@@ -39,7 +40,7 @@ impl AlgorithmName {
 }
 
 /// `type: jwt`: bearer JWTs from one issuer (RFC 7519, RFC 8725, RFC 9068).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtProviderConfig {
     /// Compared exactly with the token's `iss` (RFC 7519 §4.1.1); also picks this provider among several.
@@ -113,7 +114,7 @@ fn default_max_token_bytes() -> usize {
 }
 
 /// How a provider's key set is fetched and refreshed.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwksSettings {
     /// Refresh interval when the response has no `Cache-Control: max-age`. Defaults to 300.
@@ -150,7 +151,7 @@ impl Default for JwksSettings {
 }
 
 /// The cache of tokens already verified, keyed by a SHA-256 digest of the token (never the token itself).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenCacheSettings {
     /// Entries at most; 0 disables the cache. Defaults to 10000.

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{
@@ -15,7 +16,7 @@ pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceacc
 /// `type: kubernetes`: Kubernetes service-account tokens, checked with the API server's TokenReview
 /// (`POST /apis/authentication.k8s.io/v1/tokenreviews`). The principal is the username
 /// (`system:serviceaccount:<namespace>:<name>`), the groups are the `groups` attribute.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesConfig {
     /// The API server. Defaults to `https://kubernetes.default.svc`.
@@ -40,6 +41,7 @@ pub struct KubernetesConfig {
     /// How long a refused token's answer is cached. Defaults to 10; 0 disables.
     #[serde(default = "default_negative_ttl")]
     pub negative_ttl_seconds: u64,
+    /// The upstream calls: timeout, response size, cache size. Defaults to 5 s, 64 KiB, 10000 entries.
     #[serde(default)]
     pub upstream: UpstreamSettings,
     /// Allow a plain `http://` API server on a host other than loopback. Defaults to false.

@@ -1,11 +1,12 @@
 //! `type: mtls`: the client certificate identity Envoy verified.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Problems;
 
 /// `type: mtls`: the client certificate identity Envoy verified (`source.principal`, `source.certificate`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MtlsConfig {
     /// SPIFFE trust domains accepted (`spiffe://<domain>/…`). Defaults to any.

@@ -1,11 +1,12 @@
 //! `type: webhook`: a custom HTTP auth endpoint (llama-stack's custom auth provider format).
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{validate_http_upstream, validate_tls, Problems, TlsSettings, UpstreamSettings};
 
 /// `type: webhook`: a custom HTTP auth endpoint, in the format of llama-stack's custom auth provider.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Receives `POST {"api_key": …, "request": {"path", "headers", "params"}}`.
@@ -17,6 +18,7 @@ pub struct WebhookConfig {
     /// provider of the route owns comes here. Defaults to false.
     #[serde(default)]
     pub accept_jwt: bool,
+    /// The upstream calls: timeout, response size, cache size. Defaults to 5 s, 64 KiB, 10000 entries.
     #[serde(default)]
     pub upstream: UpstreamSettings,
     /// TLS for the webhook calls. Defaults to the platform's roots.
