@@ -14,6 +14,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Arguments after the port and the defaults (replicaof, cluster, sentinel).
     extra: Vec<String>,
+    /// The working directory (a replica's copy of its master's data lands there, not in the checkout).
+    dir: tempfile::TempDir,
 }
 
 /// A free port of 127.0.0.1 (never 6379).
@@ -37,6 +39,7 @@ impl RedisServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child: None,
             extra,
+            dir: tempfile::tempdir().unwrap(),
         };
         server.restart();
         server
@@ -81,6 +84,8 @@ impl RedisServer {
                 &["--save", "", "--appendonly", "no"][..]
             })
             .args(["--protected-mode", "yes"])
+            .arg("--dir")
+            .arg(self.dir.path())
             .args(if sentinel { &[][..] } else { &self.extra[..] })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -263,8 +268,6 @@ impl ClusterSetup {
                             .into_owned(),
                         "--cluster-node-timeout".into(),
                         "2000".into(),
-                        "--dir".into(),
-                        dir.path().to_string_lossy().into_owned(),
                     ],
                 )
             })
