@@ -514,7 +514,7 @@ pub struct RedisSnapshot {
     pub failovers: u64,
     /// Reconnects after which the whole denylist was read again.
     pub catch_ups: u64,
-    /// Seconds since the feed last answered (`None`: never yet).
+    /// Seconds since the feed last answered (or since start, until it first does).
     pub feed_lag_seconds: Option<f64>,
 }
 
@@ -605,7 +605,7 @@ impl Snapshot {
                 gauge.set(lag);
                 registry.register(
                     "portcullis_state_feed_lag_seconds",
-                    "Seconds since the revocation feed last answered: how far this replica's denylist copy may be behind (about 1 while connected)",
+                    "Seconds since the revocation feed last answered (or since start): how far this replica's denylist copy may be behind (at most about 1 while connected)",
                     gauge,
                 );
             }

@@ -388,7 +388,7 @@ pub(crate) struct Health {
     failovers: AtomicU64,
     /// Feed sessions that began by reading the whole denylist after a lost one (a reconnect).
     catch_ups: AtomicU64,
-    /// When the feed last answered: this replica's copy was current then.
+    /// When the feed last answered (this replica's copy was current then), or when it started.
     heard: Mutex<Option<std::time::Instant>>,
 }
 

@@ -109,6 +109,8 @@ impl RedisState {
     ) -> Result<RedisState, redis::RedisError> {
         let topology = Topology::new(config, password, BLOCK, Arc::clone(&health))?;
         let keys = Keys::new(&config.key_prefix, topology.mode());
+        // The feed lag counts from start until the feed first answers.
+        health.heard();
         Ok(RedisState {
             store: Arc::new(Store {
                 topology,

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
@@ -88,18 +89,21 @@ enum Kind {
         manager: ConnectionManager,
     },
     Sentinel {
-        /// Holds the connections to the sentinels; one discovery at a time.
+        /// Holds the connections to the sentinels; one discovery at a time (calls that find no master
+        /// connection wait for it, within their timeout).
         sentinel: tokio::sync::Mutex<Sentinel>,
         master_name: String,
         node: SentinelNodeConnectionInfo,
         /// The connection to the master found last; `None` after a failed call, so the next one asks the
-        /// sentinels again.
-        current: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+        /// sentinels again. Read without a lock on the request path.
+        current: ArcSwapOption<MultiplexedConnection>,
     },
     Cluster {
         commands: ClusterClient,
         feed: ClusterClient,
-        current: tokio::sync::Mutex<Option<ClusterConnection>>,
+        /// Made at the first call (one at a time), then shared.
+        current: ArcSwapOption<ClusterConnection>,
+        connecting: tokio::sync::Mutex<()>,
     },
 }
 
@@ -142,7 +146,7 @@ impl Topology {
                 sentinel: tokio::sync::Mutex::new(Sentinel::build(sentinel.urls.clone())?),
                 master_name: sentinel.master_name.clone(),
                 node,
-                current: tokio::sync::Mutex::new(None),
+                current: ArcSwapOption::empty(),
             }
         } else if let Some(cluster) = &config.cluster {
             let client = |response: Duration| {
@@ -159,7 +163,8 @@ impl Topology {
             Kind::Cluster {
                 commands: client(timeout)?,
                 feed: client(feed_timeout)?,
-                current: tokio::sync::Mutex::new(None),
+                current: ArcSwapOption::empty(),
+                connecting: tokio::sync::Mutex::new(()),
             }
         } else {
             let url = config.url.as_deref().unwrap_or_default();
@@ -200,24 +205,35 @@ impl Topology {
     pub(super) async fn commands(&self) -> RedisResult<Conn> {
         match &self.kind {
             Kind::Standalone { manager, .. } => Ok(Conn::Manager(manager.clone())),
-            Kind::Sentinel { current, .. } => {
-                let mut current = current.lock().await;
-                if let Some(conn) = &*current {
-                    return Ok(Conn::Multiplexed(conn.clone()));
+            Kind::Sentinel {
+                sentinel, current, ..
+            } => {
+                if let Some(conn) = &*current.load() {
+                    return Ok(Conn::Multiplexed(MultiplexedConnection::clone(conn)));
                 }
-                let conn = self.master(self.timeout).await?;
-                *current = Some(conn.clone());
+                let mut sentinel = sentinel.lock().await;
+                if let Some(conn) = &*current.load() {
+                    return Ok(Conn::Multiplexed(MultiplexedConnection::clone(conn)));
+                }
+                let conn = self.master(&mut sentinel, self.timeout).await?;
+                current.store(Some(Arc::new(conn.clone())));
                 Ok(Conn::Multiplexed(conn))
             }
             Kind::Cluster {
-                commands, current, ..
+                commands,
+                current,
+                connecting,
+                ..
             } => {
-                let mut current = current.lock().await;
-                if let Some(conn) = &*current {
-                    return Ok(Conn::Cluster(conn.clone()));
+                if let Some(conn) = &*current.load() {
+                    return Ok(Conn::Cluster(ClusterConnection::clone(conn)));
+                }
+                let _one = connecting.lock().await;
+                if let Some(conn) = &*current.load() {
+                    return Ok(Conn::Cluster(ClusterConnection::clone(conn)));
                 }
                 let conn = commands.get_async_connection().await?;
-                *current = Some(conn.clone());
+                current.store(Some(Arc::new(conn.clone())));
                 Ok(Conn::Cluster(conn))
             }
         }
@@ -227,11 +243,7 @@ impl Topology {
     /// (the master may have changed, or be a replica now: `READONLY`).
     pub(super) fn failed(&self) {
         if let Kind::Sentinel { current, .. } = &self.kind {
-            if let Ok(mut current) = current.try_lock() {
-                *current = None;
-            } else {
-                // A discovery is under way; it makes a fresh connection anyway.
-            }
+            current.store(None);
         }
     }
 
@@ -243,12 +255,13 @@ impl Topology {
                 .get_multiplexed_async_connection_with_config(&self.config(self.feed_timeout))
                 .await
                 .map(Conn::Multiplexed),
-            Kind::Sentinel { current, .. } => {
-                let conn = self.master(self.feed_timeout).await?;
-                // Whatever the commands connection points at, the sentinels have just named the master.
-                if let Ok(mut current) = current.try_lock() {
-                    *current = None;
-                }
+            Kind::Sentinel {
+                sentinel, current, ..
+            } => {
+                let mut sentinel = sentinel.lock().await;
+                let conn = self.master(&mut sentinel, self.feed_timeout).await?;
+                // The sentinels have just named the master: the commands connection follows.
+                current.store(None);
                 Ok(Conn::Multiplexed(conn))
             }
             Kind::Cluster { feed, .. } => feed.get_async_connection().await.map(Conn::Cluster),
@@ -296,20 +309,18 @@ impl Topology {
     }
 
     /// Asks the sentinels for the master (checked with `ROLE`) and connects to it.
-    async fn master(&self, response_timeout: Duration) -> RedisResult<MultiplexedConnection> {
+    async fn master(
+        &self,
+        sentinel: &mut Sentinel,
+        response_timeout: Duration,
+    ) -> RedisResult<MultiplexedConnection> {
         let Kind::Sentinel {
-            sentinel,
-            master_name,
-            node,
-            ..
+            master_name, node, ..
         } = &self.kind
         else {
             unreachable!("only asked in sentinel mode");
         };
-        let client = {
-            let mut sentinel = sentinel.lock().await;
-            sentinel.async_master_for(master_name, Some(node)).await?
-        };
+        let client = sentinel.async_master_for(master_name, Some(node)).await?;
         let address = client.get_connection_info().addr().to_string();
         let conn = client
             .get_multiplexed_async_connection_with_config(&self.config(response_timeout))

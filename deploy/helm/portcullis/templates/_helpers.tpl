@@ -231,7 +231,7 @@ external Redis when redis.url, redis.sentinel or redis.cluster is set.
 {{- end -}}
 {{- $_ := set $config "state" $state -}}
 {{- else if $redis.existingSecret -}}
-{{- fail "redis.existingSecret is set but none of redis.url, redis.sentinel and redis.cluster is" -}}
+{{- fail "redis.existingSecret is set but redis.url is empty (and so are redis.sentinel and redis.cluster)" -}}
 {{- end -}}
 {{- $server := $config.server | default dict -}}
 {{- if and (hasKey $server "ext_authz_timeout_ms") (ne (int (get $server "ext_authz_timeout_ms")) (int .Values.extAuthzTimeoutMs)) -}}
