@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use common::redis::{ClusterSetup, RedisServer, Relay, SentinelSetup};
 use common::*;
 use portcullis::pb::auth::CheckResponse;
-use portcullis::{Clock, Config, SecretSource, SharedState};
+use portcullis::{Clock, SecretSource};
 use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
 
 const AUD: &str = "https://api.example.com/";
 const ADMIN: &str = "admin-secret-0123456789";
@@ -38,6 +39,8 @@ providers:
     type: jwt
     issuer: {iss}
     audiences: [{AUD}]
+    algorithms: [ES256]
+    dpop: {{mode: optional, algorithms: [ES256]}}
 revocation:
   admin_secret: {{env: ADMIN_SECRET}}
   auth0_log_stream_secret: {{env: AUTH0_SECRET}}
@@ -70,16 +73,95 @@ async fn server(idp: &FakeIdp, state: &str) -> TestServer {
         .await
 }
 
-/// The shared state alone, as the DPoP verifier of a replica uses it, with its feed running.
-fn shared(state: &str) -> (SharedState, tokio_util::sync::CancellationToken) {
-    let yaml = format!(
-        "providers: [{{name: a, type: jwt, issuer: 'https://a.example/', audiences: [x]}}]\n{state}"
+/// A client's DPoP key (P-256), making proofs for `GET https://api.example.com/api/items`.
+struct Holder {
+    key: TestKey,
+}
+
+impl Holder {
+    fn new() -> Holder {
+        Holder {
+            key: TestKey::ec("holder"),
+        }
+    }
+
+    fn public_jwk(&self) -> Value {
+        let jwk = self.key.jwk();
+        json!({"kty": "EC", "crv": jwk["crv"], "x": jwk["x"], "y": jwk["y"]})
+    }
+
+    /// The RFC 7638 thumbprint of the public key.
+    fn jkt(&self) -> String {
+        let jwk = self.public_jwk();
+        let canonical = format!(
+            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+            jwk["crv"].as_str().unwrap(),
+            jwk["x"].as_str().unwrap(),
+            jwk["y"].as_str().unwrap()
+        );
+        b64(Sha256::digest(canonical.as_bytes()))
+    }
+
+    /// A fresh proof (new `jti`) for `token`.
+    fn proof(&self, token: &str) -> String {
+        let mut jti = [0u8; 12];
+        aws_lc_rs::rand::fill(&mut jti).unwrap();
+        let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.public_jwk()});
+        let claims = json!({
+            "jti": b64(jti), "htm": "GET", "htu": "https://api.example.com/api/items", "iat": now(),
+            "ath": b64(Sha256::digest(token.as_bytes())),
+        });
+        self.key.token_with_header(&header, &claims)
+    }
+}
+
+/// A DPoP-bound request (`Authorization: DPoP <token>`, `DPoP: <proof>`).
+async fn dpop(server: &TestServer, token: &str, proof: &str) -> CheckResponse {
+    let authorization = format!("DPoP {token}");
+    let mut req = request_to(
+        "GET",
+        "/api/items?x=1",
+        &[("authorization", &authorization), ("dpop", proof)],
     );
-    let config = Config::from_yaml_str(&yaml).unwrap();
-    let shared = SharedState::from_config(&config, &secrets(), Clock::system()).unwrap();
-    let cancel = tokio_util::sync::CancellationToken::new();
-    shared.spawn_background(&cancel);
-    (shared, cancel)
+    http_of(&mut req).scheme = "https".into();
+    server.send(req).await
+}
+
+fn code(response: &CheckResponse) -> i32 {
+    response.status.as_ref().map_or(-1, |s| s.code)
+}
+
+fn reason(response: &CheckResponse) -> &str {
+    response.status.as_ref().map_or("", |s| s.message.as_str())
+}
+
+/// Sends `proof` to `server` until it is answered other than UNAVAILABLE (no master), never allowed;
+/// returns the answer's reason.
+async fn answered(server: &TestServer, token: &str, proof: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let response = dpop(server, token, proof).await;
+        assert_ne!(
+            code(&response),
+            0,
+            "a replayed proof was allowed: {response:?}"
+        );
+        if code(&response) != 14 {
+            return reason(&response).to_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no master answers"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A token bound to `holder`'s key (`cnf.jkt`).
+fn bound_token(key: &TestKey, idp: &FakeIdp, holder: &Holder) -> String {
+    let mut claims = claims(&idp.issuer, AUD);
+    claims["cnf"] = json!({"jkt": holder.jkt()});
+    key.token(&claims)
 }
 
 fn token(key: &TestKey, idp: &FakeIdp, sub: &str) -> String {
@@ -154,12 +236,12 @@ async fn sentinel_failover_keeps_revocations_and_replay_protection() {
     let mut setup = SentinelSetup::start();
     let state = sentinel_state(&setup);
     let idp = FakeIdp::start().await;
-    let key = TestKey::rsa("k1");
+    let key = TestKey::ec("k1");
     idp.set_keys(&[&key]);
     let a = server(&idp, &state).await;
     let b = server(&idp, &state).await;
-    let (proofs_a, _stop_a) = shared(&state);
-    let (proofs_b, _stop_b) = shared(&state);
+    let holder = Holder::new();
+    let bound = bound_token(&key, &idp, &holder);
     let first_master = setup.master.port();
     let master_info = |port: u16| {
         format!("portcullis_state_redis_info{{mode=\"sentinel\",master=\"127.0.0.1:{port}\"}} 1")
@@ -174,26 +256,24 @@ async fn sentinel_failover_keeps_revocations_and_replay_protection() {
     assert!(allowed(&b.check_bearer(&alice).await));
     assert_eq!(revoke(&a, "alice").await, 201);
     denied_within(&b, &alice, BOUND).await;
-    let expires = now() + 300;
-    let proof = [1u8; 32];
-    assert!(
-        proofs_a.first_use(proof, expires).await.unwrap(),
-        "first use"
-    );
-    assert!(
-        !proofs_b.first_use(proof, expires).await.unwrap(),
-        "replayed on B"
+    let proof = holder.proof(&bound);
+    ok(&dpop(&a, &bound, &proof).await);
+    assert_eq!(
+        reason(&dpop(&b, &bound, &proof).await),
+        "dpop_proof_replayed"
     );
     setup.replicated();
 
     // The master dies. Until the sentinel promotes the replica, no master answers: a DPoP check answers
     // the error (never an allow), a revocation posted to A applies there and is kept.
     setup.master.stop();
-    let unused = [2u8; 32];
-    assert!(
-        proofs_a.first_use(unused, expires).await.is_err(),
-        "a replay check without a master must fail closed"
+    let fresh = dpop(&a, &bound, &holder.proof(&bound)).await;
+    assert_eq!(
+        code(&fresh),
+        14,
+        "UNAVAILABLE without a master, never an allow: {fresh:?}"
     );
+    assert_eq!(reason(&fresh), "dpop_replay_unavailable");
     let carol = token(&key, &idp, "carol");
     assert!(allowed(&b.check_bearer(&carol).await));
     assert!(matches!(revoke(&a, "carol").await, 201 | 503));
@@ -220,28 +300,15 @@ async fn sentinel_failover_keeps_revocations_and_replay_protection() {
         assert!(!allowed(&server.check_bearer(&alice).await));
     }
 
-    // The proof used before the failover is refused after it, on both; never accepted meanwhile.
-    let start = Instant::now();
-    for proofs in [&proofs_a, &proofs_b] {
-        loop {
-            match proofs.first_use(proof, expires).await {
-                Ok(first) => {
-                    assert!(
-                        !first,
-                        "a proof used before the failover was accepted again"
-                    );
-                    break;
-                }
-                Err(_) => {
-                    assert!(
-                        start.elapsed() < Duration::from_secs(20),
-                        "no master answers"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+    // The proof used before the failover is refused after it, on both; never accepted meanwhile. A fresh
+    // proof works again.
+    for server in [&a, &b] {
+        assert_eq!(
+            answered(server, &bound, &proof).await,
+            "dpop_proof_replayed"
+        );
     }
+    ok(&dpop(&b, &bound, &holder.proof(&bound)).await);
 
     // The metrics show the new master and the failover.
     let start = Instant::now();
@@ -262,7 +329,7 @@ async fn cluster_shares_revocations_auth0_events_and_replay_protection() {
     let cluster = ClusterSetup::start();
     let state = cluster_state(&cluster);
     let idp = FakeIdp::start().await;
-    let key = TestKey::rsa("k1");
+    let key = TestKey::ec("k1");
     idp.set_keys(&[&key]);
     let a = server(&idp, &state).await;
     let b = server(&idp, &state).await;
@@ -295,19 +362,21 @@ async fn cluster_shares_revocations_auth0_events_and_replay_protection() {
 
     // The denylist's keys share one slot (the key prefix in a hash tag), and the records of DPoP proofs
     // are spread over the cluster: replays are caught across replicas whichever node holds them.
-    let (x, _stop_x) = shared(&state);
-    let (y, _stop_y) = shared(&state);
-    let expires = now() + 300;
-    for i in 0..20u8 {
-        let proof = [i; 32];
-        assert!(x.first_use(proof, expires).await.unwrap(), "first use {i}");
-        assert!(
-            !y.first_use(proof, expires).await.unwrap(),
-            "replay {i} on the other"
+    let holder = Holder::new();
+    let bound = bound_token(&key, &idp, &holder);
+    for i in 0..12 {
+        let proof = holder.proof(&bound);
+        let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        ok(&dpop(first, &bound, &proof).await);
+        assert_eq!(
+            reason(&dpop(second, &bound, &proof).await),
+            "dpop_proof_replayed",
+            "proof {i}"
         );
-        assert!(
-            !x.first_use(proof, expires).await.unwrap(),
-            "replay {i} on the same"
+        assert_eq!(
+            reason(&dpop(first, &bound, &proof).await),
+            "dpop_proof_replayed",
+            "proof {i}"
         );
     }
     let keys: Vec<String> = cluster
@@ -333,7 +402,7 @@ async fn a_replica_cut_off_catches_up_within_a_second_of_its_link_returning() {
     let redis = RedisServer::start();
     let relay = Relay::start(redis.addr).await;
     let idp = FakeIdp::start().await;
-    let key = TestKey::rsa("k1");
+    let key = TestKey::ec("k1");
     idp.set_keys(&[&key]);
     // resync_seconds is left at its default, 30.
     let state =

@@ -91,16 +91,16 @@ enum Kind {
     Sentinel {
         /// Holds the connections to the sentinels; one discovery at a time (calls that find no master
         /// connection wait for it, within their timeout).
-        sentinel: tokio::sync::Mutex<Sentinel>,
+        sentinel: Box<tokio::sync::Mutex<Sentinel>>,
         master_name: String,
-        node: SentinelNodeConnectionInfo,
+        node: Box<SentinelNodeConnectionInfo>,
         /// The connection to the master found last; `None` after a failed call, so the next one asks the
         /// sentinels again. Read without a lock on the request path.
         current: ArcSwapOption<MultiplexedConnection>,
     },
     Cluster {
-        commands: ClusterClient,
-        feed: ClusterClient,
+        commands: Box<ClusterClient>,
+        feed: Box<ClusterClient>,
         /// Made at the first call (one at a time), then shared.
         current: ArcSwapOption<ClusterConnection>,
         connecting: tokio::sync::Mutex<()>,
@@ -143,9 +143,11 @@ impl Topology {
                 node = node.set_tls_mode(TlsMode::Secure);
             }
             Kind::Sentinel {
-                sentinel: tokio::sync::Mutex::new(Sentinel::build(sentinel.urls.clone())?),
+                sentinel: Box::new(tokio::sync::Mutex::new(Sentinel::build(
+                    sentinel.urls.clone(),
+                )?)),
                 master_name: sentinel.master_name.clone(),
-                node,
+                node: Box::new(node),
                 current: ArcSwapOption::empty(),
             }
         } else if let Some(cluster) = &config.cluster {
@@ -161,8 +163,8 @@ impl Topology {
                 builder.build()
             };
             Kind::Cluster {
-                commands: client(timeout)?,
-                feed: client(feed_timeout)?,
+                commands: Box::new(client(timeout)?),
+                feed: Box::new(client(feed_timeout)?),
                 current: ArcSwapOption::empty(),
                 connecting: tokio::sync::Mutex::new(()),
             }
