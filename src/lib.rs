@@ -37,7 +37,7 @@
 //!      local copy, and `revocation/auth0` mapping Auth0 log events to entries.
 //!    - `state`, on top of `revocation`: what replicas share and outlives a runtime: the denylist's feed
 //!      and "seen once" records (DPoP replay, Auth0 redelivery), in memory or in Redis (`state/redis`:
-//!      pub/sub plus resync). The decision pipeline and everything above may use it.
+//!      one Redis, Sentinel or Cluster; a stream feed plus resync). The decision pipeline and everything above may use it.
 //!    - `resources`: the RFC 9728 protected resource metadata documents.
 //!    - `identity_token`: the signed identity token for the upstream, its keys (generated, persisted,
 //!      rotated) and its key set.

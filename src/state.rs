@@ -3,8 +3,9 @@
 //! configuration and outlives runtimes; its backend is this process (`memory`, one replica) or Redis
 //! ([`redis`], several replicas).
 //!
-//! Checks never wait on Redis for the denylist: they read the local copy, which Redis pub/sub keeps
-//! current and a periodic full resync repairs. When Redis is unreachable the last known denylist stays in
+//! Checks never wait on Redis for the denylist: they read the local copy, which the Redis feed keeps
+//! current (a stream each replica reads, from the whole table on every reconnect) and a periodic full
+//! resync repairs. When Redis is unreachable the last known denylist stays in
 //! force, the fault is logged, counted and shown on `/readyz`, and calls that need an answer from Redis
 //! ([`SharedState::first_use`]) fail, so their callers fail closed. Recovery is automatic.
 
@@ -192,7 +193,7 @@ impl SharedState {
         }
     }
 
-    /// Starts the Redis feed (pub/sub and resync) until `cancel`; nothing to do in memory.
+    /// Starts the Redis feed (stream and resync) until `cancel`; nothing to do in memory.
     pub fn spawn_background(&self, cancel: &CancellationToken) {
         if let StateBackend::Redis(redis) = &self.backend {
             redis.spawn(Arc::clone(&self.denylist), self.clock.clone(), cancel);

@@ -30,7 +30,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 /// The most changes one read takes from the feed.
-const READ_COUNT: usize = 1000;
+const READ_COUNT: usize = 10_000;
 
 pub(super) struct Feed {
     store: Arc<Store>,
