@@ -398,6 +398,57 @@ async fn cluster_shares_revocations_auth0_events_and_replay_protection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_follows_the_denylist_slot_to_another_node() {
+    let cluster = ClusterSetup::start();
+    // A resync every second, so the metrics notice the new node soon (the feed itself follows MOVED).
+    let state = cluster_state(&cluster).replace("key_prefix:", "resync_seconds: 1, key_prefix:");
+    let idp = FakeIdp::start().await;
+    let key = TestKey::ec("k1");
+    idp.set_keys(&[&key]);
+    let a = server(&idp, &state).await;
+    let b = server(&idp, &state).await;
+    let alice = token(&key, &idp, "alice");
+    assert!(allowed(&b.check_bearer(&alice).await));
+    assert_eq!(revoke(&a, "alice").await, 201);
+    denied_within(&b, &alice, BOUND).await;
+
+    // The slot of the denylist moves, keys and all, to another node: the replicas are redirected.
+    let (from, _) = cluster.owner("{test:}revocations");
+    let to = (from + 1) % cluster.nodes.len();
+    cluster.move_slot_of("{test:}revocations", to);
+    let moved_to = format!(
+        "portcullis_state_redis_info{{mode=\"cluster\",master=\"{}\"}} 1",
+        cluster.nodes[to].addr
+    );
+
+    let bob = token(&key, &idp, "bob");
+    assert!(allowed(&a.check_bearer(&bob).await));
+    let start = Instant::now();
+    while revoke(&b, "bob").await != 201 {
+        assert!(start.elapsed() < BOUND, "B's write never followed the slot");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    denied_within(&a, &bob, BOUND).await;
+    for server in [&a, &b] {
+        assert!(
+            !allowed(&server.check_bearer(&alice).await),
+            "the entry moved with its slot"
+        );
+    }
+    let start = Instant::now();
+    loop {
+        let metrics = a.metrics().await;
+        if metrics.contains(&moved_to)
+            && sample(&a, "portcullis_state_failovers_total").await >= Some(1.0)
+        {
+            break;
+        }
+        assert!(start.elapsed() < BOUND, "{moved_to} not in:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_cut_off_catches_up_within_a_second_of_its_link_returning() {
     let redis = RedisServer::start();
     let relay = Relay::start(redis.addr).await;

@@ -290,6 +290,85 @@ impl ClusterSetup {
         ClusterSetup { nodes, _dir: dir }
     }
 
+    /// The node serving the slot of `key`, and its cluster node id (from `CLUSTER NODES`).
+    pub fn owner(&self, key: &str) -> (usize, String) {
+        let slot: u16 = self.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .unwrap();
+        let table = self.nodes[0].cli(&["CLUSTER", "NODES"]);
+        for line in table.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let mut bounds = range.split('-').map(|b| b.parse::<u16>());
+                match (bounds.next(), bounds.next()) {
+                    (Some(Ok(start)), Some(Ok(end))) => (start..=end).contains(&slot),
+                    (Some(Ok(only)), None) => only == slot,
+                    _ => false,
+                }
+            });
+            if serves {
+                let port = fields[1]
+                    .split('@')
+                    .next()
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .unwrap();
+                let index = self.nodes.iter().position(|n| n.port() == port).unwrap();
+                return (index, fields[0].to_owned());
+            }
+        }
+        panic!("no master serves slot {slot}:\n{table}");
+    }
+
+    /// Moves the slot of `key`, with its keys, from the node serving it to node `to` (the documented
+    /// IMPORTING / MIGRATING / MIGRATE / SETSLOT NODE steps): clients still asking the old node get MOVED.
+    pub fn move_slot_of(&self, key: &str, to: usize) {
+        let (from, from_id) = self.owner(key);
+        assert_ne!(from, to, "the slot is already there");
+        let to_id = self.nodes[to].cli(&["CLUSTER", "MYID"]).trim().to_owned();
+        let slot = self.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .to_owned();
+        let (source, target) = (&self.nodes[from], &self.nodes[to]);
+        assert_eq!(
+            target
+                .cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id])
+                .trim(),
+            "OK"
+        );
+        assert_eq!(
+            source
+                .cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id])
+                .trim(),
+            "OK"
+        );
+        loop {
+            let keys = source.cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = target.port().to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            assert_eq!(source.cli(&args).trim(), "OK");
+        }
+        for node in &self.nodes {
+            assert_eq!(
+                node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])
+                    .trim(),
+                "OK"
+            );
+        }
+        assert_eq!(self.owner(key).0, to);
+    }
+
     pub fn urls(&self) -> Vec<String> {
         self.nodes
             .iter()
