@@ -17,7 +17,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use portcullis::server::App;
 use portcullis::server::CheckService;
 use portcullis::Clock;
-use portcullis::{Config, Runtime, SecretSource};
+use portcullis::{Config, Runtime};
 use portcullis::{Headers, RequestView};
 use prost::Message as _;
 use serde_json::json;
@@ -75,8 +75,10 @@ fn runtime(yaml: &str) -> Runtime {
     let config = Config::from_yaml_str(yaml).unwrap();
     Runtime::build(
         &config,
-        &SecretSource::Map(Default::default()),
-        Clock::system(),
+        &portcullis::io::env(
+            Clock::system(),
+            portcullis::io::sources_with(Default::default()),
+        ),
     )
     .unwrap()
 }
@@ -156,7 +158,15 @@ fn bench_check(c: &mut Criterion) {
     let mut group = c.benchmark_group("check");
     for (name, yaml) in [("cache_hit", &f.yaml_cached), ("verify", &f.yaml_uncached)] {
         let config = Config::from_yaml_str(yaml).unwrap();
-        let app = Arc::new(App::new(&config, runtime(yaml), None));
+        let app = Arc::new(
+            App::new(
+                &config,
+                None,
+                portcullis::io::sources_with(Default::default()),
+                Clock::system(),
+            )
+            .unwrap(),
+        );
         let service = CheckService::new(app);
         let auth = format!("Bearer {}", token(&f.keys[0]));
         let message = bytes::Bytes::from(

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use common::{claims, request, TestKey};
 use portcullis::pb::auth::{check_response, CheckRequest, CheckResponse, OkHttpResponse};
 use portcullis::server::{App, CheckService};
-use portcullis::{Clock, Config, Runtime, SecretSource};
+use portcullis::{Clock, Config};
 use prost::Message as _;
 use serde_json::json;
 
@@ -53,13 +53,15 @@ providers:
         path.display()
     );
     let config = Config::from_yaml_str(&yaml).unwrap();
-    let runtime = Runtime::build(
-        &config,
-        &SecretSource::Map(Default::default()),
-        Clock::system(),
-    )
-    .unwrap();
-    let service = CheckService::new(Arc::new(App::new(&config, runtime, None)));
+    let service = CheckService::new(Arc::new(
+        App::new(
+            &config,
+            None,
+            portcullis::io::sources_with(Default::default()),
+            Clock::system(),
+        )
+        .unwrap(),
+    ));
 
     let mut c = claims(ISS, AUD);
     c["email"] = json!("alice@example.com");

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::{claims, request, TestKey};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use portcullis::server::{App, CheckService};
-use portcullis::{Clock, Config, Headers, RequestView, Runtime, SecretSource};
+use portcullis::{Clock, Config, Headers, RequestView, Runtime};
 use prost::Message as _;
 use serde_json::json;
 
@@ -41,8 +41,10 @@ fn runtime(yaml: &str) -> Runtime {
     let config = Config::from_yaml_str(yaml).unwrap();
     Runtime::build(
         &config,
-        &SecretSource::Map(Default::default()),
-        Clock::system(),
+        &portcullis::io::env(
+            Clock::system(),
+            portcullis::io::sources_with(Default::default()),
+        ),
     )
     .unwrap()
 }
@@ -129,7 +131,15 @@ fn bench_identity_token(c: &mut Criterion) {
     ] {
         let yaml = yaml(&jwks, cache, extra);
         let config = Config::from_yaml_str(&yaml).unwrap();
-        let app = Arc::new(App::new(&config, runtime(&yaml), None));
+        let app = Arc::new(
+            App::new(
+                &config,
+                None,
+                portcullis::io::sources_with(Default::default()),
+                Clock::system(),
+            )
+            .unwrap(),
+        );
         let service = CheckService::new(app);
         group.bench_function(BenchmarkId::new("check", name), |b| {
             b.to_async(&rt)

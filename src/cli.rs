@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigErrors, LoadError, ProviderKind, SecretSource};
+use crate::config::{Config, ConfigErrors, LoadError, ProviderKind};
 use crate::dev::{self, DevError, DevIssuer, OneOffIssuer, TokenAlgorithm, TokenClaims};
-use crate::runtime::{self, Runtime};
+use crate::runtime;
 use crate::server::tls::ServerTls;
 use crate::server::{self, App, CheckService, Reloader};
 use crate::state::SharedState;
@@ -412,7 +412,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {
-    Config::load(path).map_err(|e| match e {
+    crate::io::load_config(path).map_err(|e| match e {
         LoadError::Invalid(errors) => anyhow::Error::new(errors),
         read => anyhow::Error::new(read),
     })
@@ -421,10 +421,10 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// `validate-config`: parse, compile the policy, resolve secrets (unless skipped); every problem with its
 /// path. A file that cannot be read is a problem too: exit 64 either way.
 pub fn validate_config(args: &ValidateArgs) -> ExitCode {
-    let (config, mut problems, warnings) = match Config::load(&args.file) {
+    let (config, mut problems, warnings) = match crate::io::load_config(&args.file) {
         Ok(config) => {
-            let secrets = SecretSource::Process;
-            let mut found = runtime::check(&config, (!args.skip_secrets).then_some(&secrets));
+            let env = crate::io::env(Clock::system(), crate::io::sources());
+            let mut found = runtime::check(&config, (!args.skip_secrets).then_some(&env));
             if let Some(tls) = config.server.tls.as_ref().filter(|_| !args.skip_secrets) {
                 found.extend(ServerTls::check(tls));
             }
@@ -562,8 +562,7 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let runtime = Runtime::build(&config, &SecretSource::Process, Clock::system())?;
-    let state = SharedState::from_config(&config, &SecretSource::Process, Clock::system())?;
+    let state = SharedState::from_config(&config, &crate::io::sources(), Clock::system())?;
     for warning in config.warnings() {
         tracing::warn!(config.field = %warning.path, "{}", warning.message);
     }
@@ -578,14 +577,20 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         state.backend = state.backend_name(),
         "portcullis serving"
     );
-    let app = Arc::new(App::with_state(&config, runtime, dev, Arc::new(state)));
+    let app = Arc::new(App::with_state(
+        &config,
+        dev,
+        Arc::new(state),
+        crate::io::sources(),
+        Clock::system(),
+    )?);
     let stop_reloading = CancellationToken::new();
     if let Some(path) = reload_from {
         let reloader = Reloader::new(
             Arc::clone(&app),
             path,
             config,
-            SecretSource::Process,
+            crate::io::sources(),
             Clock::system(),
         )
         .with_listen_overrides(args.listen, args.admin_listen);
@@ -968,12 +973,18 @@ async fn explain_answer(
         use_local_jwks(&mut config, jwks);
     }
     config.server.allow_explain = true;
-    let runtime = Runtime::build(&config, &SecretSource::Process, Clock::system())?;
+    let app = Arc::new(App::new(
+        &config,
+        None,
+        crate::io::sources(),
+        Clock::system(),
+    )?);
     for warning in config.warnings() {
         tracing::warn!(config.field = %warning.path, "{}", warning.message);
     }
+    let runtime = app.runtime();
     let cancel = tokio_util::sync::CancellationToken::new();
-    runtime.spawn_background(&cancel);
+    crate::io::spawn_background(&runtime, &Clock::system(), &cancel);
     for _ in 0..100 {
         if runtime.ready() {
             break;
@@ -983,7 +994,6 @@ async fn explain_answer(
     if !runtime.ready() {
         eprintln!("warning: some providers' keys could not be loaded within 10 s; their tokens cannot be decided");
     }
-    let app = Arc::new(App::new(&config, runtime, None));
     let message = bytes::Bytes::from(request.encode_to_vec());
     let response = CheckService::new(app)
         .check(tonic::Request::new(message))

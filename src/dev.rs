@@ -11,7 +11,7 @@
 //! Development only: the key sits unencrypted on disk (mode 0600).
 
 use std::fs;
-use std::io::Write as _;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -520,21 +520,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Writes a file readable by its owner only, through a temporary file and a rename (the dev issuer's key,
-/// and the identity token's generated keys).
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(tmp, path)
-}
+use crate::io::write_private;
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use jsonwebtoken::Algorithm;
 use prost::Message as _;
 
-use crate::config::{Config, SecretSource};
+use crate::config::Config;
 use crate::providers::jwks::{AlgSet, KeySet};
 use crate::runtime::Runtime;
 use crate::server::App;
@@ -79,13 +79,14 @@ fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
         let config = Config::from_yaml_str(&config_text()).expect("the fuzzing config is valid");
-        let secrets = SecretSource::Map(HashMap::from([(
+        let secrets = crate::io::sources_with(HashMap::from([(
             "FUZZ_SECRET".to_owned(),
             SECRET.to_owned(),
         )]));
-        let runtime = Runtime::build(&config, &secrets, crate::clock::Clock::system())
-            .expect("the fuzzing config builds");
-        let app = Arc::new(App::new(&config, runtime, None));
+        let app = Arc::new(
+            App::new(&config, None, secrets, crate::clock::Clock::system())
+                .expect("the fuzzing config builds"),
+        );
         Harness {
             tokio: tokio::runtime::Builder::new_current_thread()
                 .enable_all()

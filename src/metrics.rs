@@ -1,8 +1,8 @@
 //! Metrics exported at `/metrics` (OpenMetrics text), through the `prometheus-client` crate.
 //!
-//! One [`Metrics`] lives in the server's `App` and outlives every runtime: a runtime built later is bound to
-//! the same families ([`CacheCounters::bind`], [`UpstreamCalls::bind`], through `Runtime::use_metrics`), so
-//! counts go on across a swap. Label values come only from the config (route and provider names) or from
+//! One [`Metrics`] lives in the server's `App` and outlives every runtime: it is the engine's
+//! [`Recorder`], given to every runtime the server builds (through its `Env`), so counts go on across a
+//! swap. Label values come only from the config (route and provider names) or from
 //! closed sets (`&'static str`): the number of series is bounded.
 //!
 //! Recording is cheap on the hot path: the decision histograms, the in-flight gauge and the rejection
@@ -27,6 +27,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::decision::Decision;
+use portcullis_core::recorder::{CacheSink, Recorder, UpstreamSink, VerificationSink};
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -354,76 +355,68 @@ impl Drop for InFlight {
     }
 }
 
-/// A cache's hit, miss and eviction counters. Counts nothing until bound to a [`Metrics`]; clones share
-/// the binding (an eviction listener holds one).
-#[derive(Clone, Default)]
-pub struct CacheCounters(Arc<OnceLock<[Counter; 3]>>);
-
-// === impl CacheCounters ===
-
-impl CacheCounters {
-    /// Records into `metrics` as `cache` of `provider` (empty: a cache shared by providers). A second
-    /// binding is ignored: a runtime's caches report into one server's metrics.
-    pub fn bind(&self, metrics: &Metrics, cache: &'static str, provider: &Arc<str>) {
+/// The engine records into these families through [`Recorder`]: each sink is resolved once, when its
+/// cache or provider is built, from families that outlive every runtime.
+impl Recorder for Metrics {
+    fn cache(&self, cache: &'static str, provider: &Arc<str>) -> Arc<dyn CacheSink> {
         let labels = CacheLabels {
             cache,
             provider: Arc::clone(provider),
         };
-        let _ = self.0.set([
-            metrics.cache_hits.get_or_create_owned(&labels),
-            metrics.cache_misses.get_or_create_owned(&labels),
-            metrics.cache_evictions.get_or_create_owned(&labels),
-        ]);
+        Arc::new(CacheCounts([
+            self.cache_hits.get_or_create_owned(&labels),
+            self.cache_misses.get_or_create_owned(&labels),
+            self.cache_evictions.get_or_create_owned(&labels),
+        ]))
     }
 
-    pub fn hit(&self) {
-        self.count(0);
+    fn upstream(&self, kind: &'static str, provider: &Arc<str>) -> Arc<dyn UpstreamSink> {
+        let calls = UpstreamCalls::default();
+        calls.bind(self, kind, provider);
+        Arc::new(calls)
     }
 
-    pub fn miss(&self) {
-        self.count(1);
-    }
-
-    /// Counts an entry dropped by `cause` if it expired or was pushed out (not replaced or invalidated).
-    pub fn removed(&self, cause: moka::notification::RemovalCause) {
-        if cause.was_evicted() {
-            self.count(2);
-        }
-    }
-
-    fn count(&self, i: usize) {
-        if let Some(counters) = self.0.get() {
-            counters[i].inc();
-        }
+    fn verifications(&self) -> Arc<dyn VerificationSink> {
+        Arc::new(VerificationCounts(
+            self.verifications.clone(),
+            self.verification_waits.clone(),
+        ))
     }
 }
 
-/// The JWT signature-check counters of a runtime (`portcullis_jwt_verifications_total`,
-/// `portcullis_jwt_verification_waits_total`). Count nothing until bound; clones share the binding.
-#[derive(Clone, Default)]
-pub struct VerificationCounters(Arc<OnceLock<([Counter; 2], Counter)>>);
+/// A cache's hit, miss and eviction counters.
+struct CacheCounts([Counter; 3]);
 
-// === impl VerificationCounters ===
-
-impl VerificationCounters {
-    /// Records into `metrics`; a second binding is ignored.
-    pub fn bind(&self, metrics: &Metrics) {
-        let _ = self.0.set((
-            metrics.verifications.clone(),
-            metrics.verification_waits.clone(),
-        ));
+impl CacheSink for CacheCounts {
+    fn hit(&self) {
+        self.0[0].inc();
     }
 
-    pub fn verified(&self, valid: bool) {
-        if let Some((counters, _)) = self.0.get() {
-            counters[usize::from(!valid)].inc();
-        }
+    fn miss(&self) {
+        self.0[1].inc();
     }
 
-    pub fn waited(&self) {
-        if let Some((_, waits)) = self.0.get() {
-            waits.inc();
-        }
+    fn evicted(&self) {
+        self.0[2].inc();
+    }
+}
+
+/// `portcullis_jwt_verifications_total` by result, and `portcullis_jwt_verification_waits_total`.
+struct VerificationCounts([Counter; 2], Counter);
+
+impl VerificationSink for VerificationCounts {
+    fn verified(&self, valid: bool) {
+        self.0[usize::from(!valid)].inc();
+    }
+
+    fn waited(&self) {
+        self.1.inc();
+    }
+}
+
+impl UpstreamSink for UpstreamCalls {
+    fn observe(&self, elapsed: Duration, ok: bool) {
+        self.observe_call(elapsed, ok);
     }
 }
 
@@ -465,7 +458,7 @@ impl UpstreamCalls {
     }
 
     /// Records one call that took `elapsed` and succeeded or not.
-    pub fn observe(&self, elapsed: Duration, ok: bool) {
+    pub fn observe_call(&self, elapsed: Duration, ok: bool) {
         let Some(handles) = self.0.get() else {
             return;
         };

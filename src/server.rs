@@ -32,8 +32,10 @@ use tonic_health::ServingStatus;
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use crate::clock::Clock;
+use crate::config::{Config, ConfigErrors, Sources};
 use crate::dev::DevIssuer;
+use crate::io::{FileKeys, ReqwestUpstream};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::state::SharedState;
@@ -49,7 +51,12 @@ pub const LIVENESS_SERVICE: &str = "liveness";
 /// (metrics, the drain state, the listen-time settings).
 pub struct App {
     runtime: ArcSwap<Runtime>,
-    metrics: Metrics,
+    /// The engine's recorder for every runtime this server builds.
+    metrics: Arc<Metrics>,
+    /// The HTTP clients every runtime's providers share.
+    upstream: Arc<ReqwestUpstream>,
+    /// Schedules the runtimes' background refreshes (a test's manual clock drives them).
+    clock: Clock,
     drain: Duration,
     /// The development issuer whose discovery and JWKS the admin port serves (`serve --dev`).
     dev: Option<Arc<DevIssuer>>,
@@ -75,29 +82,39 @@ pub struct App {
 // === impl App ===
 
 impl App {
-    /// Everything a server needs, from its configuration and the runtime built from it.
-    /// With state in memory and the revocation endpoints off; see [`App::with_state`].
-    pub fn new(config: &Config, runtime: Runtime, dev: Option<Arc<DevIssuer>>) -> App {
-        let state = SharedState::memory(crate::clock::Clock::system());
-        App::with_state(config, runtime, dev, Arc::new(state))
+    /// Everything a server needs, from its configuration: builds its runtime (secrets and files from
+    /// `sources`). With state in memory and the revocation endpoints off; see [`App::with_state`].
+    pub fn new(
+        config: &Config,
+        dev: Option<Arc<DevIssuer>>,
+        sources: Sources,
+        clock: Clock,
+    ) -> Result<App, ConfigErrors> {
+        let state = SharedState::memory(clock.clone());
+        App::with_state(config, dev, Arc::new(state), sources, clock)
     }
 
-    /// Everything a server needs, with its shared state (built by [`SharedState::from_config`]). The
-    /// runtime reads the state's denylist; a runtime swapped in later must be given it too.
+    /// Everything a server needs, with its shared state (built by [`SharedState::from_config`]): the
+    /// runtime is built with this server's environment ([`App::env`]), so it reads the state's
+    /// denylist and replay records and records into this server's metrics.
     pub fn with_state(
         config: &Config,
-        mut runtime: Runtime,
         dev: Option<Arc<DevIssuer>>,
         state: Arc<SharedState>,
-    ) -> App {
-        let metrics = Metrics::default();
-        runtime.use_state(&state);
-        runtime.use_metrics(&metrics);
+        sources: Sources,
+        clock: Clock,
+    ) -> Result<App, ConfigErrors> {
+        let metrics = Arc::new(Metrics::default());
         state.use_metrics(&metrics);
+        let upstream = Arc::new(ReqwestUpstream::new());
+        let env = server_env(&state, &metrics, &upstream, sources, clock.clone());
+        let runtime = Runtime::build(config, &env)?;
         let background = CancellationToken::new();
-        App {
+        Ok(App {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
+            upstream,
+            clock,
             drain: Duration::from_secs(config.server.drain_seconds),
             dev,
             draining: AtomicBool::new(false),
@@ -114,7 +131,13 @@ impl App {
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             ),
             max_request_bytes: config.server.max_request_bytes,
-        }
+        })
+    }
+
+    /// The environment of a runtime this server builds (a reload): secrets and files from `sources`,
+    /// this server's HTTP clients, shared state and metrics.
+    pub fn env(&self, sources: Sources, clock: Clock) -> portcullis_core::Env {
+        server_env(&self.state, &self.metrics, &self.upstream, sources, clock)
     }
 
     /// Serves `runtime` (given the shared state already) from now on: starts its background tasks, waits
@@ -122,7 +145,7 @@ impl App {
     /// runtime's tasks. Checks holding the previous runtime finish on it.
     pub(crate) async fn replace_runtime(&self, runtime: Runtime, ready_wait: Duration) {
         let tasks = self.background.child_token();
-        runtime.spawn_background(&tasks);
+        crate::io::spawn_background(&runtime, &self.clock, &tasks);
         let deadline = tokio::time::Instant::now() + ready_wait;
         while !runtime.ready() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -164,13 +187,6 @@ impl App {
         self.admission.try_acquire().ok()
     }
 
-    /// Readies a runtime built after start to be swapped in: it reads the shared state and reports into
-    /// this server's metrics (which outlive it).
-    pub fn adopt(&self, runtime: &mut Runtime) {
-        runtime.use_state(&self.state);
-        runtime.use_metrics(&self.metrics);
-    }
-
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -178,6 +194,31 @@ impl App {
     /// Ready: every provider can decide, and we are not draining.
     pub fn ready(&self) -> bool {
         !self.draining.load(Ordering::Relaxed) && self.runtime.load().ready()
+    }
+}
+
+/// A runtime's environment on the server: the state's denylist (and its "seen once" records when
+/// replicas share them), the server's metrics and HTTP clients, generated keys on disk.
+fn server_env(
+    state: &Arc<SharedState>,
+    metrics: &Arc<Metrics>,
+    upstream: &Arc<ReqwestUpstream>,
+    sources: Sources,
+    clock: Clock,
+) -> portcullis_core::Env {
+    let seen: Option<Arc<dyn crate::dpop::SharedSeen>> = if state.is_shared() {
+        Some(Arc::clone(state) as Arc<dyn crate::dpop::SharedSeen>)
+    } else {
+        None
+    };
+    portcullis_core::Env {
+        clock,
+        sources,
+        upstream: Arc::clone(upstream) as Arc<dyn crate::providers::http::Upstream>,
+        key_storage: Arc::new(FileKeys),
+        recorder: Arc::clone(metrics) as Arc<dyn portcullis_core::recorder::Recorder>,
+        denylist: Arc::clone(state.denylist()),
+        seen,
     }
 }
 
@@ -240,7 +281,7 @@ pub async fn run_with_tls(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    app.runtime.load().spawn_background(&runtime_tasks);
+    crate::io::spawn_background(&app.runtime.load(), &app.clock, &runtime_tasks);
     app.state.spawn_background(&background);
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::{Backend, Config, ConfigErrors, Problems, Secret, SecretRef, SecretSource};
+use crate::config::{Backend, Config, ConfigErrors, Problems, Secret, SecretRef, Sources};
 use crate::revocation::{Change, Denylist, Entry, Kind};
 
 /// Why shared state could not be used.
@@ -53,11 +53,7 @@ pub struct RevocationSecrets {
 
 impl RevocationSecrets {
     /// Resolves the secrets `revocation` names; a reference that does not resolve is a problem at its path.
-    fn resolve(
-        config: &Config,
-        secrets: &SecretSource,
-        problems: &mut Problems,
-    ) -> RevocationSecrets {
+    fn resolve(config: &Config, secrets: &Sources, problems: &mut Problems) -> RevocationSecrets {
         let revocation = &config.revocation;
         RevocationSecrets {
             admin: resolve(
@@ -78,7 +74,7 @@ impl RevocationSecrets {
 
 /// A secret reference resolved, or a problem at `path`.
 fn resolve(
-    secrets: &SecretSource,
+    secrets: &Sources,
     problems: &mut Problems,
     path: &str,
     secret: &Option<SecretRef>,
@@ -123,7 +119,7 @@ impl SharedState {
     /// [`SharedState::spawn_background`]).
     pub fn from_config(
         config: &Config,
-        secrets: &SecretSource,
+        secrets: &Sources,
         clock: Clock,
     ) -> Result<SharedState, ConfigErrors> {
         let mut problems = Problems::default();
@@ -212,11 +208,7 @@ impl SharedState {
     /// Reads the admin API's and the Auth0 receiver's secrets again (a reload: the `revocation` section
     /// itself cannot change, but a `{file:}` secret it names can be rotated), and puts them in force only
     /// when both resolve; otherwise the problems, and the old secrets stay.
-    pub fn reload_secrets(
-        &self,
-        config: &Config,
-        secrets: &SecretSource,
-    ) -> Result<(), ConfigErrors> {
+    pub fn reload_secrets(&self, config: &Config, secrets: &Sources) -> Result<(), ConfigErrors> {
         let mut problems = Problems::default();
         let fresh = RevocationSecrets::resolve(config, secrets, &mut problems);
         problems.into_result(())?;

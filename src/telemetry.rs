@@ -24,7 +24,7 @@ pub enum LogFormat {
 }
 
 /// The tracing target of the decision log (see `decision_log`).
-pub const DECISION_TARGET: &str = "portcullis::decision";
+pub const DECISION_TARGET: &str = portcullis_core::decision_log::TARGET;
 
 /// The decision log's output: each event on [`DECISION_TARGET`] as one JSON object per line, its fields
 /// at the top level (the event carries its own `time`), written to `writer`. Other targets pass by.

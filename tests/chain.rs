@@ -50,7 +50,7 @@ providers:
 }
 
 async fn introspection_server(up: &FakeUpstream, extra: &str) -> TestServer {
-    let secrets = portcullis::SecretSource::Map(
+    let secrets = portcullis::io::sources_with(
         [("INTROSPECTION_SECRET".to_owned(), "s3cret:&x".to_owned())].into(),
     );
     TestServer::start_with(
@@ -538,7 +538,7 @@ default_route: {{allow_anonymous: true}}",
         idp.issuer,
         up.url("/introspect")
     );
-    let secrets = portcullis::SecretSource::Map([("S".to_owned(), "x".to_owned())].into());
+    let secrets = portcullis::io::sources_with([("S".to_owned(), "x".to_owned())].into());
     let server = TestServer::start_with(&yaml, secrets, portcullis::Clock::system())
         .await
         .ready()

@@ -763,7 +763,7 @@ async fn cached_tokens_never_outlive_their_exp() {
     let clock = Clock::manual(start);
     let server = TestServer::start_with(
         &config(&idp, ""),
-        portcullis::SecretSource::Map(Default::default()),
+        portcullis::io::sources_with(Default::default()),
         clock.clone(),
     )
     .await
@@ -871,7 +871,7 @@ async fn cache_control_max_age_sets_the_refresh_within_bounds() {
             &idp,
             "    jwks: {refresh_seconds: 60, min_refresh_seconds: 20, max_refresh_seconds: 100}",
         ),
-        portcullis::SecretSource::Map(Default::default()),
+        portcullis::io::sources_with(Default::default()),
         clock.clone(),
     )
     .await

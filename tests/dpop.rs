@@ -82,12 +82,12 @@ async fn setup(dpop: &str, extra: &str) -> Setup {
     setup_with(
         dpop,
         extra,
-        portcullis::SecretSource::Map(Default::default()),
+        portcullis::io::sources_with(Default::default()),
     )
     .await
 }
 
-async fn setup_with(dpop: &str, extra: &str, secrets: portcullis::SecretSource) -> Setup {
+async fn setup_with(dpop: &str, extra: &str, secrets: portcullis::Sources) -> Setup {
     let idp = FakeIdp::start().await;
     let idp_key = TestKey::ec("idp");
     idp.set_keys(&[&idp_key]);
@@ -192,7 +192,7 @@ async fn a_proof_seen_before_a_reload_is_a_replay_after_it() {
         std::sync::Arc::clone(&s.server.app),
         &path,
         portcullis::Config::from_yaml_str(&s.yaml).unwrap(),
-        portcullis::SecretSource::Map(Default::default()),
+        portcullis::io::sources_with(Default::default()),
         portcullis::Clock::system(),
     );
     let holder = Holder::ec();
@@ -388,7 +388,7 @@ async fn the_htu_may_be_the_external_origin() {
 #[tokio::test]
 async fn nonces_are_required_then_accepted_by_every_replica() {
     let secrets =
-        || portcullis::SecretSource::Map([("DPOP_NONCE".to_owned(), "n".repeat(32))].into());
+        || portcullis::io::sources_with([("DPOP_NONCE".to_owned(), "n".repeat(32))].into());
     let dpop = "dpop: {nonce: true, nonce_secret: {env: DPOP_NONCE}}";
     let a = setup_with(dpop, "", secrets()).await;
     let holder = Holder::ec();
@@ -656,7 +656,7 @@ providers:
         up.url("/introspect")
     );
     let secrets =
-        portcullis::SecretSource::Map([("INTROSPECTION_SECRET".to_owned(), "s".to_owned())].into());
+        portcullis::io::sources_with([("INTROSPECTION_SECRET".to_owned(), "s".to_owned())].into());
     let server = TestServer::start_with(&yaml, secrets, portcullis::Clock::system()).await;
     let send = |headers: Vec<(String, String)>| {
         let server = &server;
@@ -717,7 +717,7 @@ providers:
     let before = yaml("{mode: optional, max_age_seconds: 60}");
     let t0 = now();
     let clock = portcullis::Clock::manual(t0);
-    let secrets = portcullis::SecretSource::Map(Default::default());
+    let secrets = portcullis::io::sources_with(Default::default());
     let server = TestServer::start_with(&before, secrets.clone(), clock.clone())
         .await
         .ready()

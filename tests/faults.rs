@@ -19,7 +19,7 @@ use common::upstream::{FakeUpstream, Mode};
 use common::*;
 use portcullis::pb::auth::check_response::HttpResponse;
 use portcullis::pb::auth::CheckResponse;
-use portcullis::{Clock, SecretSource};
+use portcullis::{Clock, Sources};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -351,8 +351,8 @@ async fn no_check_waits_for_a_hanging_refresh() {
 }
 
 /// The secret every introspection config here reads.
-fn secrets() -> SecretSource {
-    SecretSource::Map([("S".to_owned(), "x".to_owned())].into())
+fn secrets() -> Sources {
+    portcullis::io::sources_with([("S".to_owned(), "x".to_owned())].into())
 }
 
 /// Introspection, webhook and GitHub: a timeout and a 5xx are error answers, never allows, and the next
@@ -450,11 +450,14 @@ providers:
     leeway_seconds: 30",
         jwks.url
     );
-    let server =
-        TestServer::start_with(&yaml, SecretSource::Map(Default::default()), clock.clone())
-            .await
-            .ready()
-            .await;
+    let server = TestServer::start_with(
+        &yaml,
+        portcullis::io::sources_with(Default::default()),
+        clock.clone(),
+    )
+    .await
+    .ready()
+    .await;
     let mut c = claims(ISSUER, "api");
     c["iat"] = json!(t - 100);
     c["exp"] = json!(t + 100);
@@ -490,11 +493,14 @@ providers:
     // A token without leeway room: exp == now is expired when leeway is 0.
     drop(server);
     let zero = yaml.replace("leeway_seconds: 30", "leeway_seconds: 0");
-    let server =
-        TestServer::start_with(&zero, SecretSource::Map(Default::default()), clock.clone())
-            .await
-            .ready()
-            .await;
+    let server = TestServer::start_with(
+        &zero,
+        portcullis::io::sources_with(Default::default()),
+        clock.clone(),
+    )
+    .await
+    .ready()
+    .await;
     clock.set(t + 99);
     let mut z = claims(ISSUER, "api");
     z["iat"] = json!(t - 100);

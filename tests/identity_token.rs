@@ -9,7 +9,6 @@ use std::path::Path;
 use common::*;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use portcullis::Clock;
-use portcullis::SecretSource;
 use serde_json::{json, Value};
 
 const AUD: &str = "https://api.example.com/";
@@ -253,11 +252,14 @@ async fn tokens_are_resigned_past_half_their_lifetime_and_keys_rotate_with_overl
         "rotation: {every_seconds: 600, publish_ahead_seconds: 120}",
         "",
     );
-    let server =
-        TestServer::start_with(&yaml, SecretSource::Map(Default::default()), clock.clone())
-            .await
-            .ready()
-            .await;
+    let server = TestServer::start_with(
+        &yaml,
+        portcullis::io::sources_with(Default::default()),
+        clock.clone(),
+    )
+    .await
+    .ready()
+    .await;
     let mut claims = claims(&idp.issuer, AUD);
     claims["exp"] = json!(start + 7200);
     let bearer = format!("Bearer {}", key.token(&claims));

@@ -275,8 +275,10 @@ async fn a_missing_pod_token_fails_at_start_with_its_path() {
     let config = portcullis::Config::from_yaml_str(&yaml).unwrap();
     let err = portcullis::Runtime::build(
         &config,
-        &portcullis::SecretSource::Map(Default::default()),
-        portcullis::Clock::system(),
+        &portcullis::io::env(
+            portcullis::Clock::system(),
+            portcullis::io::sources_with(Default::default()),
+        ),
     )
     .err()
     .expect("a missing token file is refused");

@@ -30,8 +30,8 @@ fn import(yaml: &str) -> (i32, String, String) {
     )
 }
 
-fn secrets(pairs: &[(&str, &str)]) -> portcullis::SecretSource {
-    portcullis::SecretSource::Map(
+fn secrets(pairs: &[(&str, &str)]) -> portcullis::Sources {
+    portcullis::io::sources_with(
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -64,7 +64,7 @@ async fn metrics_count_known_traffic_by_route_provider_and_transport() {
         200,
         json!({"active": true, "sub": "svc", "scope": "read", "exp": now() + 600}),
     );
-    let secrets = portcullis::SecretSource::Map(
+    let secrets = portcullis::io::sources_with(
         [("INTROSPECTION_SECRET".to_owned(), "s3cret".to_owned())].into(),
     );
     let server = TestServer::start_with(&config(&idp, &up), secrets, portcullis::Clock::system())

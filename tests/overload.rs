@@ -26,7 +26,7 @@ providers:
 ",
         up.url("/introspect")
     );
-    let secrets = portcullis::SecretSource::Map(
+    let secrets = portcullis::io::sources_with(
         [("INTROSPECTION_SECRET".to_owned(), "s3cret".to_owned())].into(),
     );
     TestServer::start_with(&yaml, secrets, portcullis::Clock::system())

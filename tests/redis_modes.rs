@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::redis::{ClusterSetup, RedisServer, Relay, SentinelSetup};
 use common::*;
 use portcullis::pb::auth::CheckResponse;
-use portcullis::{Clock, SecretSource};
+use portcullis::{Clock, Sources};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
@@ -22,8 +22,8 @@ const AUTH0: &str = "auth0-stream-secret-9876543210";
 /// machine, far shorter than the 30 s periodic resync, so passing proves the change did not wait for it.
 const BOUND: Duration = Duration::from_secs(5);
 
-fn secrets() -> SecretSource {
-    SecretSource::Map(HashMap::from([
+fn secrets() -> Sources {
+    portcullis::io::sources_with(HashMap::from([
         ("ADMIN_SECRET".to_owned(), ADMIN.to_owned()),
         ("AUTH0_SECRET".to_owned(), AUTH0.to_owned()),
     ]))

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use portcullis::pb::auth::CheckResponse;
 use portcullis::server::{ReloadError, Reloader};
-use portcullis::{Clock, Config, SecretSource};
+use portcullis::{Clock, Config, Sources};
 
 const AUD: &str = "https://api.example.com/";
 
@@ -54,10 +54,10 @@ struct Served {
 impl Served {
     /// Serves `yaml` from a new file in a temporary directory.
     async fn start(yaml: &str) -> Served {
-        Served::start_with(yaml, SecretSource::Map(Default::default())).await
+        Served::start_with(yaml, portcullis::io::sources_with(Default::default())).await
     }
 
-    async fn start_with(yaml: &str, secrets: SecretSource) -> Served {
+    async fn start_with(yaml: &str, secrets: Sources) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("portcullis.yaml");
         std::fs::write(&path, yaml).unwrap();
@@ -65,11 +65,7 @@ impl Served {
     }
 
     /// Serves the file at `path` (already written).
-    async fn start_at(
-        path: PathBuf,
-        dir: Option<tempfile::TempDir>,
-        secrets: SecretSource,
-    ) -> Served {
+    async fn start_at(path: PathBuf, dir: Option<tempfile::TempDir>, secrets: Sources) -> Served {
         let yaml = std::fs::read_to_string(&path).unwrap();
         let config = Config::from_yaml_str(&yaml).unwrap();
         let server = TestServer::start_with(&yaml, secrets.clone(), Clock::system())
@@ -321,8 +317,9 @@ routes:
             up.url("/introspect")
         )
     };
-    let secrets =
-        SecretSource::Map([("INTROSPECTION_SECRET".to_owned(), "s3cret".to_owned())].into());
+    let secrets = portcullis::io::sources_with(
+        [("INTROSPECTION_SECRET".to_owned(), "s3cret".to_owned())].into(),
+    );
     let served = Served::start_with(&yaml(1, "/r"), secrets).await;
     let ask = || check_path(&served.server, "/r", "opaque-1");
     assert_eq!(http_status(&ask().await), 200);
@@ -398,7 +395,8 @@ async fn a_kubernetes_style_symlink_swap_triggers_a_reload() {
     std::os::unix::fs::symlink("..2026_01_01_00_00_00.1", mount.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/portcullis.yaml", mount.join("portcullis.yaml")).unwrap();
     let path = mount.join("portcullis.yaml");
-    let served = Served::start_at(path, None, SecretSource::Map(Default::default())).await;
+    let served =
+        Served::start_at(path, None, portcullis::io::sources_with(Default::default())).await;
     served.watch();
     let token = s.key_one.token(&claims(&s.one.issuer, AUD));
     assert_eq!(

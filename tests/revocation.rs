@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 use common::redis::RedisServer;
 use common::*;
 use portcullis::pb::auth::CheckResponse;
-use portcullis::{Clock, Config, SecretSource, SharedState};
+use portcullis::{Clock, Config, SharedState, Sources};
 use serde_json::{json, Value};
 
 const AUD: &str = "https://api.example.com/";
 const ADMIN: &str = "admin-secret-0123456789";
 const AUTH0: &str = "auth0-stream-secret-9876543210";
 
-fn secrets() -> SecretSource {
-    SecretSource::Map(HashMap::from([
+fn secrets() -> Sources {
+    portcullis::io::sources_with(HashMap::from([
         ("ADMIN_SECRET".to_owned(), ADMIN.to_owned()),
         ("AUTH0_SECRET".to_owned(), AUTH0.to_owned()),
     ]))

@@ -120,7 +120,7 @@ providers:
         up.url("/introspect"),
         portcullis::hash_key("valid-key"),
     );
-    let secrets = portcullis::SecretSource::Map([("S".to_owned(), "x".to_owned())].into());
+    let secrets = portcullis::io::sources_with([("S".to_owned(), "x".to_owned())].into());
     let server = TestServer::start_with(&yaml, secrets, portcullis::Clock::system())
         .await
         .ready()
@@ -963,7 +963,7 @@ providers:
     upstream: {{timeout_seconds: 1}}",
         up.url("/introspect")
     );
-    let secrets = portcullis::SecretSource::Map([("S".to_owned(), "x".to_owned())].into());
+    let secrets = portcullis::io::sources_with([("S".to_owned(), "x".to_owned())].into());
     TestServer::start_with(&yaml, secrets, portcullis::Clock::system())
         .await
         .ready()
@@ -1070,7 +1070,7 @@ providers:
     upstream: {{timeout_seconds: 1}}
   - {{name: hook, type: webhook, endpoint: 'http://{hook_hop}/hook', credential: {{header: x-hook}}}}"
     );
-    let secrets = portcullis::SecretSource::Map([("S".to_owned(), "secret".to_owned())].into());
+    let secrets = portcullis::io::sources_with([("S".to_owned(), "secret".to_owned())].into());
     let server = TestServer::start_with(&yaml, secrets, portcullis::Clock::system())
         .await
         .ready()

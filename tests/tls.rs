@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use portcullis::pb::auth::authorization_client::AuthorizationClient;
 use portcullis::server::tls::ServerTls;
 use portcullis::server::{self, App};
-use portcullis::{Clock, Config, Runtime, SecretSource, SharedState};
+use portcullis::{Clock, Config, SharedState};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -93,21 +93,22 @@ struct TlsServer {
 
 async fn serve(yaml: &str, recheck: Duration) -> TlsServer {
     let config = Config::from_yaml_str(yaml).unwrap_or_else(|e| panic!("{:?}", e.0));
-    let secrets = SecretSource::Map(
+    let secrets = portcullis::io::sources_with(
         [(
             "HS_SECRET".to_owned(),
             String::from_utf8(SECRET.to_vec()).unwrap(),
         )]
         .into(),
     );
-    let runtime = Runtime::build(&config, &secrets, Clock::system()).unwrap();
     let state = SharedState::from_config(&config, &secrets, Clock::system()).unwrap();
     let tls = Arc::new(
         ServerTls::load(config.server.tls.as_ref().unwrap())
             .unwrap()
             .with_recheck(recheck),
     );
-    let app = Arc::new(App::with_state(&config, runtime, None, Arc::new(state)));
+    let app = Arc::new(
+        App::with_state(&config, None, Arc::new(state), secrets, Clock::system()).unwrap(),
+    );
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = grpc.local_addr().unwrap();

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::App;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigErrors, Problem, SecretSource};
+use crate::config::{Config, ConfigErrors, Problem, Sources};
 use crate::runtime::Runtime;
 
 /// How long a changed file must read the same before it is reloaded.
@@ -170,7 +170,7 @@ struct Current {
 pub struct Reloader {
     app: Arc<App>,
     path: PathBuf,
-    secrets: SecretSource,
+    secrets: Sources,
     clock: Clock,
     /// `serve --listen` / `--admin-listen`, which win over the file's addresses at every load.
     listen: Option<SocketAddr>,
@@ -188,7 +188,7 @@ impl Reloader {
         app: Arc<App>,
         path: impl Into<PathBuf>,
         config: Config,
-        secrets: SecretSource,
+        secrets: Sources,
         clock: Clock,
     ) -> Reloader {
         let path = path.into();
@@ -336,9 +336,9 @@ impl Reloader {
             return Err(ReloadError::Weakened(weakened));
         }
         let running = self.app.runtime();
-        let mut runtime =
-            Runtime::build_after(&config, &self.secrets, self.clock.clone(), Some(&running))
-                .map_err(|ConfigErrors(p)| ReloadError::Invalid(p))?;
+        let env = self.app.env(self.secrets.clone(), self.clock.clone());
+        let runtime = Runtime::build_after(&config, &env, Some(&running))
+            .map_err(|ConfigErrors(p)| ReloadError::Invalid(p))?;
         // The admin API's secrets: a rotated file is read now, or the reload is refused (never the old,
         // possibly leaked, secret kept while the reload reports success).
         self.app
@@ -348,7 +348,6 @@ impl Reloader {
         for warning in config.warnings() {
             tracing::warn!(config.field = %warning.path, "{}", warning.message);
         }
-        self.app.adopt(&mut runtime);
         let changes = changes(
             &current.config,
             &config,

@@ -45,7 +45,7 @@ use portcullis::pb::auth::{
 };
 use portcullis::server::{self, App};
 use portcullis::Clock;
-use portcullis::{Config, Runtime, SecretSource, SharedState};
+use portcullis::{Config, SharedState, Sources};
 
 pub fn now() -> i64 {
     SystemTime::now()
@@ -316,17 +316,23 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(yaml: &str) -> TestServer {
-        TestServer::start_with(yaml, SecretSource::Map(Default::default()), Clock::system()).await
+        TestServer::start_with(
+            yaml,
+            portcullis::io::sources_with(Default::default()),
+            Clock::system(),
+        )
+        .await
     }
 
-    pub async fn start_with(yaml: &str, secrets: SecretSource, clock: Clock) -> TestServer {
+    pub async fn start_with(yaml: &str, secrets: Sources, clock: Clock) -> TestServer {
         let config =
             Config::from_yaml_str(yaml).unwrap_or_else(|e| panic!("test config: {:?}", e.0));
-        let runtime = Runtime::build(&config, &secrets, clock.clone())
-            .unwrap_or_else(|e| panic!("test runtime: {:?}", e.0));
-        let state = SharedState::from_config(&config, &secrets, clock)
+        let state = SharedState::from_config(&config, &secrets, clock.clone())
             .unwrap_or_else(|e| panic!("test state: {:?}", e.0));
-        let app = Arc::new(App::with_state(&config, runtime, None, Arc::new(state)));
+        let app = Arc::new(
+            App::with_state(&config, None, Arc::new(state), secrets, clock)
+                .unwrap_or_else(|e| panic!("test runtime: {:?}", e.0)),
+        );
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = match config.server.http_listen {
