@@ -427,6 +427,27 @@ def redis_state(path, want_secret):
     else:
         assert "PORTCULLIS_REDIS_PASSWORD" not in env, "password env var without a Secret"
 
+def redis_mode_state(path, mode, want_secret):
+    """redis.sentinel or redis.cluster set: the config's state names that mode (and no url)."""
+    ds = docs(path)
+    cfg = yaml.safe_load(main_configmap(ds)["data"]["config.yaml"])
+    state = cfg.get("state")
+    want = {"backend": "redis", "key_prefix": "portcullis:"}
+    if mode == "sentinel":
+        want["sentinel"] = {"master_name": "mymaster",
+                            "urls": ["redis://sentinel-0.redis:26379", "redis://sentinel-1.redis:26379"]}
+    else:
+        want["cluster"] = {"urls": ["rediss://redis-0.redis:6379", "rediss://redis-1.redis:6379"]}
+    if want_secret == "yes":
+        want["password"] = {"env": "PORTCULLIS_REDIS_PASSWORD"}
+    assert state == want, f"state {state} != {want}"
+    env = {e["name"]: e for e in container(ds).get("env", [])}
+    if want_secret == "yes":
+        ref = env.get("PORTCULLIS_REDIS_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef")
+        assert ref == {"name": "redis-auth", "key": "password"}, f"secretKeyRef {ref}"
+    else:
+        assert "PORTCULLIS_REDIS_PASSWORD" not in env, "password env var without a Secret"
+
 def no_redis(path):
     ds = docs(path)
     cfg = yaml.safe_load(main_configmap(ds)["data"]["config.yaml"])
@@ -1138,6 +1159,12 @@ check "helm template redis.url with redis.existingSecret (shared state)" helm_te
   --set redis.url=redis://redis.cache:6379/0 --set redis.existingSecret=redis-auth --set redis.passwordKey=password
 check "helm template redis.url without a password" helm_template "$WORK/redis-nopw.yaml" "${MIN[@]}" \
   --set redis.url=redis://redis.cache:6379/0
+check "helm template redis.sentinel with redis.existingSecret" helm_template "$WORK/redis-sentinel.yaml" "${MIN[@]}" \
+  --set redis.sentinel.masterName=mymaster \
+  --set 'redis.sentinel.urls={redis://sentinel-0.redis:26379,redis://sentinel-1.redis:26379}' \
+  --set redis.existingSecret=redis-auth --set redis.passwordKey=password
+check "helm template redis.cluster without a password" helm_template "$WORK/redis-cluster.yaml" "${MIN[@]}" \
+  --set 'redis.cluster.urls={rediss://redis-0.redis:6379,rediss://redis-1.redis:6379}'
 check "helm template tls.existingSecret + clientCAKey (probes http)" helm_template "$WORK/tls.yaml" "${MIN[@]}" \
   --set tls.existingSecret=portcullis-tls --set tls.clientCAKey=ca.crt --set probes.type=http
 check "helm template tls.existingSecret without client certificates" helm_template "$WORK/tls-noclient.yaml" "${MIN[@]}" \
@@ -1170,7 +1197,7 @@ kubernetes_validate() { # FILE VERSION...
   got=$(grep -c '^INFO .* passed for resource ' "$out" || true)
   [[ $got -eq $want ]] || { echo "expected $want 'passed' lines, got $got"; return 1; }
 }
-for f in default all-on dev reload roll ca-secret np-istio obs one sec-a redis tls existing-cm tokenreview; do
+for f in default all-on dev reload roll ca-secret np-istio obs one sec-a redis redis-sentinel redis-cluster tls existing-cm tokenreview; do
   check "kubernetes-validate --strict k8s $KUBE_MIN+$KUBE_LATEST ($f)" kubernetes_validate "$WORK/$f.yaml" "$KUBE_MIN" "$KUBE_LATEST"
 done
 for f in default-latest all-on-latest; do
@@ -1188,6 +1215,11 @@ check "all-on renders every optional resource" fact kinds "$ALL" ConfigMap Confi
 check "checksum/config = sha256 of the rendered ConfigMap (rollOnConfigChange=true)" fact config_checksum "$WORK/roll.yaml"
 check "redis.url + existingSecret: state backend redis, password from the Secret" fact redis_state "$WORK/redis.yaml" yes
 check "redis.url alone: state backend redis, no password" fact redis_state "$WORK/redis-nopw.yaml" no
+check "redis.sentinel + existingSecret: state.sentinel, password from the Secret" \
+  fact redis_mode_state "$WORK/redis-sentinel.yaml" sentinel yes
+check "redis.cluster alone: state.cluster, no password" fact redis_mode_state "$WORK/redis-cluster.yaml" cluster no
+check_fails "negative control: the sentinel render is not a cluster one" 'state .* != ' \
+  fact redis_mode_state "$WORK/redis-sentinel.yaml" cluster yes
 check "no redis.url: no state section, no password env var (memory)" fact no_redis "$DEF"
 check "helm template --set config.realm=other rollOnConfigChange=true" helm_template "$WORK/realm.yaml" "${MIN[@]}" \
   --set config.realm=other --set rollOnConfigChange=true
@@ -1449,6 +1481,19 @@ check_fails "redis.url and config.state are exclusive" 'set either redis.url or 
   helm_template "$WORK/x.yaml" "${MIN[@]}" --set redis.url=redis://r:6379/0 --set config.state.backend=memory
 check_fails "redis.existingSecret needs redis.url" 'redis.existingSecret is set but redis.url is empty' \
   helm_template "$WORK/x.yaml" "${MIN[@]}" --set redis.existingSecret=s
+check_fails "redis.url and redis.cluster are exclusive" 'set only one of redis.url, redis.sentinel and redis.cluster' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set redis.url=redis://r:6379/0 --set 'redis.cluster.urls={redis://c:6379}'
+check_fails "redis.sentinel and redis.cluster are exclusive" 'set only one of .*redis.sentinel, redis.cluster' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set redis.sentinel.masterName=m \
+  --set 'redis.sentinel.urls={redis://s:26379}' --set 'redis.cluster.urls={redis://c:6379}'
+check_fails "redis.sentinel needs masterName and urls" 'redis.sentinel needs both masterName and urls' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set 'redis.sentinel.urls={redis://s:26379}'
+check_fails "redis.cluster and config.state are exclusive" 'set either redis.cluster or config.state' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set 'redis.cluster.urls={redis://c:6379}' --set config.state.backend=memory
+check_fails "schema rejects a password inside a redis.cluster URL" 'Does not match pattern' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set 'redis.cluster.urls={redis://u:pw@c:6379}'
+check_fails "schema rejects a database in a redis.sentinel URL" 'Does not match pattern' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set redis.sentinel.masterName=m --set 'redis.sentinel.urls={redis://s:26379/1}'
 check_fails "secrets.env needs secrets.existingSecret" 'need secrets.existingSecret' \
   helm_template "$WORK/x.yaml" "${MIN[@]}" --set 'secrets.env[0].name=X' --set 'secrets.env[0].key=k'
 check_fails "PDB minAvailable >= replicas is refused (would block every eviction)" 'minAvailable \(2\) must be below the number of pods \(2' \
@@ -1599,6 +1644,15 @@ check "portcullis validate-config: redis config with its password present" \
 check_fails "portcullis validate-config: redis config without its password names state.password" \
   'state.password: environment variable .PORTCULLIS_REDIS_PASSWORD. is not set' \
   env -u PORTCULLIS_REDIS_PASSWORD "$PORTCULLIS_BIN" validate-config "$WORK/cfg-redis/config-1.yaml"
+mkdir -p "$WORK/cfg-redis-sentinel" "$WORK/cfg-redis-cluster"
+check "extract config.yaml from the ConfigMap (redis.sentinel)" \
+  fact extract_configs "$WORK/redis-sentinel.yaml" "$WORK/cfg-redis-sentinel"
+check "portcullis validate-config: redis.sentinel config with its password present" \
+  env PORTCULLIS_REDIS_PASSWORD=pw "$PORTCULLIS_BIN" validate-config "$WORK/cfg-redis-sentinel/config-1.yaml"
+check "extract config.yaml from the ConfigMap (redis.cluster)" \
+  fact extract_configs "$WORK/redis-cluster.yaml" "$WORK/cfg-redis-cluster"
+check "portcullis validate-config: redis.cluster config" \
+  "$PORTCULLIS_BIN" validate-config "$WORK/cfg-redis-cluster/config-1.yaml"
 # server.tls for real: the rendered config's files, made here with openssl (a CA, a serving certificate
 # signed by it, the CA as ca.crt) where the Secret would be mounted; then a key that is not the
 # certificate's must be refused at server.tls.key_file.

@@ -20,8 +20,8 @@
 //!    disk, and the runners that keep a runtime fresh (key set refreshes, API key file reloads).
 //!    `dev`: the embedded development issuer and its config.
 //! 4. `state`: what replicas share and outlives a runtime: the denylist's feed and "seen once" records
-//!    (DPoP replay, Auth0 redelivery), in memory or in Redis (`state/redis`: pub/sub plus resync); it
-//!    feeds the engine's `Denylist` and implements its `SharedSeen`.
+//!    (DPoP replay, Auth0 redelivery), in memory or in Redis (`state/redis`: one Redis, Sentinel or
+//!    Cluster; a stream feed plus resync); it feeds the engine's `Denylist` and implements its `SharedSeen`.
 //! 5. [`server`]: gRPC Check, health and reflection; the HTTP forward-auth listener (`server/http`: nginx,
 //!    Traefik, Caddy, Envoy `http_service`), deciding through the same `server/check` function as gRPC;
 //!    the admin HTTP port (with the revocation admin API and the Auth0 log stream receiver);

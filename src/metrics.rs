@@ -485,6 +485,8 @@ pub struct Snapshot {
     pub state_backend: &'static str,
     pub state_up: bool,
     pub redis_errors: u64,
+    /// With Redis: the mode, master, failovers, catch-ups and feed lag.
+    pub redis: Option<RedisSnapshot>,
     /// Entries in this replica's copy of the denylist.
     pub revocations: usize,
     /// Configuration reloads that succeeded and failed, and the hash of the file in force (`serve
@@ -492,6 +494,21 @@ pub struct Snapshot {
     pub reloads: (u64, u64, Option<String>),
     /// The listeners' TLS, when `server.tls` is set.
     pub tls: Option<TlsSnapshot>,
+}
+
+/// The Redis series of `/metrics`.
+pub struct RedisSnapshot {
+    /// `standalone`, `sentinel` or `cluster`.
+    pub mode: &'static str,
+    /// The master in use (`host:port`; with Cluster, the node serving the denylist's slot), empty until
+    /// one answered.
+    pub master: String,
+    /// Changes of master seen since start.
+    pub failovers: u64,
+    /// Reconnects after which the whole denylist was read again.
+    pub catch_ups: u64,
+    /// Seconds since the feed last answered (or since start, until it first does).
+    pub feed_lag_seconds: Option<f64>,
 }
 
 /// The TLS series of `/metrics`.
@@ -550,6 +567,42 @@ impl Snapshot {
             "Failed calls to Redis (the shared state backend)",
             errors,
         );
+        if let Some(redis) = &self.redis {
+            let info = Family::<[(&'static str, String); 2], Gauge>::default();
+            info.get_or_create(&[
+                ("mode", redis.mode.to_owned()),
+                ("master", redis.master.clone()),
+            ])
+            .set(1);
+            registry.register(
+                "portcullis_state_redis_info",
+                "The Redis mode in use (standalone, sentinel, cluster) and its master (host:port; with cluster, the node serving the denylist's slot)",
+                info,
+            );
+            let failovers = Counter::<u64>::default();
+            failovers.inc_by(redis.failovers);
+            registry.register(
+                "portcullis_state_failovers",
+                "Changes of the Redis master seen (a Sentinel failover, the denylist's cluster slot served by another node)",
+                failovers,
+            );
+            let catch_ups = Counter::<u64>::default();
+            catch_ups.inc_by(redis.catch_ups);
+            registry.register(
+                "portcullis_state_catch_ups",
+                "Reconnects to Redis after which this replica read the whole denylist again (catching up with what it missed)",
+                catch_ups,
+            );
+            if let Some(lag) = redis.feed_lag_seconds {
+                let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+                gauge.set(lag);
+                registry.register(
+                    "portcullis_state_feed_lag_seconds",
+                    "Seconds since the revocation feed last answered (or since start): how far this replica's denylist copy may be behind (at most about 1 while connected)",
+                    gauge,
+                );
+            }
+        }
         registry.register(
             "portcullis_revocations",
             "Entries in this replica's copy of the denylist",

@@ -3,8 +3,9 @@
 //! configuration and outlives runtimes; its backend is this process (`memory`, one replica) or Redis
 //! ([`redis`], several replicas).
 //!
-//! Checks never wait on Redis for the denylist: they read the local copy, which Redis pub/sub keeps
-//! current and a periodic full resync repairs. When Redis is unreachable the last known denylist stays in
+//! Checks never wait on Redis for the denylist: they read the local copy, which the Redis feed keeps
+//! current (a stream each replica reads, from the whole table on every reconnect) and a periodic full
+//! resync repairs. When Redis is unreachable the last known denylist stays in
 //! force, the fault is logged, counted and shown on `/readyz`, and calls that need an answer from Redis
 //! ([`SharedState::first_use`]) fail, so their callers fail closed. Recovery is automatic.
 
@@ -147,7 +148,14 @@ impl SharedState {
                 {
                     Ok(redis) => StateBackend::Redis(Box::new(redis)),
                     Err(e) => {
-                        problems.add("state.url", e.to_string());
+                        let path = if config.state.sentinel.is_some() {
+                            "state.sentinel.urls"
+                        } else if config.state.cluster.is_some() {
+                            "state.cluster.urls"
+                        } else {
+                            "state.url"
+                        };
+                        problems.add(path, e.to_string());
                         StateBackend::Memory(Mutex::default())
                     }
                 }
@@ -181,7 +189,7 @@ impl SharedState {
         }
     }
 
-    /// Starts the Redis feed (pub/sub and resync) until `cancel`; nothing to do in memory.
+    /// Starts the Redis feed (stream and resync) until `cancel`; nothing to do in memory.
     pub fn spawn_background(&self, cancel: &CancellationToken) {
         if let StateBackend::Redis(redis) = &self.backend {
             redis.spawn(Arc::clone(&self.denylist), self.clock.clone(), cancel);
@@ -235,6 +243,14 @@ impl SharedState {
     pub fn use_metrics(&self, metrics: &crate::metrics::Metrics) {
         if self.is_shared() {
             self.health.calls.bind(metrics, "redis", &Arc::from(""));
+        }
+    }
+
+    /// With Redis: the mode and master in use, failovers seen, catch-ups and feed lag (for `/metrics`).
+    pub fn redis_metrics(&self) -> Option<crate::metrics::RedisSnapshot> {
+        match &self.backend {
+            StateBackend::Memory(_) => None,
+            StateBackend::Redis(redis) => Some(self.health.redis_snapshot(redis.mode().name())),
         }
     }
 
@@ -351,13 +367,22 @@ fn log_id_digest(log_id: &str) -> [u8; 32] {
     Sha256::digest(log_id.as_bytes()).into()
 }
 
-/// The health of the shared backend: the current fault and a count of faults.
+/// The health of the shared backend: the current fault and a count of faults, and with Redis the master
+/// in use and the feed's progress.
 #[derive(Default)]
 pub(crate) struct Health {
     fault: Mutex<Option<String>>,
     errors: AtomicU64,
     /// Redis call durations and failures (upstream kind `redis`).
     pub(crate) calls: crate::metrics::UpstreamCalls,
+    /// The Redis master in use (`host:port`), once known.
+    master: Mutex<Option<String>>,
+    /// Changes of master seen (a Sentinel failover, a cluster slot moved to another node).
+    failovers: AtomicU64,
+    /// Feed sessions that began by reading the whole denylist after a lost one (a reconnect).
+    catch_ups: AtomicU64,
+    /// When the feed last answered (this replica's copy was current then), or when it started.
+    heard: Mutex<Option<std::time::Instant>>,
 }
 
 // === impl Health ===
@@ -384,6 +409,53 @@ impl Health {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if fault.take().is_some() {
             tracing::info!("shared state reachable again");
+        }
+    }
+
+    /// Notes the master in use; a different one than before is a failover seen.
+    pub(crate) fn set_master(&self, address: Option<String>) {
+        let mut master = self
+            .master
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (Some(old), Some(new)) = (master.as_deref(), address.as_deref()) {
+            if old != new {
+                self.failovers.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(state.master = %new, state.previous_master = %old, "the Redis master changed (failover)");
+            }
+        }
+        if address.is_some() {
+            *master = address;
+        }
+    }
+
+    pub(crate) fn caught_up(&self) {
+        self.catch_ups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn heard(&self) {
+        *self
+            .heard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+    }
+
+    fn redis_snapshot(&self, mode: &'static str) -> crate::metrics::RedisSnapshot {
+        let lock = |m: &Mutex<Option<String>>| {
+            m.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        };
+        crate::metrics::RedisSnapshot {
+            mode,
+            master: lock(&self.master).unwrap_or_default(),
+            failovers: self.failovers.load(Ordering::Relaxed),
+            catch_ups: self.catch_ups.load(Ordering::Relaxed),
+            feed_lag_seconds: self
+                .heard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .map(|at| at.elapsed().as_secs_f64()),
         }
     }
 

@@ -2,10 +2,12 @@
 
 Usage: python3 scripts/docs/metrics.py PORTCULLIS_BIN OUT.md
 
-Three servers on free loopback ports, each scraped once:
+Four servers on free loopback ports, each scraped once:
   - `serve --dev` after one Check (a family with labels appears with its first sample),
   - `serve --config` (adds what only a configuration file brings),
-  - `serve --config` with `server.tls` (adds the certificate families).
+  - `serve --config` with `server.tls` (adds the certificate families),
+  - `serve --config` with `state.backend: redis`, against a redis-server this script starts on a free
+    loopback port (adds the Redis families).
 Each family is listed with the type and help text the server declares, and the run that showed it
 first says when it is present. Nothing here is copied by hand from the code.
 """
@@ -102,8 +104,21 @@ def main():
         (work / "tls.yaml").write_text(tls)
         with_tls = scrape(["--config", str(work / "tls.yaml")], work)
 
+        (redis_port,) = free_ports(1)
+        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no", "--dir", str(work)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            shared = config + f"state: {{backend: redis, url: 'redis://127.0.0.1:{redis_port}/0'}}\n"
+            (work / "redis.yaml").write_text(shared)
+            with_redis = scrape(["--config", str(work / "redis.yaml")], work)
+        finally:
+            redis.terminate()
+            redis.wait()
+
     rows = []
-    for families, when in ((dev, "always"), (plain, "`serve --config`"), (with_tls, "with `server.tls`")):
+    for families, when in ((dev, "always"), (plain, "`serve --config`"), (with_tls, "with `server.tls`"),
+                           (with_redis, "with `state.backend: redis`")):
         for name, fam in families.items():
             if all(name != r[0] for r in rows):
                 rows.append((name, fam, when))
@@ -114,8 +129,8 @@ def main():
         f.write("Every metric family on the admin port's `/metrics` (OpenMetrics text), with the type and\n")
         f.write("help text the server declares and the sample names a query uses. *Present* says when the\n")
         f.write("family is there: always, only for a server started with `--config` (not `--dev`), or only\n")
-        f.write("with `server.tls`. [Metrics](../operations/metrics.md) explains the labels and what to\n")
-        f.write("watch.\n\n")
+        f.write("with `server.tls` or with `state.backend: redis`. [Metrics](../operations/metrics.md) explains\n")
+        f.write("the labels and what to watch.\n\n")
         f.write("| family | type | samples | present | help |\n| --- | --- | --- | --- | --- |\n")
         for name, fam, when in rows:
             kind = fam.get("type", "")

@@ -59,6 +59,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         state_backend: state.backend_name(),
         state_up: state.fault().is_none(),
         redis_errors: state.errors(),
+        redis: state.redis_metrics(),
         revocations: state.denylist().len(),
         reloads: {
             let (ok, failed) = app.reloads().counts();

@@ -1,44 +1,102 @@
-//! The Redis backend: the denylist is a hash (`<prefix>revocations`, one field per entry) with changes
-//! published on `<prefix>revocations` and applied by every replica's subscriber; a full read of the hash
-//! every `resync_seconds` repairs whatever a lost message or a reconnection missed. "Seen once" records are
-//! `SET <prefix><namespace>:<hex> 1 NX PX <ttl>` keys.
+//! Redis as the shared backend, in any of the three modes of [`topology`]. The keys:
+//! - `<tag>revocations`: a hash of every live denylist entry (the table a replica reads in full);
+//! - `<tag>feed`: a stream of every change, in order (`XADD … MAXLEN ~`), that each replica reads with a
+//!   blocking `XREAD` from the last entry it applied ([`feed`]);
+//! - `<tag>epoch`: set once, so a new or emptied Redis is noticed and refilled from a replica's copy;
+//! - `<prefix><namespace>:<hex digest>`: one "seen once" record (`SET NX PX`), a single-key operation.
 //!
-//! A Redis that lost its data (restarted without persistence) is recognised by its missing epoch key
-//! (`<prefix>epoch`, created with `SET NX`): the first replica to notice writes its local denylist back,
-//! so a restart does not silently lift revocations.
+//! `<tag>` is the key prefix, and with Cluster the prefix in a hash tag (`{portcullis:}`) unless it holds
+//! one already, so the keys one operation touches share a slot. Changes are also published on
+//! `<prefix>revocations` (not with Cluster), for replicas of earlier versions during a rolling upgrade.
+
+mod feed;
+mod topology;
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{FutureExt as _, StreamExt as _};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands as _, IntoConnectionInfo as _};
-use tokio::sync::Notify;
+use redis::{AsyncCommands as _, FromRedisValue};
 use tokio_util::sync::CancellationToken;
 
+use self::topology::{Conn, Topology};
 use super::{Health, StateError};
 use crate::clock::Clock;
 use crate::config::{Secret, StateConfig};
 use crate::revocation::{Change, Denylist, Entry};
 
-/// The most pub/sub messages applied as one change to the local denylist.
-const MAX_BATCH: usize = 10_000;
+pub(crate) use self::topology::Mode;
 
-pub(super) struct RedisState {
-    client: redis::Client,
-    manager: ConnectionManager,
+/// How long one blocking read of the feed waits for a change before it is asked again; a dead link is
+/// noticed within this plus `timeout_ms`.
+const BLOCK: Duration = Duration::from_secs(1);
+
+/// The feed keeps about this many changes (`XADD MAXLEN ~`); a replica that reconnects reads the whole
+/// table anyway, so the length only bounds memory.
+const FEED_LENGTH: usize = 100_000;
+
+/// The names of the keys.
+struct Keys {
     prefix: String,
     hash: String,
-    channel: String,
+    feed: String,
     epoch: String,
-    resync: Duration,
+    /// The pub/sub channel of earlier versions; `None` with Cluster.
+    channel: Option<String>,
+}
+
+// === impl Keys ===
+
+impl Keys {
+    fn new(prefix: &str, mode: Mode) -> Keys {
+        let tag = if mode == Mode::Cluster && !has_hash_tag(prefix) {
+            format!("{{{prefix}}}")
+        } else {
+            prefix.to_owned()
+        };
+        Keys {
+            prefix: prefix.to_owned(),
+            hash: format!("{tag}revocations"),
+            feed: format!("{tag}feed"),
+            epoch: format!("{tag}epoch"),
+            channel: (mode != Mode::Cluster).then(|| format!("{prefix}revocations")),
+        }
+    }
+
+    fn seen(&self, namespace: &str, digest: &[u8; 32]) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + namespace.len() + 65);
+        key.push_str(&self.prefix);
+        key.push_str(namespace);
+        key.push(':');
+        for b in digest {
+            let _ = write!(key, "{b:02x}");
+        }
+        key
+    }
+}
+
+/// Whether Redis Cluster would hash only part of `key`: a `{` followed later by a `}` with something
+/// between them.
+fn has_hash_tag(key: &str) -> bool {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
+}
+
+/// What the request path and the feed share: the connections, the key names, and the changes not yet
+/// written.
+struct Store {
+    topology: Topology,
+    keys: Keys,
     timeout: Duration,
     health: Arc<Health>,
-    /// Wakes the resync task at once (after a (re)subscription).
-    resync_now: Arc<Notify>,
-    /// Changes made here while Redis was unreachable, written at the next successful resync.
-    pending: Arc<Mutex<Vec<Change>>>,
+    /// Changes made here while Redis could not take them; written as soon as the feed has a connection.
+    pending: Mutex<Vec<Change>>,
+}
+
+pub(super) struct RedisState {
+    store: Arc<Store>,
+    resync: Duration,
 }
 
 // === impl RedisState ===
@@ -49,93 +107,40 @@ impl RedisState {
         password: Option<&Secret>,
         health: Arc<Health>,
     ) -> Result<RedisState, redis::RedisError> {
-        let url = config.url.as_deref().unwrap_or_default();
-        let mut info = url.into_connection_info()?;
-        if let Some(password) = password {
-            let password = String::from_utf8_lossy(password.expose()).into_owned();
-            let settings = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis::Client::open(info)?;
-        let timeout = Duration::from_millis(config.timeout_ms);
-        let manager = client.get_connection_manager_lazy(
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_secs(1)),
-        )?;
-        let prefix = config.key_prefix.clone();
+        let topology = Topology::new(config, password, BLOCK, Arc::clone(&health))?;
+        let keys = Keys::new(&config.key_prefix, topology.mode());
+        // The feed lag counts from start until the feed first answers.
+        health.heard();
         Ok(RedisState {
-            client,
-            manager,
-            hash: format!("{prefix}revocations"),
-            channel: format!("{prefix}revocations"),
-            epoch: format!("{prefix}epoch"),
-            prefix,
+            store: Arc::new(Store {
+                topology,
+                keys,
+                timeout: Duration::from_millis(config.timeout_ms),
+                health,
+                pending: Mutex::default(),
+            }),
             resync: Duration::from_secs(config.resync_seconds),
-            timeout,
-            health,
-            resync_now: Arc::new(Notify::new()),
-            pending: Arc::default(),
         })
     }
 
-    /// Starts the subscriber and the resync task.
-    pub(super) fn spawn(&self, denylist: Arc<Denylist>, clock: Clock, cancel: &CancellationToken) {
-        let feed = Feed {
-            client: self.client.clone(),
-            manager: self.manager.clone(),
-            hash: self.hash.clone(),
-            channel: self.channel.clone(),
-            epoch: self.epoch.clone(),
-            timeout: self.timeout,
-            health: Arc::clone(&self.health),
-            denylist,
-            clock,
-            pending: Arc::clone(&self.pending),
-        };
-        let feed = Arc::new(feed);
-        let (subscriber, resync) = (Arc::clone(&feed), feed);
-        let (now, period) = (Arc::clone(&self.resync_now), self.resync);
-        let cancel_sub = cancel.clone();
-        let notify = Arc::clone(&now);
-        tokio::spawn(async move { subscriber.subscribe(notify, cancel_sub).await });
-        let cancel = cancel.clone();
-        tokio::spawn(async move { resync.resync_loop(now, period, cancel).await });
+    pub(super) fn mode(&self) -> Mode {
+        self.store.topology.mode()
     }
 
-    /// Stores and publishes a change made on this replica; returns how many stored entries it removed.
-    /// When Redis cannot be reached the change is kept and written at the next successful resync.
+    /// Starts the feed task until `cancel`.
+    pub(super) fn spawn(&self, denylist: Arc<Denylist>, clock: Clock, cancel: &CancellationToken) {
+        let feed = feed::Feed::new(Arc::clone(&self.store), denylist, clock, self.resync);
+        tokio::spawn(feed.run(cancel.clone()));
+    }
+
+    /// Stores a change made on this replica and appends it to the feed; returns how many stored entries
+    /// it removed. When Redis cannot take it, the change is kept and written once a master answers.
     pub(super) async fn write(&self, change: &Change) -> Result<usize, StateError> {
-        let mut conn = self.manager.clone();
-        let written = write_change(
-            &self.health,
-            self.timeout,
-            &mut conn,
-            &self.hash,
-            &self.channel,
-            change,
-        )
-        .await;
+        let written = self.store.write_change(change).await;
         if written.is_err() {
-            self.pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(change.clone());
+            self.store.pending().push(change.clone());
         }
         written
-    }
-
-    fn seen_key(&self, namespace: &str, digest: &[u8; 32]) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + namespace.len() + 65);
-        key.push_str(&self.prefix);
-        key.push_str(namespace);
-        key.push(':');
-        for b in digest {
-            let _ = write!(key, "{b:02x}");
-        }
-        key
     }
 
     /// Whether a "seen once" record exists.
@@ -144,9 +149,8 @@ impl RedisState {
         namespace: &str,
         digest: &[u8; 32],
     ) -> Result<bool, StateError> {
-        let mut conn = self.manager.clone();
-        self.answer(conn.exists(self.seen_key(namespace, digest)))
-            .await
+        let key = self.store.keys.seen(namespace, digest);
+        self.store.query(redis::cmd("EXISTS").arg(key)).await
     }
 
     /// `SET <prefix><namespace>:<hex> 1 NX PX ttl`: true when this call set it.
@@ -156,28 +160,125 @@ impl RedisState {
         digest: &[u8; 32],
         ttl_ms: u64,
     ) -> Result<bool, StateError> {
-        let key = self.seen_key(namespace, digest);
-        let mut conn = self.manager.clone();
+        let key = self.store.keys.seen(namespace, digest);
         let set: Option<String> = self
-            .answer(
+            .store
+            .query(
                 redis::cmd("SET")
                     .arg(&key)
                     .arg(1)
                     .arg("NX")
                     .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async(&mut conn),
+                    .arg(ttl_ms),
             )
             .await?;
         Ok(set.is_some())
     }
+}
 
-    /// Awaits a command within the timeout; a failure is recorded as the backend's fault.
+// === impl Store ===
+
+impl Store {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Change>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One command on the commands connection, within the timeout.
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StateError> {
+        self.answer(async {
+            let mut conn = self.topology.commands().await?;
+            cmd.query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// Awaits a call within the timeout; a failure is recorded as the backend's fault, and the next call
+    /// finds the master again (Sentinel).
     async fn answer<T>(
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StateError> {
-        answer(&self.health, self.timeout, call).await
+        let answer = answer(&self.health, self.timeout, call).await;
+        if answer.is_err() {
+            self.topology.failed();
+        }
+        answer
+    }
+
+    /// Writes one change on the commands connection: a new entry is stored under its key, a removal
+    /// deletes every stored entry of that kind and value; either way the change goes onto the feed.
+    async fn write_change(&self, change: &Change) -> Result<usize, StateError> {
+        self.answer(async {
+            let mut conn = self.topology.commands().await?;
+            self.write_on(&mut conn, change).await
+        })
+        .await
+    }
+
+    async fn write_on(&self, conn: &mut Conn, change: &Change) -> redis::RedisResult<usize> {
+        let keys = &self.keys;
+        let message = serde_json::to_string(change).expect("a change serializes");
+        let mut pipe = redis::pipe();
+        let removed = match change {
+            Change::Put { entry } => {
+                let stored = serde_json::to_string(entry).expect("an entry serializes");
+                pipe.hset(&keys.hash, entry.key(), stored).ignore();
+                0
+            }
+            Change::Remove { kind, value } => {
+                let stored: Vec<(String, String)> = conn.hgetall(&keys.hash).await?;
+                let fields: Vec<String> = stored
+                    .into_iter()
+                    .filter_map(|(field, json)| {
+                        let entry = serde_json::from_str::<Entry>(&json).ok()?;
+                        (entry.kind == *kind && entry.value == *value).then_some(field)
+                    })
+                    .collect();
+                if !fields.is_empty() {
+                    pipe.hdel(&keys.hash, &fields).ignore();
+                }
+                fields.len()
+            }
+        };
+        pipe.cmd("XADD")
+            .arg(&keys.feed)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(FEED_LENGTH)
+            .arg("*")
+            .arg("c")
+            .arg(&message)
+            .ignore();
+        if let Some(channel) = &keys.channel {
+            pipe.publish(channel, &message).ignore();
+        }
+        pipe.query_async::<()>(conn).await?;
+        Ok(removed)
+    }
+
+    /// Writes the changes kept while Redis could not take them, in order; on an error the rest stay
+    /// (before anything queued meanwhile).
+    async fn flush_pending(&self, conn: &mut Conn) -> Result<(), StateError> {
+        let pending = std::mem::take(&mut *self.pending());
+        for (i, change) in pending.iter().enumerate() {
+            let written = answer(&self.health, self.timeout, self.write_on(conn, change)).await;
+            if let Err(e) = written {
+                let mut queue = self.pending();
+                let mut rest = pending[i..].to_vec();
+                rest.append(&mut queue);
+                *queue = rest;
+                return Err(e);
+            }
+        }
+        if !pending.is_empty() {
+            tracing::info!(
+                changes = pending.len(),
+                "revocations kept while Redis was unavailable are written"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -204,226 +305,27 @@ async fn answer<T>(
     }
 }
 
-/// Writes one change: a new entry is stored under its key, a removal deletes every stored entry of that
-/// kind and value; either way the change is published for the other replicas.
-async fn write_change(
-    health: &Health,
-    timeout: Duration,
-    conn: &mut ConnectionManager,
-    hash: &str,
-    channel: &str,
-    change: &Change,
-) -> Result<usize, StateError> {
-    let message = serde_json::to_string(change).expect("a change serializes");
-    let mut pipe = redis::pipe();
-    let removed = match change {
-        Change::Put { entry } => {
-            let stored = serde_json::to_string(entry).expect("an entry serializes");
-            pipe.hset(hash, entry.key(), stored).ignore();
-            0
-        }
-        Change::Remove { kind, value } => {
-            let stored: Vec<(String, String)> = answer(health, timeout, conn.hgetall(hash)).await?;
-            let fields: Vec<String> = stored
-                .into_iter()
-                .filter_map(|(field, json)| {
-                    let entry = serde_json::from_str::<Entry>(&json).ok()?;
-                    (entry.kind == *kind && entry.value == *value).then_some(field)
-                })
-                .collect();
-            if !fields.is_empty() {
-                pipe.hdel(hash, &fields).ignore();
-            }
-            fields.len()
-        }
-    };
-    pipe.publish(channel, message).ignore();
-    answer(health, timeout, pipe.query_async::<()>(conn)).await?;
-    Ok(removed)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// What the background tasks share.
-struct Feed {
-    client: redis::Client,
-    manager: ConnectionManager,
-    hash: String,
-    channel: String,
-    epoch: String,
-    timeout: Duration,
-    health: Arc<Health>,
-    denylist: Arc<Denylist>,
-    clock: Clock,
-    pending: Arc<Mutex<Vec<Change>>>,
-}
-
-// === impl Feed ===
-
-impl Feed {
-    /// Subscribes and applies every published change; on a lost connection, retries with backoff and asks
-    /// for a resync once subscribed again.
-    async fn subscribe(&self, resync_now: Arc<Notify>, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let connected = tokio::time::timeout(self.timeout, async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
-                pubsub.subscribe(&self.channel).await?;
-                Ok::<_, redis::RedisError>(pubsub)
-            })
-            .await;
-            match connected {
-                Ok(Ok(pubsub)) => {
-                    backoff = Duration::from_millis(100);
-                    resync_now.notify_one();
-                    let mut messages = pubsub.into_on_message();
-                    loop {
-                        tokio::select! {
-                            _ = cancel.cancelled() => return,
-                            message = messages.next() => match message {
-                                Some(message) => {
-                                    // What else is already waiting is applied with it: a burst of
-                                    // changes (an Auth0 batch on another replica) is one table copy.
-                                    let mut batch = vec![message];
-                                    while batch.len() < MAX_BATCH {
-                                        match messages.next().now_or_never() {
-                                            Some(Some(message)) => batch.push(message),
-                                            _ => break,
-                                        }
-                                    }
-                                    self.apply(&batch);
-                                }
-                                None => break,
-                            },
-                        }
-                    }
-                    self.health
-                        .failed("redis", &"the pub/sub connection was lost");
-                }
-                Ok(Err(e)) => self.health.failed("redis pub/sub", &e),
-                Err(_) => self
-                    .health
-                    .failed("redis pub/sub", &"no answer within state.timeout_ms"),
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
-    }
-
-    fn apply(&self, messages: &[redis::Msg]) {
-        let changes: Vec<Change> = messages
-            .iter()
-            .filter_map(|message| {
-                serde_json::from_slice::<Change>(message.get_payload_bytes())
-                    .map_err(
-                        |e| tracing::warn!(error = %e, "ignoring a malformed revocation message"),
-                    )
-                    .ok()
-            })
-            .collect();
-        self.denylist.apply_all(&changes, self.clock.now());
-    }
-
-    /// Reads the whole denylist every `period`, and at once when asked.
-    async fn resync_loop(&self, now: Arc<Notify>, period: Duration, cancel: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = now.notified() => {}
-                _ = tokio::time::sleep(period) => {}
-            }
-            if self.resync().await.is_ok() {
-                self.health.recovered();
-            }
-        }
-    }
-
-    async fn resync(&self) -> Result<(), StateError> {
-        let mut conn = self.manager.clone();
-        let now = self.clock.now();
-        let fresh: Option<String> = answer(
-            &self.health,
-            self.timeout,
-            redis::cmd("SET")
-                .arg(&self.epoch)
-                .arg(now)
-                .arg("NX")
-                .query_async(&mut conn),
-        )
-        .await?;
-        if fresh.is_some() {
-            // A new (or emptied) Redis: what this replica knows goes back in.
-            let local = self.denylist.list(now);
-            if !local.is_empty() {
-                tracing::warn!(
-                    entries = local.len(),
-                    "Redis holds no denylist (new or restarted without persistence): writing back this replica's"
-                );
-                let mut pipe = redis::pipe();
-                for entry in &local {
-                    pipe.hset(
-                        &self.hash,
-                        entry.key(),
-                        serde_json::to_string(entry).expect("an entry serializes"),
-                    )
-                    .ignore();
-                }
-                answer(
-                    &self.health,
-                    self.timeout,
-                    pipe.query_async::<()>(&mut conn),
-                )
-                .await?;
-            }
-        }
-        let pending = std::mem::take(
-            &mut *self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for (i, change) in pending.iter().enumerate() {
-            let written = write_change(
-                &self.health,
-                self.timeout,
-                &mut conn,
-                &self.hash,
-                &self.channel,
-                change,
-            )
-            .await;
-            if let Err(e) = written {
-                let mut queue = self
-                    .pending
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let mut rest = pending[i..].to_vec();
-                rest.append(&mut queue);
-                *queue = rest;
-                return Err(e);
-            }
-        }
-        let stored: Vec<(String, String)> =
-            answer(&self.health, self.timeout, conn.hgetall(&self.hash)).await?;
-        let mut expired = Vec::new();
-        let mut entries = Vec::with_capacity(stored.len());
-        for (field, json) in stored {
-            match serde_json::from_str::<Entry>(&json) {
-                Ok(entry) if entry.expires_at > now => entries.push(entry),
-                Ok(_) => expired.push(field),
-                Err(e) => tracing::warn!(error = %e, "ignoring a malformed stored revocation"),
-            }
-        }
-        self.denylist.replace(entries, now);
-        if !expired.is_empty() {
-            let _: Result<(), _> = answer(
-                &self.health,
-                self.timeout,
-                conn.hdel::<_, _, ()>(&self.hash, expired),
-            )
-            .await;
-        }
-        Ok(())
+    #[test]
+    fn cluster_keys_of_one_operation_share_a_hash_tag() {
+        let keys = Keys::new("portcullis:", Mode::Cluster);
+        assert_eq!(keys.hash, "{portcullis:}revocations");
+        assert_eq!(keys.feed, "{portcullis:}feed");
+        assert_eq!(keys.epoch, "{portcullis:}epoch");
+        assert_eq!(keys.channel, None);
+        // "Seen once" records are single-key operations: spread over the slots.
+        assert_eq!(&keys.seen("dpop", &[0xab; 32])[..16], "portcullis:dpop:");
+        // A prefix with a hash tag of its own keeps it.
+        let keys = Keys::new("{app}:", Mode::Cluster);
+        assert_eq!(keys.hash, "{app}:revocations");
+        // An empty tag `{}` hashes the whole key: not a tag.
+        assert!(!has_hash_tag("a{}b"));
+        assert!(has_hash_tag("a{x}b"));
+        let keys = Keys::new("portcullis:", Mode::Sentinel);
+        assert_eq!(keys.hash, "portcullis:revocations");
+        assert_eq!(keys.channel.as_deref(), Some("portcullis:revocations"));
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The [`Denylist`] is the local copy every check reads: an immutable table behind an `ArcSwap`, replaced
 //! whole on each change (changes are rare, checks are many), so a check takes no lock and makes no network
-//! call. What feeds it (the admin API, the Auth0 log stream, Redis pub/sub and resync) lives in
+//! call. What feeds it (the admin API, the Auth0 log stream, the Redis feed and resync) lives in
 //! `crate::state`. [`auth0`] maps Auth0 log events to entries.
 
 pub mod auth0;
@@ -188,8 +188,8 @@ impl Denylist {
         self.apply_all(std::slice::from_ref(change), now);
     }
 
-    /// Applies changes in order, as one new table: a batch (an Auth0 log stream delivery, the messages
-    /// waiting on the pub/sub feed) costs one copy of the table, not one per change.
+    /// Applies changes in order, as one new table: a batch (an Auth0 log stream delivery, the changes
+    /// waiting on the Redis feed) costs one copy of the table, not one per change.
     pub fn apply_all(&self, changes: &[Change], now: i64) {
         if changes.is_empty() {
             return;

@@ -53,25 +53,56 @@ pub enum Backend {
     Redis,
 }
 
-/// `state`: `{backend: memory}` or `{backend: redis, url: redis://host:6379/0, key_prefix: "portcullis:"}`.
+/// `state`: `{backend: memory}`, or `{backend: redis, …}` with exactly one of `url` (one Redis), `sentinel`
+/// (a Sentinel-managed master) or `cluster` (a Redis Cluster); `password`, `key_prefix`, `timeout_ms` and
+/// TLS (`rediss://`) apply to all three.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     /// Defaults to `memory`.
     pub backend: Backend,
-    /// `redis://host:port/db` or `rediss://` for TLS. Required with `backend: redis`; put no password in it,
-    /// use `password`.
+    /// One Redis: `redis://host:port/db` or `rediss://` for TLS; put no password in it, use `password`.
+    /// Defaults to unset.
     pub url: Option<String>,
-    /// Prefix of every Redis key and channel, so several deployments can share one Redis.
+    /// A master managed by Redis Sentinel, asked of the sentinels and followed through a failover.
+    /// Defaults to unset.
+    pub sentinel: Option<SentinelConfig>,
+    /// A Redis Cluster; MOVED/ASK redirections are followed, and the denylist's keys share one hash slot.
+    /// Defaults to unset.
+    pub cluster: Option<ClusterConfig>,
+    /// Prefix of every Redis key and channel, so several deployments can share one Redis. With `cluster`
+    /// the denylist's keys put it in a hash tag (`{portcullis:}revocations`) unless it holds one already.
     /// Defaults to `portcullis:`.
     pub key_prefix: String,
-    /// The Redis password (`{env:}`/`{file:}`). Defaults to none.
+    /// The Redis password (`{env:}`/`{file:}`), sent to the data nodes (not to the sentinels). Defaults to
+    /// none.
     pub password: Option<SecretRef>,
-    /// How often the whole denylist is read back from Redis, besides the pub/sub feed. Defaults to 30.
+    /// How often the whole denylist is read back from Redis, besides the feed (which a replica also
+    /// reads from the start after every reconnect). Defaults to 30.
     pub resync_seconds: u64,
     /// Timeout of one Redis command, in milliseconds; a DPoP check that cannot get an answer within it fails
     /// closed. Defaults to 500.
     pub timeout_ms: u64,
+}
+
+/// `state.sentinel`: `{master_name: mymaster, urls: [redis://sentinel-1:26379, …]}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The name the sentinels monitor the master under (`sentinel monitor <name> …`). Required.
+    pub master_name: String,
+    /// The sentinels, asked in order for the current master: `redis://host:26379` (or `rediss://`: then
+    /// the master is reached over TLS too). Required, at least one.
+    pub urls: Vec<String>,
+}
+
+/// `state.cluster`: `{urls: [redis://node-1:7000, …]}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Some nodes of the cluster (the rest are learnt from them): `redis://host:7000` or `rediss://`.
+    /// Required, at least one.
+    pub urls: Vec<String>,
 }
 
 impl Default for StateConfig {
@@ -79,6 +110,8 @@ impl Default for StateConfig {
         StateConfig {
             backend: Backend::Memory,
             url: None,
+            sentinel: None,
+            cluster: None,
             key_prefix: "portcullis:".to_owned(),
             password: None,
             resync_seconds: 30,
@@ -106,31 +139,46 @@ pub(crate) fn validate_revocation(problems: &mut Problems, config: &RevocationCo
 }
 
 pub(crate) fn validate_state(problems: &mut Problems, config: &StateConfig) {
-    match (config.backend, &config.url) {
-        (Backend::Redis, None) => problems.add(
-            "state.url",
-            "is required with backend: redis (redis://host:6379/0 or rediss://…)",
-        ),
-        (Backend::Redis, Some(url)) => match url::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "redis" | "rediss") => {
-                if u.password().is_some() {
-                    problems.add(
-                        "state.url",
-                        "must not carry a password: use state.password ({env:} or {file:})",
-                    );
-                }
-                if u.host_str().is_none_or(str::is_empty) {
-                    problems.add("state.url", "must name a host");
-                }
+    let named = [
+        ("state.url", config.url.is_some()),
+        ("state.sentinel", config.sentinel.is_some()),
+        ("state.cluster", config.cluster.is_some()),
+    ];
+    let given: Vec<&str> = named
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(n, _)| *n)
+        .collect();
+    match config.backend {
+        Backend::Memory => {
+            for path in &given {
+                problems.add(*path, "is only used with backend: redis");
             }
-            Ok(_) => problems.add("state.url", "must be a redis:// or rediss:// URL"),
-            Err(e) => problems.add("state.url", format!("not a URL: {e}")),
-        },
-        (Backend::Memory, Some(_)) => problems.add("state.url", "is only used with backend: redis"),
-        (Backend::Memory, None) => {}
+            if config.password.is_some() {
+                problems.add("state.password", "is only used with backend: redis");
+            }
+        }
+        Backend::Redis if given.is_empty() => problems.add(
+            "state.url",
+            "is required with backend: redis (redis://host:6379/0 or rediss://…), or state.sentinel or state.cluster",
+        ),
+        Backend::Redis if given.len() > 1 => problems.add(
+            given[1],
+            format!("only one of state.url, state.sentinel and state.cluster may be set (also set: {})", given[0]),
+        ),
+        Backend::Redis => {}
     }
-    if config.backend == Backend::Memory && config.password.is_some() {
-        problems.add("state.password", "is only used with backend: redis");
+    if let Some(url) = &config.url {
+        check_redis_url(problems, "state.url", url, true);
+    }
+    if let Some(sentinel) = &config.sentinel {
+        if sentinel.master_name.trim().is_empty() {
+            problems.add("state.sentinel.master_name", "must not be empty");
+        }
+        check_urls(problems, "state.sentinel.urls", &sentinel.urls, false);
+    }
+    if let Some(cluster) = &config.cluster {
+        check_urls(problems, "state.cluster.urls", &cluster.urls, false);
     }
     if config.key_prefix.is_empty() || config.key_prefix.chars().any(|c| c.is_control()) {
         problems.add(
@@ -143,6 +191,46 @@ pub(crate) fn validate_state(problems: &mut Problems, config: &StateConfig) {
     }
     if !(10..=60_000).contains(&config.timeout_ms) {
         problems.add("state.timeout_ms", "must be between 10 and 60000");
+    }
+}
+
+/// A node list: at least one, each a Redis URL, all with TLS or all without.
+fn check_urls(problems: &mut Problems, path: &str, urls: &[String], database: bool) {
+    if urls.is_empty() {
+        problems.add(path, "must name at least one node (redis://host:port)");
+    }
+    for (i, url) in urls.iter().enumerate() {
+        check_redis_url(problems, &format!("{path}[{i}]"), url, database);
+    }
+    let tls = urls.iter().filter(|u| u.starts_with("rediss://")).count();
+    if tls != 0 && tls != urls.len() {
+        problems.add(path, "must all be rediss:// (TLS) or all redis://");
+    }
+}
+
+/// `redis://` or `rediss://`, with a host, without a password; a database number only where one applies
+/// (not for sentinels and cluster nodes).
+fn check_redis_url(problems: &mut Problems, path: &str, url: &str, database: bool) {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss") => {
+            if u.password().is_some() {
+                problems.add(
+                    path,
+                    "must not carry a password: use state.password ({env:} or {file:})",
+                );
+            }
+            if u.host_str().is_none_or(str::is_empty) {
+                problems.add(path, "must name a host");
+            }
+            if !database && !matches!(u.path(), "" | "/" | "/0") {
+                problems.add(
+                    path,
+                    "must not name a database (only database 0 exists here)",
+                );
+            }
+        }
+        Ok(_) => problems.add(path, "must be a redis:// or rediss:// URL"),
+        Err(e) => problems.add(path, format!("not a URL: {e}")),
     }
 }
 
@@ -174,6 +262,18 @@ mod tests {
         .unwrap();
         assert_eq!(config.state.backend, Backend::Redis);
         assert_eq!(config.state.key_prefix, "portcullis:");
+        let config = Config::from_yaml_str(&format!(
+            "{PROVIDERS}state: {{backend: redis, sentinel: {{master_name: mymaster, urls: ['redis://s1:26379', 'redis://s2:26379']}}}}"
+        ))
+        .unwrap();
+        let sentinel = config.state.sentinel.unwrap();
+        assert_eq!(sentinel.master_name, "mymaster");
+        assert_eq!(sentinel.urls.len(), 2);
+        let config = Config::from_yaml_str(&format!(
+            "{PROVIDERS}state: {{backend: redis, cluster: {{urls: ['rediss://c1:7000', 'rediss://c2:7000/0']}}}}"
+        ))
+        .unwrap();
+        assert_eq!(config.state.cluster.unwrap().urls.len(), 2);
     }
 
     #[test]
@@ -217,6 +317,50 @@ mod tests {
             (
                 "state: {backend: redis, url: 'redis://h', resync_seconds: 0}",
                 "state.resync_seconds: must be between",
+            ),
+            (
+                "state: {backend: redis, url: 'redis://h', cluster: {urls: ['redis://c:7000']}}",
+                "state.cluster: only one of state.url, state.sentinel and state.cluster",
+            ),
+            (
+                "state: {backend: redis, sentinel: {master_name: m, urls: ['redis://s:26379']}, cluster: {urls: ['redis://c:7000']}}",
+                "state.cluster: only one of",
+            ),
+            (
+                "state: {sentinel: {master_name: m, urls: ['redis://s:26379']}}",
+                "state.sentinel: is only used with backend: redis",
+            ),
+            (
+                "state: {backend: redis, sentinel: {master_name: ' ', urls: ['redis://s:26379']}}",
+                "state.sentinel.master_name: must not be empty",
+            ),
+            (
+                "state: {backend: redis, sentinel: {master_name: m, urls: []}}",
+                "state.sentinel.urls: must name at least one node",
+            ),
+            (
+                "state: {backend: redis, sentinel: {urls: ['redis://s:26379']}}",
+                "state.sentinel: missing field `master_name`",
+            ),
+            (
+                "state: {backend: redis, sentinel: {master_name: m, urls: ['redis://s:26379', 'http://t:1']}}",
+                "state.sentinel.urls[1]: must be a redis://",
+            ),
+            (
+                "state: {backend: redis, cluster: {urls: ['redis://:pw@c:7000']}}",
+                "state.cluster.urls[0]: must not carry a password",
+            ),
+            (
+                "state: {backend: redis, cluster: {urls: ['redis://c:7000/2']}}",
+                "state.cluster.urls[0]: must not name a database",
+            ),
+            (
+                "state: {backend: redis, cluster: {urls: ['rediss://c:7000', 'redis://d:7000']}}",
+                "state.cluster.urls: must all be rediss://",
+            ),
+            (
+                "state: {backend: redis, cluster: {urls: ['redis://c:7000'], nodes: 3}}",
+                "state.cluster.nodes: unknown field",
             ),
         ] {
             let found = problems(yaml);

@@ -197,21 +197,41 @@ Label matchers selecting this release's series in Prometheus.
 
 {{/*
 The portcullis configuration: .Values.config, with `state` pointing at the
-external Redis when redis.url is set.
+external Redis when redis.url, redis.sentinel or redis.cluster is set.
 */}}
 {{- define "portcullis.config" -}}
 {{- $config := deepCopy .Values.config -}}
-{{- if .Values.redis.url -}}
-{{- if hasKey $config "state" -}}
-{{- fail "set either redis.url or config.state, not both" -}}
+{{- $redis := .Values.redis -}}
+{{- $sentinel := $redis.sentinel | default dict -}}
+{{- $cluster := $redis.cluster | default dict -}}
+{{- $modes := list -}}
+{{- if $redis.url }}{{ $modes = append $modes "redis.url" }}{{ end -}}
+{{- if or $sentinel.masterName $sentinel.urls }}{{ $modes = append $modes "redis.sentinel" }}{{ end -}}
+{{- if $cluster.urls }}{{ $modes = append $modes "redis.cluster" }}{{ end -}}
+{{- if gt (len $modes) 1 -}}
+{{- fail (printf "set only one of redis.url, redis.sentinel and redis.cluster (set: %s)" (join ", " $modes)) -}}
 {{- end -}}
-{{- $state := dict "backend" "redis" "url" .Values.redis.url "key_prefix" .Values.redis.keyPrefix -}}
-{{- if .Values.redis.existingSecret -}}
+{{- if $modes -}}
+{{- if hasKey $config "state" -}}
+{{- fail (printf "set either %s or config.state, not both" (first $modes)) -}}
+{{- end -}}
+{{- $state := dict "backend" "redis" "key_prefix" $redis.keyPrefix -}}
+{{- if $redis.url -}}
+{{- $_ := set $state "url" $redis.url -}}
+{{- else if $cluster.urls -}}
+{{- $_ := set $state "cluster" (dict "urls" $cluster.urls) -}}
+{{- else -}}
+{{- if not (and $sentinel.masterName $sentinel.urls) -}}
+{{- fail "redis.sentinel needs both masterName and urls" -}}
+{{- end -}}
+{{- $_ := set $state "sentinel" (dict "master_name" $sentinel.masterName "urls" $sentinel.urls) -}}
+{{- end -}}
+{{- if $redis.existingSecret -}}
 {{- $_ := set $state "password" (dict "env" "PORTCULLIS_REDIS_PASSWORD") -}}
 {{- end -}}
 {{- $_ := set $config "state" $state -}}
-{{- else if .Values.redis.existingSecret -}}
-{{- fail "redis.existingSecret is set but redis.url is empty" -}}
+{{- else if $redis.existingSecret -}}
+{{- fail "redis.existingSecret is set but redis.url is empty (and so are redis.sentinel and redis.cluster)" -}}
 {{- end -}}
 {{- $server := $config.server | default dict -}}
 {{- if and (hasKey $server "ext_authz_timeout_ms") (ne (int (get $server "ext_authz_timeout_ms")) (int .Values.extAuthzTimeoutMs)) -}}
@@ -282,4 +302,13 @@ it is not valid. base64url without padding (RFC 7515 §2).
 {{- $parts := list }}
 {{- range $b64 }}{{ $parts = append $parts (. | replace "+" "-" | replace "/" "_" | trimSuffix "=" | trimSuffix "=") }}{{ end }}
 {{- printf "%s.%s.%s" (index $parts 0) (index $parts 1) (repeat 86 "A") }}
+{{- end }}
+
+{{/*
+Whether an external Redis is configured (redis.url, redis.sentinel or redis.cluster).
+*/}}
+{{- define "portcullis.redisEnabled" -}}
+{{- $sentinel := .Values.redis.sentinel | default dict -}}
+{{- $cluster := .Values.redis.cluster | default dict -}}
+{{- if or .Values.redis.url $sentinel.urls $cluster.urls -}}true{{- end -}}
 {{- end }}
