@@ -22,6 +22,7 @@ mod claims;
 mod deny;
 mod explain;
 mod expression;
+mod index;
 mod matcher;
 mod requirement;
 
@@ -65,7 +66,13 @@ pub struct Policy {
     /// Every header a route's `match` or requirement reads (lower-case): one that arrives more than once
     /// is refused, so no decision rests on the first of several lines.
     read_headers: Box<[Box<str>]>,
+    /// The routes by host and first path segment (`None` for a policy small enough to walk).
+    index: Option<index::RouteIndex>,
 }
+
+/// From this many routes on, a route is found through the index instead of walking the list (below it,
+/// walking is as fast as a lookup).
+const INDEX_FROM: usize = 16;
 
 /// One compiled route: everything about it, owned.
 #[derive(Debug)]
@@ -221,18 +228,36 @@ impl Policy {
                 reads.names.push(name);
             }
         }
+        let index = (routes.len() >= INDEX_FROM)
+            .then(|| index::RouteIndex::build(routes.iter().map(|r| &r.matcher)));
         problems.into_result(Policy {
             read_headers: reads.names.into(),
             default,
             routes: routes.into(),
+            index,
         })
     }
 
     /// The route for a request: the first whose `match` fits, else the default route.
     pub fn route(&self, request: &RequestView<'_>) -> &Route {
+        self.first_route(request, false)
+    }
+
+    /// The first route whose `match` fits `request` (`canonical`: whose canonical patterns fit it), through
+    /// the index when there is one; else the default route.
+    fn first_route(&self, request: &RequestView<'_>, canonical: bool) -> &Route {
+        let fits = |route: &Route| match canonical {
+            false => route.matcher.matches(request),
+            true => route.matcher.matches_canonical(request),
+        };
+        if let Some(index) = &self.index {
+            if let Ok(found) = index.first(canonical, request, |i| fits(&self.routes[i])) {
+                return found.map_or(&self.default, |i| &self.routes[i]);
+            }
+        }
         self.routes
             .iter()
-            .find(|r| r.matcher.matches(request))
+            .find(|r| fits(r))
             .unwrap_or(&self.default)
     }
 
@@ -246,11 +271,7 @@ impl Policy {
             path: canonical.as_deref().unwrap_or(request.path),
             ..*request
         };
-        let other = self
-            .routes
-            .iter()
-            .find(|r| r.matcher.matches_canonical(&folded))
-            .unwrap_or(&self.default);
+        let other = self.first_route(&folded, true);
         !std::ptr::eq(other, route)
     }
 
@@ -793,5 +814,163 @@ default_route:
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown variant `strict`"), "{err}");
+    }
+
+    /// A small deterministic generator (xorshift64*): the property test needs no dependency and
+    /// reproduces from its seed.
+    struct Draw(u64);
+
+    impl Draw {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[(self.next() % from.len() as u64) as usize]
+        }
+
+        fn chance(&mut self, percent: u64) -> bool {
+            self.next() % 100 < percent
+        }
+    }
+
+    /// The linear walk the index replaces: the first route whose `match` fits, else the default.
+    fn walked<'p>(p: &'p Policy, request: &RequestView<'_>, canonical: bool) -> &'p Route {
+        p.routes
+            .iter()
+            .find(|r| match canonical {
+                false => r.matcher.matches(request),
+                true => r.matcher.matches_canonical(request),
+            })
+            .unwrap_or(&p.default)
+    }
+
+    #[test]
+    fn the_route_index_chooses_what_the_linear_walk_chooses() {
+        const HOSTS: &[&str] = &[
+            "a.example.com",
+            "b.example.com",
+            "example.com",
+            "*.example.com",
+            "*.b.example.com",
+            "api.tenant-1.io",
+            "*.tenant-1.io",
+            "x.y.z.example.com",
+        ];
+        const PATHS: &[&str] = &[
+            "/", "/a", "/a/", "/a/b", "/A", "/api", "/api/", "/api/v1", "/ap", "/t1/", "/t2/x",
+            "/admin", "/Admin", "/a/b/c",
+        ];
+        const GLOBS: &[&str] = &["/a/*", "/*/b", "/api/**", "/t1/*/x", "/**", "/A/*"];
+        const REQUEST_HOSTS: &[&str] = &[
+            "a.example.com",
+            "A.Example.com",
+            "b.example.com:8443",
+            "c.b.example.com",
+            "example.com",
+            "example.com.",
+            "api.tenant-1.io",
+            "w.tenant-1.io",
+            "tenant-1.io",
+            "other.org",
+            "x.y.z.example.com",
+            "[::1]:80",
+            "",
+        ];
+        const REQUEST_PATHS: &[&str] = &[
+            "/",
+            "//",
+            "/a",
+            "/a/",
+            "/a/b",
+            "/a/b/",
+            "/A",
+            "/a;x",
+            "/a%2Fb",
+            "/api",
+            "/api/",
+            "/api/v1",
+            "/api/v1/x",
+            "/apix",
+            "/ap",
+            "/t1/",
+            "/t1/q/x",
+            "/t2/x",
+            "/admin",
+            "/Admin",
+            "/admin.",
+            "/x/b",
+            "/a/b/c",
+            "relative",
+            "",
+        ];
+        const METHODS: &[&str] = &["GET", "POST"];
+        let mut draw = Draw(0x9E37_79B9_7F4A_7C15);
+        let mut compared = 0;
+        for set in 0..60 {
+            let count = 16 + (draw.next() % 48) as usize;
+            let mut yaml = String::from("routes:\n");
+            for r in 0..count {
+                let mut fields = Vec::new();
+                if draw.chance(60) {
+                    fields.push(format!("host: '{}'", draw.pick(HOSTS)));
+                }
+                match draw.next() % 4 {
+                    0 => fields.push(format!("path: '{}'", draw.pick(PATHS))),
+                    1 => fields.push(format!("path_prefix: '{}'", draw.pick(PATHS))),
+                    2 => fields.push(format!("path_glob: '{}'", draw.pick(GLOBS))),
+                    _ => {}
+                }
+                if fields.is_empty() || draw.chance(20) {
+                    fields.push(format!("methods: [{}]", draw.pick(METHODS)));
+                }
+                yaml.push_str(&format!(
+                    "  - {{name: r{r}, match: {{{}}}}}\n",
+                    fields.join(", ")
+                ));
+            }
+            let p = policy(&yaml);
+            assert!(
+                p.index.is_some(),
+                "set {set}: indexed from {INDEX_FROM} routes"
+            );
+            for host in REQUEST_HOSTS {
+                for path in REQUEST_PATHS {
+                    for method in METHODS {
+                        let request = view(method, path, host);
+                        assert_eq!(
+                            p.route(&request).name(),
+                            walked(&p, &request, false).name(),
+                            "set {set}: {method} {host}{path}\n{yaml}"
+                        );
+                        assert_eq!(
+                            p.first_route(&request, true).name(),
+                            walked(&p, &request, true).name(),
+                            "set {set} (canonical): {method} {host}{path}\n{yaml}"
+                        );
+                        compared += 2;
+                    }
+                }
+            }
+        }
+        assert!(compared > 50_000, "{compared}");
+    }
+
+    #[test]
+    fn a_host_deeper_than_the_index_is_walked() {
+        let mut yaml = String::from("routes:\n");
+        for r in 0..20 {
+            yaml.push_str(&format!(
+                "  - {{name: r{r}, match: {{host: '*.h{r}.example', path: /x}}}}\n"
+            ));
+        }
+        yaml.push_str("  - {name: deep, match: {host: '*.example', path: /x}}\n");
+        let p = policy(&yaml);
+        let deep = format!("{}example", "l.".repeat(40));
+        assert_eq!(p.route(&view("GET", "/x", &deep)).name(), "deep");
+        assert_eq!(p.route(&view("GET", "/x", "a.h3.example")).name(), "r3");
     }
 }

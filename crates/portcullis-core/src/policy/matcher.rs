@@ -28,6 +28,16 @@ enum Condition {
     ContextExtension(Box<str>, ValueTest),
 }
 
+/// A route's host, for the route index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum HostKey<'a> {
+    /// Lower-case host.
+    Exact(&'a str),
+    /// `.example.com` (from `*.example.com`).
+    Suffix(&'a str),
+    Any,
+}
+
 #[derive(Debug, PartialEq)]
 enum HostPattern {
     /// Lower-case host.
@@ -183,6 +193,25 @@ impl Matcher {
         self.0.iter().all(|c| c.matches(request, true))
     }
 
+    /// What the route index files this matcher under: its host, and the first path segment every path
+    /// it takes begins with (as sent, or for a [`canonical_path`]); `None` where any value may match.
+    pub(super) fn keys(&self, canonical: bool) -> (HostKey<'_>, Option<&str>) {
+        let mut host = HostKey::Any;
+        let mut segment = None;
+        for condition in &*self.0 {
+            match condition {
+                Condition::Host(HostPattern::Exact(name)) => host = HostKey::Exact(name),
+                Condition::Host(HostPattern::Subdomain(suffix)) => host = HostKey::Suffix(suffix),
+                Condition::Path(raw, folded) => {
+                    let pattern = if canonical { folded } else { raw };
+                    segment = segment.or_else(|| pattern.first_segment());
+                }
+                _ => {}
+            }
+        }
+        (host, segment)
+    }
+
     /// Every condition and whether it holds, for `explain`.
     pub(super) fn explain(&self, request: &RequestView<'_>) -> Vec<ExplainStep> {
         self.0
@@ -271,7 +300,7 @@ impl HostPattern {
 }
 
 /// `example.com:8443` → `example.com`; `[::1]:80` → `[::1]`.
-fn without_port(host: &str) -> &str {
+pub(super) fn without_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);
     }
@@ -284,6 +313,26 @@ fn without_port(host: &str) -> &str {
 // === impl PathPattern ===
 
 impl PathPattern {
+    /// The first segment (between the leading `/` and the next one) of every path this pattern takes,
+    /// when it is fixed: an exact path's, a prefix's when the prefix goes past it (`/api/`, not `/ap`),
+    /// a glob's when it starts with a literal segment.
+    fn first_segment(&self) -> Option<&str> {
+        match self {
+            PathPattern::Exact(p) => {
+                let rest = p.strip_prefix('/')?;
+                Some(rest.split('/').next().unwrap_or(""))
+            }
+            PathPattern::Prefix(p) => {
+                let rest = p.strip_prefix('/')?;
+                rest.split_once('/').map(|(first, _)| first)
+            }
+            PathPattern::Glob(glob) => match glob.segments.first()? {
+                Segment::Literal(literal) => Some(literal),
+                Segment::One | Segment::Rest => None,
+            },
+        }
+    }
+
     fn matches(&self, path: &str) -> bool {
         match self {
             // With or without one trailing `/`.
