@@ -1,0 +1,495 @@
+//! The C ABI of Envoy's dynamic modules (Envoy 1.40, `v0.2.0`), and the only `unsafe` code of the module.
+//!
+//! Written from the facts of Envoy's `source/extensions/dynamic_modules/abi.h`: our own declarations of
+//! the few callbacks we call, and the event hooks Envoy calls (`envoy_dynamic_module_on_*`, looked up by
+//! name). Each hook turns Envoy's pointers into safe values and calls `filter`; each catches panics, and
+//! a panic on a request answers 500 (fail closed: the request never goes upstream).
+//!
+//! Ownership, as the ABI states it:
+//! - a config pointer we return is ours (a `Box<Shared>`) until `..._config_destroy`;
+//! - a filter pointer we return is ours (a `Box<Filter>`) until `..._filter_destroy`; Envoy keeps the
+//!   config alive while its filters live;
+//! - buffers Envoy hands us (header names and values, the filter config) are valid until the hook
+//!   returns, or until we call a setter: we copy what we keep.
+
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::filter::{self, Next, Shared, Stream};
+use crate::host::Level;
+
+/// `envoy_dynamic_module_type_envoy_buffer` / `_module_buffer`: bytes owned by one side.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Buffer {
+    ptr: *const c_char,
+    length: usize,
+}
+
+/// `envoy_dynamic_module_type_{envoy,module}_http_header`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HttpHeader {
+    key_ptr: *const c_char,
+    key_length: usize,
+    value_ptr: *const c_char,
+    value_length: usize,
+}
+
+/// `envoy_dynamic_module_type_http_header_type_RequestHeader`.
+const REQUEST_HEADER: u32 = 0;
+/// `..._request_headers_status_Continue` / `_StopIteration` (every other `*_status_Continue` is 0 too).
+const STATUS_CONTINUE: u32 = 0;
+const STATUS_STOP_ITERATION: u32 = 1;
+
+/// `envoy_dynamic_module_type_log_level`.
+fn level(level: Level) -> u32 {
+    match level {
+        Level::Debug => 1,
+        Level::Info => 2,
+        Level::Warn => 3,
+        Level::Error => 4,
+    }
+}
+
+extern "C" {
+    fn envoy_dynamic_module_callback_log(level: u32, message: Buffer);
+    fn envoy_dynamic_module_callback_http_get_headers_size(filter: *mut c_void, kind: u32)
+        -> usize;
+    fn envoy_dynamic_module_callback_http_get_headers(
+        filter: *mut c_void,
+        kind: u32,
+        result: *mut HttpHeader,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_set_header(
+        filter: *mut c_void,
+        kind: u32,
+        key: Buffer,
+        value: Buffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_send_response(
+        filter: *mut c_void,
+        status: u32,
+        headers: *mut HttpHeader,
+        headers_size: usize,
+        body: Buffer,
+        details: Buffer,
+    );
+}
+
+impl Buffer {
+    fn of(s: &str) -> Buffer {
+        Buffer {
+            ptr: s.as_ptr().cast(),
+            length: s.len(),
+        }
+    }
+
+    const NULL: Buffer = Buffer {
+        ptr: std::ptr::null(),
+        length: 0,
+    };
+
+    /// The bytes of a buffer Envoy owns.
+    ///
+    /// # Safety
+    /// `ptr` is null or valid for `length` bytes for the lifetime the caller picks (the current hook).
+    unsafe fn bytes<'a>(self) -> &'a [u8] {
+        if self.ptr.is_null() || self.length == 0 {
+            &[]
+        } else {
+            // SAFETY: the caller's contract.
+            unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.length) }
+        }
+    }
+}
+
+/// Writes to Envoy's log.
+pub fn log(at: Level, message: &str) {
+    // SAFETY: the message buffer is valid for the call; Envoy copies it.
+    unsafe { envoy_dynamic_module_callback_log(level(at), Buffer::of(message)) }
+}
+
+/// One Envoy stream, through the callbacks. Valid only inside a hook of that stream.
+struct EnvoyStream(*mut c_void);
+
+impl Stream for EnvoyStream {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        // SAFETY: `self.0` is the live stream of the current hook; the array is sized by Envoy's own
+        // count, and the buffers it fills are read before this function returns (copied into Strings).
+        unsafe {
+            let n = envoy_dynamic_module_callback_http_get_headers_size(self.0, REQUEST_HEADER);
+            let mut raw = vec![
+                HttpHeader {
+                    key_ptr: std::ptr::null(),
+                    key_length: 0,
+                    value_ptr: std::ptr::null(),
+                    value_length: 0,
+                };
+                n
+            ];
+            if n == 0
+                || !envoy_dynamic_module_callback_http_get_headers(
+                    self.0,
+                    REQUEST_HEADER,
+                    raw.as_mut_ptr(),
+                )
+            {
+                return Vec::new();
+            }
+            raw.iter()
+                .map(|h| {
+                    let key = Buffer {
+                        ptr: h.key_ptr,
+                        length: h.key_length,
+                    }
+                    .bytes();
+                    let value = Buffer {
+                        ptr: h.value_ptr,
+                        length: h.value_length,
+                    }
+                    .bytes();
+                    (
+                        String::from_utf8_lossy(key).into_owned(),
+                        String::from_utf8_lossy(value).into_owned(),
+                    )
+                })
+                .collect()
+        }
+    }
+
+    fn set_request_header(&mut self, name: &str, value: &str) -> bool {
+        // SAFETY: live stream; both buffers valid for the call (Envoy copies them).
+        unsafe {
+            envoy_dynamic_module_callback_http_set_header(
+                self.0,
+                REQUEST_HEADER,
+                Buffer::of(name),
+                Buffer::of(value),
+            )
+        }
+    }
+
+    fn remove_request_header(&mut self, name: &str) {
+        // SAFETY: live stream; a null value removes the header (abi.h, `http_set_header`).
+        unsafe {
+            envoy_dynamic_module_callback_http_set_header(
+                self.0,
+                REQUEST_HEADER,
+                Buffer::of(name),
+                Buffer::NULL,
+            );
+        }
+    }
+
+    fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &str) {
+        let mut raw: Vec<HttpHeader> = headers
+            .iter()
+            .map(|(k, v)| HttpHeader {
+                key_ptr: k.as_ptr().cast(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr().cast(),
+                value_length: v.len(),
+            })
+            .collect();
+        // SAFETY: live stream; every buffer borrows from `headers`/`body`, alive for the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_send_response(
+                self.0,
+                u32::from(status),
+                raw.as_mut_ptr(),
+                raw.len(),
+                Buffer::of(body),
+                Buffer::of("portcullis"),
+            );
+        }
+    }
+}
+
+/// The per-stream state: which config decides it.
+struct Filter {
+    shared: *const Shared,
+}
+
+// ------------------------------------------------------------------------------------------------
+// Event hooks
+
+/// Program init: our ABI version (Envoy checks it against its own).
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    static VERSION: &[u8] = b"v0.2.0\0";
+    debug_assert_eq!(&VERSION[..VERSION.len() - 1], crate::ABI_VERSION.as_bytes());
+    VERSION.as_ptr().cast()
+}
+
+/// A filter config: the portcullis runtime, or null (Envoy refuses the filter) with our messages logged.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    _config_envoy: *mut c_void,
+    name: Buffer,
+    config: Buffer,
+) -> *const c_void {
+    let built = catch_unwind(|| {
+        // SAFETY: Envoy's buffers are valid for this hook; both are copied or parsed before it returns.
+        let (name, config) = unsafe { (name.bytes(), config.bytes()) };
+        if name != b"portcullis" {
+            log(
+                Level::Error,
+                &format!(
+                    "portcullis: unknown filter_name `{}`; this module has one filter, `portcullis`",
+                    String::from_utf8_lossy(name)
+                ),
+            );
+            return None;
+        }
+        Shared::from_filter_config(config)
+    });
+    match built {
+        Ok(Some(shared)) => Box::into_raw(Box::new(shared)) as *const c_void,
+        Ok(None) => std::ptr::null(),
+        Err(_) => {
+            log(
+                Level::Error,
+                "portcullis: building the filter config panicked; the filter is refused",
+            );
+            std::ptr::null()
+        }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+    if config.is_null() {
+        return;
+    }
+    let _ = catch_unwind(|| {
+        // SAFETY: `config` came from Box::into_raw in config_new and Envoy destroys it once.
+        drop(unsafe { Box::from_raw(config as *mut Shared) });
+    });
+}
+
+/// Per-route configs are not supported yet: refused, so a route cannot silently switch portcullis off.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+    _name: Buffer,
+    _config: Buffer,
+) -> *const c_void {
+    log(
+        Level::Error,
+        "portcullis: per-route configuration is not supported by this version of the module",
+    );
+    std::ptr::null()
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_: *const c_void) {}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: *const c_void,
+    _filter_envoy: *mut c_void,
+) -> *const c_void {
+    if config.is_null() {
+        return std::ptr::null();
+    }
+    Box::into_raw(Box::new(Filter {
+        shared: config.cast(),
+    })) as *const c_void
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    filter_envoy: *mut c_void,
+    filter: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    let mut stream = EnvoyStream(filter_envoy);
+    let decided = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `filter` is our Box<Filter> from filter_new; its config outlives it (Envoy holds it).
+        let shared = unsafe { &*(*(filter as *const Filter)).shared };
+        filter::on_request_headers(shared, &mut stream)
+    }));
+    match decided {
+        Ok(Next::Continue) => STATUS_CONTINUE,
+        Ok(Next::Stop) => STATUS_STOP_ITERATION,
+        Err(_) => {
+            log(
+                Level::Error,
+                "portcullis: a check panicked; the request is denied (500)",
+            );
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                stream.send_response(500, &[], "");
+            }));
+            STATUS_STOP_ITERATION
+        }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_void) {
+    if filter.is_null() {
+        return;
+    }
+    let _ = catch_unwind(|| {
+        // SAFETY: `filter` came from Box::into_raw in filter_new and Envoy destroys it once.
+        drop(unsafe { Box::from_raw(filter as *mut Filter) });
+    });
+}
+
+// The hooks below have nothing to do for this filter; Envoy resolves them by name.
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    _: *mut c_void,
+    _: *const c_void,
+    _: bool,
+) -> u32 {
+    STATUS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    _: *mut c_void,
+    _: *const c_void,
+) -> u32 {
+    STATUS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    _: *mut c_void,
+    _: *const c_void,
+    _: bool,
+) -> u32 {
+    STATUS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    _: *mut c_void,
+    _: *const c_void,
+    _: bool,
+) -> u32 {
+    STATUS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _: *mut c_void,
+    _: *const c_void,
+) -> u32 {
+    STATUS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    _: *mut c_void,
+    _: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: u32,
+    _: *mut HttpHeader,
+    _: usize,
+    _: *mut Buffer,
+    _: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _: *mut c_void,
+    _: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _: *mut c_void,
+    _: *const c_void,
+) {
+}
+
+/// `..._local_reply_status_Continue`: a local reply (ours or another filter's) is sent as is.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u32,
+    _: Buffer,
+    _: bool,
+) -> u32 {
+    STATUS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: *mut HttpHeader,
+    _: usize,
+    _: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: *const Buffer,
+    _: usize,
+    _: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: *mut HttpHeader,
+    _: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: u32,
+) {
+}
