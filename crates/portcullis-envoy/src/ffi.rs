@@ -14,8 +14,9 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
 
 use crate::filter::{self, Next, Shared, Stream};
 use crate::host::Level;
@@ -54,29 +55,81 @@ fn level(level: Level) -> u32 {
     }
 }
 
+/// The callbacks we call, found by name in the Envoy process when the module is loaded rather than
+/// linked: a module linked against missing callbacks fails `dlopen` with a bare "undefined symbol",
+/// while looking them up lets program init say which Envoy this build is for.
+type LogFn = unsafe extern "C" fn(level: u32, message: Buffer);
+type GetHeadersSizeFn = unsafe extern "C" fn(filter: *mut c_void, kind: u32) -> usize;
+type GetHeadersFn =
+    unsafe extern "C" fn(filter: *mut c_void, kind: u32, result: *mut HttpHeader) -> bool;
+type SetHeaderFn =
+    unsafe extern "C" fn(filter: *mut c_void, kind: u32, key: Buffer, value: Buffer) -> bool;
+type SendResponseFn = unsafe extern "C" fn(
+    filter: *mut c_void,
+    status: u32,
+    headers: *mut HttpHeader,
+    headers_size: usize,
+    body: Buffer,
+    details: Buffer,
+);
+
+struct Callbacks {
+    log: LogFn,
+    get_headers_size: GetHeadersSizeFn,
+    get_headers: GetHeadersFn,
+    set_header: SetHeaderFn,
+    send_response: SendResponseFn,
+}
+
+static CALLBACKS: OnceLock<Callbacks> = OnceLock::new();
+
 extern "C" {
-    fn envoy_dynamic_module_callback_log(level: u32, message: Buffer);
-    fn envoy_dynamic_module_callback_http_get_headers_size(filter: *mut c_void, kind: u32)
-        -> usize;
-    fn envoy_dynamic_module_callback_http_get_headers(
-        filter: *mut c_void,
-        kind: u32,
-        result: *mut HttpHeader,
-    ) -> bool;
-    fn envoy_dynamic_module_callback_http_set_header(
-        filter: *mut c_void,
-        kind: u32,
-        key: Buffer,
-        value: Buffer,
-    ) -> bool;
-    fn envoy_dynamic_module_callback_http_send_response(
-        filter: *mut c_void,
-        status: u32,
-        headers: *mut HttpHeader,
-        headers_size: usize,
-        body: Buffer,
-        details: Buffer,
-    );
+    /// libc's symbol lookup (every Envoy links it; the module gets it through std).
+    fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+}
+
+/// glibc's `RTLD_DEFAULT`: search the process's global symbols (Envoy exports its callbacks).
+const RTLD_DEFAULT: *mut c_void = std::ptr::null_mut();
+
+/// Finds every callback, or names the first one this Envoy does not have.
+fn resolve() -> Result<Callbacks, &'static str> {
+    fn find(name: &'static CStr) -> Result<*mut c_void, &'static str> {
+        // SAFETY: `name` is NUL-terminated; dlsym only reads it.
+        let found = unsafe { dlsym(RTLD_DEFAULT, name.as_ptr()) };
+        if found.is_null() {
+            Err(name.to_str().unwrap_or("?"))
+        } else {
+            Ok(found)
+        }
+    }
+    // SAFETY: each symbol has the C signature abi.h (v0.2.0) declares for it, which the field's type
+    // spells; a function pointer and a data pointer have the same size on every platform Envoy runs on.
+    unsafe {
+        Ok(Callbacks {
+            log: std::mem::transmute::<*mut c_void, LogFn>(find(
+                c"envoy_dynamic_module_callback_log",
+            )?),
+            get_headers_size: std::mem::transmute::<*mut c_void, GetHeadersSizeFn>(find(
+                c"envoy_dynamic_module_callback_http_get_headers_size",
+            )?),
+            get_headers: std::mem::transmute::<*mut c_void, GetHeadersFn>(find(
+                c"envoy_dynamic_module_callback_http_get_headers",
+            )?),
+            set_header: std::mem::transmute::<*mut c_void, SetHeaderFn>(find(
+                c"envoy_dynamic_module_callback_http_set_header",
+            )?),
+            send_response: std::mem::transmute::<*mut c_void, SendResponseFn>(find(
+                c"envoy_dynamic_module_callback_http_send_response",
+            )?),
+        })
+    }
+}
+
+/// The callbacks; program init resolved them before Envoy calls any other hook.
+fn callbacks() -> &'static Callbacks {
+    CALLBACKS
+        .get()
+        .expect("program init resolves the callbacks before any other hook")
 }
 
 impl Buffer {
@@ -108,8 +161,11 @@ impl Buffer {
 
 /// Writes to Envoy's log.
 pub fn log(at: Level, message: &str) {
-    // SAFETY: the message buffer is valid for the call; Envoy copies it.
-    unsafe { envoy_dynamic_module_callback_log(level(at), Buffer::of(message)) }
+    match CALLBACKS.get() {
+        // SAFETY: the message buffer is valid for the call; Envoy copies it.
+        Some(c) => unsafe { (c.log)(level(at), Buffer::of(message)) },
+        None => eprintln!("portcullis-envoy: {message}"),
+    }
 }
 
 /// One Envoy stream, through the callbacks. Valid only inside a hook of that stream.
@@ -120,7 +176,8 @@ impl Stream for EnvoyStream {
         // SAFETY: `self.0` is the live stream of the current hook; the array is sized by Envoy's own
         // count, and the buffers it fills are read before this function returns (copied into Strings).
         unsafe {
-            let n = envoy_dynamic_module_callback_http_get_headers_size(self.0, REQUEST_HEADER);
+            let c = callbacks();
+            let n = (c.get_headers_size)(self.0, REQUEST_HEADER);
             let mut raw = vec![
                 HttpHeader {
                     key_ptr: std::ptr::null(),
@@ -130,13 +187,7 @@ impl Stream for EnvoyStream {
                 };
                 n
             ];
-            if n == 0
-                || !envoy_dynamic_module_callback_http_get_headers(
-                    self.0,
-                    REQUEST_HEADER,
-                    raw.as_mut_ptr(),
-                )
-            {
+            if n == 0 || !(c.get_headers)(self.0, REQUEST_HEADER, raw.as_mut_ptr()) {
                 return Vec::new();
             }
             raw.iter()
@@ -163,24 +214,14 @@ impl Stream for EnvoyStream {
     fn set_request_header(&mut self, name: &str, value: &str) -> bool {
         // SAFETY: live stream; both buffers valid for the call (Envoy copies them).
         unsafe {
-            envoy_dynamic_module_callback_http_set_header(
-                self.0,
-                REQUEST_HEADER,
-                Buffer::of(name),
-                Buffer::of(value),
-            )
+            (callbacks().set_header)(self.0, REQUEST_HEADER, Buffer::of(name), Buffer::of(value))
         }
     }
 
     fn remove_request_header(&mut self, name: &str) {
         // SAFETY: live stream; a null value removes the header (abi.h, `http_set_header`).
         unsafe {
-            envoy_dynamic_module_callback_http_set_header(
-                self.0,
-                REQUEST_HEADER,
-                Buffer::of(name),
-                Buffer::NULL,
-            );
+            (callbacks().set_header)(self.0, REQUEST_HEADER, Buffer::of(name), Buffer::NULL);
         }
     }
 
@@ -196,7 +237,7 @@ impl Stream for EnvoyStream {
             .collect();
         // SAFETY: live stream; every buffer borrows from `headers`/`body`, alive for the call.
         unsafe {
-            envoy_dynamic_module_callback_http_send_response(
+            (callbacks().send_response)(
                 self.0,
                 u32::from(status),
                 raw.as_mut_ptr(),
@@ -216,12 +257,28 @@ struct Filter {
 // ------------------------------------------------------------------------------------------------
 // Event hooks
 
-/// Program init: our ABI version (Envoy checks it against its own).
+/// Program init: finds the callbacks this build uses, and returns our ABI version (Envoy compares it
+/// with its own). An Envoy without them (another minor version) gets null, so it refuses the module,
+/// and a line on stderr saying why.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
-    static VERSION: &[u8] = b"v0.2.0\0";
-    debug_assert_eq!(&VERSION[..VERSION.len() - 1], crate::ABI_VERSION.as_bytes());
-    VERSION.as_ptr().cast()
+    static VERSION: &CStr = c"v0.2.0";
+    let resolved = catch_unwind(resolve).unwrap_or(Err("(a panic while looking up callbacks)"));
+    match resolved {
+        Ok(found) => {
+            let _ = CALLBACKS.set(found);
+            debug_assert_eq!(VERSION.to_bytes(), crate::ABI_VERSION.as_bytes());
+            VERSION.as_ptr()
+        }
+        Err(missing) => {
+            eprintln!(
+                "portcullis-envoy: this build is for Envoy 1.40 (dynamic modules ABI {}), and this Envoy \
+                 has no `{missing}`: build portcullis-envoy for this Envoy's version",
+                crate::ABI_VERSION
+            );
+            std::ptr::null()
+        }
+    }
 }
 
 /// A filter config: the portcullis runtime, or null (Envoy refuses the filter) with our messages logged.

@@ -54,7 +54,7 @@ impl Shared {
             let env = Env::new(
                 portcullis_core::Clock::system(),
                 host::sources(),
-                Arc::new(portcullis_core::env::NoUpstream),
+                Arc::new(host::NoCalls),
                 Arc::new(portcullis_core::env::NoKeyStorage),
             );
             Runtime::build(&loaded.config, &env)

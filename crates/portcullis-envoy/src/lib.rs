@@ -20,9 +20,9 @@
 //!
 //! # Limits of this version
 //! A decision that needs an upstream call (a key set behind `jwks_uri` or discovery, introspection, a
-//! webhook, GitHub, TokenReview, Redis) is not made here yet: such providers are refused when the
-//! filter config is built, and a decision that is still pending after its inline poll answers 503
-//! (fail closed) with a log line.
+//! webhook, GitHub, TokenReview, Redis) is not made here yet: such a call fails at once (`host::NoCalls`),
+//! so the decision is "cannot decide" (503), and a decision still pending after its inline poll
+//! answers 503 too (fail closed), with a log line.
 
 // The unit tests link no Envoy: they test the safe layers through `filter::Stream`.
 #[cfg(not(test))]
