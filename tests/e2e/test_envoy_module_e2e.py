@@ -26,7 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 import envoy_config
 from conftest import (
+    PROVIDER_NAME,
     REPO,
+    RESOURCE,
     Echo,
     Proc,
     Response,
@@ -286,6 +288,37 @@ def test_module_denies_attacks_with_a_challenge(both, keys):
         assert resp.status in (401, 403), f"{name}: {resp.status} {resp.body!r}"
         assert resp.header("www-authenticate", ).startswith("Bearer "), f"{name}: {resp.headers}"
         assert b'"headers"' not in resp.body, f"{name}: reached the upstream"
+
+
+def test_module_fetches_a_key_set_by_discovery_and_decides_inline(logdir, oidc, echo):
+    """A jwt provider with only an issuer: the module's background thread finds the key set through
+    OIDC discovery; once loaded, tokens are decided inline on the worker. Before it is loaded a
+    request is 503 (cannot decide), never an allow."""
+    config = {
+        "providers": [
+            {
+                "name": PROVIDER_NAME,
+                "type": "jwt",
+                "issuer": oidc.issuer,
+                "audiences": [RESOURCE],
+                "algorithms": ["RS256"],
+            }
+        ],
+    }
+    envoy = start_module_envoy(logdir, "discovery", config, echo)
+    try:
+        token = [("authorization", f"Bearer {oidc.token()}")]
+        deadline = time.monotonic() + 30
+        resp = envoy.request("/data", headers=token)
+        while resp.status == 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            resp = envoy.request("/data", headers=token)
+        assert resp.status == 200, resp.body
+        assert resp.json()["headers"]["x-auth-subject"] == ["e2e-client"]
+        denied = envoy.request("/data", headers=[("authorization", f"Bearer {oidc.token()}x")])
+        assert denied.status == 401, denied.body
+    finally:
+        envoy.proc.stop()
 
 
 # --------------------------------------------------------------------------------------------

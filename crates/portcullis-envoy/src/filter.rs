@@ -39,6 +39,16 @@ pub enum Next {
 /// The shared, immutable part of the filter: one per filter config, read by every worker.
 pub struct Shared {
     runtime: Arc<Runtime>,
+    /// Its key set refreshers, stopped when the config goes.
+    background: Option<crate::runner::Background>,
+}
+
+/// A host failure while building a config, as a config problem.
+fn refused(why: &str) -> portcullis_core::ConfigErrors {
+    portcullis_core::ConfigErrors(vec![portcullis_core::Problem {
+        path: "filter_config".to_owned(),
+        message: why.to_owned(),
+    }])
 }
 
 // === impl Shared ===
@@ -51,16 +61,23 @@ impl Shared {
             for (level, note) in &loaded.notes {
                 host::log(*level, note);
             }
+            let upstream = crate::runner::HttpUpstream::new().map_err(|e| refused(&e))?;
             let env = Env::new(
                 portcullis_core::Clock::system(),
                 host::sources(),
-                Arc::new(host::NoCalls),
+                Arc::new(upstream),
                 Arc::new(portcullis_core::env::NoKeyStorage),
             );
-            Runtime::build(&loaded.config, &env)
+            let runtime = Runtime::build(&loaded.config, &env)?;
+            let background = crate::runner::Background::spawn(&runtime).map_err(refused)?;
+            Ok((runtime, background))
         });
         match result {
-            Ok(runtime) => Some(Shared::new(runtime)),
+            Ok((runtime, background)) => {
+                let mut shared = Shared::new(runtime);
+                shared.background = Some(background);
+                Some(shared)
+            }
             Err(errors) => {
                 host::log(
                     Level::Error,
@@ -77,6 +94,7 @@ impl Shared {
     pub fn new(runtime: Runtime) -> Shared {
         Shared {
             runtime: Arc::new(runtime),
+            background: None,
         }
     }
 

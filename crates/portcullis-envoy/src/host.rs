@@ -4,10 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use portcullis_core::config::{Files, Sources, TlsSettings};
-use portcullis_core::providers::http::{
-    HttpClient, HttpRequest, HttpResponse, Purpose, TlsError, Upstream, UpstreamError,
-};
+use portcullis_core::config::{Files, Sources};
 
 /// The Envoy process's environment variables and files.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,32 +40,4 @@ pub fn log(level: Level, message: &str) {
     crate::ffi::log(level, message);
     #[cfg(test)]
     eprintln!("{level:?}: {message}");
-}
-
-/// Upstream HTTP in this version of the module: none. Every client a provider asks for is made, and
-/// every call it sends fails, so a decision that needs one (a key set behind `jwks_uri`, introspection,
-/// a webhook) is "cannot decide" (503), never an allow.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoCalls;
-
-impl Upstream for NoCalls {
-    fn client(
-        &self,
-        _: &TlsSettings,
-        _: Purpose,
-        _: &Sources,
-    ) -> Result<Arc<dyn HttpClient>, TlsError> {
-        Ok(Arc::new(NoCalls))
-    }
-}
-
-impl HttpClient for NoCalls {
-    fn send(
-        &self,
-        _: HttpRequest,
-    ) -> futures_util::future::BoxFuture<'static, Result<HttpResponse, UpstreamError>> {
-        Box::pin(std::future::ready(Err(UpstreamError::RequestFailed(
-            "the Envoy module makes no upstream calls yet".into(),
-        ))))
-    }
 }

@@ -15,20 +15,22 @@
 //! - `settings`: the filter config (`config_file` / `config`) into a validated portcullis `Config`, the
 //!   sections the module does not serve refused or ignored with a message.
 //! - `host`: the module's side of the engine's seams (files and environment variables, Envoy's log).
+//! - `runner`: the background thread: key set refreshes and upstream HTTP calls (reqwest).
 //! - `filter`: one stream: the request headers into a `RequestView`, the decision, the answer written
 //!   through the [`filter::Stream`] trait (Envoy's stream in production, a fake in tests).
 //!
 //! # Limits of this version
-//! A decision that needs an upstream call (a key set behind `jwks_uri` or discovery, introspection, a
-//! webhook, GitHub, TokenReview, Redis) is not made here yet: such a call fails at once (`host::NoCalls`),
-//! so the decision is "cannot decide" (503), and a decision still pending after its inline poll
-//! answers 503 too (fail closed), with a log line.
+//! Key sets behind `jwks_uri` or discovery are fetched and refreshed in the background, and decided
+//! with inline once loaded. A decision that waits for an upstream call (a key set not loaded yet, an
+//! unknown `kid`, introspection, a webhook, GitHub, TokenReview) is not resumed yet: after its inline
+//! poll it answers 503 (fail closed), with a log line.
 
 // The unit tests link no Envoy: they test the safe layers through `filter::Stream`.
 #[cfg(not(test))]
 mod ffi;
 pub mod filter;
 pub mod host;
+pub mod runner;
 pub mod settings;
 
 /// The ABI version this build is written against (Envoy 1.40's `abi_version.h`). Envoy 1.40 loads a
