@@ -290,6 +290,31 @@ def test_module_denies_attacks_with_a_challenge(both, keys):
         assert b'"headers"' not in resp.body, f"{name}: reached the upstream"
 
 
+def decisions(envoy: ModuleEnvoy) -> dict[str, float]:
+    """Envoy's `portcullis_decisions` counters (the module's stats), by their label set."""
+    text = http_request(envoy.admin_port, "/stats/prometheus").body.decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("envoy_dynamicmodulescustom_portcullis_decisions{"):
+            labels, value = line.rsplit(" ", 1)
+            counts[labels.split("{", 1)[1].rstrip("}")] = float(value)
+    return counts
+
+
+def test_module_counts_decisions_in_envoys_stats(both, keys):
+    _, module = both
+    allow = 'decision="allow",reason="",route="default"'
+    missing = 'decision="deny",reason="missing_credential",route="default"'
+    scope = 'decision="deny",reason="missing_scope",route="write"'
+    before = decisions(module)
+    assert module.request("/data", headers=[("authorization", f"Bearer {keys.token()}")]).status == 200
+    assert module.request("/data").status == 401
+    assert module.request("/write/x", headers=[("authorization", f"Bearer {keys.token()}")]).status == 403
+    after = decisions(module)
+    for labels in (allow, missing, scope):
+        assert after.get(labels, 0) - before.get(labels, 0) == 1, f"{labels}: {before} -> {after}"
+
+
 def test_module_fetches_a_key_set_by_discovery_and_decides_inline(logdir, oidc, echo):
     """A jwt provider with only an issuer: the module's background thread finds the key set through
     OIDC discovery; once loaded, tokens are decided inline on the worker. Before it is loaded a

@@ -73,7 +73,24 @@ type SendResponseFn = unsafe extern "C" fn(
     details: Buffer,
 );
 
+type DefineCounterFn = unsafe extern "C" fn(
+    config: *mut c_void,
+    name: Buffer,
+    label_names: *mut Buffer,
+    label_names_length: usize,
+    counter_id: *mut usize,
+) -> u32;
+type IncrementCounterFn = unsafe extern "C" fn(
+    filter: *mut c_void,
+    id: usize,
+    label_values: *mut Buffer,
+    label_values_length: usize,
+    value: u64,
+) -> u32;
+
 struct Callbacks {
+    define_counter: DefineCounterFn,
+    increment_counter: IncrementCounterFn,
     log: LogFn,
     get_headers_size: GetHeadersSizeFn,
     get_headers: GetHeadersFn,
@@ -106,6 +123,12 @@ fn resolve() -> Result<Callbacks, &'static str> {
     // spells; a function pointer and a data pointer have the same size on every platform Envoy runs on.
     unsafe {
         Ok(Callbacks {
+            define_counter: std::mem::transmute::<*mut c_void, DefineCounterFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_config_define_counter",
+            )?),
+            increment_counter: std::mem::transmute::<*mut c_void, IncrementCounterFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_increment_counter",
+            )?),
             log: std::mem::transmute::<*mut c_void, LogFn>(find(
                 c"envoy_dynamic_module_callback_log",
             )?),
@@ -168,8 +191,9 @@ pub fn log(at: Level, message: &str) {
     }
 }
 
-/// One Envoy stream, through the callbacks. Valid only inside a hook of that stream.
-struct EnvoyStream(*mut c_void);
+/// One Envoy stream, through the callbacks. Valid only inside a hook of that stream. `1`: the id of
+/// its config's decision counter, when Envoy defined it.
+struct EnvoyStream(*mut c_void, Option<usize>);
 
 impl Stream for EnvoyStream {
     fn request_headers(&self) -> Vec<(String, String)> {
@@ -225,6 +249,16 @@ impl Stream for EnvoyStream {
         }
     }
 
+    fn count_decision(&mut self, decision: &str, reason: &str, route: &str) {
+        let Some(id) = self.1 else { return };
+        let mut labels = [Buffer::of(decision), Buffer::of(reason), Buffer::of(route)];
+        // SAFETY: live stream; `id` was defined on this stream's config with these three labels; the
+        // buffers borrow from the arguments, alive for the call.
+        unsafe {
+            (callbacks().increment_counter)(self.0, id, labels.as_mut_ptr(), labels.len(), 1);
+        }
+    }
+
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &str) {
         let mut raw: Vec<HttpHeader> = headers
             .iter()
@@ -249,9 +283,46 @@ impl Stream for EnvoyStream {
     }
 }
 
+/// A filter config: the decision engine and the id of its decision counter.
+struct Config {
+    shared: Shared,
+    decisions: Option<usize>,
+}
+
 /// The per-stream state: which config decides it.
 struct Filter {
-    shared: *const Shared,
+    config: *const Config,
+}
+
+/// Defines `portcullis_decisions` (labels decision, reason, route) on a filter config; `None` when
+/// Envoy refuses (the filter then decides without counting).
+fn define_decisions(config_envoy: *mut c_void) -> Option<usize> {
+    let mut labels = [
+        Buffer::of("decision"),
+        Buffer::of("reason"),
+        Buffer::of("route"),
+    ];
+    let mut id = 0usize;
+    // SAFETY: Envoy's config pointer of the current config_new hook; the buffers are alive for the call;
+    // `id` is written by Envoy on success.
+    let result = unsafe {
+        (callbacks().define_counter)(
+            config_envoy,
+            Buffer::of("portcullis_decisions"),
+            labels.as_mut_ptr(),
+            labels.len(),
+            &mut id,
+        )
+    };
+    if result == 0 {
+        Some(id)
+    } else {
+        log(
+            Level::Warn,
+            "portcullis: Envoy did not define the decision counter; decisions are not counted",
+        );
+        None
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -284,7 +355,7 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
 /// A filter config: the portcullis runtime, or null (Envoy refuses the filter) with our messages logged.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
-    _config_envoy: *mut c_void,
+    config_envoy: *mut c_void,
     name: Buffer,
     config: Buffer,
 ) -> *const c_void {
@@ -301,10 +372,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             );
             return None;
         }
-        Shared::from_filter_config(config)
+        let shared = Shared::from_filter_config(config)?;
+        Some(Config {
+            shared,
+            decisions: define_decisions(config_envoy),
+        })
     });
     match built {
-        Ok(Some(shared)) => Box::into_raw(Box::new(shared)) as *const c_void,
+        Ok(Some(config)) => Box::into_raw(Box::new(config)) as *const c_void,
         Ok(None) => std::ptr::null(),
         Err(_) => {
             log(
@@ -323,7 +398,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *co
     }
     let _ = catch_unwind(|| {
         // SAFETY: `config` came from Box::into_raw in config_new and Envoy destroys it once.
-        drop(unsafe { Box::from_raw(config as *mut Shared) });
+        drop(unsafe { Box::from_raw(config as *mut Config) });
     });
 }
 
@@ -352,7 +427,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
         return std::ptr::null();
     }
     Box::into_raw(Box::new(Filter {
-        shared: config.cast(),
+        config: config.cast(),
     })) as *const c_void
 }
 
@@ -362,11 +437,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    let mut stream = EnvoyStream(filter_envoy);
+    // SAFETY: `filter` is our Box<Filter> from filter_new; its config outlives it (Envoy holds it).
+    let config = unsafe { &*(*(filter as *const Filter)).config };
+    let mut stream = EnvoyStream(filter_envoy, config.decisions);
     let decided = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `filter` is our Box<Filter> from filter_new; its config outlives it (Envoy holds it).
-        let shared = unsafe { &*(*(filter as *const Filter)).shared };
-        filter::on_request_headers(shared, &mut stream)
+        filter::on_request_headers(&config.shared, &mut stream)
     }));
     match decided {
         Ok(Next::Continue) => STATUS_CONTINUE,

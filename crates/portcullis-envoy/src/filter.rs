@@ -25,6 +25,8 @@ pub trait Stream {
     fn remove_request_header(&mut self, name: &str);
     /// Ends the stream with a local reply.
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &str);
+    /// Counts one decision in Envoy's stats (`portcullis_decisions`, by decision, reason and route).
+    fn count_decision(&mut self, decision: &str, reason: &str, route: &str);
 }
 
 /// What `on_request_headers` tells Envoy.
@@ -127,6 +129,7 @@ pub fn on_request_headers(shared: &Shared, stream: &mut impl Stream) -> Next {
             Level::Warn,
             "portcullis: this decision needs an upstream call, which the module does not make yet; denied (503)",
         );
+        stream.count_decision("error", "pending_upstream", "");
         stream.send_response(
             503,
             &[("content-type", "application/json")],
@@ -134,6 +137,11 @@ pub fn on_request_headers(shared: &Shared, stream: &mut impl Stream) -> Next {
         );
         return Next::Stop;
     };
+    stream.count_decision(
+        verdict.decision.kind(),
+        verdict.decision.reason(),
+        verdict.route.name(),
+    );
     let answer = portcullis_core::answer::answer(&verdict, &view, runtime.answers());
     // The answer may borrow from the request's headers; everything is copied out before the first
     // write, which invalidates Envoy's header buffers.
@@ -261,6 +269,7 @@ mod tests {
     struct Fake {
         headers: Vec<(String, String)>,
         reply: Option<Reply>,
+        counted: Vec<(String, String, String)>,
     }
 
     impl Fake {
@@ -275,6 +284,7 @@ mod tests {
             Fake {
                 headers,
                 reply: None,
+                counted: Vec::new(),
             }
         }
 
@@ -298,6 +308,10 @@ mod tests {
         }
         fn remove_request_header(&mut self, name: &str) {
             self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        }
+        fn count_decision(&mut self, decision: &str, reason: &str, route: &str) {
+            self.counted
+                .push((decision.to_owned(), reason.to_owned(), route.to_owned()));
         }
         fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &str) {
             self.reply = Some((
@@ -383,6 +397,10 @@ routes:
         let mut scope = Fake::get("/admin/x", &[("x-api-key", API_KEY)]);
         assert_eq!(on_request_headers(&shared, &mut scope), Next::Stop);
         assert_eq!(scope.reply.unwrap().0, 403);
+        assert_eq!(scope.counted.len(), 1, "one decision, counted once");
+        let (decision, reason, route) = &scope.counted[0];
+        assert_eq!((decision.as_str(), route.as_str()), ("deny", "admin"));
+        assert!(!reason.is_empty());
     }
 
     #[test]
