@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 
 use crate::filter::{self, Next, Shared, Stream};
 use crate::host::Level;
+use portcullis_core::Headers;
 
 /// `envoy_dynamic_module_type_envoy_buffer` / `_module_buffer`: bytes owned by one side.
 #[repr(C)]
@@ -196,10 +197,11 @@ pub fn log(at: Level, message: &str) {
 struct EnvoyStream(*mut c_void, Option<usize>);
 
 impl Stream for EnvoyStream {
-    fn request_headers(&self) -> Vec<(String, String)> {
+    fn with_request_headers<R>(&self, f: impl FnOnce(Headers<'_>) -> R) -> R {
         // SAFETY: `self.0` is the live stream of the current hook; the array is sized by Envoy's own
-        // count, and the buffers it fills are read before this function returns (copied into Strings).
-        unsafe {
+        // count; the buffers it fills stay valid until a setter is called, and none is called while
+        // `f` runs (it only reads; the stream is borrowed shared).
+        let raw = unsafe {
             let c = callbacks();
             let n = (c.get_headers_size)(self.0, REQUEST_HEADER);
             let mut raw = vec![
@@ -211,27 +213,39 @@ impl Stream for EnvoyStream {
                 };
                 n
             ];
-            if n == 0 || !(c.get_headers)(self.0, REQUEST_HEADER, raw.as_mut_ptr()) {
-                return Vec::new();
+            if n > 0 && !(c.get_headers)(self.0, REQUEST_HEADER, raw.as_mut_ptr()) {
+                raw.clear();
             }
-            raw.iter()
-                .map(|h| {
-                    let key = Buffer {
-                        ptr: h.key_ptr,
-                        length: h.key_length,
-                    }
-                    .bytes();
-                    let value = Buffer {
-                        ptr: h.value_ptr,
-                        length: h.value_length,
-                    }
-                    .bytes();
-                    (
-                        String::from_utf8_lossy(key).into_owned(),
-                        String::from_utf8_lossy(value).into_owned(),
-                    )
-                })
-                .collect()
+            raw
+        };
+        let bytes = |ptr, length| {
+            // SAFETY: as above: Envoy's buffers, valid for this hook.
+            unsafe { Buffer { ptr, length }.bytes() }
+        };
+        let borrowed: Option<Vec<(&str, &str)>> = raw
+            .iter()
+            .map(|h| {
+                Some((
+                    std::str::from_utf8(bytes(h.key_ptr, h.key_length)).ok()?,
+                    std::str::from_utf8(bytes(h.value_ptr, h.value_length)).ok()?,
+                ))
+            })
+            .collect();
+        match borrowed {
+            Some(pairs) => f(Headers::Pairs(&pairs)),
+            None => {
+                let owned: Vec<(String, String)> = raw
+                    .iter()
+                    .map(|h| {
+                        (
+                            String::from_utf8_lossy(bytes(h.key_ptr, h.key_length)).into_owned(),
+                            String::from_utf8_lossy(bytes(h.value_ptr, h.value_length))
+                                .into_owned(),
+                        )
+                    })
+                    .collect();
+                f(Headers::List(&owned))
+            }
         }
     }
 

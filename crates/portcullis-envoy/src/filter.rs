@@ -17,8 +17,9 @@ use crate::host::{self, Level};
 
 /// What the filter needs from Envoy's side of one stream.
 pub trait Stream {
-    /// Every request header line (pseudo-headers included), in order, lossily decoded.
-    fn request_headers(&self) -> Vec<(String, String)>;
+    /// Calls `f` with every request header line (pseudo-headers included), in order, borrowed from
+    /// the stream where it can (values that are not UTF-8 are decoded lossily).
+    fn with_request_headers<R>(&self, f: impl FnOnce(Headers<'_>) -> R) -> R;
     /// Sets a request header, replacing every value it had; false when Envoy refused it.
     fn set_request_header(&mut self, name: &str, value: &str) -> bool;
     /// Removes every value of a request header.
@@ -109,8 +110,20 @@ impl Shared {
 /// Decides the request on `stream` and writes the answer. A decision that does not complete inline
 /// answers 503 (fail closed).
 pub fn on_request_headers(shared: &Shared, stream: &mut impl Stream) -> Next {
-    let pairs = stream.request_headers();
-    let headers = Headers::List(&pairs);
+    // Decided while the headers are borrowed from Envoy; written after, once nothing borrows them.
+    let (written, counted) = stream.with_request_headers(|headers| decide(shared, headers));
+    match &counted {
+        Some((decision, reason, route)) => stream.count_decision(decision, reason, route),
+        None => stream.count_decision("error", "pending_upstream", ""),
+    }
+    written.write(stream)
+}
+
+/// The decision's labels for the decision counter; `None`: still pending after the inline poll.
+type Counted = Option<(&'static str, &'static str, Arc<str>)>;
+
+/// Decides one request from its headers, into an owned answer.
+fn decide(shared: &Shared, headers: Headers<'_>) -> (Written, Counted) {
     #[cfg(feature = "test-panic")]
     if headers.get("x-portcullis-test-panic").is_some() {
         panic!("test-panic: x-portcullis-test-panic asked for a panic");
@@ -129,27 +142,20 @@ pub fn on_request_headers(shared: &Shared, stream: &mut impl Stream) -> Next {
             Level::Warn,
             "portcullis: this decision needs an upstream call, which the module does not make yet; denied (503)",
         );
-        stream.count_decision("error", "pending_upstream", "");
-        stream.send_response(
-            503,
-            &[("content-type", "application/json")],
-            r#"{"error":"temporarily_unavailable","error_description":"the authorization decision could not be made"}"#,
-        );
-        return Next::Stop;
+        let pending = Written::Reply {
+            status: 503,
+            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+            body: r#"{"error":"temporarily_unavailable","error_description":"the authorization decision could not be made"}"#.to_owned(),
+        };
+        return (pending, None);
     };
-    stream.count_decision(
+    let counted = Some((
         verdict.decision.kind(),
         verdict.decision.reason(),
-        verdict.route.name(),
-    );
+        Arc::clone(verdict.route.name_shared()),
+    ));
     let answer = portcullis_core::answer::answer(&verdict, &view, runtime.answers());
-    // The answer may borrow from the request's headers; everything is copied out before the first
-    // write, which invalidates Envoy's header buffers.
-    let path = view.path.to_owned();
-    let query = view.query.to_owned();
-    let written = Written::from_answer(answer, &path, &query);
-    drop(pairs);
-    written.write(stream)
+    (Written::from_answer(answer, view.path, view.query), counted)
 }
 
 /// An answer in owned form, ready to be written onto the stream.
@@ -298,8 +304,8 @@ mod tests {
     }
 
     impl Stream for Fake {
-        fn request_headers(&self) -> Vec<(String, String)> {
-            self.headers.clone()
+        fn with_request_headers<R>(&self, f: impl FnOnce(Headers<'_>) -> R) -> R {
+            f(Headers::List(&self.headers))
         }
         fn set_request_header(&mut self, name: &str, value: &str) -> bool {
             self.remove_request_header(name);
