@@ -140,7 +140,7 @@ fn decide(shared: &Shared, headers: Headers<'_>) -> (Written, Counted) {
     let Some(verdict) = runtime.authorizer().decide(&view, false).now_or_never() else {
         host::log(
             Level::Warn,
-            "portcullis: this decision needs an upstream call, which the module does not make yet; denied (503)",
+            "portcullis: this decision waits for an upstream call, and the module does not pause requests yet; denied (503)",
         );
         let pending = Written::Reply {
             status: 503,
