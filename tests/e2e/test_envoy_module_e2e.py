@@ -313,6 +313,10 @@ def test_module_counts_decisions_in_envoys_stats(both, keys):
     after = decisions(module)
     for labels in (allow, missing, scope):
         assert after.get(labels, 0) - before.get(labels, 0) == 1, f"{labels}: {before} -> {after}"
+    # The time to decide, a histogram by decision (Envoy flushes histograms to the admin endpoint
+    # periodically, so only its presence is asserted, never a value).
+    text = http_request(module.admin_port, "/stats/prometheus").body.decode()
+    assert "# TYPE envoy_dynamicmodulescustom_portcullis_check_duration_us histogram" in text, text[-2000:]
 
 
 def test_module_fetches_a_key_set_by_discovery_and_decides_inline(logdir, oidc, echo):

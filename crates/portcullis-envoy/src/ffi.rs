@@ -74,14 +74,14 @@ type SendResponseFn = unsafe extern "C" fn(
     details: Buffer,
 );
 
-type DefineCounterFn = unsafe extern "C" fn(
+type DefineMetricFn = unsafe extern "C" fn(
     config: *mut c_void,
     name: Buffer,
     label_names: *mut Buffer,
     label_names_length: usize,
     counter_id: *mut usize,
 ) -> u32;
-type IncrementCounterFn = unsafe extern "C" fn(
+type UpdateMetricFn = unsafe extern "C" fn(
     filter: *mut c_void,
     id: usize,
     label_values: *mut Buffer,
@@ -90,8 +90,10 @@ type IncrementCounterFn = unsafe extern "C" fn(
 ) -> u32;
 
 struct Callbacks {
-    define_counter: DefineCounterFn,
-    increment_counter: IncrementCounterFn,
+    define_counter: DefineMetricFn,
+    increment_counter: UpdateMetricFn,
+    define_histogram: DefineMetricFn,
+    record_histogram: UpdateMetricFn,
     log: LogFn,
     get_headers_size: GetHeadersSizeFn,
     get_headers: GetHeadersFn,
@@ -124,11 +126,17 @@ fn resolve() -> Result<Callbacks, &'static str> {
     // spells; a function pointer and a data pointer have the same size on every platform Envoy runs on.
     unsafe {
         Ok(Callbacks {
-            define_counter: std::mem::transmute::<*mut c_void, DefineCounterFn>(find(
+            define_counter: std::mem::transmute::<*mut c_void, DefineMetricFn>(find(
                 c"envoy_dynamic_module_callback_http_filter_config_define_counter",
             )?),
-            increment_counter: std::mem::transmute::<*mut c_void, IncrementCounterFn>(find(
+            increment_counter: std::mem::transmute::<*mut c_void, UpdateMetricFn>(find(
                 c"envoy_dynamic_module_callback_http_filter_increment_counter",
+            )?),
+            define_histogram: std::mem::transmute::<*mut c_void, DefineMetricFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_config_define_histogram",
+            )?),
+            record_histogram: std::mem::transmute::<*mut c_void, UpdateMetricFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_record_histogram_value",
             )?),
             log: std::mem::transmute::<*mut c_void, LogFn>(find(
                 c"envoy_dynamic_module_callback_log",
@@ -192,9 +200,9 @@ pub fn log(at: Level, message: &str) {
     }
 }
 
-/// One Envoy stream, through the callbacks. Valid only inside a hook of that stream. `1`: the id of
-/// its config's decision counter, when Envoy defined it.
-struct EnvoyStream(*mut c_void, Option<usize>);
+/// One Envoy stream, through the callbacks. Valid only inside a hook of that stream; with its config's
+/// metric ids.
+struct EnvoyStream(*mut c_void, Metrics);
 
 impl Stream for EnvoyStream {
     fn with_request_headers<R>(&self, f: impl FnOnce(Headers<'_>) -> R) -> R {
@@ -263,13 +271,22 @@ impl Stream for EnvoyStream {
         }
     }
 
-    fn count_decision(&mut self, decision: &str, reason: &str, route: &str) {
-        let Some(id) = self.1 else { return };
-        let mut labels = [Buffer::of(decision), Buffer::of(reason), Buffer::of(route)];
-        // SAFETY: live stream; `id` was defined on this stream's config with these three labels; the
-        // buffers borrow from the arguments, alive for the call.
-        unsafe {
-            (callbacks().increment_counter)(self.0, id, labels.as_mut_ptr(), labels.len(), 1);
+    fn count_decision(&mut self, decision: &str, reason: &str, route: &str, micros: u64) {
+        let c = callbacks();
+        if let Some(id) = self.1.decisions {
+            let mut labels = [Buffer::of(decision), Buffer::of(reason), Buffer::of(route)];
+            // SAFETY: live stream; `id` was defined on this stream's config with these three labels;
+            // the buffers borrow from the arguments, alive for the call.
+            unsafe {
+                (c.increment_counter)(self.0, id, labels.as_mut_ptr(), labels.len(), 1);
+            }
+        }
+        if let Some(id) = self.1.duration {
+            let mut labels = [Buffer::of(decision)];
+            // SAFETY: as above, with the histogram's one label.
+            unsafe {
+                (c.record_histogram)(self.0, id, labels.as_mut_ptr(), labels.len(), micros);
+            }
         }
     }
 
@@ -297,10 +314,19 @@ impl Stream for EnvoyStream {
     }
 }
 
-/// A filter config: the decision engine and the id of its decision counter.
+/// A filter config: the decision engine and its metric ids.
 struct Config {
     shared: Shared,
+    metrics: Metrics,
+}
+
+/// The ids Envoy gave a config's metrics; `None` where it refused one (it is then not recorded).
+#[derive(Clone, Copy)]
+struct Metrics {
+    /// `portcullis_decisions` by decision, reason, route.
     decisions: Option<usize>,
+    /// `portcullis_check_duration_us` by decision.
+    duration: Option<usize>,
 }
 
 /// The per-stream state: which config decides it.
@@ -308,34 +334,45 @@ struct Filter {
     config: *const Config,
 }
 
-/// Defines `portcullis_decisions` (labels decision, reason, route) on a filter config; `None` when
-/// Envoy refuses (the filter then decides without counting).
-fn define_decisions(config_envoy: *mut c_void) -> Option<usize> {
-    let mut labels = [
-        Buffer::of("decision"),
-        Buffer::of("reason"),
-        Buffer::of("route"),
-    ];
-    let mut id = 0usize;
-    // SAFETY: Envoy's config pointer of the current config_new hook; the buffers are alive for the call;
-    // `id` is written by Envoy on success.
-    let result = unsafe {
-        (callbacks().define_counter)(
-            config_envoy,
-            Buffer::of("portcullis_decisions"),
-            labels.as_mut_ptr(),
-            labels.len(),
-            &mut id,
-        )
+/// Defines a config's metrics: `portcullis_decisions` (a counter by decision, reason and route) and
+/// `portcullis_check_duration_us` (a histogram of the time to decide, by decision).
+fn define_metrics(config_envoy: *mut c_void) -> Metrics {
+    let define = |define: DefineMetricFn, name: &str, label_names: &[&str]| {
+        let mut labels: Vec<Buffer> = label_names.iter().map(|l| Buffer::of(l)).collect();
+        let mut id = 0usize;
+        // SAFETY: Envoy's config pointer of the current config_new hook; the buffers are alive for
+        // the call; `id` is written by Envoy on success (0 is `Success`).
+        let result = unsafe {
+            define(
+                config_envoy,
+                Buffer::of(name),
+                labels.as_mut_ptr(),
+                labels.len(),
+                &mut id,
+            )
+        };
+        if result == 0 {
+            Some(id)
+        } else {
+            log(
+                Level::Warn,
+                &format!("portcullis: Envoy did not define `{name}`; it is not recorded"),
+            );
+            None
+        }
     };
-    if result == 0 {
-        Some(id)
-    } else {
-        log(
-            Level::Warn,
-            "portcullis: Envoy did not define the decision counter; decisions are not counted",
-        );
-        None
+    let c = callbacks();
+    Metrics {
+        decisions: define(
+            c.define_counter,
+            "portcullis_decisions",
+            &["decision", "reason", "route"],
+        ),
+        duration: define(
+            c.define_histogram,
+            "portcullis_check_duration_us",
+            &["decision"],
+        ),
     }
 }
 
@@ -389,7 +426,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let shared = Shared::from_filter_config(config)?;
         Some(Config {
             shared,
-            decisions: define_decisions(config_envoy),
+            metrics: define_metrics(config_envoy),
         })
     });
     match built {
@@ -453,7 +490,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 ) -> u32 {
     // SAFETY: `filter` is our Box<Filter> from filter_new; its config outlives it (Envoy holds it).
     let config = unsafe { &*(*(filter as *const Filter)).config };
-    let mut stream = EnvoyStream(filter_envoy, config.decisions);
+    let mut stream = EnvoyStream(filter_envoy, config.metrics);
     let decided = catch_unwind(AssertUnwindSafe(|| {
         filter::on_request_headers(&config.shared, &mut stream)
     }));

@@ -26,8 +26,9 @@ pub trait Stream {
     fn remove_request_header(&mut self, name: &str);
     /// Ends the stream with a local reply.
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &str);
-    /// Counts one decision in Envoy's stats (`portcullis_decisions`, by decision, reason and route).
-    fn count_decision(&mut self, decision: &str, reason: &str, route: &str);
+    /// Counts one decision in Envoy's stats (`portcullis_decisions`, by decision, reason and route)
+    /// and records how long it took (`portcullis_check_duration_us`, by decision).
+    fn count_decision(&mut self, decision: &str, reason: &str, route: &str, micros: u64);
 }
 
 /// What `on_request_headers` tells Envoy.
@@ -110,11 +111,13 @@ impl Shared {
 /// Decides the request on `stream` and writes the answer. A decision that does not complete inline
 /// answers 503 (fail closed).
 pub fn on_request_headers(shared: &Shared, stream: &mut impl Stream) -> Next {
+    let started = std::time::Instant::now();
     // Decided while the headers are borrowed from Envoy; written after, once nothing borrows them.
     let (written, counted) = stream.with_request_headers(|headers| decide(shared, headers));
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     match &counted {
-        Some((decision, reason, route)) => stream.count_decision(decision, reason, route),
-        None => stream.count_decision("error", "pending_upstream", ""),
+        Some((decision, reason, route)) => stream.count_decision(decision, reason, route, micros),
+        None => stream.count_decision("error", "pending_upstream", "", micros),
     }
     written.write(stream)
 }
@@ -315,7 +318,7 @@ mod tests {
         fn remove_request_header(&mut self, name: &str) {
             self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
         }
-        fn count_decision(&mut self, decision: &str, reason: &str, route: &str) {
+        fn count_decision(&mut self, decision: &str, reason: &str, route: &str, _: u64) {
             self.counted
                 .push((decision.to_owned(), reason.to_owned(), route.to_owned()));
         }
