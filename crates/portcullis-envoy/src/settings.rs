@@ -1,0 +1,188 @@
+//! The filter config: the `google.protobuf.StringValue` of the filter's `filter_config`, YAML or JSON,
+//! holding exactly one of
+//! - `config_file: PATH`: an ordinary portcullis configuration file, read and validated as
+//!   `portcullis serve --config` does;
+//! - `config: {...}`: the same configuration inline.
+//!
+//! Sections the module does not serve: `server` (listeners; Envoy is the listener) is ignored with a
+//! warning; `state` and `revocation` (Redis, the admin API, the Auth0 stream) are refused, because a
+//! configuration that names them expects revocations this module would not see.
+
+use std::path::PathBuf;
+
+use portcullis_core::config::{Problem, RevocationConfig, ServerConfig, StateConfig};
+use portcullis_core::{Config, ConfigErrors};
+use serde::Deserialize;
+
+use crate::host::Level;
+
+/// Where the portcullis configuration comes from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterConfig {
+    config_file: Option<PathBuf>,
+    config: Option<serde_yaml_ng::Value>,
+}
+
+/// A configuration the module can serve, with the messages to log about what it ignores.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub notes: Vec<(Level, String)>,
+}
+
+/// Parses the filter config and the portcullis configuration it names; every problem with the path of
+/// its field (`filter_config.…` for the filter config itself).
+pub fn load(
+    filter_config: &[u8],
+    files: &dyn portcullis_core::config::Files,
+) -> Result<Loaded, ConfigErrors> {
+    let problem = |path: &str, message: String| {
+        ConfigErrors(vec![Problem {
+            path: path.to_owned(),
+            message,
+        }])
+    };
+    let text = std::str::from_utf8(filter_config)
+        .map_err(|_| problem("filter_config", "is not UTF-8 text".to_owned()))?;
+    let filter: FilterConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+        problem(
+            "filter_config",
+            format!("expected YAML or JSON `{{config_file: PATH}}` or `{{config: {{...}}}}`: {e}"),
+        )
+    })?;
+    let config = match (filter.config_file, filter.config) {
+        (Some(path), None) => {
+            let bytes = files.read(&path).map_err(|e| {
+                problem(
+                    "filter_config.config_file",
+                    format!("cannot read `{}`: {e}", path.display()),
+                )
+            })?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                problem(
+                    "filter_config.config_file",
+                    format!("`{}` is not UTF-8 text", path.display()),
+                )
+            })?;
+            Config::from_yaml_str(&text)?
+        }
+        (None, Some(inline)) => {
+            let text = serde_yaml_ng::to_string(&inline)
+                .map_err(|e| problem("filter_config.config", e.to_string()))?;
+            Config::from_yaml_str(&text)?
+        }
+        (Some(_), Some(_)) => {
+            return Err(problem(
+                "filter_config",
+                "give either `config_file` or `config`, not both".to_owned(),
+            ))
+        }
+        (None, None) => {
+            return Err(problem(
+                "filter_config",
+                "needs `config_file: PATH` or `config: {...}`".to_owned(),
+            ))
+        }
+    };
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    if config.state != StateConfig::default() {
+        problems.push(Problem {
+            path: "state".to_owned(),
+            message: "the Envoy module keeps no shared state yet; remove this section".to_owned(),
+        });
+    }
+    if config.revocation != RevocationConfig::default() {
+        problems.push(Problem {
+            path: "revocation".to_owned(),
+            message: "the Envoy module has no revocation feed yet (admin API, Auth0 stream); remove this section"
+                .to_owned(),
+        });
+    }
+    if !problems.is_empty() {
+        return Err(ConfigErrors(problems));
+    }
+    if config.server != ServerConfig::default() {
+        notes.push((
+            Level::Warn,
+            "server: ignored by the Envoy module (Envoy is the listener)".to_owned(),
+        ));
+    }
+    for warning in config.warnings() {
+        notes.push((Level::Warn, warning.to_string()));
+    }
+    Ok(Loaded { config, notes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_core::config::MemoryFiles;
+
+    const INLINE: &str = r#"{"config": {"providers": [{"name": "keys", "type": "api_key", "keys": [{"sha256": "abababababababababababababababababababababababababababababababab", "principal": "ci"}]}]}}"#;
+
+    fn paths(err: ConfigErrors) -> Vec<String> {
+        err.0.into_iter().map(|p| p.path).collect()
+    }
+
+    #[test]
+    fn inline_json_and_yaml_both_load() {
+        let files = MemoryFiles::default();
+        let loaded = load(INLINE.as_bytes(), &files).unwrap();
+        assert_eq!(loaded.config.providers.len(), 1);
+        let yaml = "config:\n  providers:\n    - {name: keys, type: api_key, keys: [{sha256: abababababababababababababababababababababababababababababababab, principal: ci}]}\n";
+        assert_eq!(load(yaml.as_bytes(), &files).unwrap().config, loaded.config);
+    }
+
+    #[test]
+    fn a_config_file_is_read_through_the_host() {
+        let mut files = MemoryFiles::default();
+        files.files.insert(
+            PathBuf::from("/etc/portcullis.yaml"),
+            b"providers: [{name: keys, type: api_key, keys: [{sha256: abababababababababababababababababababababababababababababababab, principal: ci}]}]\n".to_vec(),
+        );
+        let loaded = load(b"config_file: /etc/portcullis.yaml", &files).unwrap();
+        assert_eq!(loaded.config.providers.len(), 1);
+        let err = load(b"config_file: /nowhere.yaml", &files).unwrap_err();
+        assert_eq!(paths(err), ["filter_config.config_file"]);
+    }
+
+    #[test]
+    fn the_filter_config_itself_is_checked() {
+        let files = MemoryFiles::default();
+        for bad in [&b"{}"[..], b"[1]", b"config_fil: x", b"\xff"] {
+            assert_eq!(
+                paths(load(bad, &files).unwrap_err()),
+                ["filter_config"],
+                "{bad:?}"
+            );
+        }
+        let both = br#"{"config_file": "/x", "config": {}}"#;
+        assert_eq!(paths(load(both, &files).unwrap_err()), ["filter_config"]);
+    }
+
+    #[test]
+    fn portcullis_problems_keep_their_field_paths() {
+        let files = MemoryFiles::default();
+        let bad = r#"{"config": {"providers": [{"name": "a", "type": "jwt", "issuer": "https://i", "audiences": ["x"], "jwks_file": "/k.json", "algorithm": ["RS256"]}]}}"#;
+        let err = load(bad.as_bytes(), &files).unwrap_err();
+        assert!(
+            paths(err.clone())
+                .iter()
+                .any(|p| p.starts_with("providers[0]")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn server_is_ignored_and_shared_state_refused() {
+        let files = MemoryFiles::default();
+        let with_server = r#"{"config": {"server": {"listen": "127.0.0.1:1"}, "providers": [{"name": "keys", "type": "api_key", "keys": [{"sha256": "abababababababababababababababababababababababababababababababab", "principal": "ci"}]}]}}"#;
+        let loaded = load(with_server.as_bytes(), &files).unwrap();
+        assert!(loaded.notes.iter().any(|(_, n)| n.starts_with("server:")));
+        let with_state = r#"{"config": {"state": {"backend": "redis", "url": "redis://127.0.0.1:1"}, "providers": [{"name": "keys", "type": "api_key", "keys": [{"sha256": "abababababababababababababababababababababababababababababababab", "principal": "ci"}]}]}}"#;
+        let err = load(with_state.as_bytes(), &files).unwrap_err();
+        assert!(paths(err).contains(&"state".to_owned()));
+    }
+}

@@ -1,0 +1,391 @@
+"""portcullis inside Envoy (issue 23): the portcullis-envoy dynamic module in the real Envoy 1.40.
+
+The same portcullis configuration (a JWT provider with a local key set made for this run, a scope
+route) is served two ways: by `portcullis serve` behind Envoy's ext_authz (deploy/envoy/envoy.yaml),
+and by the module inside Envoy (deploy/envoy/envoy-module.yaml). Every request is sent through both,
+and the answers must be the same: status, challenge, body (without its per-decision id), and the
+identity headers the upstream receives.
+
+Environment (scripts/test-e2e.sh sets both):
+  PORTCULLIS_ENVOY_MODULE_DIR        directory holding libportcullis_envoy.so
+  PORTCULLIS_ENVOY_PANIC_MODULE_DIR  the same module built with `--features test-panic`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+import envoy_config
+from conftest import (
+    PROVIDER_NAME,
+    REPO,
+    RESOURCE,
+    Echo,
+    Proc,
+    Response,
+    envoy_binary,
+    free_port,
+    http_request,
+    serve_portcullis,
+    start_envoy,
+)
+
+MODULE_YAML = REPO / "deploy" / "envoy" / "envoy-module.yaml"
+MODULE_ENVOY = "1.40.0"  # the ABI this build is written against
+OLD_ENVOY = "1.36.4"  # an Envoy with another ABI: must refuse the module
+ISSUER = "https://issuer.module.e2e"
+AUDIENCE = "https://api.module.e2e/"
+KID = "module-e2e"
+
+
+def module_dir(var: str) -> Path:
+    value = os.environ.get(var)
+    if not value:
+        pytest.fail(f"{var} is not set: run scripts/test-e2e.sh (it builds the module)")
+    path = Path(value)
+    if not (path / "libportcullis_envoy.so").is_file():
+        pytest.fail(f"{path}/libportcullis_envoy.so missing: run scripts/test-e2e.sh")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# keys and tokens, made for this run
+
+
+class Keys:
+    def __init__(self, directory: Path):
+        self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.pem = self.private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private.public_key()))
+        public.update(kid=KID, alg="RS256", use="sig")
+        self.jwks_file = directory / "module-e2e-jwks.json"
+        self.jwks_file.write_text(json.dumps({"keys": [public]}))
+        # Another key under the same kid: what a forger without our key can sign with.
+        self.forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def token(self, *, lifetime: int = 300, key=None, **claims) -> str:
+        now = int(time.time())
+        body = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "alice",
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + lifetime,
+            "scope": "read:data",
+            **claims,
+        }
+        signer = self.pem if key is None else key
+        return jwt.encode(body, signer, algorithm="RS256", headers={"kid": KID})
+
+
+def portcullis_config(keys: Keys) -> dict:
+    return {
+        "realm": "portcullis",
+        "providers": [
+            {
+                "name": "local",
+                "type": "jwt",
+                "issuer": ISSUER,
+                "audiences": [AUDIENCE],
+                "algorithms": ["RS256"],
+                "jwks_file": str(keys.jwks_file),
+            }
+        ],
+        "routes": [
+            {
+                "name": "write",
+                "match": {"path_prefix": "/write"},
+                "require": {"scopes": {"all_of": ["write:data"]}},
+            }
+        ],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Envoy with the module
+
+
+class ModuleEnvoy:
+    def __init__(self, proc: Proc, port: int, admin_port: int):
+        self.proc, self.port, self.admin_port = proc, port, admin_port
+
+    def request(self, path: str = "/", **kw) -> Response:
+        return http_request(self.port, path, **kw)
+
+
+def module_envoy_config(config_file: Path, listen_port: int, admin_port: int, upstream_port: int) -> dict:
+    """deploy/envoy/envoy-module.yaml with only its ports and the filter's config_file changed."""
+    doc = envoy_config.load(MODULE_YAML)
+    doc["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
+    (listener,) = [l for l in doc["static_resources"]["listeners"] if l["name"] == "ingress"]
+    listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listen_port)
+    (upstream,) = [c for c in doc["static_resources"]["clusters"] if c["name"] == "upstream"]
+    for group in upstream["load_assignment"]["endpoints"]:
+        for lb in group["lb_endpoints"]:
+            lb["endpoint"]["address"]["socket_address"].update(address="127.0.0.1", port_value=upstream_port)
+    (portcullis,) = [f for f in envoy_config.http_filters(doc) if f["name"] == "portcullis"]
+    portcullis["typed_config"]["filter_config"]["value"] = json.dumps({"config_file": str(config_file)})
+    return doc
+
+
+def launch_module_envoy(
+    logdir: Path, tag: str, config: dict, echo: Echo, *, version: str = MODULE_ENVOY,
+    module: str = "PORTCULLIS_ENVOY_MODULE_DIR",
+) -> tuple[Proc, int, int]:
+    """Starts Envoy with the module and `config` (a portcullis configuration); does not wait."""
+    config_file = logdir / f"portcullis-module-{tag}.yaml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    port, admin_port = free_port(), free_port()
+    envoy_file = logdir / f"envoy-module-{version}-{tag}.yaml"
+    envoy_file.write_text(
+        yaml.safe_dump(module_envoy_config(config_file, port, admin_port, echo.port), sort_keys=False)
+    )
+    proc = Proc(
+        f"envoy-module-{version}[{tag}]",
+        [envoy_binary(version), "-c", envoy_file, "--disable-hot-restart", "--concurrency", "1", "-l", "info"],
+        logdir / f"envoy-module-{version}-{tag}.log",
+        env={"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(module_dir(module))},
+    ).start()
+    return proc, port, admin_port
+
+
+def start_module_envoy(logdir: Path, tag: str, config: dict, echo: Echo, **kw) -> ModuleEnvoy:
+    proc, port, admin_port = launch_module_envoy(logdir, tag, config, echo, **kw)
+    try:
+        proc.wait_until(
+            "LIVE (/ready)",
+            lambda: http_request(admin_port, "/ready", timeout=2).body.strip() == b"LIVE",
+        )
+    except BaseException:
+        proc.stop()
+        raise
+    return ModuleEnvoy(proc, port, admin_port)
+
+
+def exit_of(proc: Proc, timeout: float = 30.0) -> int:
+    """Waits for a process that must refuse to start; its exit code."""
+    try:
+        return proc.popen.wait(timeout=timeout)
+    finally:
+        proc.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def keys(logdir) -> Keys:
+    return Keys(logdir)
+
+
+@pytest.fixture(scope="module")
+def both(logdir, keys, echo):
+    """(ext_authz Envoy in front of `portcullis serve`, Envoy with the module), same configuration."""
+    config = portcullis_config(keys)
+    server = serve_portcullis(logdir, config, "module-diff")
+    ext_authz = start_envoy(logdir, MODULE_ENVOY, server, echo, "module-diff")
+    module = start_module_envoy(logdir, "diff", config, echo)
+    yield ext_authz, module
+    module.proc.stop()
+    ext_authz.proc.stop()
+    server.proc.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# the differential: the same answers through both
+
+
+def upstream_identity(resp: Response) -> dict[str, list[str]]:
+    """The `x-auth-*` headers the upstream received (the echo's body)."""
+    seen = resp.json()["headers"]
+    return {k: v for k, v in seen.items() if k.startswith("x-auth-") and "decision" not in k}
+
+
+def comparable(resp: Response) -> tuple:
+    """What must be equal between the two paths: status, challenge, body without its decision id;
+    on an allow, the identity the upstream received."""
+    if resp.status == 200:
+        return (200, upstream_identity(resp))
+    try:
+        body = resp.json()
+        body.pop("decision_id", None)
+    except ValueError:
+        body = resp.body
+    return (resp.status, resp.header_values("www-authenticate"), body)
+
+
+def cases(keys: Keys) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    bearer = lambda token: [("authorization", f"Bearer {token}")]  # noqa: E731
+    valid = keys.token()
+    header, payload, signature = valid.split(".")
+    return [
+        ("valid", "/data", bearer(valid)),
+        ("valid with spoofed identity", "/data",
+         bearer(valid) + [("x-auth-subject", "mallory"), ("x-auth-role", "admin")]),
+        ("missing", "/data", []),
+        ("missing with spoofed identity", "/data", [("x-auth-subject", "mallory")]),
+        ("forged signature", "/data", bearer(keys.token(key=keys.forger))),
+        ("tampered payload", "/data",
+         bearer(".".join([header, jwt.utils.base64url_encode(
+             json.dumps({**jwt.decode(valid, options={"verify_signature": False}), "sub": "admin"}).encode()
+         ).decode(), signature]))),
+        ("expired", "/data", bearer(keys.token(lifetime=-120))),
+        ("wrong audience", "/data", bearer(keys.token(aud="https://other.example/"))),
+        ("wrong issuer", "/data", bearer(keys.token(iss="https://evil.example"))),
+        ("alg none", "/data",
+         bearer(jwt.utils.base64url_encode(b'{"alg":"none","typ":"JWT"}').decode() + "." + payload + ".")),
+        ("garbage", "/data", bearer("not-a-jwt")),
+        ("missing scope", "/write/x", bearer(valid)),
+        ("scope present", "/write/x", bearer(keys.token(scope="read:data write:data"))),
+    ]
+
+
+def test_module_answers_as_the_grpc_server_does(both, keys):
+    ext_authz, module = both
+    for name, path, headers in cases(keys):
+        via_grpc = comparable(ext_authz.request(path, headers=headers))
+        via_module = comparable(module.request(path, headers=headers))
+        assert via_module == via_grpc, f"{name}: module {via_module!r} != ext_authz {via_grpc!r}"
+
+
+def test_module_allows_a_valid_token_with_its_principal_and_drops_spoofed_headers(both, keys):
+    _, module = both
+    resp = module.request(
+        "/data",
+        headers=[
+            ("authorization", f"Bearer {keys.token()}"),
+            ("x-auth-subject", "mallory"),
+            ("x-auth-role", "admin"),
+        ],
+    )
+    assert resp.status == 200, resp.body
+    seen = resp.json()["headers"]
+    assert seen["x-auth-subject"] == ["alice"]
+    assert "x-auth-role" not in seen
+
+
+def test_module_denies_attacks_with_a_challenge(both, keys):
+    _, module = both
+    for name, path, headers in cases(keys):
+        if name in ("valid", "valid with spoofed identity", "scope present"):
+            continue
+        resp = module.request(path, headers=headers)
+        assert resp.status in (401, 403), f"{name}: {resp.status} {resp.body!r}"
+        assert resp.header("www-authenticate", ).startswith("Bearer "), f"{name}: {resp.headers}"
+        assert b'"headers"' not in resp.body, f"{name}: reached the upstream"
+
+
+def decisions(envoy: ModuleEnvoy) -> dict[str, float]:
+    """Envoy's `portcullis_decisions` counters (the module's stats), by their label set."""
+    text = http_request(envoy.admin_port, "/stats/prometheus").body.decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("envoy_dynamicmodulescustom_portcullis_decisions{"):
+            labels, value = line.rsplit(" ", 1)
+            counts[labels.split("{", 1)[1].rstrip("}")] = float(value)
+    return counts
+
+
+def test_module_counts_decisions_in_envoys_stats(both, keys):
+    _, module = both
+    allow = 'decision="allow",reason="",route="default"'
+    missing = 'decision="deny",reason="missing_credential",route="default"'
+    scope = 'decision="deny",reason="missing_scope",route="write"'
+    before = decisions(module)
+    assert module.request("/data", headers=[("authorization", f"Bearer {keys.token()}")]).status == 200
+    assert module.request("/data").status == 401
+    assert module.request("/write/x", headers=[("authorization", f"Bearer {keys.token()}")]).status == 403
+    after = decisions(module)
+    for labels in (allow, missing, scope):
+        assert after.get(labels, 0) - before.get(labels, 0) == 1, f"{labels}: {before} -> {after}"
+    # The time to decide, a histogram by decision (Envoy flushes histograms to the admin endpoint
+    # periodically, so only its presence is asserted, never a value).
+    text = http_request(module.admin_port, "/stats/prometheus").body.decode()
+    assert "# TYPE envoy_dynamicmodulescustom_portcullis_check_duration_us histogram" in text, text[-2000:]
+
+
+def test_module_fetches_a_key_set_by_discovery_and_decides_inline(logdir, oidc, echo):
+    """A jwt provider with only an issuer: the module's background thread finds the key set through
+    OIDC discovery; once loaded, tokens are decided inline on the worker. Before it is loaded a
+    request is 503 (cannot decide), never an allow."""
+    config = {
+        "providers": [
+            {
+                "name": PROVIDER_NAME,
+                "type": "jwt",
+                "issuer": oidc.issuer,
+                "audiences": [RESOURCE],
+                "algorithms": ["RS256"],
+            }
+        ],
+    }
+    envoy = start_module_envoy(logdir, "discovery", config, echo)
+    try:
+        token = [("authorization", f"Bearer {oidc.token()}")]
+        deadline = time.monotonic() + 30
+        resp = envoy.request("/data", headers=token)
+        while resp.status == 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            resp = envoy.request("/data", headers=token)
+        assert resp.status == 200, resp.body
+        assert resp.json()["headers"]["x-auth-subject"] == ["e2e-client"]
+        denied = envoy.request("/data", headers=[("authorization", f"Bearer {oidc.token()}x")])
+        assert denied.status == 401, denied.body
+    finally:
+        envoy.proc.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# refusals and failures
+
+
+def test_a_config_with_an_error_is_refused_with_our_message(logdir, keys, echo):
+    config = portcullis_config(keys)
+    config["providers"][0]["algorithms"] = ["RS256", "XX999"]
+    proc, _, _ = launch_module_envoy(logdir, "invalid", config, echo)
+    code = exit_of(proc)
+    log = proc.log_path.read_text(errors="replace")
+    assert code != 0, log[-3000:]
+    assert "portcullis: the filter config is refused" in log, log[-3000:]
+    assert "providers[0].algorithms" in log, log[-3000:]
+
+
+def test_envoy_136_refuses_the_140_build_clearly(logdir, keys, echo):
+    proc, _, _ = launch_module_envoy(logdir, "old-envoy", portcullis_config(keys), echo, version=OLD_ENVOY)
+    code = exit_of(proc)
+    log = proc.log_path.read_text(errors="replace")
+    assert code != 0, log[-3000:]
+    assert "portcullis-envoy" in log and "Envoy 1.40" in log, log[-3000:]
+
+
+def test_a_panic_in_the_module_is_a_500_and_envoy_keeps_serving(logdir, keys, echo):
+    envoy = start_module_envoy(
+        logdir, "panic", portcullis_config(keys), echo, module="PORTCULLIS_ENVOY_PANIC_MODULE_DIR"
+    )
+    try:
+        token = [("authorization", f"Bearer {keys.token()}")]
+        for _ in range(3):
+            resp = envoy.request("/data", headers=token + [("x-portcullis-test-panic", "1")])
+            assert resp.status == 500, resp.body
+            assert b'"headers"' not in resp.body, "a panicking check reached the upstream"
+        assert envoy.proc.alive()
+        after = envoy.request("/data", headers=token)
+        assert after.status == 200, after.body
+        assert after.json()["headers"]["x-auth-subject"] == ["alice"]
+    finally:
+        envoy.proc.stop()
