@@ -6,10 +6,21 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::Sources;
 use crate::dpop::SharedSeen;
-use crate::identity_token::KeyStorage;
 use crate::providers::http::Upstream;
 use crate::recorder::{NoRecorder, Recorder};
 use crate::revocation::Denylist;
+
+/// Where generated keys are kept, and how new ones are made: the host's side of the signer. The server
+/// keeps them in `identity-keys.json` in `state_dir`, private to its user.
+pub trait KeyStorage: Send + Sync {
+    /// The stored document in `dir` (see [`KeyStorage::save`]), `None` when there is none yet. The host
+    /// creates `dir` and makes it private, or refuses with a message saying what to do.
+    fn load(&self, dir: &std::path::Path) -> Result<Option<Vec<u8>>, String>;
+    /// Replaces the stored document in `dir`, privately and atomically.
+    fn save(&self, dir: &std::path::Path, document: &[u8]) -> std::io::Result<()>;
+    /// A new P-256 key, as a PKCS#8 document.
+    fn generate(&self) -> Option<Vec<u8>>;
+}
 
 /// The host's side of a runtime.
 #[derive(Clone)]

@@ -12,7 +12,7 @@
 //! left. The cache key holds the `Arc`, so its address cannot be reused by another identity meanwhile.
 
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -27,17 +27,8 @@ use crate::config::{IdentityTokenConfig, Problem};
 use crate::env::Env;
 use crate::identity::{Identity, PrincipalKind};
 
-/// Where generated keys are kept, and how new ones are made: the host's side of the signer. The server
-/// keeps them in `identity-keys.json` in `state_dir`, private to its user.
-pub trait KeyStorage: Send + Sync {
-    /// The stored document in `dir` (see [`KeyStorage::save`]), `None` when there is none yet. The host
-    /// creates `dir` and makes it private, or refuses with a message saying what to do.
-    fn load(&self, dir: &Path) -> Result<Option<Vec<u8>>, String>;
-    /// Replaces the stored document in `dir`, privately and atomically.
-    fn save(&self, dir: &Path, document: &[u8]) -> std::io::Result<()>;
-    /// A new P-256 key, as a PKCS#8 document.
-    fn generate(&self) -> Option<Vec<u8>>;
-}
+pub use crate::env::KeyStorage;
+
 /// The file in the state directory that keeps generated keys (the server's [`KeyStorage`]).
 pub const KEYS_FILE: &str = "identity-keys.json";
 /// How many signed tokens are kept for reuse.
@@ -497,6 +488,7 @@ fn pkcs8_from_pem(pem: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(all(test, feature = "aws-lc-rs"))]
 mod tests {
+    use std::path::Path;
     use std::sync::Mutex;
 
     use super::*;

@@ -34,10 +34,19 @@ pub enum Level {
     Error,
 }
 
+/// Where [`log`] writes: Envoy's log once the ABI layer has found its callbacks at program init (it
+/// registers itself here, so this module never imports it); stderr until then and in tests.
+static LOG: std::sync::OnceLock<fn(Level, &str)> = std::sync::OnceLock::new();
+
+/// Sends the module's messages to `writer` from now on (the ABI layer's Envoy log; set once).
+pub fn set_log(writer: fn(Level, &str)) {
+    let _ = LOG.set(writer);
+}
+
 /// Writes `message` to Envoy's log (component `dynamic_modules`). Never pass a token or a secret.
 pub fn log(level: Level, message: &str) {
-    #[cfg(not(test))]
-    crate::ffi::log(level, message);
-    #[cfg(test)]
-    eprintln!("{level:?}: {message}");
+    match LOG.get() {
+        Some(writer) => writer(level, message),
+        None => eprintln!("{level:?}: {message}"),
+    }
 }
