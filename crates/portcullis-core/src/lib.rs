@@ -26,17 +26,20 @@
 //! 2. What a check is about: `identity` ([`Identity`], the one builder every provider uses; `Prepared`,
 //!    the write-once slot a transport keeps its encoding of a cached identity in), `decision` ([`Decision`]
 //!    and why a request is denied).
-//! 3. `config`: the YAML configuration, validation with field paths, secret references. `env`: the seams
-//!    a host implements, over the configuration's types.
+//! 3. `config`: the YAML configuration, read leniently so one pass reports every problem, validation with
+//!    field paths, secret references and the `Sources` they resolve through, its JSON Schema
+//!    (`config::schema`, what `portcullis config schema` prints).
 //! 4. Reading the credential: `credential` (finding it in a request), `dpop` (RFC 9449 proofs, nonces,
 //!    replay).
 //! 5. Deciding, side by side: `providers` (the contract; `chain` runs it, `build` builds it, one module
-//!    per kind), `policy` (compiled routes), `revocation` (the denylist and Auth0 event mapping),
+//!    per kind), `policy` (compiled routes; `policy/index`: the route index by host and first path
+//!    segment), `revocation` (the denylist and Auth0 event mapping),
 //!    `resources` (RFC 9728 documents), `identity_token` (the signed identity for the upstream).
 //! 6. `authorizer`: route → providers → denylist → policy → mode, into a [`Verdict`].
 //! 7. `answer`: a verdict as a proto-free answer (status, headers, challenge, body, metadata).
 //! 8. `runtime`: the swappable [`Runtime`]; `decision_log`: one JSON line per decision (tracing target
-//!    `portcullis::decision`).
+//!    `portcullis::decision`); `env`: the [`Env`] a runtime is built with (the seams a host implements:
+//!    `KeyStorage` here, `Upstream` in `providers::http`, `SharedSeen` in `dpop`, `Recorder`).
 //!
 //! # Process-wide state
 //! A host that loads this crate once (a cdylib in Envoy) shares these between its runtimes: the decision
