@@ -98,7 +98,7 @@ fn harness() -> &'static Harness {
     })
 }
 
-/// The whole Check path as the server runs it: protobuf bytes → our request view (`server/wire.rs`) →
+/// The whole Check path as the server runs it: protobuf bytes → our request view (`portcullis-proto/src/wire.rs`) →
 /// decision → answer → `CheckResponse`. Returns whether the bytes decoded; bytes that do not are answered
 /// `INTERNAL`, never allowed.
 pub fn check_request(bytes: &[u8]) -> bool {
@@ -115,11 +115,11 @@ pub fn check_request(bytes: &[u8]) -> bool {
     }
 }
 
-/// The request parser (`server/wire.rs`) against prost on the same bytes: wherever prost decodes, the
+/// The request parser (`portcullis-proto/src/wire.rs`) against prost on the same bytes: wherever prost decodes, the
 /// same view; wherever they disagree on accepting, only because of a field no check reads. Panics
 /// otherwise. Returns whether prost decoded the bytes.
 pub fn wire_request(bytes: &[u8]) -> bool {
-    use crate::server::wire::differential::{run, Agreement};
+    use crate::pb::wire::differential::{run, Agreement};
     run(bytes) == Agreement::Equal
 }
 

@@ -26,7 +26,7 @@
 //!    Traefik, Caddy, Envoy `http_service`), deciding through the same `server/check` function as gRPC;
 //!    the admin HTTP port (with the revocation admin API and the Auth0 log stream receiver);
 //!    `server/grpc`: the Check endpoint, reading the request's bytes straight into the engine's request
-//!    view (`server/wire`); `server/translate`: an answer as Envoy's protobuf; `server/reload`: hot reload
+//!    view (`pb::wire`, in `portcullis-proto`); `pb::translate`: an answer as Envoy's protobuf; `server/reload`: hot reload
 //!    of the configuration file (watch, validate, build with the server's `Env`, swap the runtime);
 //!    `server/tls`: TLS (and client certificates) on the listeners, reloaded when its files change.
 //!    `App` builds each runtime with one `Env` (state, metrics, HTTP clients, key storage): there is no

@@ -13,8 +13,6 @@ mod http;
 mod reload;
 mod revocations;
 pub mod tls;
-mod translate;
-pub(crate) mod wire;
 
 pub use self::check::EXPLAIN_HEADER;
 pub use self::grpc::CheckService;

@@ -1,4 +1,4 @@
-//! The Check path end to end, as the server runs it: protobuf bytes → request view (`server/wire.rs`) →
+//! The Check path end to end, as the server runs it: protobuf bytes → request view (`portcullis-proto/src/wire.rs`) →
 //! decision → answer.
 #![no_main]
 

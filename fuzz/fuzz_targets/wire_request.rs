@@ -1,4 +1,4 @@
-//! The gRPC Check's request parser (`server/wire.rs`) against prost on the same bytes: wherever prost
+//! The gRPC Check's request parser (`portcullis-proto/src/wire.rs`) against prost on the same bytes: wherever prost
 //! decodes, the same view; wherever they disagree on accepting, only because of a field no check reads.
 #![no_main]
 

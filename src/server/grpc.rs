@@ -2,7 +2,7 @@
 //! service the tonic router sends it to, built on tonic's own unary handling (framing, the
 //! `max_decoding_message_size` limit, status trailers) with a codec that hands over the message's bytes
 //! instead of a prost-decoded `CheckRequest`. [`CheckService`] admits the check, applies the caller's
-//! deadline, reads the bytes with `server/wire.rs` and decides through `server/check.rs`.
+//! deadline, reads the bytes with `portcullis-proto`'s `wire` and decides through `server/check.rs`.
 //!
 //! The generated `AuthorizationServer` is not used here: it would decode the whole message with prost
 //! first (see `wire.rs` for what that costs). It stays for the no-op server (`bench --serve-noop`) and
@@ -23,7 +23,8 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
 use super::check::{check, Arrival};
-use super::{translate, wire, App};
+use super::App;
+use crate::pb::{translate, wire};
 use crate::metrics::{Rejection, Transport};
 use crate::pb::auth::CheckResponse;
 

@@ -1,7 +1,7 @@
 //! What the client and the upstream are told: a [`Verdict`] becomes an [`Answer`] of plain Rust values
 //! (status, headers to set and to remove, the challenge, the body, the metadata). Every rule about answers
 //! lives here: which client headers are stripped, how a challenge is composed (RFC 6750 §3, RFC 9470 §3),
-//! a route's own deny status, headers and body. `server/translate.rs` only writes the answer as Envoy's
+//! a route's own deny status, headers and body. `portcullis-proto/src/translate.rs` only writes the answer as Envoy's
 //! protobuf.
 
 use std::borrow::Cow;

@@ -1,5 +1,5 @@
 //! Our own borrowed view of a check request: what providers and policy may read, with no protobuf type in
-//! sight. `server/wire.rs` builds it from the gRPC message's bytes, `server/http.rs` from an HTTP request;
+//! sight. `portcullis-proto/src/wire.rs` builds it from the gRPC message's bytes, `server/http.rs` from an HTTP request;
 //! tests build it directly.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 pub enum Headers<'a> {
     /// Envoy's `headers` map: lower-case names, repeated headers already joined with `,`.
     Map(&'a HashMap<String, String>),
-    /// Envoy's `headers` map as `server/wire.rs` reads it, borrowed from the message: each name once (the
+    /// Envoy's `headers` map as `portcullis-proto/src/wire.rs` reads it, borrowed from the message: each name once (the
     /// last value sent for it, as a protobuf map keeps), looked up by exact name like [`Headers::Map`].
     Entries(&'a [(&'a str, &'a str)]),
     /// Envoy's `header_map` (with `encode_raw_headers`): one entry per header line.

@@ -9,10 +9,17 @@
 //! - [`Struct`] and [`OkHttpResponse`]: hand-written messages that can carry already-encoded entries, so a
 //!   cached identity's metadata and headers are encoded once.
 //! - [`json`]: the one conversion between `google.protobuf.Struct` and JSON.
+//! - [`wire`]: a Check request read straight from its bytes into the engine's `RequestView` (borrowed,
+//!   no prost tree); `wire::differential` holds it to prost's reading (tests and the fuzz target).
+//! - [`translate`]: the engine's proto-free `Answer` as Envoy's `CheckResponse`.
 //!
-//! It imports nothing of portcullis.
+//! It imports only `portcullis-core` (the request view and the answer), which imports nothing of it:
+//! the engine never compiles protobuf.
 
 #![allow(clippy::all, missing_docs, rustdoc::all)]
+
+pub mod translate;
+pub mod wire;
 
 pub mod envoy {
     pub mod config {

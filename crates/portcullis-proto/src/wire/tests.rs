@@ -7,9 +7,9 @@ use prost::Message as _;
 
 use super::differential::{run, Agreement};
 use super::{parse, WireError};
-use crate::pb;
-use crate::pb::auth::{attribute_context, AttributeContext, CheckRequest};
-use crate::pb::core::{address, socket_address};
+use crate as pb;
+use crate::auth::{attribute_context, AttributeContext, CheckRequest};
+use crate::core::{address, socket_address};
 
 // --- raw encoding ---
 

@@ -1,8 +1,8 @@
-//! The parser in `server/wire.rs` against prost, on the same bytes (its unit tests and the
+//! The parser in `portcullis-proto/src/wire.rs` against prost, on the same bytes (its unit tests and the
 //! `wire_request` fuzz target): [`run`] panics when they disagree.
 //!
 //! Three decoders read the input: prost's decode of the whole `CheckRequest`, turned into a view by
-//! `server/translate.rs` (the server's path before the parser); [`read::CheckRequest`], prost decoding
+//! `portcullis-proto/src/translate.rs` (the server's path before the parser); [`read::CheckRequest`], prost decoding
 //! only the fields the server reads (everything else unknown to it, so skipped as the parser skips it);
 //! and the parser. The parser must accept exactly what the second accepts and give the same view, and
 //! wherever the whole decode succeeds, the same view as it too. So the parser may accept more than
@@ -13,9 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use prost::Message as _;
 use serde_json::Value;
 
-use super::super::translate;
-use crate::pb;
-use crate::request::{Headers, RequestView};
+use crate::translate;
+use crate as pb;
+use portcullis_core::request::{Headers, RequestView};
 
 /// How the decoders answered one input (they agreed, or [`run`] panicked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,8 +157,8 @@ impl Snapshot {
 pub mod read {
     use std::collections::HashMap;
 
-    use crate::pb;
-    use crate::pb::auth::attribute_context;
+    use crate as pb;
+    use crate::auth::attribute_context;
 
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct CheckRequest {
@@ -263,7 +263,7 @@ pub mod read {
     // === impl CheckRequest ===
 
     impl CheckRequest {
-        /// The same fields in the generated message, for `server/translate.rs` to read.
+        /// The same fields in the generated message, for `portcullis-proto/src/translate.rs` to read.
         pub fn into_whole(self) -> pb::auth::CheckRequest {
             use pb::core::{address, socket_address};
             let Some(attributes) = self.attributes else {

@@ -2,7 +2,7 @@
 //! path's decoder. prost would build the whole message tree first (a fresh `String` key and value per
 //! header in a SipHash `HashMap`, every field we never look at) and drop it after the check; here the
 //! strings we read are borrowed from the message, and only the fields a check reads are read at all
-//! (those `server/translate.rs` reads from a decoded `CheckRequest`, the path this one replaced):
+//! (those `portcullis-proto/src/translate.rs` reads from a decoded `CheckRequest`, the path this one replaced):
 //!
 //! - `attributes.source`: `address` (a `socket_address`'s `address` and `port_value`; `pipe` and
 //!   `envoy_internal_address` only count as "not a socket"), `principal`, `certificate`;
@@ -11,7 +11,7 @@
 //!   decoded with prost, into the same JSON as before).
 //!
 //! # The same answer as prost
-//! For the fields read, the result is what prost's decode followed by `server/translate.rs` gives: a
+//! For the fields read, the result is what prost's decode followed by `portcullis-proto/src/translate.rs` gives: a
 //! singular string or number seen twice keeps the last; a singular message seen twice is merged field by
 //! field (two concatenated `CheckRequest`s are one merged request); a map keeps the last value of a
 //! repeated key, and a missing key or value is `""`; the last member of a oneof wins and clears the
@@ -30,6 +30,9 @@
 //! claims: wherever prost decodes, the two views are equal; wherever this parser and prost disagree on
 //! accepting, prost decoding only the read fields agrees with the parser.
 
+// Hand-written: linted, unlike the generated code beside it.
+#![warn(clippy::all)]
+
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod differential;
 #[cfg(test)]
@@ -40,9 +43,9 @@ use std::collections::HashMap;
 use prost::Message as _;
 use serde_json::Value;
 
-use super::translate;
-use crate::pb::auth::CheckRequest;
-use crate::request::{Headers, RequestView};
+use crate::translate;
+use crate::auth::CheckRequest;
+use portcullis_core::request::{Headers, RequestView};
 
 /// Why a message could not be read. The gRPC Check answers it with `INTERNAL`, as tonic answers a
 /// message prost cannot decode.
