@@ -24,9 +24,9 @@ use tonic::{Request, Response, Status};
 
 use super::check::{check, Arrival};
 use super::App;
-use crate::pb::{translate, wire};
 use crate::metrics::{Rejection, Transport};
 use crate::pb::auth::CheckResponse;
+use crate::pb::{translate, wire};
 
 /// The one method's path.
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";

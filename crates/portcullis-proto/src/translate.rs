@@ -13,8 +13,6 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use portcullis_core::answer::{Answer, Metadata, Outcome};
-use portcullis_core::identity::Identity;
 #[cfg(any(test, feature = "fuzzing"))]
 use crate::auth::attribute_context;
 use crate::auth::{
@@ -24,6 +22,8 @@ use crate::core::{header_value_option::HeaderAppendAction, HeaderValue, HeaderVa
 use crate::http_type::HttpStatus;
 use crate::rpc::Status;
 use crate::{json, Struct};
+use portcullis_core::answer::{Answer, Metadata, Outcome};
+use portcullis_core::identity::Identity;
 #[cfg(any(test, feature = "fuzzing"))]
 use portcullis_core::request::{Headers, RequestView};
 
@@ -416,7 +416,8 @@ mod tests {
     #[test]
     fn an_identitys_headers_are_encoded_once_and_decode_as_the_list() {
         use portcullis_core::answer::IdentityHeaders;
-        let mut identity = portcullis_core::identity::IdentityBuilder::anonymous(&Arc::from("p"), "anon");
+        let mut identity =
+            portcullis_core::identity::IdentityBuilder::anonymous(&Arc::from("p"), "anon");
         identity.subject = Some("alice".into());
         let identity = Arc::new(identity);
         let answer = |settings: u64, decision: &'static str| Answer {
@@ -487,7 +488,8 @@ mod tests {
 
     #[test]
     fn an_identitys_entries_decode_as_its_fields() {
-        let mut identity = portcullis_core::identity::IdentityBuilder::anonymous(&Arc::from("p"), "anon");
+        let mut identity =
+            portcullis_core::identity::IdentityBuilder::anonymous(&Arc::from("p"), "anon");
         let bare = prost_types::Struct::decode(&*identity_entries(&identity)).unwrap();
         assert_eq!(bare.fields, identity_fields(&identity));
 

@@ -43,8 +43,8 @@ use std::collections::HashMap;
 use prost::Message as _;
 use serde_json::Value;
 
-use crate::translate;
 use crate::auth::CheckRequest;
+use crate::translate;
 use portcullis_core::request::{Headers, RequestView};
 
 /// Why a message could not be read. The gRPC Check answers it with `INTERNAL`, as tonic answers a

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use prost::Message as _;
 use serde_json::Value;
 
-use crate::translate;
 use crate as pb;
+use crate::translate;
 use portcullis_core::request::{Headers, RequestView};
 
 /// How the decoders answered one input (they agreed, or [`run`] panicked).
