@@ -29,7 +29,7 @@ use self::nonce::Nonces;
 use self::proof::{Expected, Proof, ProofError};
 use crate::clock::Clock;
 use crate::config::dpop::{DpopConfig, DpopMode};
-use crate::config::{AlgorithmName, Secret};
+use crate::config::Secret;
 use crate::decision::{DenyReason, DpopChallenge, Unavailable};
 use crate::request::RequestView;
 
@@ -86,7 +86,7 @@ impl Dpop {
             .algorithms
             .iter()
             .filter(|a| !a.is_hmac())
-            .map(|a| algorithm(*a))
+            .map(|a| a.algorithm())
             .collect();
         let algs = config
             .algorithms
@@ -262,21 +262,4 @@ pub fn is_bound(claims: &Map<String, Value>) -> bool {
         .and_then(|c| c.get("jkt"))
         .and_then(Value::as_str)
         .is_some()
-}
-
-fn algorithm(name: AlgorithmName) -> Algorithm {
-    match name {
-        AlgorithmName::RS256 => Algorithm::RS256,
-        AlgorithmName::RS384 => Algorithm::RS384,
-        AlgorithmName::RS512 => Algorithm::RS512,
-        AlgorithmName::PS256 => Algorithm::PS256,
-        AlgorithmName::PS384 => Algorithm::PS384,
-        AlgorithmName::PS512 => Algorithm::PS512,
-        AlgorithmName::ES256 => Algorithm::ES256,
-        AlgorithmName::ES384 => Algorithm::ES384,
-        AlgorithmName::EdDSA => Algorithm::EdDSA,
-        AlgorithmName::HS256 => Algorithm::HS256,
-        AlgorithmName::HS384 => Algorithm::HS384,
-        AlgorithmName::HS512 => Algorithm::HS512,
-    }
 }

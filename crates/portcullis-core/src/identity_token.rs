@@ -515,27 +515,11 @@ mod tests {
         }
     }
 
-    struct NoUpstream;
-
-    impl crate::providers::http::Upstream for NoUpstream {
-        fn client(
-            &self,
-            _: &crate::config::TlsSettings,
-            _: crate::providers::http::Purpose,
-            _: &Sources,
-        ) -> Result<Arc<dyn crate::providers::http::HttpClient>, crate::providers::http::TlsError>
-        {
-            Err(crate::providers::http::TlsError::Client(
-                "no upstream in this test".into(),
-            ))
-        }
-    }
-
     fn env(clock: Clock, keys: &Arc<MemoryKeys>, files: MemoryFiles) -> Env {
         Env::new(
             clock,
             Sources::new(Arc::new(files)),
-            Arc::new(NoUpstream),
+            Arc::new(crate::env::NoUpstream),
             Arc::clone(keys) as Arc<dyn KeyStorage>,
         )
     }

@@ -61,7 +61,7 @@ impl AlgSet {
     }
 
     pub fn from_config(names: &[AlgorithmName]) -> AlgSet {
-        AlgSet::of(names.iter().map(|n| algorithm(*n)))
+        AlgSet::of(names.iter().map(|n| n.algorithm()))
     }
 
     pub fn contains(self, alg: Algorithm) -> bool {
@@ -74,23 +74,6 @@ impl AlgSet {
 
     pub fn is_empty(self) -> bool {
         self.0 == 0
-    }
-}
-
-pub fn algorithm(name: AlgorithmName) -> Algorithm {
-    match name {
-        AlgorithmName::RS256 => Algorithm::RS256,
-        AlgorithmName::RS384 => Algorithm::RS384,
-        AlgorithmName::RS512 => Algorithm::RS512,
-        AlgorithmName::PS256 => Algorithm::PS256,
-        AlgorithmName::PS384 => Algorithm::PS384,
-        AlgorithmName::PS512 => Algorithm::PS512,
-        AlgorithmName::ES256 => Algorithm::ES256,
-        AlgorithmName::ES384 => Algorithm::ES384,
-        AlgorithmName::EdDSA => Algorithm::EdDSA,
-        AlgorithmName::HS256 => Algorithm::HS256,
-        AlgorithmName::HS384 => Algorithm::HS384,
-        AlgorithmName::HS512 => Algorithm::HS512,
     }
 }
 

@@ -31,6 +31,29 @@ pub enum AlgorithmName {
 // === impl AlgorithmName ===
 
 impl AlgorithmName {
+    /// The jsonwebtoken algorithm of this name (the one mapping: key sets and DPoP proofs both use it).
+    pub fn algorithm(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm;
+        match self {
+            AlgorithmName::RS256 => Algorithm::RS256,
+            AlgorithmName::RS384 => Algorithm::RS384,
+            AlgorithmName::RS512 => Algorithm::RS512,
+            AlgorithmName::PS256 => Algorithm::PS256,
+            AlgorithmName::PS384 => Algorithm::PS384,
+            AlgorithmName::PS512 => Algorithm::PS512,
+            AlgorithmName::ES256 => Algorithm::ES256,
+            AlgorithmName::ES384 => Algorithm::ES384,
+            AlgorithmName::EdDSA => Algorithm::EdDSA,
+            AlgorithmName::HS256 => Algorithm::HS256,
+            AlgorithmName::HS384 => Algorithm::HS384,
+            AlgorithmName::HS512 => Algorithm::HS512,
+        }
+    }
+}
+
+// === impl AlgorithmName ===
+
+impl AlgorithmName {
     pub fn is_hmac(self) -> bool {
         matches!(
             self,
