@@ -9,6 +9,7 @@
 //! compiled: by `Runtime::build` for `serve`, and by `validate-config`.
 
 pub mod dpop;
+pub mod fragments;
 pub mod identity_token;
 pub mod policy;
 pub mod providers;
@@ -28,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
+pub use self::fragments::{Fragment, Origins, Source};
 pub use self::identity_token::IdentityTokenConfig;
 pub use self::policy::{Mode, PolicyConfig, RequireConfig, POLICY_KEYS};
 pub use self::providers::{
@@ -427,6 +429,11 @@ impl Config {
                 message: format!("not valid YAML: {e}"),
             }])
         })?;
+        Config::parse_value(doc)
+    }
+
+    /// [`Config::parse`] of a document already read as YAML (a file, or fragments merged).
+    pub(crate) fn parse_value(doc: Value) -> Result<Parsed, ConfigErrors> {
         let mut problems = Problems::default();
         let mut map = match doc {
             Value::Mapping(map) => map,
@@ -625,6 +632,7 @@ impl Config {
             references_complete: providers_complete && policy_complete,
             provider_indexes,
             route_indexes,
+            origins: Origins::default(),
         })
     }
 }
@@ -648,19 +656,28 @@ pub struct Parsed {
     provider_indexes: Vec<usize>,
     /// Where each of `config.policy.routes` is in the document's `routes`.
     route_indexes: Vec<usize>,
+    /// The fragment each part came from (`--config DIR`); a single file's are empty.
+    pub(crate) origins: Origins,
 }
 
 // === impl Parsed ===
 
 impl Parsed {
-    /// A problem found in `config` at the path of its field in the document: `providers[1]` of `config`
+    /// A problem found in `config` at the path of its field in the document (in its fragment, named, for
+    /// [`Config::parse_fragments`]): `providers[1]` of `config`
     /// is `providers[2]` of the document when the first provider did not parse.
     pub fn in_document(&self, problem: Problem) -> Problem {
         let path = renumber(&problem.path, "providers", &self.provider_indexes);
-        Problem {
+        self.origins.locate(Problem {
             path: renumber(&path, "routes", &self.route_indexes),
             message: problem.message,
-        }
+        })
+    }
+
+    /// Where the parts of the configuration came from: [`Origins::locate`] names the fragment of a problem
+    /// found in the valid configuration (its warnings).
+    pub fn origins(&self) -> &Origins {
+        &self.origins
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::answer::AnswerSettings;
 use crate::authorizer::{Authorizer, Verdict};
-use crate::config::{Config, ConfigErrors, IdentityTokenConfig, Problem, Sources};
+use crate::config::{Config, ConfigErrors, IdentityTokenConfig, Origins, Problem, Source, Sources};
 use crate::decision_log::DecisionLog;
 use crate::env::Env;
 use crate::identity_token::IdentityTokens;
@@ -154,21 +154,32 @@ impl Runtime {
 }
 
 /// The one loader of `serve`, a reload and `validate-config`: the document parsed leniently
-/// ([`Config::parse`]), then [`check`]ed as far as it parsed, so one run reports every problem of a file
-/// (a bad enum value hides neither a route nor a missing key set file). With `secrets`, the files and
-/// secrets the configuration names are read as `serve` would read them, through `env`'s sources.
-pub fn load(text: &str, env: Option<&Env>) -> Result<Config, ConfigErrors> {
-    load_with(text, env, |_| Vec::new())
+/// ([`Config::parse`], or [`Config::parse_fragments`] for a directory), then [`check`]ed as far as it
+/// parsed, so one run reports every problem of a file (a bad enum value hides neither a route nor a missing
+/// key set file). With `secrets`, the files and secrets the configuration names are read as `serve` would
+/// read them, through `env`'s sources.
+pub fn load<'a>(source: impl Into<Source<'a>>, env: Option<&Env>) -> Result<Config, ConfigErrors> {
+    load_with(source, env, |_| Vec::new())
 }
 
 /// [`load`], with the checks of what only the caller reads (`serve`'s own listener certificate, which a
 /// reload never changes) run on the configuration as far as it parsed, in the same list.
-pub fn load_with(
-    text: &str,
+pub fn load_with<'a>(
+    source: impl Into<Source<'a>>,
     env: Option<&Env>,
     more: impl FnOnce(&Config) -> Vec<Problem>,
 ) -> Result<Config, ConfigErrors> {
-    let parsed = Config::parse(text)?;
+    load_located(source, env, more).map(|(config, _)| config)
+}
+
+/// [`load_with`], and where each part of the configuration came from, so that the caller can name the
+/// fragment of a warning ([`Origins::locate`]).
+pub fn load_located<'a>(
+    source: impl Into<Source<'a>>,
+    env: Option<&Env>,
+    more: impl FnOnce(&Config) -> Vec<Problem>,
+) -> Result<(Config, Origins), ConfigErrors> {
+    let parsed = Config::parse_source(source.into())?;
     let mut found = check_parsed(&parsed.config, parsed.references_complete, env);
     found.extend(more(&parsed.config));
     let mut problems = parsed.problems.clone();
@@ -179,7 +190,8 @@ pub fn load_with(
         }
     }
     if problems.is_empty() {
-        Ok(parsed.config)
+        let origins = parsed.origins().clone();
+        Ok((parsed.config, origins))
     } else {
         Err(ConfigErrors(problems))
     }
