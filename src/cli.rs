@@ -202,7 +202,9 @@ pub struct HashKeyArgs {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// The configuration file (YAML).
+    /// The configuration file (YAML), or a directory whose `*.yaml` files are fragments of one
+    /// configuration, merged in name order (`providers` and `routes` concatenate; see the book's
+    /// "Configuration in fragments").
     #[arg(long, required_unless_present = "dev", conflicts_with = "dev")]
     config: Option<PathBuf>,
     /// Run on the embedded default: a built-in development issuer, no IdP account needed.
@@ -388,7 +390,9 @@ pub struct RevokeArgs {
 
 #[derive(Args)]
 pub struct ExplainArgs {
-    /// The configuration file (YAML).
+    /// The configuration file (YAML), or a directory whose `*.yaml` files are fragments of one
+    /// configuration, merged in name order (`providers` and `routes` concatenate; see the book's
+    /// "Configuration in fragments").
     #[arg(long)]
     config: PathBuf,
     /// Use this JWKS file for every `jwt` provider instead of fetching keys.
@@ -400,8 +404,14 @@ pub struct ExplainArgs {
 
 #[derive(Args)]
 pub struct ValidateArgs {
-    /// The configuration file (YAML).
-    file: PathBuf,
+    /// The configuration file (YAML), or a directory whose `*.yaml` files are fragments of one
+    /// configuration, merged in name order (`providers` and `routes` concatenate; see the book's
+    /// "Configuration in fragments").
+    #[arg(required_unless_present = "config", value_name = "FILE|DIR")]
+    file: Option<PathBuf>,
+    /// The same as the positional FILE|DIR, spelled as `serve` and `explain` spell it.
+    #[arg(long, conflicts_with = "file", value_name = "FILE|DIR")]
+    config: Option<PathBuf>,
     /// Do not check that `{env:}`/`{file:}` secret references resolve on this machine, nor read the files
     /// the server reads (`server.tls`, key sets, API key files, CA files: they usually exist only where the
     /// server runs).
@@ -458,19 +468,20 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// The configuration file as `serve` and `validate-config` read it: parsed and checked by the loader a
-/// reload uses too ([`runtime::load`]), plus, when files are read (`env`), the listener's own
-/// certificate and key (`server.tls`). Every problem in one list, before any port is bound.
-fn load_file(path: &Path, env: Option<&portcullis_core::Env>) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+/// The configuration as `serve` and `validate-config` read it (a file, or a directory's fragments): parsed
+/// and checked by the loader a reload uses too ([`runtime::load`]), plus, when files are read (`env`), the
+/// listener's own certificate and key (`server.tls`). Every problem in one list, before any port is
+/// bound. With it, where each part came from, so that a warning names its fragment.
+fn load_file(
+    path: &Path,
+    env: Option<&portcullis_core::Env>,
+) -> Result<(Config, crate::config::Origins), LoadError> {
+    let text = crate::io::read_config_text(path)?;
     let server_tls = |config: &Config| match (&config.server.tls, env) {
         (Some(tls), Some(_)) => ServerTls::check(tls),
         _ => Vec::new(),
     };
-    Ok(runtime::load_with(&text, env, server_tls)?)
+    Ok(runtime::load_located(text.source(), env, server_tls)?)
 }
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {
@@ -483,11 +494,19 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// `validate-config`: parse, compile the policy, resolve secrets (unless skipped); every problem with its
 /// path. A file that cannot be read is a problem too: exit 64 either way.
 pub fn validate_config(args: &ValidateArgs) -> ExitCode {
+    let Some(file) = args.file.as_deref().or(args.config.as_deref()) else {
+        eprintln!("error: name the configuration: validate-config FILE|DIR");
+        return ExitCode::from(EXIT_CONFIG);
+    };
     let env = crate::io::env(Clock::system(), crate::io::sources());
-    let loaded = load_file(&args.file, (!args.skip_secrets).then_some(&env));
+    let loaded = load_file(file, (!args.skip_secrets).then_some(&env));
     let (config, mut problems, warnings) = match loaded {
-        Ok(config) => {
-            let warnings = config.warnings();
+        Ok((config, origins)) => {
+            let warnings = config
+                .warnings()
+                .into_iter()
+                .map(|w| origins.locate(w))
+                .collect();
             (Some(config), Vec::new(), warnings)
         }
         Err(LoadError::Invalid(errors)) => (None, errors.0, Vec::new()),
@@ -511,7 +530,7 @@ pub fn validate_config(args: &ValidateArgs) -> ExitCode {
                     .collect()
             };
             let document = serde_json::json!({
-                "file": args.file.display().to_string(),
+                "file": file.display().to_string(),
                 "valid": !failed,
                 "problems": list(&problems),
                 "warnings": list(&warnings),
@@ -524,15 +543,15 @@ pub fn validate_config(args: &ValidateArgs) -> ExitCode {
                 eprintln!("warning: {warning}");
             }
             match (&config, failed) {
-                (Some(config), false) => return valid(&args.file, config),
+                (Some(config), false) => return valid(file, config),
                 _ if problems.is_empty() => println!(
                     "{}: invalid configuration: {} warning{} (--strict)",
-                    args.file.display(),
+                    file.display(),
                     warnings.len(),
                     if warnings.len() == 1 { "" } else { "s" }
                 ),
                 _ => {
-                    println!("{}: invalid configuration", args.file.display());
+                    println!("{}: invalid configuration", file.display());
                     for problem in &problems {
                         println!("  {problem}");
                     }
@@ -564,6 +583,8 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
+    // Where each part of the configuration came from (`--config DIR`), for its warnings.
+    let mut origins = crate::config::Origins::default();
     let (config, dev, grpc, admin, tls) = if args.dev {
         let listen = args
             .listen
@@ -591,7 +612,8 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
             .config
             .as_deref()
             .expect("clap requires --config without --dev");
-        let mut config = load_file(
+        let mut config;
+        (config, origins) = load_file(
             path,
             Some(&crate::io::env(Clock::system(), crate::io::sources())),
         )?;
@@ -626,6 +648,7 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
 
     let state = SharedState::from_config(&config, &crate::io::sources(), Clock::system())?;
     for warning in config.warnings() {
+        let warning = origins.locate(warning);
         tracing::warn!(config.field = %warning.path, "{}", warning.message);
     }
     let http_addr = http.as_ref().map(TcpListener::local_addr).transpose()?;

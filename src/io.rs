@@ -10,7 +10,7 @@ mod keys;
 mod runners;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use self::http::ReqwestUpstream;
@@ -18,7 +18,9 @@ pub use self::keys::{write_private, FileKeys};
 pub use self::runners::{sleep_from, spawn_background};
 
 use crate::clock::Clock;
-use crate::config::{Config, Files, LoadError, Sources};
+use crate::config::{
+    Config, ConfigErrors, Files, Fragment, LoadError, Problem, Source, Sources,
+};
 use portcullis_core::Env;
 
 /// The process's environment variables and files.
@@ -45,13 +47,178 @@ pub fn sources_with(vars: HashMap<String, String>) -> Sources {
     sources().with_vars(vars)
 }
 
-/// Reads and parses a configuration file.
+/// Reads and parses the configuration `--config` names: a file, or a directory of fragments
+/// ([`ConfigBytes::read`]).
 pub fn load_config(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    Config::from_file_text(&text)
+    if !path.is_dir() {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        return Config::from_file_text(&text);
+    }
+    let text = read_config_text(path)?;
+    Ok(Config::from_source(text.source())?)
+}
+
+/// The text of the configuration `--config` names: a file's, or a directory's fragments. A file that is
+/// not UTF-8 cannot be read (as ever); a fragment that is not is a problem in that fragment.
+pub fn read_config_text(path: &Path) -> Result<ConfigText, LoadError> {
+    if !path.is_dir() {
+        return std::fs::read_to_string(path)
+            .map(ConfigText::File)
+            .map_err(|source| LoadError::Read {
+                path: path.to_owned(),
+                source,
+            });
+    }
+    ConfigBytes::read(path)?
+        .into_text()
+        .map_err(|problem| LoadError::Invalid(ConfigErrors(vec![problem])))
+}
+
+/// What `--config` names, as read from disk: a file's bytes, or a directory's fragments in name order.
+///
+/// A directory's fragments are the entries at its top level whose names end with `.yaml` and do not start
+/// with `.`, that are files or symlinks to files: a mounted Kubernetes ConfigMap's `..data` and
+/// `..2026_…` entries are never read, only the `KEY` symlinks into them. Anything else in the directory
+/// (a `README.md`, a subdirectory) is left alone, except a `*.yml` file, which is refused: a fragment that
+/// was meant to be read and silently is not would leave its routes to the default route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigBytes {
+    File(Vec<u8>),
+    Fragments(Vec<(String, Vec<u8>)>),
+}
+
+/// The text of a configuration: what the engine parses ([`Source`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigText {
+    File(String),
+    Fragments(Vec<Fragment>),
+}
+
+// === impl ConfigBytes ===
+
+impl ConfigBytes {
+    /// Reads a file, or a directory's fragments (see the type's docs). An empty directory reads as no
+    /// fragments (the parse refuses it), so that a reload reports it.
+    pub fn read(path: &Path) -> Result<ConfigBytes, LoadError> {
+        let fail = |at: &Path| {
+            let at = at.to_owned();
+            move |source| LoadError::Read { path: at, source }
+        };
+        if !std::fs::metadata(path).map_err(fail(path))?.is_dir() {
+            return std::fs::read(path).map(ConfigBytes::File).map_err(fail(path));
+        }
+        let mut fragments = Vec::new();
+        for (name, file) in fragment_paths(path).map_err(fail(path))? {
+            let body = std::fs::read(&file).map_err(fail(&file))?;
+            fragments.push((name, body));
+        }
+        Ok(ConfigBytes::Fragments(fragments))
+    }
+
+    /// The SHA-256 the watcher compares and `portcullis_config_info{hash}` shows: of the file's bytes, or
+    /// of every fragment's name and content (so an added, removed or renamed fragment changes it).
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        match self {
+            ConfigBytes::File(body) => Sha256::digest(body).into(),
+            ConfigBytes::Fragments(fragments) => {
+                let mut hash = Sha256::new();
+                for (name, body) in fragments {
+                    hash.update((name.len() as u64).to_be_bytes());
+                    hash.update(name.as_bytes());
+                    hash.update((body.len() as u64).to_be_bytes());
+                    hash.update(body);
+                }
+                hash.finalize().into()
+            }
+        }
+    }
+
+    /// The text, or the problem that stops it: a file or fragment that is not UTF-8, a `*.yml` fragment,
+    /// a directory without fragments.
+    pub fn into_text(self) -> Result<ConfigText, Problem> {
+        let not_utf8 = |path: String| Problem {
+            path,
+            message: "not UTF-8 text".to_owned(),
+        };
+        let fragments = match self {
+            ConfigBytes::File(body) => {
+                return String::from_utf8(body)
+                    .map(ConfigText::File)
+                    .map_err(|_| not_utf8(".".to_owned()))
+            }
+            ConfigBytes::Fragments(fragments) => fragments,
+        };
+        if fragments.is_empty() {
+            return Err(Problem {
+                path: ".".to_owned(),
+                message: "the directory has no `*.yaml` files (the fragments of the configuration)"
+                    .to_owned(),
+            });
+        }
+        fragments
+            .into_iter()
+            .map(|(name, body)| {
+                if !name.ends_with(".yaml") {
+                    return Err(Problem {
+                        path: format!("{name}: ."),
+                        message: "fragments are read from `*.yaml` files only: rename it to `.yaml`, or move it out of the directory".to_owned(),
+                    });
+                }
+                match String::from_utf8(body) {
+                    Ok(text) => Ok(Fragment { name, text }),
+                    Err(_) => Err(not_utf8(format!("{name}: ."))),
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map(ConfigText::Fragments)
+    }
+}
+
+/// A directory's fragments (and `*.yml` files, refused later), in name order, with their paths.
+fn fragment_paths(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            continue;
+        }
+        let path = entry.path();
+        // Follows a symlink: a Kubernetes ConfigMap key is a symlink to `..data/KEY`.
+        if std::fs::metadata(&path)?.is_file() {
+            found.push((name, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The newest modification time among what `path` names (a file, or a directory's fragments).
+pub fn newest_modification(path: &Path) -> std::io::Result<std::time::SystemTime> {
+    if !std::fs::metadata(path)?.is_dir() {
+        return std::fs::metadata(path)?.modified();
+    }
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for (_, file) in fragment_paths(path)? {
+        newest = newest.max(std::fs::metadata(file)?.modified()?);
+    }
+    Ok(newest)
+}
+
+// === impl ConfigText ===
+
+impl ConfigText {
+    /// What the engine parses.
+    pub fn source(&self) -> Source<'_> {
+        match self {
+            ConfigText::File(text) => Source::File(text),
+            ConfigText::Fragments(fragments) => Source::Fragments(fragments),
+        }
+    }
 }
 
 /// An environment for a runtime that is not served (`explain`, `validate-config`, tests): the process's

@@ -1,6 +1,15 @@
-//! Hot reload of `serve --config FILE`: a new configuration is read, validated and built in full before it
-//! replaces the running one; a file that fails any of that leaves the running configuration in force.
+//! Hot reload of `serve --config FILE` (or `--config DIR`): a new configuration is read, validated and
+//! built in full before it replaces the running one; a file that fails any of that leaves the running
+//! configuration in force.
 //!
+//! - A directory's fragments (`crate::io::ConfigBytes`) are watched as one: the digest covers every
+//!   fragment's name and content, so a changed, an added and a removed fragment each reload; the quiet
+//!   period applies to the newest fragment's modification time. The merged configuration is what is
+//!   validated, so a fragment that breaks the whole (a conflict with another team's route) is refused and
+//!   the running configuration stays. Removing a fragment removes its routes: when they had
+//!   requirements, that is a weakening like any other (below), refused unless the routes are named in
+//!   `server.reload_allow_weakening`. A half-copied directory looks exactly like a team's fragment
+//!   removed, so the safe default is kept: name the routes first, then remove the fragment.
 //! - Triggers: [`Reloader::trigger`] (the binary calls it on SIGHUP) and [`Reloader::watch`], which reads the
 //!   file every second and reloads when its SHA-256 changes. Reading the path each time follows whatever it
 //!   points to now, so a Kubernetes ConfigMap update (the `..data` symlink of the mounted directory swapped
@@ -30,13 +39,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::App;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigErrors, Problem, Sources};
+use crate::config::{Config, ConfigErrors, LoadError, Problem, Sources};
+use crate::io::ConfigBytes;
 use crate::runtime::Runtime;
 
 /// How long a changed file must read the same before it is reloaded.
@@ -192,9 +201,9 @@ impl Reloader {
         clock: Clock,
     ) -> Reloader {
         let path = path.into();
-        let tried = match std::fs::read(&path) {
-            Ok(body) => {
-                let digest: [u8; 32] = Sha256::digest(&body).into();
+        let tried = match ConfigBytes::read(&path) {
+            Ok(bytes) => {
+                let digest = bytes.digest();
                 app.reloads().set_hash(&digest);
                 digest
             }
@@ -302,23 +311,19 @@ impl Reloader {
     }
 
     async fn try_reload(&self, current: &mut Current) -> Result<Changes, ReloadError> {
-        let body = tokio::fs::read(&self.path)
-            .await
-            .map_err(|source| ReloadError::Read {
-                path: self.path.clone(),
-                source,
-            })?;
-        current.tried = Sha256::digest(&body).into();
-        let text = String::from_utf8(body).map_err(|_| {
-            ReloadError::Invalid(vec![Problem {
-                path: ".".to_owned(),
-                message: "not UTF-8 text".to_owned(),
-            }])
+        let bytes = read(&self.path).await.map_err(|error| match error {
+            LoadError::Read { path, source } => ReloadError::Read { path, source },
+            LoadError::Invalid(ConfigErrors(p)) => ReloadError::Invalid(p),
         })?;
+        current.tried = bytes.digest();
+        let text = bytes
+            .into_text()
+            .map_err(|problem| ReloadError::Invalid(vec![problem]))?;
         // The loader `serve` and `validate-config` use: the same list of problems.
         let check_env = crate::io::env(self.clock.clone(), self.secrets.clone());
-        let mut config = crate::runtime::load(&text, Some(&check_env))
-            .map_err(|ConfigErrors(p)| ReloadError::Invalid(p))?;
+        let (mut config, origins) =
+            crate::runtime::load_located(text.source(), Some(&check_env), |_| Vec::new())
+                .map_err(|ConfigErrors(p)| ReloadError::Invalid(p))?;
         if let Some(listen) = self.listen {
             config.server.listen = listen;
         }
@@ -348,6 +353,7 @@ impl Reloader {
             .reload_secrets(&config, &self.secrets)
             .map_err(|ConfigErrors(p)| ReloadError::Invalid(p))?;
         for warning in config.warnings() {
+            let warning = origins.locate(warning);
             tracing::warn!(config.field = %warning.path, "{}", warning.message);
         }
         let changes = changes(
@@ -401,10 +407,13 @@ fn not_reloadable(old: &Config, new: &Config) -> Vec<&'static str> {
     fixed
 }
 
-/// Whether the file was last written at least [`QUIET`] ago. A modification time in the future (a copy
-/// that kept a skewed clock's time) counts as quiet: a write in progress stamps the current time.
+/// Whether the file (the newest of a directory's fragments) was last written at least [`QUIET`] ago. A
+/// modification time in the future (a copy that kept a skewed clock's time) counts as quiet: a write in
+/// progress stamps the current time.
 async fn quiet(path: &Path) -> bool {
-    match tokio::fs::metadata(path).await.and_then(|m| m.modified()) {
+    let path = path.to_owned();
+    let newest = tokio::task::spawn_blocking(move || crate::io::newest_modification(&path)).await;
+    match newest.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
         Ok(modified) => quiet_at(modified, std::time::SystemTime::now()),
         // Unreadable now: the read that follows reports it.
         Err(_) => true,
@@ -529,9 +538,22 @@ fn changes(old: &Config, new: &Config, kept: &[Arc<str>]) -> Changes {
     c
 }
 
+/// The file, or the directory's fragments, read off the runtime's threads.
+async fn read(path: &Path) -> Result<ConfigBytes, LoadError> {
+    let path = path.to_owned();
+    let at = path.clone();
+    tokio::task::spawn_blocking(move || ConfigBytes::read(&path))
+        .await
+        .unwrap_or_else(|e| {
+            Err(LoadError::Read {
+                path: at,
+                source: std::io::Error::other(e),
+            })
+        })
+}
+
 async fn digest_of(path: &Path) -> Option<[u8; 32]> {
-    let body = tokio::fs::read(path).await.ok()?;
-    Some(Sha256::digest(&body).into())
+    Some(read(path).await.ok()?.digest())
 }
 
 fn short_hex(digest: &[u8; 32]) -> String {
