@@ -18,9 +18,7 @@ pub use self::keys::{write_private, FileKeys};
 pub use self::runners::{sleep_from, spawn_background};
 
 use crate::clock::Clock;
-use crate::config::{
-    Config, ConfigErrors, Files, Fragment, LoadError, Problem, Source, Sources,
-};
+use crate::config::{Config, ConfigErrors, Files, Fragment, LoadError, Problem, Source, Sources};
 use portcullis_core::Env;
 
 /// The process's environment variables and files.
@@ -108,7 +106,9 @@ impl ConfigBytes {
             move |source| LoadError::Read { path: at, source }
         };
         if !std::fs::metadata(path).map_err(fail(path))?.is_dir() {
-            return std::fs::read(path).map(ConfigBytes::File).map_err(fail(path));
+            return std::fs::read(path)
+                .map(ConfigBytes::File)
+                .map_err(fail(path));
         }
         let mut fragments = Vec::new();
         for (name, file) in fragment_paths(path).map_err(fail(path))? {

@@ -327,6 +327,11 @@ impl TestServer {
     pub async fn start_with(yaml: &str, secrets: Sources, clock: Clock) -> TestServer {
         let config =
             Config::from_yaml_str(yaml).unwrap_or_else(|e| panic!("test config: {:?}", e.0));
+        TestServer::start_config(config, secrets, clock).await
+    }
+
+    /// Serves a configuration already parsed (from fragments, say).
+    pub async fn start_config(config: Config, secrets: Sources, clock: Clock) -> TestServer {
         let state = SharedState::from_config(&config, &secrets, clock.clone())
             .unwrap_or_else(|e| panic!("test state: {:?}", e.0));
         let app = Arc::new(
