@@ -675,6 +675,67 @@ providers:
     );
 }
 
+/// `serve --config DIR`: the binary serves the merged fragments, and an added fragment is reloaded (on
+/// SIGHUP, or by the watcher if it sees it first), its route deciding from then on.
+#[tokio::test]
+async fn serve_reloads_a_directory_of_fragments_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let fragments = dir.path().join("config.d");
+    std::fs::create_dir(&fragments).unwrap();
+    let secret = dir.path().join("hs256-secret");
+    std::fs::write(&secret, "the-first-long-random-shared-secret\n").unwrap();
+    std::fs::write(
+        fragments.join("00-server.yaml"),
+        "server: {listen: '127.0.0.1:0', admin_listen: '127.0.0.1:0', drain_seconds: 0}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        fragments.join("10-legacy.yaml"),
+        format!(
+            "providers:
+  - name: legacy
+    type: jwt
+    issuer: legacy-issuer
+    audiences: [api]
+    algorithms: [HS256]
+    shared_secret: {{file: '{}'}}
+",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let server = Process::serve(&fragments);
+    let token = hs256_token(
+        b"the-first-long-random-shared-secret",
+        &json!({"alg": "HS256"}),
+        &claims("legacy-issuer", "api"),
+    );
+    assert_eq!(server.check(&token).await, 200);
+
+    std::fs::write(
+        fragments.join("20-admin.yaml"),
+        "routes:\n  - {name: everything, match: {path_prefix: /}, require: {scopes: {all_of: [admin]}}}\n",
+    )
+    .unwrap();
+    server.signal("HUP");
+    let mut status = 0;
+    for _ in 0..400 {
+        status = server.check(&token).await;
+        if status == 403 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 403, "the added fragment's route decides");
+    let metrics = server.metrics().await;
+    assert!(
+        !metrics.contains("portcullis_config_reloads_total{result=\"ok\"} 0\n"),
+        "{metrics}"
+    );
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("routes.added=[\"everything\"]"), "{log}");
+}
+
 /// Issue 28 finding 4: a half-written file (valid YAML whose last route lost its `require`) is never
 /// adopted, by the watcher or by a signal, unless the file names the route in
 /// `server.reload_allow_weakening`; the running configuration keeps serving.
