@@ -948,6 +948,25 @@ def existing_configmap(path, name):
     assert m == {"name": "config", "mountPath": "/etc/portcullis/config", "readOnly": True}, f"mount {m} (a directory: reloads)"
     assert container(ds)["args"] == ["serve", "--config", "/etc/portcullis/config/config.yaml"], "args"
 
+def config_fragments(path, *config_maps):
+    """configFragments: one projected volume, the chart's config.yaml as 00-portcullis.yaml then each
+    listed ConfigMap whole, mounted as a directory (never subPath) and passed as --config DIR."""
+    ds = docs(path)
+    c = container(ds)
+    assert c["args"] == ["serve", "--config", "/etc/portcullis/config.d"], f"args {c['args']}"
+    (m,) = [m for m in c["volumeMounts"] if m["name"] == "config"]
+    assert m == {"name": "config", "mountPath": "/etc/portcullis/config.d", "readOnly": True}, f"mount {m}"
+    pod = one(ds, "Deployment")["spec"]["template"]["spec"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "config"]
+    assert set(vol) == {"name", "projected"}, f"config volume {vol}"
+    sources = vol["projected"]["sources"]
+    own = main_configmap(ds)["metadata"]["name"]
+    want = [{"configMap": {"name": own, "items": [{"key": "config.yaml", "path": "00-portcullis.yaml"}]}}]
+    want += [{"configMap": {"name": name}} for name in config_maps]
+    assert sources == want, f"projected sources {sources} != {want}"
+    ann = one(ds, "Deployment")["spec"]["template"]["metadata"].get("annotations") or {}
+    assert "checksum/config" not in ann, "checksum/config with fragments (they reload in place)"
+
 def pod_commands(path, outdir, statedir):
     """Every pod's container arguments, made runnable on this machine: listen addresses on loopback
     (the render's ports are free ones), the config and state paths in outdir, the Service's name as
@@ -1188,6 +1207,8 @@ check "helm template tls.existingSecret without client certificates" helm_templa
 
 check "helm template existingConfigMap (tests.issuer/audience given)" helm_template "$WORK/existing-cm.yaml" \
   --set existingConfigMap=my-portcullis-config --set tests.issuer=https://idp.example.com/ --set tests.audience=api
+check "helm template configFragments (two teams' ConfigMaps)" helm_template "$WORK/fragments.yaml" "${MIN[@]}" \
+  --set 'configFragments[0].configMap=orders-portcullis' --set 'configFragments[1].configMap=payments-portcullis'
 check "helm template kubernetesTokenReview with a created ServiceAccount and a kubernetes provider" \
   helm_template "$WORK/tokenreview.yaml" --set kubernetesTokenReview.enabled=true --set serviceAccount.create=true \
   --set 'config.providers[0].name=cluster' --set 'config.providers[0].type=kubernetes' \
@@ -1213,7 +1234,7 @@ kubernetes_validate() { # FILE VERSION...
   got=$(grep -c '^INFO .* passed for resource ' "$out" || true)
   [[ $got -eq $want ]] || { echo "expected $want 'passed' lines, got $got"; return 1; }
 }
-for f in default all-on dev reload roll ca-secret np-istio obs one sec-a redis redis-sentinel redis-cluster tls existing-cm tokenreview; do
+for f in default all-on dev reload roll ca-secret np-istio obs one sec-a redis redis-sentinel redis-cluster tls existing-cm fragments tokenreview; do
   check "kubernetes-validate --strict k8s $KUBE_MIN+$KUBE_LATEST ($f)" kubernetes_validate "$WORK/$f.yaml" "$KUBE_MIN" "$KUBE_LATEST"
 done
 for f in default-latest all-on-latest; do
@@ -1299,6 +1320,10 @@ check "all-on: args, ports (http-authz for server.http_listen, in the Service to
 check "all-on: kubernetesTokenReview mounts the API token and binds system:auth-delegator to the pods' ServiceAccount" \
   fact token_review "$ALL" portcullis-ci
 check "existingConfigMap: no ConfigMap rendered, the named one mounted as a directory" fact existing_configmap "$WORK/existing-cm.yaml" my-portcullis-config
+check "configFragments: one projected directory, the chart's config as 00-portcullis.yaml, --config DIR" \
+  fact config_fragments "$WORK/fragments.yaml" orders-portcullis payments-portcullis
+check_fails "negative control: without configFragments the config is no directory of fragments" 'args' \
+  fact config_fragments "$DEF" orders-portcullis payments-portcullis
 check "values.schema.json (draft-07, closed objects) has a default for every key" \
   fact schema_covers_defaults "$CHART/values.schema.json" "$CHART/values.yaml"
 
@@ -1540,6 +1565,12 @@ check_fails "config.server.http_listen on loopback is refused" 'http_listen .127
   helm_template "$WORK/x.yaml" "${MIN[@]}" --set config.server.http_listen=127.0.0.1:9192 --set config.server.http_mode=nginx
 check_fails "kubernetesTokenReview with the default ServiceAccount is refused" 'not \"default\"' \
   helm_template "$WORK/x.yaml" "${MIN[@]}" --set kubernetesTokenReview.enabled=true
+check_fails "configFragments with rollOnConfigChange is refused" 'configFragments with rollOnConfigChange' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set 'configFragments[0].configMap=team' --set rollOnConfigChange=true
+check_fails "configFragments listing a ConfigMap twice is refused" 'listed twice' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set 'configFragments[0].configMap=team' --set 'configFragments[1].configMap=team'
+check_fails "configFragments entry without configMap is refused by the schema" 'configFragments' \
+  helm_template "$WORK/x.yaml" "${MIN[@]}" --set 'configFragments[0].name=team'
 check_fails "existingConfigMap with rollOnConfigChange is refused" 'existingConfigMap with rollOnConfigChange' \
   helm_template "$WORK/x.yaml" --set existingConfigMap=c --set rollOnConfigChange=true --set tests.issuer=https://i/
 check_fails "existingConfigMap without tests.issuer: the helm test cannot forge a token" 'set tests.issuer' \
@@ -1648,6 +1679,25 @@ for f in "$WORK"/cfg-all/*.yaml; do
   check "portcullis validate-config: all-on config with its secrets present" \
     env INTERNAL_HS_SECRET="$HS_ENV" "$PORTCULLIS_BIN" validate-config "$f.resolved"
 done
+# configFragments: the chart's config as 00-portcullis.yaml beside a team's fragment (its routes on the
+# chart's provider) is valid as one configuration; a team route named like another team's is refused,
+# naming both files.
+mkdir -p "$WORK/cfg-fragments"
+check "extract config.yaml from the ConfigMap (configFragments)" fact extract_configs "$WORK/fragments.yaml" "$WORK/cfg-fragments"
+mv "$WORK/cfg-fragments/config-1.yaml" "$WORK/cfg-fragments/00-portcullis.yaml"
+cat >"$WORK/cfg-fragments/20-orders.yaml" <<'YAML'
+routes:
+  - {name: orders-write, match: {path_prefix: /orders, methods: [POST]}, require: {scopes: {all_of: ['orders:write']}}}
+YAML
+check "portcullis validate-config DIR: the chart's config with a team's fragment" \
+  "$PORTCULLIS_BIN" validate-config "$WORK/cfg-fragments"
+cat >"$WORK/cfg-fragments/30-payments.yaml" <<'YAML'
+routes:
+  - {name: orders-write, match: {path_prefix: /payments}}
+YAML
+check_fails "portcullis validate-config DIR: a route name two fragments claim names both files" \
+  '30-payments.yaml: routes\[0\].name: route `orders-write` is also named in 20-orders.yaml' \
+  "$PORTCULLIS_BIN" validate-config "$WORK/cfg-fragments"
 mkdir -p "$WORK/cfg-tokenreview"
 check "extract config.yaml from the ConfigMap (kubernetesTokenReview render, a kubernetes provider)" \
   fact extract_configs "$WORK/tokenreview.yaml" "$WORK/cfg-tokenreview"

@@ -40,7 +40,8 @@ enum Command {
     /// Exits 0 when allowed, 3 when denied, 4 when the server could not decide, 1 when it could not ask;
     /// with `--expect`, 0 when the answer is the expected one and 5 when it is another.
     Check(cli::CheckArgs),
-    /// Parse and validate a configuration file; print every problem with the path of its field.
+    /// Parse and validate a configuration file (or a directory of `*.yaml` fragments); print every problem
+    /// with the path of its field (and the fragment's file).
     /// Exits 0 when valid, 64 when not.
     ValidateConfig(cli::ValidateArgs),
     /// Evaluate a request offline, through the same code path as the server, and print the decision with

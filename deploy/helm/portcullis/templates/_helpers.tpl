@@ -82,7 +82,9 @@ Cluster-local DNS name of the Service.
 Where the config file is mounted (see rollOnConfigChange).
 */}}
 {{- define "portcullis.configPath" -}}
-{{- if .Values.rollOnConfigChange }}/etc/portcullis/config.yaml{{ else }}/etc/portcullis/config/config.yaml{{ end }}
+{{- if .Values.configFragments }}/etc/portcullis/config.d
+{{- else if .Values.rollOnConfigChange }}/etc/portcullis/config.yaml
+{{- else }}/etc/portcullis/config/config.yaml{{ end }}
 {{- end }}
 
 {{/*
@@ -129,6 +131,22 @@ Included by the Deployment; renders nothing, or fails the render.
 {{- fail (printf "config.server.http_listen (%s) is a loopback address: no proxy could reach it" $http) }}
 {{- end }}
 {{- end }}
+{{- if and .Values.configFragments .Values.rollOnConfigChange }}
+{{- fail "configFragments with rollOnConfigChange: other teams' ConfigMaps change without a helm upgrade, so the chart cannot roll pods for them; the fragments are mounted as a directory and reload in place (rollOnConfigChange: false)" }}
+{{- end }}
+{{- if and .Values.configFragments .Values.devMode }}
+{{- fail "configFragments with devMode: serve --dev reads no configuration" }}
+{{- end }}
+{{- $fragmentNames := list (default (include "portcullis.fullname" .) .Values.existingConfigMap) }}
+{{- range .Values.configFragments }}
+{{- if not .configMap }}
+{{- fail "configFragments: every entry needs configMap (the name of a ConfigMap whose *.yaml keys are fragments)" }}
+{{- end }}
+{{- if has .configMap $fragmentNames }}
+{{- fail (printf "configFragments: ConfigMap %s is listed twice (or is the chart's own configuration)" .configMap) }}
+{{- end }}
+{{- $fragmentNames = append $fragmentNames .configMap }}
+{{- end }}
 {{- if and .Values.existingConfigMap .Values.rollOnConfigChange }}
 {{- fail "existingConfigMap with rollOnConfigChange: the chart cannot see your ConfigMap's content; it is mounted as a directory and reloads in place" }}
 {{- end }}
@@ -148,7 +166,7 @@ Included by the Deployment; renders nothing, or fails the render.
 {{- if or .Values.autoscaling.enabled (gt (int .Values.replicas) 1) }}
 {{- fail "devMode needs replicas: 1 and autoscaling.enabled: false: each dev pod makes its own signing key, so a token from one pod fails on the others" }}
 {{- end }}
-{{- else if and (empty .Values.config.providers) (not .Values.existingConfigMap) }}
+{{- else if and (empty .Values.config.providers) (not .Values.existingConfigMap) (not .Values.configFragments) }}
 {{- fail "config.providers is empty: set your issuer (e.g. a `type: jwt` provider with `issuer:` and `audiences:`, see values.yaml), or choose devMode: true for a development-only issuer. The chart ships no placeholder issuer." }}
 {{- end }}
 {{- $drain := 5 }}
