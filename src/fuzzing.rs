@@ -181,6 +181,69 @@ pub fn config_yaml(text: &str) -> bool {
     }
 }
 
+/// The config directory loader (`--config DIR`): the bytes are a directory's files, each introduced by a
+/// line `#> NAME` (bytes before the first such line, if any, are `00.yaml`). Names are filtered and sorted as
+/// the host does, the contents checked for UTF-8, the fragments merged and checked (the policy compiled)
+/// and every problem and warning located in its fragment. Panics when one fragment that loads as a single
+/// file does not load as a directory of that one fragment, or loads as another configuration. Returns
+/// whether the directory loaded.
+pub fn config_dir(bytes: &[u8]) -> bool {
+    use crate::io::{is_fragment_name, ConfigBytes};
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut current = ("00.yaml".to_owned(), Vec::new());
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        match line.strip_prefix(b"#> ") {
+            Some(name) => {
+                let name = String::from_utf8_lossy(name.trim_ascii_end()).into_owned();
+                let before = std::mem::replace(&mut current, (name, Vec::new()));
+                if !(files.is_empty() && before.1.is_empty()) {
+                    files.push(before);
+                }
+            }
+            None => current.1.extend_from_slice(line),
+        }
+    }
+    files.push(current);
+    files.retain(|(name, _)| is_fragment_name(name));
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files.dedup_by(|a, b| a.0 == b.0);
+    let single = match files.as_slice() {
+        [(name, body)] if name.ends_with(".yaml") => std::str::from_utf8(body)
+            .ok()
+            .and_then(|text| crate::runtime::load(text, None).ok()),
+        _ => None,
+    };
+    let loaded = ConfigBytes::Fragments(files)
+        .into_text()
+        .map_err(|problem| vec![problem])
+        .and_then(|text| {
+            crate::runtime::load_located(text.source(), None, |_| Vec::new())
+                .map_err(|errors| errors.0)
+        });
+    let merged = match loaded {
+        Ok((config, origins)) => {
+            for warning in config.warnings() {
+                let _ = origins.locate(warning).to_string();
+            }
+            Some(config)
+        }
+        Err(problems) => {
+            for problem in problems {
+                let _ = problem.to_string();
+            }
+            None
+        }
+    };
+    if let Some(alone) = single {
+        assert_eq!(
+            Some(&alone),
+            merged.as_ref(),
+            "one fragment that loads as a file loads as a directory of it, the same"
+        );
+    }
+    merged.is_some()
+}
+
 /// One DPoP proof for `GET https://api.example.com/items` and the access token `token`, at a fixed time.
 pub fn dpop_proof(proof: &str, token: &str, now: i64) -> bool {
     let allowed = [
@@ -274,7 +337,19 @@ mod tests {
         }
         for seed in seeds("config") {
             config_yaml(std::str::from_utf8(&seed).unwrap());
+            // Each example is one fragment of a directory, the same configuration.
+            let mut dir = b"#> 10-example.yaml\n".to_vec();
+            dir.extend_from_slice(&seed);
+            assert_eq!(
+                config_dir(&dir),
+                crate::runtime::load(std::str::from_utf8(&seed).unwrap(), None).is_ok()
+            );
         }
+        let mut loaded = 0;
+        for seed in seeds("config_dir") {
+            loaded += usize::from(config_dir(&seed));
+        }
+        assert!(loaded >= 1, "a seed directory loads");
         for seed in seeds("jwt") {
             jwt_token(&String::from_utf8_lossy(&seed[1..]));
         }

@@ -178,13 +178,19 @@ impl ConfigBytes {
     }
 }
 
+/// Whether a directory entry of this name is read as a fragment: `*.yaml` (and `*.yml`, to be refused),
+/// never a dotfile (a Kubernetes volume's `..data`, a writer's temporary file).
+pub fn is_fragment_name(name: &str) -> bool {
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
 /// A directory's fragments (and `*.yml` files, refused later), in name order, with their paths.
 fn fragment_paths(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+        if !is_fragment_name(&name) {
             continue;
         }
         let path = entry.path();
