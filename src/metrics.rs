@@ -630,7 +630,7 @@ impl Snapshot {
             info.get_or_create(&[("hash", hash.clone())]).set(1);
             registry.register(
                 "portcullis_config_info",
-                "The configuration in force: the first 16 hex digits of the SHA-256 of its file",
+                "The configuration in force: the first 16 hex digits of the SHA-256 of its file (of its fragments' names and contents for a directory)",
                 info,
             );
         }

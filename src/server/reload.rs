@@ -62,7 +62,8 @@ const READY_WAIT: Duration = Duration::from_secs(10);
 pub struct ReloadStats {
     ok: AtomicU64,
     failed: AtomicU64,
-    /// The first 16 hex digits of the SHA-256 of the file in force; `None` without a file (`--dev`, tests).
+    /// The first 16 hex digits of the SHA-256 of the file in force (of a directory's fragments, see
+    /// `ConfigBytes::digest`); `None` without a file (`--dev`, tests).
     hash: Mutex<Option<String>>,
 }
 
