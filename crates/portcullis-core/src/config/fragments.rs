@@ -15,6 +15,9 @@
 //! What conflicts is reported and left out of the merge, so that the rest is still checked as one
 //! configuration without echoing the conflict as a second problem.
 
+use std::collections::hash_map::{Entry, HashMap};
+use std::hash::Hash;
+
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{Config, ConfigErrors, Parsed, Problem, Problems, TOP_LEVEL_KEYS};
@@ -116,7 +119,7 @@ fn at(file: &str, path: &str) -> String {
 
 /// A route's match as far as two fragments may not share it: the host (case-insensitive), the path
 /// condition and the set of methods.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct MatchKey {
     host: Option<String>,
     path: Option<(&'static str, String)>,
@@ -165,180 +168,232 @@ fn name_of(item: &Value) -> Option<&str> {
     item.get("name").and_then(Value::as_str)
 }
 
+/// What each fragment claimed first: a key → (fragment, index in its list). Hash maps, so that a
+/// directory of 100,000 routes merges in linear time.
+struct Claims<K>(HashMap<K, (usize, usize)>);
+
+// === impl Claims ===
+
+impl<K: Hash + Eq> Claims<K> {
+    fn new() -> Self {
+        Claims(HashMap::new())
+    }
+
+    /// The first claimant of `key` when it is in another fragment than `fragment` (a duplicate within
+    /// one fragment is the single-file checks' to report); otherwise `key` is claimed, if not yet.
+    fn claim(&mut self, key: K, fragment: usize, index: usize) -> Option<(usize, usize)> {
+        match self.0.entry(key) {
+            Entry::Occupied(first) if first.get().0 != fragment => Some(*first.get()),
+            Entry::Occupied(_) => None,
+            Entry::Vacant(slot) => {
+                slot.insert((fragment, index));
+                None
+            }
+        }
+    }
+}
+
+/// Fragments merged so far: the merged document, where each part came from, what was claimed.
+struct Merge<'a> {
+    fragments: &'a [Fragment],
+    problems: Problems,
+    origins: Origins,
+    merged: Mapping,
+    providers: Vec<Value>,
+    routes: Vec<Value>,
+    provider_names: Claims<String>,
+    issuers: Claims<String>,
+    route_names: Claims<String>,
+    route_matches: Claims<MatchKey>,
+}
+
+// === impl Merge ===
+
+impl<'a> Merge<'a> {
+    fn new(fragments: &'a [Fragment]) -> Self {
+        Merge {
+            fragments,
+            problems: Problems::default(),
+            origins: Origins {
+                files: fragments.iter().map(|f| f.name.clone()).collect(),
+                ..Origins::default()
+            },
+            merged: Mapping::new(),
+            providers: Vec::new(),
+            routes: Vec::new(),
+            provider_names: Claims::new(),
+            issuers: Claims::new(),
+            route_names: Claims::new(),
+            route_matches: Claims::new(),
+        }
+    }
+
+    /// One fragment's document, read as YAML; false when it has nothing to merge.
+    fn fragment(&mut self, f: usize) -> bool {
+        let file = self.fragments[f].name.as_str();
+        let map = match serde_yaml_ng::from_str::<Value>(&self.fragments[f].text) {
+            Ok(Value::Mapping(map)) => map,
+            Ok(Value::Null) => {
+                self.problems.add(
+                    at(file, "."),
+                    "the fragment is empty: give it a section or remove the file",
+                );
+                return false;
+            }
+            Ok(_) => {
+                self.problems
+                    .add(at(file, "."), "must be a mapping of sections");
+                return false;
+            }
+            Err(e) => {
+                self.problems
+                    .add(at(file, "."), format!("not valid YAML: {e}"));
+                return false;
+            }
+        };
+        for (key, value) in map {
+            let Some(key) = key.as_str().map(str::to_owned) else {
+                self.problems
+                    .add(at(file, "."), "section names must be strings");
+                continue;
+            };
+            match key.as_str() {
+                "providers" => {
+                    for (i, item) in items(&mut self.problems, file, &key, value)
+                        .into_iter()
+                        .enumerate()
+                    {
+                        self.provider(f, i, item);
+                    }
+                }
+                "routes" => {
+                    for (i, item) in items(&mut self.problems, file, &key, value)
+                        .into_iter()
+                        .enumerate()
+                    {
+                        self.route(f, i, item);
+                    }
+                }
+                _ if !TOP_LEVEL_KEYS.contains(&key.as_str()) => self.problems.add(
+                    at(file, &key),
+                    format!(
+                        "unknown field, expected one of {}",
+                        TOP_LEVEL_KEYS.join(", ")
+                    ),
+                ),
+                _ => self.section(f, key, value),
+            }
+        }
+        true
+    }
+
+    fn provider(&mut self, f: usize, i: usize, item: Value) {
+        let (file, fragments) = (self.fragments[f].name.as_str(), self.fragments);
+        if let Some(name) = name_of(&item) {
+            if let Some((g, j)) = self.provider_names.claim(name.to_owned(), f, i) {
+                self.problems.add(
+                    at(file, &format!("providers[{i}].name")),
+                    format!(
+                        "provider `{name}` is also declared in {}: providers[{j}]; a provider name may be claimed by one fragment only",
+                        fragments[g].name
+                    ),
+                );
+                return;
+            }
+        }
+        let jwt = item.get("type").and_then(Value::as_str) == Some("jwt");
+        if let Some(issuer) = item.get("issuer").and_then(Value::as_str).filter(|_| jwt) {
+            if let Some((g, j)) = self.issuers.claim(issuer.to_owned(), f, i) {
+                self.problems.add(
+                    at(file, &format!("providers[{i}].issuer")),
+                    format!(
+                        "the issuer `{issuer}` is also the issuer of {}: providers[{j}]; the token's `iss` must pick exactly one provider",
+                        fragments[g].name
+                    ),
+                );
+                return;
+            }
+        }
+        self.origins.providers.push((f, i));
+        self.providers.push(item);
+    }
+
+    fn route(&mut self, f: usize, i: usize, item: Value) {
+        let (file, fragments) = (self.fragments[f].name.as_str(), self.fragments);
+        let mut conflict = false;
+        if let Some(name) = name_of(&item) {
+            if let Some((g, j)) = self.route_names.claim(name.to_owned(), f, i) {
+                self.problems.add(
+                    at(file, &format!("routes[{i}].name")),
+                    format!(
+                        "route `{name}` is also named in {}: routes[{j}].name; a route name may be claimed by one fragment only",
+                        fragments[g].name
+                    ),
+                );
+                conflict = true;
+            }
+        }
+        if let Some(key) = match_key(&item) {
+            if let Some((g, j)) = self.route_matches.claim(key, f, i) {
+                self.problems.add(
+                    at(file, &format!("routes[{i}].match")),
+                    format!(
+                        "the same match (host, path, methods) as {}: routes[{j}].match; the first would take every request of this route, so two fragments may not claim it",
+                        fragments[g].name
+                    ),
+                );
+                conflict = true;
+            }
+        }
+        if !conflict {
+            self.origins.routes.push((f, i));
+            self.routes.push(item);
+        }
+    }
+
+    fn section(&mut self, f: usize, key: String, value: Value) {
+        let file = self.fragments[f].name.as_str();
+        if let Some((_, g)) = self.origins.sections.iter().find(|(k, _)| *k == key) {
+            self.problems.add(
+                at(file, &key),
+                format!(
+                    "is also in {}: every section but providers and routes may appear in one fragment only",
+                    self.fragments[*g].name
+                ),
+            );
+            return;
+        }
+        self.origins.sections.push((key.clone(), f));
+        self.merged.insert(Value::String(key), value);
+    }
+}
+
 // === impl Config (fragments) ===
 
 impl Config {
     /// Parses and validates a configuration in fragments ([`Source::Fragments`]): see the module docs.
     /// Every problem names its fragment; [`Parsed::in_document`] does the same for what is found later.
     pub fn parse_fragments(fragments: &[Fragment]) -> Result<Parsed, ConfigErrors> {
-        let mut problems = Problems::default();
         if fragments.is_empty() {
-            problems.add(
-                ".",
-                "no fragments: a configuration directory needs at least one `*.yaml` file",
-            );
-            return Err(ConfigErrors(problems.0));
+            return Err(ConfigErrors(vec![Problem {
+                path: ".".to_owned(),
+                message: "no fragments: a configuration directory needs at least one `*.yaml` file"
+                    .to_owned(),
+            }]));
         }
-        let mut origins = Origins {
-            files: fragments.iter().map(|f| f.name.clone()).collect(),
-            ..Origins::default()
-        };
-        let mut merged = Mapping::new();
-        let mut providers: Vec<Value> = Vec::new();
-        let mut routes: Vec<Value> = Vec::new();
-        // Claims across fragments: (key, fragment, index) of the first claimant.
-        let mut provider_names: Vec<(String, usize, usize)> = Vec::new();
-        let mut issuers: Vec<(String, usize, usize)> = Vec::new();
-        let mut route_names: Vec<(String, usize, usize)> = Vec::new();
-        let mut route_matches: Vec<(MatchKey, usize, usize)> = Vec::new();
+        let mut merge = Merge::new(fragments);
         let mut any_parsed = false;
-        for (f, fragment) in fragments.iter().enumerate() {
-            let file = fragment.name.as_str();
-            let map = match serde_yaml_ng::from_str::<Value>(&fragment.text) {
-                Ok(Value::Mapping(map)) => map,
-                Ok(Value::Null) => {
-                    problems.add(
-                        at(file, "."),
-                        "the fragment is empty: give it a section or remove the file",
-                    );
-                    continue;
-                }
-                Ok(_) => {
-                    problems.add(at(file, "."), "must be a mapping of sections");
-                    continue;
-                }
-                Err(e) => {
-                    problems.add(at(file, "."), format!("not valid YAML: {e}"));
-                    continue;
-                }
-            };
-            any_parsed = true;
-            for (key, value) in map {
-                let Some(key) = key.as_str().map(str::to_owned) else {
-                    problems.add(at(file, "."), "section names must be strings");
-                    continue;
-                };
-                if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
-                    problems.add(
-                        at(file, &key),
-                        format!(
-                            "unknown field, expected one of {}",
-                            TOP_LEVEL_KEYS.join(", ")
-                        ),
-                    );
-                    continue;
-                }
-                match key.as_str() {
-                    "providers" => {
-                        for (i, item) in items(&mut problems, file, &key, value)
-                            .into_iter()
-                            .enumerate()
-                        {
-                            let path = format!("providers[{i}]");
-                            if let Some(name) = name_of(&item) {
-                                if let Some((_, g, j)) =
-                                    provider_names.iter().find(|(n, g, _)| n == name && *g != f)
-                                {
-                                    problems.add(
-                                        at(file, &format!("{path}.name")),
-                                        format!(
-                                            "provider `{name}` is also declared in {}: providers[{j}]; a provider name may be claimed by one fragment only",
-                                            fragments[*g].name
-                                        ),
-                                    );
-                                    continue;
-                                }
-                                provider_names.push((name.to_owned(), f, i));
-                            }
-                            let issuer = (item.get("type").and_then(Value::as_str) == Some("jwt"))
-                                .then(|| item.get("issuer").and_then(Value::as_str))
-                                .flatten();
-                            if let Some(issuer) = issuer {
-                                if let Some((_, g, j)) =
-                                    issuers.iter().find(|(n, g, _)| n == issuer && *g != f)
-                                {
-                                    problems.add(
-                                        at(file, &format!("{path}.issuer")),
-                                        format!(
-                                            "the issuer `{issuer}` is also the issuer of {}: providers[{j}]; the token's `iss` must pick exactly one provider",
-                                            fragments[*g].name
-                                        ),
-                                    );
-                                    continue;
-                                }
-                                issuers.push((issuer.to_owned(), f, i));
-                            }
-                            origins.providers.push((f, i));
-                            providers.push(item);
-                        }
-                    }
-                    "routes" => {
-                        for (i, item) in items(&mut problems, file, &key, value)
-                            .into_iter()
-                            .enumerate()
-                        {
-                            let path = format!("routes[{i}]");
-                            let name = name_of(&item).map(str::to_owned);
-                            let mut conflict = false;
-                            if let Some(name) = &name {
-                                if let Some((_, g, j)) =
-                                    route_names.iter().find(|(n, g, _)| n == name && *g != f)
-                                {
-                                    problems.add(
-                                        at(file, &format!("{path}.name")),
-                                        format!(
-                                            "route `{name}` is also named in {}: routes[{j}].name; a route name may be claimed by one fragment only",
-                                            fragments[*g].name
-                                        ),
-                                    );
-                                    conflict = true;
-                                }
-                            }
-                            let key = match_key(&item);
-                            if let Some(key) = &key {
-                                if let Some((_, g, j)) =
-                                    route_matches.iter().find(|(k, g, _)| k == key && *g != f)
-                                {
-                                    problems.add(
-                                        at(file, &format!("{path}.match")),
-                                        format!(
-                                            "the same match (host, path, methods) as {}: routes[{j}].match; the first would take every request of this route, so two fragments may not claim it",
-                                            fragments[*g].name
-                                        ),
-                                    );
-                                    conflict = true;
-                                }
-                            }
-                            if conflict {
-                                continue;
-                            }
-                            if let Some(name) = name {
-                                route_names.push((name, f, i));
-                            }
-                            if let Some(key) = key {
-                                route_matches.push((key, f, i));
-                            }
-                            origins.routes.push((f, i));
-                            routes.push(item);
-                        }
-                    }
-                    _ => {
-                        if let Some((_, g)) = origins.sections.iter().find(|(k, _)| *k == key) {
-                            problems.add(
-                                at(file, &key),
-                                format!(
-                                    "is also in {}: every section but providers and routes may appear in one fragment only",
-                                    fragments[*g].name
-                                ),
-                            );
-                            continue;
-                        }
-                        origins.sections.push((key.clone(), f));
-                        merged.insert(Value::String(key), value);
-                    }
-                }
-            }
+        for f in 0..fragments.len() {
+            any_parsed |= merge.fragment(f);
         }
+        let Merge {
+            mut problems,
+            origins,
+            mut merged,
+            providers,
+            routes,
+            ..
+        } = merge;
         if !any_parsed {
             return Err(ConfigErrors(problems.0));
         }
