@@ -238,3 +238,99 @@ pub fn env(clock: Clock, sources: Sources) -> Env {
         Arc::new(FileKeys),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fragments(list: &[(&str, &str)]) -> ConfigBytes {
+        ConfigBytes::Fragments(
+            list.iter()
+                .map(|(name, text)| ((*name).to_owned(), text.as_bytes().to_vec()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_digest_covers_every_fragments_name_and_content() {
+        let base = fragments(&[
+            ("00-a.yaml", "mode: enforce\n"),
+            ("10-b.yaml", "routes: []\n"),
+        ]);
+        let digests = [
+            base.digest(),
+            // Renamed, changed, the content moved from one fragment to the next, added, removed.
+            fragments(&[
+                ("00-a.yaml", "mode: enforce\n"),
+                ("20-b.yaml", "routes: []\n"),
+            ])
+            .digest(),
+            fragments(&[
+                ("00-a.yaml", "mode: permissive\n"),
+                ("10-b.yaml", "routes: []\n"),
+            ])
+            .digest(),
+            fragments(&[
+                ("00-a.yaml", "mode: enforce\nroutes: []\n"),
+                ("10-b.yaml", ""),
+            ])
+            .digest(),
+            fragments(&[
+                ("00-a.yaml", "mode: enforce\n"),
+                ("10-b.yaml", "routes: []\n"),
+                ("30-c.yaml", ""),
+            ])
+            .digest(),
+            fragments(&[("00-a.yaml", "mode: enforce\n")]).digest(),
+        ];
+        for (i, a) in digests.iter().enumerate() {
+            for b in &digests[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(base.digest(), base.clone().digest());
+        // A single file's digest is the SHA-256 of its bytes, as it always was.
+        use sha2::{Digest, Sha256};
+        let file = ConfigBytes::File(b"mode: enforce\n".to_vec());
+        assert_eq!(
+            file.digest(),
+            <[u8; 32]>::from(Sha256::digest(b"mode: enforce\n"))
+        );
+    }
+
+    #[test]
+    fn a_directory_reads_its_fragments_in_name_order_and_its_newest_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        std::fs::write(path.join("20-b.yaml"), "routes: []\n").unwrap();
+        std::fs::write(path.join("00-a.yaml"), "mode: enforce\n").unwrap();
+        std::fs::write(path.join(".20-b.yaml.tmp"), "half").unwrap();
+        std::fs::write(path.join("notes.txt"), "not read").unwrap();
+        std::fs::create_dir(path.join("30-dir.yaml")).unwrap();
+        let ConfigBytes::Fragments(read) = ConfigBytes::read(path).unwrap() else {
+            panic!("a directory reads as fragments");
+        };
+        let names: Vec<&str> = read.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["00-a.yaml", "20-b.yaml"]);
+
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let new = old + std::time::Duration::from_secs(3600);
+        for (name, time) in [("00-a.yaml", new), ("20-b.yaml", old)] {
+            std::fs::File::options()
+                .write(true)
+                .open(path.join(name))
+                .unwrap()
+                .set_modified(time)
+                .unwrap();
+        }
+        assert_eq!(newest_modification(path).unwrap(), new);
+
+        let empty = tempfile::tempdir().unwrap();
+        let problem = ConfigBytes::read(empty.path())
+            .unwrap()
+            .into_text()
+            .unwrap_err();
+        assert_eq!(problem.path, ".");
+        assert!(problem.message.contains("no `*.yaml` files"), "{problem}");
+    }
+}
