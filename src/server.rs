@@ -9,7 +9,7 @@
 mod admin;
 mod check;
 mod grpc;
-mod http;
+pub(crate) mod http;
 mod reload;
 mod revocations;
 pub mod tls;
