@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use crate::identity_token::{KeyStorage, KEYS_FILE};
+use portcullis_core::identity_token::{KeyStorage, KEYS_FILE};
 
 /// The server's [`KeyStorage`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -99,9 +99,9 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::clock::Clock;
-    use crate::config::IdentityTokenConfig;
-    use crate::identity_token::IdentityTokens;
+    use portcullis_core::clock::Clock;
+    use portcullis_core::config::IdentityTokenConfig;
+    use portcullis_core::identity_token::IdentityTokens;
 
     fn config(dir: &Path) -> IdentityTokenConfig {
         serde_yaml_ng::from_str(&format!(
@@ -121,10 +121,7 @@ mod tests {
     }
 
     fn build(cfg: &IdentityTokenConfig, now: i64) -> IdentityTokens {
-        let env = crate::io::env(
-            Clock::manual(now),
-            crate::io::sources_with(Default::default()),
-        );
+        let env = crate::env(Clock::manual(now), crate::sources_with(Default::default()));
         IdentityTokens::build(cfg, &env).unwrap()
     }
 
