@@ -10,7 +10,7 @@
 //! Envoy's workers never block on it: a decision that still waits for a call after its inline poll
 //! answers 503 (see `filter`).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use portcullis_core::{Clock, Runtime};
 use portcullis_io::ReqwestUpstream;
@@ -66,5 +66,77 @@ impl Background {
 impl Drop for Background {
     fn drop(&mut self) {
         self.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant, SystemTime};
+
+    use portcullis_core::config::MemoryFiles;
+    use portcullis_core::providers::Outcome;
+    use portcullis_core::{Config, Env};
+
+    use super::*;
+
+    fn keys_file(principal: &str, key: &str) -> String {
+        format!(
+            "- {{sha256: '{}', principal: {principal}}}\n",
+            portcullis_core::hash_key(key)
+        )
+    }
+
+    /// Called from a thread with no tokio context, as Envoy's main thread calls it.
+    #[test]
+    fn an_api_key_file_is_reloaded_on_the_background_runtime_until_the_config_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.yaml");
+        let mut files = MemoryFiles::default();
+        files
+            .files
+            .insert(path.clone(), keys_file("first", "key-1").into_bytes());
+        std::fs::write(&path, keys_file("first", "key-1")).unwrap();
+        let yaml = format!(
+            "providers: [{{name: keys, type: api_key, credential: {{header: x-api-key}}, keys_file: '{}', reload_seconds: 1}}]",
+            path.display()
+        );
+        let config = Config::from_yaml_str(&yaml).unwrap();
+        let runtime = Runtime::build(&config, &Env::offline(Clock::system(), files)).unwrap();
+        let keys = Arc::clone(runtime.api_key_files().next().unwrap());
+        let background = Background::spawn(&runtime, &Clock::system()).unwrap();
+
+        let rewrite = |principal: &str, key: &str, modified: u64| {
+            std::fs::write(&path, keys_file(principal, key)).unwrap();
+            // A modification time of its own, whatever the file system's granularity.
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(modified))
+                .unwrap();
+        };
+        // Rewritten until seen: a change made before the reloader first looks is not one it can see.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut modified = 1_000_000;
+        while !matches!(keys.authenticate("key-2"), Outcome::Authenticated(_)) {
+            assert!(Instant::now() < deadline, "the keys file was not reloaded");
+            modified += 1;
+            rewrite("second", "key-2", modified);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(matches!(keys.authenticate("key-1"), Outcome::Rejected(_)));
+
+        // Once the config is gone its reloader is stopped: three reload intervals see no change.
+        drop(background);
+        for _ in 0..3 {
+            modified += 1;
+            rewrite("third", "key-3", modified);
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        assert!(matches!(keys.authenticate("key-3"), Outcome::Rejected(_)));
+        assert!(matches!(
+            keys.authenticate("key-2"),
+            Outcome::Authenticated(_)
+        ));
     }
 }
