@@ -10,7 +10,7 @@
 //! Envoy's workers never block on it: a decision that still waits for a call after its inline poll
 //! answers 503 (see `filter`).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use portcullis_core::{Clock, Runtime};
 use portcullis_io::ReqwestUpstream;
@@ -71,6 +71,7 @@ impl Drop for Background {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::{Duration, Instant, SystemTime};
 
     use portcullis_core::config::MemoryFiles;
