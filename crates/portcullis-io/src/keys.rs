@@ -100,7 +100,10 @@ mod tests {
 
     use super::*;
     use portcullis_core::clock::Clock;
-    use portcullis_core::config::IdentityTokenConfig;
+    use std::sync::Arc;
+
+    use portcullis_core::config::{IdentityTokenConfig, MemoryFiles, Sources};
+    use portcullis_core::env::NoUpstream;
     use portcullis_core::identity_token::IdentityTokens;
 
     fn config(dir: &Path) -> IdentityTokenConfig {
@@ -121,7 +124,12 @@ mod tests {
     }
 
     fn build(cfg: &IdentityTokenConfig, now: i64) -> IdentityTokens {
-        let env = crate::env(Clock::manual(now), crate::sources_with(Default::default()));
+        let env = portcullis_core::Env::new(
+            Clock::manual(now),
+            Sources::new(Arc::new(MemoryFiles::default())),
+            Arc::new(NoUpstream),
+            Arc::new(FileKeys),
+        );
         IdentityTokens::build(cfg, &env).unwrap()
     }
 

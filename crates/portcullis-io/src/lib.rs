@@ -10,15 +10,15 @@
 //!
 //! # Layout
 //! Each module imports only `portcullis-core` and the modules above it in this list; nothing imports
-//! back into the server or the module.
+//! back into the server or the module. This file declares them and re-exports what hosts use.
 //! - `http`: [`ReqwestUpstream`], the engine's `Upstream` (per-provider TLS, bounded bodies, redirects,
 //!   bearer token files), calling on the awaiting task's runtime (the server) or on a host's background
 //!   runtime ([`ReqwestUpstream::calls_on`], the module).
 //! - `keys`: [`FileKeys`], the engine's `KeyStorage`, and [`write_private`].
 //! - `runners`: [`spawn_background`], the key set refreshers and API key file reloaders on tokio;
 //!   [`sleep_from`], a wait a test's manual clock ends.
-//! - this file: [`ProcessFiles`] and [`sources`] (secrets and files from the process), [`load_config`],
-//!   [`env`] (the environment of a runtime that is not served).
+//! - `process`: [`ProcessFiles`] and [`sources`] (secrets and files from the process), [`load_config`],
+//!   [`env`] (the environment of a runtime that is not served: reqwest, keys on disk).
 //!
 //! Not here: the Redis state (the server's `state/redis`) stays in the root package. Only the server
 //! shares state between replicas (the module refuses a `state` section), and redis must stay out of the
@@ -26,61 +26,10 @@
 
 mod http;
 mod keys;
+mod process;
 mod runners;
-
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
 
 pub use self::http::{CallRuntime, ReqwestUpstream};
 pub use self::keys::{write_private, FileKeys};
+pub use self::process::{env, load_config, sources, sources_with, ProcessFiles};
 pub use self::runners::{sleep_from, spawn_background};
-
-use portcullis_core::clock::Clock;
-use portcullis_core::config::{Config, Files, LoadError, Sources};
-use portcullis_core::Env;
-
-/// The process's environment variables and files.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessFiles;
-
-impl Files for ProcessFiles {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-
-    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        std::fs::read(path)
-    }
-}
-
-/// Secrets and files from the process.
-pub fn sources() -> Sources {
-    Sources::new(Arc::new(ProcessFiles))
-}
-
-/// Files from the process, environment variables from `vars` only (tests).
-pub fn sources_with(vars: HashMap<String, String>) -> Sources {
-    sources().with_vars(vars)
-}
-
-/// Reads and parses a configuration file.
-pub fn load_config(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    Config::from_file_text(&text)
-}
-
-/// An environment for a runtime that is not served (`explain`, `validate-config`, tests): the process's
-/// files with `sources`, reqwest, generated keys in their state directory, no metrics, an empty
-/// denylist of its own.
-pub fn env(clock: Clock, sources: Sources) -> Env {
-    Env::new(
-        clock,
-        sources,
-        Arc::new(ReqwestUpstream::new()),
-        Arc::new(FileKeys),
-    )
-}
