@@ -149,74 +149,78 @@ impl HttpClient for ReqwestClient {
         request: HttpRequest,
     ) -> BoxFuture<'static, Result<HttpResponse, UpstreamError>> {
         let client = self.client.clone();
-        let Some(runtime) = self.runtime else {
-            return Box::pin(send(client, request));
-        };
-        let handle = match runtime() {
-            Ok(handle) => handle,
-            Err(why) => {
-                return Box::pin(std::future::ready(Err(UpstreamError::RequestFailed(
-                    why.into(),
-                ))))
+        let call = async move {
+            let mut builder = match request.method {
+                Method::Get => client.get(request.url),
+                Method::Post => client.post(request.url),
+            };
+            for (name, value) in request.headers {
+                builder = builder.header(name, value);
             }
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        handle.spawn(async move {
-            let _ = tx.send(send(client, request).await);
-        });
-        Box::pin(async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(UpstreamError::RequestFailed(
-                    "the background call was dropped".into(),
-                ))
+            if let Some((id, secret)) = request.basic_auth {
+                builder = builder.basic_auth(id, Some(secret));
+            }
+            if let Some(bearer) = &request.bearer {
+                builder = builder.header(http::header::AUTHORIZATION, bearer_header(bearer).await?);
+            }
+            if let Some(timeout) = request.timeout {
+                builder = builder.timeout(timeout);
+            }
+            if !request.body.is_empty() {
+                builder = builder.body(request.body);
+            }
+            let response = builder
+                .send()
+                .await
+                .map_err(|e| UpstreamError::RequestFailed(e.into()))?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect();
+            let body = if response.status().is_success() {
+                read_bounded(response, request.max_body).await?
+            } else {
+                Vec::new()
+            };
+            Ok(HttpResponse {
+                status,
+                headers,
+                body,
             })
-        })
+        };
+        match self.runtime {
+            None => Box::pin(call),
+            Some(runtime) => on_runtime(runtime, call),
+        }
     }
 }
 
-/// Makes one call.
-async fn send(
-    client: reqwest::Client,
-    request: HttpRequest,
-) -> Result<HttpResponse, UpstreamError> {
-    let mut builder = match request.method {
-        Method::Get => client.get(request.url),
-        Method::Post => client.post(request.url),
+/// Runs `call` on the runtime `runtime` gives and awaits its result through a channel, so the future
+/// returned needs no tokio context to be polled.
+fn on_runtime(
+    runtime: CallRuntime,
+    call: impl std::future::Future<Output = Result<HttpResponse, UpstreamError>> + Send + 'static,
+) -> BoxFuture<'static, Result<HttpResponse, UpstreamError>> {
+    let handle = match runtime() {
+        Ok(handle) => handle,
+        Err(why) => {
+            return Box::pin(std::future::ready(Err(UpstreamError::RequestFailed(
+                why.into(),
+            ))))
+        }
     };
-    for (name, value) in request.headers {
-        builder = builder.header(name, value);
-    }
-    if let Some((id, secret)) = request.basic_auth {
-        builder = builder.basic_auth(id, Some(secret));
-    }
-    if let Some(bearer) = &request.bearer {
-        builder = builder.header(http::header::AUTHORIZATION, bearer_header(bearer).await?);
-    }
-    if let Some(timeout) = request.timeout {
-        builder = builder.timeout(timeout);
-    }
-    if !request.body.is_empty() {
-        builder = builder.body(request.body);
-    }
-    let response = builder
-        .send()
-        .await
-        .map_err(|e| UpstreamError::RequestFailed(e.into()))?;
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
-    let body = if response.status().is_success() {
-        read_bounded(response, request.max_body).await?
-    } else {
-        Vec::new()
-    };
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    handle.spawn(async move {
+        let _ = tx.send(call.await);
+    });
+    Box::pin(async move {
+        rx.await.unwrap_or_else(|_| {
+            Err(UpstreamError::RequestFailed(
+                "the background call was dropped".into(),
+            ))
+        })
     })
 }
 
