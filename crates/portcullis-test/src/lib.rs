@@ -45,7 +45,7 @@ use portcullis::pb::auth::{
 };
 use portcullis::server::{self, App};
 use portcullis::Clock;
-use portcullis::{Config, SharedState, Sources};
+use portcullis::{Config, Sources};
 
 pub fn now() -> i64 {
     SystemTime::now()
@@ -327,11 +327,9 @@ impl TestServer {
     pub async fn start_with(yaml: &str, secrets: Sources, clock: Clock) -> TestServer {
         let config =
             Config::from_yaml_str(yaml).unwrap_or_else(|e| panic!("test config: {:?}", e.0));
-        let state = SharedState::from_config(&config, &secrets, clock.clone())
-            .unwrap_or_else(|e| panic!("test state: {:?}", e.0));
         let app = Arc::new(
-            App::with_state(&config, None, Arc::new(state), secrets, clock)
-                .unwrap_or_else(|e| panic!("test runtime: {:?}", e.0)),
+            App::from_config(&config, None, secrets, clock)
+                .unwrap_or_else(|e| panic!("test state or runtime: {:?}", e.0)),
         );
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,25 +1,19 @@
-//! The server's side of the engine's seams (`portcullis_core::env`): the process's environment variables
-//! and files ([`ProcessFiles`]), HTTP calls over reqwest ([`ReqwestUpstream`]), the identity token's keys
-//! in a private state directory ([`FileKeys`]), and the background runners that keep a runtime fresh
-//! (key set refreshes, API key file reloads: [`spawn_background`]).
+//! What a host reads from its process: environment variables and files ([`ProcessFiles`], the engine's
+//! `Files`), and the configuration file ([`load_config`]); and the environment of a runtime that is not
+//! served ([`env`]: the process's files, reqwest, keys on disk).
 //!
 //! Everything here does I/O; the engine itself never does.
-
-mod http;
-mod keys;
-mod runners;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use self::http::ReqwestUpstream;
-pub use self::keys::{write_private, FileKeys};
-pub use self::runners::{sleep_from, spawn_background};
-
-use crate::clock::Clock;
-use crate::config::{Config, Files, LoadError, Sources};
+use portcullis_core::clock::Clock;
+use portcullis_core::config::{Config, Files, LoadError, Sources};
 use portcullis_core::Env;
+
+use crate::http::ReqwestUpstream;
+use crate::keys::FileKeys;
 
 /// The process's environment variables and files.
 #[derive(Debug, Clone, Copy, Default)]
