@@ -25,7 +25,6 @@ use crate::dev::{self, DevError, DevIssuer, OneOffIssuer, TokenAlgorithm, TokenC
 use crate::runtime;
 use crate::server::tls::ServerTls;
 use crate::server::{self, App, CheckService, Reloader};
-use crate::state::SharedState;
 
 /// Exit code for a configuration that cannot be used (EX_USAGE, as linkerd does).
 const EXIT_CONFIG: u8 = 64;
@@ -646,7 +645,12 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let state = SharedState::from_config(&config, &crate::io::sources(), Clock::system())?;
+    let app = Arc::new(App::from_config(
+        &config,
+        dev,
+        crate::io::sources(),
+        Clock::system(),
+    )?);
     for warning in config.warnings() {
         let warning = origins.locate(warning);
         tracing::warn!(config.field = %warning.path, "{}", warning.message);
@@ -659,16 +663,9 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
         http.listen = http_addr.map(|a| a.to_string()).unwrap_or_default(),
         http.mode = config.server.http_mode.map_or("", |m| m.as_str()),
         providers = config.providers.len(),
-        state.backend = state.backend_name(),
+        state.backend = app.state().backend_name(),
         "portcullis serving"
     );
-    let app = Arc::new(App::with_state(
-        &config,
-        dev,
-        Arc::new(state),
-        crate::io::sources(),
-        Clock::system(),
-    )?);
     let stop_reloading = CancellationToken::new();
     if let Some(path) = reload_from {
         let reloader = Reloader::new(

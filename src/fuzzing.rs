@@ -73,6 +73,7 @@ struct Harness {
     tokio: tokio::runtime::Runtime,
     check: crate::server::CheckService,
     runtime: Arc<Runtime>,
+    app: Arc<App>,
 }
 
 fn harness() -> &'static Harness {
@@ -94,6 +95,7 @@ fn harness() -> &'static Harness {
                 .expect("a tokio runtime"),
             check: crate::server::CheckService::new(Arc::clone(&app)),
             runtime: app.runtime(),
+            app,
         }
     })
 }
@@ -299,6 +301,89 @@ pub fn sign_dpop(claims: &[u8]) -> String {
     format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
 }
 
+/// The HTTP forward-auth listener (`server.http_listen`) in each `server.http_mode`, fed one request
+/// made of the fuzzer's bytes: the first byte picks the mode (envoy with `http_path_prefix: /auth`,
+/// forwarded, nginx), the rest is `METHOD PATH` then `name: value` lines. Returns the answer's status, or
+/// `None` when the bytes are not a request an HTTP server would hand on.
+///
+/// Panics when the listener answers a status it never should, or allows a request whose description is
+/// missing or ambiguous in that mode (every description header exactly once; no fragment in the path):
+/// a rebuild that takes a request it cannot describe would be checked as some other request.
+pub fn http_request(bytes: &[u8]) -> Option<u16> {
+    use tower::ServiceExt as _;
+    let (&mode, rest) = bytes.split_first()?;
+    let mode = match mode % 3 {
+        0 => crate::config::HttpMode::Envoy,
+        1 => crate::config::HttpMode::Forwarded,
+        _ => crate::config::HttpMode::Nginx,
+    };
+    let text = String::from_utf8_lossy(rest);
+    let mut lines = text.split('\n');
+    let (method, path) = lines.next()?.split_once(' ')?;
+    let mut builder = http::Request::builder().method(method).uri(path);
+    let mut headers = Vec::new();
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        let value = value.trim_start();
+        builder = builder.header(name, value);
+        headers.push((name.to_ascii_lowercase(), value.to_owned()));
+    }
+    let request = builder.body(axum::body::Body::empty()).ok()?;
+
+    let h = harness();
+    let server = crate::config::ServerConfig {
+        http_mode: Some(mode),
+        http_path_prefix: "/auth".to_owned(),
+        ..Default::default()
+    };
+    let settings = crate::server::http::HttpSettings::from_config(&server)?;
+    let router = crate::server::http::router(Arc::clone(&h.app), settings);
+    let response = h.tokio.block_on(router.oneshot(request)).ok()?;
+    let status = response.status().as_u16();
+    assert!(
+        matches!(status, 200 | 400 | 401 | 403 | 503),
+        "the listener answered {status}"
+    );
+    if status == 200 {
+        let count = |name: &str| headers.iter().filter(|(n, _)| n == name).count();
+        let described: &[&str] = match mode {
+            crate::config::HttpMode::Envoy => &[],
+            crate::config::HttpMode::Forwarded => &[
+                "x-forwarded-method",
+                "x-forwarded-uri",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+            ],
+            crate::config::HttpMode::Nginx => &["x-original-method", "x-original-uri"],
+        };
+        for name in described {
+            assert_eq!(
+                count(name),
+                1,
+                "allowed with {name} sent {} times",
+                count(name)
+            );
+        }
+        let uri = match mode {
+            crate::config::HttpMode::Envoy => path,
+            crate::config::HttpMode::Forwarded => header_value(&headers, "x-forwarded-uri"),
+            crate::config::HttpMode::Nginx => header_value(&headers, "x-original-uri"),
+        };
+        assert!(
+            !uri.contains('#'),
+            "allowed a path with a fragment: {uri:?}"
+        );
+    }
+    Some(status)
+}
+
+fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,5 +454,29 @@ mod tests {
         let now = claims["iat"].as_i64().unwrap();
         assert!(dpop_proof(&sign_dpop(&valid[1..]), "token", now));
         assert_eq!(jwks_document(br#"{"keys":[]}"#), 0);
+
+        // The forward-auth seeds reach an allow in every mode, and the hostile ones are refused.
+        let mut statuses = HashMap::new();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/http_request");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if let Some(seed) = name.strip_prefix("seed-") {
+                let status = http_request(&std::fs::read(&path).unwrap());
+                statuses.insert(seed.to_owned(), status);
+            }
+        }
+        for (seed, want) in [
+            ("envoy-allow", 200),
+            ("forwarded-allow", 200),
+            ("nginx-allow", 200),
+            ("envoy-no-prefix", 400),
+            ("envoy-bad-token", 401),
+            ("forwarded-repeated", 400),
+            ("nginx-fragment", 400),
+            ("nginx-repeated-policy-header", 400),
+        ] {
+            assert_eq!(statuses.get(seed), Some(&Some(want)), "seed-{seed}");
+        }
     }
 }

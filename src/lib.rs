@@ -6,8 +6,9 @@
 //! (`crate::config`, `crate::providers`, ...) so the server reads as before.
 //!
 //! # Layout
-//! Packages: `portcullis-proto` (the protobuf edge) and `portcullis-core` (the engine) import nothing of
-//! this package; this package imports both. Inside it, the modules form layers: each imports only from
+//! Packages: `portcullis-proto` (the protobuf edge), `portcullis-core` (the engine) and `portcullis-io`
+//! (the engine's seams over tokio and reqwest, shared with the Envoy module) import nothing of this
+//! package; this package imports them. Inside it, the modules form layers: each imports only from
 //! the layers below it, never from one above.
 //!
 //! 1. Foundations: [`pb`] (re-exported `portcullis-proto`: generated Envoy ext_authz v3 and google.rpc,
@@ -15,13 +16,15 @@
 //!    [`telemetry`] (log output and trace spans; the decision log's target comes from the engine).
 //! 2. `metrics`: the Prometheus families for `/metrics` (prometheus-client); `Metrics` is the engine's
 //!    `Recorder` for every runtime the server builds, and outlives them.
-//! 3. [`io`]: the server's side of the engine's seams: the process's environment and files, HTTP calls
-//!    over reqwest (per-provider TLS, bounded bodies, bearer token files), the identity token's keys on
-//!    disk, and the runners that keep a runtime fresh (key set refreshes, API key file reloads).
-//!    `dev`: the embedded development issuer and its config.
+//! 3. [`io`] (re-exported `portcullis-io`, which the Envoy module links too): the host's side of the
+//!    engine's seams: the process's environment and files, HTTP calls over reqwest (per-provider TLS,
+//!    bounded bodies, bearer token files), the identity token's keys on disk, and the runners that keep a
+//!    runtime fresh (key set refreshes, API key file reloads). `dev`: the embedded development issuer and
+//!    its config.
 //! 4. `state`: what replicas share and outlives a runtime: the denylist's feed and "seen once" records
 //!    (DPoP replay, Auth0 redelivery), in memory or in Redis (`state/redis`: one Redis, Sentinel or
-//!    Cluster; a stream feed plus resync); it feeds the engine's `Denylist` and implements its `SharedSeen`.
+//!    Cluster; a stream feed plus resync; here, not in `portcullis-io`, because only the server shares
+//!    state); it feeds the engine's `Denylist` and implements its `SharedSeen`.
 //! 5. [`server`]: gRPC Check, health and reflection; the HTTP forward-auth listener (`server/http`: nginx,
 //!    Traefik, Caddy, Envoy `http_service`), deciding through the same `server/check` function as gRPC;
 //!    the admin HTTP port (with the revocation admin API and the Auth0 log stream receiver);
@@ -42,13 +45,15 @@
 /// The protobuf edge, in its own package (`crates/portcullis-proto`).
 pub use portcullis_proto as pb;
 
+/// The engine's seams over tokio and reqwest, in their own package (`crates/portcullis-io`).
+pub use portcullis_io as io;
+
 pub mod cli;
 pub mod client;
 mod dev;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod io;
 mod metrics;
 pub mod server;
 mod state;
@@ -57,8 +62,8 @@ pub mod telemetry;
 // The decision engine, under the paths the server's modules have always used (`crate::config`, ...).
 pub use portcullis_core;
 use portcullis_core::{
-    answer, authorizer, clock, config, decision, decision_log, dpop, identity, identity_token,
-    policy, providers, request, revocation, runtime,
+    answer, authorizer, clock, config, decision, decision_log, dpop, identity, policy, providers,
+    request, revocation, runtime,
 };
 
 pub use crate::authorizer::{Explanation, Verdict};

@@ -9,7 +9,7 @@
 mod admin;
 mod check;
 mod grpc;
-mod http;
+pub(crate) mod http;
 mod reload;
 mod revocations;
 pub mod tls;
@@ -81,7 +81,7 @@ pub struct App {
 
 impl App {
     /// Everything a server needs, from its configuration: builds its runtime (secrets and files from
-    /// `sources`). With state in memory and the revocation endpoints off; see [`App::with_state`].
+    /// `sources`). With state in memory and the revocation endpoints off; see [`App::from_config`].
     pub fn new(
         config: &Config,
         dev: Option<Arc<DevIssuer>>,
@@ -89,21 +89,40 @@ impl App {
         clock: Clock,
     ) -> Result<App, ConfigErrors> {
         let state = SharedState::memory(clock.clone());
-        App::with_state(config, dev, Arc::new(state), sources, clock)
+        App::build(
+            config,
+            dev,
+            Arc::new(Metrics::default()),
+            state,
+            sources,
+            clock,
+        )
     }
 
-    /// Everything a server needs, with its shared state (built by [`SharedState::from_config`]): the
-    /// runtime is built with this server's environment ([`App::env`]), so it reads the state's
-    /// denylist and replay records and records into this server's metrics.
-    pub fn with_state(
+    /// Everything a server needs, with the shared state its configuration asks for (`state`,
+    /// `revocation`: see [`SharedState::from_config`]): the metrics first, then the state recording its
+    /// Redis calls into them, then the runtime built with this server's environment ([`App::env`]), so
+    /// it reads the state's denylist and replay records and records into this server's metrics.
+    pub fn from_config(
         config: &Config,
         dev: Option<Arc<DevIssuer>>,
-        state: Arc<SharedState>,
         sources: Sources,
         clock: Clock,
     ) -> Result<App, ConfigErrors> {
         let metrics = Arc::new(Metrics::default());
-        state.use_metrics(&metrics);
+        let state = SharedState::from_config(config, &sources, clock.clone(), &*metrics)?;
+        App::build(config, dev, metrics, state, sources, clock)
+    }
+
+    fn build(
+        config: &Config,
+        dev: Option<Arc<DevIssuer>>,
+        metrics: Arc<Metrics>,
+        state: SharedState,
+        sources: Sources,
+        clock: Clock,
+    ) -> Result<App, ConfigErrors> {
+        let state = Arc::new(state);
         let upstream = Arc::new(ReqwestUpstream::new());
         let env = server_env(&state, &metrics, &upstream, sources, clock.clone());
         let runtime = Runtime::build(config, &env)?;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::{Backend, Config, ConfigErrors, Problems, Secret, SecretRef, Sources};
 use crate::revocation::{Change, Denylist, Entry, Kind};
+use portcullis_core::recorder::{NoRecorder, Recorder, UpstreamSink};
 
 /// Why shared state could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -116,11 +117,14 @@ pub struct SharedState {
 
 impl SharedState {
     /// Builds the state from the configuration: resolves its secrets; no connection is made yet (see
-    /// [`SharedState::spawn_background`]).
+    /// [`SharedState::spawn_background`]). With Redis, its calls are recorded into `recorder` as upstream
+    /// calls of kind `redis` (`portcullis_upstream_duration_seconds{kind="redis"}`,
+    /// `portcullis_upstream_failures_total`); in memory there are none.
     pub fn from_config(
         config: &Config,
         secrets: &Sources,
         clock: Clock,
+        recorder: &dyn Recorder,
     ) -> Result<SharedState, ConfigErrors> {
         let mut problems = Problems::default();
         let revocation = &config.revocation;
@@ -140,7 +144,10 @@ impl SharedState {
             "state.password",
             &config.state.password,
         );
-        let health = Arc::new(Health::default());
+        let health = Arc::new(match config.state.backend {
+            Backend::Memory => Health::default(),
+            Backend::Redis => Health::new(recorder.upstream("redis", &Arc::from(""))),
+        });
         let backend = match config.state.backend {
             Backend::Memory => StateBackend::Memory(Mutex::default()),
             Backend::Redis => {
@@ -236,14 +243,6 @@ impl SharedState {
     /// The current fault of the shared backend, if any (for `/readyz` and `/metrics`).
     pub fn fault(&self) -> Option<String> {
         self.health.fault()
-    }
-
-    /// Reports Redis calls into `metrics` (`portcullis_upstream_duration_seconds{kind="redis"}` and
-    /// `portcullis_upstream_failures_total`); in memory there are none.
-    pub fn use_metrics(&self, metrics: &crate::metrics::Metrics) {
-        if self.is_shared() {
-            self.health.calls.bind(metrics, "redis", &Arc::from(""));
-        }
     }
 
     /// With Redis: the mode and master in use, failovers seen, catch-ups and feed lag (for `/metrics`).
@@ -369,12 +368,11 @@ fn log_id_digest(log_id: &str) -> [u8; 32] {
 
 /// The health of the shared backend: the current fault and a count of faults, and with Redis the master
 /// in use and the feed's progress.
-#[derive(Default)]
 pub(crate) struct Health {
     fault: Mutex<Option<String>>,
     errors: AtomicU64,
     /// Redis call durations and failures (upstream kind `redis`).
-    pub(crate) calls: crate::metrics::UpstreamCalls,
+    pub(crate) calls: Arc<dyn UpstreamSink>,
     /// The Redis master in use (`host:port`), once known.
     master: Mutex<Option<String>>,
     /// Changes of master seen (a Sentinel failover, a cluster slot moved to another node).
@@ -387,7 +385,27 @@ pub(crate) struct Health {
 
 // === impl Health ===
 
+impl Default for Health {
+    /// Recording no calls (in memory there are none).
+    fn default() -> Health {
+        Health::new(Arc::new(NoRecorder))
+    }
+}
+
 impl Health {
+    /// Healthy so far, with Redis calls recorded into `calls`.
+    fn new(calls: Arc<dyn UpstreamSink>) -> Health {
+        Health {
+            fault: Mutex::default(),
+            errors: AtomicU64::default(),
+            calls,
+            master: Mutex::default(),
+            failovers: AtomicU64::default(),
+            catch_ups: AtomicU64::default(),
+            heard: Mutex::default(),
+        }
+    }
+
     /// Records a fault (once per change of message in the log).
     pub(crate) fn failed(&self, what: &str, error: &dyn std::fmt::Display) {
         self.errors.fetch_add(1, Ordering::Relaxed);

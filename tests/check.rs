@@ -119,11 +119,71 @@ async fn rs256_es256_and_eddsa_tokens_are_allowed_with_principal_headers() {
             .dynamic_metadata
             .as_ref()
             .expect("dynamic metadata");
-        assert!(metadata.fields.contains_key("claims"));
         assert!(metadata.fields.contains_key("subject"));
+        // The claims only when asked for (`claims_in_metadata`).
+        assert!(!metadata.fields.contains_key("claims"));
     }
     // Discovery found the key set (no jwks_uri configured).
     assert_eq!(s.idp.discovery_hits(), 1);
+}
+
+/// The metadata fields of an allow of `path`.
+async fn metadata_keys(s: &Setup, path: &str) -> Vec<String> {
+    let auth = format!("Bearer {}", s.rsa.token(&claims(&s.idp.issuer, AUD)));
+    let response = s
+        .server
+        .send(request_to("GET", path, &[("authorization", &auth)]))
+        .await;
+    ok(&response);
+    let metadata = response.dynamic_metadata.expect("dynamic metadata");
+    metadata.fields.into_keys().collect()
+}
+
+#[tokio::test]
+async fn claims_are_copied_into_the_metadata_only_where_asked() {
+    let routes = "
+routes:
+  - {name: with, match: {path_prefix: /claims}, claims_in_metadata: true}
+  - {name: without, match: {path_prefix: /without}, claims_in_metadata: false}
+  - {name: inherits, match: {path_prefix: /inherits}}
+";
+    // Off by default; a route turns it on.
+    let s = setup_with(routes).await;
+    let with = metadata_keys(&s, "/claims").await;
+    assert!(with.contains(&"claims".to_owned()), "{with:?}");
+    for path in ["/without", "/inherits", "/other"] {
+        let keys = metadata_keys(&s, path).await;
+        assert!(!keys.contains(&"claims".to_owned()), "{path}: {keys:?}");
+        for kept in [
+            "subject",
+            "provider",
+            "route",
+            "decision_id",
+            "issuer",
+            "scopes",
+        ] {
+            assert!(
+                keys.contains(&kept.to_owned()),
+                "{path}: {kept} in {keys:?}"
+            );
+        }
+    }
+
+    // `answers.claims_in_metadata` turns it on for every route that does not say otherwise.
+    let s = setup_with(&format!("answers: {{claims_in_metadata: true}}{routes}")).await;
+    for (path, claims) in [
+        ("/with", true),
+        ("/without", false),
+        ("/inherits", true),
+        ("/other", true),
+    ] {
+        let keys = metadata_keys(&s, path).await;
+        assert_eq!(
+            keys.contains(&"claims".to_owned()),
+            claims,
+            "{path}: {keys:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -195,6 +195,8 @@ async fn metrics_count_known_traffic_by_route_provider_and_transport() {
     assert_eq!(v("portcullis_state_up{backend=\"memory\"}"), 1.0);
     assert_eq!(v("portcullis_revocations"), 0.0);
     assert!(metrics.contains("\nportcullis_redis_errors_total 0\n"));
+    // In memory no Redis call is made, so none is recorded: no `redis` upstream series at all.
+    assert!(!metrics.contains("kind=\"redis\""), "{metrics}");
     assert_eq!(v("portcullis_checks_in_flight"), 0.0, "{metrics}");
     assert!(
         metrics.contains(&format!(

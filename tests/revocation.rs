@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::redis::RedisServer;
 use common::*;
 use portcullis::pb::auth::CheckResponse;
+use portcullis::portcullis_core::recorder::NoRecorder;
 use portcullis::{Clock, Config, SharedState, Sources};
 use serde_json::{json, Value};
 
@@ -436,7 +437,7 @@ fn shared(redis: &RedisServer) -> SharedState {
         redis_state(redis)
     );
     let config = Config::from_yaml_str(&yaml).unwrap();
-    SharedState::from_config(&config, &secrets(), Clock::system()).unwrap()
+    SharedState::from_config(&config, &secrets(), Clock::system(), &NoRecorder).unwrap()
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use portcullis::pb::auth::authorization_client::AuthorizationClient;
 use portcullis::server::tls::ServerTls;
 use portcullis::server::{self, App};
-use portcullis::{Clock, Config, SharedState};
+use portcullis::{Clock, Config};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -100,15 +100,12 @@ async fn serve(yaml: &str, recheck: Duration) -> TlsServer {
         )]
         .into(),
     );
-    let state = SharedState::from_config(&config, &secrets, Clock::system()).unwrap();
     let tls = Arc::new(
         ServerTls::load(config.server.tls.as_ref().unwrap())
             .unwrap()
             .with_recheck(recheck),
     );
-    let app = Arc::new(
-        App::with_state(&config, None, Arc::new(state), secrets, Clock::system()).unwrap(),
-    );
+    let app = Arc::new(App::from_config(&config, None, secrets, Clock::system()).unwrap());
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = grpc.local_addr().unwrap();

@@ -98,7 +98,7 @@ async fn an_envoy_types_client_calls_our_server_and_decodes_every_answer() {
     let key = TestKey::rsa("k1");
     idp.set_keys(&[&key]);
     let yaml = format!(
-        "server: {{drain_seconds: 0}}\nproviders:\n  - {{name: p, type: jwt, issuer: '{}', audiences: [{AUD}]}}",
+        "server: {{drain_seconds: 0}}\nanswers: {{claims_in_metadata: true}}\nproviders:\n  - {{name: p, type: jwt, issuer: '{}', audiences: [{AUD}]}}",
         idp.issuer
     );
     let server = TestServer::start(&yaml).await.ready().await;
@@ -153,7 +153,7 @@ async fn an_envoy_types_client_calls_our_server_and_decodes_every_answer() {
     let down = FakeIdp::start().await;
     down.set_mode(IdpMode::Fail500);
     let yaml = format!(
-        "server: {{drain_seconds: 0}}\nproviders:\n  - {{name: p, type: jwt, issuer: '{}', audiences: [{AUD}]}}",
+        "server: {{drain_seconds: 0}}\nanswers: {{claims_in_metadata: true}}\nproviders:\n  - {{name: p, type: jwt, issuer: '{}', audiences: [{AUD}]}}",
         down.issuer
     );
     let unready = TestServer::start(&yaml).await;

@@ -291,7 +291,7 @@ async fn answer<T>(
     let result = tokio::time::timeout(timeout, call).await;
     health
         .calls
-        .observe_call(start.elapsed(), matches!(result, Ok(Ok(_))));
+        .observe(start.elapsed(), matches!(result, Ok(Ok(_))));
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {

@@ -35,6 +35,8 @@ pub struct AnswerSettings {
     /// Where each provider reads its credential, by provider name (for `remove_authorization`).
     places: std::collections::HashMap<Box<str>, CredentialLocation>,
     body: BodyStyle,
+    /// `answers.claims_in_metadata`: the default of routes that do not set their own.
+    claims_in_metadata: bool,
     /// The signed identity token for the upstream (`identity_token`).
     identity_tokens: Option<Arc<IdentityTokens>>,
     /// Tells these settings from any other (header names change with a reload): an encoding of an
@@ -71,6 +73,7 @@ impl AnswerSettings {
                 .map(|p| (p.name.as_str().into(), p.credential.clone()))
                 .collect(),
             body: config.answers.body,
+            claims_in_metadata: config.answers.claims_in_metadata,
             identity_tokens,
         }
     }
@@ -139,6 +142,8 @@ pub struct Metadata<'a> {
     pub decision_id: &'a str,
     pub route: &'a str,
     pub would_deny: Option<&'static str>,
+    /// Whether the identity's claims go in too (`claims_in_metadata` of the route, else of `answers`).
+    pub claims: bool,
 }
 
 /// Builds the answer to a verdict.
@@ -319,6 +324,10 @@ fn allow<'a>(
             decision_id: &verdict.decision_id,
             route: verdict.route.name(),
             would_deny: would_deny.map(Denial::label),
+            claims: verdict
+                .route
+                .claims_in_metadata()
+                .unwrap_or(s.claims_in_metadata),
         }),
         explanation: None,
     }

@@ -276,6 +276,12 @@ impl Default for HeadersConfig {
 pub struct AnswersConfig {
     /// The JSON body of a denial. Defaults to `portcullis`.
     pub body: BodyStyle,
+    /// Copy the credential's claims into an allow's dynamic metadata (`claims`), for Envoy's other filters
+    /// and access logs; a route's `claims_in_metadata` overrides it. Without it the metadata holds the
+    /// principal (subject, issuer, provider, kind, client id, scopes, actor, attributes), the route and
+    /// the decision id: an allow's answer stays small, which saves portcullis and Envoy work on every
+    /// request. Defaults to false (earlier versions always copied them: see the README's upgrade notes).
+    pub claims_in_metadata: bool,
 }
 
 /// The shape of a denial's body.

@@ -94,6 +94,8 @@ pub struct Route {
     /// The path of the route's RFC 9728 metadata document (`resource`), for `resource_metadata`.
     resource_metadata: Option<Box<str>>,
     identity_token: RouteToken,
+    /// `claims_in_metadata`: `None` follows `answers.claims_in_metadata`.
+    claims_in_metadata: Option<bool>,
 }
 
 /// Whether an allow on a route carries the signed identity token, and for which audience.
@@ -174,6 +176,7 @@ impl Policy {
                 deny: &route.deny,
                 resource: route.resource.as_deref(),
                 identity_token: route.identity_token.as_ref(),
+                claims_in_metadata: route.claims_in_metadata,
             };
             let compiled = parts.compile(&mut problems, &path, providers, realm, &namespaces);
             routes.push(Route {
@@ -192,6 +195,7 @@ impl Policy {
             deny: &d.deny,
             resource: d.resource.as_deref(),
             identity_token: d.identity_token.as_ref(),
+            claims_in_metadata: d.claims_in_metadata,
         }
         .compile(
             &mut problems,
@@ -376,6 +380,11 @@ impl Route {
         self.resource_metadata.as_deref()
     }
 
+    /// The route's own `claims_in_metadata`, if it sets one.
+    pub fn claims_in_metadata(&self) -> Option<bool> {
+        self.claims_in_metadata
+    }
+
     /// How a policy denial here is answered beyond the standard status and challenge.
     pub fn deny(&self) -> &DenySettings {
         &self.deny
@@ -457,6 +466,7 @@ struct RouteParts<'c> {
     deny: &'c DenyConfig,
     resource: Option<&'c str>,
     identity_token: Option<&'c RouteIdentityToken>,
+    claims_in_metadata: Option<bool>,
 }
 
 // === impl RouteParts ===
@@ -532,6 +542,7 @@ impl RouteParts<'_> {
                     RouteToken::Audience(a.audience.as_str().into())
                 }
             },
+            claims_in_metadata: self.claims_in_metadata,
         }
     }
 }

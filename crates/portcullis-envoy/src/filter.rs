@@ -43,7 +43,7 @@ pub enum Next {
 /// The shared, immutable part of the filter: one per filter config, read by every worker.
 pub struct Shared {
     runtime: Arc<Runtime>,
-    /// Its key set refreshers, stopped when the config goes.
+    /// Its key set refreshers and API key file reloaders, stopped when the config goes.
     background: Option<crate::runner::Background>,
 }
 
@@ -65,15 +65,16 @@ impl Shared {
             for (level, note) in &loaded.notes {
                 host::log(*level, note);
             }
-            let upstream = crate::runner::HttpUpstream::new().map_err(|e| refused(&e))?;
+            let upstream = crate::runner::upstream().map_err(|e| refused(&e))?;
+            let clock = portcullis_core::Clock::system();
             let env = Env::new(
-                portcullis_core::Clock::system(),
+                clock.clone(),
                 host::sources(),
                 Arc::new(upstream),
                 Arc::new(portcullis_core::env::NoKeyStorage),
             );
             let runtime = Runtime::build(&loaded.config, &env)?;
-            let background = crate::runner::Background::spawn(&runtime).map_err(refused)?;
+            let background = crate::runner::Background::spawn(&runtime, &clock).map_err(refused)?;
             Ok((runtime, background))
         });
         match result {

@@ -15,7 +15,11 @@
 //! - `settings`: the filter config (`config_file` / `config`) into a validated portcullis `Config`, the
 //!   sections the module does not serve refused or ignored with a message.
 //! - `host`: the module's side of the engine's seams (files and environment variables, Envoy's log).
-//! - `runner`: the background thread: key set refreshes and upstream HTTP calls (reqwest).
+//! - `runner`: the background thread: key set refreshes, API key file reloads and upstream HTTP calls.
+//!
+//! The seams themselves (reqwest upstream, process files, background runners) are the server's, from
+//! the `portcullis-io` package; the module links no server crate (tonic, axum, prometheus-client,
+//! clap, redis).
 //! - `filter`: one stream: the request headers into a `RequestView`, the decision, the answer written
 //!   through the [`filter::Stream`] trait (Envoy's stream in production, a fake in tests).
 //!

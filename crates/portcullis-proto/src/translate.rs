@@ -265,7 +265,9 @@ fn metadata_struct(metadata: &Metadata<'_>, prepared: Option<&PreparedIdentity>)
     if let Some(label) = metadata.would_deny {
         fields.insert("would_deny".to_owned(), json::string(label));
     }
-    let encoded = prepared.map(|prepared| Arc::clone(&prepared.metadata));
+    let encoded = prepared
+        .zip(metadata.identity)
+        .map(|(prepared, identity)| prepared.metadata(identity, metadata.claims));
     Struct { fields, encoded }
 }
 
@@ -273,8 +275,10 @@ fn metadata_struct(metadata: &Metadata<'_>, prepared: Option<&PreparedIdentity>)
 /// ([`Identity::prepared`]): its metadata entries and its headers, encoded.
 #[derive(Clone)]
 struct PreparedIdentity {
-    /// The identity's metadata fields, encoded (see [`Struct::encoded`]).
+    /// The identity's metadata fields without its claims, encoded (see [`Struct::encoded`]).
     metadata: Arc<[u8]>,
+    /// The same with its claims (`claims_in_metadata`), made on the first answer that asks for them.
+    with_claims: std::sync::OnceLock<Arc<[u8]>>,
     /// Its headers as `OkHttpResponse.headers` entries, for the answer settings they were named under
     /// (the first settings that asked; under others they are encoded per answer).
     headers: std::sync::OnceLock<(u64, Arc<[u8]>)>,
@@ -285,9 +289,23 @@ struct PreparedIdentity {
 impl PreparedIdentity {
     fn new(identity: &Identity) -> PreparedIdentity {
         PreparedIdentity {
-            metadata: identity_entries(identity).into(),
+            metadata: identity_entries(identity, false).into(),
+            with_claims: std::sync::OnceLock::new(),
             headers: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The identity's metadata fields, encoded, with its claims or without.
+    fn metadata(&self, identity: &Identity, claims: bool) -> Arc<[u8]> {
+        if !claims {
+            return Arc::clone(&self.metadata);
+        }
+        Arc::clone(self.with_claims.get_or_init(|| {
+            // Each entry is a field of its own: the claims appended to the rest decode as one map.
+            let mut buf = self.metadata.to_vec();
+            json::EntryWriter::new(&mut buf).entry("claims", json::Entry::Object(&identity.claims));
+            buf.into()
+        }))
     }
 
     /// `own`, the identity's headers under answer settings `settings`, encoded.
@@ -320,8 +338,9 @@ fn prepared(identity: &Identity) -> std::borrow::Cow<'_, PreparedIdentity> {
     }
 }
 
-/// An identity's metadata fields as encoded `Struct` entries, written straight from the identity.
-fn identity_entries(identity: &Identity) -> Vec<u8> {
+/// An identity's metadata fields as encoded `Struct` entries, written straight from the identity, with
+/// its claims or without.
+fn identity_entries(identity: &Identity, claims: bool) -> Vec<u8> {
     use json::Entry;
     let mut buf = Vec::with_capacity(512);
     let mut out = json::EntryWriter::new(&mut buf);
@@ -342,13 +361,15 @@ fn identity_entries(identity: &Identity) -> Vec<u8> {
     if !identity.attributes.is_empty() {
         out.entry("attributes", Entry::StringLists(&identity.attributes));
     }
-    out.entry("claims", Entry::Object(&identity.claims));
+    if claims {
+        out.entry("claims", Entry::Object(&identity.claims));
+    }
     buf
 }
 
 /// The same fields as a `prost_types` map: what [`identity_entries`] must decode to.
 #[cfg(test)]
-fn identity_fields(identity: &Identity) -> BTreeMap<String, prost_types::Value> {
+fn identity_fields(identity: &Identity, claims: bool) -> BTreeMap<String, prost_types::Value> {
     use prost_types::value::Kind;
     let mut fields = BTreeMap::new();
     let string = json::string;
@@ -399,12 +420,14 @@ fn identity_fields(identity: &Identity) -> BTreeMap<String, prost_types::Value> 
             },
         );
     }
-    fields.insert(
-        "claims".to_owned(),
-        prost_types::Value {
-            kind: Some(Kind::StructValue(json::to_struct(&identity.claims))),
-        },
-    );
+    if claims {
+        fields.insert(
+            "claims".to_owned(),
+            prost_types::Value {
+                kind: Some(Kind::StructValue(json::to_struct(&identity.claims))),
+            },
+        );
+    }
     fields
 }
 
@@ -439,6 +462,7 @@ mod tests {
                 decision_id: decision,
                 route: "default",
                 would_deny: None,
+                claims: false,
             }),
             explanation: None,
         };
@@ -490,8 +514,10 @@ mod tests {
     fn an_identitys_entries_decode_as_its_fields() {
         let mut identity =
             portcullis_core::identity::IdentityBuilder::anonymous(&Arc::from("p"), "anon");
-        let bare = prost_types::Struct::decode(&*identity_entries(&identity)).unwrap();
-        assert_eq!(bare.fields, identity_fields(&identity));
+        for claims in [false, true] {
+            let bare = prost_types::Struct::decode(&*identity_entries(&identity, claims)).unwrap();
+            assert_eq!(bare.fields, identity_fields(&identity, claims));
+        }
 
         identity.subject = Some("auth0|alice".into());
         identity.client_id = Some("client-7".into());
@@ -508,9 +534,32 @@ mod tests {
         .as_object()
         .unwrap()
         .clone();
-        let full = prost_types::Struct::decode(&*identity_entries(&identity)).unwrap();
-        assert_eq!(full.fields, identity_fields(&identity));
+        let full = prost_types::Struct::decode(&*identity_entries(&identity, true)).unwrap();
+        assert_eq!(full.fields, identity_fields(&identity, true));
         assert!(full.fields.contains_key("delegation_chain"));
         assert!(full.fields.contains_key("attributes"));
+        assert!(full.fields.contains_key("claims"));
+        let without = prost_types::Struct::decode(&*identity_entries(&identity, false)).unwrap();
+        assert_eq!(without.fields, identity_fields(&identity, false));
+        assert!(!without.fields.contains_key("claims"));
+        assert!(without.fields.contains_key("subject"));
+
+        // What a prepared identity writes: the claims appended on request, made once.
+        let prepared = PreparedIdentity::new(&identity);
+        let with_claims = prepared.metadata(&identity, true);
+        assert_eq!(
+            prost_types::Struct::decode(&*with_claims).unwrap().fields,
+            identity_fields(&identity, true)
+        );
+        assert!(Arc::ptr_eq(
+            &with_claims,
+            &prepared.metadata(&identity, true)
+        ));
+        assert_eq!(
+            prost_types::Struct::decode(&*prepared.metadata(&identity, false))
+                .unwrap()
+                .fields,
+            identity_fields(&identity, false)
+        );
     }
 }

@@ -45,7 +45,7 @@ use portcullis::pb::auth::{
 };
 use portcullis::server::{self, App};
 use portcullis::Clock;
-use portcullis::{Config, SharedState, Sources};
+use portcullis::{Config, Sources};
 
 pub fn now() -> i64 {
     SystemTime::now()
@@ -332,11 +332,9 @@ impl TestServer {
 
     /// Serves a configuration already parsed (from fragments, say).
     pub async fn start_config(config: Config, secrets: Sources, clock: Clock) -> TestServer {
-        let state = SharedState::from_config(&config, &secrets, clock.clone())
-            .unwrap_or_else(|e| panic!("test state: {:?}", e.0));
         let app = Arc::new(
-            App::with_state(&config, None, Arc::new(state), secrets, clock)
-                .unwrap_or_else(|e| panic!("test runtime: {:?}", e.0)),
+            App::from_config(&config, None, secrets, clock)
+                .unwrap_or_else(|e| panic!("test state or runtime: {:?}", e.0)),
         );
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -101,6 +101,10 @@ pub struct RouteConfig {
     /// Needs the top-level `identity_token`. Defaults to `true` when `identity_token` is configured.
     #[serde(default)]
     pub identity_token: Option<RouteIdentityToken>,
+    /// Copy the credential's claims into this route's allows' dynamic metadata (`claims`). Defaults to
+    /// `answers.claims_in_metadata`.
+    #[serde(default)]
+    pub claims_in_metadata: Option<bool>,
 }
 
 /// The route for requests no other route matches: a [`RouteConfig`] without `name` and `match`.
@@ -121,6 +125,8 @@ pub struct DefaultRouteConfig {
     pub resource: Option<String>,
     /// See [`RouteConfig::identity_token`]. Defaults to `true` when `identity_token` is configured.
     pub identity_token: Option<RouteIdentityToken>,
+    /// See [`RouteConfig::claims_in_metadata`]. Defaults to `answers.claims_in_metadata`.
+    pub claims_in_metadata: Option<bool>,
 }
 
 /// A route's identity token: on, off, or on for another audience.

@@ -1,49 +1,14 @@
-//! The server's side of the engine's seams (`portcullis_core::env`): the process's environment variables
-//! and files ([`ProcessFiles`]), HTTP calls over reqwest ([`ReqwestUpstream`]), the identity token's keys
-//! in a private state directory ([`FileKeys`]), and the background runners that keep a runtime fresh
-//! (key set refreshes, API key file reloads: [`spawn_background`]).
+//! The configuration `--config` names, as read from disk: one file, or a directory whose `*.yaml` files are
+//! fragments of one configuration ([`ConfigBytes`]); its digest (what the reloader compares and
+//! `portcullis_config_info{hash}` shows), its newest modification time (the reloader's quiet period), and
+//! its text for the engine ([`ConfigText::source`]). The engine merges the fragments
+//! (`Config::parse_fragments`); this module only reads them.
 //!
 //! Everything here does I/O; the engine itself never does.
 
-mod http;
-mod keys;
-mod runners;
-
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-pub use self::http::ReqwestUpstream;
-pub use self::keys::{write_private, FileKeys};
-pub use self::runners::{sleep_from, spawn_background};
-
-use crate::clock::Clock;
-use crate::config::{Config, ConfigErrors, Files, Fragment, LoadError, Problem, Source, Sources};
-use portcullis_core::Env;
-
-/// The process's environment variables and files.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessFiles;
-
-impl Files for ProcessFiles {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-
-    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        std::fs::read(path)
-    }
-}
-
-/// Secrets and files from the process.
-pub fn sources() -> Sources {
-    Sources::new(Arc::new(ProcessFiles))
-}
-
-/// Files from the process, environment variables from `vars` only (tests).
-pub fn sources_with(vars: HashMap<String, String>) -> Sources {
-    sources().with_vars(vars)
-}
+use portcullis_core::config::{Config, ConfigErrors, Fragment, LoadError, Problem, Source};
 
 /// Reads and parses the configuration `--config` names: a file, or a directory of fragments
 /// ([`ConfigBytes::read`]).
@@ -121,20 +86,22 @@ impl ConfigBytes {
     /// The SHA-256 the watcher compares and `portcullis_config_info{hash}` shows: of the file's bytes, or
     /// of every fragment's name and content (so an added, removed or renamed fragment changes it).
     pub fn digest(&self) -> [u8; 32] {
-        use sha2::{Digest, Sha256};
+        use aws_lc_rs::digest::{Context, SHA256};
+        let mut hash = Context::new(&SHA256);
         match self {
-            ConfigBytes::File(body) => Sha256::digest(body).into(),
+            ConfigBytes::File(body) => hash.update(body),
             ConfigBytes::Fragments(fragments) => {
-                let mut hash = Sha256::new();
                 for (name, body) in fragments {
-                    hash.update((name.len() as u64).to_be_bytes());
+                    hash.update(&(name.len() as u64).to_be_bytes());
                     hash.update(name.as_bytes());
-                    hash.update((body.len() as u64).to_be_bytes());
+                    hash.update(&(body.len() as u64).to_be_bytes());
                     hash.update(body);
                 }
-                hash.finalize().into()
             }
         }
+        let mut digest = [0; 32];
+        digest.copy_from_slice(hash.finish().as_ref());
+        digest
     }
 
     /// The text, or the problem that stops it: a file or fragment that is not UTF-8, a `*.yml` fragment,
@@ -227,18 +194,6 @@ impl ConfigText {
     }
 }
 
-/// An environment for a runtime that is not served (`explain`, `validate-config`, tests): the process's
-/// files with `sources`, reqwest, generated keys in their state directory, no metrics, an empty
-/// denylist of its own.
-pub fn env(clock: Clock, sources: Sources) -> Env {
-    Env::new(
-        clock,
-        sources,
-        Arc::new(ReqwestUpstream::new()),
-        Arc::new(FileKeys),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,11 +245,11 @@ mod tests {
         }
         assert_eq!(base.digest(), base.clone().digest());
         // A single file's digest is the SHA-256 of its bytes, as it always was.
-        use sha2::{Digest, Sha256};
         let file = ConfigBytes::File(b"mode: enforce\n".to_vec());
+        let hex: String = file.digest().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
-            file.digest(),
-            <[u8; 32]>::from(Sha256::digest(b"mode: enforce\n"))
+            hex,
+            "ac17ce3f2bec0ae47dadb95fd2f4991eb473b0ad709214440a55c69e3cd58438"
         );
     }
 

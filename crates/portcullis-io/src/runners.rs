@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
-use crate::providers::api_key::ApiKeys;
-use crate::providers::jwks::KeyStore;
-use crate::runtime::Runtime;
+use portcullis_core::clock::Clock;
+use portcullis_core::providers::api_key::ApiKeys;
+use portcullis_core::providers::jwks::KeyStore;
+use portcullis_core::runtime::Runtime;
 
 /// Starts `runtime`'s background tasks until `cancel`. `clock` schedules the key set refreshes (a test's
 /// manual clock drives them).
@@ -68,7 +68,7 @@ async fn reload_api_keys(keys: Arc<ApiKeys>, cancel: CancellationToken) {
         seen = now;
         let result = std::fs::read(&path)
             .map_err(
-                |source| crate::providers::api_key::KeysFileError::Unreadable {
+                |source| portcullis_core::providers::api_key::KeysFileError::Unreadable {
                     path: path.clone(),
                     source,
                 },

@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use crate::identity_token::{KeyStorage, KEYS_FILE};
+use portcullis_core::identity_token::{KeyStorage, KEYS_FILE};
 
 /// The server's [`KeyStorage`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -99,9 +99,12 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::clock::Clock;
-    use crate::config::IdentityTokenConfig;
-    use crate::identity_token::IdentityTokens;
+    use portcullis_core::clock::Clock;
+    use std::sync::Arc;
+
+    use portcullis_core::config::{IdentityTokenConfig, MemoryFiles, Sources};
+    use portcullis_core::env::NoUpstream;
+    use portcullis_core::identity_token::IdentityTokens;
 
     fn config(dir: &Path) -> IdentityTokenConfig {
         serde_yaml_ng::from_str(&format!(
@@ -121,9 +124,11 @@ mod tests {
     }
 
     fn build(cfg: &IdentityTokenConfig, now: i64) -> IdentityTokens {
-        let env = crate::io::env(
+        let env = portcullis_core::Env::new(
             Clock::manual(now),
-            crate::io::sources_with(Default::default()),
+            Sources::new(Arc::new(MemoryFiles::default())),
+            Arc::new(NoUpstream),
+            Arc::new(FileKeys),
         );
         IdentityTokens::build(cfg, &env).unwrap()
     }
