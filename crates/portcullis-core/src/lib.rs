@@ -28,7 +28,8 @@
 //!    and why a request is denied).
 //! 3. `config`: the YAML configuration, read leniently so one pass reports every problem, validation with
 //!    field paths, secret references and the `Sources` they resolve through, its JSON Schema
-//!    (`config::schema`, what `portcullis config schema` prints).
+//!    (`config::schema`, what `portcullis config schema` prints), and a configuration in fragments merged
+//!    from the texts a host read (`config::fragments`, `--config DIR`).
 //! 4. Reading the credential: `credential` (finding it in a request), `dpop` (RFC 9449 proofs, nonces,
 //!    replay).
 //! 5. Deciding, side by side: `providers` (the contract; `chain` runs it, `build` builds it, one module
