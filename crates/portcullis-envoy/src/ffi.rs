@@ -16,7 +16,7 @@
 
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::filter::{self, Next, Shared, Stream};
 use crate::host::Level;
@@ -45,6 +45,14 @@ const REQUEST_HEADER: u32 = 0;
 /// `..._request_headers_status_Continue` / `_StopIteration` (every other `*_status_Continue` is 0 too).
 const STATUS_CONTINUE: u32 = 0;
 const STATUS_STOP_ITERATION: u32 = 1;
+/// `..._request_headers_status_StopAllIterationAndBuffer`: a paused request. Envoy buffers its body
+/// and trailers and calls no later hook of ours for them until we continue decoding.
+const STATUS_STOP_ALL_ITERATION_AND_BUFFER: u32 = 3;
+/// `..._request_body_status_StopIterationAndBuffer` and `..._request_trailers_status_StopIteration`
+/// (both 1): what the body and trailer hooks answer while a decision is in flight, should Envoy call
+/// them (a `Continue` there would send the headers on undecided).
+const BODY_STOP_ITERATION_AND_BUFFER: u32 = 1;
+const TRAILERS_STOP_ITERATION: u32 = 1;
 
 /// `envoy_dynamic_module_type_log_level`.
 fn level(level: Level) -> u32 {
@@ -74,6 +82,11 @@ type SendResponseFn = unsafe extern "C" fn(
     details: Buffer,
 );
 
+type FilterFn = unsafe extern "C" fn(filter: *mut c_void);
+type SchedulerNewFn = unsafe extern "C" fn(filter: *mut c_void) -> *mut c_void;
+type SchedulerCommitFn = unsafe extern "C" fn(scheduler: *mut c_void, event_id: u64);
+type SchedulerDeleteFn = unsafe extern "C" fn(scheduler: *mut c_void);
+
 type DefineMetricFn = unsafe extern "C" fn(
     config: *mut c_void,
     name: Buffer,
@@ -99,6 +112,10 @@ struct Callbacks {
     get_headers: GetHeadersFn,
     set_header: SetHeaderFn,
     send_response: SendResponseFn,
+    continue_decoding: FilterFn,
+    scheduler_new: SchedulerNewFn,
+    scheduler_commit: SchedulerCommitFn,
+    scheduler_delete: SchedulerDeleteFn,
 }
 
 static CALLBACKS: OnceLock<Callbacks> = OnceLock::new();
@@ -152,6 +169,18 @@ fn resolve() -> Result<Callbacks, &'static str> {
             )?),
             send_response: std::mem::transmute::<*mut c_void, SendResponseFn>(find(
                 c"envoy_dynamic_module_callback_http_send_response",
+            )?),
+            continue_decoding: std::mem::transmute::<*mut c_void, FilterFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_continue_decoding",
+            )?),
+            scheduler_new: std::mem::transmute::<*mut c_void, SchedulerNewFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_scheduler_new",
+            )?),
+            scheduler_commit: std::mem::transmute::<*mut c_void, SchedulerCommitFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_scheduler_commit",
+            )?),
+            scheduler_delete: std::mem::transmute::<*mut c_void, SchedulerDeleteFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_scheduler_delete",
             )?),
         })
     }
@@ -329,9 +358,75 @@ struct Metrics {
     duration: Option<usize>,
 }
 
-/// The per-stream state: which config decides it.
+/// The per-stream state: which config decides it, and the decision in flight while it is paused.
 struct Filter {
     config: *const Config,
+    paused: Option<Arc<Mutex<Slot>>>,
+}
+
+/// Where a paused decision leaves its result for the stream's worker. Shared by the filter and the
+/// background task; whichever drops it last frees it.
+#[derive(Default)]
+struct Slot {
+    /// The filter was destroyed (the stream ended before the answer): the result is dropped and the
+    /// scheduler not committed.
+    gone: bool,
+    decided: Option<Result<filter::Decided, crate::runner::Failed>>,
+    started: Option<std::time::Instant>,
+}
+
+fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A stream's scheduler (`envoy_dynamic_module_callback_http_filter_scheduler_new`): allocated by
+/// Envoy, owned by us, deleted on drop. It holds a weak reference to the filter, so committing after
+/// the stream ended schedules nothing (abi.h; `on_http_filter_scheduled` is never called for a
+/// destroyed filter).
+struct Scheduler(*mut c_void);
+
+// SAFETY: abi.h makes the scheduler the cross-thread handle: commit and delete may be called from any
+// thread; it holds no reference to the stream's memory beyond Envoy's own weak pointer.
+unsafe impl Send for Scheduler {}
+
+impl Scheduler {
+    fn commit(&self) {
+        // SAFETY: a live scheduler of ours (deleted only on drop).
+        unsafe { (callbacks().scheduler_commit)(self.0, 0) }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: ours, deleted once.
+            unsafe { (callbacks().scheduler_delete)(self.0) }
+        }
+    }
+}
+
+/// Pauses the stream: `pending` is driven on the background runtime, which leaves its result in the
+/// filter's slot and commits the stream's scheduler; `on_http_filter_scheduled` then writes it.
+fn pause(filter_envoy: *mut c_void, filter: &mut Filter, pending: filter::Pending) {
+    let slot = Arc::new(Mutex::new(Slot {
+        started: Some(std::time::Instant::now()),
+        ..Slot::default()
+    }));
+    filter.paused = Some(Arc::clone(&slot));
+    // SAFETY: the live stream of the current hook.
+    let scheduler = Scheduler(unsafe { (callbacks().scheduler_new)(filter_envoy) });
+    crate::runner::resume(pending, move |result| {
+        let mut slot = lock(&slot);
+        // Under the lock: the filter's destroy hook sets `gone` under it too, so no commit happens
+        // once the stream is gone (nor can its worker be shutting down under us).
+        if !slot.gone {
+            slot.decided = Some(result);
+            scheduler.commit();
+        }
+        drop(slot);
+        drop(scheduler);
+    });
 }
 
 /// Defines a config's metrics: `portcullis_decisions` (a counter by decision, reason and route) and
@@ -480,6 +575,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     }
     Box::into_raw(Box::new(Filter {
         config: config.cast(),
+        paused: None,
     })) as *const c_void
 }
 
@@ -489,15 +585,24 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    // SAFETY: `filter` is our Box<Filter> from filter_new; its config outlives it (Envoy holds it).
-    let config = unsafe { &*(*(filter as *const Filter)).config };
+    // SAFETY: `filter` is our Box<Filter> from filter_new, used only on this stream's worker thread
+    // (every hook of a stream runs there); its config outlives it (Envoy holds it).
+    let filter = unsafe { &mut *(filter as *mut Filter) };
+    // SAFETY: as above.
+    let config = unsafe { &*filter.config };
     let mut stream = EnvoyStream(filter_envoy, config.metrics);
     let decided = catch_unwind(AssertUnwindSafe(|| {
-        filter::on_request_headers(&config.shared, &mut stream)
+        match filter::on_request_headers(&config.shared, &mut stream) {
+            Next::Pause(pending) => {
+                pause(filter_envoy, filter, pending);
+                STATUS_STOP_ALL_ITERATION_AND_BUFFER
+            }
+            Next::Continue => STATUS_CONTINUE,
+            Next::Stop => STATUS_STOP_ITERATION,
+        }
     }));
     match decided {
-        Ok(Next::Continue) => STATUS_CONTINUE,
-        Ok(Next::Stop) => STATUS_STOP_ITERATION,
+        Ok(status) => status,
         Err(_) => {
             log(
                 Level::Error,
@@ -518,27 +623,45 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_v
     }
     let _ = catch_unwind(|| {
         // SAFETY: `filter` came from Box::into_raw in filter_new and Envoy destroys it once.
-        drop(unsafe { Box::from_raw(filter as *mut Filter) });
+        let filter = unsafe { Box::from_raw(filter as *mut Filter) };
+        if let Some(slot) = &filter.paused {
+            // A decision still in flight: its result is dropped, its scheduler never committed.
+            lock(slot).gone = true;
+        }
     });
 }
 
 // The hooks below have nothing to do for this filter; Envoy resolves them by name.
 
+/// Whether the stream's decision is still in flight.
+fn is_paused(filter: *const c_void) -> bool {
+    // SAFETY: our Box<Filter> from filter_new, on its stream's worker thread.
+    !filter.is_null() && unsafe { (*(filter as *const Filter)).paused.is_some() }
+}
+
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     _: *mut c_void,
-    _: *const c_void,
+    filter: *const c_void,
     _: bool,
 ) -> u32 {
-    STATUS_CONTINUE
+    if is_paused(filter) {
+        BODY_STOP_ITERATION_AND_BUFFER
+    } else {
+        STATUS_CONTINUE
+    }
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     _: *mut c_void,
-    _: *const c_void,
+    filter: *const c_void,
 ) -> u32 {
-    STATUS_CONTINUE
+    if is_paused(filter) {
+        TRAILERS_STOP_ITERATION
+    } else {
+        STATUS_CONTINUE
+    }
 }
 
 #[no_mangle]
@@ -574,12 +697,54 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 ) {
 }
 
+/// A paused decision finished: its answer is written on the stream's worker, and the request
+/// continues (an allow) or has its local reply (a denial, 503, or 500 for a panic).
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
-    _: *mut c_void,
-    _: *const c_void,
-    _: u64,
+    filter_envoy: *mut c_void,
+    filter: *const c_void,
+    _event_id: u64,
 ) {
+    if filter.is_null() {
+        return;
+    }
+    // SAFETY: our live Box<Filter> (Envoy calls this hook only for a filter not yet destroyed), on its
+    // stream's worker thread; its config outlives it.
+    let filter = unsafe { &mut *(filter as *mut Filter) };
+    // SAFETY: as above.
+    let config = unsafe { &*filter.config };
+    let Some(slot) = filter.paused.take() else {
+        return;
+    };
+    let (decided, started) = {
+        let mut slot = lock(&slot);
+        (slot.decided.take(), slot.started)
+    };
+    let mut stream = EnvoyStream(filter_envoy, config.metrics);
+    let written = catch_unwind(AssertUnwindSafe(|| match decided {
+        Some(Ok(decided)) => match decided.write(&mut stream) {
+            // SAFETY: the live stream of the current hook.
+            Next::Continue => unsafe { (callbacks().continue_decoding)(filter_envoy) },
+            Next::Stop | Next::Pause(_) => {}
+        },
+        Some(Err(failed)) => {
+            log(
+                Level::Error,
+                &format!(
+                    "portcullis: a paused check failed ({failed:?}); the request is denied (500)"
+                ),
+            );
+            filter::panicked(&mut stream, started.unwrap_or_else(std::time::Instant::now));
+        }
+        None => filter::panicked(&mut stream, started.unwrap_or_else(std::time::Instant::now)),
+    }));
+    if written.is_err() {
+        log(
+            Level::Error,
+            "portcullis: writing a paused check's answer panicked; the request is denied (500)",
+        );
+        let _ = catch_unwind(AssertUnwindSafe(|| stream.send_response(500, &[], "")));
+    }
 }
 
 #[no_mangle]

@@ -3,7 +3,12 @@
 //! - an allow (or a permissive-mode permit): the client's copies of identity headers removed, the
 //!   identity headers set, credential query parameters removed from `:path`; the request continues;
 //! - a denial: a local reply with the denial's status, `WWW-Authenticate` and body;
-//! - "cannot decide": 503, never an allow.
+//! - "cannot decide" (an upstream unavailable): 503, never an allow; a panic: 500.
+//!
+//! A decision that needs an upstream call (a key set not loaded yet, an unknown `kid`, introspection,
+//! a webhook, GitHub, TokenReview) does not complete on its inline poll: it is returned as
+//! [`Next::Pause`], driven to completion on the background runtime, and its [`Decided`] answer written
+//! when Envoy resumes the stream on its worker (`ffi`).
 //!
 //! The stream is reached through the [`Stream`] trait: Envoy's in production (`ffi`), a fake in tests.
 
@@ -32,12 +37,37 @@ pub trait Stream {
 }
 
 /// What `on_request_headers` tells Envoy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     /// The request goes on to the next filter.
     Continue,
     /// A local reply was sent: stop here.
     Stop,
+    /// The decision waits for an upstream call: the stream is paused until [`Pending`] completes
+    /// (off the worker) and its [`Decided`] is written (back on the worker).
+    Pause(Pending),
+}
+
+impl std::fmt::Debug for Next {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Next::Continue => "Continue",
+            Next::Stop => "Stop",
+            Next::Pause(_) => "Pause",
+        })
+    }
+}
+
+/// A decision that did not complete on its inline poll. It owns everything it reads (the runtime, a
+/// copy of the request headers), so it can be driven to completion on the background runtime.
+pub struct Pending {
+    pub decision: futures_util::future::BoxFuture<'static, Decided>,
+}
+
+/// A finished decision: the answer to write onto the stream and the labels to count it by.
+pub struct Decided {
+    written: Written,
+    counted: Counted,
+    started: std::time::Instant,
 }
 
 /// The shared, immutable part of the filter: one per filter config, read by every worker.
@@ -109,28 +139,90 @@ impl Shared {
     }
 }
 
-/// Decides the request on `stream` and writes the answer. A decision that does not complete inline
-/// answers 503 (fail closed).
+/// Decides the request on `stream`: inline when the decision needs no upstream call (the answer is
+/// written and Envoy told to continue or stop), else [`Next::Pause`] with the decision in flight.
 pub fn on_request_headers(shared: &Shared, stream: &mut impl Stream) -> Next {
     let started = std::time::Instant::now();
-    // Decided while the headers are borrowed from Envoy; written after, once nothing borrows them.
-    let (written, counted) = stream.with_request_headers(|headers| decide(shared, headers));
-    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    match &counted {
-        Some((decision, reason, route)) => stream.count_decision(decision, reason, route, micros),
-        None => stream.count_decision("error", "pending_upstream", "", micros),
+    // The headers are copied once (one buffer): a decision that pauses outlives Envoy's borrow.
+    let headers = stream.with_request_headers(|headers| OwnedHeaders::copy(&headers));
+    let mut decision = decide(Arc::clone(&shared.runtime), headers, started).boxed();
+    match decision.as_mut().now_or_never() {
+        Some(decided) => decided.write(stream),
+        None => Next::Pause(Pending { decision }),
     }
-    written.write(stream)
 }
 
-/// The decision's labels for the decision counter; `None`: still pending after the inline poll.
-type Counted = Option<(&'static str, &'static str, Arc<str>)>;
+/// What a panic in a paused decision answers: 500, never an allow.
+pub fn panicked(stream: &mut impl Stream, started: std::time::Instant) {
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    stream.count_decision("error", "panic", "", micros);
+    stream.send_response(500, &[], "");
+}
 
-/// Decides one request from its headers, into an owned answer.
-fn decide(shared: &Shared, headers: Headers<'_>) -> (Written, Counted) {
+/// The decision's labels for the decision counter.
+type Counted = (&'static str, &'static str, Arc<str>);
+
+/// A request's header lines copied out of Envoy into one buffer.
+struct OwnedHeaders {
+    text: String,
+    /// Each line's name and value as byte ranges of `text`.
+    lines: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+impl OwnedHeaders {
+    fn copy(headers: &Headers<'_>) -> OwnedHeaders {
+        let mut text = String::new();
+        let mut lines = Vec::with_capacity(headers.len());
+        for (name, value) in headers.entries() {
+            let n = text.len();
+            text.push_str(name);
+            let v = text.len();
+            text.push_str(value);
+            lines.push((n..v, v..text.len()));
+        }
+        OwnedHeaders { text, lines }
+    }
+
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.lines
+            .iter()
+            .map(|(n, v)| (&self.text[n.clone()], &self.text[v.clone()]))
+            .collect()
+    }
+}
+
+/// Pending once, then ready: the test build's way to panic after the decision has paused.
+#[cfg(feature = "test-panic")]
+async fn pause_once() {
+    let mut paused = false;
+    std::future::poll_fn(|cx| {
+        if paused {
+            std::task::Poll::Ready(())
+        } else {
+            paused = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// Decides one request, into an owned answer.
+async fn decide(
+    runtime: Arc<Runtime>,
+    headers: OwnedHeaders,
+    started: std::time::Instant,
+) -> Decided {
+    let pairs = headers.pairs();
+    let headers = Headers::Pairs(&pairs);
     #[cfg(feature = "test-panic")]
-    if headers.get("x-portcullis-test-panic").is_some() {
-        panic!("test-panic: x-portcullis-test-panic asked for a panic");
+    match headers.get("x-portcullis-test-panic") {
+        Some("after-pause") => {
+            pause_once().await;
+            panic!("test-panic: x-portcullis-test-panic asked for a panic after the pause");
+        }
+        Some(_) => panic!("test-panic: x-portcullis-test-panic asked for a panic"),
+        None => {}
     }
     let mut view = RequestView::new(
         headers.get(":method").unwrap_or(""),
@@ -140,26 +232,28 @@ fn decide(shared: &Shared, headers: Headers<'_>) -> (Written, Counted) {
         headers.get("x-request-id").unwrap_or(""),
     );
     view.scheme = headers.get(":scheme").unwrap_or("");
-    let runtime = &shared.runtime;
-    let Some(verdict) = runtime.authorizer().decide(&view, false).now_or_never() else {
-        host::log(
-            Level::Warn,
-            "portcullis: this decision waits for an upstream call, and the module does not pause requests yet; denied (503)",
-        );
-        let pending = Written::Reply {
-            status: 503,
-            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-            body: r#"{"error":"temporarily_unavailable","error_description":"the authorization decision could not be made"}"#.to_owned(),
-        };
-        return (pending, None);
-    };
-    let counted = Some((
+    let verdict = runtime.authorizer().decide(&view, false).await;
+    let counted = (
         verdict.decision.kind(),
         verdict.decision.reason(),
         Arc::clone(verdict.route.name_shared()),
-    ));
+    );
     let answer = portcullis_core::answer::answer(&verdict, &view, runtime.answers());
-    (Written::from_answer(answer, view.path, view.query), counted)
+    Decided {
+        written: Written::from_answer(answer, view.path, view.query),
+        counted,
+        started,
+    }
+}
+
+impl Decided {
+    /// Counts the decision and writes its answer onto the stream.
+    pub fn write(self, stream: &mut impl Stream) -> Next {
+        let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let (decision, reason, route) = &self.counted;
+        stream.count_decision(decision, reason, route, micros);
+        self.written.write(stream)
+    }
 }
 
 /// An answer in owned form, ready to be written onto the stream.
@@ -372,7 +466,10 @@ routes:
                 ("X-Auth-Role", "admin"),
             ],
         );
-        assert_eq!(on_request_headers(&shared, &mut stream), Next::Continue);
+        assert!(matches!(
+            on_request_headers(&shared, &mut stream),
+            Next::Continue
+        ));
         assert!(stream.reply.is_none());
         assert_eq!(stream.header("x-auth-subject"), ["ci-bot"]);
         // A client header under the identity prefix that the identity does not set is removed too.
@@ -387,7 +484,10 @@ routes:
     fn a_missing_credential_is_a_401_with_a_challenge() {
         let shared = shared();
         let mut stream = Fake::get("/data", &[("x-auth-subject", "spoofed")]);
-        assert_eq!(on_request_headers(&shared, &mut stream), Next::Stop);
+        assert!(matches!(
+            on_request_headers(&shared, &mut stream),
+            Next::Stop
+        ));
         let (status, headers, _) = stream.reply.unwrap();
         assert_eq!(status, 401);
         assert!(
@@ -402,15 +502,190 @@ routes:
     fn a_wrong_key_and_a_missing_scope_are_denied() {
         let shared = shared();
         let mut wrong = Fake::get("/data", &[("x-api-key", "not-the-key-000000")]);
-        assert_eq!(on_request_headers(&shared, &mut wrong), Next::Stop);
+        assert!(matches!(
+            on_request_headers(&shared, &mut wrong),
+            Next::Stop
+        ));
         assert_eq!(wrong.reply.unwrap().0, 401);
         let mut scope = Fake::get("/admin/x", &[("x-api-key", API_KEY)]);
-        assert_eq!(on_request_headers(&shared, &mut scope), Next::Stop);
+        assert!(matches!(
+            on_request_headers(&shared, &mut scope),
+            Next::Stop
+        ));
         assert_eq!(scope.reply.unwrap().0, 403);
         assert_eq!(scope.counted.len(), 1, "one decision, counted once");
         let (decision, reason, route) = &scope.counted[0];
         assert_eq!((decision.as_str(), route.as_str()), ("deny", "admin"));
         assert!(!reason.is_empty());
+    }
+
+    /// An upstream whose one call waits until the test answers it (`None`: the call fails).
+    struct Gated {
+        answer: std::sync::Mutex<Option<futures_util::future::BoxFuture<'static, Option<u16>>>>,
+    }
+
+    impl portcullis_core::providers::http::Upstream for Gated {
+        fn client(
+            &self,
+            _: &portcullis_core::config::TlsSettings,
+            _: portcullis_core::providers::http::Purpose,
+            _: &portcullis_core::Sources,
+        ) -> Result<
+            Arc<dyn portcullis_core::providers::http::HttpClient>,
+            portcullis_core::providers::http::TlsError,
+        > {
+            let answer = self.answer.lock().unwrap().take();
+            Ok(Arc::new(GatedClient(std::sync::Mutex::new(answer))))
+        }
+    }
+
+    struct GatedClient(
+        std::sync::Mutex<Option<futures_util::future::BoxFuture<'static, Option<u16>>>>,
+    );
+
+    impl portcullis_core::providers::http::HttpClient for GatedClient {
+        fn send(
+            &self,
+            _: portcullis_core::providers::http::HttpRequest,
+        ) -> futures_util::future::BoxFuture<
+            'static,
+            Result<
+                portcullis_core::providers::http::HttpResponse,
+                portcullis_core::providers::http::UpstreamError,
+            >,
+        > {
+            use portcullis_core::providers::http::{HttpResponse, UpstreamError};
+            let answer = self.0.lock().unwrap().take();
+            Box::pin(async move {
+                match answer {
+                    Some(answer) => match answer.await {
+                        Some(status) => Ok(HttpResponse {
+                            status,
+                            headers: vec![("content-type".into(), "application/json".into())],
+                            body:
+                                br#"{"principal": "web-user", "attributes": {"roles": ["reader"]}}"#
+                                    .to_vec(),
+                        }),
+                        None => Err(UpstreamError::RequestFailed("connection refused".into())),
+                    },
+                    None => Err(UpstreamError::RequestFailed("called twice".into())),
+                }
+            })
+        }
+    }
+
+    /// A webhook provider whose endpoint answers when the returned sender says (a status, or `None`
+    /// for a failed call).
+    fn webhook() -> (Shared, tokio::sync::oneshot::Sender<Option<u16>>) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Option<u16>>();
+        let answer: futures_util::future::BoxFuture<'static, Option<u16>> =
+            Box::pin(async move { rx.await.ok().flatten() });
+        let upstream = Gated {
+            answer: std::sync::Mutex::new(Some(answer)),
+        };
+        let config = Config::from_yaml_str(
+            "providers: [{name: hook, type: webhook, endpoint: 'http://127.0.0.1:9/check'}]",
+        )
+        .unwrap();
+        let env = Env::new(
+            portcullis_core::Clock::manual(1_700_000_000),
+            portcullis_core::Sources::new(Arc::new(MemoryFiles::default())),
+            Arc::new(upstream),
+            Arc::new(portcullis_core::env::NoKeyStorage),
+        );
+        (Shared::new(Runtime::build(&config, &env).unwrap()), tx)
+    }
+
+    fn pause(shared: &Shared, stream: &mut Fake) -> Pending {
+        match on_request_headers(shared, stream) {
+            Next::Pause(pending) => pending,
+            other => panic!("expected a pause, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_decision_that_waits_for_its_upstream_pauses_and_its_answer_is_written_after() {
+        let (shared, answer) = webhook();
+        let mut stream = Fake::get(
+            "/data",
+            &[
+                ("authorization", "Bearer opaque-token-1"),
+                ("x-auth-subject", "spoofed"),
+            ],
+        );
+        let pending = pause(&shared, &mut stream);
+        // Nothing is written or counted while the decision waits, and the copy of the headers it
+        // holds does not depend on the stream's.
+        assert!(stream.reply.is_none() && stream.counted.is_empty());
+        assert_eq!(stream.header("x-auth-subject"), ["spoofed"]);
+        stream.headers.clear();
+        stream
+            .headers
+            .push(("x-auth-subject".into(), "spoofed".into()));
+
+        answer.send(Some(200)).unwrap();
+        let decided = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(pending.decision);
+        assert!(matches!(decided.write(&mut stream), Next::Continue));
+        assert!(stream.reply.is_none());
+        assert_eq!(stream.header("x-auth-subject"), ["web-user"]);
+        assert_eq!(stream.counted.len(), 1);
+        assert_eq!(stream.counted[0].0, "allow");
+    }
+
+    #[test]
+    fn a_paused_decision_whose_upstream_fails_answers_503() {
+        let (shared, answer) = webhook();
+        let mut stream = Fake::get("/data", &[("authorization", "Bearer opaque-token-2")]);
+        let pending = pause(&shared, &mut stream);
+        answer.send(None).unwrap();
+        let decided = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(pending.decision);
+        assert!(matches!(decided.write(&mut stream), Next::Stop));
+        assert_eq!(stream.reply.unwrap().0, 503);
+    }
+
+    #[test]
+    fn a_paused_decision_runs_on_the_background_runtime_and_a_panic_there_is_reported() {
+        let (shared, answer) = webhook();
+        let mut stream = Fake::get("/data", &[("authorization", "Bearer opaque-token-3")]);
+        let pending = pause(&shared, &mut stream);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        crate::runner::resume(pending, move |result| {
+            let _ = done_tx.send(result.map(|decided| {
+                let mut stream = Fake::default();
+                let next = decided.write(&mut stream);
+                (matches!(next, Next::Continue), stream.counted)
+            }));
+        });
+        answer.send(Some(403)).unwrap();
+        let (continued, counted) = done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap()
+            .unwrap();
+        assert!(!continued, "a 403 from the webhook is not an allow");
+        assert_eq!(counted[0].0, "deny");
+
+        let panicking = Pending {
+            decision: Box::pin(async {
+                tokio::task::yield_now().await;
+                panic!("a decision that panics after its pause")
+            }),
+        };
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        crate::runner::resume(panicking, move |result| {
+            let _ = done_tx.send(result.err());
+        });
+        assert_eq!(
+            done_rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap(),
+            Some(crate::runner::Failed::Panicked)
+        );
     }
 
     #[test]

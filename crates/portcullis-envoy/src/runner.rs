@@ -7,8 +7,10 @@
 //!   runtime). A call is spawned onto the runtime and awaited through a channel, so the future a
 //!   decision holds can be polled on Envoy's worker thread, which has no tokio context.
 //!
-//! Envoy's workers never block on it: a decision that still waits for a call after its inline poll
-//! answers 503 (see `filter`).
+//! - every paused decision is driven to completion ([`resume`]), its result handed to a callback that
+//!   wakes the stream's worker (Envoy's scheduler, in `ffi`).
+//!
+//! Envoy's workers never block on it.
 
 use std::sync::OnceLock;
 
@@ -40,6 +42,32 @@ pub fn upstream() -> Result<ReqwestUpstream, String> {
     ReqwestUpstream::with_user_agent(USER_AGENT)
         .map(|upstream| upstream.calls_on(handle))
         .map_err(|e| e.to_string())
+}
+
+/// Why a paused decision has no answer: it panicked, or the background runtime could not take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    Panicked,
+    NoRuntime,
+}
+
+/// Drives `pending` to completion on the background runtime and calls `done` there with its result
+/// (a panic in the decision is caught: `Err(Failed::Panicked)`). Without a runtime, `done` is called
+/// at once with `Err(Failed::NoRuntime)`.
+pub fn resume(
+    pending: crate::filter::Pending,
+    done: impl FnOnce(Result<crate::filter::Decided, Failed>) + Send + 'static,
+) {
+    let handle = match handle() {
+        Ok(handle) => handle,
+        Err(_) => return done(Err(Failed::NoRuntime)),
+    };
+    // The decision runs as its own task so that a panic in it ends only that task (tokio catches it
+    // and reports it through the JoinHandle); `done` runs in the task that awaits it.
+    let decision = handle.spawn(pending.decision);
+    handle.spawn(async move {
+        done(decision.await.map_err(|_| Failed::Panicked));
+    });
 }
 
 /// One filter config's background tasks; dropping it stops them.
