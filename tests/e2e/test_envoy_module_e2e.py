@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jwt
@@ -351,6 +353,232 @@ def test_module_fetches_a_key_set_by_discovery_and_decides_inline(logdir, oidc, 
 
 
 # --------------------------------------------------------------------------------------------
+# paused decisions: a request that needs an upstream call waits for it off Envoy's worker
+
+
+class FakeUpstream:
+    """A loopback identity upstream, run in this process: a key set at /jwks.json (replaceable) and a
+    webhook at /check in llama-stack's format. The webhook's answer depends on the token:
+    `good-NAME` → 200 with principal NAME; `slow-NAME` → the same after `slow_seconds`; `fail-…` →
+    500; anything else → 401. `answered` counts the webhook answers sent."""
+
+    def __init__(self, jwks: dict):
+        self.jwks = jwks
+        self.slow_seconds = 0.0
+        self.answered: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path == "/jwks.json":
+                    self.reply(200, fake.jwks)
+                else:
+                    self.reply(404, {})
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", "0"))
+                token = json.loads(self.rfile.read(length) or b"{}").get("api_key", "")
+                kind, _, name = token.partition("-")
+                if kind == "slow":
+                    time.sleep(fake.slow_seconds)
+                if kind in ("good", "slow"):
+                    self.reply(200, {"principal": name, "attributes": {"roles": ["reader"]}})
+                elif kind == "fail":
+                    self.reply(500, {})
+                else:
+                    self.reply(401, {})
+                fake.answered.append(token)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def public_jwk(private, kid: str) -> dict:
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    public.update(kid=kid, alg="RS256", use="sig")
+    return public
+
+
+def upstream_config(fake: FakeUpstream, webhook_port: int | None = None) -> dict:
+    """A jwt provider whose key set is fetched from `fake`, and a webhook provider (at `fake`, or at
+    `webhook_port` where nothing listens)."""
+    endpoint = fake.url("/check") if webhook_port is None else f"http://127.0.0.1:{webhook_port}/check"
+    return {
+        "realm": "portcullis",
+        "providers": [
+            {
+                "name": "remote",
+                "type": "jwt",
+                "issuer": ISSUER,
+                "audiences": [AUDIENCE],
+                "algorithms": ["RS256"],
+                "jwks_uri": fake.url("/jwks.json"),
+            },
+            {
+                "name": "hook",
+                "type": "webhook",
+                "endpoint": endpoint,
+                "upstream": {"timeout_seconds": 5},
+            },
+        ],
+        "routes": [
+            {
+                "name": "write",
+                "match": {"path_prefix": "/write"},
+                "require": {"scopes": {"all_of": ["write:data"]}},
+            }
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def fake(keys):
+    fake = FakeUpstream({"keys": [public_jwk(keys.private, KID)]})
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def both_upstream(logdir, fake, echo):
+    """(ext_authz → `portcullis serve`, the module), both deciding with `upstream_config(fake)`."""
+    config = upstream_config(fake)
+    server = serve_portcullis(logdir, config, "module-upstream")
+    ext_authz = start_envoy(logdir, MODULE_ENVOY, server, echo, "module-upstream")
+    module = start_module_envoy(logdir, "upstream", config, echo)
+    yield ext_authz, module
+    module.proc.stop()
+    ext_authz.proc.stop()
+    server.proc.stop()
+
+
+def wait_for_keys(envoy: ModuleEnvoy, keys: Keys) -> None:
+    """Until the module's background thread has loaded the key set (before that: 503)."""
+    deadline = time.monotonic() + 30
+    token = [("authorization", f"Bearer {keys.token()}")]
+    while envoy.request("/data", headers=token).status != 200:
+        assert time.monotonic() < deadline, "the key set was not loaded within 30 s"
+        time.sleep(0.2)
+
+
+def test_paused_decisions_answer_as_the_grpc_server_does(both_upstream, keys):
+    """Webhook calls (allowed, rejected, the webhook failing) pause the request in the module; the
+    answers are the server's."""
+    ext_authz, module = both_upstream
+    wait_for_keys(module, keys)
+    bearer = lambda token: [("authorization", f"Bearer {token}")]  # noqa: E731
+    requests = [
+        ("webhook allows", "/data", bearer("good-carol")),
+        ("webhook allows, spoofed identity", "/data", bearer("good-dave") + [("x-auth-subject", "mallory")]),
+        ("webhook rejects", "/data", bearer("bad-erin")),
+        ("webhook fails", "/data", bearer("fail-frank")),
+        ("webhook allows, missing scope", "/write/x", bearer("good-grace")),
+        ("jwt through the fetched key set", "/data", bearer(keys.token())),
+    ]
+    for name, path, headers in requests:
+        via_grpc = comparable(ext_authz.request(path, headers=headers))
+        via_module = comparable(module.request(path, headers=headers))
+        assert via_module == via_grpc, f"{name}: module {via_module!r} != ext_authz {via_grpc!r}"
+    allowed = module.request("/data", headers=bearer("good-heidi") + [("x-auth-subject", "mallory")])
+    assert allowed.status == 200, allowed.body
+    assert allowed.json()["headers"]["x-auth-subject"] == ["heidi"]
+    assert module.request("/data", headers=bearer("fail-ivan")).status == 503
+
+
+def test_a_paused_post_body_reaches_the_upstream_only_once_decided(both_upstream):
+    _, module = both_upstream
+    body = b'{"payload": "' + b"x" * 20000 + b'"}'
+    allowed = module.request("/data", method="POST", headers=[("authorization", "Bearer good-judy")], body=body)
+    assert allowed.status == 200, allowed.body[:500]
+    denied = module.request("/data", method="POST", headers=[("authorization", "Bearer bad-judy")], body=body)
+    assert denied.status == 401, denied.body[:500]
+    assert b'"headers"' not in denied.body, "a rejected POST reached the upstream"
+
+
+def test_an_unknown_kid_pauses_for_a_key_set_refresh_and_is_then_allowed(logdir, keys, echo):
+    """The IdP adds a key after the module has loaded its key set: the first token signed with it
+    pauses while the key set is fetched again, and is allowed."""
+    fake = FakeUpstream({"keys": [public_jwk(keys.private, KID)]})
+    envoy = start_module_envoy(logdir, "unknown-kid", upstream_config(fake), echo)
+    try:
+        wait_for_keys(envoy, keys)
+        rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        fake.jwks = {"keys": [public_jwk(keys.private, KID), public_jwk(rotated, "rotated")]}
+        now = int(time.time())
+        token = jwt.encode(
+            {"iss": ISSUER, "aud": AUDIENCE, "sub": "rotated-user", "iat": now, "exp": now + 300},
+            rotated, algorithm="RS256", headers={"kid": "rotated"},
+        )
+        resp = envoy.request("/data", headers=[("authorization", f"Bearer {token}")])
+        assert resp.status == 200, resp.body
+        assert resp.json()["headers"]["x-auth-subject"] == ["rotated-user"]
+    finally:
+        envoy.proc.stop()
+        fake.stop()
+
+
+def test_an_unreachable_upstream_is_a_503_as_the_server_answers(logdir, keys, echo):
+    fake = FakeUpstream({"keys": [public_jwk(keys.private, KID)]})
+    config = upstream_config(fake, webhook_port=free_port())
+    server = serve_portcullis(logdir, config, "module-unreachable")
+    ext_authz = start_envoy(logdir, MODULE_ENVOY, server, echo, "module-unreachable")
+    module = start_module_envoy(logdir, "unreachable", config, echo)
+    try:
+        headers = [("authorization", "Bearer good-kate")]
+        via_module = module.request("/data", headers=headers)
+        assert via_module.status == 503, via_module.body
+        assert comparable(via_module) == comparable(ext_authz.request("/data", headers=headers))
+    finally:
+        module.proc.stop()
+        ext_authz.proc.stop()
+        server.proc.stop()
+        fake.stop()
+
+
+def test_a_client_gone_before_a_slow_answer_leaves_envoy_serving(logdir, keys, echo):
+    """The stream ends while its decision waits: the answer, when it comes, is dropped (no write to
+    a destroyed stream), and Envoy goes on serving."""
+    fake = FakeUpstream({"keys": [public_jwk(keys.private, KID)]})
+    fake.slow_seconds = 3.0
+    envoy = start_module_envoy(logdir, "client-gone", upstream_config(fake), echo)
+    try:
+        for n in range(3):
+            with pytest.raises(OSError):  # the client gives up (a timeout) and closes
+                envoy.request("/data", headers=[("authorization", f"Bearer slow-gone{n}")], timeout=0.5)
+        deadline = time.monotonic() + 30
+        while len([t for t in fake.answered if t.startswith("slow-gone")]) < 3:
+            assert time.monotonic() < deadline, f"the slow webhook did not answer: {fake.answered}"
+            time.sleep(0.2)
+        time.sleep(0.5)  # let the dropped answers reach the worker, if anything were to
+        assert envoy.proc.alive(), envoy.proc.log_tail()
+        resp = envoy.request("/data", headers=[("authorization", "Bearer good-leo")])
+        assert resp.status == 200, resp.body
+        assert resp.json()["headers"]["x-auth-subject"] == ["leo"]
+    finally:
+        envoy.proc.stop()
+        fake.stop()
+
+
+# --------------------------------------------------------------------------------------------
 # refusals and failures
 
 
@@ -383,6 +611,10 @@ def test_a_panic_in_the_module_is_a_500_and_envoy_keeps_serving(logdir, keys, ec
             resp = envoy.request("/data", headers=token + [("x-portcullis-test-panic", "1")])
             assert resp.status == 500, resp.body
             assert b'"headers"' not in resp.body, "a panicking check reached the upstream"
+        # A panic in a decision that has paused (on the background thread): 500 as well.
+        resp = envoy.request("/data", headers=token + [("x-portcullis-test-panic", "after-pause")])
+        assert resp.status == 500, resp.body
+        assert b'"headers"' not in resp.body, "a panicking paused check reached the upstream"
         assert envoy.proc.alive()
         after = envoy.request("/data", headers=token)
         assert after.status == 200, after.body
