@@ -146,16 +146,18 @@ def module_envoy_config(config_file: Path, listen_port: int, admin_port: int, up
 
 def launch_module_envoy(
     logdir: Path, tag: str, config: dict, echo: Echo, *, version: str = MODULE_ENVOY,
-    module: str = "PORTCULLIS_ENVOY_MODULE_DIR",
+    module: str = "PORTCULLIS_ENVOY_MODULE_DIR", edit=None,
 ) -> tuple[Proc, int, int]:
-    """Starts Envoy with the module and `config` (a portcullis configuration); does not wait."""
+    """Starts Envoy with the module and `config` (a portcullis configuration); does not wait.
+    `edit`, if given, changes the Envoy config document first."""
     config_file = logdir / f"portcullis-module-{tag}.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     port, admin_port = free_port(), free_port()
     envoy_file = logdir / f"envoy-module-{version}-{tag}.yaml"
-    envoy_file.write_text(
-        yaml.safe_dump(module_envoy_config(config_file, port, admin_port, echo.port), sort_keys=False)
-    )
+    doc = module_envoy_config(config_file, port, admin_port, echo.port)
+    if edit is not None:
+        edit(doc)
+    envoy_file.write_text(yaml.safe_dump(doc, sort_keys=False))
     proc = Proc(
         f"envoy-module-{version}[{tag}]",
         [envoy_binary(version), "-c", envoy_file, "--disable-hot-restart", "--concurrency", "1", "-l", "info"],
@@ -163,6 +165,30 @@ def launch_module_envoy(
         env={"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(module_dir(module))},
     ).start()
     return proc, port, admin_port
+
+
+def per_route(value: dict) -> dict:
+    """A route's `typed_per_filter_config` for the portcullis filter."""
+    return {
+        "portcullis": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute",
+            "dynamic_module_config": {"name": "portcullis_envoy"},
+            "per_route_config_name": "portcullis",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(value)},
+        }
+    }
+
+
+def with_routes(routes: list[dict]):
+    """An Envoy config edit: `routes` (Envoy routes to the upstream) before the catch-all route."""
+
+    def edit(doc: dict) -> None:
+        (listener,) = [l for l in doc["static_resources"]["listeners"] if l["name"] == "ingress"]
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        vhost = hcm["route_config"]["virtual_hosts"][0]
+        vhost["routes"] = routes + vhost["routes"]
+
+    return edit
 
 
 def start_module_envoy(logdir: Path, tag: str, config: dict, echo: Echo, **kw) -> ModuleEnvoy:
@@ -576,6 +602,67 @@ def test_a_client_gone_before_a_slow_answer_leaves_envoy_serving(logdir, keys, e
     finally:
         envoy.proc.stop()
         fake.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# per-route config
+
+
+def test_a_per_route_config_picks_the_portcullis_route_or_switches_the_filter_off(logdir, keys, echo):
+    """Two Envoy routes with a per-route config: /reports is decided on portcullis's `write` route
+    (whose `match` is /write only), /public has the filter off."""
+    edit = with_routes([
+        {"match": {"prefix": "/reports"}, "route": {"cluster": "upstream"},
+         "typed_per_filter_config": per_route({"route": "write"})},
+        {"match": {"prefix": "/public"}, "route": {"cluster": "upstream"},
+         "typed_per_filter_config": per_route({"disabled": True})},
+    ])
+    envoy = start_module_envoy(logdir, "per-route", portcullis_config(keys), echo, edit=edit)
+    try:
+        read = [("authorization", f"Bearer {keys.token()}")]
+        write = [("authorization", f"Bearer {keys.token(scope='read:data write:data')}")]
+        # The catch-all Envoy route: portcullis's route matching (default route: any valid token).
+        assert envoy.request("/data", headers=read).status == 200
+        # /reports: decided on `write`, which needs write:data.
+        denied = envoy.request("/reports/q1", headers=read)
+        assert denied.status == 403, denied.body
+        allowed = envoy.request("/reports/q1", headers=write)
+        assert allowed.status == 200, allowed.body
+        assert allowed.json()["headers"]["x-auth-subject"] == ["alice"]
+        # /public: no decision at all; the client's headers pass as sent.
+        public = envoy.request("/public/x", headers=[("x-auth-subject", "anyone")])
+        assert public.status == 200, public.body
+        assert public.json()["headers"]["x-auth-subject"] == ["anyone"]
+    finally:
+        envoy.proc.stop()
+
+
+def test_a_per_route_config_naming_an_unknown_route_denies_with_500(logdir, keys, echo):
+    edit = with_routes([
+        {"match": {"prefix": "/reports"}, "route": {"cluster": "upstream"},
+         "typed_per_filter_config": per_route({"route": "no-such-route"})},
+    ])
+    envoy = start_module_envoy(logdir, "per-route-unknown", portcullis_config(keys), echo, edit=edit)
+    try:
+        resp = envoy.request("/reports/q1", headers=[("authorization", f"Bearer {keys.token()}")])
+        assert resp.status == 500, resp.body
+        assert b'"headers"' not in resp.body
+        log = envoy.proc.log_path.read_text(errors="replace")
+        assert "no-such-route" in log, log[-2000:]
+    finally:
+        envoy.proc.stop()
+
+
+def test_a_malformed_per_route_config_is_refused_with_our_message(logdir, keys, echo):
+    edit = with_routes([
+        {"match": {"prefix": "/reports"}, "route": {"cluster": "upstream"},
+         "typed_per_filter_config": per_route({"route": "write", "disabled": True})},
+    ])
+    proc, _, _ = launch_module_envoy(logdir, "per-route-bad", portcullis_config(keys), echo, edit=edit)
+    code = exit_of(proc)
+    log = proc.log_path.read_text(errors="replace")
+    assert code != 0, log[-3000:]
+    assert "portcullis: the per-route config is refused" in log, log[-3000:]
 
 
 # --------------------------------------------------------------------------------------------

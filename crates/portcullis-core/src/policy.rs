@@ -296,6 +296,12 @@ impl Policy {
             .any(|name| request.headers.count(name) > 1)
     }
 
+    /// The route named `name` (the default route's name included), for a host that picks the route
+    /// itself (the Envoy module's per-route config).
+    pub fn route_named(&self, name: &str) -> Option<&Route> {
+        self.routes().find(|route| route.name() == name)
+    }
+
     /// Every route in order, the default route last.
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter().chain(std::iter::once(&self.default))

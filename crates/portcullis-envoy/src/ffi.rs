@@ -83,6 +83,7 @@ type SendResponseFn = unsafe extern "C" fn(
 );
 
 type FilterFn = unsafe extern "C" fn(filter: *mut c_void);
+type RouteConfigFn = unsafe extern "C" fn(filter: *mut c_void) -> *const c_void;
 type SchedulerNewFn = unsafe extern "C" fn(filter: *mut c_void) -> *mut c_void;
 type SchedulerCommitFn = unsafe extern "C" fn(scheduler: *mut c_void, event_id: u64);
 type SchedulerDeleteFn = unsafe extern "C" fn(scheduler: *mut c_void);
@@ -113,6 +114,7 @@ struct Callbacks {
     set_header: SetHeaderFn,
     send_response: SendResponseFn,
     continue_decoding: FilterFn,
+    route_config: RouteConfigFn,
     scheduler_new: SchedulerNewFn,
     scheduler_commit: SchedulerCommitFn,
     scheduler_delete: SchedulerDeleteFn,
@@ -172,6 +174,9 @@ fn resolve() -> Result<Callbacks, &'static str> {
             )?),
             continue_decoding: std::mem::transmute::<*mut c_void, FilterFn>(find(
                 c"envoy_dynamic_module_callback_http_filter_continue_decoding",
+            )?),
+            route_config: std::mem::transmute::<*mut c_void, RouteConfigFn>(find(
+                c"envoy_dynamic_module_callback_get_most_specific_route_config",
             )?),
             scheduler_new: std::mem::transmute::<*mut c_void, SchedulerNewFn>(find(
                 c"envoy_dynamic_module_callback_http_filter_scheduler_new",
@@ -549,21 +554,56 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *co
     });
 }
 
-/// Per-route configs are not supported yet: refused, so a route cannot silently switch portcullis off.
+/// A route's per-route config (`{route: NAME}` or `{disabled: true}`), or null (Envoy refuses it) with
+/// our message logged. Envoy gives this hook no filter config, so a route name is checked against the
+/// filter's portcullis configuration when a request uses it (unknown: 500, see `filter`).
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
-    _name: Buffer,
-    _config: Buffer,
+    name: Buffer,
+    config: Buffer,
 ) -> *const c_void {
-    log(
-        Level::Error,
-        "portcullis: per-route configuration is not supported by this version of the module",
-    );
-    std::ptr::null()
+    let built = catch_unwind(|| {
+        // SAFETY: Envoy's buffers are valid for this hook; both are parsed before it returns.
+        let (name, config) = unsafe { (name.bytes(), config.bytes()) };
+        if name != b"portcullis" {
+            log(
+                Level::Error,
+                &format!(
+                    "portcullis: unknown per_route_config_name `{}`; this module has one filter, `portcullis`",
+                    String::from_utf8_lossy(name)
+                ),
+            );
+            return None;
+        }
+        match crate::settings::per_route(config) {
+            Ok(per_route) => Some(per_route),
+            Err(errors) => {
+                log(
+                    Level::Error,
+                    &format!("portcullis: the per-route config is refused: {errors}"),
+                );
+                None
+            }
+        }
+    });
+    match built {
+        Ok(Some(per_route)) => Box::into_raw(Box::new(per_route)) as *const c_void,
+        Ok(None) | Err(_) => std::ptr::null(),
+    }
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_: *const c_void) {}
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
+    config: *const c_void,
+) {
+    if config.is_null() {
+        return;
+    }
+    let _ = catch_unwind(|| {
+        // SAFETY: `config` came from Box::into_raw in per_route_config_new; Envoy destroys it once.
+        drop(unsafe { Box::from_raw(config as *mut crate::settings::PerRoute) });
+    });
+}
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
@@ -592,7 +632,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     let config = unsafe { &*filter.config };
     let mut stream = EnvoyStream(filter_envoy, config.metrics);
     let decided = catch_unwind(AssertUnwindSafe(|| {
-        match filter::on_request_headers(&config.shared, &mut stream) {
+        // SAFETY: the live stream of the current hook. A non-null answer is a pointer we returned from
+        // per_route_config_new (a Box<PerRoute>), which Envoy keeps alive with the route, so for the
+        // whole hook; it is only read here (its name is copied into a paused decision).
+        let per_route = unsafe {
+            let found = (callbacks().route_config)(filter_envoy);
+            (!found.is_null()).then(|| &*(found as *const crate::settings::PerRoute))
+        };
+        match filter::on_request_headers(&config.shared, per_route, &mut stream) {
             Next::Pause(pending) => {
                 pause(filter_envoy, filter, pending);
                 STATUS_STOP_ALL_ITERATION_AND_BUFFER

@@ -19,6 +19,7 @@ use portcullis_core::answer::{Answer, Outcome};
 use portcullis_core::{Env, Headers, RequestView, Runtime};
 
 use crate::host::{self, Level};
+use crate::settings::PerRoute;
 
 /// What the filter needs from Envoy's side of one stream.
 pub trait Stream {
@@ -141,11 +142,44 @@ impl Shared {
 
 /// Decides the request on `stream`: inline when the decision needs no upstream call (the answer is
 /// written and Envoy told to continue or stop), else [`Next::Pause`] with the decision in flight.
-pub fn on_request_headers(shared: &Shared, stream: &mut impl Stream) -> Next {
+///
+/// `per_route` is the route's per-route config, if it has one: `disabled` lets the request through
+/// untouched; `route: NAME` decides it on that portcullis route (a name the filter's configuration
+/// does not have is a 500 with a log line: never an allow, never another route).
+pub fn on_request_headers(
+    shared: &Shared,
+    per_route: Option<&PerRoute>,
+    stream: &mut impl Stream,
+) -> Next {
     let started = std::time::Instant::now();
+    let route = match per_route {
+        None => None,
+        Some(PerRoute::Disabled) => return Next::Continue,
+        Some(PerRoute::Route(name)) => {
+            if shared
+                .runtime
+                .authorizer()
+                .policy()
+                .route_named(name)
+                .is_none()
+            {
+                host::log(
+                    Level::Error,
+                    &format!(
+                        "portcullis: the per-route config names the route `{name}`, which this filter's configuration does not have; denied (500)"
+                    ),
+                );
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                stream.count_decision("error", "unknown_route", name, micros);
+                stream.send_response(500, &[], "");
+                return Next::Stop;
+            }
+            Some(Arc::clone(name))
+        }
+    };
     // The headers are copied once (one buffer): a decision that pauses outlives Envoy's borrow.
     let headers = stream.with_request_headers(|headers| OwnedHeaders::copy(&headers));
-    let mut decision = decide(Arc::clone(&shared.runtime), headers, started).boxed();
+    let mut decision = decide(Arc::clone(&shared.runtime), headers, route, started).boxed();
     match decision.as_mut().now_or_never() {
         Some(decided) => decided.write(stream),
         None => Next::Pause(Pending { decision }),
@@ -211,6 +245,7 @@ async fn pause_once() {
 async fn decide(
     runtime: Arc<Runtime>,
     headers: OwnedHeaders,
+    route: Option<Arc<str>>,
     started: std::time::Instant,
 ) -> Decided {
     let pairs = headers.pairs();
@@ -232,7 +267,27 @@ async fn decide(
         headers.get("x-request-id").unwrap_or(""),
     );
     view.scheme = headers.get(":scheme").unwrap_or("");
-    let verdict = runtime.authorizer().decide(&view, false).await;
+    let authorizer = runtime.authorizer();
+    // The name was checked against this (immutable) runtime before; should it still be missing, the
+    // answer is a 500, never a decision on another route.
+    let route = match route {
+        None => None,
+        Some(name) => match authorizer.policy().route_named(&name) {
+            Some(route) => Some(route),
+            None => {
+                return Decided {
+                    written: Written::Reply {
+                        status: 500,
+                        headers: Vec::new(),
+                        body: String::new(),
+                    },
+                    counted: ("error", "unknown_route", name),
+                    started,
+                }
+            }
+        },
+    };
+    let verdict = authorizer.decide_on(&view, route, false).await;
     let counted = (
         verdict.decision.kind(),
         verdict.decision.reason(),
@@ -467,7 +522,7 @@ routes:
             ],
         );
         assert!(matches!(
-            on_request_headers(&shared, &mut stream),
+            on_request_headers(&shared, None, &mut stream),
             Next::Continue
         ));
         assert!(stream.reply.is_none());
@@ -485,7 +540,7 @@ routes:
         let shared = shared();
         let mut stream = Fake::get("/data", &[("x-auth-subject", "spoofed")]);
         assert!(matches!(
-            on_request_headers(&shared, &mut stream),
+            on_request_headers(&shared, None, &mut stream),
             Next::Stop
         ));
         let (status, headers, _) = stream.reply.unwrap();
@@ -503,13 +558,13 @@ routes:
         let shared = shared();
         let mut wrong = Fake::get("/data", &[("x-api-key", "not-the-key-000000")]);
         assert!(matches!(
-            on_request_headers(&shared, &mut wrong),
+            on_request_headers(&shared, None, &mut wrong),
             Next::Stop
         ));
         assert_eq!(wrong.reply.unwrap().0, 401);
         let mut scope = Fake::get("/admin/x", &[("x-api-key", API_KEY)]);
         assert!(matches!(
-            on_request_headers(&shared, &mut scope),
+            on_request_headers(&shared, None, &mut scope),
             Next::Stop
         ));
         assert_eq!(scope.reply.unwrap().0, 403);
@@ -597,7 +652,7 @@ routes:
     }
 
     fn pause(shared: &Shared, stream: &mut Fake) -> Pending {
-        match on_request_headers(shared, stream) {
+        match on_request_headers(shared, None, stream) {
             Next::Pause(pending) => pending,
             other => panic!("expected a pause, got {other:?}"),
         }
@@ -686,6 +741,50 @@ routes:
                 .unwrap(),
             Some(crate::runner::Failed::Panicked)
         );
+    }
+
+    #[test]
+    fn a_per_route_config_picks_the_route_or_switches_the_filter_off() {
+        let shared = shared();
+        let admin = PerRoute::Route("admin".into());
+        // /data matches the default route (read:data is enough); on `admin` it needs admin:data.
+        let mut stream = Fake::get("/data", &[("x-api-key", API_KEY)]);
+        assert!(matches!(
+            on_request_headers(&shared, Some(&admin), &mut stream),
+            Next::Stop
+        ));
+        assert_eq!(stream.reply.unwrap().0, 403);
+        assert_eq!(stream.counted[0].2, "admin");
+        // And the other way: a path under /admin decided on the default route.
+        let default = PerRoute::Route("default".into());
+        let mut stream = Fake::get("/admin/x", &[("x-api-key", API_KEY)]);
+        assert!(matches!(
+            on_request_headers(&shared, Some(&default), &mut stream),
+            Next::Continue
+        ));
+        assert_eq!(stream.header("x-auth-subject"), ["ci-bot"]);
+
+        // Disabled: nothing decided, nothing written, client headers left as they are.
+        let mut stream = Fake::get("/admin/x", &[("x-auth-subject", "anyone")]);
+        assert!(matches!(
+            on_request_headers(&shared, Some(&PerRoute::Disabled), &mut stream),
+            Next::Continue
+        ));
+        assert!(stream.reply.is_none() && stream.counted.is_empty());
+        assert_eq!(stream.header("x-auth-subject"), ["anyone"]);
+    }
+
+    #[test]
+    fn a_per_route_config_naming_an_unknown_route_is_a_500() {
+        let shared = shared();
+        let unknown = PerRoute::Route("billing".into());
+        let mut stream = Fake::get("/data", &[("x-api-key", API_KEY)]);
+        assert!(matches!(
+            on_request_headers(&shared, Some(&unknown), &mut stream),
+            Next::Stop
+        ));
+        assert_eq!(stream.reply.unwrap().0, 500);
+        assert_eq!(stream.counted[0].1, "unknown_route");
     }
 
     #[test]

@@ -115,6 +115,57 @@ pub fn load(
     Ok(Loaded { config, notes })
 }
 
+/// A route's `DynamicModuleFilterPerRoute` config (a `StringValue`, YAML or JSON): exactly one of
+/// `{route: NAME}` (the request is decided on the portcullis route NAME, whatever its `match` says)
+/// and `{disabled: true}` (the filter does nothing on this route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PerRoute {
+    Route(std::sync::Arc<str>),
+    Disabled,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PerRouteConfig {
+    route: Option<String>,
+    disabled: Option<bool>,
+}
+
+/// Parses a per-route config; a problem names `per_route_config` or its field.
+pub fn per_route(config: &[u8]) -> Result<PerRoute, ConfigErrors> {
+    let problem = |path: &str, message: String| {
+        ConfigErrors(vec![Problem {
+            path: path.to_owned(),
+            message,
+        }])
+    };
+    const EXPECTED: &str = "expected YAML or JSON `{route: NAME}` or `{disabled: true}`";
+    let text = std::str::from_utf8(config)
+        .map_err(|_| problem("per_route_config", "is not UTF-8 text".to_owned()))?;
+    let parsed: PerRouteConfig = serde_yaml_ng::from_str(text)
+        .map_err(|e| problem("per_route_config", format!("{EXPECTED}: {e}")))?;
+    match (parsed.route, parsed.disabled) {
+        (Some(route), None) if !route.trim().is_empty() && route.trim() == route => {
+            Ok(PerRoute::Route(route.into()))
+        }
+        (Some(route), None) => Err(problem(
+            "per_route_config.route",
+            format!("`{route}` is not a route name (empty, or with surrounding spaces)"),
+        )),
+        (None, Some(true)) => Ok(PerRoute::Disabled),
+        (None, Some(false)) => Err(problem(
+            "per_route_config.disabled",
+            "`disabled: false` changes nothing: remove the per-route config, or name a `route`"
+                .to_owned(),
+        )),
+        (Some(_), Some(_)) => Err(problem(
+            "per_route_config",
+            "give either `route` or `disabled`, not both".to_owned(),
+        )),
+        (None, None) => Err(problem("per_route_config", EXPECTED.to_owned())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +175,29 @@ mod tests {
 
     fn paths(err: ConfigErrors) -> Vec<String> {
         err.0.into_iter().map(|p| p.path).collect()
+    }
+
+    #[test]
+    fn a_per_route_config_names_a_route_or_disables_the_filter() {
+        assert_eq!(
+            per_route(b"{route: admin}").unwrap(),
+            PerRoute::Route("admin".into())
+        );
+        assert_eq!(
+            per_route(br#"{"route": "admin"}"#).unwrap(),
+            PerRoute::Route("admin".into())
+        );
+        assert_eq!(per_route(b"disabled: true").unwrap(), PerRoute::Disabled);
+        for (bad, path) in [
+            (&b"{}"[..], "per_route_config"),
+            (b"{route: admin, disabled: true}", "per_route_config"),
+            (b"{rout: admin}", "per_route_config"),
+            (b"{route: ''}", "per_route_config.route"),
+            (b"{disabled: false}", "per_route_config.disabled"),
+            (b"\xff", "per_route_config"),
+        ] {
+            assert_eq!(paths(per_route(bad).unwrap_err()), [path], "{bad:?}");
+        }
     }
 
     #[test]
