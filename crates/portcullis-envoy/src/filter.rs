@@ -14,6 +14,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use futures_util::FutureExt as _;
 use portcullis_core::answer::{Answer, Outcome};
 use portcullis_core::{Env, Headers, RequestView, Runtime};
@@ -71,11 +73,22 @@ pub struct Decided {
     started: std::time::Instant,
 }
 
-/// The shared, immutable part of the filter: one per filter config, read by every worker.
+/// The shared part of the filter: one per filter config, read by every worker. Its runtime is
+/// replaced as a whole when its `config_file` changes; a check in flight finishes on the runtime it
+/// started with.
 pub struct Shared {
+    current: Arc<ArcSwap<Generation>>,
+    /// Reloads of the `config_file`: taken, refused.
+    reloads: Arc<[std::sync::atomic::AtomicU64; 2]>,
+    /// The `config_file` watch, stopped when the config goes.
+    watch: Option<crate::runner::Background>,
+}
+
+/// One runtime and its background tasks (key set refreshers, API key file reloaders), stopped when
+/// the runtime is replaced or the config goes.
+struct Generation {
     runtime: Arc<Runtime>,
-    /// Its key set refreshers and API key file reloaders, stopped when the config goes.
-    background: Option<crate::runner::Background>,
+    _background: Option<crate::runner::Background>,
 }
 
 /// A host failure while building a config, as a config problem.
@@ -86,42 +99,112 @@ fn refused(why: &str) -> portcullis_core::ConfigErrors {
     }])
 }
 
+/// Builds a runtime for `config` with the module's host (after `previous`: unchanged providers keep
+/// their key sets and caches) and starts its background tasks.
+fn build(
+    config: &portcullis_core::Config,
+    previous: Option<&Runtime>,
+) -> Result<Generation, portcullis_core::ConfigErrors> {
+    let upstream = crate::runner::upstream().map_err(|e| refused(&e))?;
+    let clock = portcullis_core::Clock::system();
+    let env = Env::new(
+        clock.clone(),
+        host::sources(),
+        Arc::new(upstream),
+        Arc::new(portcullis_core::env::NoKeyStorage),
+    );
+    let runtime = Runtime::build_after(config, &env, previous)?;
+    let background = crate::runner::Background::spawn(&runtime, &clock).map_err(refused)?;
+    Ok(Generation {
+        runtime: Arc::new(runtime),
+        _background: Some(background),
+    })
+}
+
+fn log_refused(what: &str, errors: &portcullis_core::ConfigErrors) {
+    host::log(Level::Error, &format!("portcullis: {what}: {errors}"));
+    for problem in &errors.0 {
+        host::log(Level::Error, &format!("portcullis: {problem}"));
+    }
+}
+
+/// Reloads `path` (its new `bytes`) into `current`, or logs why not and keeps the running runtime.
+fn reload(
+    current: &ArcSwap<Generation>,
+    counts: &[std::sync::atomic::AtomicU64; 2],
+    path: &std::path::Path,
+    bytes: Vec<u8>,
+) {
+    let running = current.load_full();
+    let built = crate::settings::load_file(path, bytes).and_then(|loaded| {
+        for (level, note) in &loaded.notes {
+            host::log(*level, note);
+        }
+        build(&loaded.config, Some(&running.runtime))
+    });
+    match built {
+        Ok(generation) => {
+            current.store(Arc::new(generation));
+            counts[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            host::log(
+                Level::Info,
+                &format!("portcullis: `{}` reloaded", path.display()),
+            );
+        }
+        Err(errors) => {
+            counts[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            log_refused(
+                &format!(
+                    "the changed `{}` is refused; the running configuration stays in force",
+                    path.display()
+                ),
+                &errors,
+            );
+        }
+    }
+}
+
 // === impl Shared ===
 
 impl Shared {
     /// Builds the runtime from the filter config; every problem is logged with its field path and the
-    /// config is refused (Envoy then refuses the filter).
+    /// config is refused (Envoy then refuses the filter). A `config_file` is watched and reloaded.
     pub fn from_filter_config(filter_config: &[u8]) -> Option<Shared> {
         let result = crate::settings::load(filter_config, &host::ProcessFiles).and_then(|loaded| {
             for (level, note) in &loaded.notes {
                 host::log(*level, note);
             }
-            let upstream = crate::runner::upstream().map_err(|e| refused(&e))?;
-            let clock = portcullis_core::Clock::system();
-            let env = Env::new(
-                clock.clone(),
-                host::sources(),
-                Arc::new(upstream),
-                Arc::new(portcullis_core::env::NoKeyStorage),
-            );
-            let runtime = Runtime::build(&loaded.config, &env)?;
-            let background = crate::runner::Background::spawn(&runtime, &clock).map_err(refused)?;
-            Ok((runtime, background))
+            Ok((build(&loaded.config, None)?, loaded.file))
         });
         match result {
-            Ok((runtime, background)) => {
-                let mut shared = Shared::new(runtime);
-                shared.background = Some(background);
+            Ok((generation, file)) => {
+                let mut shared = Shared {
+                    current: Arc::new(ArcSwap::from_pointee(generation)),
+                    reloads: Arc::default(),
+                    watch: None,
+                };
+                if let Some((path, digest)) = file {
+                    // Weak: the watch must not keep a destroyed config's runtime alive.
+                    let current = Arc::downgrade(&shared.current);
+                    let counts = Arc::clone(&shared.reloads);
+                    let watched = path.clone();
+                    let watch = crate::runner::watch_file(path, digest, move |bytes| {
+                        if let Some(current) = current.upgrade() {
+                            reload(&current, &counts, &watched, bytes);
+                        }
+                    });
+                    match watch {
+                        Ok(watch) => shared.watch = Some(watch),
+                        Err(why) => {
+                            log_refused("the filter config is refused", &refused(why));
+                            return None;
+                        }
+                    }
+                }
                 Some(shared)
             }
             Err(errors) => {
-                host::log(
-                    Level::Error,
-                    &format!("portcullis: the filter config is refused: {errors}"),
-                );
-                for problem in &errors.0 {
-                    host::log(Level::Error, &format!("portcullis: {problem}"));
-                }
+                log_refused("the filter config is refused", &errors);
                 None
             }
         }
@@ -129,14 +212,32 @@ impl Shared {
 
     pub fn new(runtime: Runtime) -> Shared {
         Shared {
-            runtime: Arc::new(runtime),
-            background: None,
+            current: Arc::new(ArcSwap::from_pointee(Generation {
+                runtime: Arc::new(runtime),
+                _background: None,
+            })),
+            reloads: Arc::default(),
+            watch: None,
         }
     }
 
-    /// The runtime this config decides with.
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
+    /// The runtime this config decides with now.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        Arc::clone(&self.current.load().runtime)
+    }
+
+    /// Whether its `config_file` is watched.
+    pub fn is_watched(&self) -> bool {
+        self.watch.is_some()
+    }
+
+    /// How many changes of its `config_file` were taken, and how many refused.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        let [taken, refused] = &*self.reloads;
+        (
+            taken.load(std::sync::atomic::Ordering::Relaxed),
+            refused.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 }
 
@@ -152,17 +253,12 @@ pub fn on_request_headers(
     stream: &mut impl Stream,
 ) -> Next {
     let started = std::time::Instant::now();
+    let runtime = shared.runtime();
     let route = match per_route {
         None => None,
         Some(PerRoute::Disabled) => return Next::Continue,
         Some(PerRoute::Route(name)) => {
-            if shared
-                .runtime
-                .authorizer()
-                .policy()
-                .route_named(name)
-                .is_none()
-            {
+            if runtime.authorizer().policy().route_named(name).is_none() {
                 host::log(
                     Level::Error,
                     &format!(
@@ -179,7 +275,7 @@ pub fn on_request_headers(
     };
     // The headers are copied once (one buffer): a decision that pauses outlives Envoy's borrow.
     let headers = stream.with_request_headers(|headers| OwnedHeaders::copy(&headers));
-    let mut decision = decide(Arc::clone(&shared.runtime), headers, route, started).boxed();
+    let mut decision = decide(runtime, headers, route, started).boxed();
     match decision.as_mut().now_or_never() {
         Some(decided) => decided.write(stream),
         None => Next::Pause(Pending { decision }),
@@ -785,6 +881,84 @@ routes:
         ));
         assert_eq!(stream.reply.unwrap().0, 500);
         assert_eq!(stream.counted[0].1, "unknown_route");
+    }
+
+    /// Writes `text` to `path` with a modification time of its own, old enough to be past the
+    /// watcher's quiet period.
+    fn write_old(path: &std::path::Path, text: &str, age_seconds: u64) {
+        std::fs::write(path, text).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(
+                std::time::SystemTime::now() - std::time::Duration::from_secs(age_seconds),
+            )
+            .unwrap();
+    }
+
+    fn keys_config(scopes: &str) -> String {
+        format!(
+            "providers: [{{name: keys, type: api_key, credential: {{header: x-api-key}}, keys: [{{sha256: '{}', principal: ci-bot, attributes: {{scopes: [{scopes}]}}}}]}}]\nroutes: [{{name: admin, match: {{path_prefix: /admin}}, require: {{scopes: {{all_of: [admin:data]}}}}}}]\n",
+            portcullis_core::hash_key(API_KEY)
+        )
+    }
+
+    fn status(shared: &Shared, path: &str) -> u16 {
+        let mut stream = Fake::get(path, &[("x-api-key", API_KEY)]);
+        match on_request_headers(shared, None, &mut stream) {
+            Next::Continue => 200,
+            Next::Stop => stream.reply.unwrap().0,
+            Next::Pause(_) => panic!("an API key decision does not pause"),
+        }
+    }
+
+    /// Polls until `done` or a generous deadline.
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    #[test]
+    fn a_changed_config_file_is_reloaded_and_a_broken_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("portcullis.yaml");
+        write_old(&path, &keys_config("read:data"), 3600);
+        let filter_config = format!("config_file: '{}'", path.display());
+        let shared = Shared::from_filter_config(filter_config.as_bytes()).unwrap();
+        assert!(shared.is_watched());
+        assert_eq!(status(&shared, "/admin/x"), 403);
+
+        // The key gains admin:data: once reloaded, /admin is allowed.
+        write_old(&path, &keys_config("read:data, admin:data"), 3600);
+        eventually("the changed file was not reloaded", || {
+            shared.reload_counts().0 == 1
+        });
+        assert_eq!(status(&shared, "/admin/x"), 200);
+
+        // A broken file is refused and the running configuration keeps deciding.
+        write_old(&path, "providers: [{name: keys, type: api_key", 3600);
+        eventually("the broken file was not looked at", || {
+            shared.reload_counts().1 == 1
+        });
+        assert_eq!(shared.reload_counts().0, 1);
+        assert_eq!(status(&shared, "/admin/x"), 200);
+
+        // A change within the quiet period waits for it (a writer may not be done).
+        write_old(&path, &keys_config("read:data"), 0);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert_eq!(
+            shared.reload_counts(),
+            (1, 1),
+            "taken within the quiet period"
+        );
+        eventually("the settled file was not reloaded", || {
+            shared.reload_counts().0 == 2
+        });
+        assert_eq!(status(&shared, "/admin/x"), 403);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! Envoy's workers never block on it.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use portcullis_core::{Clock, Runtime};
 use portcullis_io::ReqwestUpstream;
@@ -68,6 +69,60 @@ pub fn resume(
     handle.spawn(async move {
         done(decision.await.map_err(|_| Failed::Panicked));
     });
+}
+
+/// How often a `config_file` is read to see whether it changed (as `serve --config` does).
+pub const POLL: Duration = Duration::from_secs(1);
+/// How long a changed file must read the same before it is reloaded.
+pub const SETTLE: Duration = Duration::from_millis(200);
+/// How old a changed file's modification time must be before it is reloaded: a writer that pauses
+/// for less than this between chunks is never read half-way.
+pub const QUIET: Duration = Duration::from_secs(2);
+
+/// Watches `path` on the background runtime: every [`POLL`], reads it; when its SHA-256 differs from
+/// the last one seen (`digest` at first), and it reads the same again [`SETTLE`] later, and its
+/// modification time is [`QUIET`] old, calls `changed` with its bytes (once per change: a broken file
+/// is not retried until it changes again). A file that cannot be read is skipped until it can.
+/// Dropping the returned [`Background`] stops the watch.
+pub fn watch_file(
+    path: std::path::PathBuf,
+    digest: [u8; 32],
+    mut changed: impl FnMut(Vec<u8>) + Send + 'static,
+) -> Result<Background, &'static str> {
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    handle()?.spawn(async move {
+        let mut seen = digest;
+        loop {
+            tokio::time::sleep(POLL).await;
+            if stop.is_cancelled() {
+                return;
+            }
+            let Ok(bytes) = tokio::fs::read(&path).await else {
+                continue;
+            };
+            if crate::settings::digest(&bytes) == seen {
+                continue;
+            }
+            tokio::time::sleep(SETTLE).await;
+            match tokio::fs::read(&path).await {
+                Ok(again) if again == bytes => {}
+                _ => continue,
+            }
+            let quiet = tokio::fs::metadata(&path)
+                .await
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| std::time::SystemTime::now().duration_since(modified).ok())
+                .is_some_and(|age| age >= QUIET);
+            if !quiet || stop.is_cancelled() {
+                continue;
+            }
+            seen = crate::settings::digest(&bytes);
+            changed(bytes);
+        }
+    });
+    Ok(Background { cancel })
 }
 
 /// One filter config's background tasks; dropping it stops them.

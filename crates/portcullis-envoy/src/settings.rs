@@ -29,6 +29,29 @@ struct FilterConfig {
 pub struct Loaded {
     pub config: Config,
     pub notes: Vec<(Level, String)>,
+    /// The `config_file` it came from and the SHA-256 of the bytes read (reloaded when they change);
+    /// `None` for an inline `config`.
+    pub file: Option<(PathBuf, [u8; 32])>,
+}
+
+/// SHA-256 of a configuration file's bytes.
+pub fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// A `config_file`'s bytes (as read now) into a configuration the module can serve.
+pub fn load_file(path: &std::path::Path, bytes: Vec<u8>) -> Result<Loaded, ConfigErrors> {
+    let hash = digest(&bytes);
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ConfigErrors(vec![Problem {
+            path: "filter_config.config_file".to_owned(),
+            message: format!("`{}` is not UTF-8 text", path.display()),
+        }])
+    })?;
+    let mut loaded = servable(Config::from_yaml_str(&text)?)?;
+    loaded.file = Some((path.to_owned(), hash));
+    Ok(loaded)
 }
 
 /// Parses the filter config and the portcullis configuration it names; every problem with the path of
@@ -59,13 +82,7 @@ pub fn load(
                     format!("cannot read `{}`: {e}", path.display()),
                 )
             })?;
-            let text = String::from_utf8(bytes).map_err(|_| {
-                problem(
-                    "filter_config.config_file",
-                    format!("`{}` is not UTF-8 text", path.display()),
-                )
-            })?;
-            Config::from_yaml_str(&text)?
+            return load_file(&path, bytes);
         }
         (None, Some(inline)) => {
             let text = serde_yaml_ng::to_string(&inline)
@@ -85,6 +102,12 @@ pub fn load(
             ))
         }
     };
+    servable(config)
+}
+
+/// The configuration, unless it names a section the module cannot serve; with notes on what it
+/// ignores.
+fn servable(config: Config) -> Result<Loaded, ConfigErrors> {
     let mut problems = Vec::new();
     let mut notes = Vec::new();
     if config.state != StateConfig::default() {
@@ -112,7 +135,11 @@ pub fn load(
     for warning in config.warnings() {
         notes.push((Level::Warn, warning.to_string()));
     }
-    Ok(Loaded { config, notes })
+    Ok(Loaded {
+        config,
+        notes,
+        file: None,
+    })
 }
 
 /// A route's `DynamicModuleFilterPerRoute` config (a `StringValue`, YAML or JSON): exactly one of
