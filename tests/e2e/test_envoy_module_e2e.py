@@ -666,6 +666,54 @@ def test_a_malformed_per_route_config_is_refused_with_our_message(logdir, keys, 
 
 
 # --------------------------------------------------------------------------------------------
+# config_file reload
+
+
+def write_settled(path: Path, config: dict) -> None:
+    """Writes a portcullis config the way a careful writer does (a temporary file renamed over the
+    old one), dated past the module's quiet period so the change is taken at the next poll."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    past = time.time() - 60
+    os.utime(tmp, (past, past))
+    tmp.replace(path)
+
+
+def test_a_changed_config_file_is_reloaded_and_a_broken_one_leaves_the_old_serving(logdir, keys, echo):
+    config = portcullis_config(keys)
+    envoy = start_module_envoy(logdir, "reload", config, echo)
+    config_file = logdir / "portcullis-module-reload.yaml"
+    try:
+        read = [("authorization", f"Bearer {keys.token()}")]
+        assert envoy.request("/write/x", headers=read).status == 403
+        # The `write` route no longer needs write:data (a narrower path takes the requirement).
+        changed = json.loads(json.dumps(config))
+        changed["routes"][0]["match"] = {"path_prefix": "/write/admin"}
+        write_settled(config_file, changed)
+        deadline = time.monotonic() + 30
+        while envoy.request("/write/x", headers=read).status != 200:
+            assert time.monotonic() < deadline, "the changed config_file was not reloaded"
+            time.sleep(0.2)
+        assert envoy.request("/write/admin/x", headers=read).status == 403
+
+        # A broken file: refused with our message in Envoy's log, the reloaded config still serving.
+        tmp = config_file.with_suffix(".tmp")
+        tmp.write_text("providers: [{name: local, type: jwt\n")
+        past = time.time() - 60
+        os.utime(tmp, (past, past))
+        tmp.replace(config_file)
+        deadline = time.monotonic() + 30
+        while "is refused; the running configuration stays in force" not in envoy.proc.log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "the broken config_file was not refused in the log"
+            time.sleep(0.2)
+        assert envoy.request("/write/x", headers=read).status == 200
+        assert envoy.request("/write/admin/x", headers=read).status == 403
+        assert envoy.request("/data").status == 401
+    finally:
+        envoy.proc.stop()
+
+
+# --------------------------------------------------------------------------------------------
 # refusals and failures
 
 
