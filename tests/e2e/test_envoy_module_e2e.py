@@ -347,6 +347,33 @@ def test_module_counts_decisions_in_envoys_stats(both, keys):
     assert "# TYPE envoy_dynamicmodulescustom_portcullis_check_duration_us histogram" in text, text[-2000:]
 
 
+def decision_lines(envoy: ModuleEnvoy) -> list[dict]:
+    """The decision log lines in Envoy's log (one JSON object each)."""
+    found = []
+    for line in envoy.proc.log_path.read_text(errors="replace").splitlines():
+        start = line.find('{"level":"INFO"')
+        if start >= 0 and '"target":"portcullis::decision"' in line:
+            found.append(json.loads(line[start:]))
+    return found
+
+
+def test_module_writes_the_decision_log_to_envoys_log(both, keys):
+    _, module = both
+    denials = lambda: [  # noqa: E731
+        l for l in decision_lines(module)
+        if l["authz.reason"] == "missing_scope" and l["authz.route"] == "write"
+    ]
+    before = len(denials())
+    assert module.request("/write/x", headers=[("authorization", f"Bearer {keys.token()}")]).status == 403
+    deadline = time.monotonic() + 30
+    while len(denials()) == before:
+        assert time.monotonic() < deadline, "no decision line in Envoy's log"
+        time.sleep(0.2)
+    line = denials()[-1]
+    assert line["authz.decision"] == "deny" and line["principal"] == "alice", line
+    assert keys.token()[:20] not in module.proc.log_path.read_text(errors="replace"), "a token in the log"
+
+
 def test_module_fetches_a_key_set_by_discovery_and_decides_inline(logdir, oidc, echo):
     """A jwt provider with only an issuer: the module's background thread finds the key set through
     OIDC discovery; once loaded, tokens are decided inline on the worker. Before it is loaded a

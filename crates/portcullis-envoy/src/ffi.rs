@@ -490,6 +490,7 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
         Ok(found) => {
             let _ = CALLBACKS.set(found);
             crate::host::set_log(log);
+            crate::host::install_decision_log();
             debug_assert_eq!(VERSION.to_bytes(), crate::ABI_VERSION.as_bytes());
             VERSION.as_ptr()
         }

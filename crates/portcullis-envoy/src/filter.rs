@@ -384,6 +384,12 @@ async fn decide(
         },
     };
     let verdict = authorizer.decide_on(&view, route, false).await;
+    // The decision log (Envoy's log): no source address or trace id from the module yet.
+    runtime.decision_log().record(
+        &verdict,
+        &view,
+        &portcullis_core::decision_log::Origin::default(),
+    );
     let counted = (
         verdict.decision.kind(),
         verdict.decision.reason(),

@@ -29,9 +29,9 @@
 //! pauses the stream and is resumed on its worker when the answer comes (`filter`, `ffi`). A route's
 //! `DynamicModuleFilterPerRoute` picks the portcullis route or switches the filter off; a route name
 //! is checked when a request uses it (Envoy gives the per-route hook no filter config). A `config_file`
-//! is reloaded when it changes, without `serve`'s `reload_allow_weakening` guard. Not yet: mTLS and
-//! `envoy_jwt` from Envoy's connection and metadata, cache and upstream metrics, the decision log
-//! through Envoy's log.
+//! is reloaded when it changes, without `serve`'s `reload_allow_weakening` guard. The decision log
+//! goes to Envoy's log (`host::DecisionLines`). Not yet: mTLS and `envoy_jwt` from Envoy's connection
+//! and metadata, cache and upstream metrics, `source.address` and `trace.id` in the decision log.
 
 // The unit tests link no Envoy: they test the safe layers through `filter::Stream`.
 #[cfg(not(test))]
