@@ -631,6 +631,41 @@ def test_a_client_gone_before_a_slow_answer_leaves_envoy_serving(logdir, keys, e
         fake.stop()
 
 
+def with_request_timeout(seconds: int):
+    """An Envoy config edit: the connection manager's `request_timeout` (it runs while a filter holds
+    the request; a route's `timeout` starts only once the request goes upstream)."""
+
+    def edit(doc: dict) -> None:
+        (listener,) = [l for l in doc["static_resources"]["listeners"] if l["name"] == "ingress"]
+        listener["filter_chains"][0]["filters"][0]["typed_config"]["request_timeout"] = f"{seconds}s"
+
+    return edit
+
+
+def test_envoys_request_timeout_while_paused_wins_and_the_late_answer_is_dropped(logdir, keys, echo):
+    """Envoy's request timeout (1 s) fires while the decision waits for a 3 s webhook: the client gets
+    Envoy's 504 "request timeout", the request never goes upstream, and the late answer is not written over it."""
+    fake = FakeUpstream({"keys": [public_jwk(keys.private, KID)]})
+    fake.slow_seconds = 3.0
+    envoy = start_module_envoy(logdir, "request-timeout", upstream_config(fake), echo, edit=with_request_timeout(1))
+    try:
+        resp = envoy.request("/timed-out/x", headers=[("authorization", "Bearer slow-mike")], timeout=20)
+        assert (resp.status, resp.body) == (504, b"request timeout"), resp.body
+        assert b'"headers"' not in resp.body
+        deadline = time.monotonic() + 30
+        while "slow-mike" not in fake.answered:
+            assert time.monotonic() < deadline, f"the slow webhook did not answer: {fake.answered}"
+            time.sleep(0.2)
+        time.sleep(0.5)  # let the dropped answer reach the worker, if anything were to
+        assert not echo.saw("/timed-out/x"), "a request whose pause timed out reached the upstream"
+        assert envoy.proc.alive(), envoy.proc.log_tail()
+        ok = envoy.request("/data", headers=[("authorization", "Bearer good-nina")])
+        assert ok.status == 200, ok.body
+    finally:
+        envoy.proc.stop()
+        fake.stop()
+
+
 # --------------------------------------------------------------------------------------------
 # per-route config
 

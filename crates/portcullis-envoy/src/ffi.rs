@@ -830,15 +830,26 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buf
 ) {
 }
 
-/// `..._local_reply_status_Continue`: a local reply (ours or another filter's) is sent as is.
+/// `..._local_reply_status_Continue`: a local reply (ours or another filter's) is sent as is. One
+/// sent while our decision is in flight (Envoy's route timeout, say) ends the pause: the decision's
+/// result is dropped and never written over the reply.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
     _: *mut c_void,
-    _: *const c_void,
+    filter: *const c_void,
     _: u32,
     _: Buffer,
     _: bool,
 ) -> u32 {
+    if !filter.is_null() {
+        let _ = catch_unwind(|| {
+            // SAFETY: our live Box<Filter>, on its stream's worker thread.
+            let filter = unsafe { &mut *(filter as *mut Filter) };
+            if let Some(slot) = filter.paused.take() {
+                lock(&slot).gone = true;
+            }
+        });
+    }
     STATUS_CONTINUE
 }
 
