@@ -619,6 +619,15 @@ default_route:
     }
 
     #[test]
+    fn a_route_is_found_by_name_the_default_included() {
+        let p = policy(ROUTES);
+        assert_eq!(p.route_named("billing").map(Route::name), Some("billing"));
+        assert_eq!(p.route_named("default").map(Route::name), Some("default"));
+        assert!(p.route_named("Billing").is_none());
+        assert!(p.route_named("nowhere").is_none());
+    }
+
+    #[test]
     fn route_settings_and_mode_override() {
         let p = policy(ROUTES);
         let api = p.route(&view("GET", "/api/x", "h"));
