@@ -89,7 +89,19 @@ impl Authorizer {
 
     /// Decides one request; with `explain`, also says why.
     pub async fn decide(&self, request: &RequestView<'_>, explain: bool) -> Verdict<'_> {
-        let route = self.policy.route(request);
+        self.decide_on(request, None, explain).await
+    }
+
+    /// Decides one request on `route` when given (a host's choice, such as the Envoy module's per-route
+    /// config: no route matching, so no near-variant path check), else on the route its `match` picks.
+    pub async fn decide_on<'a>(
+        &'a self,
+        request: &RequestView<'_>,
+        route: Option<&'a Route>,
+        explain: bool,
+    ) -> Verdict<'a> {
+        let chosen = route.is_some();
+        let route = route.unwrap_or_else(|| self.policy.route(request));
         let mut attempts = explain.then(Vec::new);
         let refused = if request.headers.len() > self.max_headers {
             // Counted, not read: the work a check does stays bounded whatever the client sends.
@@ -97,7 +109,7 @@ impl Authorizer {
         } else if self.policy.repeated_header(request, route) {
             // A header the policy reads, sent twice: which line counts is the client's choice.
             Some(DenyReason::RepeatedHeader)
-        } else if self.policy.ambiguous_path(request, route) {
+        } else if !chosen && self.policy.ambiguous_path(request, route) {
             // A near-variant of a path another route takes.
             Some(DenyReason::AmbiguousPath)
         } else if self

@@ -296,6 +296,12 @@ impl Policy {
             .any(|name| request.headers.count(name) > 1)
     }
 
+    /// The route named `name` (the default route's name included), for a host that picks the route
+    /// itself (the Envoy module's per-route config).
+    pub fn route_named(&self, name: &str) -> Option<&Route> {
+        self.routes().find(|route| route.name() == name)
+    }
+
     /// Every route in order, the default route last.
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter().chain(std::iter::once(&self.default))
@@ -610,6 +616,15 @@ default_route:
         assert_eq!(p.route(&routed).name(), "api");
         let routed = view("GET", "/invoices", "h").with_context_extensions(&billing);
         assert_eq!(p.route(&routed).name(), "billing");
+    }
+
+    #[test]
+    fn a_route_is_found_by_name_the_default_included() {
+        let p = policy(ROUTES);
+        assert_eq!(p.route_named("billing").map(Route::name), Some("billing"));
+        assert_eq!(p.route_named("default").map(Route::name), Some("default"));
+        assert!(p.route_named("Billing").is_none());
+        assert!(p.route_named("nowhere").is_none());
     }
 
     #[test]

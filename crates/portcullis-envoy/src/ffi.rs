@@ -16,7 +16,7 @@
 
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::filter::{self, Next, Shared, Stream};
 use crate::host::Level;
@@ -45,6 +45,14 @@ const REQUEST_HEADER: u32 = 0;
 /// `..._request_headers_status_Continue` / `_StopIteration` (every other `*_status_Continue` is 0 too).
 const STATUS_CONTINUE: u32 = 0;
 const STATUS_STOP_ITERATION: u32 = 1;
+/// `..._request_headers_status_StopAllIterationAndBuffer`: a paused request. Envoy buffers its body
+/// and trailers and calls no later hook of ours for them until we continue decoding.
+const STATUS_STOP_ALL_ITERATION_AND_BUFFER: u32 = 3;
+/// `..._request_body_status_StopIterationAndBuffer` and `..._request_trailers_status_StopIteration`
+/// (both 1): what the body and trailer hooks answer while a decision is in flight, should Envoy call
+/// them (a `Continue` there would send the headers on undecided).
+const BODY_STOP_ITERATION_AND_BUFFER: u32 = 1;
+const TRAILERS_STOP_ITERATION: u32 = 1;
 
 /// `envoy_dynamic_module_type_log_level`.
 fn level(level: Level) -> u32 {
@@ -74,6 +82,12 @@ type SendResponseFn = unsafe extern "C" fn(
     details: Buffer,
 );
 
+type FilterFn = unsafe extern "C" fn(filter: *mut c_void);
+type RouteConfigFn = unsafe extern "C" fn(filter: *mut c_void) -> *const c_void;
+type SchedulerNewFn = unsafe extern "C" fn(filter: *mut c_void) -> *mut c_void;
+type SchedulerCommitFn = unsafe extern "C" fn(scheduler: *mut c_void, event_id: u64);
+type SchedulerDeleteFn = unsafe extern "C" fn(scheduler: *mut c_void);
+
 type DefineMetricFn = unsafe extern "C" fn(
     config: *mut c_void,
     name: Buffer,
@@ -99,6 +113,11 @@ struct Callbacks {
     get_headers: GetHeadersFn,
     set_header: SetHeaderFn,
     send_response: SendResponseFn,
+    continue_decoding: FilterFn,
+    route_config: RouteConfigFn,
+    scheduler_new: SchedulerNewFn,
+    scheduler_commit: SchedulerCommitFn,
+    scheduler_delete: SchedulerDeleteFn,
 }
 
 static CALLBACKS: OnceLock<Callbacks> = OnceLock::new();
@@ -152,6 +171,21 @@ fn resolve() -> Result<Callbacks, &'static str> {
             )?),
             send_response: std::mem::transmute::<*mut c_void, SendResponseFn>(find(
                 c"envoy_dynamic_module_callback_http_send_response",
+            )?),
+            continue_decoding: std::mem::transmute::<*mut c_void, FilterFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_continue_decoding",
+            )?),
+            route_config: std::mem::transmute::<*mut c_void, RouteConfigFn>(find(
+                c"envoy_dynamic_module_callback_get_most_specific_route_config",
+            )?),
+            scheduler_new: std::mem::transmute::<*mut c_void, SchedulerNewFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_scheduler_new",
+            )?),
+            scheduler_commit: std::mem::transmute::<*mut c_void, SchedulerCommitFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_scheduler_commit",
+            )?),
+            scheduler_delete: std::mem::transmute::<*mut c_void, SchedulerDeleteFn>(find(
+                c"envoy_dynamic_module_callback_http_filter_scheduler_delete",
             )?),
         })
     }
@@ -329,9 +363,75 @@ struct Metrics {
     duration: Option<usize>,
 }
 
-/// The per-stream state: which config decides it.
+/// The per-stream state: which config decides it, and the decision in flight while it is paused.
 struct Filter {
     config: *const Config,
+    paused: Option<Arc<Mutex<Slot>>>,
+}
+
+/// Where a paused decision leaves its result for the stream's worker. Shared by the filter and the
+/// background task; whichever drops it last frees it.
+#[derive(Default)]
+struct Slot {
+    /// The filter was destroyed (the stream ended before the answer): the result is dropped and the
+    /// scheduler not committed.
+    gone: bool,
+    decided: Option<Result<filter::Decided, crate::runner::Failed>>,
+    started: Option<std::time::Instant>,
+}
+
+fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A stream's scheduler (`envoy_dynamic_module_callback_http_filter_scheduler_new`): allocated by
+/// Envoy, owned by us, deleted on drop. It holds a weak reference to the filter, so committing after
+/// the stream ended schedules nothing (abi.h; `on_http_filter_scheduled` is never called for a
+/// destroyed filter).
+struct Scheduler(*mut c_void);
+
+// SAFETY: abi.h makes the scheduler the cross-thread handle: commit and delete may be called from any
+// thread; it holds no reference to the stream's memory beyond Envoy's own weak pointer.
+unsafe impl Send for Scheduler {}
+
+impl Scheduler {
+    fn commit(&self) {
+        // SAFETY: a live scheduler of ours (deleted only on drop).
+        unsafe { (callbacks().scheduler_commit)(self.0, 0) }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: ours, deleted once.
+            unsafe { (callbacks().scheduler_delete)(self.0) }
+        }
+    }
+}
+
+/// Pauses the stream: `pending` is driven on the background runtime, which leaves its result in the
+/// filter's slot and commits the stream's scheduler; `on_http_filter_scheduled` then writes it.
+fn pause(filter_envoy: *mut c_void, filter: &mut Filter, pending: filter::Pending) {
+    let slot = Arc::new(Mutex::new(Slot {
+        started: Some(std::time::Instant::now()),
+        ..Slot::default()
+    }));
+    filter.paused = Some(Arc::clone(&slot));
+    // SAFETY: the live stream of the current hook.
+    let scheduler = Scheduler(unsafe { (callbacks().scheduler_new)(filter_envoy) });
+    crate::runner::resume(pending, move |result| {
+        let mut slot = lock(&slot);
+        // Under the lock: the filter's destroy hook sets `gone` under it too, so no commit happens
+        // once the stream is gone (nor can its worker be shutting down under us).
+        if !slot.gone {
+            slot.decided = Some(result);
+            scheduler.commit();
+        }
+        drop(slot);
+        drop(scheduler);
+    });
 }
 
 /// Defines a config's metrics: `portcullis_decisions` (a counter by decision, reason and route) and
@@ -390,6 +490,7 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
         Ok(found) => {
             let _ = CALLBACKS.set(found);
             crate::host::set_log(log);
+            crate::host::install_decision_log();
             debug_assert_eq!(VERSION.to_bytes(), crate::ABI_VERSION.as_bytes());
             VERSION.as_ptr()
         }
@@ -454,21 +555,56 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *co
     });
 }
 
-/// Per-route configs are not supported yet: refused, so a route cannot silently switch portcullis off.
+/// A route's per-route config (`{route: NAME}` or `{disabled: true}`), or null (Envoy refuses it) with
+/// our message logged. Envoy gives this hook no filter config, so a route name is checked against the
+/// filter's portcullis configuration when a request uses it (unknown: 500, see `filter`).
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
-    _name: Buffer,
-    _config: Buffer,
+    name: Buffer,
+    config: Buffer,
 ) -> *const c_void {
-    log(
-        Level::Error,
-        "portcullis: per-route configuration is not supported by this version of the module",
-    );
-    std::ptr::null()
+    let built = catch_unwind(|| {
+        // SAFETY: Envoy's buffers are valid for this hook; both are parsed before it returns.
+        let (name, config) = unsafe { (name.bytes(), config.bytes()) };
+        if name != b"portcullis" {
+            log(
+                Level::Error,
+                &format!(
+                    "portcullis: unknown per_route_config_name `{}`; this module has one filter, `portcullis`",
+                    String::from_utf8_lossy(name)
+                ),
+            );
+            return None;
+        }
+        match crate::settings::per_route(config) {
+            Ok(per_route) => Some(per_route),
+            Err(errors) => {
+                log(
+                    Level::Error,
+                    &format!("portcullis: the per-route config is refused: {errors}"),
+                );
+                None
+            }
+        }
+    });
+    match built {
+        Ok(Some(per_route)) => Box::into_raw(Box::new(per_route)) as *const c_void,
+        Ok(None) | Err(_) => std::ptr::null(),
+    }
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_: *const c_void) {}
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
+    config: *const c_void,
+) {
+    if config.is_null() {
+        return;
+    }
+    let _ = catch_unwind(|| {
+        // SAFETY: `config` came from Box::into_raw in per_route_config_new; Envoy destroys it once.
+        drop(unsafe { Box::from_raw(config as *mut crate::settings::PerRoute) });
+    });
+}
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
@@ -480,6 +616,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     }
     Box::into_raw(Box::new(Filter {
         config: config.cast(),
+        paused: None,
     })) as *const c_void
 }
 
@@ -489,15 +626,31 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    // SAFETY: `filter` is our Box<Filter> from filter_new; its config outlives it (Envoy holds it).
-    let config = unsafe { &*(*(filter as *const Filter)).config };
+    // SAFETY: `filter` is our Box<Filter> from filter_new, used only on this stream's worker thread
+    // (every hook of a stream runs there); its config outlives it (Envoy holds it).
+    let filter = unsafe { &mut *(filter as *mut Filter) };
+    // SAFETY: as above.
+    let config = unsafe { &*filter.config };
     let mut stream = EnvoyStream(filter_envoy, config.metrics);
     let decided = catch_unwind(AssertUnwindSafe(|| {
-        filter::on_request_headers(&config.shared, &mut stream)
+        // SAFETY: the live stream of the current hook. A non-null answer is a pointer we returned from
+        // per_route_config_new (a Box<PerRoute>), which Envoy keeps alive with the route, so for the
+        // whole hook; it is only read here (its name is copied into a paused decision).
+        let per_route = unsafe {
+            let found = (callbacks().route_config)(filter_envoy);
+            (!found.is_null()).then(|| &*(found as *const crate::settings::PerRoute))
+        };
+        match filter::on_request_headers(&config.shared, per_route, &mut stream) {
+            Next::Pause(pending) => {
+                pause(filter_envoy, filter, pending);
+                STATUS_STOP_ALL_ITERATION_AND_BUFFER
+            }
+            Next::Continue => STATUS_CONTINUE,
+            Next::Stop => STATUS_STOP_ITERATION,
+        }
     }));
     match decided {
-        Ok(Next::Continue) => STATUS_CONTINUE,
-        Ok(Next::Stop) => STATUS_STOP_ITERATION,
+        Ok(status) => status,
         Err(_) => {
             log(
                 Level::Error,
@@ -518,27 +671,45 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_v
     }
     let _ = catch_unwind(|| {
         // SAFETY: `filter` came from Box::into_raw in filter_new and Envoy destroys it once.
-        drop(unsafe { Box::from_raw(filter as *mut Filter) });
+        let filter = unsafe { Box::from_raw(filter as *mut Filter) };
+        if let Some(slot) = &filter.paused {
+            // A decision still in flight: its result is dropped, its scheduler never committed.
+            lock(slot).gone = true;
+        }
     });
 }
 
 // The hooks below have nothing to do for this filter; Envoy resolves them by name.
 
+/// Whether the stream's decision is still in flight.
+fn is_paused(filter: *const c_void) -> bool {
+    // SAFETY: our Box<Filter> from filter_new, on its stream's worker thread.
+    !filter.is_null() && unsafe { (*(filter as *const Filter)).paused.is_some() }
+}
+
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     _: *mut c_void,
-    _: *const c_void,
+    filter: *const c_void,
     _: bool,
 ) -> u32 {
-    STATUS_CONTINUE
+    if is_paused(filter) {
+        BODY_STOP_ITERATION_AND_BUFFER
+    } else {
+        STATUS_CONTINUE
+    }
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     _: *mut c_void,
-    _: *const c_void,
+    filter: *const c_void,
 ) -> u32 {
-    STATUS_CONTINUE
+    if is_paused(filter) {
+        TRAILERS_STOP_ITERATION
+    } else {
+        STATUS_CONTINUE
+    }
 }
 
 #[no_mangle]
@@ -574,12 +745,54 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 ) {
 }
 
+/// A paused decision finished: its answer is written on the stream's worker, and the request
+/// continues (an allow) or has its local reply (a denial, 503, or 500 for a panic).
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
-    _: *mut c_void,
-    _: *const c_void,
-    _: u64,
+    filter_envoy: *mut c_void,
+    filter: *const c_void,
+    _event_id: u64,
 ) {
+    if filter.is_null() {
+        return;
+    }
+    // SAFETY: our live Box<Filter> (Envoy calls this hook only for a filter not yet destroyed), on its
+    // stream's worker thread; its config outlives it.
+    let filter = unsafe { &mut *(filter as *mut Filter) };
+    // SAFETY: as above.
+    let config = unsafe { &*filter.config };
+    let Some(slot) = filter.paused.take() else {
+        return;
+    };
+    let (decided, started) = {
+        let mut slot = lock(&slot);
+        (slot.decided.take(), slot.started)
+    };
+    let mut stream = EnvoyStream(filter_envoy, config.metrics);
+    let written = catch_unwind(AssertUnwindSafe(|| match decided {
+        Some(Ok(decided)) => match decided.write(&mut stream) {
+            // SAFETY: the live stream of the current hook.
+            Next::Continue => unsafe { (callbacks().continue_decoding)(filter_envoy) },
+            Next::Stop | Next::Pause(_) => {}
+        },
+        Some(Err(failed)) => {
+            log(
+                Level::Error,
+                &format!(
+                    "portcullis: a paused check failed ({failed:?}); the request is denied (500)"
+                ),
+            );
+            filter::panicked(&mut stream, started.unwrap_or_else(std::time::Instant::now));
+        }
+        None => filter::panicked(&mut stream, started.unwrap_or_else(std::time::Instant::now)),
+    }));
+    if written.is_err() {
+        log(
+            Level::Error,
+            "portcullis: writing a paused check's answer panicked; the request is denied (500)",
+        );
+        let _ = catch_unwind(AssertUnwindSafe(|| stream.send_response(500, &[], "")));
+    }
 }
 
 #[no_mangle]
@@ -617,15 +830,26 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buf
 ) {
 }
 
-/// `..._local_reply_status_Continue`: a local reply (ours or another filter's) is sent as is.
+/// `..._local_reply_status_Continue`: a local reply (ours or another filter's) is sent as is. One
+/// sent while our decision is in flight (Envoy's route timeout, say) ends the pause: the decision's
+/// result is dropped and never written over the reply.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
     _: *mut c_void,
-    _: *const c_void,
+    filter: *const c_void,
     _: u32,
     _: Buffer,
     _: bool,
 ) -> u32 {
+    if !filter.is_null() {
+        let _ = catch_unwind(|| {
+            // SAFETY: our live Box<Filter>, on its stream's worker thread.
+            let filter = unsafe { &mut *(filter as *mut Filter) };
+            if let Some(slot) = filter.paused.take() {
+                lock(&slot).gone = true;
+            }
+        });
+    }
     STATUS_CONTINUE
 }
 

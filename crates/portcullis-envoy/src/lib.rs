@@ -24,10 +24,14 @@
 //!   through the [`filter::Stream`] trait (Envoy's stream in production, a fake in tests).
 //!
 //! # Limits of this version
-//! Key sets behind `jwks_uri` or discovery are fetched and refreshed in the background, and decided
-//! with inline once loaded. A decision that waits for an upstream call (a key set not loaded yet, an
-//! unknown `kid`, introspection, a webhook, GitHub, TokenReview) is not resumed yet: after its inline
-//! poll it answers 503 (fail closed), with a log line.
+//! Key sets behind `jwks_uri` or discovery are fetched and refreshed in the background. A decision
+//! that waits for an upstream call (an unknown `kid`, introspection, a webhook, GitHub, TokenReview)
+//! pauses the stream and is resumed on its worker when the answer comes (`filter`, `ffi`). A route's
+//! `DynamicModuleFilterPerRoute` picks the portcullis route or switches the filter off; a route name
+//! is checked when a request uses it (Envoy gives the per-route hook no filter config). A `config_file`
+//! is reloaded when it changes, without `serve`'s `reload_allow_weakening` guard. The decision log
+//! goes to Envoy's log (`host::DecisionLines`). Not yet: mTLS and `envoy_jwt` from Envoy's connection
+//! and metadata, cache and upstream metrics, `source.address` and `trace.id` in the decision log.
 
 // The unit tests link no Envoy: they test the safe layers through `filter::Stream`.
 #[cfg(not(test))]

@@ -7,10 +7,13 @@
 //!   runtime). A call is spawned onto the runtime and awaited through a channel, so the future a
 //!   decision holds can be polled on Envoy's worker thread, which has no tokio context.
 //!
-//! Envoy's workers never block on it: a decision that still waits for a call after its inline poll
-//! answers 503 (see `filter`).
+//! - every paused decision is driven to completion ([`resume`]), its result handed to a callback that
+//!   wakes the stream's worker (Envoy's scheduler, in `ffi`).
+//!
+//! Envoy's workers never block on it.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use portcullis_core::{Clock, Runtime};
 use portcullis_io::ReqwestUpstream;
@@ -40,6 +43,86 @@ pub fn upstream() -> Result<ReqwestUpstream, String> {
     ReqwestUpstream::with_user_agent(USER_AGENT)
         .map(|upstream| upstream.calls_on(handle))
         .map_err(|e| e.to_string())
+}
+
+/// Why a paused decision has no answer: it panicked, or the background runtime could not take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    Panicked,
+    NoRuntime,
+}
+
+/// Drives `pending` to completion on the background runtime and calls `done` there with its result
+/// (a panic in the decision is caught: `Err(Failed::Panicked)`). Without a runtime, `done` is called
+/// at once with `Err(Failed::NoRuntime)`.
+pub fn resume(
+    pending: crate::filter::Pending,
+    done: impl FnOnce(Result<crate::filter::Decided, Failed>) + Send + 'static,
+) {
+    let handle = match handle() {
+        Ok(handle) => handle,
+        Err(_) => return done(Err(Failed::NoRuntime)),
+    };
+    // The decision runs as its own task so that a panic in it ends only that task (tokio catches it
+    // and reports it through the JoinHandle); `done` runs in the task that awaits it.
+    let decision = handle.spawn(pending.decision);
+    handle.spawn(async move {
+        done(decision.await.map_err(|_| Failed::Panicked));
+    });
+}
+
+/// How often a `config_file` is read to see whether it changed (as `serve --config` does).
+pub const POLL: Duration = Duration::from_secs(1);
+/// How long a changed file must read the same before it is reloaded.
+pub const SETTLE: Duration = Duration::from_millis(200);
+/// How old a changed file's modification time must be before it is reloaded: a writer that pauses
+/// for less than this between chunks is never read half-way.
+pub const QUIET: Duration = Duration::from_secs(2);
+
+/// Watches `path` on the background runtime: every [`POLL`], reads it; when its SHA-256 differs from
+/// the last one seen (`digest` at first), and it reads the same again [`SETTLE`] later, and its
+/// modification time is [`QUIET`] old, calls `changed` with its bytes (once per change: a broken file
+/// is not retried until it changes again). A file that cannot be read is skipped until it can.
+/// Dropping the returned [`Background`] stops the watch.
+pub fn watch_file(
+    path: std::path::PathBuf,
+    digest: [u8; 32],
+    mut changed: impl FnMut(Vec<u8>) + Send + 'static,
+) -> Result<Background, &'static str> {
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    handle()?.spawn(async move {
+        let mut seen = digest;
+        loop {
+            tokio::time::sleep(POLL).await;
+            if stop.is_cancelled() {
+                return;
+            }
+            let Ok(bytes) = tokio::fs::read(&path).await else {
+                continue;
+            };
+            if crate::settings::digest(&bytes) == seen {
+                continue;
+            }
+            tokio::time::sleep(SETTLE).await;
+            match tokio::fs::read(&path).await {
+                Ok(again) if again == bytes => {}
+                _ => continue,
+            }
+            let quiet = tokio::fs::metadata(&path)
+                .await
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| std::time::SystemTime::now().duration_since(modified).ok())
+                .is_some_and(|age| age >= QUIET);
+            if !quiet || stop.is_cancelled() {
+                continue;
+            }
+            seen = crate::settings::digest(&bytes);
+            changed(bytes);
+        }
+    });
+    Ok(Background { cancel })
 }
 
 /// One filter config's background tasks; dropping it stops them.

@@ -29,6 +29,29 @@ struct FilterConfig {
 pub struct Loaded {
     pub config: Config,
     pub notes: Vec<(Level, String)>,
+    /// The `config_file` it came from and the SHA-256 of the bytes read (reloaded when they change);
+    /// `None` for an inline `config`.
+    pub file: Option<(PathBuf, [u8; 32])>,
+}
+
+/// SHA-256 of a configuration file's bytes.
+pub fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// A `config_file`'s bytes (as read now) into a configuration the module can serve.
+pub fn load_file(path: &std::path::Path, bytes: Vec<u8>) -> Result<Loaded, ConfigErrors> {
+    let hash = digest(&bytes);
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ConfigErrors(vec![Problem {
+            path: "filter_config.config_file".to_owned(),
+            message: format!("`{}` is not UTF-8 text", path.display()),
+        }])
+    })?;
+    let mut loaded = servable(Config::from_yaml_str(&text)?)?;
+    loaded.file = Some((path.to_owned(), hash));
+    Ok(loaded)
 }
 
 /// Parses the filter config and the portcullis configuration it names; every problem with the path of
@@ -59,13 +82,7 @@ pub fn load(
                     format!("cannot read `{}`: {e}", path.display()),
                 )
             })?;
-            let text = String::from_utf8(bytes).map_err(|_| {
-                problem(
-                    "filter_config.config_file",
-                    format!("`{}` is not UTF-8 text", path.display()),
-                )
-            })?;
-            Config::from_yaml_str(&text)?
+            return load_file(&path, bytes);
         }
         (None, Some(inline)) => {
             let text = serde_yaml_ng::to_string(&inline)
@@ -85,6 +102,12 @@ pub fn load(
             ))
         }
     };
+    servable(config)
+}
+
+/// The configuration, unless it names a section the module cannot serve; with notes on what it
+/// ignores.
+fn servable(config: Config) -> Result<Loaded, ConfigErrors> {
     let mut problems = Vec::new();
     let mut notes = Vec::new();
     if config.state != StateConfig::default() {
@@ -112,7 +135,62 @@ pub fn load(
     for warning in config.warnings() {
         notes.push((Level::Warn, warning.to_string()));
     }
-    Ok(Loaded { config, notes })
+    Ok(Loaded {
+        config,
+        notes,
+        file: None,
+    })
+}
+
+/// A route's `DynamicModuleFilterPerRoute` config (a `StringValue`, YAML or JSON): exactly one of
+/// `{route: NAME}` (the request is decided on the portcullis route NAME, whatever its `match` says)
+/// and `{disabled: true}` (the filter does nothing on this route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PerRoute {
+    Route(std::sync::Arc<str>),
+    Disabled,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PerRouteConfig {
+    route: Option<String>,
+    disabled: Option<bool>,
+}
+
+/// Parses a per-route config; a problem names `per_route_config` or its field.
+pub fn per_route(config: &[u8]) -> Result<PerRoute, ConfigErrors> {
+    let problem = |path: &str, message: String| {
+        ConfigErrors(vec![Problem {
+            path: path.to_owned(),
+            message,
+        }])
+    };
+    const EXPECTED: &str = "expected YAML or JSON `{route: NAME}` or `{disabled: true}`";
+    let text = std::str::from_utf8(config)
+        .map_err(|_| problem("per_route_config", "is not UTF-8 text".to_owned()))?;
+    let parsed: PerRouteConfig = serde_yaml_ng::from_str(text)
+        .map_err(|e| problem("per_route_config", format!("{EXPECTED}: {e}")))?;
+    match (parsed.route, parsed.disabled) {
+        (Some(route), None) if !route.trim().is_empty() && route.trim() == route => {
+            Ok(PerRoute::Route(route.into()))
+        }
+        (Some(route), None) => Err(problem(
+            "per_route_config.route",
+            format!("`{route}` is not a route name (empty, or with surrounding spaces)"),
+        )),
+        (None, Some(true)) => Ok(PerRoute::Disabled),
+        (None, Some(false)) => Err(problem(
+            "per_route_config.disabled",
+            "`disabled: false` changes nothing: remove the per-route config, or name a `route`"
+                .to_owned(),
+        )),
+        (Some(_), Some(_)) => Err(problem(
+            "per_route_config",
+            "give either `route` or `disabled`, not both".to_owned(),
+        )),
+        (None, None) => Err(problem("per_route_config", EXPECTED.to_owned())),
+    }
 }
 
 #[cfg(test)]
@@ -124,6 +202,29 @@ mod tests {
 
     fn paths(err: ConfigErrors) -> Vec<String> {
         err.0.into_iter().map(|p| p.path).collect()
+    }
+
+    #[test]
+    fn a_per_route_config_names_a_route_or_disables_the_filter() {
+        assert_eq!(
+            per_route(b"{route: admin}").unwrap(),
+            PerRoute::Route("admin".into())
+        );
+        assert_eq!(
+            per_route(br#"{"route": "admin"}"#).unwrap(),
+            PerRoute::Route("admin".into())
+        );
+        assert_eq!(per_route(b"disabled: true").unwrap(), PerRoute::Disabled);
+        for (bad, path) in [
+            (&b"{}"[..], "per_route_config"),
+            (b"{route: admin, disabled: true}", "per_route_config"),
+            (b"{rout: admin}", "per_route_config"),
+            (b"{route: ''}", "per_route_config.route"),
+            (b"{disabled: false}", "per_route_config.disabled"),
+            (b"\xff", "per_route_config"),
+        ] {
+            assert_eq!(paths(per_route(bad).unwrap_err()), [path], "{bad:?}");
+        }
     }
 
     #[test]
