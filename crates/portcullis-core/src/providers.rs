@@ -36,6 +36,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod kubernetes;
 pub mod mtls;
+mod tables;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -162,6 +163,8 @@ pub struct Providers {
     replay_entries: usize,
     /// The providers a reload kept from the previous runtime (unchanged, with their key sets and caches).
     kept: Vec<Arc<str>>,
+    /// What the chain looks up instead of walking every provider.
+    tables: tables::Tables,
 }
 
 // === impl Providers ===
