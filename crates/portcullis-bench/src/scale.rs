@@ -330,9 +330,12 @@ fn with_relative_figures(mut results: Vec<Map<String, Value>>) -> Vec<Map<String
     results
 }
 
+/// A column of the table: the JSON key, the label, how a value is shown.
+type Column = (&'static str, &'static str, fn(f64) -> String);
+
 fn table(title: &str, results: &[Map<String, Value>]) -> String {
     let mut out = format!("{title}\n");
-    let columns: [(&str, &str, fn(f64) -> String); 11] = [
+    let columns: [Column; 11] = [
         ("routes", "routes", |v| format!("{v:.0}")),
         ("issuers", "issuers", |v| format!("{v:.0}")),
         ("requests_per_s", "checks/s", |v| format!("{v:.0}")),

@@ -247,9 +247,7 @@ impl Providers {
                 let index = *p.tables.by_name.get(&name)?;
                 Some((p, index, &p.entries[index]))
             });
-            let unchanged = running_entry
-                .filter(|(_, _, e)| e.fingerprint == fingerprint)
-                .map(|(p, index, e)| (p, index, e));
+            let unchanged = running_entry.filter(|(_, _, e)| e.fingerprint == fingerprint);
             if unchanged.is_some() {
                 kept.push(Arc::clone(&name));
             }
