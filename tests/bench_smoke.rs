@@ -153,3 +153,58 @@ fn one_run_drives_grpc_and_the_http_listener_over_http1_and_h2c() {
         serde_json::json!(["grpc", "http", "h2c"])
     );
 }
+
+/// `--scale` starts one server per case (here 1 and 200 routes, 1 and 20 issuers), drives each with the
+/// cached token, and reports every case with its counts, rate, ratio, memory and readiness. No assertion
+/// on a rate: only on what cannot flake.
+#[test]
+fn the_scale_mode_reports_every_case_with_its_memory_and_readiness() {
+    let out = Command::new(BIN)
+        .args(["bench", "--scale", "--json", "--rounds", "1"])
+        .args(["--warmup", "0.1", "--duration", "0.5"])
+        .args(["--connections", "1", "--streams", "2"])
+        .args(["--scale-routes", "1,200", "--scale-issuers", "1,20"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bench --scale printed no JSON ({e}); stderr:\n{stderr}"));
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{json:#}");
+    let cases = json["cases"].as_array().expect("a list of cases");
+    let shape: Vec<(u64, u64)> = cases
+        .iter()
+        .map(|c| {
+            (
+                c["routes"].as_u64().unwrap(),
+                c["issuers"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(shape, [(1, 1), (200, 1), (1, 20)], "{json:#}");
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        assert_eq!(case["errors"], 0, "{name}: {json:#}");
+        assert_eq!(case["mismatches"], 0, "{name}: {json:#}");
+        assert!(case["hot_requests"].as_u64().unwrap() > 0, "{name}");
+        assert!(case["requests_per_s"].as_f64().unwrap() > 0.0, "{name}");
+        assert!(case["ratio_to_baseline"].as_f64().unwrap() > 0.0, "{name}");
+        let rss = case["rss_bytes"].as_u64().unwrap();
+        let peak = case["peak_rss_bytes"].as_u64().unwrap();
+        assert!(rss > 1 << 20 && peak >= rss, "{name}: {rss} {peak}");
+        assert!(case["ready_s"].as_f64().unwrap() > 0.0, "{name}");
+        assert_eq!(case["rounds"].as_array().unwrap().len(), 1, "{name}");
+    }
+    // The baseline is its own reference; memory per route and per issuer only where there are more.
+    assert_eq!(cases[0]["ratio_to_baseline"], 1.0);
+    assert!(cases[0]["rss_per_route_bytes"].is_null());
+    assert!(cases[1]["rss_per_route_bytes"].is_number(), "{json:#}");
+    assert!(cases[1]["rss_per_issuer_bytes"].is_null());
+    assert!(cases[2]["rss_per_issuer_bytes"].is_number(), "{json:#}");
+    assert!(
+        cases[1]["config_bytes"].as_u64().unwrap() > cases[0]["config_bytes"].as_u64().unwrap()
+    );
+    assert_eq!(
+        json["settings"]["scale_routes"],
+        serde_json::json!([1, 200])
+    );
+}

@@ -19,11 +19,13 @@
 //! - [`noop`]: the no-op server.
 //! - [`process`]: the child servers, free ports, readiness, `/proc` readings.
 //! - [`report`]: medians, ratios, the table and the JSON.
+//! - [`scale`]: `--scale`, the same Check with many routes and many issuers, one server per case.
 
 pub mod load;
 pub mod noop;
 pub mod process;
 pub mod report;
+pub mod scale;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -50,9 +52,9 @@ pub struct BenchArgs {
     /// Concurrent streams per connection (closed loop: callers; open loop: the most in flight).
     #[arg(long, short = 's', default_value_t = 32)]
     pub streams: usize,
-    /// Measured seconds per round and server.
-    #[arg(long, short = 'd', default_value_t = 5.0)]
-    pub duration: f64,
+    /// Measured seconds per round and server. Defaults to 5 (2 with --scale).
+    #[arg(long, short = 'd')]
+    pub duration: Option<f64>,
     /// Unmeasured seconds before each measurement (connections warm, caches filled).
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
@@ -112,6 +114,29 @@ pub struct BenchArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Scale mode: start one portcullis per case, each with a generated configuration of
+    /// --scale-routes routes (the request takes the last one) or --scale-issuers `jwt` providers (one
+    /// issuer each, the token from the last one), drive each with the cached token in alternating rounds
+    /// (gRPC, no no-op server), and report per case checks/s, the ratio to the first case, server RSS
+    /// (VmRSS, VmHWM), RSS per added route or issuer, and the time from start to ready.
+    #[arg(long, conflicts_with_all = ["target", "setup_only", "flood_connections", "no_noop"])]
+    pub scale: bool,
+    /// With --scale: the route counts, comma-separated; the first is the baseline's.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,10000,100000",
+        requires = "scale"
+    )]
+    pub scale_routes: Vec<usize>,
+    /// With --scale: the issuer (`jwt` provider) counts, comma-separated; the first is the baseline's.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,2000",
+        requires = "scale"
+    )]
+    pub scale_issuers: Vec<usize>,
     /// Internal: serve the no-op ext_authz server on ADDR instead of running a bench.
     #[arg(long, value_name = "ADDR", hide = true)]
     pub serve_noop: Option<SocketAddr>,
@@ -183,13 +208,22 @@ pub fn main(args: BenchArgs, validate: ValidateConfig) -> ExitCode {
     }
 }
 
+// === impl BenchArgs ===
+
+impl BenchArgs {
+    /// `--duration`, or its default: 5 s, 2 s per case with `--scale`.
+    pub fn duration(&self) -> f64 {
+        self.duration.unwrap_or(if self.scale { 2.0 } else { 5.0 })
+    }
+}
+
 fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.connections > 0 && args.streams > 0,
         "--connections and --streams must be at least 1"
     );
     anyhow::ensure!(
-        args.duration > 0.0 && args.duration.is_finite(),
+        args.duration() > 0.0 && args.duration().is_finite(),
         "--duration must be positive"
     );
     anyhow::ensure!(
@@ -209,12 +243,19 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
         args.target.is_none() || args.transport.len() == 1,
         "--target takes one --transport"
     );
+    anyhow::ensure!(
+        !args.scale || args.transport == [TransportArg::Grpc],
+        "--scale drives gRPC only"
+    );
     Ok(())
 }
 
 /// Returns the number of errors and mismatches seen.
 async fn run(args: &BenchArgs, validate: ValidateConfig) -> anyhow::Result<u64> {
     check_args(args)?;
+    if args.scale {
+        return scale::run(args, validate).await;
+    }
     let dir = tokens::WorkDir::new(args.keys_dir.as_deref())?;
     let keys = tokens::Keys::load_or_create(&dir.path)?;
     let wants_http = args.transport.iter().any(|t| *t != TransportArg::Grpc);
@@ -239,7 +280,7 @@ async fn run(args: &BenchArgs, validate: ValidateConfig) -> anyhow::Result<u64> 
         connections: args.connections,
         streams: args.streams,
         warmup: Duration::from_secs_f64(args.warmup),
-        duration: Duration::from_secs_f64(args.duration),
+        duration: Duration::from_secs_f64(args.duration()),
         mix: args.mix,
         rate: args.rate,
         flood_connections: args.flood_connections,
@@ -257,7 +298,8 @@ async fn run(args: &BenchArgs, validate: ValidateConfig) -> anyhow::Result<u64> 
             args.target_pid,
         )),
         None => {
-            let server = Server::portcullis(&config, &dir.path, wants_http).await?;
+            let server =
+                Server::portcullis(&config, &dir.path, "portcullis.log", wants_http).await?;
             let mut transports = args.transport.clone();
             transports.dedup();
             for transport in transports {
@@ -333,7 +375,7 @@ async fn run(args: &BenchArgs, validate: ValidateConfig) -> anyhow::Result<u64> 
     let settings = json!({
         "connections": args.connections,
         "streams": args.streams,
-        "duration_s": args.duration,
+        "duration_s": args.duration(),
         "warmup_s": args.warmup,
         "rounds": args.rounds,
         "mode": if args.rate.is_some() { "open" } else { "closed" },
@@ -368,7 +410,7 @@ async fn run(args: &BenchArgs, validate: ValidateConfig) -> anyhow::Result<u64> 
                 String::new()
             },
             args.rounds,
-            args.duration,
+            args.duration(),
             args.warmup,
         );
         print!("{}", report::table(&title, &plan, &phases, &names));
@@ -386,7 +428,7 @@ fn mix_text(mix: &Mix) -> String {
         + &format!(" ({mix})")
 }
 
-async fn measure(
+pub(crate) async fn measure(
     name: &str,
     round: usize,
     target: &Target,

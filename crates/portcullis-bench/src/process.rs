@@ -20,14 +20,23 @@ pub struct Server {
     pub grpc: SocketAddr,
     /// The HTTP forward-auth listener, when the configuration has one.
     pub http: Option<SocketAddr>,
+    /// From the spawn until the server answered ready (`/readyz` 200, or a connection for the no-op one).
+    pub ready_after: Duration,
+    started: Instant,
     child: std::process::Child,
     log: PathBuf,
 }
 
 impl Server {
     /// `portcullis serve --config CONFIG` on free loopback ports (with `http`, its HTTP forward-auth
-    /// listener too: the configuration must set `server.http_mode`); waits until `/readyz` answers 200.
-    pub async fn portcullis(config: &Path, dir: &Path, http: bool) -> anyhow::Result<Server> {
+    /// listener too: the configuration must set `server.http_mode`), its log in `dir/log`; waits until
+    /// `/readyz` answers 200.
+    pub async fn portcullis(
+        config: &Path,
+        dir: &Path,
+        log: &str,
+        http: bool,
+    ) -> anyhow::Result<Server> {
         let grpc = free_loopback_addr()?;
         let admin = free_loopback_addr()?;
         let http = if http {
@@ -47,7 +56,7 @@ impl Server {
         if let Some(http) = http {
             command.arg("--http-listen").arg(http.to_string());
         }
-        let mut server = Server::spawn("portcullis", grpc, command, &dir.join("portcullis.log"))?;
+        let mut server = Server::spawn("portcullis", grpc, command, &dir.join(log))?;
         server.http = http;
         let ready = format!("http://{admin}/readyz");
         let client = reqwest::Client::builder()
@@ -73,7 +82,7 @@ impl Server {
             .arg("bench")
             .arg("--serve-noop")
             .arg(grpc.to_string());
-        let server = Server::spawn("noop", grpc, command, &dir.join("noop.log"))?;
+        let mut server = Server::spawn("noop", grpc, command, &dir.join("noop.log"))?;
         server
             .wait_until(|| async move { tokio::net::TcpStream::connect(grpc).await.is_ok() })
             .await?;
@@ -97,12 +106,15 @@ impl Server {
             name,
             grpc,
             http: None,
+            started: Instant::now(),
+            ready_after: Duration::ZERO,
             child,
             log: log.to_owned(),
         })
     }
 
-    async fn wait_until<F, Fut>(&self, mut ready: F) -> anyhow::Result<()>
+    /// Polls `ready` until it holds (then [`Server::ready_after`] is set) or 30 s have passed.
+    async fn wait_until<F, Fut>(&mut self, mut ready: F) -> anyhow::Result<()>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -110,9 +122,10 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if ready().await {
+                self.ready_after = self.started.elapsed();
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         anyhow::bail!(
             "the {} server did not become ready within 30 s; its log ({}):\n{}",
@@ -164,10 +177,23 @@ fn parse_cpu_seconds(stat: &str) -> Option<f64> {
 
 /// The resident set size in bytes, from `/proc/PID/status`.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The peak resident set size in bytes (the high-water mark), from `/proc/PID/status`.
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    parse_status_kib(&status, field).map(|kib| kib * 1024)
+}
+
+/// A `Field:   1234 kB` line's number.
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -180,5 +206,12 @@ mod tests {
         assert_eq!(parse_cpu_seconds(stat), Some(3.0));
         assert!(cpu_seconds(std::process::id()).is_some());
         assert!(rss_bytes(std::process::id()).unwrap() > 0);
+        assert!(
+            peak_rss_bytes(std::process::id()).unwrap() >= rss_bytes(std::process::id()).unwrap()
+        );
+        let status = "Name:\tportcullis\nVmHWM:\t  20480 kB\nVmRSS:\t   10240 kB\n";
+        assert_eq!(parse_status_kib(status, "VmRSS:"), Some(10240));
+        assert_eq!(parse_status_kib(status, "VmHWM:"), Some(20480));
+        assert_eq!(parse_status_kib(status, "VmSwap:"), None);
     }
 }

@@ -65,7 +65,7 @@ fn us(ns: u64) -> f64 {
 }
 
 impl Phase {
-    fn values(&self) -> Map<String, Value> {
+    pub(crate) fn values(&self) -> Map<String, Value> {
         let mut m = Map::new();
         let main = self.stats.main_load();
         let answered = main.len();
@@ -120,7 +120,7 @@ impl Phase {
     }
 }
 
-fn median(mut values: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
         return None;
     }

@@ -32,8 +32,8 @@
 //!    from the texts a host read (`config::fragments`, `--config DIR`).
 //! 4. Reading the credential: `credential` (finding it in a request), `dpop` (RFC 9449 proofs, nonces,
 //!    replay).
-//! 5. Deciding, side by side: `providers` (the contract; `chain` runs it, `build` builds it, one module
-//!    per kind), `policy` (compiled routes; `policy/index`: the route index by host and first path
+//! 5. Deciding, side by side: `providers` (the contract; `chain` runs it, `build` builds it, `tables`
+//!    are its lookups by issuer, place and name, one module per kind), `policy` (compiled routes; `policy/index`: the route index by host and first path
 //!    segment), `revocation` (the denylist and Auth0 event mapping),
 //!    `resources` (RFC 9728 documents), `identity_token` (the signed identity for the upstream).
 //! 6. `authorizer`: route → providers → denylist → policy → mode, into a [`Verdict`].

@@ -22,8 +22,10 @@
 //! token whose `iss` no `jwt` provider of the route owns at that place; those `jwt` providers then decline
 //! it as not their issuer's instead of rejecting it.
 //!
-//! The contract is this file; [`chain`] runs it over a request (`Providers::authenticate`), and [`build`]
-//! makes the providers from the configuration (`Providers::from_config`, what a reload keeps).
+//! The contract is this file; [`chain`] runs it over a request (`Providers::authenticate`), [`build`]
+//! makes the providers from the configuration (`Providers::from_config`, what a reload keeps), and
+//! [`tables`] holds what the chain looks up instead of walking every provider (a Check costs the same with
+//! one issuer or thousands).
 
 pub mod api_key;
 mod build;
@@ -36,6 +38,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod kubernetes;
 pub mod mtls;
+mod tables;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -162,6 +165,8 @@ pub struct Providers {
     replay_entries: usize,
     /// The providers a reload kept from the previous runtime (unchanged, with their key sets and caches).
     kept: Vec<Arc<str>>,
+    /// What the chain looks up instead of walking every provider.
+    tables: tables::Tables,
 }
 
 // === impl Providers ===

@@ -26,7 +26,9 @@ const MAX_LISTS: usize = 32;
 #[derive(Debug, Default)]
 pub(super) struct RouteIndex {
     raw: Table,
-    canonical: Table,
+    /// `None` when every route files under the same keys for canonical paths (the usual case: a host, or
+    /// a path pattern already canonical): the raw table serves both, and a large policy keeps one copy.
+    canonical: Option<Table>,
 }
 
 #[derive(Debug, Default)]
@@ -47,11 +49,19 @@ struct Segments {
 
 impl RouteIndex {
     pub(super) fn build<'a>(matchers: impl Iterator<Item = &'a Matcher>) -> RouteIndex {
+        let matchers: Vec<&Matcher> = matchers.collect();
         let mut index = RouteIndex::default();
-        for (i, matcher) in matchers.enumerate() {
+        for (i, matcher) in matchers.iter().enumerate() {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
             index.raw.insert(matcher.keys(false), i);
-            index.canonical.insert(matcher.keys(true), i);
+        }
+        if matchers.iter().any(|m| m.keys(false) != m.keys(true)) {
+            let mut canonical = Table::default();
+            for (i, matcher) in matchers.iter().enumerate() {
+                let i = u32::try_from(i).unwrap_or(u32::MAX);
+                canonical.insert(matcher.keys(true), i);
+            }
+            index.canonical = Some(canonical);
         }
         index
     }
@@ -66,10 +76,9 @@ impl RouteIndex {
         request: &RequestView<'_>,
         accept: impl Fn(usize) -> bool,
     ) -> Result<Option<usize>, TooDeep> {
-        let table = if canonical {
-            &self.canonical
-        } else {
-            &self.raw
+        let table = match (&self.canonical, canonical) {
+            (Some(table), true) => table,
+            _ => &self.raw,
         };
         let host = normalized_host(request.host);
         let segment = first_segment(request.path);

@@ -241,12 +241,13 @@ impl Providers {
         for (index, provider) in config.providers.iter().enumerate() {
             let name: Arc<str> = Arc::from(provider.name.as_str());
             let fingerprint = Fingerprint::of(index, provider, config, secrets)?;
-            let unchanged = previous.and_then(|p| {
-                p.entries
-                    .iter()
-                    .find(|e| e.name == name && e.fingerprint == fingerprint)
-                    .map(|e| (p, e))
+            // The running provider of this name (names are unique), looked up, not searched for: a
+            // reload of thousands of providers stays linear.
+            let running_entry = previous.and_then(|p| {
+                let index = *p.tables.by_name.get(&name)?;
+                Some((p, index, &p.entries[index]))
             });
+            let unchanged = running_entry.filter(|(_, _, e)| e.fingerprint == fingerprint);
             if unchanged.is_some() {
                 kept.push(Arc::clone(&name));
             }
@@ -255,9 +256,8 @@ impl Providers {
                 | ProviderKind::Introspection(_)
                 | ProviderKind::EnvoyJwt(_) => {
                     // The rules this provider had before a reload, for the proofs issued under them.
-                    let before = previous
-                        .and_then(|p| p.entries.iter().find(|e| e.name == name))
-                        .and_then(|e| e.dpop.as_ref())
+                    let before = running_entry
+                        .and_then(|(_, _, e)| e.dpop.as_ref())
                         .map(|(dpop, _)| Arc::clone(dpop));
                     Some(dpop_rules(
                         index,
@@ -281,15 +281,18 @@ impl Providers {
                     .client(tls, http::Purpose::Keys, secrets)
                     .map_err(|source| BuildError::Tls { index, source })
             };
-            let running_opaque = unchanged.and_then(|(_, e)| match &e.kind {
+            let running_opaque = unchanged.and_then(|(_, _, e)| match &e.kind {
                 Kind::Opaque(opaque) => Some(Arc::clone(opaque)),
                 _ => None,
             });
             let kind = match (&provider.kind, running_opaque) {
                 (_, Some(opaque)) => Kind::Opaque(opaque),
                 (ProviderKind::Jwt(c), None) => {
-                    let running = unchanged
-                        .and_then(|(p, _)| p.jwt.providers().iter().find(|j| *j.name() == name));
+                    // `jwt_entries` is in entry order: the running provider's `jwt` index by search.
+                    let running = unchanged.and_then(|(p, index, _)| {
+                        let k = p.jwt_entries.binary_search(&index).ok()?;
+                        p.jwt.providers().get(k)
+                    });
                     let store = match running {
                         Some(running) => Arc::clone(running.keys()),
                         None => Arc::new(jwt_key_store(
@@ -403,16 +406,20 @@ impl Providers {
         }
         // A cached token names its provider by index: keep the cache only when the `jwt` providers are the
         // same ones, unchanged, in the same order.
+        let kept_names: std::collections::HashSet<&Arc<str>> = kept.iter().collect();
         let same_jwt_providers = |p: &Providers| {
             p.jwt_entries.len() == jwt_entries.len()
                 && jwt_entries.iter().zip(&p.jwt_entries).all(|(&new, &old)| {
-                    entries[new].name == p.entries[old].name && kept.contains(&entries[new].name)
+                    entries[new].name == p.entries[old].name
+                        && kept_names.contains(&entries[new].name)
                 })
         };
         if let Some(previous) = previous.filter(|p| same_jwt_providers(p)) {
             jwt = jwt.keeping_cache_of(&previous.jwt);
         }
+        drop(kept_names);
         Ok(Providers {
+            tables: super::tables::Tables::new(&entries),
             entries,
             jwt,
             jwt_entries,

@@ -51,7 +51,8 @@ impl<'a> Pending<'a> {
 // === impl Providers ===
 
 impl Providers {
-    /// Runs the chain over the providers in `allowed` (indices in declared order; all when `None`).
+    /// Runs the chain over the providers in `allowed` (indices in declared order, ascending, as
+    /// [`crate::policy::Route::provider_indices`] gives them; all when `None`).
     /// `attempts`, when given, receives what each provider answered.
     ///
     /// Every credential the request presents at a place some provider reads is judged, by the first
@@ -79,10 +80,18 @@ impl Providers {
         let mut owned: Vec<&CredentialLocation> = Vec::new();
         // The first token checked by a provider with DPoP rules: which provider, and how it came.
         let mut dpop_rejection: Option<(usize, Scheme)> = None;
-        for (i, entry) in self.entries.iter().enumerate() {
-            if allowed.is_some_and(|a| !a.contains(&i)) {
+        // The route's providers (in declared order, as the policy lists them), not a walk over all of
+        // them; every provider when the route takes all: without an explanation to write, a `jwt`
+        // provider after the first of its place is left out (see `Tables::visit`).
+        let visit: &[usize] = match (allowed, &attempts) {
+            (Some(allowed), _) => allowed,
+            (None, None) => &self.tables.visit,
+            (None, Some(_)) => &self.tables.all,
+        };
+        for &i in visit {
+            let Some(entry) = self.entries.get(i) else {
                 continue;
-            }
+            };
             let place = &entry.location;
             let outcome = match &entry.kind {
                 Kind::Anonymous(_) => {
@@ -100,7 +109,7 @@ impl Providers {
                 Kind::Jwt | Kind::Opaque(_) => match extract(request, entry) {
                     (Found::None, _) => Outcome::NoCredential,
                     (Found::Malformed(reason), _) => Outcome::Rejected(reason),
-                    (Found::One(token), _) if !self.owns(entry, &token, allowed) => {
+                    (Found::One(token), _) if !self.owns(i, &token, allowed) => {
                         // Present, but not of this provider's kind: a denial unless a later provider of
                         // the same place owns it.
                         let reason = match entry.kind {
@@ -116,17 +125,15 @@ impl Providers {
                             // Every jwt provider of this place is served here: the token's `iss` picks.
                             let accept = |k: usize| {
                                 let e = self.jwt_entries[k];
-                                allowed.is_none_or(|a| a.contains(&e))
-                                    && self.entries[e].location == *place
+                                allowed.is_none_or(|a| a.binary_search(&e).is_ok())
+                                    && self.tables.same_place(e, i)
                             };
                             let outcome = self.jwt.authenticate(&token, accept).await;
                             // The rules of the provider that took the token (its `iss` chose it).
                             let by = match &outcome {
-                                Outcome::Authenticated(id) => self
-                                    .entries
-                                    .iter()
-                                    .position(|e| e.name == id.provider)
-                                    .unwrap_or(i),
+                                Outcome::Authenticated(id) => {
+                                    self.tables.by_name.get(&id.provider).copied().unwrap_or(i)
+                                }
                                 _ => i,
                             };
                             let outcome =
@@ -172,7 +179,7 @@ impl Providers {
                 Outcome::Rejected(reason)
                     if matches!(entry.kind, Kind::Jwt)
                         && declined_as_not_its_issuer(reason)
-                        && self.jwts_fall_through(place, allowed) =>
+                        && self.jwts_fall_through(i, allowed) =>
                 {
                     // Not an issuer of ours: the provider taking JWTs at this place judges it, and this
                     // refusal is reported only if nothing better comes.
@@ -243,12 +250,12 @@ impl Providers {
     fn later_shared_owner(&self, i: usize, allowed: Option<&[usize]>) -> bool {
         let entry = &self.entries[i];
         entry.shared_location_order
-            && self.entries[i + 1..].iter().enumerate().any(|(k, later)| {
-                allowed.is_none_or(|a| a.contains(&(i + 1 + k)))
-                    && matches!(later.kind, Kind::Opaque(_))
-                    && later.shared_location_order
-                    && later.location == entry.location
-            })
+            && self
+                .tables
+                .place(i)
+                .shared_order
+                .iter()
+                .any(|&later| later > i && allowed.is_none_or(|a| a.binary_search(&later).is_ok()))
     }
 
     fn denied(
@@ -269,26 +276,22 @@ impl Providers {
 
     /// Whether `entry` judges this token ([`Entry::owns`]), or, for an opaque-token provider that takes
     /// JWTs, whether it is a JWT no `jwt` provider of the route owns at this place.
-    fn owns(&self, entry: &Entry, token: &str, allowed: Option<&[usize]>) -> bool {
+    fn owns(&self, i: usize, token: &str, allowed: Option<&[usize]>) -> bool {
+        let entry = &self.entries[i];
         match &entry.kind {
             Kind::Opaque(p) if p.takes_jwts() && credential::is_jws_shaped(token) => {
-                !self.jwt_owns(token, &entry.location, allowed)
+                !self.jwt_owns(token, i, allowed)
             }
             _ => entry.owns(token),
         }
     }
 
-    /// Whether a `jwt` provider of the route reading `location` owns this token's issuer (then the token is
-    /// that provider's alone).
-    fn jwt_owns(
-        &self,
-        token: &str,
-        location: &CredentialLocation,
-        allowed: Option<&[usize]>,
-    ) -> bool {
+    /// Whether a `jwt` provider of the route reading entry `i`'s place owns this token's issuer (then the
+    /// token is that provider's alone).
+    fn jwt_owns(&self, token: &str, i: usize, allowed: Option<&[usize]>) -> bool {
         self.jwt.owns(token, |k| {
             let e = self.jwt_entries[k];
-            allowed.is_none_or(|a| a.contains(&e)) && self.entries[e].location == *location
+            allowed.is_none_or(|a| a.binary_search(&e).is_ok()) && self.tables.same_place(e, i)
         })
     }
 
@@ -309,37 +312,27 @@ impl Providers {
             .split([' ', '\t'])
             .next()
             .unwrap_or("");
-        let reads = |location: &CredentialLocation| match location {
-            CredentialLocation::Header {
-                name,
-                scheme: wanted,
-            } => {
-                name == "authorization"
-                    && wanted
-                        .as_deref()
-                        .is_none_or(|wanted| wanted.eq_ignore_ascii_case(scheme))
-            }
-            _ => false,
-        };
-        !self.entries.iter().enumerate().any(|(i, entry)| {
-            allowed.is_none_or(|a| a.contains(&i))
-                && !matches!(entry.kind, Kind::Anonymous(_) | Kind::Mtls(_))
-                && (reads(&entry.location)
-                    || entry
-                        .dpop
-                        .as_ref()
-                        .and_then(|(_, dpop_place)| dpop_place.as_ref())
-                        .is_some_and(reads))
-        })
+        // Who reads `Authorization` with which scheme was tabled at build (`Tables::authorization`).
+        match allowed {
+            None => !self.tables.authorization_all.reads(scheme),
+            Some(allowed) => !allowed.iter().any(|&i| {
+                self.tables
+                    .authorization
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|reads| reads.reads(scheme))
+            }),
+        }
     }
 
-    /// Whether a provider of the route reading `location` takes the JWTs the `jwt` providers decline.
-    fn jwts_fall_through(&self, location: &CredentialLocation, allowed: Option<&[usize]>) -> bool {
-        self.entries.iter().enumerate().any(|(i, e)| {
-            allowed.is_none_or(|a| a.contains(&i))
-                && e.location == *location
-                && matches!(&e.kind, Kind::Opaque(p) if p.takes_jwts())
-        })
+    /// Whether a provider of the route reading entry `i`'s place takes the JWTs the `jwt` providers
+    /// decline.
+    fn jwts_fall_through(&self, i: usize, allowed: Option<&[usize]>) -> bool {
+        self.tables
+            .place(i)
+            .jwt_takers
+            .iter()
+            .any(|&k| allowed.is_none_or(|a| a.binary_search(&k).is_ok()))
     }
 
     /// Applies entry `index`'s DPoP rules to what its provider answered for `token`: an authenticated
@@ -382,12 +375,12 @@ impl Providers {
 
     /// The deny messages of the providers that could have taken a credential, joined.
     fn deny_messages(&self, allowed: Option<&[usize]>) -> Option<Arc<str>> {
-        let messages: Vec<&str> = self
-            .entries
+        let Some(allowed) = allowed else {
+            return self.tables.deny_messages_all.clone();
+        };
+        let messages: Vec<&str> = allowed
             .iter()
-            .enumerate()
-            .filter(|(i, _)| allowed.is_none_or(|a| a.contains(i)))
-            .filter_map(|(_, e)| e.deny_message.as_deref())
+            .filter_map(|&i| self.entries.get(i)?.deny_message.as_deref())
             .collect();
         (!messages.is_empty()).then(|| Arc::from(messages.join("; ")))
     }

@@ -85,10 +85,17 @@ async fn decide(
     allowed: Option<&[usize]>,
 ) -> (ChainOutcome, Vec<Attempt>) {
     let request = RequestView::new("GET", "/", "api.example", Headers::Pairs(headers), "");
+    // Without an explanation, the chain leaves out the `jwt` providers after the first of their place
+    // (`Tables::visit`): it must decide the same.
+    let unexplained = providers.authenticate(&request, allowed, None).await;
     let mut attempts = Vec::new();
     let outcome = providers
         .authenticate(&request, allowed, Some(&mut attempts))
         .await;
+    assert_eq!(
+        unexplained, outcome,
+        "the same request decided without and with an explanation"
+    );
     (outcome, attempts)
 }
 
@@ -345,4 +352,73 @@ async fn an_unavailable_upstream_is_never_an_allow() {
         matches!(outcome, ChainOutcome::Unavailable(_)),
         "{outcome:?}"
     );
+}
+
+/// Many issuers at one place: the token's `iss` picks its provider through the issuer map, that
+/// provider's own rules apply (here: DPoP required of the last one only), a provider of another place is
+/// never asked, and on a route listing some providers only those are.
+#[tokio::test]
+async fn among_many_issuers_the_tokens_own_provider_and_its_rules_decide() {
+    let mut yaml = String::from("providers:\n");
+    for i in 0..200 {
+        yaml.push_str(&format!(
+            "  - {{name: t{i}, type: jwt, issuer: issuer-{i}, audiences: [api], algorithms: [HS256], shared_secret: {{env: CORP}}}}\n"
+        ));
+    }
+    yaml.push_str(
+        "  - {name: other-place, type: jwt, issuer: other-issuer, audiences: [api], algorithms: [HS256], shared_secret: {env: CORP}, credential: {header: x-token}}\n\
+         \x20 - {name: last, type: jwt, issuer: last-issuer, audiences: [api], algorithms: [HS256], shared_secret: {env: CORP}, dpop: {mode: required}}\n",
+    );
+    let providers = providers(&yaml);
+    let bearer = |issuer: &str| format!("Bearer {}", hs256(CORP_SECRET, &claims(issuer, "u")));
+
+    let (outcome, _) = decide(
+        &providers,
+        &[("authorization", &bearer("issuer-137"))],
+        None,
+    )
+    .await;
+    assert_eq!(authenticated_by(&outcome), ("t137", Some("u")));
+    // The last provider's rules, not the first one's of the place: a bearer token is refused. (The
+    // denial names the place's first `jwt` provider, which served the place, as it always has.)
+    let (outcome, _) = decide(
+        &providers,
+        &[("authorization", &bearer("last-issuer"))],
+        None,
+    )
+    .await;
+    let reason = denied(&outcome).1;
+    assert!(reason.as_str().starts_with("dpop_"), "{reason:?}");
+    // The issuer of a provider reading another place is not trusted at `Authorization`.
+    let (outcome, _) = decide(
+        &providers,
+        &[("authorization", &bearer("other-issuer"))],
+        None,
+    )
+    .await;
+    assert_eq!(denied(&outcome).1, DenyReason::UntrustedIssuer);
+    let token = hs256(CORP_SECRET, &claims("other-issuer", "o"));
+    let (outcome, _) = decide(&providers, &[("x-token", &token)], None).await;
+    assert_eq!(authenticated_by(&outcome), ("other-place", Some("o")));
+    // A route listing t5 and t150 only: t150's token passes, t137's is of an issuer it does not trust.
+    let route: &[usize] = &[5, 150];
+    let (outcome, _) = decide(
+        &providers,
+        &[("authorization", &bearer("issuer-150"))],
+        Some(route),
+    )
+    .await;
+    assert_eq!(authenticated_by(&outcome).0, "t150");
+    let (outcome, _) = decide(
+        &providers,
+        &[("authorization", &bearer("issuer-137"))],
+        Some(route),
+    )
+    .await;
+    assert_eq!(denied(&outcome), (Some("t5"), DenyReason::UntrustedIssuer));
+    // Unknown issuers and missing credentials are answered the same as with one provider.
+    let (outcome, _) = decide(&providers, &[("authorization", &bearer("nobody"))], None).await;
+    assert_eq!(denied(&outcome), (Some("t0"), DenyReason::UntrustedIssuer));
+    let (outcome, _) = decide(&providers, &[], None).await;
+    assert_eq!(denied(&outcome).1, DenyReason::MissingCredential);
 }
