@@ -421,7 +421,7 @@ fn pause(filter_envoy: *mut c_void, filter: &mut Filter, pending: filter::Pendin
     filter.paused = Some(Arc::clone(&slot));
     // SAFETY: the live stream of the current hook.
     let scheduler = Scheduler(unsafe { (callbacks().scheduler_new)(filter_envoy) });
-    crate::runner::resume(pending, move |result| {
+    crate::runner::resume(pending.decision, move |result| {
         let mut slot = lock(&slot);
         // Under the lock: the filter's destroy hook sets `gone` under it too, so no commit happens
         // once the stream is gone (nor can its worker be shutting down under us).

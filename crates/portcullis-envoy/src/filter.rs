@@ -812,7 +812,7 @@ routes:
         let mut stream = Fake::get("/data", &[("authorization", "Bearer opaque-token-3")]);
         let pending = pause(&shared, &mut stream);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        crate::runner::resume(pending, move |result| {
+        crate::runner::resume(pending.decision, move |result| {
             let _ = done_tx.send(result.map(|decided| {
                 let mut stream = Fake::default();
                 let next = decided.write(&mut stream);
@@ -834,7 +834,7 @@ routes:
             }),
         };
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        crate::runner::resume(panicking, move |result| {
+        crate::runner::resume(panicking.decision, move |result| {
             let _ = done_tx.send(result.err());
         });
         assert_eq!(

@@ -52,12 +52,12 @@ pub enum Failed {
     NoRuntime,
 }
 
-/// Drives `pending` to completion on the background runtime and calls `done` there with its result
+/// Drives `decision` to completion on the background runtime and calls `done` there with its result
 /// (a panic in the decision is caught: `Err(Failed::Panicked)`). Without a runtime, `done` is called
 /// at once with `Err(Failed::NoRuntime)`.
-pub fn resume(
-    pending: crate::filter::Pending,
-    done: impl FnOnce(Result<crate::filter::Decided, Failed>) + Send + 'static,
+pub fn resume<T: Send + 'static>(
+    decision: futures_util::future::BoxFuture<'static, T>,
+    done: impl FnOnce(Result<T, Failed>) + Send + 'static,
 ) {
     let handle = match handle() {
         Ok(handle) => handle,
@@ -65,7 +65,7 @@ pub fn resume(
     };
     // The decision runs as its own task so that a panic in it ends only that task (tokio catches it
     // and reports it through the JoinHandle); `done` runs in the task that awaits it.
-    let decision = handle.spawn(pending.decision);
+    let decision = handle.spawn(decision);
     handle.spawn(async move {
         done(decision.await.map_err(|_| Failed::Panicked));
     });
