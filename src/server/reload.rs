@@ -30,6 +30,10 @@
 //!   `state` and `revocation` (the shared state outlives runtimes). A change to them refuses the whole file.
 //! - Checks in flight finish on the runtime they started with; the previous runtime's background tasks
 //!   (key set refreshers, key file reloaders) stop once the new runtime is in.
+//! - Memory and time: between reloads the reloader keeps a [`Summary`] of the configuration in force (per
+//!   route its name, a digest and the facts [`weakened`] reads), not the parsed file, and each reload
+//!   frees the parsed new file once its runtime is built. Its comparisons look routes and providers up
+//!   by name, so a reload of 100,000 routes costs about what loading them costs.
 //! - Metrics: `portcullis_config_reloads_total{result}` and `portcullis_config_info{hash}` ([`ReloadStats`]).
 
 use std::collections::{HashMap, HashSet};
