@@ -688,6 +688,9 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
                 "cannot listen for SIGHUP; the configuration reloads on file changes only"
             ),
         }
+    } else {
+        // Built into the runtime: the parsed file is not needed while serving.
+        drop(config);
     }
     let listeners = server::Listeners { grpc, admin, http };
     let served = server::run_with_tls(app, listeners, tls, shutdown_signal()).await;
