@@ -339,24 +339,13 @@ async fn run(args: &BenchArgs, validate: ValidateConfig) -> anyhow::Result<u64> 
 
     let mut phases = Vec::new();
     for round in 0..args.rounds {
-        let mut order: Vec<usize> = (0..servers.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for i in order {
+        for i in round_order(servers.len(), round) {
             let (name, target, pid) = &servers[i];
             let mut plan = plan.clone();
             plan.verify = name != "noop";
             let phase = measure(name, round, target, &prepared[i], &plan, *pid).await?;
             if !args.json {
-                eprintln!(
-                    "round {}/{} {name}: {:.0} checks/s, {} errors, {} mismatches",
-                    round + 1,
-                    args.rounds,
-                    phase.stats.main_load().len() as f64 / phase.seconds,
-                    phase.stats.errors,
-                    phase.stats.mismatches,
-                );
+                eprintln!("{}", progress(&phase, args.rounds));
             }
             phases.push(phase);
             for child in &mut children {
@@ -428,6 +417,29 @@ fn mix_text(mix: &Mix) -> String {
         + &format!(" ({mix})")
 }
 
+/// The order the servers of one round are measured in: as listed, then reversed every other round, so
+/// that none is always measured first (A B, then B A, …).
+pub(crate) fn round_order(servers: usize, round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..servers).collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
+/// The progress line printed after each measured phase (unless `--json`).
+pub(crate) fn progress(phase: &report::Phase, rounds: usize) -> String {
+    format!(
+        "round {}/{} {}: {:.0} checks/s, {} errors, {} mismatches",
+        phase.round + 1,
+        rounds,
+        phase.server,
+        phase.stats.main_load().len() as f64 / phase.seconds,
+        phase.stats.errors,
+        phase.stats.mismatches,
+    )
+}
+
 pub(crate) async fn measure(
     name: &str,
     round: usize,
@@ -458,4 +470,15 @@ pub(crate) async fn measure(
         client_cpu: delta(&client),
         server_rss: pid.and_then(process::rss_bytes),
     })
+}
+
+#[cfg(test)]
+mod round_tests {
+    #[test]
+    fn rounds_alternate_the_order_of_the_servers() {
+        assert_eq!(super::round_order(3, 0), [0, 1, 2]);
+        assert_eq!(super::round_order(3, 1), [2, 1, 0]);
+        assert_eq!(super::round_order(3, 2), [0, 1, 2]);
+        assert!(super::round_order(0, 1).is_empty());
+    }
 }

@@ -192,25 +192,14 @@ pub async fn run(args: &BenchArgs, validate: ValidateConfig) -> anyhow::Result<u
     };
     let mut phases: Vec<Phase> = Vec::new();
     for round in 0..args.rounds {
-        let mut order: Vec<usize> = (0..started.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for i in order {
+        for i in super::round_order(started.len(), round) {
             let s = &mut started[i];
             let name = s.case.name();
             let pid = s.server.pid();
             let phase =
                 super::measure(&name, round, &s.target, &s.requests, &plan, Some(pid)).await?;
             if !args.json {
-                eprintln!(
-                    "round {}/{} {name}: {:.0} checks/s, {} errors, {} mismatches",
-                    round + 1,
-                    args.rounds,
-                    phase.stats.main_load().len() as f64 / phase.seconds,
-                    phase.stats.errors,
-                    phase.stats.mismatches,
-                );
+                eprintln!("{}", super::progress(&phase, args.rounds));
             }
             phases.push(phase);
             if s.server.exited() {
