@@ -12,53 +12,10 @@ use std::time::Duration;
 use common::redis::RedisServer;
 use common::*;
 use portcullis::pb::auth::CheckResponse;
-use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
+use serde_json::json;
 
 const URI: &str = "https://api.example.com/api/items";
 const AUDIENCE: &str = "https://api.example.com/";
-
-/// A client's DPoP key (P-256).
-struct Holder {
-    key: TestKey,
-}
-
-impl Holder {
-    fn new() -> Holder {
-        Holder {
-            key: TestKey::ec("unused"),
-        }
-    }
-
-    fn public_jwk(&self) -> Value {
-        let jwk = self.key.jwk();
-        json!({"kty": "EC", "crv": jwk["crv"], "x": jwk["x"], "y": jwk["y"]})
-    }
-
-    /// The RFC 7638 thumbprint of the public key.
-    fn jkt(&self) -> String {
-        let jwk = self.public_jwk();
-        let canonical = format!(
-            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
-            jwk["crv"].as_str().unwrap(),
-            jwk["x"].as_str().unwrap(),
-            jwk["y"].as_str().unwrap()
-        );
-        b64(Sha256::digest(canonical.as_bytes()))
-    }
-
-    /// A fresh proof (new `jti`) for `GET URI` with `token`.
-    fn proof(&self, token: &str) -> String {
-        let mut jti = [0u8; 12];
-        aws_lc_rs::rand::fill(&mut jti).unwrap();
-        let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.public_jwk()});
-        let claims = json!({
-            "jti": b64(jti), "htm": "GET", "htu": URI, "iat": now(),
-            "ath": b64(Sha256::digest(token.as_bytes())),
-        });
-        self.key.token_with_header(&header, &claims)
-    }
-}
 
 fn config(idp: &FakeIdp, state: &str) -> String {
     format!(
@@ -115,7 +72,7 @@ fn reason(response: &CheckResponse) -> &str {
 struct Setup {
     idp: FakeIdp,
     idp_key: TestKey,
-    holder: Holder,
+    holder: DpopHolder,
     token: String,
 }
 
@@ -123,7 +80,7 @@ async fn setup() -> Setup {
     let idp = FakeIdp::start().await;
     let idp_key = TestKey::ec("idp");
     idp.set_keys(&[&idp_key]);
-    let holder = Holder::new();
+    let holder = DpopHolder::new("unused");
     let mut bound = claims(&idp.issuer, AUDIENCE);
     bound["cnf"] = json!({"jkt": holder.jkt()});
     let token = idp_key.token(&bound);
@@ -142,7 +99,7 @@ async fn a_proof_used_on_one_replica_is_a_replay_on_the_other_through_redis() {
     let a = replica(&s.idp, &redis_state(&redis)).await;
     let b = replica(&s.idp, &redis_state(&redis)).await;
 
-    let proof = s.holder.proof(&s.token);
+    let proof = s.holder.proof("GET", URI, &s.token);
     ok(&dpop(&a, &s.token, &proof).await);
     let replay = dpop(&b, &s.token, &proof).await;
     assert_eq!(code(&replay), 16, "UNAUTHENTICATED on B: {replay:?}");
@@ -155,13 +112,13 @@ async fn a_proof_used_on_one_replica_is_a_replay_on_the_other_through_redis() {
     );
 
     // The other way round: first on B, then refused on A. Fresh proofs pass on either.
-    let proof = s.holder.proof(&s.token);
+    let proof = s.holder.proof("GET", URI, &s.token);
     ok(&dpop(&b, &s.token, &proof).await);
     assert_eq!(
         reason(&dpop(&a, &s.token, &proof).await),
         "dpop_proof_replayed"
     );
-    ok(&dpop(&a, &s.token, &s.holder.proof(&s.token)).await);
+    ok(&dpop(&a, &s.token, &s.holder.proof("GET", URI, &s.token)).await);
 }
 
 #[tokio::test]
@@ -172,7 +129,7 @@ async fn with_in_memory_state_each_replica_accepts_the_same_proof_once() {
     let a = replica(&s.idp, "").await;
     let b = replica(&s.idp, "").await;
 
-    let proof = s.holder.proof(&s.token);
+    let proof = s.holder.proof("GET", URI, &s.token);
     ok(&dpop(&a, &s.token, &proof).await);
     ok(&dpop(&b, &s.token, &proof).await);
     // Each one still refuses its own replay.
@@ -197,10 +154,10 @@ async fn without_redis_a_dpop_request_fails_closed_and_recovers_when_redis_retur
         "Bearer {}",
         s.idp_key.token(&claims(&s.idp.issuer, AUDIENCE))
     );
-    ok(&dpop(&a, &s.token, &s.holder.proof(&s.token)).await);
+    ok(&dpop(&a, &s.token, &s.holder.proof("GET", URI, &s.token)).await);
 
     redis.stop();
-    let proof = s.holder.proof(&s.token);
+    let proof = s.holder.proof("GET", URI, &s.token);
     for server in [&a, &b] {
         let response = dpop(server, &s.token, &proof).await;
         assert_eq!(
@@ -210,7 +167,7 @@ async fn without_redis_a_dpop_request_fails_closed_and_recovers_when_redis_retur
         );
         assert_eq!(reason(&response), "dpop_replay_unavailable");
         // A fresh proof is refused too: the replica cannot tell whether another one saw it.
-        let fresh = dpop(server, &s.token, &s.holder.proof(&s.token)).await;
+        let fresh = dpop(server, &s.token, &s.holder.proof("GET", URI, &s.token)).await;
         assert_eq!(code(&fresh), 14, "{fresh:?}");
         // Requests that need no replay record are unaffected.
         ok(&send(server, &bearer, None).await);

@@ -12,7 +12,6 @@ use common::*;
 use portcullis::pb::auth::CheckResponse;
 use portcullis::{Clock, Sources};
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 
 const AUD: &str = "https://api.example.com/";
 const ADMIN: &str = "admin-secret-0123456789";
@@ -20,6 +19,9 @@ const AUTH0: &str = "auth0-stream-secret-9876543210";
 
 /// The longest a test waits for a change that should take well under a second: long enough for a loaded
 /// machine, far shorter than the 30 s periodic resync, so passing proves the change did not wait for it.
+/// What the DPoP-bound requests ask for (`dpop` below).
+const URI: &str = "https://api.example.com/api/items";
+
 const BOUND: Duration = Duration::from_secs(5);
 
 fn secrets() -> Sources {
@@ -73,48 +75,6 @@ async fn server(idp: &FakeIdp, state: &str) -> TestServer {
         .await
 }
 
-/// A client's DPoP key (P-256), making proofs for `GET https://api.example.com/api/items`.
-struct Holder {
-    key: TestKey,
-}
-
-impl Holder {
-    fn new() -> Holder {
-        Holder {
-            key: TestKey::ec("holder"),
-        }
-    }
-
-    fn public_jwk(&self) -> Value {
-        let jwk = self.key.jwk();
-        json!({"kty": "EC", "crv": jwk["crv"], "x": jwk["x"], "y": jwk["y"]})
-    }
-
-    /// The RFC 7638 thumbprint of the public key.
-    fn jkt(&self) -> String {
-        let jwk = self.public_jwk();
-        let canonical = format!(
-            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
-            jwk["crv"].as_str().unwrap(),
-            jwk["x"].as_str().unwrap(),
-            jwk["y"].as_str().unwrap()
-        );
-        b64(Sha256::digest(canonical.as_bytes()))
-    }
-
-    /// A fresh proof (new `jti`) for `token`.
-    fn proof(&self, token: &str) -> String {
-        let mut jti = [0u8; 12];
-        aws_lc_rs::rand::fill(&mut jti).unwrap();
-        let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.public_jwk()});
-        let claims = json!({
-            "jti": b64(jti), "htm": "GET", "htu": "https://api.example.com/api/items", "iat": now(),
-            "ath": b64(Sha256::digest(token.as_bytes())),
-        });
-        self.key.token_with_header(&header, &claims)
-    }
-}
-
 /// A DPoP-bound request (`Authorization: DPoP <token>`, `DPoP: <proof>`).
 async fn dpop(server: &TestServer, token: &str, proof: &str) -> CheckResponse {
     let authorization = format!("DPoP {token}");
@@ -158,7 +118,7 @@ async fn answered(server: &TestServer, token: &str, proof: &str) -> String {
 }
 
 /// A token bound to `holder`'s key (`cnf.jkt`).
-fn bound_token(key: &TestKey, idp: &FakeIdp, holder: &Holder) -> String {
+fn bound_token(key: &TestKey, idp: &FakeIdp, holder: &DpopHolder) -> String {
     let mut claims = claims(&idp.issuer, AUD);
     claims["cnf"] = json!({"jkt": holder.jkt()});
     key.token(&claims)
@@ -240,7 +200,7 @@ async fn sentinel_failover_keeps_revocations_and_replay_protection() {
     idp.set_keys(&[&key]);
     let a = server(&idp, &state).await;
     let b = server(&idp, &state).await;
-    let holder = Holder::new();
+    let holder = DpopHolder::new("holder");
     let bound = bound_token(&key, &idp, &holder);
     let first_master = setup.master.port();
     let master_info = |port: u16| {
@@ -256,7 +216,7 @@ async fn sentinel_failover_keeps_revocations_and_replay_protection() {
     assert!(allowed(&b.check_bearer(&alice).await));
     assert_eq!(revoke(&a, "alice").await, 201);
     denied_within(&b, &alice, BOUND).await;
-    let proof = holder.proof(&bound);
+    let proof = holder.proof("GET", URI, &bound);
     ok(&dpop(&a, &bound, &proof).await);
     assert_eq!(
         reason(&dpop(&b, &bound, &proof).await),
@@ -267,7 +227,7 @@ async fn sentinel_failover_keeps_revocations_and_replay_protection() {
     // The master dies. Until the sentinel promotes the replica, no master answers: a DPoP check answers
     // the error (never an allow), a revocation posted to A applies there and is kept.
     setup.master.stop();
-    let fresh = dpop(&a, &bound, &holder.proof(&bound)).await;
+    let fresh = dpop(&a, &bound, &holder.proof("GET", URI, &bound)).await;
     assert_eq!(
         code(&fresh),
         14,
@@ -308,7 +268,7 @@ async fn sentinel_failover_keeps_revocations_and_replay_protection() {
             "dpop_proof_replayed"
         );
     }
-    ok(&dpop(&b, &bound, &holder.proof(&bound)).await);
+    ok(&dpop(&b, &bound, &holder.proof("GET", URI, &bound)).await);
 
     // The metrics show the new master and the failover.
     let start = Instant::now();
@@ -362,10 +322,10 @@ async fn cluster_shares_revocations_auth0_events_and_replay_protection() {
 
     // The denylist's keys share one slot (the key prefix in a hash tag), and the records of DPoP proofs
     // are spread over the cluster: replays are caught across replicas whichever node holds them.
-    let holder = Holder::new();
+    let holder = DpopHolder::new("holder");
     let bound = bound_token(&key, &idp, &holder);
     for i in 0..12 {
-        let proof = holder.proof(&bound);
+        let proof = holder.proof("GET", URI, &bound);
         let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
         ok(&dpop(first, &bound, &proof).await);
         assert_eq!(

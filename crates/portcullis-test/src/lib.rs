@@ -522,3 +522,51 @@ pub fn assert_invalid_token(response: &CheckResponse, needle: &str) -> String {
     assert_eq!(body["error"], "invalid_token");
     status.message.clone()
 }
+
+/// A client's DPoP key (P-256) and the proofs it makes (RFC 9449), for the tests that bind tokens to it.
+pub struct DpopHolder {
+    pub key: TestKey,
+}
+
+impl DpopHolder {
+    pub fn new(kid: &str) -> DpopHolder {
+        DpopHolder {
+            key: TestKey::ec(kid),
+        }
+    }
+
+    /// The public key as the proof's `jwk` header carries it.
+    pub fn public_jwk(&self) -> Value {
+        let jwk = self.key.jwk();
+        serde_json::json!({"kty": "EC", "crv": jwk["crv"], "x": jwk["x"], "y": jwk["y"]})
+    }
+
+    /// The RFC 7638 thumbprint of the public key (a bound token's `cnf.jkt`).
+    pub fn jkt(&self) -> String {
+        let jwk = self.public_jwk();
+        let canonical = format!(
+            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+            jwk["crv"].as_str().unwrap(),
+            jwk["x"].as_str().unwrap(),
+            jwk["y"].as_str().unwrap()
+        );
+        b64(sha256(canonical.as_bytes()))
+    }
+
+    /// A fresh proof (new `jti`, issued now) for `method uri` with `token`.
+    pub fn proof(&self, method: &str, uri: &str, token: &str) -> String {
+        let mut jti = [0u8; 12];
+        aws_lc_rs::rand::fill(&mut jti).unwrap();
+        let header =
+            serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.public_jwk()});
+        let claims = serde_json::json!({
+            "jti": b64(jti), "htm": method, "htu": uri, "iat": now(),
+            "ath": b64(sha256(token.as_bytes())),
+        });
+        self.key.token_with_header(&header, &claims)
+    }
+}
+
+fn sha256(bytes: &[u8]) -> aws_lc_rs::digest::Digest {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+}
