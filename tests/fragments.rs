@@ -15,7 +15,6 @@ use common::*;
 use tokio_util::sync::CancellationToken;
 
 use portcullis::io::ConfigBytes;
-use portcullis::pb::auth::CheckResponse;
 use portcullis::server::Reloader;
 use portcullis::Clock;
 
@@ -164,24 +163,6 @@ async fn wait_until<F: Future<Output = bool>>(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("not reached in 30 s: {}", what());
-}
-
-async fn check_path(server: &TestServer, path: &str, token: &str) -> CheckResponse {
-    let auth = format!("Bearer {token}");
-    server
-        .send(request_to("GET", path, &[("authorization", &auth)]))
-        .await
-}
-
-/// The HTTP status of an answer: 200 for an allow, else the denial's.
-fn http_status(response: &CheckResponse) -> u32 {
-    match response.status.as_ref().map(|s| s.code) {
-        Some(0) => 200,
-        _ => denied(response)
-            .status
-            .as_ref()
-            .map_or(0, |s| s.code as u32),
-    }
 }
 
 #[tokio::test]

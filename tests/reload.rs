@@ -16,7 +16,6 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use portcullis::pb::auth::CheckResponse;
 use portcullis::server::{ReloadError, Reloader};
 use portcullis::{Clock, Config, Sources};
 
@@ -120,24 +119,6 @@ impl Served {
 impl Drop for Served {
     fn drop(&mut self) {
         self.stop.cancel();
-    }
-}
-
-async fn check_path(server: &TestServer, path: &str, token: &str) -> CheckResponse {
-    let auth = format!("Bearer {token}");
-    server
-        .send(request_to("GET", path, &[("authorization", &auth)]))
-        .await
-}
-
-/// The HTTP status of an answer: 200 for an allow, else the denial's.
-fn http_status(response: &CheckResponse) -> u32 {
-    match response.status.as_ref().map(|s| s.code) {
-        Some(0) => 200,
-        _ => denied(response)
-            .status
-            .as_ref()
-            .map_or(0, |s| s.code as u32),
     }
 }
 

@@ -570,3 +570,22 @@ impl DpopHolder {
 fn sha256(bytes: &[u8]) -> aws_lc_rs::digest::Digest {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
 }
+
+/// A `GET path` check with `Authorization: Bearer <token>`, on a new connection.
+pub async fn check_path(server: &TestServer, path: &str, token: &str) -> CheckResponse {
+    let auth = format!("Bearer {token}");
+    server
+        .send(request_to("GET", path, &[("authorization", &auth)]))
+        .await
+}
+
+/// The HTTP status of an answer: 200 for an allow, else the denial's.
+pub fn http_status(response: &CheckResponse) -> u32 {
+    match response.status.as_ref().map(|s| s.code) {
+        Some(0) => 200,
+        _ => denied(response)
+            .status
+            .as_ref()
+            .map_or(0, |s| s.code as u32),
+    }
+}
